@@ -1,0 +1,50 @@
+"""Errors of the PowerMTA API client, each with a message a person can act on.
+
+Messages never contain the API key. Plugins print `str(error)` as their status line.
+"""
+
+from __future__ import annotations
+
+
+class PmtaError(Exception):
+    """Any failure to obtain or understand PowerMTA's state."""
+
+
+class PmtaUnreachable(PmtaError):
+    """Nothing answered at the URL (refused, no route, DNS, TLS handshake)."""
+
+
+class PmtaTimeout(PmtaError):
+    """PowerMTA did not answer within the configured timeout."""
+
+
+class PmtaForbidden(PmtaError):
+    """PowerMTA refused access (HTTP 401/403)."""
+
+
+class PmtaHTTPError(PmtaError):
+    """PowerMTA answered with an unexpected HTTP status."""
+
+    def __init__(self, message: str, status_code: int) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+
+
+class PmtaMalformed(PmtaError):
+    """The answer arrived but is not a PowerMTA envelope we understand."""
+
+
+FORBIDDEN_HINT = (
+    "allow this host with `http-access <ip>/32 monitor` in PowerMTA's config "
+    "(restart pmtahttp after the change) or send an API key (`http-api-key`) "
+    "via --api-key-file or PMTA_API_KEY"
+)
+
+
+def excerpt(body: bytes | str, limit: int = 80) -> str:
+    """A short, printable excerpt of a payload for error messages."""
+    text = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
+    text = " ".join(text.split())
+    if not text:
+        return "(empty body)"
+    return repr(text[:limit] + ("..." if len(text) > limit else ""))

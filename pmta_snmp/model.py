@@ -1,0 +1,341 @@
+"""The one picture of PowerMTA state.
+
+Immutable, typed snapshots built by the API parser (`pmta_snmp.api.parse`) and read by the
+SNMP layer, the check plugins and the exporter. Nothing here knows about wire formats or SNMP.
+
+Field names follow PowerMTA's own (`rcp`, `kb`, `conn`, `smtpOut` -> `smtp_out`). The JSON form
+(`snapshot_to_dict`) is documented in the README and is what `pmta-snmp poll --json` prints.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from enum import StrEnum
+from typing import Any, TypeVar
+
+TRAFFIC_WINDOWS: tuple[str, ...] = ("total", "last_hr", "last_min", "top_per_hr", "top_per_min")
+"""Traffic windows in PowerMTA's order (`total`, `lastHr`, `lastMin`, `topPerHr`, `topPerMin`)."""
+
+QUEUE_TYPES: tuple[str, ...] = (
+    "smtp",
+    "pipe",
+    "discard",
+    "file",
+    "alias",
+    "bounceProcessor",
+    "feedbackLoopProcessor",
+)
+"""Queue types PowerMTA 4.x/5.x report; older versions add others (`gmImprinter`)."""
+
+
+class QueueMode(StrEnum):
+    """Delivery mode of a queue as PowerMTA shows it."""
+
+    NORMAL = "normal"
+    BACKOFF = "backoff"
+    UNKNOWN = "unknown"
+
+
+@dataclass(frozen=True, slots=True)
+class Counts:
+    """Recipients, messages and kilobytes for one direction of one traffic window."""
+
+    rcp: int = 0
+    msg: int = 0
+    kb: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class TrafficWindow:
+    """One traffic window: inbound and outbound counts plus processed bounces/FBL reports."""
+
+    inbound: Counts = Counts()
+    outbound: Counts = Counts()
+    bounce_processed: int = 0
+    feedback_loop_processed: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Traffic:
+    """Traffic in every window PowerMTA reports."""
+
+    total: TrafficWindow = TrafficWindow()
+    last_hr: TrafficWindow = TrafficWindow()
+    last_min: TrafficWindow = TrafficWindow()
+    top_per_hr: TrafficWindow = TrafficWindow()
+    top_per_min: TrafficWindow = TrafficWindow()
+
+    def window(self, name: str) -> TrafficWindow:
+        """Return a window by its name in `TRAFFIC_WINDOWS`."""
+        if name not in TRAFFIC_WINDOWS:
+            raise KeyError(name)
+        value: TrafficWindow = getattr(self, name)
+        return value
+
+    @property
+    def messages_per_second(self) -> float:
+        """Outbound messages per second, derived from the last minute (PowerMTA has no rate)."""
+        return self.last_min.outbound.msg / 60.0
+
+    @property
+    def recipients_per_second(self) -> float:
+        """Outbound recipients per second, derived from the last minute."""
+        return self.last_min.outbound.rcp / 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class ConnCounts:
+    """Current, configured maximum and highest-seen SMTP connections."""
+
+    cur: int = 0
+    max: int = 0
+    top: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Connections:
+    """SMTP connections, inbound and outbound."""
+
+    smtp_in: ConnCounts = ConnCounts()
+    smtp_out: ConnCounts = ConnCounts()
+
+
+@dataclass(frozen=True, slots=True)
+class QueueTypeCounts:
+    """Queued recipients, domains and kilobytes of one queue type (`status/queue/<type>`)."""
+
+    name: str
+    rcp: int = 0
+    dom: int = 0
+    kb: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Spool:
+    """Spool state: initialisation progress and file usage."""
+
+    init_pct: int = 100
+    dirs: int = 0
+    files_in_use: int = 0
+    files_recycled: int = 0
+    files_total: int = 0
+    total_rcp: int = 0
+    max_rcp: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Resolver:
+    """DNS resolver cache and queries (optional block in `/status`)."""
+
+    names_cached: int = 0
+    queries_pending: int = 0
+    queries_active: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Runtime:
+    """Product, host and run state. Times are PowerMTA-local, naive (PowerMTA sends no zone)."""
+
+    product: str = "PowerMTA"
+    version: str | None = None
+    build_date: str | None = None
+    revision: str | None = None
+    host_name: str | None = None
+    serial: str | None = None
+    os_name: str | None = None
+    time_now: datetime | None = None
+    startup_time: datetime | None = None
+    shutting_down: bool = False
+    status: str = "unknown"
+
+    @property
+    def uptime_seconds(self) -> int | None:
+        """Seconds since startup, measured against PowerMTA's own clock (`timeNow`)."""
+        if self.time_now is None or self.startup_time is None:
+            return None
+        return max(0, int((self.time_now - self.startup_time).total_seconds()))
+
+
+@dataclass(frozen=True, slots=True)
+class Status:
+    """Everything `/status` reports."""
+
+    traffic: Traffic = Traffic()
+    conn: Connections = Connections()
+    queue_types: tuple[QueueTypeCounts, ...] = ()
+    spool: Spool = Spool()
+    resolver: Resolver | None = None
+    runtime: Runtime = Runtime()
+
+    def queue_type(self, name: str) -> QueueTypeCounts:
+        """Counts of one queue type; zero counts when PowerMTA did not report it."""
+        for q in self.queue_types:
+            if q.name == name:
+                return q
+        return QueueTypeCounts(name)
+
+    @property
+    def queued_recipients(self) -> int:
+        """Queue depth as the operating rules define it: `status/queue/smtp/rcp`."""
+        return self.queue_type("smtp").rcp
+
+
+@dataclass(frozen=True, slots=True)
+class QueueEvent:
+    """A recent error or mode event of a queue (`event{type,time,text}`)."""
+
+    type: str = ""
+    time: str = ""
+    text: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Queue:
+    """One queue, named `domain/vmta` (or `domain/{default}`)."""
+
+    name: str
+    rcp: int = 0
+    kb: float = 0.0
+    conn: int = 0
+    paused: bool = False
+    mode: QueueMode = QueueMode.NORMAL
+    retry_time: str | None = None
+    last_error: str | None = None
+    events: tuple[QueueEvent, ...] = ()
+
+    @property
+    def domain(self) -> str:
+        """The destination domain part of the queue name."""
+        return self.name.rsplit("/", 1)[0] if "/" in self.name else self.name
+
+    @property
+    def vmta(self) -> str:
+        """The VirtualMTA part of the queue name (`{default}` when none)."""
+        return self.name.rsplit("/", 1)[1] if "/" in self.name else "{default}"
+
+
+@dataclass(frozen=True, slots=True)
+class Domain:
+    """One destination domain across all VirtualMTAs."""
+
+    name: str
+    rcp: int = 0
+    kb: float = 0.0
+    conn: int = 0
+    last_error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Vmta:
+    """One VirtualMTA with mail queued."""
+
+    name: str
+    rcp: int = 0
+    kb: float = 0.0
+    conn: int = 0
+    domains: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class License:
+    """What `show license` reports. `expires is None` with `never` means no expiry."""
+
+    never: bool = False
+    expires: date | None = None
+    fields: tuple[tuple[str, str], ...] = ()
+
+    def days_left(self, today: date) -> int | None:
+        """Whole days until expiry (negative once expired); None when it never expires."""
+        if self.never or self.expires is None:
+            return None
+        return (self.expires - today).days
+
+    def get(self, key: str) -> str | None:
+        """A raw `key: value` field of the license text."""
+        for k, v in self.fields:
+            if k == key:
+                return v
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """One poll of PowerMTA: status, queues, domains, VirtualMTAs and the license.
+
+    `taken_at` is our own (aware, UTC) clock at the end of the poll; ages of the data are
+    computed against it. `queues`, `domains` and `vmtas` are sorted by name.
+    """
+
+    status: Status = Status()
+    queues: tuple[Queue, ...] = ()
+    domains: tuple[Domain, ...] = ()
+    vmtas: tuple[Vmta, ...] = ()
+    license: License | None = None
+    taken_at: datetime | None = None
+    source: str = ""
+    warnings: tuple[str, ...] = field(default=())
+
+    def queue(self, name: str) -> Queue | None:
+        """Look a queue up by `domain/vmta` name."""
+        for q in self.queues:
+            if q.name == name:
+                return q
+        return None
+
+
+_Row = TypeVar("_Row", Queue, Domain, Vmta)
+
+
+def sorted_by_name(rows: Iterable[_Row]) -> tuple[_Row, ...]:
+    """Rows sorted by name, merging duplicates (last one wins) so names stay unique."""
+    unique: dict[str, _Row] = {}
+    for row in rows:
+        unique[row.name] = row
+    return tuple(unique[k] for k in sorted(unique))
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if isinstance(value, QueueMode):
+        return value.value
+    if isinstance(value, tuple):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def snapshot_to_dict(snap: Snapshot) -> dict[str, Any]:
+    """The snapshot as plain JSON-ready data (the documented `poll --json` format)."""
+
+    def conv(obj: Any) -> Any:
+        if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+            out = {f.name: conv(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+            if isinstance(obj, Queue):
+                out["domain"] = obj.domain
+                out["vmta"] = obj.vmta
+            if isinstance(obj, Status):
+                out["queue_types"] = {
+                    q.name: {"rcp": q.rcp, "dom": q.dom, "kb": q.kb} for q in obj.queue_types
+                }
+            return out
+        if isinstance(obj, tuple):
+            if obj and all(isinstance(x, tuple) and len(x) == 2 for x in obj):
+                return {str(k): conv(v) for k, v in obj}
+            return [conv(x) for x in obj]
+        return _jsonable(obj)
+
+    data: dict[str, Any] = conv(snap)
+    traffic = snap.status.traffic
+    data["status"]["messages_per_second"] = round(traffic.messages_per_second, 3)
+    data["status"]["recipients_per_second"] = round(traffic.recipients_per_second, 3)
+    data["status"]["queued_recipients"] = snap.status.queued_recipients
+    data["status"]["runtime"]["uptime_seconds"] = snap.status.runtime.uptime_seconds
+    return data
+
+
+def license_fields(mapping: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
+    """Freeze a parsed `key: value` mapping for `License.fields`."""
+    return tuple(mapping.items())
