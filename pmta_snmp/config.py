@@ -1,0 +1,227 @@
+"""Agent configuration: a TOML file, overridden by PMTA_SNMP_<SECTION>_<KEY> environment variables.
+
+Secrets (API key, SNMP community, SNMPv3 passphrases) are only ever read from files (or, for the
+API key, PMTA_API_KEY), never from the command line or the TOML text itself.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+ENV_PREFIX = "PMTA_SNMP_"
+
+
+class ConfigError(ValueError):
+    """The configuration cannot be used; the message says which key and why."""
+
+
+@dataclass(frozen=True)
+class PmtaSection:
+    """How to reach PowerMTA."""
+
+    url: str = "http://127.0.0.1:8080"
+    api_key_file: str | None = None
+    ca_file: str | None = None
+    insecure: bool = False
+    api_format: str = "auto"
+    api_flavor: str = "real"
+    timeout: float = 10.0
+
+
+@dataclass(frozen=True)
+class PollSection:
+    """When to poll."""
+
+    interval: float = 60.0
+    jitter: float = 0.1
+    license_interval: float = 3600.0
+
+
+@dataclass(frozen=True)
+class AgentXSection:
+    """The AgentX connection to the master snmpd."""
+
+    socket: str = "/var/agentx/master"
+    priority: int = 127
+    timeout: int = 5
+    ping_interval: float = 15.0
+
+
+@dataclass(frozen=True)
+class SnmpUser:
+    """One SNMPv3 USM user (authPriv); keys come from files."""
+
+    name: str
+    auth_protocol: str = "sha256"
+    auth_key_file: str = ""
+    priv_protocol: str = "aes128"
+    priv_key_file: str = ""
+
+
+@dataclass(frozen=True)
+class TrapTarget:
+    """Where the standalone agent sends notifications (SNMPv2c traps)."""
+
+    address: str = "udp:127.0.0.1:162"
+    community_file: str | None = None
+
+
+@dataclass(frozen=True)
+class SnmpSection:
+    """The standalone agent (no snmpd)."""
+
+    listen: str = "udp:127.0.0.1:1161"
+    community_file: str | None = None
+    allow_public_community: bool = False
+    users: tuple[SnmpUser, ...] = ()
+    trap_targets: tuple[TrapTarget, ...] = ()
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """Notification thresholds; each raises once above `*_raise` and clears below `*_clear`."""
+
+    queue_raise: int = 100_000
+    queue_clear: int = 90_000
+    license_days: int = 30
+    license_clear_days: int = 35
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole agent configuration."""
+
+    pmta: PmtaSection = PmtaSection()
+    poll: PollSection = PollSection()
+    agentx: AgentXSection = AgentXSection()
+    snmp: SnmpSection = SnmpSection()
+    thresholds: Thresholds = Thresholds()
+    enterprise: int = 32473
+    exporter_listen: str = "127.0.0.1:9099"
+    exporter_max_series: int = 500
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+
+_SECTIONS = {
+    "pmta": PmtaSection,
+    "poll": PollSection,
+    "agentx": AgentXSection,
+    "snmp": SnmpSection,
+    "thresholds": Thresholds,
+}
+
+
+def _coerce(kind: Any, value: Any, where: str) -> Any:
+    name = kind if isinstance(kind, str) else getattr(kind, "__name__", str(kind))
+    try:
+        if "bool" in name:
+            if isinstance(value, bool):
+                return value
+            text = str(value).strip().lower()
+            if text in ("1", "true", "yes", "on"):
+                return True
+            if text in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(value)
+        if name.startswith("int"):
+            return int(value)
+        if name.startswith("float"):
+            return float(value)
+        if name.startswith("str"):
+            return None if value is None else str(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{where}: {value!r} is not a valid {name}") from None
+    return value
+
+
+def _build(cls: Any, data: Mapping[str, Any], where: str) -> Any:
+    known = {f.name: f for f in fields(cls)}
+    unknown = set(data) - set(known)
+    if unknown:
+        raise ConfigError(f"[{where}]: unknown key(s) {', '.join(sorted(unknown))}")
+    values: dict[str, Any] = {}
+    for key, value in data.items():
+        f = known[key]
+        if key == "users":
+            values[key] = tuple(_build(SnmpUser, u, f"{where}.users") for u in value)
+        elif key == "trap_targets":
+            values[key] = tuple(_build(TrapTarget, t, f"{where}.trap_targets") for t in value)
+        else:
+            values[key] = _coerce(f.type, value, f"{where}.{key}")
+    return cls(**values)
+
+
+def load_config(
+    path: str | os.PathLike[str] | None = None, environ: Mapping[str, str] | None = None
+) -> Config:
+    """Read the TOML file (if any), then apply PMTA_SNMP_<SECTION>_<KEY> overrides."""
+    raw: dict[str, Any] = {}
+    if path:
+        try:
+            raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise ConfigError(f"cannot read config {path}: {exc.strerror}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config {path} is not valid TOML: {exc}") from None
+    env = os.environ if environ is None else environ
+    for key, value in env.items():
+        if not key.startswith(ENV_PREFIX):
+            continue
+        rest = key[len(ENV_PREFIX) :].lower()
+        section, _, name = rest.partition("_")
+        if section in _SECTIONS and name:
+            raw.setdefault(section, {})[name] = value
+        elif rest == "enterprise":
+            raw["enterprise"] = value
+    sections = {name: _build(cls, raw.pop(name, {}), name) for name, cls in _SECTIONS.items()}
+    top: dict[str, Any] = {}
+    for key in ("enterprise", "exporter_listen", "exporter_max_series"):
+        if key in raw:
+            top[key] = _coerce("int" if key != "exporter_listen" else "str", raw.pop(key), key)
+    cfg = Config(**sections, **top, extra=raw)
+    return validate(cfg)
+
+
+def validate(cfg: Config) -> Config:
+    """Reject values that would only fail later, with the key named."""
+    if cfg.poll.interval < 1:
+        raise ConfigError("poll.interval must be at least 1 second")
+    if not 0 <= cfg.poll.jitter < 1:
+        raise ConfigError("poll.jitter must be a fraction in [0, 1)")
+    if cfg.pmta.api_format not in ("auto", "json", "xml"):
+        raise ConfigError("pmta.api_format must be auto, json or xml")
+    if cfg.pmta.api_flavor not in ("real", "seed"):
+        raise ConfigError("pmta.api_flavor must be real or seed")
+    if not 0 <= cfg.agentx.priority <= 255:
+        raise ConfigError("agentx.priority must be 0..255")
+    if not 0 < cfg.enterprise < 2**32:
+        raise ConfigError("enterprise must be a positive 32-bit number")
+    if cfg.thresholds.queue_clear > cfg.thresholds.queue_raise:
+        raise ConfigError("thresholds.queue_clear must not exceed thresholds.queue_raise")
+    return cfg
+
+
+def with_overrides(cfg: Config, **sections: Mapping[str, Any]) -> Config:
+    """A copy with some section values replaced (command-line options win over the file)."""
+    changes: dict[str, Any] = {}
+    for name, values in sections.items():
+        clean = {k: v for k, v in values.items() if v is not None}
+        if clean:
+            changes[name] = replace(getattr(cfg, name), **clean)
+    return validate(replace(cfg, **changes))
+
+
+def read_secret(path: str, what: str) -> str:
+    """The first line of a secret file (API key, community, SNMPv3 passphrase)."""
+    try:
+        text = Path(path).read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise ConfigError(f"cannot read {what} file {path}: {exc.strerror}") from None
+    if not text:
+        raise ConfigError(f"{what} file {path} is empty")
+    return text.splitlines()[0].strip()
