@@ -1,0 +1,93 @@
+"""Hysteresis rules (raise once, clear once) and configuration loading."""
+
+from __future__ import annotations
+
+from datetime import date
+from pathlib import Path
+
+import pytest
+
+from pmta_snmp.config import ConfigError, Thresholds, load_config, read_secret, with_overrides
+from pmta_snmp.model import License, QueueTypeCounts, Snapshot, Status
+from pmta_snmp.notify import Condition, Rules
+
+
+def snap(depth: int, lic: License | None = None) -> Snapshot:
+    return Snapshot(status=Status(queue_types=(QueueTypeCounts("smtp", rcp=depth),)), license=lic)
+
+
+TODAY = date(2026, 11, 25)
+
+
+def test_queue_raises_once_and_clears_once_below_clear_level() -> None:
+    rules = Rules(Thresholds(queue_raise=100, queue_clear=80))
+    seq = [50, 101, 150, 90, 85, 79, 120]
+    events = [rules.evaluate(snap(d), api_ok=True, api_error=None, today=TODAY) for d in seq]
+    flat = [(i, e.condition, e.raised, e.value) for i, ev in enumerate(events) for e in ev]
+    assert flat == [
+        (1, Condition.QUEUE_HIGH, True, 101),
+        (5, Condition.QUEUE_HIGH, False, 79),
+        (6, Condition.QUEUE_HIGH, True, 120),
+    ]
+    assert events[1][0].threshold == 100 and events[5][0].threshold == 80
+
+
+def test_api_lost_and_restored_once_and_queue_not_judged_while_down() -> None:
+    rules = Rules(Thresholds(queue_raise=10, queue_clear=5))
+    s = snap(50)
+    first = rules.evaluate(s, api_ok=True, api_error=None, today=TODAY)
+    assert [(e.condition, e.raised) for e in first] == [(Condition.QUEUE_HIGH, True)]
+    down = rules.evaluate(s, api_ok=False, api_error="refused", today=TODAY)
+    assert [(e.condition, e.raised, e.text) for e in down] == [
+        (Condition.API_DOWN, True, "refused")
+    ]
+    assert rules.evaluate(s, api_ok=False, api_error="refused", today=TODAY) == []
+    up = rules.evaluate(snap(1), api_ok=True, api_error=None, today=TODAY)
+    assert [(e.condition, e.raised) for e in up] == [
+        (Condition.API_DOWN, False),
+        (Condition.QUEUE_HIGH, False),
+    ]
+
+
+def test_license_expiring_and_never() -> None:
+    rules = Rules(Thresholds(license_days=30, license_clear_days=35))
+    soon = License(expires=date(2026, 12, 5))
+    ev = rules.evaluate(snap(0, soon), api_ok=True, api_error=None, today=TODAY)
+    assert [(e.condition, e.raised, e.value) for e in ev] == [
+        (Condition.LICENSE_EXPIRING, True, 10)
+    ]
+    ev = rules.evaluate(snap(0, License(never=True)), api_ok=True, api_error=None, today=TODAY)
+    assert [(e.condition, e.raised) for e in ev] == [(Condition.LICENSE_EXPIRING, False)]
+
+
+def test_config_file_env_overrides_and_errors(tmp_path: Path) -> None:
+    f = tmp_path / "c.toml"
+    f.write_text(
+        '[pmta]\nurl = "https://pmta:8080"\n[poll]\ninterval = 30\n'
+        '[[snmp.users]]\nname = "mon"\nauth_key_file = "/k"\npriv_key_file = "/p"\n'
+        "[thresholds]\nqueue_raise = 10\nqueue_clear = 5\n"
+    )
+    cfg = load_config(f, {"PMTA_SNMP_POLL_INTERVAL": "12.5", "PMTA_SNMP_ENTERPRISE": "99999"})
+    assert cfg.pmta.url == "https://pmta:8080"
+    assert cfg.poll.interval == 12.5 and cfg.enterprise == 99999
+    assert cfg.snmp.users[0].name == "mon"
+    assert with_overrides(cfg, pmta={"url": "http://x:1", "ca_file": None}).pmta.url == "http://x:1"
+    f.write_text("[poll]\nintervall = 3\n")
+    with pytest.raises(ConfigError, match="intervall"):
+        load_config(f, {})
+    f.write_text("[poll]\ninterval = 'soon'\n")
+    with pytest.raises(ConfigError, match="poll.interval"):
+        load_config(f, {})
+    f.write_text("[thresholds]\nqueue_raise = 1\nqueue_clear = 2\n")
+    with pytest.raises(ConfigError, match="queue_clear"):
+        load_config(f, {})
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        f.write_text("[poll")
+        load_config(f, {})
+
+
+def test_read_secret(tmp_path: Path) -> None:
+    (tmp_path / "s").write_text("c0mmunity\nignored\n")
+    assert read_secret(str(tmp_path / "s"), "community") == "c0mmunity"
+    with pytest.raises(ConfigError, match="cannot read community"):
+        read_secret(str(tmp_path / "none"), "community")
