@@ -76,7 +76,7 @@ def test_config_file_env_overrides_and_errors(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="intervall"):
         load_config(f, {})
     f.write_text("[poll]\ninterval = 'soon'\n")
-    with pytest.raises(ConfigError, match="poll.interval"):
+    with pytest.raises(ConfigError, match=r"poll\.interval"):
         load_config(f, {})
     f.write_text("[thresholds]\nqueue_raise = 1\nqueue_clear = 2\n")
     with pytest.raises(ConfigError, match="queue_clear"):
