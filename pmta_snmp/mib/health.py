@@ -1,0 +1,95 @@
+"""The agent's own state that PMTA-SNMP-MIB publishes next to PowerMTA's.
+
+`AgentHealth` is what the poller knows about its polls; `Thresholds` are the notification
+thresholds read from the agent's configuration. Both are plain frozen values that
+`pmta_snmp.mib.layout` turns into the `pmtaAgent` and `pmtaConfig` objects.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from pmta_snmp import __version__
+from pmta_snmp.model import Snapshot
+
+__all__ = ["AgentHealth", "Thresholds", "counters_restarted"]
+
+
+@dataclass(frozen=True, slots=True)
+class AgentHealth:
+    """What the poller knows about its own work, as of the last poll.
+
+    Times are aware datetimes (UTC is what the MIB shows; others are converted).
+    `counter_discontinuity` is when PowerMTA's totals last started afresh as the agent saw it
+    (its first good poll, or a PowerMTA restart, see `counters_restarted`): it becomes
+    `pmtaTrafficDiscontinuityTime`. `data_age_seconds` is the age of the served snapshot when
+    the poller last rebuilt the view (after every poll, good or bad).
+    """
+
+    api_reachable: bool = False
+    last_success: datetime | None = None
+    data_age_seconds: float | None = None
+    poll_successes: int = 0
+    poll_failures: int = 0
+    consecutive_failures: int = 0
+    last_error: str = ""
+    started_at: datetime | None = None
+    counter_discontinuity: datetime | None = None
+    agent_version: str = __version__
+
+
+@dataclass(frozen=True, slots=True)
+class Thresholds:
+    """Notification thresholds from the agent's configuration (published read-only).
+
+    Queue: `pmtaQueueHigh` once when `queue.smtp.rcp` > `queue_rcpt_raise`, `pmtaQueueNormal`
+    once when it is back at or below `queue_rcpt_clear`. API: `pmtaApiLost` after
+    `api_failures_raise` failed polls in a row, `pmtaApiRestored` at the next good one.
+    License: `pmtaLicenseExpiring` when days left ≤ `license_days_raise`, `pmtaLicenseOk` above.
+    Defaults follow the project's operating rules (critical above 100,000, warning 50,000).
+    """
+
+    queue_rcpt_raise: int = 100_000
+    queue_rcpt_clear: int = 50_000
+    api_failures_raise: int = 3
+    license_days_raise: int = 30
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.queue_rcpt_clear <= self.queue_rcpt_raise <= 2**32 - 1:
+            raise ValueError(
+                "need 0 <= queue_rcpt_clear <= queue_rcpt_raise <= 4294967295, got "
+                f"clear={self.queue_rcpt_clear} raise={self.queue_rcpt_raise}"
+            )
+        if not 1 <= self.api_failures_raise <= 2**32 - 1:
+            raise ValueError(f"api_failures_raise must be >= 1, got {self.api_failures_raise}")
+        if not -(2**31) <= self.license_days_raise <= 2**31 - 1:
+            raise ValueError(
+                f"license_days_raise out of Integer32 range: {self.license_days_raise}"
+            )
+
+
+def counters_restarted(previous: Snapshot | None, current: Snapshot) -> bool:
+    """True when PowerMTA's traffic totals in `current` do not continue those of `previous`.
+
+    That is: no previous snapshot (the agent's first good poll), a changed PowerMTA startup
+    time, or any total that went down. The poller then sets
+    `AgentHealth.counter_discontinuity` to the time of the current poll.
+    """
+    if previous is None:
+        return True
+    before, now = previous.status.runtime, current.status.runtime
+    if before.startup_time != now.startup_time:
+        return True
+    t0, t1 = previous.status.traffic.total, current.status.traffic.total
+    pairs = (
+        (t0.inbound.rcp, t1.inbound.rcp),
+        (t0.inbound.msg, t1.inbound.msg),
+        (t0.inbound.kb, t1.inbound.kb),
+        (t0.outbound.rcp, t1.outbound.rcp),
+        (t0.outbound.msg, t1.outbound.msg),
+        (t0.outbound.kb, t1.outbound.kb),
+        (t0.bounce_processed, t1.bounce_processed),
+        (t0.feedback_loop_processed, t1.feedback_loop_processed),
+    )
+    return any(new < old for old, new in pairs)

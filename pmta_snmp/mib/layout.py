@@ -1,0 +1,1003 @@
+"""PMTA-SNMP-MIB on the agent side: every OID, and the mapping from a Snapshot to varbinds.
+
+The single source of truth for OIDs in Python; `tests/integration/test_mib.py` checks it
+against `mibs/PMTA-SNMP-MIB.txt` through snmptranslate. OIDs are relative to the module's
+arc `enterprises.<enterprise>.25`; every function takes the enterprise number (default
+`ENTERPRISE`, the RFC 5612 documentation placeholder) so that an operator can re-base.
+
+`build_varbinds` runs once per poll, off the request path, and returns the varbinds in
+ascending OID order; `object_prefixes` gives the served objects for noSuchObject versus
+noSuchInstance. Table indices are the names themselves (RFC 2578 §7.7: length, then one
+sub-id per UTF-8 octet), so they are stable across polls and restarts; rows whose name is
+empty or over the index bound are left out and counted (`pmta*Omitted`), never truncated.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from enum import StrEnum
+from functools import lru_cache
+from operator import attrgetter, itemgetter
+from typing import Any, Final, Generic, TypeVar
+
+from pmta_snmp.mib.health import AgentHealth, Thresholds
+from pmta_snmp.mib.snapshot import Oid, SnmpType, Value
+from pmta_snmp.model import (
+    Domain,
+    Queue,
+    QueueMode,
+    QueueTypeCounts,
+    Snapshot,
+    TrafficWindow,
+    Vmta,
+)
+
+__all__ = [
+    "ENTERPRISE",
+    "LICENSE_NEVER_DAYS",
+    "MAX_DOMAIN_OCTETS",
+    "MAX_QUEUE_TYPE_OCTETS",
+    "MAX_TEXT_OCTETS",
+    "MAX_VMTA_OCTETS",
+    "MIB_MODULE",
+    "MODULE_ARC",
+    "NOTIFICATIONS",
+    "OBJECTS",
+    "SNMP_TRAP_OID",
+    "SYNTAX_TYPES",
+    "Kind",
+    "Layout",
+    "MibObject",
+    "Notification",
+    "NotificationType",
+    "base_oid",
+    "build_varbinds",
+    "counter32",
+    "counter64",
+    "date_and_time",
+    "decode_string_index",
+    "encode_string_index",
+    "gauge32",
+    "integer32",
+    "layout",
+    "notification_varbinds",
+    "object_prefixes",
+    "oid",
+    "utf8_text",
+]
+
+ENTERPRISE: Final = 32473
+"""RFC 5612 documentation enterprise number; operators re-base to their own IANA PEN."""
+MODULE_ARC: Final = 25
+"""Sub-id of `pmtaSnmpMIB` under the enterprise arc (kept when re-basing)."""
+MIB_MODULE: Final = "PMTA-SNMP-MIB"
+
+MAX_DOMAIN_OCTETS: Final = 80
+MAX_VMTA_OCTETS: Final = 32
+MAX_QUEUE_TYPE_OCTETS: Final = 32
+MAX_TEXT_OCTETS: Final = 255
+"""Index bounds (UTF-8 octets) from the MIB; a queue instance is 13 + 81 + 33 = 127 sub-ids."""
+
+LICENSE_NEVER_DAYS: Final = 2**31 - 1
+"""`pmtaLicenseDaysLeft` for a license that never expires."""
+
+SNMP_TRAP_OID: Final[Oid] = (1, 3, 6, 1, 6, 3, 1, 1, 4, 1, 0)
+"""snmpTrapOID.0 (SNMPv2-MIB), the first varbind of a notification after sysUpTime.0."""
+
+_MAX32: Final = 2**32 - 1
+_MAX64: Final = 2**64
+_I32_MIN: Final = -(2**31)
+_I32_MAX: Final = 2**31 - 1
+
+_INTEGER: Final = SnmpType.INTEGER
+_OCTETS: Final = SnmpType.OCTET_STRING
+_GAUGE: Final = SnmpType.GAUGE32
+
+
+class Kind(StrEnum):
+    """What a MIB object is: a scalar, a readable column, or a not-accessible index column."""
+
+    SCALAR = "scalar"
+    COLUMN = "column"
+    INDEX = "index"
+
+
+SYNTAX_TYPES: Final[Mapping[str, SnmpType]] = {
+    "Counter32": SnmpType.COUNTER32,
+    "Counter64": SnmpType.COUNTER64,
+    "Gauge32": SnmpType.GAUGE32,
+    "Unsigned32": SnmpType.GAUGE32,
+    "Integer32": SnmpType.INTEGER,
+    "TruthValue": SnmpType.INTEGER,
+    "PmtaDeliveryMode": SnmpType.INTEGER,
+    "PmtaUtf8String": SnmpType.OCTET_STRING,
+    "DisplayString": SnmpType.OCTET_STRING,
+    "DateAndTime": SnmpType.OCTET_STRING,
+}
+"""The SYNTAX names PMTA-SNMP-MIB uses (base type or textual convention) → wire type."""
+
+
+@dataclass(frozen=True, slots=True)
+class MibObject:
+    """One OBJECT-TYPE of PMTA-SNMP-MIB: name, OID below `pmtaSnmpMIB`, kind and SYNTAX."""
+
+    name: str
+    rel: Oid
+    kind: Kind
+    syntax: str
+
+    @property
+    def type(self) -> SnmpType:
+        """The SNMP type its instances carry on the wire."""
+        return SYNTAX_TYPES[self.syntax]
+
+
+@dataclass(frozen=True, slots=True)
+class NotificationType:
+    """One NOTIFICATION-TYPE: name, OID below `pmtaSnmpMIB`, and its OBJECTS (scalars)."""
+
+    name: str
+    rel: Oid
+    objects: tuple[str, ...]
+
+
+class Notification(StrEnum):
+    """Notification names; each raise has its clear (see the MIB's hysteresis notes)."""
+
+    QUEUE_HIGH = "pmtaQueueHigh"
+    QUEUE_NORMAL = "pmtaQueueNormal"
+    API_LOST = "pmtaApiLost"
+    API_RESTORED = "pmtaApiRestored"
+    LICENSE_EXPIRING = "pmtaLicenseExpiring"
+    LICENSE_OK = "pmtaLicenseOk"
+
+
+NOTIFICATIONS: Final[tuple[NotificationType, ...]] = (
+    NotificationType(
+        Notification.QUEUE_HIGH, (0, 1), ("pmtaSmtpQueueRcpt", "pmtaCfgQueueRcptRaise")
+    ),
+    NotificationType(
+        Notification.QUEUE_NORMAL, (0, 2), ("pmtaSmtpQueueRcpt", "pmtaCfgQueueRcptClear")
+    ),
+    NotificationType(
+        Notification.API_LOST,
+        (0, 3),
+        ("pmtaAgentConsecutiveFailures", "pmtaCfgApiFailuresRaise", "pmtaAgentLastError"),
+    ),
+    NotificationType(
+        Notification.API_RESTORED,
+        (0, 4),
+        ("pmtaAgentConsecutiveFailures", "pmtaCfgApiFailuresRaise", "pmtaAgentLastError"),
+    ),
+    NotificationType(
+        Notification.LICENSE_EXPIRING,
+        (0, 5),
+        ("pmtaLicenseDaysLeft", "pmtaCfgLicenseDaysRaise", "pmtaLicenseExpires"),
+    ),
+    NotificationType(
+        Notification.LICENSE_OK,
+        (0, 6),
+        ("pmtaLicenseDaysLeft", "pmtaCfgLicenseDaysRaise", "pmtaLicenseExpires"),
+    ),
+)
+
+
+# --- value encoders ---------------------------------------------------------------------
+
+
+def gauge32(n: int) -> Value:
+    """Gauge32 (also Unsigned32): saturates at 0 and 2^32-1."""
+    return Value(_GAUGE, n if 0 <= n <= _MAX32 else (0 if n < 0 else _MAX32))
+
+
+def counter32(n: int) -> Value:
+    """Counter32: negative clamps to 0, larger values wrap modulo 2^32 as a counter does."""
+    return Value(SnmpType.COUNTER32, n % (_MAX32 + 1) if n > 0 else 0)
+
+
+def counter64(n: int) -> Value:
+    """Counter64: negative clamps to 0, larger values wrap modulo 2^64 as a counter does."""
+    return Value(SnmpType.COUNTER64, n % _MAX64 if n > 0 else 0)
+
+
+def integer32(n: int) -> Value:
+    """Integer32: clamps to -2^31 .. 2^31-1."""
+    return Value(_INTEGER, min(max(n, _I32_MIN), _I32_MAX))
+
+
+def utf8_text(text: str | None, max_octets: int = MAX_TEXT_OCTETS) -> Value:
+    """OCTET STRING of UTF-8 text, cut at a character boundary to `max_octets`; None → ''."""
+    if not text:
+        return Value(_OCTETS, b"")
+    data = text.encode("utf-8", "replace")
+    if len(data) > max_octets:
+        data = data[:max_octets].decode("utf-8", "ignore").encode("utf-8")
+    return Value(_OCTETS, data)
+
+
+def _kb(kb: float) -> int:
+    """Kilobytes as PowerMTA reports them (one decimal), fraction dropped; junk → 0."""
+    return int(kb) if math.isfinite(kb) and kb > 0 else 0
+
+
+def date_and_time(moment: datetime) -> bytes:
+    """DateAndTime (SNMPv2-TC): 8 octets for a naive local time, 11 (UTC, '+0:0') if aware."""
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(UTC)
+    head = bytes(
+        (
+            moment.year >> 8 & 0xFF,
+            moment.year & 0xFF,
+            moment.month,
+            moment.day,
+            moment.hour,
+            moment.minute,
+            moment.second,
+            moment.microsecond // 100_000,
+        )
+    )
+    return head if moment.tzinfo is None else head + b"+\x00\x00"
+
+
+def encode_string_index(text: str, max_octets: int, *, implied: bool = False) -> Oid | None:
+    """RFC 2578 §7.7 index of a string: its length then one sub-id per UTF-8 octet.
+
+    IMPLIED drops the length. Returns None when the name is empty or longer than
+    `max_octets`: such a row is left out (and counted), never truncated into a collision.
+    """
+    data = text.encode("utf-8", "replace")
+    if not 0 < len(data) <= max_octets:
+        return None
+    return tuple(data) if implied else (len(data), *data)
+
+
+def decode_string_index(sub_ids: Oid, *, implied: bool = False) -> tuple[str, Oid]:
+    """Inverse of `encode_string_index`: the name at the start of `sub_ids`, and the rest."""
+    if implied:
+        return bytes(sub_ids).decode("utf-8", "replace"), ()
+    if not sub_ids or len(sub_ids) < 1 + sub_ids[0]:
+        raise ValueError(f"truncated string index: {sub_ids!r}")
+    n = sub_ids[0]
+    return bytes(sub_ids[1 : 1 + n]).decode("utf-8", "replace"), sub_ids[1 + n :]
+
+
+_TRUE: Final = Value(_INTEGER, 1)
+_FALSE: Final = Value(_INTEGER, 2)
+_MODES: Final[Mapping[QueueMode, Value]] = {
+    QueueMode.NORMAL: Value(_INTEGER, 1),
+    QueueMode.BACKOFF: Value(_INTEGER, 2),
+    QueueMode.UNKNOWN: Value(_INTEGER, 3),
+}
+_MODE_UNKNOWN: Final = _MODES[QueueMode.UNKNOWN]
+
+
+def _truth(flag: bool) -> Value:
+    return _TRUE if flag else _FALSE
+
+
+def _octets(data: bytes) -> Value:
+    return Value(_OCTETS, data)
+
+
+# --- tables -----------------------------------------------------------------------------
+
+_Row = TypeVar("_Row")
+_Cells = Callable[[list[Any]], list[Value]]
+"""Turns one column's attribute values (all rows) into Values: one call per column, not cell."""
+
+
+def _gauges(values: list[Any]) -> list[Value]:
+    return [Value(_GAUGE, v) if 0 <= v <= _MAX32 else gauge32(v) for v in values]
+
+
+def _kbytes(values: list[Any]) -> list[Value]:
+    # NaN fails the range test and takes the slow, safe path.
+    return [Value(_GAUGE, int(v)) if 0 <= v < _MAX32 else gauge32(_kb(v)) for v in values]
+
+
+def _truths(values: list[Any]) -> list[Value]:
+    return [_TRUE if v else _FALSE for v in values]
+
+
+def _modes(values: list[Any]) -> list[Value]:
+    get = _MODES.get
+    return [get(v, _MODE_UNKNOWN) for v in values]
+
+
+def _names(values: list[Any]) -> list[Value]:
+    return [Value(_OCTETS, v.encode("utf-8", "replace")) for v in values]
+
+
+def _texts(max_octets: int) -> _Cells:
+    def cells(values: list[Any]) -> list[Value]:
+        memo: dict[str | None, Value] = {}  # error texts repeat across many rows
+        out: list[Value] = []
+        for v in values:
+            cell = memo.get(v)
+            if cell is None:
+                cell = memo[v] = utf8_text(v, max_octets)
+            out.append(cell)
+        return out
+
+    return cells
+
+
+@dataclass(frozen=True, slots=True)
+class _Column:
+    obj: MibObject
+    attr: str
+    cells: _Cells
+
+
+@dataclass(frozen=True, slots=True)
+class _Table(Generic[_Row]):
+    name: str
+    entry: Oid
+    indices: tuple[MibObject, ...]
+    columns: tuple[_Column, ...]
+    rows: Callable[[Snapshot], Iterable[_Row]]
+    index: Callable[[_Row], Oid | None]
+
+
+def _index_of_name(max_octets: int) -> Callable[[Any], Oid | None]:
+    def index(row: Any) -> Oid | None:
+        return encode_string_index(row.name, max_octets)
+
+    return index
+
+
+def _queue_index(q: Queue) -> Oid | None:
+    dom = encode_string_index(q.domain, MAX_DOMAIN_OCTETS)
+    vmta = encode_string_index(q.vmta, MAX_VMTA_OCTETS)
+    if dom is None or vmta is None:
+        return None
+    return dom + vmta
+
+
+def _columns(entry: Oid, *specs: tuple[int, str, str, str, _Cells]) -> tuple[_Column, ...]:
+    return tuple(
+        _Column(MibObject(name, (*entry, sub), Kind.COLUMN, syntax), attr, cells)
+        for sub, name, syntax, attr, cells in specs
+    )
+
+
+def _idx(entry: Oid, sub: int, name: str) -> MibObject:
+    return MibObject(name, (*entry, sub), Kind.INDEX, "PmtaUtf8String")
+
+
+_U = "PmtaUtf8String"
+_G = "Gauge32"
+
+_QT_ENTRY: Final[Oid] = (1, 4, 4, 1)
+_QUEUE_TYPE_TABLE: Final[_Table[QueueTypeCounts]] = _Table(
+    "pmtaQueueTypeTable",
+    _QT_ENTRY,
+    (_idx(_QT_ENTRY, 1, "pmtaQueueTypeName"),),
+    _columns(
+        _QT_ENTRY,
+        (2, "pmtaQueueTypeDisplayName", _U, "name", _names),
+        (3, "pmtaQueueTypeRcpt", _G, "rcp", _gauges),
+        (4, "pmtaQueueTypeDomains", _G, "dom", _gauges),
+        (5, "pmtaQueueTypeKBytes", _G, "kb", _kbytes),
+    ),
+    lambda s: s.status.queue_types,
+    _index_of_name(MAX_QUEUE_TYPE_OCTETS),
+)
+
+_VMTA_ENTRY: Final[Oid] = (1, 8, 3, 1)
+_VMTA_TABLE: Final[_Table[Vmta]] = _Table(
+    "pmtaVmtaTable",
+    _VMTA_ENTRY,
+    (_idx(_VMTA_ENTRY, 1, "pmtaVmtaName"),),
+    _columns(
+        _VMTA_ENTRY,
+        (2, "pmtaVmtaDisplayName", _U, "name", _names),
+        (3, "pmtaVmtaRcpt", _G, "rcp", _gauges),
+        (4, "pmtaVmtaKBytes", _G, "kb", _kbytes),
+        (5, "pmtaVmtaConnections", _G, "conn", _gauges),
+        (6, "pmtaVmtaDomains", _G, "domains", _gauges),
+    ),
+    lambda s: s.vmtas,
+    _index_of_name(MAX_VMTA_OCTETS),
+)
+
+_DOMAIN_ENTRY: Final[Oid] = (1, 9, 3, 1)
+_DOMAIN_TABLE: Final[_Table[Domain]] = _Table(
+    "pmtaDomainTable",
+    _DOMAIN_ENTRY,
+    (_idx(_DOMAIN_ENTRY, 1, "pmtaDomainName"),),
+    _columns(
+        _DOMAIN_ENTRY,
+        (2, "pmtaDomainDisplayName", _U, "name", _names),
+        (3, "pmtaDomainRcpt", _G, "rcp", _gauges),
+        (4, "pmtaDomainKBytes", _G, "kb", _kbytes),
+        (5, "pmtaDomainConnections", _G, "conn", _gauges),
+        (6, "pmtaDomainLastError", _U, "last_error", _texts(MAX_TEXT_OCTETS)),
+    ),
+    lambda s: s.domains,
+    _index_of_name(MAX_DOMAIN_OCTETS),
+)
+
+_QUEUE_ENTRY: Final[Oid] = (1, 10, 3, 1)
+_QUEUE_TABLE: Final[_Table[Queue]] = _Table(
+    "pmtaQueueTable",
+    _QUEUE_ENTRY,
+    (_idx(_QUEUE_ENTRY, 1, "pmtaQueueDomain"), _idx(_QUEUE_ENTRY, 2, "pmtaQueueVmta")),
+    _columns(
+        _QUEUE_ENTRY,
+        (3, "pmtaQueueName", _U, "name", _names),
+        (4, "pmtaQueueRcpt", _G, "rcp", _gauges),
+        (5, "pmtaQueueKBytes", _G, "kb", _kbytes),
+        (6, "pmtaQueueConnections", _G, "conn", _gauges),
+        (7, "pmtaQueuePaused", "TruthValue", "paused", _truths),
+        (8, "pmtaQueueMode", "PmtaDeliveryMode", "mode", _modes),
+        (9, "pmtaQueueRetryTime", _U, "retry_time", _texts(64)),
+        (10, "pmtaQueueLastError", _U, "last_error", _texts(MAX_TEXT_OCTETS)),
+    ),
+    lambda s: s.queues,
+    _queue_index,
+)
+
+_TABLES: Final[tuple[_Table[Any], ...]] = (
+    _QUEUE_TYPE_TABLE,
+    _VMTA_TABLE,
+    _DOMAIN_TABLE,
+    _QUEUE_TABLE,
+)
+
+
+# --- scalars ----------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Ctx:
+    """Inputs of one build; table rows are indexed once, on first use."""
+
+    snap: Snapshot | None
+    health: AgentHealth
+    thresholds: Thresholds
+    today: date
+    rows: dict[str, tuple[list[tuple[Oid, Any]], int]] = field(default_factory=dict)
+
+    def table_rows(self, table: _Table[Any]) -> tuple[list[tuple[Oid, Any]], int]:
+        """Rows of `table` as (index, row) in index order, and how many were omitted."""
+        got = self.rows.get(table.name)
+        if got is None:
+            got = _index_rows(table, self.snap) if self.snap is not None else ([], 0)
+            self.rows[table.name] = got
+        return got
+
+
+def _index_rows(table: _Table[Any], snap: Snapshot) -> tuple[list[tuple[Oid, Any]], int]:
+    index = table.index
+    keyed: list[tuple[Oid, Any]] = []
+    omitted = 0
+    for row in table.rows(snap):
+        idx = index(row)
+        if idx is None:
+            omitted += 1
+        else:
+            keyed.append((idx, row))
+    keyed.sort(key=itemgetter(0))
+    unique: list[tuple[Oid, Any]] = []
+    prev: Oid | None = None
+    for item in keyed:  # names are unique; equal indices only come from unencodable text
+        if item[0] == prev:
+            omitted += 1
+            continue
+        unique.append(item)
+        prev = item[0]
+    return unique, omitted
+
+
+_Getter = Callable[[_Ctx], Value | None]
+
+
+def _pmta(get: Callable[[Snapshot], Value | None]) -> _Getter:
+    """A scalar from PowerMTA's data: no instance before the first good poll."""
+
+    def getter(ctx: _Ctx) -> Value | None:
+        return None if ctx.snap is None else get(ctx.snap)
+
+    return getter
+
+
+def _opt_text(text: str | None, max_octets: int = MAX_TEXT_OCTETS) -> Value | None:
+    return None if text is None else utf8_text(text, max_octets)
+
+
+def _opt_time(moment: datetime | None) -> Value | None:
+    return None if moment is None else _octets(date_and_time(moment))
+
+
+def _license_expires(snap: Snapshot) -> Value | None:
+    lic = snap.license
+    if lic is None:
+        return None
+    if lic.never:
+        return _octets(b"never")
+    return None if lic.expires is None else _octets(lic.expires.isoformat().encode("ascii"))
+
+
+def _license_days(ctx: _Ctx) -> Value | None:
+    lic = None if ctx.snap is None else ctx.snap.license
+    if lic is None:
+        return None
+    if lic.never:
+        return integer32(LICENSE_NEVER_DAYS)
+    days = lic.days_left(ctx.today)
+    return None if days is None else integer32(days)
+
+
+def _license_field(key: str, max_octets: int) -> _Getter:
+    def get(snap: Snapshot) -> Value | None:
+        return None if snap.license is None else _opt_text(snap.license.get(key), max_octets)
+
+    return _pmta(get)
+
+
+def _table_count(table: _Table[Any], omitted: bool) -> _Getter:
+    def getter(ctx: _Ctx) -> Value | None:
+        if ctx.snap is None:
+            return None
+        rows, n_omitted = ctx.table_rows(table)
+        return gauge32(n_omitted if omitted else len(rows))
+
+    return getter
+
+
+def _discontinuity(ctx: _Ctx) -> Value | None:
+    if ctx.snap is None:
+        return None
+    return _opt_time(ctx.health.counter_discontinuity)
+
+
+def _data_age(ctx: _Ctx) -> Value | None:
+    age = ctx.health.data_age_seconds
+    if age is None or ctx.snap is None or not math.isfinite(age):
+        return None
+    return gauge32(int(age))
+
+
+def _rate(get: Callable[[TrafficWindow], int]) -> _Getter:
+    return _pmta(lambda s: gauge32(round(get(s.status.traffic.last_min) * 1000 / 60)))
+
+
+_WINDOWS: Final = (
+    ("Total", "total", 1),
+    ("LastHour", "last_hr", 2),
+    ("LastMinute", "last_min", 3),
+    ("TopPerHour", "top_per_hr", 4),
+    ("TopPerMinute", "top_per_min", 5),
+)
+_TRAFFIC_ITEMS: Final[tuple[tuple[str, int, Callable[[TrafficWindow], int]], ...]] = (
+    ("RecipientsIn", 1, lambda w: w.inbound.rcp),
+    ("RecipientsOut", 2, lambda w: w.outbound.rcp),
+    ("MessagesIn", 3, lambda w: w.inbound.msg),
+    ("MessagesOut", 4, lambda w: w.outbound.msg),
+    ("KBytesIn", 5, lambda w: _kb(w.inbound.kb)),
+    ("KBytesOut", 6, lambda w: _kb(w.outbound.kb)),
+    ("BouncesProcessed", 7, lambda w: w.bounce_processed),
+    ("FeedbackLoopProcessed", 8, lambda w: w.feedback_loop_processed),
+)
+
+
+def _traffic_scalars() -> list[tuple[MibObject, _Getter]]:
+    out: list[tuple[MibObject, _Getter]] = []
+    for label, attr, arc in _WINDOWS:
+        total = attr == "total"
+        for item, sub, get in _TRAFFIC_ITEMS:
+
+            def getter(snap: Snapshot, attr: str = attr, get: Callable[..., int] = get) -> Value:
+                n = get(getattr(snap.status.traffic, attr))
+                return counter64(n) if attr == "total" else gauge32(n)
+
+            obj = MibObject(
+                f"pmta{label}{item}",
+                (1, 2, arc, sub),
+                Kind.SCALAR,
+                "Counter64" if total else "Gauge32",
+            )
+            out.append((obj, _pmta(getter)))
+    return out
+
+
+def _s(name: str, rel: Oid, syntax: str, get: _Getter) -> tuple[MibObject, _Getter]:
+    return MibObject(name, rel, Kind.SCALAR, syntax), get
+
+
+_SCALARS: Final[tuple[tuple[MibObject, _Getter], ...]] = (
+    # pmtaRuntime
+    _s("pmtaProductName", (1, 1, 1), _U, _pmta(lambda s: utf8_text(s.status.runtime.product, 64))),
+    _s(
+        "pmtaProductVersion",
+        (1, 1, 2),
+        _U,
+        _pmta(lambda s: _opt_text(s.status.runtime.version, 64)),
+    ),
+    _s(
+        "pmtaProductBuildDate",
+        (1, 1, 3),
+        _U,
+        _pmta(lambda s: _opt_text(s.status.runtime.build_date, 64)),
+    ),
+    _s("pmtaFullHostName", (1, 1, 4), _U, _pmta(lambda s: _opt_text(s.status.runtime.host_name))),
+    _s("pmtaOsName", (1, 1, 5), _U, _pmta(lambda s: _opt_text(s.status.runtime.os_name))),
+    _s("pmtaRunStatus", (1, 1, 6), _U, _pmta(lambda s: utf8_text(s.status.runtime.status, 64))),
+    _s(
+        "pmtaShuttingDown",
+        (1, 1, 7),
+        "TruthValue",
+        _pmta(lambda s: _truth(s.status.runtime.shutting_down)),
+    ),
+    _s(
+        "pmtaStartupTime",
+        (1, 1, 8),
+        "DateAndTime",
+        _pmta(lambda s: _opt_time(s.status.runtime.startup_time)),
+    ),
+    _s(
+        "pmtaTimeNow",
+        (1, 1, 9),
+        "DateAndTime",
+        _pmta(lambda s: _opt_time(s.status.runtime.time_now)),
+    ),
+    _s(
+        "pmtaUptime",
+        (1, 1, 10),
+        "Unsigned32",
+        _pmta(
+            lambda s: (
+                None
+                if s.status.runtime.uptime_seconds is None
+                else gauge32(s.status.runtime.uptime_seconds)
+            )
+        ),
+    ),
+    # pmtaTraffic
+    *_traffic_scalars(),
+    _s("pmtaTrafficDiscontinuityTime", (1, 2, 6), "DateAndTime", _discontinuity),
+    _s("pmtaOutMessageRate", (1, 2, 7), "Gauge32", _rate(lambda w: w.outbound.msg)),
+    _s("pmtaOutRecipientRate", (1, 2, 8), "Gauge32", _rate(lambda w: w.outbound.rcp)),
+    # pmtaConnections
+    _s(
+        "pmtaActiveConnIn",
+        (1, 3, 1),
+        "Gauge32",
+        _pmta(lambda s: gauge32(s.status.conn.smtp_in.cur)),
+    ),
+    _s(
+        "pmtaActiveConnOut",
+        (1, 3, 2),
+        "Gauge32",
+        _pmta(lambda s: gauge32(s.status.conn.smtp_out.cur)),
+    ),
+    _s("pmtaMaxConnIn", (1, 3, 3), "Gauge32", _pmta(lambda s: gauge32(s.status.conn.smtp_in.max))),
+    _s(
+        "pmtaMaxConnOut", (1, 3, 4), "Gauge32", _pmta(lambda s: gauge32(s.status.conn.smtp_out.max))
+    ),
+    _s("pmtaTopConnIn", (1, 3, 5), "Gauge32", _pmta(lambda s: gauge32(s.status.conn.smtp_in.top))),
+    _s(
+        "pmtaTopConnOut", (1, 3, 6), "Gauge32", _pmta(lambda s: gauge32(s.status.conn.smtp_out.top))
+    ),
+    # pmtaQueueTypes (the table follows at .4)
+    _s(
+        "pmtaSmtpQueueRcpt",
+        (1, 4, 1),
+        "Gauge32",
+        _pmta(lambda s: gauge32(s.status.queue_type("smtp").rcp)),
+    ),
+    _s(
+        "pmtaSmtpQueueDomains",
+        (1, 4, 2),
+        "Gauge32",
+        _pmta(lambda s: gauge32(s.status.queue_type("smtp").dom)),
+    ),
+    _s(
+        "pmtaSmtpQueueKBytes",
+        (1, 4, 3),
+        "Gauge32",
+        _pmta(lambda s: gauge32(_kb(s.status.queue_type("smtp").kb))),
+    ),
+    # pmtaSpool
+    _s(
+        "pmtaSpoolInitialization",
+        (1, 5, 1),
+        "Unsigned32",
+        _pmta(lambda s: gauge32(min(s.status.spool.init_pct, 100))),
+    ),
+    _s("pmtaSpoolDirs", (1, 5, 2), "Gauge32", _pmta(lambda s: gauge32(s.status.spool.dirs))),
+    _s(
+        "pmtaSpoolFilesInUse",
+        (1, 5, 3),
+        "Gauge32",
+        _pmta(lambda s: gauge32(s.status.spool.files_in_use)),
+    ),
+    _s(
+        "pmtaSpoolFilesRecycled",
+        (1, 5, 4),
+        "Gauge32",
+        _pmta(lambda s: gauge32(s.status.spool.files_recycled)),
+    ),
+    _s(
+        "pmtaSpoolFilesTotal",
+        (1, 5, 5),
+        "Gauge32",
+        _pmta(lambda s: gauge32(s.status.spool.files_total)),
+    ),
+    _s(
+        "pmtaSpoolTotalRcp",
+        (1, 5, 6),
+        "Gauge32",
+        _pmta(lambda s: gauge32(s.status.spool.total_rcp)),
+    ),
+    _s("pmtaSpoolMaxRcp", (1, 5, 7), "Gauge32", _pmta(lambda s: gauge32(s.status.spool.max_rcp))),
+    # pmtaResolver (optional in /status)
+    _s(
+        "pmtaDomainNamesCached",
+        (1, 6, 1),
+        "Gauge32",
+        _pmta(
+            lambda s: None if s.status.resolver is None else gauge32(s.status.resolver.names_cached)
+        ),
+    ),
+    _s(
+        "pmtaDomainNamesPending",
+        (1, 6, 2),
+        "Gauge32",
+        _pmta(
+            lambda s: (
+                None if s.status.resolver is None else gauge32(s.status.resolver.queries_pending)
+            )
+        ),
+    ),
+    _s(
+        "pmtaResolverQueriesActive",
+        (1, 6, 3),
+        "Gauge32",
+        _pmta(
+            lambda s: (
+                None if s.status.resolver is None else gauge32(s.status.resolver.queries_active)
+            )
+        ),
+    ),
+    # pmtaLicense
+    _s("pmtaLicenseExpires", (1, 7, 1), "DisplayString", _pmta(_license_expires)),
+    _s("pmtaLicenseDaysLeft", (1, 7, 2), "Integer32", _license_days),
+    _s("pmtaLicenseSerial", (1, 7, 3), _U, _license_field("serial", 64)),
+    _s("pmtaLicenseLicensee", (1, 7, 4), _U, _license_field("licensee", MAX_TEXT_OCTETS)),
+    _s("pmtaLicenseIssued", (1, 7, 5), _U, _license_field("issued", 64)),
+    # pmtaVmtas, pmtaDomains, pmtaQueues: counts (their tables follow at .3)
+    _s("pmtaVmtaCount", (1, 8, 1), "Gauge32", _table_count(_VMTA_TABLE, omitted=False)),
+    _s("pmtaVmtasOmitted", (1, 8, 2), "Gauge32", _table_count(_VMTA_TABLE, omitted=True)),
+    _s("pmtaDomainCount", (1, 9, 1), "Gauge32", _table_count(_DOMAIN_TABLE, omitted=False)),
+    _s("pmtaDomainsOmitted", (1, 9, 2), "Gauge32", _table_count(_DOMAIN_TABLE, omitted=True)),
+    _s("pmtaQueueCount", (1, 10, 1), "Gauge32", _table_count(_QUEUE_TABLE, omitted=False)),
+    _s("pmtaQueuesOmitted", (1, 10, 2), "Gauge32", _table_count(_QUEUE_TABLE, omitted=True)),
+    # pmtaAgent: always present
+    _s("pmtaAgentVersion", (1, 11, 1), _U, lambda c: utf8_text(c.health.agent_version, 64)),
+    _s("pmtaAgentApiReachable", (1, 11, 2), "TruthValue", lambda c: _truth(c.health.api_reachable)),
+    _s(
+        "pmtaAgentLastSuccess",
+        (1, 11, 3),
+        "DateAndTime",
+        lambda c: _opt_time(c.health.last_success),
+    ),
+    _s("pmtaAgentDataAge", (1, 11, 4), "Gauge32", _data_age),
+    _s(
+        "pmtaAgentPollSuccesses",
+        (1, 11, 5),
+        "Counter32",
+        lambda c: counter32(c.health.poll_successes),
+    ),
+    _s(
+        "pmtaAgentPollFailures",
+        (1, 11, 6),
+        "Counter32",
+        lambda c: counter32(c.health.poll_failures),
+    ),
+    _s(
+        "pmtaAgentConsecutiveFailures",
+        (1, 11, 7),
+        "Gauge32",
+        lambda c: gauge32(c.health.consecutive_failures),
+    ),
+    _s("pmtaAgentLastError", (1, 11, 8), _U, lambda c: utf8_text(c.health.last_error)),
+    _s("pmtaAgentStartTime", (1, 11, 9), "DateAndTime", lambda c: _opt_time(c.health.started_at)),
+    # pmtaConfig: always present
+    _s(
+        "pmtaCfgQueueRcptRaise",
+        (1, 12, 1),
+        "Unsigned32",
+        lambda c: gauge32(c.thresholds.queue_rcpt_raise),
+    ),
+    _s(
+        "pmtaCfgQueueRcptClear",
+        (1, 12, 2),
+        "Unsigned32",
+        lambda c: gauge32(c.thresholds.queue_rcpt_clear),
+    ),
+    _s(
+        "pmtaCfgApiFailuresRaise",
+        (1, 12, 3),
+        "Unsigned32",
+        lambda c: gauge32(c.thresholds.api_failures_raise),
+    ),
+    _s(
+        "pmtaCfgLicenseDaysRaise",
+        (1, 12, 4),
+        "Integer32",
+        lambda c: integer32(c.thresholds.license_days_raise),
+    ),
+)
+
+_SCALAR_GETTERS: Final[Mapping[str, _Getter]] = {obj.name: get for obj, get in _SCALARS}
+
+OBJECTS: Final[tuple[MibObject, ...]] = tuple(
+    sorted(
+        [obj for obj, _ in _SCALARS]
+        + [o for t in _TABLES for o in (*t.indices, *(c.obj for c in t.columns))],
+        key=lambda o: o.rel,
+    )
+)
+"""Every OBJECT-TYPE of the module with instances (scalars, columns, index columns)."""
+
+_BY_NAME: Final[Mapping[str, Oid]] = {
+    **{o.name: o.rel for o in OBJECTS},
+    **{n.name: n.rel for n in NOTIFICATIONS},
+}
+
+
+# --- the layout for one enterprise number ----------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Section:
+    """A scalar (getter, its `.0` instance) or a table (its column OIDs), in OID order."""
+
+    rel: Oid
+    get: _Getter | None
+    instance: Oid
+    table: _Table[Any] | None
+    columns: tuple[Oid, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Layout:
+    """PMTA-SNMP-MIB's OIDs under one enterprise number (get one with `layout()`)."""
+
+    enterprise: int
+    base: Oid
+    objects: tuple[Oid, ...]
+    """Served object OIDs (scalars without `.0`, readable columns without index), sorted."""
+    sections: tuple[_Section, ...] = field(repr=False)
+
+    def oid(self, name: str) -> Oid:
+        """Absolute OID of an object or notification by its MIB name (KeyError if unknown)."""
+        return self.base + _BY_NAME[name]
+
+    def instance(self, name: str) -> Oid:
+        """Absolute OID of a scalar's instance (`name.0`)."""
+        return self.base + _BY_NAME[name] + (0,)
+
+
+@lru_cache(maxsize=8)
+def layout(enterprise: int = ENTERPRISE) -> Layout:
+    """The (cached) layout under `enterprises.<enterprise>.25`."""
+    base = base_oid(enterprise)
+    sections = [_Section(obj.rel, get, (*base, *obj.rel, 0), None, ()) for obj, get in _SCALARS]
+    for table in _TABLES:
+        cols = tuple(base + c.obj.rel for c in table.columns)
+        sections.append(_Section(table.entry, None, (), table, cols))
+    sections.sort(key=lambda sec: sec.rel)
+    served = sorted(base + o.rel for o in OBJECTS if o.kind is not Kind.INDEX)
+    return Layout(enterprise, base, tuple(served), tuple(sections))
+
+
+def base_oid(enterprise: int = ENTERPRISE) -> Oid:
+    """OID of `pmtaSnmpMIB`: 1.3.6.1.4.1.<enterprise>.25."""
+    if isinstance(enterprise, bool) or not isinstance(enterprise, int):
+        raise TypeError(f"enterprise must be an int, got {enterprise!r}")
+    if not 1 <= enterprise <= _MAX32:
+        raise ValueError(f"enterprise number must be 1..4294967295, got {enterprise}")
+    return (1, 3, 6, 1, 4, 1, enterprise, MODULE_ARC)
+
+
+def oid(name: str, enterprise: int = ENTERPRISE) -> Oid:
+    """Absolute OID of an object or notification by its MIB name."""
+    return layout(enterprise).oid(name)
+
+
+def object_prefixes(enterprise: int = ENTERPRISE) -> tuple[Oid, ...]:
+    """Served objects (scalars without `.0`, readable columns), sorted, for `OidTree`."""
+    return layout(enterprise).objects
+
+
+def _default_today(snapshot: Snapshot | None) -> date:
+    """PowerMTA's own date when known (licenses expire on its calendar), else ours."""
+    if snapshot is not None:
+        if snapshot.status.runtime.time_now is not None:
+            return snapshot.status.runtime.time_now.date()
+        if snapshot.taken_at is not None:
+            return snapshot.taken_at.date()
+    return datetime.now(UTC).date()
+
+
+def build_varbinds(
+    snapshot: Snapshot | None,
+    health: AgentHealth,
+    *,
+    thresholds: Thresholds | None = None,
+    today: date | None = None,
+    enterprise: int = ENTERPRISE,
+) -> list[tuple[Oid, Value]]:
+    """Every instance of PMTA-SNMP-MIB for one poll, in ascending OID order, OIDs unique.
+
+    `snapshot` None (never reached PowerMTA) leaves only the pmtaAgent and pmtaConfig
+    objects. `today` (for license days left) defaults to PowerMTA's date in the snapshot.
+    """
+    lay = layout(enterprise)
+    ctx = _Ctx(
+        snapshot,
+        health,
+        thresholds if thresholds is not None else Thresholds(),
+        today if today is not None else _default_today(snapshot),
+    )
+    out: list[tuple[Oid, Value]] = []
+    append = out.append
+    extend = out.extend
+    for sec in lay.sections:
+        if sec.get is not None:
+            value = sec.get(ctx)
+            if value is not None:
+                append((sec.instance, value))
+            continue
+        table = sec.table
+        assert table is not None
+        rows, _omitted = ctx.table_rows(table)
+        if not rows:
+            continue
+        indices = [idx for idx, _row in rows]
+        records = [row for _idx, row in rows]
+        for prefix, column in zip(sec.columns, table.columns, strict=True):
+            cells = column.cells(list(map(attrgetter(column.attr), records)))
+            extend(zip([prefix + idx for idx in indices], cells, strict=True))
+    return out
+
+
+def notification_varbinds(
+    notification: str,
+    snapshot: Snapshot | None,
+    health: AgentHealth,
+    *,
+    thresholds: Thresholds | None = None,
+    today: date | None = None,
+    enterprise: int = ENTERPRISE,
+) -> list[tuple[Oid, Value]]:
+    """Varbinds of a notification: snmpTrapOID.0 first, then its OBJECTS (`name.0`).
+
+    Values are what a Get would return for the same inputs (the value, then the threshold).
+    An object with no instance (e.g. no license read yet) is left out. The sender prepends
+    sysUpTime.0 if it wants to (AgentX Notify makes it optional).
+    """
+    spec = next((n for n in NOTIFICATIONS if n.name == notification), None)
+    if spec is None:
+        raise KeyError(f"unknown notification {notification!r}")
+    lay = layout(enterprise)
+    ctx = _Ctx(
+        snapshot,
+        health,
+        thresholds if thresholds is not None else Thresholds(),
+        today if today is not None else _default_today(snapshot),
+    )
+    out: list[tuple[Oid, Value]] = [
+        (SNMP_TRAP_OID, Value(SnmpType.OBJECT_IDENTIFIER, lay.oid(spec.name)))
+    ]
+    for name in spec.objects:
+        value = _SCALAR_GETTERS[name](ctx)
+        if value is not None:
+            out.append((lay.instance(name), value))
+    return out

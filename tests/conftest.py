@@ -1,0 +1,97 @@
+"""Shared pytest fixtures. Each owner keeps to a marked section; append, don't overwrite."""
+
+from __future__ import annotations
+
+# --- MIB fixtures -----------------------------------------------------------------------
+# The IETF base modules (SNMPv2-SMI, -TC, -CONF, SNMPv2-MIB) are not in Debian main; the npm
+# package `net-snmp` ships them in package/lib/mibs/. They are fetched once into a cache
+# ($PMTA_TEST_CACHE/mibs, else <repo>/.cache/mibs, git-ignored) and never committed.
+import os
+import shutil
+import subprocess
+import tarfile
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+PMTA_MIB_FILE = REPO_ROOT / "mibs" / "PMTA-SNMP-MIB.txt"
+IETF_BASE_MIBS = ("SNMPv2-SMI", "SNMPv2-TC", "SNMPv2-CONF", "SNMPv2-MIB")
+_NET_SNMP_NPM_SPEC = "net-snmp@3"
+
+
+def _mib_cache_dir() -> Path:
+    root = os.environ.get("PMTA_TEST_CACHE")
+    return (Path(root) if root else REPO_ROOT / ".cache") / "mibs"
+
+
+def _fetch_ietf_mibs(dest: Path) -> None:
+    """`npm pack net-snmp` into a temporary dir and extract the base modules into `dest`."""
+    npm = shutil.which("npm")
+    if npm is None:
+        pytest.skip("npm is not installed: cannot fetch the IETF base MIBs (npm package net-snmp)")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=dest.parent) as tmp:
+        proc = subprocess.run(
+            [npm, "pack", _NET_SNMP_NPM_SPEC, "--pack-destination", tmp, "--silent"],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            cwd=tmp,
+            check=False,
+        )
+        tarballs = list(Path(tmp).glob("net-snmp-*.tgz"))
+        if proc.returncode != 0 or len(tarballs) != 1:
+            pytest.fail(f"npm pack {_NET_SNMP_NPM_SPEC} failed ({proc.returncode}): {proc.stderr}")
+        staged = Path(tmp) / "mibs"
+        staged.mkdir()
+        with tarfile.open(tarballs[0], "r:gz") as tar:
+            for module in IETF_BASE_MIBS:
+                member = tar.extractfile(f"package/lib/mibs/{module}.mib")
+                if member is None:
+                    pytest.fail(f"{module}.mib missing from the net-snmp npm package")
+                (staged / f"{module}.mib").write_bytes(member.read())
+        if dest.exists():  # another run filled it meanwhile
+            return
+        staged.rename(dest)
+
+
+@pytest.fixture(scope="session")
+def ietf_mib_dir() -> Path:
+    """Directory holding SNMPv2-SMI/-TC/-CONF/SNMPv2-MIB as `<module>.mib` (fetched once)."""
+    dest = _mib_cache_dir()
+    if not all((dest / f"{m}.mib").is_file() for m in IETF_BASE_MIBS):
+        if dest.exists():
+            shutil.rmtree(dest)
+        _fetch_ietf_mibs(dest)
+    return dest
+
+
+@pytest.fixture(scope="session")
+def pmta_mib_file() -> Path:
+    """Our MIB module as shipped (`mibs/PMTA-SNMP-MIB.txt`)."""
+    return PMTA_MIB_FILE
+
+
+@pytest.fixture(scope="session")
+def snmp_tool_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """Environment for smilint/snmptranslate: no user or system snmp.conf, scratch state dir."""
+    for tool in ("smilint", "snmptranslate"):
+        if shutil.which(tool) is None:
+            pytest.skip(f"{tool} is not installed (Debian packages smitools and snmp)")
+    scratch = tmp_path_factory.mktemp("snmp-tools")
+    env = dict(os.environ)
+    env.update(
+        HOME=str(scratch),
+        SNMPCONFPATH=str(scratch),
+        SNMP_PERSISTENT_DIR=str(scratch / "persist"),
+        MIBS="",
+    )
+    env.pop("MIBDIRS", None)
+    env.pop("SMIPATH", None)
+    yield env
+
+
+# --- end of MIB fixtures ----------------------------------------------------------------
