@@ -84,12 +84,34 @@ class SnmpSection:
 
 @dataclass(frozen=True)
 class Thresholds:
-    """Notification thresholds; each raises once above `*_raise` and clears below `*_clear`."""
+    """Notification thresholds (published read-only in the MIB's pmtaConfig group).
 
-    queue_raise: int = 100_000
-    queue_clear: int = 90_000
-    license_days: int = 30
-    license_clear_days: int = 35
+    Queue: raised once when `queue.smtp.rcp` > `queue_rcpt_raise`, cleared once when it is back
+    at or below `queue_rcpt_clear`. API: raised after `api_failures_raise` failed polls in a row,
+    cleared at the next good one. License: raised when days left <= `license_days_raise`,
+    cleared when above `license_days_clear` (or never expiring).
+    """
+
+    queue_rcpt_raise: int = 100_000
+    queue_rcpt_clear: int = 50_000
+    api_failures_raise: int = 3
+    license_days_raise: int = 30
+    license_days_clear: int = 30
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.queue_rcpt_clear <= self.queue_rcpt_raise <= 2**32 - 1:
+            raise ConfigError(
+                "thresholds: need 0 <= queue_rcpt_clear <= queue_rcpt_raise <= 4294967295, got "
+                f"clear={self.queue_rcpt_clear} raise={self.queue_rcpt_raise}"
+            )
+        if not 1 <= self.api_failures_raise <= 2**32 - 1:
+            raise ConfigError(
+                f"thresholds.api_failures_raise must be >= 1, got {self.api_failures_raise}"
+            )
+        if not -(2**31) <= self.license_days_raise <= self.license_days_clear <= 2**31 - 1:
+            raise ConfigError(
+                "thresholds: need license_days_raise <= license_days_clear within Integer32"
+            )
 
 
 @dataclass(frozen=True)
@@ -201,8 +223,6 @@ def validate(cfg: Config) -> Config:
         raise ConfigError("agentx.priority must be 0..255")
     if not 0 < cfg.enterprise < 2**32:
         raise ConfigError("enterprise must be a positive 32-bit number")
-    if cfg.thresholds.queue_clear > cfg.thresholds.queue_raise:
-        raise ConfigError("thresholds.queue_clear must not exceed thresholds.queue_raise")
     return cfg
 
 

@@ -60,16 +60,22 @@ class Rules:
         return []
 
     def evaluate(
-        self, snapshot: Snapshot | None, *, api_ok: bool, api_error: str | None, today: date
+        self,
+        snapshot: Snapshot | None,
+        *,
+        consecutive_failures: int,
+        api_error: str | None,
+        today: date,
     ) -> list[Event]:
-        """Events for this poll: the API state, then (with data) the queue and the license."""
+        """Events for this poll: the API state, then (with fresh data) the queue and license."""
         t = self.thresholds
+        api_ok = consecutive_failures == 0
         events = self._edge(
             Condition.API_DOWN,
-            above=not api_ok,
+            above=consecutive_failures >= t.api_failures_raise,
             below=api_ok,
-            value=0 if api_ok else 1,
-            raise_at=1,
+            value=consecutive_failures,
+            raise_at=t.api_failures_raise,
             clear_at=0,
             text=(api_error or "PowerMTA API unreachable") if not api_ok else "PowerMTA API ok",
         )
@@ -78,25 +84,25 @@ class Rules:
         depth = snapshot.status.queued_recipients
         events += self._edge(
             Condition.QUEUE_HIGH,
-            above=depth > t.queue_raise,
-            below=depth < t.queue_clear,
+            above=depth > t.queue_rcpt_raise,
+            below=depth <= t.queue_rcpt_clear,
             value=depth,
-            raise_at=t.queue_raise,
-            clear_at=t.queue_clear,
+            raise_at=t.queue_rcpt_raise,
+            clear_at=t.queue_rcpt_clear,
             text=f"{depth} recipients queued",
         )
         lic = snapshot.license
         if lic is not None:
             left = lic.days_left(today)
-            expiring = left is not None and left <= t.license_days
-            fine = left is None or left > t.license_clear_days
+            expiring = left is not None and left <= t.license_days_raise
+            fine = left is None or left > t.license_days_clear
             events += self._edge(
                 Condition.LICENSE_EXPIRING,
                 above=expiring,
                 below=fine,
                 value=left if left is not None else 2**31 - 1,
-                raise_at=t.license_days,
-                clear_at=t.license_clear_days,
+                raise_at=t.license_days_raise,
+                clear_at=t.license_days_clear,
                 text="license never expires" if left is None else f"license: {left} days left",
             )
         return events

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from pmta_snmp import __version__
+from pmta_snmp.config import Thresholds
 from pmta_snmp.model import Snapshot
 
 __all__ = ["AgentHealth", "Thresholds", "counters_restarted"]
@@ -37,36 +38,6 @@ class AgentHealth:
     started_at: datetime | None = None
     counter_discontinuity: datetime | None = None
     agent_version: str = __version__
-
-
-@dataclass(frozen=True, slots=True)
-class Thresholds:
-    """Notification thresholds from the agent's configuration (published read-only).
-
-    Queue: `pmtaQueueHigh` once when `queue.smtp.rcp` > `queue_rcpt_raise`, `pmtaQueueNormal`
-    once when it is back at or below `queue_rcpt_clear`. API: `pmtaApiLost` after
-    `api_failures_raise` failed polls in a row, `pmtaApiRestored` at the next good one.
-    License: `pmtaLicenseExpiring` when days left ≤ `license_days_raise`, `pmtaLicenseOk` above.
-    Defaults follow the project's operating rules (critical above 100,000, warning 50,000).
-    """
-
-    queue_rcpt_raise: int = 100_000
-    queue_rcpt_clear: int = 50_000
-    api_failures_raise: int = 3
-    license_days_raise: int = 30
-
-    def __post_init__(self) -> None:
-        if not 0 <= self.queue_rcpt_clear <= self.queue_rcpt_raise <= 2**32 - 1:
-            raise ValueError(
-                "need 0 <= queue_rcpt_clear <= queue_rcpt_raise <= 4294967295, got "
-                f"clear={self.queue_rcpt_clear} raise={self.queue_rcpt_raise}"
-            )
-        if not 1 <= self.api_failures_raise <= 2**32 - 1:
-            raise ValueError(f"api_failures_raise must be >= 1, got {self.api_failures_raise}")
-        if not -(2**31) <= self.license_days_raise <= 2**31 - 1:
-            raise ValueError(
-                f"license_days_raise out of Integer32 range: {self.license_days_raise}"
-            )
 
 
 def counters_restarted(previous: Snapshot | None, current: Snapshot) -> bool:

@@ -20,29 +20,32 @@ TODAY = date(2026, 11, 25)
 
 
 def test_queue_raises_once_and_clears_once_below_clear_level() -> None:
-    rules = Rules(Thresholds(queue_raise=100, queue_clear=80))
-    seq = [50, 101, 150, 90, 85, 79, 120]
-    events = [rules.evaluate(snap(d), api_ok=True, api_error=None, today=TODAY) for d in seq]
+    rules = Rules(Thresholds(queue_rcpt_raise=100, queue_rcpt_clear=80))
+    seq = [50, 101, 150, 90, 85, 80, 120]
+    events = [
+        rules.evaluate(snap(d), consecutive_failures=0, api_error=None, today=TODAY) for d in seq
+    ]
     flat = [(i, e.condition, e.raised, e.value) for i, ev in enumerate(events) for e in ev]
     assert flat == [
         (1, Condition.QUEUE_HIGH, True, 101),
-        (5, Condition.QUEUE_HIGH, False, 79),
+        (5, Condition.QUEUE_HIGH, False, 80),
         (6, Condition.QUEUE_HIGH, True, 120),
     ]
     assert events[1][0].threshold == 100 and events[5][0].threshold == 80
 
 
 def test_api_lost_and_restored_once_and_queue_not_judged_while_down() -> None:
-    rules = Rules(Thresholds(queue_raise=10, queue_clear=5))
+    rules = Rules(Thresholds(queue_rcpt_raise=10, queue_rcpt_clear=5, api_failures_raise=2))
     s = snap(50)
-    first = rules.evaluate(s, api_ok=True, api_error=None, today=TODAY)
+    first = rules.evaluate(s, consecutive_failures=0, api_error=None, today=TODAY)
     assert [(e.condition, e.raised) for e in first] == [(Condition.QUEUE_HIGH, True)]
-    down = rules.evaluate(s, api_ok=False, api_error="refused", today=TODAY)
+    assert rules.evaluate(s, consecutive_failures=1, api_error="refused", today=TODAY) == []
+    down = rules.evaluate(s, consecutive_failures=2, api_error="refused", today=TODAY)
     assert [(e.condition, e.raised, e.text) for e in down] == [
         (Condition.API_DOWN, True, "refused")
     ]
-    assert rules.evaluate(s, api_ok=False, api_error="refused", today=TODAY) == []
-    up = rules.evaluate(snap(1), api_ok=True, api_error=None, today=TODAY)
+    assert rules.evaluate(s, consecutive_failures=3, api_error="refused", today=TODAY) == []
+    up = rules.evaluate(snap(1), consecutive_failures=0, api_error=None, today=TODAY)
     assert [(e.condition, e.raised) for e in up] == [
         (Condition.API_DOWN, False),
         (Condition.QUEUE_HIGH, False),
@@ -50,13 +53,15 @@ def test_api_lost_and_restored_once_and_queue_not_judged_while_down() -> None:
 
 
 def test_license_expiring_and_never() -> None:
-    rules = Rules(Thresholds(license_days=30, license_clear_days=35))
+    rules = Rules(Thresholds(license_days_raise=30, license_days_clear=35))
     soon = License(expires=date(2026, 12, 5))
-    ev = rules.evaluate(snap(0, soon), api_ok=True, api_error=None, today=TODAY)
+    ev = rules.evaluate(snap(0, soon), consecutive_failures=0, api_error=None, today=TODAY)
     assert [(e.condition, e.raised, e.value) for e in ev] == [
         (Condition.LICENSE_EXPIRING, True, 10)
     ]
-    ev = rules.evaluate(snap(0, License(never=True)), api_ok=True, api_error=None, today=TODAY)
+    ev = rules.evaluate(
+        snap(0, License(never=True)), consecutive_failures=0, api_error=None, today=TODAY
+    )
     assert [(e.condition, e.raised) for e in ev] == [(Condition.LICENSE_EXPIRING, False)]
 
 
@@ -65,7 +70,7 @@ def test_config_file_env_overrides_and_errors(tmp_path: Path) -> None:
     f.write_text(
         '[pmta]\nurl = "https://pmta:8080"\n[poll]\ninterval = 30\n'
         '[[snmp.users]]\nname = "mon"\nauth_key_file = "/k"\npriv_key_file = "/p"\n'
-        "[thresholds]\nqueue_raise = 10\nqueue_clear = 5\n"
+        "[thresholds]\nqueue_rcpt_raise = 10\nqueue_rcpt_clear = 5\n"
     )
     cfg = load_config(f, {"PMTA_SNMP_POLL_INTERVAL": "12.5", "PMTA_SNMP_ENTERPRISE": "99999"})
     assert cfg.pmta.url == "https://pmta:8080"
@@ -78,8 +83,8 @@ def test_config_file_env_overrides_and_errors(tmp_path: Path) -> None:
     f.write_text("[poll]\ninterval = 'soon'\n")
     with pytest.raises(ConfigError, match=r"poll\.interval"):
         load_config(f, {})
-    f.write_text("[thresholds]\nqueue_raise = 1\nqueue_clear = 2\n")
-    with pytest.raises(ConfigError, match="queue_clear"):
+    f.write_text("[thresholds]\nqueue_rcpt_raise = 1\nqueue_rcpt_clear = 2\n")
+    with pytest.raises(ConfigError, match="queue_rcpt_clear"):
         load_config(f, {})
     with pytest.raises(ConfigError, match="not valid TOML"):
         f.write_text("[poll")
