@@ -16,6 +16,7 @@ from pmta_snmp import __version__
 
 if TYPE_CHECKING:
     from pmta_snmp.api import ClientConfig
+    from pmta_snmp.config import Config
     from pmta_snmp.model import Snapshot
 
 
@@ -138,6 +139,87 @@ def cmd_poll(args: argparse.Namespace) -> int:
     return 0
 
 
+def _setup_logging(verbose: int) -> None:
+    import logging
+
+    logging.basicConfig(
+        level=logging.DEBUG if verbose > 1 else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+def _agent_config(args: argparse.Namespace) -> Config:
+    from pmta_snmp.config import load_config, with_overrides
+
+    cfg = load_config(args.config)
+    pmta = {
+        "url": args.url,
+        "api_key_file": args.api_key_file,
+        "ca_file": args.ca_file,
+        "insecure": True if args.insecure else None,
+        "api_format": args.api_format,
+        "api_flavor": args.api_flavor,
+    }
+    poll = {"interval": args.interval}
+    extra: dict[str, dict[str, object]] = {}
+    if getattr(args, "agentx_socket", None):
+        extra["agentx"] = {"socket": args.agentx_socket}
+    if getattr(args, "listen", None):
+        extra["snmp"] = {"listen": args.listen}
+    return with_overrides(cfg, pmta=pmta, poll=poll, **extra)
+
+
+def cmd_agentx(args: argparse.Namespace) -> int:
+    """Run the AgentX subagent."""
+    import asyncio
+
+    from pmta_snmp.agent import run_agentx
+
+    cfg = _agent_config(args)
+    _setup_logging(args.verbose)
+    asyncio.run(run_agentx(cfg))
+    return 0
+
+
+def cmd_agent(args: argparse.Namespace) -> int:
+    """Run the standalone SNMP agent."""
+    import asyncio
+
+    from pmta_snmp.agent import run_standalone
+
+    cfg = _agent_config(args)
+    _setup_logging(args.verbose)
+    asyncio.run(run_standalone(cfg))
+    return 0
+
+
+def cmd_mib(args: argparse.Namespace) -> int:
+    """Print or write PMTA-SNMP-MIB re-based to an enterprise number."""
+    from pathlib import Path
+
+    from pmta_snmp.mib.rebase import render_mib, write_mib
+
+    if args.out:
+        path = write_mib(args.enterprise, Path(args.out))
+        print(f"wrote {path}; set `enterprise = {args.enterprise}` in the agent config")
+    else:
+        sys.stdout.write(render_mib(args.enterprise))
+    return 0
+
+
+def _add_agent_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", metavar="FILE", help="TOML configuration (see contrib/)")
+    p.add_argument("--interval", type=float, metavar="S", help="poll interval in seconds")
+    p.add_argument("-v", "--verbose", action="count", default=0, help="more logging")
+    g = p.add_argument_group("PowerMTA connection (override the config file)")
+    g.add_argument("--url")
+    g.add_argument("--api-key-file", metavar="FILE")
+    g.add_argument("--ca-file", metavar="PEM")
+    g.add_argument("--insecure", action="store_true")
+    g.add_argument("--api-format", choices=("auto", "json", "xml"))
+    g.add_argument("--api-flavor", choices=("real", "seed"))
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The `pmta-snmp` argument parser with every subcommand."""
     parser = argparse.ArgumentParser(
@@ -156,6 +238,30 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_poll)
 
+    p = sub.add_parser("agentx", help="run the AgentX subagent behind the system snmpd")
+    _add_agent_args(p)
+    p.add_argument(
+        "--agentx-socket",
+        metavar="PATH",
+        help="master socket: unix path (default /var/agentx/master) or tcp:HOST:PORT",
+    )
+    p.set_defaults(func=cmd_agentx)
+
+    p = sub.add_parser("agent", help="run the standalone SNMP agent (no snmpd needed)")
+    _add_agent_args(p)
+    p.add_argument("--listen", metavar="udp:HOST:PORT", help="default udp:127.0.0.1:1161")
+    p.set_defaults(func=cmd_agent)
+
+    p = sub.add_parser("mib", help="print or write the MIB re-based to your enterprise number")
+    p.add_argument(
+        "--enterprise",
+        type=int,
+        default=32473,
+        help="your IANA Private Enterprise Number (default 32473, a placeholder)",
+    )
+    p.add_argument("--out", metavar="DIR", help="write PMTA-SNMP-MIB.txt into DIR")
+    p.set_defaults(func=cmd_mib)
+
     return parser
 
 
@@ -169,8 +275,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except Exception as exc:  # one line, never a traceback, for any unexpected failure
         from pmta_snmp.api import PmtaError
+        from pmta_snmp.config import ConfigError
 
-        if isinstance(exc, PmtaError | OSError | ValueError):
+        if isinstance(exc, PmtaError | ConfigError | OSError | ValueError):
             print(f"pmta-snmp {args.command}: {exc}", file=sys.stderr)
             return 2
         raise

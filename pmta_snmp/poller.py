@@ -53,7 +53,7 @@ class Poller:
         interval: float,
         jitter: float = 0.1,
         license_interval: float = 3600.0,
-        on_result: Callable[[PollResult], None] | None = None,
+        on_result: Callable[[PollResult], object] | None = None,
     ) -> None:
         self.config = config
         self.interval = interval

@@ -1,0 +1,116 @@
+"""The SNMP view of PowerMTA: poll results -> immutable OID trees and notifications.
+
+Shared by the AgentX subagent and the standalone agent. `SnmpView.update` runs in the poller's
+thread: it builds the next tree off the request path and swaps it in with one reference
+assignment, then hands raise/clear notifications to the registered senders.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+from pmta_snmp.config import Thresholds
+from pmta_snmp.mib.health import AgentHealth, counters_restarted
+from pmta_snmp.mib.layout import (
+    ENTERPRISE,
+    Notification,
+    base_oid,
+    build_varbinds,
+    notification_varbinds,
+    object_prefixes,
+)
+from pmta_snmp.mib.snapshot import Oid, OidTree, Value
+from pmta_snmp.model import Snapshot
+from pmta_snmp.notify import Condition, Event, Rules
+from pmta_snmp.poller import PollResult
+
+log = logging.getLogger(__name__)
+
+NotificationSender = Callable[[Oid, list[tuple[Oid, Value]]], None]
+"""Called with (notification OID, its varbinds without snmpTrapOID.0); must not block."""
+
+_NAMES: dict[tuple[Condition, bool], Notification] = {
+    (Condition.QUEUE_HIGH, True): Notification.QUEUE_HIGH,
+    (Condition.QUEUE_HIGH, False): Notification.QUEUE_NORMAL,
+    (Condition.API_DOWN, True): Notification.API_LOST,
+    (Condition.API_DOWN, False): Notification.API_RESTORED,
+    (Condition.LICENSE_EXPIRING, True): Notification.LICENSE_EXPIRING,
+    (Condition.LICENSE_EXPIRING, False): Notification.LICENSE_OK,
+}
+
+
+class SnmpView:
+    """The current OID tree (read from any thread) and the notification rules."""
+
+    def __init__(
+        self, *, thresholds: Thresholds | None = None, enterprise: int = ENTERPRISE
+    ) -> None:
+        self.thresholds = thresholds or Thresholds()
+        self.enterprise = enterprise
+        self.base: Oid = base_oid(enterprise)
+        self._objects = object_prefixes(enterprise)
+        self.rules = Rules(self.thresholds)
+        self.senders: list[NotificationSender] = []
+        self.started_at = datetime.now(UTC)
+        self._discontinuity: datetime | None = None
+        self._previous: Snapshot | None = None
+        self.health = AgentHealth(started_at=self.started_at)
+        self.tree: OidTree = self._build(None, self.health)
+
+    def _build(self, snapshot: Snapshot | None, health: AgentHealth) -> OidTree:
+        items = build_varbinds(
+            snapshot, health, thresholds=self.thresholds, enterprise=self.enterprise
+        )
+        # build_varbinds already yields sorted, unique, range-checked values.
+        return OidTree(items, self._objects, validate=False)
+
+    def current(self) -> OidTree:
+        """The tree to answer from right now (a getter for the AgentX/SNMP handlers)."""
+        return self.tree
+
+    def update(self, result: PollResult) -> list[Event]:
+        """Rebuild the tree for a poll result, swap it in, send notifications."""
+        now = datetime.now(UTC)
+        snap = result.snapshot
+        if result.api_reachable and snap is not None and snap is not self._previous:
+            if counters_restarted(self._previous, snap):
+                self._discontinuity = now
+            self._previous = snap
+        age = result.data_age(now)
+        self.health = AgentHealth(
+            api_reachable=result.api_reachable,
+            last_success=result.last_success,
+            data_age_seconds=age,
+            poll_successes=result.successes,
+            poll_failures=result.failures,
+            consecutive_failures=result.consecutive_failures,
+            last_error=result.last_error or "",
+            started_at=self.started_at,
+            counter_discontinuity=self._discontinuity,
+        )
+        self.tree = self._build(snap, self.health)
+        events = self.rules.evaluate(
+            snap,
+            consecutive_failures=result.consecutive_failures,
+            api_error=result.last_error,
+            today=now.date(),
+        )
+        for event in events:
+            self._send(event, snap)
+        return events
+
+    def _send(self, event: Event, snap: Snapshot | None) -> None:
+        name = _NAMES[(event.condition, event.raised)]
+        varbinds = notification_varbinds(
+            name, snap, self.health, thresholds=self.thresholds, enterprise=self.enterprise
+        )
+        trap_oid = varbinds[0][1].value
+        assert isinstance(trap_oid, tuple)
+        log.warning("notification %s: %s", name.value, event.text)
+        for sender in self.senders:
+            try:
+                sender(trap_oid, varbinds[1:])
+            except Exception:  # one broken sink must not stop the others
+                log.exception("sending %s failed", name.value)
