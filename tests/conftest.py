@@ -95,3 +95,77 @@ def snmp_tool_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str
 
 
 # --- end of MIB fixtures ----------------------------------------------------------------
+
+
+# --- snmpd fixtures (agentx) ---
+# A real, unprivileged net-snmp snmpd as AgentX master (unix socket in a short temp dir,
+# udp:127.0.0.1:<free port>), an snmptrapd receiver, and an asyncio loop in a thread.
+# Every process is stopped by pid in teardown. See tests/snmpd_util.py.
+from collections.abc import Callable  # noqa: E402
+from typing import Any  # noqa: E402
+
+from tests.snmpd_util import (  # noqa: E402
+    LoopThread,
+    SnmpdMaster,
+    TrapReceiver,
+    missing_netsnmp_tools,
+    short_tempdir,
+)
+
+
+def _require_netsnmp(*extra: str) -> None:
+    missing = missing_netsnmp_tools(*extra)
+    if missing:
+        pytest.skip(f"net-snmp tools not installed: {', '.join(missing)} (Debian: snmpd, snmp)")
+
+
+@pytest.fixture
+def snmpd_factory() -> Iterator[Callable[..., SnmpdMaster]]:
+    """Make started SnmpdMaster instances (kwargs as SnmpdMaster); all stopped at teardown."""
+    _require_netsnmp()
+    masters: list[SnmpdMaster] = []
+    with short_tempdir("snmpd-") as base:
+
+        def make(**kwargs: Any) -> SnmpdMaster:
+            master = SnmpdMaster(base / f"m{len(masters)}", **kwargs)
+            masters.append(master)
+            master.start()
+            return master
+
+        try:
+            yield make
+        finally:
+            for master in masters:
+                master.stop()
+
+
+@pytest.fixture
+def snmpd_master(snmpd_factory: Callable[..., SnmpdMaster]) -> SnmpdMaster:
+    """A running snmpd master: `.agentx_address` for the subagent, `.get/.walk/.bulkwalk`."""
+    return snmpd_factory()
+
+
+@pytest.fixture
+def trap_receiver() -> Iterator[TrapReceiver]:
+    """A running snmptrapd on udp:127.0.0.1:<port>; `.wait_for(pred)` returns a trap."""
+    _require_netsnmp("snmptrapd")
+    with short_tempdir("trapd-") as base:
+        receiver = TrapReceiver(base)
+        receiver.start()
+        try:
+            yield receiver
+        finally:
+            receiver.stop()
+
+
+@pytest.fixture
+def loop_thread() -> Iterator[LoopThread]:
+    """An asyncio loop running in a background thread (`.call(coro)`), closed at teardown."""
+    lt = LoopThread()
+    try:
+        yield lt
+    finally:
+        lt.close()
+
+
+# --- end of snmpd fixtures (agentx) ---

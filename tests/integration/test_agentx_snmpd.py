@@ -1,0 +1,771 @@
+"""AgentX subagent end to end: a real snmpd master with net-snmp clients and snmptrapd,
+and a scripted fake master (asyncio unix server) for misbehaviour snmpd never shows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import struct
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import TypeVar
+
+import pytest
+
+from pmta_snmp.agentx.codec import (
+    HEADER_LEN,
+    Close,
+    CloseReason,
+    ErrorCode,
+    Get,
+    GetBulk,
+    GetNext,
+    Notify,
+    Open,
+    Pdu,
+    Ping,
+    Register,
+    Response,
+    SearchRange,
+    VarBind,
+    decode_packet,
+)
+from pmta_snmp.agentx.session import (
+    SNMP_TRAP_OID_0,
+    AgentXNotConnected,
+    AgentXResponseError,
+    AgentXSession,
+    AgentXTimeout,
+)
+from pmta_snmp.mib.snapshot import Oid, OidTree, SnmpType, Value
+from tests.snmpd_util import (
+    LoopThread,
+    SnmpdMaster,
+    SnmpVarBind,
+    TrapReceiver,
+    free_tcp_port,
+    short_tempdir,
+)
+
+T = TypeVar("T")
+
+B = (1, 3, 6, 1, 4, 1, 32473, 99)
+BS = ".".join(map(str, B))
+SCALARS = (*B, 1)
+TABLE_ENTRY = (*B, 2, 1)
+
+
+def dotted(oid: Oid) -> str:
+    return ".".join(map(str, oid))
+
+
+def static_tree(generation: int = 1) -> OidTree:
+    """A small tree: scalars of several types and a table whose row 2 is missing."""
+    items: list[tuple[Oid, Value]] = [
+        ((*SCALARS, 1, 0), Value(SnmpType.INTEGER, -7 * generation)),
+        ((*SCALARS, 2, 0), Value(SnmpType.OCTET_STRING, f"gen {generation}".encode())),
+        ((*SCALARS, 3, 0), Value(SnmpType.COUNTER64, 2**63 + generation)),
+        ((*SCALARS, 4, 0), Value(SnmpType.GAUGE32, 4_000_000_000)),
+        ((*SCALARS, 5, 0), Value(SnmpType.TIME_TICKS, 12345)),
+        ((*SCALARS, 6, 0), Value(SnmpType.IP_ADDRESS, bytes([192, 0, 2, 1]))),
+        ((*SCALARS, 7, 0), Value(SnmpType.OBJECT_IDENTIFIER, (*B, 0, 1))),
+        ((*SCALARS, 8, 0), Value(SnmpType.COUNTER32, 99)),
+    ]
+    for row in (1, 3):
+        items.append(((*TABLE_ENTRY, 2, row), Value(SnmpType.OCTET_STRING, f"row{row}".encode())))
+        items.append(((*TABLE_ENTRY, 3, row), Value(SnmpType.COUNTER64, row * 1000)))
+    objects = [(*SCALARS, i) for i in range(1, 9)] + [(*TABLE_ENTRY, 2), (*TABLE_ENTRY, 3)]
+    return OidTree(items, objects)
+
+
+EXPECTED_WALK = [
+    SnmpVarBind(f"{BS}.1.1.0", "INTEGER", "-7"),
+    SnmpVarBind(f"{BS}.1.2.0", "STRING", "gen 1"),
+    SnmpVarBind(f"{BS}.1.3.0", "Counter64", str(2**63 + 1)),
+    SnmpVarBind(f"{BS}.1.4.0", "Gauge32", "4000000000"),
+    SnmpVarBind(f"{BS}.1.5.0", "Timeticks", "(12345) 0:02:03.45"),
+    SnmpVarBind(f"{BS}.1.6.0", "IpAddress", "192.0.2.1"),
+    SnmpVarBind(f"{BS}.1.7.0", "OID", f".{BS}.0.1"),
+    SnmpVarBind(f"{BS}.1.8.0", "Counter32", "99"),
+    SnmpVarBind(f"{BS}.2.1.2.1", "STRING", "row1"),
+    SnmpVarBind(f"{BS}.2.1.2.3", "STRING", "row3"),
+    SnmpVarBind(f"{BS}.2.1.3.1", "Counter64", "1000"),
+    SnmpVarBind(f"{BS}.2.1.3.3", "Counter64", "3000"),
+]
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float, step: float = 0.02) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(step)
+    return predicate()
+
+
+# --- real snmpd ------------------------------------------------------------------------
+
+
+@pytest.fixture(params=[True, False], ids=["network-order", "little-endian"])
+def byte_order(request: pytest.FixtureRequest) -> bool:
+    return bool(request.param)
+
+
+def start_session(
+    loop_thread: LoopThread, master: SnmpdMaster, tree: OidTree, **kwargs: object
+) -> AgentXSession:
+    options: dict[str, object] = {
+        "backoff_initial": 0.1,
+        "backoff_max": 0.5,
+        "request_timeout": 2.0,
+    }
+    options.update(kwargs)
+
+    async def start() -> AgentXSession:
+        session = AgentXSession([B], tree, address=master.agentx_address, **options)  # type: ignore[arg-type]
+        session.start()
+        assert await session.wait_connected(5), session.status
+        return session
+
+    return loop_thread.call(start())
+
+
+@pytest.fixture
+def agent(
+    snmpd_master: SnmpdMaster, loop_thread: LoopThread, byte_order: bool
+) -> Iterator[AgentXSession]:
+    session = start_session(loop_thread, snmpd_master, static_tree(), network_byte_order=byte_order)
+    try:
+        yield session
+    finally:
+        loop_thread.call(session.stop())
+
+
+@pytest.mark.snmpd
+def test_snmpwalk_returns_exact_values_and_types(
+    snmpd_master: SnmpdMaster, agent: AgentXSession
+) -> None:
+    assert snmpd_master.walk(BS) == EXPECTED_WALK
+
+
+@pytest.mark.snmpd
+def test_snmpbulkwalk_returns_exact_values_and_types(
+    snmpd_master: SnmpdMaster, agent: AgentXSession
+) -> None:
+    assert snmpd_master.bulkwalk(BS, "-Cr7") == EXPECTED_WALK
+
+
+@pytest.mark.snmpd
+def test_snmpget_values_and_missing_rows(snmpd_master: SnmpdMaster, agent: AgentXSession) -> None:
+    got = snmpd_master.get(
+        f"{BS}.1.3.0",
+        f"{BS}.2.1.2.2",  # missing row of a known column
+        f"{BS}.2.1.2.3",
+        f"{BS}.9.0",  # not an object of ours
+    )
+    assert got == [
+        SnmpVarBind(f"{BS}.1.3.0", "Counter64", str(2**63 + 1)),
+        SnmpVarBind(f"{BS}.2.1.2.2", "noSuchInstance", ""),
+        SnmpVarBind(f"{BS}.2.1.2.3", "STRING", "row3"),
+        SnmpVarBind(f"{BS}.9.0", "noSuchObject", ""),
+    ]
+
+
+@pytest.mark.snmpd
+def test_walk_from_before_our_region_continues_into_it(
+    snmpd_master: SnmpdMaster, agent: AgentXSession
+) -> None:
+    # Starting at the enterprise arc makes net-snmp send GetNext with include=1.
+    walked = snmpd_master.walk("1.3.6.1.4.1.32473")
+    assert walked == EXPECTED_WALK
+
+
+@pytest.mark.snmpd
+def test_tree_swap_is_seen_by_the_next_walk(
+    snmpd_master: SnmpdMaster, agent: AgentXSession, loop_thread: LoopThread
+) -> None:
+    assert snmpd_master.get(f"{BS}.1.2.0")[0].value == "gen 1"
+    agent.set_tree(static_tree(2))  # from this (test) thread, as a poller thread would
+    walked = snmpd_master.walk(BS)
+    assert walked[0] == SnmpVarBind(f"{BS}.1.1.0", "INTEGER", "-14")
+    assert walked[1] == SnmpVarBind(f"{BS}.1.2.0", "STRING", "gen 2")
+
+
+@pytest.mark.snmpd
+@pytest.mark.parametrize("hard", [False, True], ids=["graceful", "killed"])
+def test_snmpd_restart_leads_to_reregistration_within_5s(
+    snmpd_master: SnmpdMaster, loop_thread: LoopThread, hard: bool
+) -> None:
+    session = start_session(loop_thread, snmpd_master, static_tree())
+    try:
+        snmpd_master.restart(hard=hard)
+        t0 = time.monotonic()
+
+        def answers() -> bool:
+            got = snmpd_master.get(f"{BS}.1.1.0", timeout=0.5, retries=0)
+            return got == [SnmpVarBind(f"{BS}.1.1.0", "INTEGER", "-7")]
+
+        assert wait_until(answers, 5.0, step=0.1), snmpd_master.log_text()
+        assert time.monotonic() - t0 < 5.0
+        assert session.status.connected
+        assert session.status.reconnects >= 1
+        assert snmpd_master.walk(BS) == EXPECTED_WALK
+    finally:
+        loop_thread.call(session.stop())
+
+
+@pytest.mark.snmpd
+def test_session_over_tcp(
+    snmpd_factory: Callable[..., SnmpdMaster], loop_thread: LoopThread
+) -> None:
+    master = snmpd_factory(agentx_tcp_port=free_tcp_port())
+    assert master.agentx_address.startswith("tcp:127.0.0.1:")
+    session = start_session(loop_thread, master, static_tree())
+    try:
+        assert master.walk(BS) == EXPECTED_WALK
+    finally:
+        loop_thread.call(session.stop())
+
+
+@pytest.mark.snmpd
+def test_stop_closes_session_and_master_forgets_our_subtree(
+    snmpd_master: SnmpdMaster, loop_thread: LoopThread
+) -> None:
+    session = start_session(loop_thread, snmpd_master, static_tree())
+    assert snmpd_master.get(f"{BS}.1.1.0")[0].type == "INTEGER"
+    loop_thread.call(session.stop())
+    assert not session.status.connected
+    assert snmpd_master.get(f"{BS}.1.1.0")[0].type == "noSuchObject"
+
+
+@pytest.mark.snmpd
+def test_notify_reaches_snmptrapd(
+    snmpd_factory: Callable[..., SnmpdMaster],
+    trap_receiver: TrapReceiver,
+    loop_thread: LoopThread,
+) -> None:
+    master = snmpd_factory(trap_port=trap_receiver.port)
+    session = start_session(loop_thread, master, static_tree())
+    try:
+        trap_oid = (*B, 0, 1)
+        resp = loop_thread.call(
+            session.notify(
+                trap_oid,
+                [
+                    VarBind((*SCALARS, 2, 0), Value(SnmpType.OCTET_STRING, b"queue over limit")),
+                    VarBind((*SCALARS, 3, 0), Value(SnmpType.COUNTER64, 2**40)),
+                ],
+            )
+        )
+        assert resp.error == ErrorCode.NO_ERROR
+        trap = trap_receiver.wait_for(
+            lambda t: any(vb.value == f".{dotted(trap_oid)}" for vb in t), timeout=5
+        )
+        # The master adds sysUpTime.0 first; then snmpTrapOID.0 and our objects, in order.
+        assert [vb.oid for vb in trap] == [
+            "1.3.6.1.2.1.1.3.0",
+            dotted(SNMP_TRAP_OID_0),
+            f"{BS}.1.2.0",
+            f"{BS}.1.3.0",
+        ]
+        assert trap[2] == SnmpVarBind(f"{BS}.1.2.0", "STRING", "queue over limit")
+        assert trap[3] == SnmpVarBind(f"{BS}.1.3.0", "Counter64", str(2**40))
+    finally:
+        loop_thread.call(session.stop())
+
+
+@pytest.mark.snmpd
+def test_bulkwalk_of_a_large_table_is_complete_and_ordered(
+    snmpd_master: SnmpdMaster, loop_thread: LoopThread
+) -> None:
+    # String-like indices of varying length, with every fifth cell of column 3 missing.
+    items: list[tuple[Oid, Value]] = []
+    for row in range(1500):
+        name = f"d{row}.example".encode()
+        index = (len(name), *name)
+        items.append(((*TABLE_ENTRY, 2, *index), Value(SnmpType.OCTET_STRING, name)))
+        if row % 5:
+            items.append(((*TABLE_ENTRY, 3, *index), Value(SnmpType.GAUGE32, row)))
+    tree = OidTree(items, [(*TABLE_ENTRY, 2), (*TABLE_ENTRY, 3)])
+    session = start_session(loop_thread, snmpd_master, tree)
+    try:
+        walked = snmpd_master.bulkwalk(BS, "-Cr50")
+        assert [vb.oid for vb in walked] == [dotted(oid) for oid, _ in tree]
+    finally:
+        loop_thread.call(session.stop())
+
+
+# --- fake master -------------------------------------------------------------------------
+
+
+class FakeConn:
+    """The master side of one subagent connection."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+        self.buf = b""
+        self.session_id = 0
+
+    async def recv_raw(self, timeout: float = 3.0) -> bytes:
+        """The next complete packet's bytes."""
+        while True:
+            if len(self.buf) >= HEADER_LEN:
+                big = bool(self.buf[2] & 0x10)
+                (length,) = struct.unpack_from(">I" if big else "<I", self.buf, 16)
+                if len(self.buf) >= HEADER_LEN + length:
+                    raw = self.buf[: HEADER_LEN + length]
+                    self.buf = self.buf[HEADER_LEN + length :]
+                    return raw
+            chunk = await asyncio.wait_for(self.reader.read(65536), timeout)
+            if not chunk:
+                raise EOFError("subagent closed the connection")
+            self.buf += chunk
+
+    async def recv(self, timeout: float = 3.0, skip_pings: bool = True) -> Pdu:
+        while True:
+            pdu, rest = decode_packet(await self.recv_raw(timeout))
+            assert pdu is not None and rest == b""
+            if skip_pings and isinstance(pdu, Ping):
+                self.reply(pdu)
+                continue
+            return pdu
+
+    def send(self, data: bytes) -> None:
+        self.writer.write(data)
+
+    def reply(
+        self, req: Pdu, error: int = ErrorCode.NO_ERROR, session_id: int | None = None
+    ) -> None:
+        sid = self.session_id if session_id is None else session_id
+        self.send(
+            Response(
+                0,
+                error,
+                0,
+                session_id=sid,
+                transaction_id=req.transaction_id,
+                packet_id=req.packet_id,
+                network_byte_order=req.network_byte_order,
+            ).encode()
+        )
+
+    async def handshake(self, session_id: int = 42) -> None:
+        """Answer Open and every Register with noError."""
+        self.session_id = session_id
+        opened = await self.recv()
+        assert isinstance(opened, Open)
+        self.reply(opened)
+        registered = await self.recv()
+        assert isinstance(registered, Register)
+        assert registered.subtree == B
+        assert registered.session_id == session_id
+        self.reply(registered)
+
+    async def request(self, pdu: Pdu) -> Response:
+        self.send(pdu.encode())
+        resp = await self.recv()
+        assert isinstance(resp, Response)
+        return resp
+
+    async def closed_by_subagent(self, timeout: float = 3.0) -> bool:
+        """True once the subagent hangs up (data before EOF is discarded)."""
+        try:
+            while True:
+                chunk = await asyncio.wait_for(self.reader.read(65536), timeout)
+                if not chunk:
+                    return True
+        except TimeoutError:
+            return False
+        except ConnectionError:
+            return True
+
+
+class FakeMaster:
+    """A unix-socket AgentX 'master' the test drives one connection at a time."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.queue: asyncio.Queue[FakeConn] = asyncio.Queue()
+        self.count = 0
+        self.server: asyncio.AbstractServer | None = None
+        self.conns: list[FakeConn] = []
+
+    async def start(self) -> None:
+        self.server = await asyncio.start_unix_server(self._accept, str(self.path))
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.count += 1
+        conn = FakeConn(reader, writer)
+        self.conns.append(conn)
+        await self.queue.put(conn)
+
+    async def next_conn(self, timeout: float = 3.0) -> FakeConn:
+        return await asyncio.wait_for(self.queue.get(), timeout)
+
+    async def close(self) -> None:
+        for conn in self.conns:
+            conn.writer.close()
+        if self.server is not None:
+            self.server.close()
+            await self.server.wait_closed()
+
+
+@asynccontextmanager
+async def fake_setup(**kwargs: object) -> AsyncIterator[tuple[FakeMaster, AgentXSession]]:
+    with short_tempdir("fakemaster-") as d:
+        master = FakeMaster(d / "master.sock")
+        await master.start()
+        options: dict[str, object] = {
+            "ping_interval": 30.0,
+            "request_timeout": 0.5,
+            "backoff_initial": 0.05,
+            "backoff_max": 0.2,
+        }
+        options.update(kwargs)
+        session = AgentXSession([B], static_tree(), address=str(master.path), **options)  # type: ignore[arg-type]
+        session.start()
+        try:
+            yield master, session
+        finally:
+            await master.close()  # hang up first: stop() need not wait for a Close answer
+            await session.stop()
+
+
+def run(coro_fn: Callable[[], Awaitable[T]], timeout: float = 20.0) -> T:
+    async def main() -> T:
+        return await asyncio.wait_for(coro_fn(), timeout)
+
+    return asyncio.run(main())
+
+
+def test_split_and_coalesced_packets_are_reassembled() -> None:
+    async def scenario() -> None:
+        async with fake_setup() as (master, session):
+            conn = await master.next_conn()
+            await conn.handshake()
+            assert await session.wait_connected(2)
+            a = GetNext((SearchRange(B),), session_id=42, packet_id=100).encode()
+            b = Get((SearchRange((*SCALARS, 4, 0)),), session_id=42, packet_id=101).encode()
+            c = GetNext((SearchRange((*TABLE_ENTRY, 2, 1)),), session_id=42, packet_id=102)
+            conn.send(a + b)  # two PDUs in one write
+            for i in range(len(c.encode())):  # one PDU a byte at a time
+                conn.send(c.encode()[i : i + 1])
+                await conn.writer.drain()
+                await asyncio.sleep(0)
+            answers = {}
+            for _ in range(3):
+                resp = await conn.recv()
+                assert isinstance(resp, Response)
+                answers[resp.packet_id] = resp.varbinds[0]
+            assert answers[100].name == (*SCALARS, 1, 0)
+            assert answers[101].value == Value(SnmpType.GAUGE32, 4_000_000_000)
+            assert answers[102].name == (*TABLE_ENTRY, 2, 3)
+            assert master.count == 1
+
+    run(scenario)
+
+
+def test_request_in_little_endian_is_answered_in_little_endian() -> None:
+    async def scenario() -> None:
+        async with fake_setup() as (master, _session):
+            conn = await master.next_conn()
+            await conn.handshake()
+            req = GetNext((SearchRange(B),), session_id=42, packet_id=7, network_byte_order=False)
+            conn.send(req.encode())
+            raw = await conn.recv_raw()
+            assert raw[2] & 0x10 == 0
+            resp, _ = decode_packet(raw)
+            assert isinstance(resp, Response)
+            assert resp.packet_id == 7
+            assert resp.varbinds[0].name == (*SCALARS, 1, 0)
+
+    run(scenario)
+
+
+def test_malformed_framed_packet_gets_parse_error_and_session_goes_on() -> None:
+    async def scenario() -> None:
+        async with fake_setup() as (master, session):
+            conn = await master.next_conn()
+            await conn.handshake()
+            # A GetNext whose OID claims 9 sub-ids but carries 1.
+            payload = struct.pack(">BBBx", 9, 0, 0) + struct.pack(">I", 1)
+            conn.send(struct.pack(">BBBxIIII", 1, 6, 0x10, 42, 1, 55, len(payload)) + payload)
+            resp = await conn.recv()
+            assert isinstance(resp, Response)
+            assert (resp.packet_id, resp.error) == (55, ErrorCode.PARSE_ERROR)
+            # An unknown PDU type coalesced with a valid Get: both answered, in order.
+            unknown = struct.pack(">BBBxIIII", 1, 77, 0x10, 42, 1, 56, 4) + b"\0\0\0\0"
+            get = Get((SearchRange((*SCALARS, 8, 0)),), session_id=42, packet_id=57)
+            conn.send(unknown + get.encode())
+            resp = await conn.recv()
+            assert isinstance(resp, Response)
+            assert (resp.packet_id, resp.error) == (56, ErrorCode.PARSE_ERROR)
+            resp = await conn.recv()
+            assert isinstance(resp, Response)
+            assert (resp.packet_id, resp.error) == (57, ErrorCode.NO_ERROR)
+            assert resp.varbinds[0].value == Value(SnmpType.COUNTER32, 99)
+            # Still the same connection, still answering.
+            ok = await conn.request(Get((SearchRange((*SCALARS, 1, 0)),), session_id=42))
+            assert ok.varbinds[0].value == Value(SnmpType.INTEGER, -7)
+            assert master.count == 1
+            assert session.status.connected
+            assert session.status.parse_errors == 2
+
+    run(scenario)
+
+
+GARBAGE = {
+    "random-bytes": bytes(range(7, 250, 3)),
+    "bad-version": struct.pack(">BBBxIIII", 9, 5, 0x10, 42, 0, 1, 0),
+    "huge-length": struct.pack(">BBBxIIII", 1, 5, 0x10, 42, 0, 1, 0x7FFFFFF0),
+    "odd-length": struct.pack(">BBBxIIII", 1, 5, 0x10, 42, 0, 1, 6),
+}
+
+
+@pytest.mark.parametrize("garbage", list(GARBAGE.values()), ids=list(GARBAGE))
+def test_unparseable_stream_drops_connection_and_reconnects(garbage: bytes) -> None:
+    async def scenario() -> None:
+        async with fake_setup() as (master, session):
+            conn = await master.next_conn()
+            await conn.handshake()
+            assert await session.wait_connected(2)
+            t0 = time.monotonic()
+            conn.send(garbage)
+            assert await conn.closed_by_subagent(2.0)
+            assert time.monotonic() - t0 < 1.0  # at once, not after buffering
+            conn2 = await master.next_conn()
+            await conn2.handshake(session_id=43)
+            assert await session.wait_connected(2)
+            resp = await conn2.request(Get((SearchRange((*SCALARS, 1, 0)),), session_id=43))
+            assert resp.varbinds[0].value == Value(SnmpType.INTEGER, -7)
+            assert session.status.reconnects == 1
+            assert session.status.session_id == 43
+
+    run(scenario)
+
+
+def test_truncated_header_then_hangup_leads_to_reconnect() -> None:
+    async def scenario() -> None:
+        async with fake_setup() as (master, session):
+            conn = await master.next_conn()
+            await conn.handshake()
+            conn.send(b"\x01\x05\x10")
+            await conn.writer.drain()
+            conn.writer.close()
+            conn2 = await master.next_conn()
+            await conn2.handshake()
+            assert await session.wait_connected(2)
+
+    run(scenario)
+
+
+def test_unanswered_open_times_out_and_is_retried() -> None:
+    async def scenario() -> None:
+        async with fake_setup() as (master, session):
+            conn = await master.next_conn()
+            assert isinstance(await conn.recv(), Open)  # never answered
+            conn2 = await master.next_conn(timeout=3)
+            await conn2.handshake()
+            assert await session.wait_connected(2)
+            assert await conn.closed_by_subagent(1.0)  # the timed-out connection was dropped
+            assert "Open" in (session.status.last_error or "") or session.status.connected
+
+    run(scenario)
+
+
+def test_duplicate_registration_closes_and_retries_with_backoff() -> None:
+    async def scenario() -> None:
+        async with fake_setup(backoff_initial=0.4, backoff_max=0.4) as (master, session):
+            conn = await master.next_conn()
+            opened = await conn.recv()
+            conn.reply(opened, session_id=42)
+            conn.session_id = 42
+            reg = await conn.recv()
+            assert isinstance(reg, Register)
+            conn.reply(reg, ErrorCode.DUPLICATE_REGISTRATION)
+            close = await conn.recv()
+            assert isinstance(close, Close)
+            assert close.reason == CloseReason.OTHER
+            t0 = time.monotonic()
+            conn2 = await master.next_conn()
+            assert time.monotonic() - t0 >= 0.15  # jittered backoff, not a hot loop
+            assert not session.status.connected
+            assert "DUPLICATE_REGISTRATION" in (session.status.last_error or "")
+            await conn2.handshake()
+            assert await session.wait_connected(2)
+            assert session.status.last_error is None
+
+    run(scenario)
+
+
+def test_backoff_grows_on_failures_and_resets_after_registration() -> None:
+    async def scenario() -> None:
+        async with fake_setup(backoff_initial=0.05, backoff_max=1.6) as (master, session):
+            arrivals: list[float] = []
+            for _ in range(5):  # five refused Opens: waits of ~0.05, 0.1, 0.2, 0.4, 0.8 s
+                conn = await master.next_conn()
+                arrivals.append(time.monotonic())
+                opened = await conn.recv()
+                conn.reply(opened, ErrorCode.OPEN_FAILED)
+            conn = await master.next_conn()
+            arrivals.append(time.monotonic())
+            gaps = [b - a for a, b in itertools.pairwise(arrivals)]
+            assert gaps[-1] >= 0.4 > gaps[0]  # jittered, but growing
+            assert "OPEN_FAILED" in (session.status.last_error or "")
+            await conn.handshake()
+            assert await session.wait_connected(2)
+            conn.send(Close(CloseReason.SHUTDOWN, session_id=42).encode())
+            t0 = time.monotonic()
+            conn2 = await master.next_conn()
+            assert time.monotonic() - t0 < 0.3  # back to the initial delay after success
+            await conn2.handshake()
+            assert await session.wait_connected(2)
+            assert session.status.reconnects == 6
+
+    run(scenario)
+
+
+def test_close_from_master_leads_to_reconnect() -> None:
+    async def scenario() -> None:
+        async with fake_setup() as (master, session):
+            conn = await master.next_conn()
+            await conn.handshake()
+            conn.send(Close(CloseReason.SHUTDOWN, session_id=42).encode())
+            conn2 = await master.next_conn()
+            await conn2.handshake()
+            assert await session.wait_connected(2)
+            assert session.status.reconnects == 1
+
+    run(scenario)
+
+
+def test_unresponsive_master_detected_by_ping() -> None:
+    async def scenario() -> None:
+        async with fake_setup(ping_interval=0.2, request_timeout=0.3) as (master, session):
+            conn = await master.next_conn()
+            await conn.handshake()
+            ping = await conn.recv(skip_pings=False)
+            assert isinstance(ping, Ping)
+            assert ping.session_id == 42
+            conn.reply(ping)  # the first Ping is answered ...
+            ping = await conn.recv(skip_pings=False)
+            assert isinstance(ping, Ping)  # ... the second is not
+            assert await conn.closed_by_subagent(2.0)
+            conn2 = await master.next_conn()
+            await conn2.handshake()
+            assert await session.wait_connected(2)
+
+    run(scenario)
+
+
+def test_stop_sends_close_shutdown() -> None:
+    async def scenario() -> None:
+        async with fake_setup() as (master, session):
+            conn = await master.next_conn()
+            await conn.handshake()
+            assert await session.wait_connected(2)
+            stopping = asyncio.create_task(session.stop())
+            close = await conn.recv()
+            assert isinstance(close, Close)
+            assert (close.reason, close.session_id) == (CloseReason.SHUTDOWN, 42)
+            conn.reply(close)
+            await asyncio.wait_for(stopping, 2)
+            assert await conn.closed_by_subagent(1.0)
+            assert not session.status.connected
+            assert master.count == 1  # no reconnect after stop
+
+    run(scenario)
+
+
+def test_notify_waits_for_response_and_reports_errors() -> None:
+    async def scenario() -> None:
+        async with fake_setup() as (master, session):
+            conn = await master.next_conn()
+            await conn.handshake()
+            assert await session.wait_connected(2)
+            extra = VarBind((*SCALARS, 4, 0), Value(SnmpType.GAUGE32, 5))
+
+            sending = asyncio.create_task(session.notify((*B, 0, 1), [extra]))
+            note = await conn.recv()
+            assert isinstance(note, Notify)
+            assert note.session_id == 42
+            assert note.varbinds == (
+                VarBind(SNMP_TRAP_OID_0, Value(SnmpType.OBJECT_IDENTIFIER, (*B, 0, 1))),
+                extra,
+            )
+            conn.reply(note)
+            assert (await sending).error == ErrorCode.NO_ERROR
+
+            sending = asyncio.create_task(session.notify((*B, 0, 2), sys_uptime=True))
+            note = await conn.recv()
+            assert isinstance(note, Notify)
+            assert note.varbinds[0].name == (1, 3, 6, 1, 2, 1, 1, 3, 0)
+            assert note.varbinds[0].value.type is SnmpType.TIME_TICKS
+            conn.reply(note, ErrorCode.PROCESSING_ERROR)
+            with pytest.raises(AgentXResponseError) as info:
+                await sending
+            assert info.value.error == ErrorCode.PROCESSING_ERROR
+
+            with pytest.raises(AgentXTimeout):
+                await session.notify((*B, 0, 3), timeout=0.2)  # never answered
+
+    run(scenario)
+
+
+def test_notify_without_session_raises_not_connected() -> None:
+    async def scenario() -> None:
+        async with fake_setup() as (_master, session):
+            with pytest.raises(AgentXNotConnected):
+                await session.notify((*B, 0, 1))
+
+    run(scenario)
+
+
+def test_master_not_reading_is_dropped_instead_of_buffering_forever(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    big = OidTree(
+        [((*TABLE_ENTRY, 2, i), Value(SnmpType.OCTET_STRING, b"x" * 200)) for i in range(2000)],
+        [(*TABLE_ENTRY, 2)],
+    )
+
+    async def scenario() -> None:
+        async with fake_setup(max_write_buffer=256 * 1024) as (master, session):
+            session.set_tree(big)
+            conn = await master.next_conn()
+            await conn.handshake()
+            req = GetBulk(0, 1000, (SearchRange(B),), session_id=42).encode()
+            for _ in range(200):  # ~50 MB of answers that nobody reads
+                conn.send(req)
+                await asyncio.sleep(0)
+                if master.count > 1:
+                    break
+            conn2 = await master.next_conn(timeout=5)
+            await conn2.handshake()
+            assert await session.wait_connected(2)
+
+    with caplog.at_level(logging.WARNING, logger="pmta_snmp.agentx"):
+        run(scenario)
+    assert any("write buffer" in r.getMessage() for r in caplog.records)
+
+
+def test_requests_are_not_logged(caplog: pytest.LogCaptureFixture) -> None:
+    async def scenario() -> None:
+        async with fake_setup() as (master, session):
+            conn = await master.next_conn()
+            await conn.handshake()
+            assert await session.wait_connected(2)
+            caplog.clear()
+            for i in range(50):
+                await conn.request(GetNext((SearchRange(B),), session_id=42, packet_id=i))
+            assert caplog.records == []
+
+    with caplog.at_level(logging.DEBUG, logger="pmta_snmp.agentx"):
+        run(scenario)
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("closed" in m for m in messages)  # the stop is logged once
