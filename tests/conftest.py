@@ -100,11 +100,11 @@ def snmp_tool_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str
 # --- snmpd fixtures (agentx) ---
 # A real, unprivileged net-snmp snmpd as AgentX master (unix socket in a short temp dir,
 # udp:127.0.0.1:<free port>), an snmptrapd receiver, and an asyncio loop in a thread.
-# Every process is stopped by pid in teardown. See tests/snmpd_util.py.
+# Every process is stopped by pid in teardown. See pmta_snmp/netsnmp.py.
 from collections.abc import Callable  # noqa: E402
 from typing import Any  # noqa: E402
 
-from tests.snmpd_util import (  # noqa: E402
+from pmta_snmp.netsnmp import (  # noqa: E402
     LoopThread,
     SnmpdMaster,
     TrapReceiver,

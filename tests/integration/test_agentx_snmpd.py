@@ -42,7 +42,7 @@ from pmta_snmp.agentx.session import (
     AgentXTimeout,
 )
 from pmta_snmp.mib.snapshot import Oid, OidTree, SnmpType, Value
-from tests.snmpd_util import (
+from pmta_snmp.netsnmp import (
     LoopThread,
     SnmpdMaster,
     SnmpVarBind,

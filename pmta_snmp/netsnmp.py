@@ -1,4 +1,4 @@
-"""Real net-snmp processes for integration tests: an unprivileged snmpd master,
+"""Real net-snmp processes for the tests, the demo and the benchmarks: an unprivileged snmpd master,
 an snmptrapd receiver, client wrappers that parse `-On` output, and a thread
 running an asyncio loop (so blocking client calls can talk to an async agent).
 
@@ -504,7 +504,7 @@ class LoopThread:
 @contextlib.contextmanager
 def short_tempdir(prefix: str = "snmpd-") -> Iterator[Path]:
     """A temp dir under /tmp with a short path (unix socket paths max ~107 bytes)."""
-    base = "/tmp" if os.path.isdir("/tmp") else None
+    base = "/tmp" if os.path.isdir("/tmp") else None  # noqa: S108 - mkdtemp makes it private
     path = Path(tempfile.mkdtemp(prefix=prefix, dir=base))
     try:
         yield path

@@ -1,0 +1,204 @@
+"""Atomic JSON state store: pmta_snmp.state."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import stat
+import time
+from pathlib import Path
+
+import pytest
+
+from pmta_snmp import state as state_mod
+from pmta_snmp.state import (
+    StateCorrupt,
+    StateError,
+    StateFile,
+    StateLockTimeout,
+    default_state_dir,
+    state_path,
+)
+
+
+def test_missing_file_loads_empty(tmp_path: Path) -> None:
+    sf = StateFile(tmp_path / "s.json")
+    assert sf.load() == {}
+    assert sf.warning is None
+
+
+def test_save_then_load_round_trip(tmp_path: Path) -> None:
+    sf = StateFile(tmp_path / "s.json")
+    data = {"tail": {"offset": 12, "inode": 7}, "names": ["a", "é"]}
+    sf.save(data)
+    assert StateFile(tmp_path / "s.json").load() == data
+
+
+def test_file_is_private_and_directory_created_private(tmp_path: Path) -> None:
+    path = tmp_path / "deep" / "er" / "s.json"
+    StateFile(path).save({"x": 1})
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+
+
+def test_save_leaves_no_temp_files(tmp_path: Path) -> None:
+    sf = StateFile(tmp_path / "s.json")
+    for i in range(5):
+        sf.save({"i": i})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.json", "s.json.lock"]
+
+
+def test_unserialisable_data_keeps_previous_state(tmp_path: Path) -> None:
+    sf = StateFile(tmp_path / "s.json")
+    sf.save({"ok": True})
+    with pytest.raises(TypeError):
+        sf.save({"bad": object()})
+    assert sf.load() == {"ok": True}
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+@pytest.mark.parametrize("content", [b"{not json", b"[1, 2]", b"\xff\xfe garbage", b""])
+def test_corrupt_state_is_reported_and_reset(tmp_path: Path, content: bytes) -> None:
+    path = tmp_path / "s.json"
+    path.write_bytes(content)
+    sf = StateFile(path)
+    assert sf.load() == {}
+    assert isinstance(sf.warning, StateCorrupt)
+    assert str(path) in str(sf.warning)
+    assert (tmp_path / "s.json.corrupt").read_bytes() == content
+    sf.save({"fresh": 1})
+    assert sf.load() == {"fresh": 1}
+    assert sf.warning is None
+
+
+def test_unreadable_state_raises_state_error(tmp_path: Path) -> None:
+    path = tmp_path / "s.json"
+    path.mkdir()  # a directory where the file should be: reading fails even for root
+    with pytest.raises(StateError):
+        StateFile(path).load()
+
+
+def test_transaction_saves_changes_and_not_on_error(tmp_path: Path) -> None:
+    sf = StateFile(tmp_path / "s.json")
+    with sf.transaction() as data:
+        data["n"] = 1
+    assert sf.load() == {"n": 1}
+    with pytest.raises(RuntimeError), sf.transaction() as data:
+        data["n"] = 2
+        raise RuntimeError("plugin failed mid-run")
+    assert sf.load() == {"n": 1}
+
+
+def test_lock_is_reentrant_within_one_object(tmp_path: Path) -> None:
+    sf = StateFile(tmp_path / "s.json", lock_timeout=0.2)
+    with sf.lock():
+        sf.save({"a": 1})
+        assert sf.load() == {"a": 1}
+
+
+def test_lock_wait_is_bounded(tmp_path: Path) -> None:
+    holder = StateFile(tmp_path / "s.json")
+    waiter = StateFile(tmp_path / "s.json", lock_timeout=0.3)
+    with holder.lock():
+        started = time.monotonic()
+        with pytest.raises(StateLockTimeout, match="locked by another process"):
+            waiter.load()
+        elapsed = time.monotonic() - started
+    assert 0.25 <= elapsed < 2.0
+    assert waiter.load() == {}  # free again
+
+
+def _increment(path: str, times: int) -> None:
+    sf = StateFile(path, lock_timeout=30)
+    for _ in range(times):
+        with sf.transaction() as data:
+            data["count"] = data.get("count", 0) + 1
+            data.setdefault("seen", []).append(os.getpid())
+
+
+def test_concurrent_writers_lose_no_update(tmp_path: Path) -> None:
+    path = str(tmp_path / "s.json")
+    ctx = multiprocessing.get_context("fork")
+    procs = [ctx.Process(target=_increment, args=(path, 40)) for _ in range(4)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(30)
+        assert p.exitcode == 0
+    data = json.loads(Path(path).read_text())
+    assert data["count"] == 160
+    assert len(data["seen"]) == 160
+
+
+def _save_big(path: str, rounds: int) -> None:
+    sf = StateFile(path, lock_timeout=30)
+    for i in range(rounds):
+        sf.save({"i": i, "blob": "x" * 200_000})
+
+
+def _read_many(path: str, rounds: int, out: multiprocessing.queues.Queue[int]) -> None:
+    corrupt = 0
+    for _ in range(rounds):
+        sf = StateFile(path, lock_timeout=30)
+        data = sf.load()
+        if sf.warning is not None or (data and len(data["blob"]) != 200_000):
+            corrupt += 1
+    out.put(corrupt)
+
+
+def test_readers_never_see_a_partial_write(tmp_path: Path) -> None:
+    path = str(tmp_path / "s.json")
+    ctx = multiprocessing.get_context("fork")
+    results: multiprocessing.queues.Queue[int] = ctx.Queue()
+    procs = [ctx.Process(target=_save_big, args=(path, 30)) for _ in range(2)]
+    procs += [ctx.Process(target=_read_many, args=(path, 60, results)) for _ in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(30)
+        assert p.exitcode == 0
+    assert [results.get(timeout=5), results.get(timeout=5)] == [0, 0]
+
+
+def test_default_state_dir_prefers_system_dir_when_writable(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("PMTA_SNMP_STATE_DIR", raising=False)
+    system = tmp_path / "var-lib-pmta-snmp"
+    monkeypatch.setattr(state_mod, "SYSTEM_STATE_DIR", system)
+    assert default_state_dir() == system  # creatable: its parent is writable
+
+
+def test_default_state_dir_falls_back_to_per_user_dir(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("PMTA_SNMP_STATE_DIR", raising=False)
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("")
+    monkeypatch.setattr(state_mod, "SYSTEM_STATE_DIR", blocker)
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "xdg"))
+    assert default_state_dir() == tmp_path / "xdg" / "pmta-snmp"
+    monkeypatch.setenv("XDG_STATE_HOME", "relative/ignored")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert default_state_dir() == tmp_path / "home" / ".local" / "state" / "pmta-snmp"
+
+
+def test_default_state_dir_not_writable_system_dir(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("PMTA_SNMP_STATE_DIR", raising=False)
+    system = tmp_path / "sys"
+    system.mkdir()
+    monkeypatch.setattr(state_mod, "SYSTEM_STATE_DIR", system)
+    monkeypatch.setattr(state_mod.os, "access", lambda *_a, **_k: False)
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "xdg"))
+    assert default_state_dir() == tmp_path / "xdg" / "pmta-snmp"
+
+
+def test_state_dir_env_override_and_state_path(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PMTA_SNMP_STATE_DIR", str(tmp_path))
+    assert default_state_dir() == tmp_path
+    a = state_path("check_pmta_log", "/var/log/pmta/log")
+    b = state_path("check_pmta_log", "/var/log/pmta/pmtahttp.log")
+    assert a.parent == tmp_path and a != b
+    assert a.name.startswith("check_pmta_log-") and a.suffix == ".json"
+    assert state_path("../../evil name").parent == tmp_path
