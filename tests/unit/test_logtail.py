@@ -13,9 +13,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pmta_snmp import logtail
 from pmta_snmp.logtail import (
+    LineScanner,
     MultiTailReader,
     TailReader,
     TailState,
@@ -263,6 +266,17 @@ def test_compressed_rotation_of_empty_followed_file_is_lost(log: Path) -> None:
     assert reader.lost
 
 
+def test_unreadable_rotated_sibling_is_skipped(log: Path) -> None:
+    write(log, "a")
+    _, state = read_new(log, None)
+    append(log, "b")
+    (log.with_name("log.2")).mkdir()  # not a readable file: must not abort the read
+    log.rename(log.with_name("log.1"))
+    write(log, "c")
+    lines, reader = run(log, state)
+    assert lines == ["b", "c"] and not reader.lost
+
+
 def test_live_file_missing_after_rename_finishes_old_then_follows_new(log: Path) -> None:
     write(log, "a")
     _, state = read_new(log, None)
@@ -300,6 +314,22 @@ def test_copytruncate_with_regrowth_past_offset_detected_by_fingerprint(log: Pat
     lines, reader = run(log, state)
     assert lines == ["2025-01-14 09:05:00 two", "2025-01-14 09:05:01 three"]
     assert reader.truncated
+
+
+def test_copytruncate_detected_when_first_kib_is_identical(log: Path) -> None:
+    # Accounting files share their header, and some logs a banner: only the bytes just
+    # before our offset can tell the regrown file from the one we read.
+    prefix = [f"banner line {i:03d} identical in every file" for i in range(40)]
+    write(log, *prefix, "old tail line")
+    _, state = read_new(log, None)
+    assert state.offset > logtail.HEAD_LEN
+    shutil.copyfile(log, log.with_name("log.1"))
+    with log.open("r+b") as fh:
+        fh.truncate(0)
+    append(log, *prefix, "new line one", "new line two", "new line three")
+    lines, reader = run(log, state)
+    assert reader.truncated
+    assert lines == [*prefix, "new line one", "new line two", "new line three"]
 
 
 def test_truncation_to_zero_without_copy(log: Path) -> None:
@@ -587,3 +617,92 @@ def test_ground_truth_no_line_lost_none_twice(
     expected = writer.written[baseline:]
     assert len(got) == len(set(got)), "a line was read twice"
     assert sorted(got) == sorted(expected), "a line was lost or garbled"
+
+
+# --- LineScanner: fast, and the same answer as a per-line search -------------------------------
+
+LOG_PATTERNS = {
+    "timeout": r"ETIMEDOUT (connecting|in connection) to",
+    "refused": r"(WSA)?ECONNREFUSED",
+    "dns": r"StatusDnsQueryFailed|unable to resolve",
+    "disabled": r"All SMTP sources for queue \S+ are now disabled",
+    "tls": r"tls:.*verified=no",
+    "error": r"\berror:|\bfatal\b",
+}
+
+
+def naive(patterns: dict[str, re.Pattern[str]], data: bytes) -> list[tuple[str, str]]:
+    return [(name, line) for line in decode_block(data).replace("\r\n", "\n").split("\n")[:-1]
+            for name, p in patterns.items() if p.search(line)]
+
+
+def test_line_scanner_finds_log_classes(tmp_path: Path) -> None:
+    data = (b"2025-01-14 10:00:00 ETIMEDOUT connecting to mx.example.com (192.0.2.1)\n"
+            b"2025-01-14 10:00:01 etimedout In Connection to example.org (192.0.2.2)\r\n"
+            b"2025-01-14 10:00:02 WSAECONNREFUSED connecting to example.net\n"
+            b"2025-01-14 10:00:03 done example.com/vmta-a\n"
+            b"2025-01-14 10:00:04 Error: \"550 no\" while connected; FATAL crash\n"
+            b"2025-01-14 10:00:05 All SMTP sources for queue x.example/v1 are now disabled.\n"
+            b"2025-01-14 10:00:06 terror:not a word boundary\n")
+    scanner = LineScanner(LOG_PATTERNS)
+    assert scanner.prefiltered
+    got = scanner.scan(data)
+    assert [name for name, _ in got] == ["timeout", "timeout", "refused", "error", "disabled"]
+    assert got[1][1].endswith("(192.0.2.2)")  # CR removed
+    compiled = {k: re.compile(v, re.I | re.A) for k, v in LOG_PATTERNS.items()}
+    assert got == naive(compiled, data)
+
+
+def test_line_scanner_without_literal_falls_back_to_every_line() -> None:
+    scanner = LineScanner({"ip": r"\d+\.\d+\.\d+\.\d+", "x": "ab"})
+    assert not scanner.prefiltered
+    assert scanner.scan(b"from 192.0.2.1\nnone\nABC\n") == [("ip", "from 192.0.2.1"), ("x", "ABC")]
+
+
+def test_line_scanner_unicode_ignorecase_pattern_is_not_prefiltered() -> None:
+    # U+212A KELVIN SIGN matches "k" under Unicode IGNORECASE: a byte search would miss it.
+    scanner = LineScanner({"k": re.compile("kelvin", re.I)})
+    assert not scanner.prefiltered
+    assert scanner.scan("\u212aelvin\n".encode()) == [("k", "\u212aelvin")]
+
+
+_PIECES = ["err", "or", "ETIMEDOUT", "to", r"\d", r"\s+", ".", "x?", "(a|bc)", "(?:tls|TLS)",
+           "[A-F]", r"\b", "(?!nope)", "(?i:okay)", "(?-i:Okay)", "(WSA)?", "(?:zzz)*",
+           "(zz){2}", "(?=abc)", "$", "^", "ÿé", "(?:conn|refused)+", r"(?:timeout|\d)"]
+_WORDS = ["error", "ERROR", "Err", "or", "ETIMEDOUT", "etimedout", "to", "x", "a", "bc", "tls",
+          "TLS", "F", "nope", "okay", "OKAY", "Okay", "WSA", "wsa", "zzz", "zz", "abc", "1", " ",
+          ":", "conn", "REFUSED", "timeout", "ÿé", "\u212a", "\xe9"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(patterns=st.lists(st.lists(st.sampled_from(_PIECES), min_size=1, max_size=4)
+                         .map("".join), min_size=1, max_size=3),
+       lines=st.lists(st.lists(st.sampled_from(_WORDS), max_size=8).map("".join), max_size=12),
+       ignore_case=st.booleans(), latin1=st.booleans())
+def test_line_scanner_equals_per_line_search(patterns: list[str], lines: list[str],
+                                             ignore_case: bool, latin1: bool) -> None:
+    named = {f"p{i}": p for i, p in enumerate(patterns)}
+    scanner = LineScanner(named, ignore_case=ignore_case)
+    encoding = "latin-1" if latin1 else "utf-8"
+    data = "".join(line + "\n" for line in lines).encode(encoding, errors="replace")
+    flags = re.I | re.A if ignore_case else 0
+    compiled = {k: re.compile(v, flags) for k, v in named.items()}
+    assert scanner.scan(data) == naive(compiled, data)
+
+
+TRICKY = [r"(?:timeout|\d+)", r"(WSA)?ECONNREFUSED", r"(?:zzz)*abc", r"x(?i:okay)",
+          r"(?-i:Okay) go", r"(?:conn|refused)+ to", r"(?!nope)err", r"abc(?=def)",
+          r"(?:x|y)?error", r"err(or)?:", r"(?:unable|fail)\w* to", r"a{0}literal"]
+CORPUS = ["timeout now", "code 451", "ECONNREFUSED", "WSAECONNREFUSED x", "abc", "zzzabc",
+          "xOKAY", "XOKAY", "Okay go", "okay go", "conn to", "refusedconn to", "nope err",
+          "err", "abcdef", "abcxyz", "error", "yerror", "err:", "error:", "unable to",
+          "FAILED to", "literal", "", "none of these"]
+
+
+@pytest.mark.parametrize("ignore_case", [True, False])
+@pytest.mark.parametrize("pattern", TRICKY)
+def test_line_scanner_tricky_constructs(pattern: str, ignore_case: bool) -> None:
+    data = "".join(line + "\n" for line in CORPUS).encode()
+    flags = re.I | re.A if ignore_case else 0
+    assert LineScanner({"p": pattern}, ignore_case=ignore_case).scan(data) == naive(
+        {"p": re.compile(pattern, flags)}, data)

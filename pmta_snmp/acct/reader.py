@@ -1,0 +1,622 @@
+"""PowerMTA accounting files → :class:`AcctRecord`, incrementally.
+
+CSV accounting is RFC 4180 with a header line (pmta-formats.md §3.3): columns are mapped by
+header name, never by position, so every layout (4.0 with ``timeImprinted`` and Unix-second
+times, 4.5/5.0 with ``queue``/``vmtaPool``/TLS, 5.5 with ``timeFirstAttempt``) and any
+``record-fields`` selection or ``header_*`` column works. A header line may appear again
+mid-stream (PowerMTA restarted with other fields) and replaces the column plan. JSON accounting
+(5.x) is one flat object per line with string values, chosen by the ``.json`` extension.
+
+Reading follows the live file with :mod:`pmta_snmp.logtail`; the state also keeps the header
+of the file being followed, because the first run starts at the end. A CSV record may span
+lines (quoted newlines), so a record still being written when the run ends is given back to
+the tail and read whole next time. A malformed row is counted in ``skipped_rows``, never fatal.
+(A stray unterminated quote at the end of the live file holds reading back only until the field
+passes ``csv.field_size_limit()``, 128 KiB, when it is counted as malformed.)
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import re
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from functools import lru_cache
+from typing import Any
+
+from pmta_snmp.acct.bounce import BounceClass, classify, dsn_code
+from pmta_snmp.logtail import (
+    CHUNK_SIZE,
+    Block,
+    MultiTailReader,
+    TailReader,
+    TailState,
+    decode_line,
+    expand_paths,
+    read_first_line,
+)
+
+__all__ = [
+    "AcctBatch",
+    "AcctReader",
+    "AcctRecord",
+    "AcctState",
+    "ParseResult",
+    "is_json_path",
+    "parse_records",
+    "parse_time",
+    "read_new_records",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class AcctRecord:
+    """One accounting record with the fields the plugins use; empty string when absent.
+
+    Columns without a field here (``orcpt``, ``srcMta``, ``envId``, ``header_*``,
+    ``timeFirstAttempt`` …) are kept, when not empty, in ``extra`` under their header name.
+    """
+
+    type: str
+    time_logged: datetime | None = None
+    time_queued: datetime | None = None
+    orig: str = ""
+    rcpt: str = ""
+    dsn_action: str = ""
+    dsn_status: str = ""
+    dsn_diag: str = ""
+    dsn_mta: str = ""
+    bounce_cat: str = ""
+    dlv_source_ip: str = ""
+    dlv_destination_ip: str = ""
+    dlv_esmtp_available: str = ""
+    dlv_size: int | None = None
+    dlv_tls_protocol: str = ""
+    dlv_tls_cipher: str = ""
+    vmta: str = ""
+    vmta_pool: str = ""
+    queue: str = ""
+    job_id: str = ""
+    extra: Mapping[str, str] = field(default_factory=dict, compare=False, hash=False)
+
+    @property
+    def sender_domain(self) -> str:
+        """Domain of ``orig`` (MAIL FROM), lowercased; "" for the null sender."""
+        return _domain(self.orig)
+
+    @property
+    def rcpt_domain(self) -> str:
+        """Domain of ``rcpt``, lowercased."""
+        return _domain(self.rcpt)
+
+    @property
+    def dsn_code(self) -> str:
+        """The enhanced status code of ``dsnStatus`` (``5.1.1``), or ""."""
+        return dsn_code(self.dsn_status)
+
+    @property
+    def starttls_offered(self) -> bool:
+        """The receiving MTA listed STARTTLS among its ESMTP extensions."""
+        return "STARTTLS" in (x.strip().upper() for x in self.dlv_esmtp_available.split(","))
+
+    def bounce_class(self) -> BounceClass:
+        """hard / soft / block / success via :func:`pmta_snmp.acct.bounce.classify`."""
+        return classify(self.bounce_cat, self.dsn_status, self.dsn_diag)
+
+
+def _domain(address: str) -> str:
+    at = address.rfind("@")
+    if at < 0:
+        return ""
+    return address[at + 1:].strip().strip("<>").rstrip(".").lower()
+
+
+# Header name (lowercased) → AcctRecord attribute.
+_COLUMNS: dict[str, str] = {
+    "type": "type",
+    "timelogged": "time_logged",
+    "timequeued": "time_queued",
+    "orig": "orig",
+    "rcpt": "rcpt",
+    "dsnaction": "dsn_action",
+    "dsnstatus": "dsn_status",
+    "dsndiag": "dsn_diag",
+    "dsnmta": "dsn_mta",
+    "bouncecat": "bounce_cat",
+    "dlvsourceip": "dlv_source_ip",
+    "dlvdestinationip": "dlv_destination_ip",
+    "dlvesmtpavailable": "dlv_esmtp_available",
+    "dlvsize": "dlv_size",
+    "dlvtlsprotocol": "dlv_tls_protocol",
+    "dlvtlscipher": "dlv_tls_cipher",
+    "vmta": "vmta",
+    "vmtapool": "vmta_pool",
+    "queue": "queue",
+    "jobid": "job_id",
+}
+_TIME_ATTRS = frozenset({"time_logged", "time_queued"})
+_UNIX = re.compile(r"\d+(?:\.\d+)?")
+
+
+@lru_cache(maxsize=8192)
+def parse_time(text: str) -> datetime | None:
+    """An accounting time as an aware datetime; None when empty or unparsable.
+
+    ``iso-times yes`` gives ``YYYY-MM-DD HH:MM:SS±HHMM`` [D]; ``T`` and ``±HH:MM`` are accepted
+    too [I]; otherwise Unix seconds [D]. A time without an offset is not documented [?]: it is
+    taken as this host's local time, which is PowerMTA's clock when we run beside it.
+    """
+    text = text.strip()
+    if not text:
+        return None
+    if _UNIX.fullmatch(text):
+        try:
+            return datetime.fromtimestamp(float(text), UTC)
+        except (OverflowError, OSError, ValueError):
+            return None
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return value if value.tzinfo is not None else value.astimezone()
+
+
+def _size(text: str) -> int | None:
+    text = text.strip()
+    return int(text) if text.isdigit() else None
+
+
+# AcctRecord's fields in order (without ``extra``), for positional construction.
+_FIELD_ORDER = [f for f in AcctRecord.__dataclass_fields__ if f != "extra"]
+_TIME_POS = [i for i, f in enumerate(_FIELD_ORDER) if f in _TIME_ATTRS]
+_SIZE_POS = _FIELD_ORDER.index("dlv_size")
+
+
+class _Layout:
+    """The column plan of one header: which column feeds which field, built once per header
+    so a row costs one list comprehension and one constructor call."""
+
+    def __init__(self, header: Sequence[str]) -> None:
+        self.header = [h.strip() for h in header]
+        index: dict[str, int] = {}
+        self.extra: list[tuple[int, str]] = []
+        for i, name in enumerate(self.header):
+            attr = _COLUMNS.get(name.lower())
+            if attr is not None:
+                index.setdefault(attr, i)
+            elif name:
+                self.extra.append((i, name))
+        # -1 reads the empty string appended to every row.
+        self.columns = [index.get(f, -1) for f in _FIELD_ORDER]
+        self.type_index = index.get("type", -1)
+
+    def build(self, row: list[str], keep_extra: bool) -> AcctRecord:
+        row.append("")
+        args: list[Any] = [row[i] for i in self.columns]
+        for pos in _TIME_POS:
+            args[pos] = parse_time(args[pos])
+        args[_SIZE_POS] = _size(args[_SIZE_POS])
+        if keep_extra and self.extra:
+            args.append({name: row[i] for i, name in self.extra if row[i]})  # -> extra
+        return AcctRecord(*args)
+
+
+def _build(values: Mapping[str, str], extra: dict[str, str]) -> AcctRecord:
+    kwargs: dict[str, Any] = {}
+    for attr, value in values.items():
+        if attr in _TIME_ATTRS:
+            kwargs[attr] = parse_time(value)
+        elif attr == "dlv_size":
+            kwargs[attr] = _size(value)
+        else:
+            kwargs[attr] = value
+    if extra:
+        kwargs["extra"] = extra
+    return AcctRecord(**kwargs)
+
+
+def is_json_path(path: str | os.PathLike[str]) -> bool:
+    """JSON accounting is chosen by the ``.json`` extension [I] (also ``.json.gz``)."""
+    name = os.path.basename(os.fspath(path)).lower()
+    for comp in (".gz", ".bz2", ".xz"):
+        name = name.removesuffix(comp)
+    return name.endswith(".json")
+
+
+# ---------------------------------------------------------------------------------------------
+# Parsing one file's stream of blocks
+# ---------------------------------------------------------------------------------------------
+
+
+class _FileParser:
+    """Turns the blocks of one file into records; knows where the last whole record ended."""
+
+    def __init__(self, *, json_format: bool, header: Sequence[str] | None,
+                 types: Collection[str] | None, keep_extra: bool) -> None:
+        self.json_format = json_format
+        self.layout = _Layout(header) if header else None
+        self.types = types
+        self.keep_extra = keep_extra
+        self.skipped_rows = 0
+        self.rows_without_header = 0
+        # Position of the last line handed to the parser: (block, offset after the line).
+        self.block: Block | None = None
+        self.end = 0
+        self.exhausted = False
+        # Set by records(): the data ended inside a record, which starts at record_start.
+        self.pending = False
+        self.record_start = 0
+
+    @property
+    def header(self) -> list[str] | None:
+        return self.layout.header if self.layout is not None else None
+
+    def _lines(self, blocks: Iterable[Block]) -> Iterator[str]:
+        for block in blocks:
+            self.block = block
+            pos = block.start
+            parts = block.data.split(b"\n")
+            last = len(parts) - 1
+            for i, raw in enumerate(parts):
+                if i == last:
+                    if not raw:
+                        break
+                    pos += len(raw)  # unterminated last line of a rotated file
+                    self.end = pos
+                    yield decode_line(raw)
+                    break
+                pos += len(raw) + 1
+                self.end = pos
+                yield decode_line(raw) + "\n"
+        self.exhausted = True
+
+    def records(self, blocks: Iterable[Block]) -> Iterator[AcctRecord]:
+        """Records of ``blocks`` (all from one file). Afterwards ``pending`` tells whether the
+        stream ended inside a record, which then starts at ``record_start``."""
+        self.pending = False
+        self.record_start = 0
+        lines = self._lines(blocks)
+        if self.json_format:
+            yield from self._json_records(lines)
+        else:
+            yield from self._csv_records(lines)
+
+    def _csv_records(self, lines: Iterator[str]) -> Iterator[AcctRecord]:
+        # strict: an unterminated quoted field at the end of the data raises instead of being
+        # returned as a short row, which is how a record still being written is recognised.
+        reader = csv.reader(lines, strict=True)
+        while True:
+            self.record_start = self.end
+            try:
+                row = next(reader)
+            except StopIteration:
+                return
+            except csv.Error:
+                if self.exhausted:
+                    self.pending = True
+                    return
+                self.skipped_rows += 1
+                continue
+            record = self._row(row)
+            if record is not None:
+                yield record
+
+    def _row(self, row: list[str]) -> AcctRecord | None:
+        if not row or (len(row) == 1 and not row[0].strip()):
+            return None
+        if row[0].strip().lower() == "type":
+            self.layout = _Layout(row)
+            return None
+        layout = self.layout
+        if layout is None:
+            self.rows_without_header += 1
+            self.skipped_rows += 1
+            return None
+        if len(row) != len(layout.header) or layout.type_index < 0:
+            self.skipped_rows += 1
+            return None
+        if self.types is not None and row[layout.type_index] not in self.types:
+            return None
+        return layout.build(row, self.keep_extra)
+
+    def _json_records(self, lines: Iterator[str]) -> Iterator[AcctRecord]:
+        for line in lines:
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except ValueError:
+                self.skipped_rows += 1
+                continue
+            if not isinstance(obj, dict) or not isinstance(obj.get("type"), str):
+                self.skipped_rows += 1
+                continue
+            if self.types is not None and obj["type"] not in self.types:
+                continue
+            values: dict[str, str] = {}
+            extra: dict[str, str] = {}
+            for key, value in obj.items():
+                text = value if isinstance(value, str) else ("" if value is None else str(value))
+                attr = _COLUMNS.get(str(key).lower())
+                if attr is not None:
+                    values[attr] = text
+                elif self.keep_extra and text:
+                    extra[str(key)] = text
+            yield _build(values, extra)
+
+
+@dataclass
+class ParseResult:
+    """Records parsed from bytes held in memory, with the count of malformed rows."""
+
+    records: list[AcctRecord]
+    skipped_rows: int
+    header: list[str] | None
+
+
+def parse_records(data: bytes, *, json_format: bool = False, header: Sequence[str] | None = None,
+                  types: Collection[str] | None = None, keep_extra: bool = True) -> ParseResult:
+    """Parse a whole accounting file's bytes (tests, one-shot reports); a header line in the
+    data wins over ``header``."""
+    parser = _FileParser(json_format=json_format, header=header, types=types,
+                         keep_extra=keep_extra)
+    block = Block(data, "<memory>", 0, final=True)
+    records = list(parser.records([block]))
+    if parser.pending:
+        parser.skipped_rows += 1
+    return ParseResult(records, parser.skipped_rows, parser.header)
+
+
+# ---------------------------------------------------------------------------------------------
+# Incremental reading
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class AcctState:
+    """What :class:`AcctReader` keeps between runs; store ``to_json()`` in the plugin state.
+
+    A single path is followed across rotations (``tail``/``header``); a glob follows each
+    matching file by identity (``files``: ``"device:inode"`` → tail and header).
+    """
+
+    spec: str
+    tail: TailState | None = None
+    header: list[str] | None = None
+    files: dict[str, tuple[TailState, list[str] | None]] | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """A plain dict for ``json.dumps``."""
+        out: dict[str, Any] = {"spec": self.spec}
+        if self.tail is not None:
+            out["tail"] = self.tail.to_json()
+        if self.header is not None:
+            out["header"] = list(self.header)
+        if self.files is not None:
+            out["files"] = {k: {"tail": t.to_json(), "header": h}
+                            for k, (t, h) in self.files.items()}
+        return out
+
+    @classmethod
+    def from_json(cls, data: object) -> AcctState | None:
+        """Rebuild from :meth:`to_json` output; malformed data gives None (a first run)."""
+        if not isinstance(data, Mapping) or not isinstance(data.get("spec"), str):
+            return None
+        header = _header_from_json(data.get("header"))
+        tail = TailState.from_json(data["tail"]) if "tail" in data else None
+        files: dict[str, tuple[TailState, list[str] | None]] | None = None
+        raw_files = data.get("files")
+        if isinstance(raw_files, Mapping):
+            files = {}
+            for key, entry in raw_files.items():
+                if not isinstance(entry, Mapping):
+                    continue
+                t = TailState.from_json(entry.get("tail"))
+                if t is not None:
+                    files[str(key)] = (t, _header_from_json(entry.get("header")))
+        return cls(spec=data["spec"], tail=tail, header=header, files=files)
+
+
+def _header_from_json(value: object) -> list[str] | None:
+    if isinstance(value, list) and value and all(isinstance(x, str) for x in value):
+        return list(value)
+    return None
+
+
+def _parse_header_line(raw: bytes) -> list[str] | None:
+    try:
+        row = next(csv.reader([decode_line(raw)]))
+    except (csv.Error, StopIteration):
+        return None
+    return row if row and row[0].strip().lower() == "type" else None
+
+
+class AcctReader:
+    """New records of an accounting file (or glob of files) since the stored state.
+
+    Iterate :meth:`records` once, then store :attr:`state`. Stopping early (``break``) is
+    safe: the state then points just after the last record handed out. ``types`` keeps only
+    those record types (``{"d", "b", "t"}``) and skips the others cheaply.
+    """
+
+    def __init__(self, spec: str | os.PathLike[str], state: AcctState | None, *,
+                 from_start: bool = False, deadline: float | None = None,
+                 types: Collection[str] | None = None, keep_extra: bool = True,
+                 chunk_size: int = CHUNK_SIZE) -> None:
+        self.spec = os.fspath(spec)
+        if state is not None and state.spec != self.spec:
+            state = None
+        self.types = frozenset(types) if types is not None else None
+        self.keep_extra = keep_extra
+        self.skipped_rows = 0
+        self.records_read = 0
+        self.warnings: list[str] = []
+        self._headers: dict[str, list[str] | None] = {}
+        self._is_glob = any(ch in self.spec for ch in "*?[")
+        self._tail: TailReader | MultiTailReader
+        self._saved_headers: dict[str, list[str] | None]
+        if self._is_glob:
+            states = None
+            if state is not None and state.files is not None:
+                states = {k: t for k, (t, _) in state.files.items()}
+                self._saved_headers = {k: h for k, (_, h) in state.files.items()}
+            else:
+                self._saved_headers = {}
+            self._tail = MultiTailReader(expand_paths(self.spec), states,
+                                         from_start=from_start, deadline=deadline,
+                                         chunk_size=chunk_size)
+        else:
+            tail_state = state.tail if state is not None else None
+            self._saved_headers = {}
+            if state is not None and tail_state is not None and tail_state.identified:
+                key = f"{tail_state.device}:{tail_state.inode}"
+                self._saved_headers[key] = state.header
+            self._tail = TailReader(self.spec, tail_state, from_start=from_start,
+                                    deadline=deadline, chunk_size=chunk_size)
+        self._started = False
+
+    # Flags from the tail, for the plugin's output.
+    @property
+    def timed_out(self) -> bool:
+        """The deadline stopped reading; the rest is read next run."""
+        return self._tail.timed_out
+
+    @property
+    def first_run(self) -> bool:
+        """No usable state: reading started at the end (or at the start with from_start)."""
+        return self._tail.first_run
+
+    @property
+    def tail(self) -> TailReader | MultiTailReader:
+        """The underlying reader (rotation flags, sources, bytes read)."""
+        return self._tail
+
+    def records(self) -> Iterator[AcctRecord]:
+        """The new records, file after file."""
+        if self._started:
+            raise RuntimeError("AcctReader.records() can be iterated only once")
+        self._started = True
+        blocks = self._tail.blocks()
+        pushback: list[Block] = []
+
+        def next_block() -> Block | None:
+            return pushback.pop() if pushback else next(blocks, None)
+
+        while True:
+            first = next_block()
+            if first is None:
+                break
+            parser = self._parser_for(first)
+
+            def same_file(head: Block = first) -> Iterator[Block]:
+                block: Block | None = head
+                while block is not None:
+                    yield block
+                    nxt = next(blocks, None)
+                    if nxt is not None and nxt.key != head.key:
+                        pushback.append(nxt)
+                        return
+                    block = nxt
+
+            finished = False
+            try:
+                for record in parser.records(same_file()):
+                    self.records_read += 1
+                    yield record
+                finished = True
+            finally:
+                self._close_file(parser, finished)
+
+    def _parser_for(self, block: Block) -> _FileParser:
+        json_format = is_json_path(block.source)
+        header: list[str] | None = None
+        if not json_format and block.start > 0:
+            saved = self._saved_headers.get(block.key) if block.continues else None
+            header = saved or self._header_of(block.source)
+        return _FileParser(json_format=json_format, header=header, types=self.types,
+                           keep_extra=self.keep_extra)
+
+    def _header_of(self, path: str) -> list[str] | None:
+        try:
+            header = _parse_header_line(read_first_line(path))
+        except OSError:
+            header = None
+        if header is None:
+            self.warnings.append(f"{path}: no header line; rows cannot be mapped")
+        return header
+
+    def _close_file(self, parser: _FileParser, finished: bool) -> None:
+        """Account for one file's parse and hand unparsed bytes back to the tail."""
+        self.skipped_rows += parser.skipped_rows
+        block = parser.block
+        if block is None:
+            return
+        if finished and parser.pending and not block.final:
+            # The record at the end is still being written: read it whole next run.
+            self._tail.rewind(block, parser.record_start)
+        elif not finished:
+            # The caller stopped early (at a yield, so the parser's last line ends the record
+            # it received): the state must not pass that record.
+            self._tail.rewind(block, parser.end)
+        elif parser.pending:
+            self.skipped_rows += 1  # a rotated file ended inside a record
+        self._headers[block.key] = parser.header
+
+    @property
+    def state(self) -> AcctState:
+        """The state to store for the next run."""
+        if isinstance(self._tail, MultiTailReader):
+            files = {key: (t, self._header_for(key, t))
+                     for key, t in self._tail.states.items()}
+            return AcctState(self.spec, files=files)
+        tail_state = self._tail.state
+        key = f"{tail_state.device}:{tail_state.inode}"
+        return AcctState(self.spec, tail=tail_state,
+                         header=self._header_for(key, tail_state) if tail_state.inode else None)
+
+    def _header_for(self, key: str, tail_state: TailState) -> list[str] | None:
+        if key in self._headers:
+            return self._headers[key]
+        if key in self._saved_headers:
+            return self._saved_headers[key]
+        if tail_state.offset == 0 or is_json_path(tail_state.source or tail_state.path):
+            return None
+        # Positioned inside a file we have not parsed (first run at the end): remember its
+        # header now, the file may be rotated away before the next run.
+        try:
+            header = _parse_header_line(read_first_line(tail_state.source or tail_state.path))
+        except OSError:
+            header = None
+        self._headers[key] = header
+        return header
+
+
+@dataclass
+class AcctBatch:
+    """Everything one incremental read produced."""
+
+    records: list[AcctRecord]
+    state: AcctState
+    skipped_rows: int
+    timed_out: bool
+    first_run: bool
+    warnings: list[str]
+    reader: AcctReader = field(repr=False)
+
+
+def read_new_records(spec: str | os.PathLike[str], state: AcctState | None, *,
+                     from_start: bool = False, deadline: float | None = None,
+                     types: Collection[str] | None = None,
+                     on_record: Callable[[AcctRecord], None] | None = None) -> AcctBatch:
+    """Read the records added since ``state``. With ``on_record`` each record is passed to it
+    and not kept (constant memory for large catch-ups); otherwise they are returned."""
+    reader = AcctReader(spec, state, from_start=from_start, deadline=deadline, types=types)
+    records: list[AcctRecord] = []
+    sink = on_record if on_record is not None else records.append
+    for record in reader.records():
+        sink(record)
+    return AcctBatch(records, reader.state, reader.skipped_rows, reader.timed_out,
+                     reader.first_run, reader.warnings, reader)

@@ -1,0 +1,250 @@
+"""Small JSON state store for the check_pmta_* plugins.
+
+Plugins keep seek positions and per-minute counters between runs. A run may be killed at any
+moment and two runs (a manual one and the scheduler's) may overlap, so a save is atomic
+(temp file in the same directory, fsync, rename, fsync of the directory) and a read-modify-write
+holds an flock on a sidecar ``.lock`` file with a bounded wait. A corrupt state file is reported
+through :attr:`StateFile.warning` and reset; it never crashes a plugin.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import hashlib
+import json
+import os
+import re
+import tempfile
+import time
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "SYSTEM_STATE_DIR",
+    "StateCorrupt",
+    "StateError",
+    "StateFile",
+    "StateLockTimeout",
+    "default_state_dir",
+    "state_path",
+]
+
+#: Shared state directory used when this process may write there (packages create it).
+SYSTEM_STATE_DIR = Path("/var/lib/pmta-snmp")
+
+#: Environment variable that overrides the state directory (tests, non-standard installs).
+STATE_DIR_ENV = "PMTA_SNMP_STATE_DIR"
+
+_LOCK_POLL_S = 0.02
+
+
+class StateError(Exception):
+    """A state file could not be read, locked or written."""
+
+
+class StateLockTimeout(StateError):
+    """Another process held the state lock for longer than the allowed wait."""
+
+
+class StateCorrupt(StateError, UserWarning):
+    """The state file held no valid JSON object; it was moved aside and the state reset."""
+
+
+def default_state_dir() -> Path:
+    """Return where plugin state lives: ``$PMTA_SNMP_STATE_DIR``, ``/var/lib/pmta-snmp`` when
+    writable, else ``$XDG_STATE_HOME/pmta-snmp`` or ``~/.local/state/pmta-snmp``."""
+    override = os.environ.get(STATE_DIR_ENV)
+    if override:
+        return Path(override)
+    if _writable_dir(SYSTEM_STATE_DIR):
+        return SYSTEM_STATE_DIR
+    xdg = os.environ.get("XDG_STATE_HOME", "")
+    # The XDG spec says a relative value must be ignored.
+    base = Path(xdg) if xdg and os.path.isabs(xdg) else Path.home() / ".local" / "state"
+    return base / "pmta-snmp"
+
+
+def _writable_dir(path: Path) -> bool:
+    """True if ``path`` is a writable directory, or could be created by this process."""
+    if path.is_dir():
+        return os.access(path, os.W_OK | os.X_OK)
+    if path.exists():
+        return False
+    parent = path.parent
+    return parent.is_dir() and os.access(parent, os.W_OK | os.X_OK)
+
+
+def state_path(plugin: str, *keys: str, directory: Path | None = None) -> Path:
+    """A state file path for ``plugin`` and the things it watches (e.g. a log path).
+
+    The keys are hashed so any path or URL gives a short, safe file name, and two plugin
+    instances watching different files never share state.
+    """
+    safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", plugin).strip("._") or "state"
+    name = safe
+    if keys:
+        digest = hashlib.sha256("\0".join(keys).encode("utf-8", "surrogateescape")).hexdigest()
+        name = f"{safe}-{digest[:16]}"
+    return (directory or default_state_dir()) / f"{name}.json"
+
+
+class StateFile:
+    """One JSON object on disk, read and written atomically under an advisory lock.
+
+    ``load()``/``save()`` each take the lock on their own; ``transaction()`` holds it across a
+    load-modify-save so concurrent runs never lose each other's updates.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, lock_timeout: float = 10.0) -> None:
+        self.path = Path(path)
+        self.lock_path = self.path.with_name(self.path.name + ".lock")
+        self.lock_timeout = lock_timeout
+        #: Set by :meth:`load` when the file was corrupt and has been reset; callers show it.
+        self.warning: StateCorrupt | None = None
+        self._lock_fd: int | None = None
+        self._lock_depth = 0
+
+    def __repr__(self) -> str:
+        return f"StateFile({str(self.path)!r})"
+
+    # -- locking ---------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        """Hold the exclusive lock (re-entrant within this object); wait at most lock_timeout."""
+        if self._lock_depth:
+            self._lock_depth += 1
+            try:
+                yield
+            finally:
+                self._lock_depth -= 1
+            return
+        self._ensure_dir()
+        try:
+            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError as exc:
+            raise StateError(f"cannot open lock file {self.lock_path}: {exc.strerror}") from exc
+        try:
+            self._acquire(fd)
+        except BaseException:
+            os.close(fd)
+            raise
+        self._lock_fd, self._lock_depth = fd, 1
+        try:
+            yield
+        finally:
+            self._lock_fd, self._lock_depth = None, 0
+            # Closing the descriptor releases the flock.
+            os.close(fd)
+
+    def _acquire(self, fd: int) -> None:
+        deadline = time.monotonic() + max(0.0, self.lock_timeout)
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except OSError as exc:
+                if exc.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+                    raise StateError(f"cannot lock {self.lock_path}: {exc.strerror}") from exc
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise StateLockTimeout(
+                    f"state file {self.path} is locked by another process "
+                    f"(waited {self.lock_timeout:g}s for {self.lock_path})"
+                )
+            time.sleep(min(_LOCK_POLL_S, remaining))
+
+    # -- reading and writing ---------------------------------------------------------------
+
+    def load(self) -> dict[str, Any]:
+        """Return the stored object, ``{}`` when there is none; a corrupt file is reset."""
+        with self.lock():
+            return self._load_locked()
+
+    def save(self, data: Mapping[str, Any]) -> None:
+        """Replace the stored object atomically (mode 0600)."""
+        with self.lock():
+            self._save_locked(data)
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[dict[str, Any]]:
+        """Lock, load, yield the dict for in-place changes, then save it (not on an exception)."""
+        with self.lock():
+            data = self._load_locked()
+            yield data
+            self._save_locked(data)
+
+    def _load_locked(self) -> dict[str, Any]:
+        self.warning = None
+        try:
+            raw = self.path.read_bytes()
+        except FileNotFoundError:
+            return {}
+        except OSError as exc:
+            raise StateError(f"cannot read state file {self.path}: {exc.strerror}") from exc
+        try:
+            data = json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            return self._reset_corrupt(f"not valid JSON ({exc})")
+        if not isinstance(data, dict):
+            return self._reset_corrupt(f"holds a JSON {type(data).__name__}, not an object")
+        return data
+
+    def _reset_corrupt(self, why: str) -> dict[str, Any]:
+        aside = self.path.with_name(self.path.name + ".corrupt")
+        try:
+            os.replace(self.path, aside)
+            where = f"moved to {aside}"
+        except OSError:
+            where = "left in place"
+        self.warning = StateCorrupt(f"state file {self.path} {why}; state reset, {where}")
+        return {}
+
+    def _save_locked(self, data: Mapping[str, Any]) -> None:
+        payload = json.dumps(data, separators=(",", ":"), sort_keys=True).encode("utf-8")
+        directory = self._ensure_dir()
+        fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{self.path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(payload)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.chmod(tmp, 0o600)
+            os.replace(tmp, self.path)
+        except BaseException as exc:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            if isinstance(exc, OSError):
+                raise StateError(f"cannot write state file {self.path}: {exc}") from exc
+            raise
+        _fsync_dir(directory)
+
+    def _ensure_dir(self) -> Path:
+        directory = self.path.parent
+        if not directory.is_dir():
+            try:
+                directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+                # mkdir's mode is filtered by the umask; state may hold addresses, keep it private.
+                os.chmod(directory, 0o700)
+            except OSError as exc:
+                raise StateError(
+                    f"cannot create state directory {directory}: {exc.strerror}"
+                ) from exc
+        return directory
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Make the rename durable; some filesystems refuse fsync on a directory, which is fine."""
+    try:
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
