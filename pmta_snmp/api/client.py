@@ -8,6 +8,7 @@ and parsing exist once. Only the sending differs.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import ssl
 import time
@@ -207,22 +208,27 @@ class _Core:
         return self._check(resp, path, fmt=None)
 
     def command(self, command: str) -> _Plan[tuple[parse.Node, str]]:
-        """POST /command (PowerMTA 5.0) with multipart `command` and `format` fields.
+        """POST /command with multipart `command` and `format` fields (JSON, else XML).
 
         Only `show …` commands are sent: the product is read-only.
         """
         if not command.startswith("show "):
             raise PmtaError(f"refusing to send {command!r}: pmta-snmp only sends `show` commands")
-        req = _Req(
-            "POST", urljoin(self.base, "command"), {}, {"command": command, "format": "json"}
-        )
-        resp = yield from self._send(req)
-        if resp.status == 404:
-            raise PmtaHTTPError(
-                "POST /command not found: it needs PowerMTA 5.0 (use --license-file on 4.x)", 404
+        for fmt in ("json", "xml"):
+            req = _Req(
+                "POST", urljoin(self.base, "command"), {}, {"command": command, "format": fmt}
             )
-        body = self._check(resp, "/command", fmt=None)
-        return parse.unwrap(body), parse.unwrap_message(body)
+            resp = yield from self._send(req)
+            if resp.status == 404:
+                raise PmtaHTTPError(
+                    "POST /command not found: it needs PowerMTA 5.0 (use --license-file on 4.x)",
+                    404,
+                )
+            if resp.status == 400 and fmt == "json":
+                continue  # no JSON on this version: ask for XML
+            body = self._check(resp, "/command", fmt=None)
+            return parse.unwrap(body), parse.unwrap_message(body)
+        raise AssertionError("unreachable")
 
     # -- operations --------------------------------------------------------------------------
 
@@ -259,6 +265,31 @@ class _Core:
     def version(self) -> _Plan[str | None]:
         data, message = yield from self.command("show version")
         return parse.parse_version(data, message)
+
+    def extras(
+        self, status: Status, with_license: bool
+    ) -> _Plan[tuple[Status, License | None, list[str]]]:
+        """`show license`, and `show version` when `/status` had no `mta` block (4.x).
+
+        Failures here are warnings: the snapshot is still good without them.
+        """
+        lic: License | None = None
+        warnings: list[str] = []
+        if not with_license:
+            return status, lic, warnings
+        try:
+            lic = yield from self.license()
+        except PmtaError as exc:
+            warnings.append(f"license: {exc}")
+        if status.runtime.version is None and self.config.flavor == "real":
+            try:
+                version = yield from self.version()
+            except PmtaError as exc:
+                warnings.append(f"version: {exc}")
+            else:
+                runtime = dataclasses.replace(status.runtime, version=version)
+                status = dataclasses.replace(status, runtime=runtime)
+        return status, lic, warnings
 
 
 def _map_transport_error(exc: httpx.HTTPError, url: str) -> PmtaError:
@@ -390,12 +421,7 @@ class PmtaClient:
         """Status, queues, domains and VirtualMTAs (and the license) as one Snapshot."""
         status = self.status()
         queues, domains, vmtas = self.queues(), self.domains(), self.vmtas()
-        lic, warnings = None, []
-        if with_license:
-            try:
-                lic = self.license()
-            except PmtaError as exc:
-                warnings.append(f"license: {exc}")
+        status, lic, warnings = self._run(self._core.extras(status, with_license))
         return _assemble(self._core, status, queues, domains, vmtas, lic, warnings)
 
 
@@ -484,12 +510,7 @@ class AsyncPmtaClient:
                 self._bounded(core.domains()),
                 self._bounded(core.vmtas()),
             )
-        lic, warnings = None, []
-        if with_license:
-            try:
-                lic = await self._bounded(core.license())
-            except PmtaError as exc:
-                warnings.append(f"license: {exc}")
+        status, lic, warnings = await self._bounded(core.extras(status, with_license))
         return _assemble(core, status, queues, domains, vmtas, lic, warnings)
 
 

@@ -329,10 +329,7 @@ def parse_status(data: Node) -> Status:
         revision=to_str(_get(product, "revision")),
         host_name=to_str(_get(mta, "fullHostName")),
         serial=to_str(_get(mta, "lak", "serial")),
-        os_name=" ".join(
-            p for p in (to_str(_get(mta, "os", "name")), to_str(_get(mta, "os", "version"))) if p
-        )
-        or None,
+        os_name=to_str(_get(mta, "os", "name")),
         time_now=to_time(st.get("timeNow")),
         startup_time=to_time(st.get("startupTime")),
         shutting_down=to_bool(st.get("shuttingDown")),
@@ -430,7 +427,8 @@ def parse_queue_row(row: Mapping[str, Node]) -> Queue | None:
         return None
     events = _events(row.get("event") if "event" in row else row.get("events"))
     retry = to_str(_first(row, "retryTime", "retry", "nextRetry"))
-    last_error = _last_error(row) or next((e.text for e in reversed(events) if e.text), None)
+    # A real 4.0 capture lists events newest first, so the first text is the latest error.
+    last_error = _last_error(row) or next((e.text for e in events if e.text), None)
     return Queue(
         name=name,
         rcp=to_int(_first(row, "rcp", "rcpt")),

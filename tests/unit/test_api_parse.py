@@ -167,8 +167,9 @@ QUEUE_ROWS = [
         "mode": "backoff",
         "retryTime": "09:35:42",
         "event": [
-            {"type": "error", "time": "2025-01-14 09:13:30", "text": "421 4.7.0 try later"},
+            # newest first, as in a real PowerMTA 4.0 capture
             {"type": "error", "time": "2025-01-14 09:14:30", "text": "ETIMEDOUT connecting"},
+            {"type": "error", "time": "2025-01-14 09:13:30", "text": "421 4.7.0 try later"},
         ],
     },
 ]
@@ -183,7 +184,7 @@ def test_queues_rows_by_element_name(envelope: Any) -> None:
     assert (g.rcp, g.kb, g.conn, g.paused, g.mode) == (1200, 3400.5, 12, False, QueueMode.NORMAL)
     assert (b.rcp, b.paused, b.mode, b.retry_time) == (77, True, QueueMode.BACKOFF, "09:35:42")
     assert b.domain == "bücher.example" and b.vmta == "vmta-b"
-    assert [e.text for e in b.events] == ["421 4.7.0 try later", "ETIMEDOUT connecting"]
+    assert [e.text for e in b.events] == ["ETIMEDOUT connecting", "421 4.7.0 try later"]
     assert b.last_error == "ETIMEDOUT connecting"
 
 
