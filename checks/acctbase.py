@@ -1,0 +1,294 @@
+"""What the accounting-file plugins share (bounce, deferral, TLS).
+
+Each run reads only the records added since the last run (pmta_snmp.acct.AcctReader: offset
+and inode in the state file, rotation handled, every CSV layout and JSON accounting) and adds
+them to per-minute counters (pmta_snmp.acct.MinuteBuckets) kept in the same state file, so
+rates are judged over a rolling window (default one hour) without re-reading the files.
+
+The first run starts at the end of the file (nothing to judge yet; `--from-start` reads what
+is there). A read stopped by the deadline saves where it got and the rest is read next run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import time
+from collections.abc import Callable, Collection, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import nagiosplugin
+
+from .base import (
+    PluginError,
+    PluginParser,
+    Run,
+    Summary,
+    Threshold,
+    duration,
+    fmt_num,
+    human,
+    input_key,
+    lld,
+    metric,
+    nonneg_int,
+    pct,
+    problem_texts,
+    top_items,
+)
+
+if TYPE_CHECKING:
+    from pmta_snmp.acct import AcctRecord, MinuteBuckets, Rate
+
+DEFAULT_ACCT = "/var/log/pmta/acct.csv"
+#: Keys kept per dimension in the state (the rest fold into "(other)"): bounds the state file.
+MAX_KEYS = 500
+#: dsnDiag reasons are grouped by their first 60 characters (operating rules §5).
+DIAG_CHARS = 60
+
+#: Counters of one record: dimension -> key, and counter -> increment.
+Event = tuple[Mapping[str, str | None], Mapping[str, int]]
+
+
+def add_acct_args(p: PluginParser, *, window: str = "1h") -> None:
+    """Options every accounting plugin has."""
+    g = p.add_argument_group("accounting files")
+    g.add_argument(
+        "--acct-file", default=DEFAULT_ACCT, metavar="PATH|GLOB",
+        help="accounting file or glob (rotated acct-YYYY-MM-DD-NNNN.csv, .json for JSON "
+        "accounting, .gz read too); default %(default)s",
+    )
+    g.add_argument(
+        "--window", type=duration, default=duration(window), metavar="DURATION",
+        help=f"rolling window for rates (default {window})",
+    )
+    g.add_argument(
+        "--min-volume", type=nonneg_int, default=100, metavar="N",
+        help="judge a rate only with at least N attempts in the window (default %(default)s)",
+    )
+    g.add_argument(
+        "--from-start", action="store_true",
+        help="first run: read the existing records instead of starting at the end",
+    )
+
+
+@dataclass
+class Window:
+    """The per-minute counters after this run's read, and what the read saw."""
+
+    buckets: MinuteBuckets
+    now_minute: int
+    window_minutes: int
+    new_records: int = 0
+    first_run: bool = False
+    timed_out: bool = False
+    skipped_rows: int = 0
+    sources: list[str] = field(default_factory=list)
+
+    def rates(self, dimension: str, numerator: Collection[str], denominator: Collection[str],
+              min_volume: int = 0) -> dict[str, Rate]:
+        """Per key over the window (keys with fewer than min_volume attempts are left out)."""
+        return self.buckets.rates(dimension, numerator, denominator,
+                                  now_minute=self.now_minute, min_volume=min_volume)
+
+    def totals(self, dimension: str) -> dict[str, dict[str, int]]:
+        """key -> counter -> sum over the window."""
+        return self.buckets.totals(dimension, now_minute=self.now_minute)
+
+    def total(self, counters: Collection[str]) -> int:
+        """Sum of `counters` over everything (the `total` dimension)."""
+        got = self.totals("total").get("all", {})
+        return sum(got.get(c, 0) for c in counters)
+
+    def top_reasons(self, counter: str, n: int = 3) -> list[tuple[str, int]]:
+        """The n commonest dsnDiag prefixes for `counter`."""
+        values = {k: float(c.get(counter, 0)) for k, c in self.totals("diag").items()}
+        return [(k, int(v)) for k, v in top_items(values, n) if v > 0]
+
+
+def read_window(
+    run: Run,
+    args: argparse.Namespace,
+    *,
+    types: Collection[str],
+    event: Callable[[AcctRecord], Iterable[Event]],
+) -> Window:
+    """Read new records from --acct-file into the window kept in the state file."""
+    from pmta_snmp.acct import AcctReader, AcctState, MinuteBuckets, epoch_minute
+    from pmta_snmp.logtail import expand_paths
+
+    spec: str = args.acct_file
+    if any(ch in spec for ch in "*?["):
+        if not expand_paths(spec):
+            raise PluginError(f"no accounting file matches {spec}")
+    elif not os.path.exists(spec):
+        raise PluginError(f"accounting file {spec} does not exist (check --acct-file)")
+    minutes = max(1, math.ceil(args.window / 60))
+    now_minute = epoch_minute(time.time())
+    state = run.state_file(input_key(spec))
+    run.enter(f"locking state file {state.path}")
+    with state.transaction() as doc:
+        run.loaded(state)
+        buckets = MinuteBuckets.from_json(doc.get("buckets"), window_minutes=minutes,
+                                          max_keys=MAX_KEYS)
+        acct_state = AcctState.from_json(doc.get("acct"))
+        reader = AcctReader(spec, acct_state, from_start=args.from_start,
+                            deadline=run.soft_deadline(), types=types, keep_extra=False)
+        win = Window(buckets, now_minute, minutes, first_run=reader.first_run)
+        run.enter(f"reading {spec}")
+        for record in reader.records():
+            win.new_records += 1
+            when = record.time_logged
+            minute = epoch_minute(when) if when is not None else now_minute
+            for keys, counters in event(record):
+                buckets.add_event(minute, keys, counters, now_minute=now_minute)
+        run.enter(f"saving state file {state.path}")
+        buckets.prune(now_minute)
+        doc["acct"] = reader.state.to_json()
+        doc["buckets"] = buckets.to_json()
+    win.timed_out = reader.timed_out
+    win.skipped_rows = reader.skipped_rows
+    win.sources = list(reader.tail.sources)
+    for warning in reader.warnings:
+        run.note(warning)
+    if win.first_run and not args.from_start:
+        run.note(
+            f"first run: reading {spec} starts at its end now; rates build up over "
+            f"{human(minutes)} min (--from-start reads the existing records)"
+        )
+    if win.skipped_rows:
+        run.note(f"{win.skipped_rows} malformed accounting rows skipped")
+    if win.timed_out:
+        run.partial = (
+            f"timed out after {fmt_num(float(args.timeout))} s reading {spec} "
+            f"({human(win.new_records)} records read; the rest is read next run)"
+        )
+    return win
+
+
+def diag_key(text: str) -> str | None:
+    """A dsnDiag grouped by its first 60 characters (whitespace collapsed)."""
+    text = " ".join(text.split())
+    return text[:DIAG_CHARS] if text else None
+
+
+# ---------------------------------------------------------------------------------------------
+# Per-key rates as metrics
+# ---------------------------------------------------------------------------------------------
+
+
+#: Dimension -> how it is named in texts and perfdata labels.
+DIMENSIONS = {
+    "sender": "sender domain",
+    "domain": "domain",
+    "ip": "source IP",
+    "vmta": "VirtualMTA",
+}
+
+
+@dataclass
+class RateItems:
+    """Per-key rates of the judged dimensions, turned into metrics and texts."""
+
+    resource: nagiosplugin.Resource
+    label: str  # "hard_rate"
+    what: str  # "hard-bounce rate"
+    names: dict[str, tuple[str, str, Rate]] = field(default_factory=dict)
+
+    def metrics(
+        self, dimension: str, rates: Mapping[str, Rate], max_items: int, context: str
+    ) -> Iterable[nagiosplugin.Metric]:
+        """All rates are judged; perfdata for the max_items worst (context + `_np` beyond)."""
+        ranked = sorted(rates.values(), key=lambda r: (-(r.percent or 0.0), -r.denominator,
+                                                       r.key))
+        for i, rate in enumerate(ranked):
+            m = metric(f"{dimension}_{rate.key}_{self.label}", round(rate.percent or 0.0, 4),
+                       context=context if i < max_items else f"{context}_np", uom="%",
+                       min=0, max=100)
+            self.names[m.name] = (dimension, rate.key, rate)
+            yield m
+
+    def describe(self, m: nagiosplugin.Metric, ctx: object) -> str:
+        """`source IP 198.51.100.20 hard-bounce rate 8.2% of 1,234 attempts`."""
+        dimension, key, rate = self.names[m.name]
+        return (
+            f"{DIMENSIONS.get(dimension, dimension)} {key} {self.what} {pct(m.value)} "
+            f"({human(rate.numerator)} of {human(rate.denominator)})"
+        )
+
+    def contexts(self, name: str, warning: nagiosplugin.Range | None,
+                 critical: nagiosplugin.Range | None) -> list[nagiosplugin.Context]:
+        """The judged context and its no-perfdata twin."""
+        return [
+            Threshold(name, warning, critical, self.describe, unit="%"),
+            Threshold(f"{name}_np", warning, critical, self.describe, perf=False, unit="%"),
+        ]
+
+    def worst(self, dimension: str) -> tuple[str, Rate] | None:
+        """The worst key of a dimension (highest rate, then volume)."""
+        found = [(k, r) for d, k, r in self.names.values() if d == dimension]
+        if not found:
+            return None
+        return max(found, key=lambda kr: (kr[1].percent or 0.0, kr[1].denominator))
+
+
+def parse_dimensions(text: str) -> tuple[str, ...]:
+    """`sender,ip` -> ("sender", "ip") (validated)."""
+    out = []
+    for part in text.split(","):
+        key = part.strip().lower()
+        if not key:
+            continue
+        if key not in DIMENSIONS:
+            raise argparse.ArgumentTypeError(
+                f"unknown dimension {key!r}; choose from {', '.join(DIMENSIONS)}"
+            )
+        out.append(key)
+    if not out:
+        raise argparse.ArgumentTypeError("no dimension given")
+    return tuple(dict.fromkeys(out))
+
+
+class AcctSummary(Summary):
+    """Status line: the plugin's OK text, or the problems; both followed by the top reasons."""
+
+    def __init__(self, ok_text: Callable[[nagiosplugin.Results], str],
+                 reasons: Callable[[], str]) -> None:
+        super().__init__(ok_text, max_problems=3)
+        self.reasons = reasons
+
+    def problem(self, results: nagiosplugin.Results) -> str:
+        texts = problem_texts(results)
+        line = "; ".join(texts[: self.max_problems])
+        if len(texts) > self.max_problems:
+            line += f"; +{len(texts) - self.max_problems} more"
+        extra = self.reasons()
+        return f"{line}; {extra}" if extra else line
+
+
+def reasons_text(reasons: list[tuple[str, int]], label: str = "top reasons") -> str:
+    """`top reasons: "smtp;550 5.1.1 user unknown" x120, ...`."""
+    if not reasons:
+        return ""
+    return f"{label}: " + ", ".join(f'"{k}" x{human(n)}' for k, n in reasons)
+
+
+def discover_from_window(win: Window, kind: str) -> list[dict[str, str]]:
+    """LLD rows from the window's keys: sources (dlvSourceIp), domains, vmtas."""
+    from pmta_snmp.acct.buckets import OTHER_KEY
+
+    dimension = {"sources": "ip", "domains": "domain", "vmtas": "vmta"}[kind]
+    keys = [k for k in win.totals(dimension) if k != OTHER_KEY]
+    return lld(kind, keys)
+
+
+def rate_details(rates: Mapping[str, Rate], n: int) -> dict[str, dict[str, Any]]:
+    """Zabbix JSON rows for the n worst keys."""
+    ranked = sorted(rates.values(), key=lambda r: (-(r.percent or 0.0), r.key))[:n]
+    return {
+        r.key: {"rate": round(r.percent or 0.0, 4), "count": r.numerator,
+                "attempts": r.denominator}
+        for r in ranked
+    }

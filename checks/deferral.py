@@ -1,0 +1,303 @@
+"""check_pmta_deferral: deferral rate from PowerMTA's accounting files, and listed-IP outliers.
+
+Counts `t` (one recipient deferred, 4xx) and `tq` (a queue-wide transient failure) records
+against `d` and `b` over the window (default one hour): rate = (t + tq) / (d + b + t + tq)
+per recipient domain and per source IP (`dlvSourceIp`), judged from `--min-volume` attempts.
+Defaults follow the operating rules: warning above 5 %, critical above 15 %.
+
+A source IP whose deferral rate for a domain is far above its peers' for the same domain
+(`--outlier-factor` times and `--outlier-min-diff` points above the pooled rate of the other
+IPs) is the classic sign of a listed IP; a uniform rate across the pool points at the
+configuration or the receiving side instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import nagiosplugin
+
+from .acctbase import (
+    DIMENSIONS,
+    AcctSummary,
+    Event,
+    RateItems,
+    Window,
+    add_acct_args,
+    diag_key,
+    discover_from_window,
+    parse_dimensions,
+    rate_details,
+    read_window,
+    reasons_text,
+)
+from .base import (
+    WARNING,
+    Flag,
+    Info,
+    Plugin,
+    PluginParser,
+    PmtaCheck,
+    Run,
+    Threshold,
+    human,
+    make_parser,
+    metric,
+    nonneg_float,
+    nonneg_int,
+    pct,
+    state_choice,
+)
+
+if TYPE_CHECKING:
+    from pmta_snmp.acct import AcctRecord
+
+DEFERRED = ("t", "tq")
+ATTEMPTS = ("d", "b", "t", "tq")
+
+
+def deferral_events(record: AcctRecord) -> Iterator[Event]:
+    """Counters of one d/b/t/tq record; a deferral also counts under its reason."""
+    kind = record.type
+    if kind not in ATTEMPTS:
+        return
+    domain = record.rcpt_domain
+    if not domain and record.queue:
+        domain = record.queue.rsplit("/", 1)[0].lower()  # tq rows may carry no rcpt [?]
+    ip = record.dlv_source_ip
+    from pmta_snmp.acct import pair_key
+
+    yield (
+        {
+            "total": "all",
+            "sender": record.sender_domain,
+            "domain": domain,
+            "ip": ip,
+            "vmta": record.vmta,
+            "pair": pair_key(domain, ip) if domain and ip else None,
+        },
+        {kind: 1},
+    )
+    if kind in DEFERRED:
+        yield {"diag": diag_key(record.dsn_diag)}, {kind: 1}
+
+
+@dataclass(frozen=True)
+class Outlier:
+    """A source IP deferred far more than its peers for one domain."""
+
+    domain: str
+    ip: str
+    rate: float
+    attempts: int
+    peers_rate: float
+    peers: int
+
+
+def find_outliers(win: Window, *, min_volume: int, factor: float, min_diff: float
+                  ) -> tuple[list[Outlier], list[str]]:
+    """Outlier IPs per domain, and domains whose IPs all defer alike (uniform)."""
+    from pmta_snmp.acct.buckets import OTHER_KEY, split_pair
+
+    by_domain: dict[str, dict[str, tuple[int, int]]] = {}
+    for key, counters in win.totals("pair").items():
+        if key == OTHER_KEY:
+            continue
+        domain, ip = split_pair(key)
+        num = sum(counters.get(c, 0) for c in DEFERRED)
+        den = sum(counters.get(c, 0) for c in ATTEMPTS)
+        if den >= max(1, min_volume):
+            by_domain.setdefault(domain, {})[ip] = (num, den)
+    outliers: list[Outlier] = []
+    uniform: list[str] = []
+    for domain, ips in sorted(by_domain.items()):
+        if len(ips) < 2:
+            continue
+        found = False
+        for ip, (num, den) in sorted(ips.items()):
+            p_num = sum(n for other, (n, _) in ips.items() if other != ip)
+            p_den = sum(d for other, (_, d) in ips.items() if other != ip)
+            rate = 100.0 * num / den
+            peers = 100.0 * p_num / p_den if p_den else 0.0
+            if rate >= factor * peers and rate - peers >= min_diff:
+                outliers.append(Outlier(domain, ip, rate, den, peers, len(ips) - 1))
+                found = True
+        rates = [100.0 * n / d for n, d in ips.values()]
+        if not found and min(rates) >= min_diff:
+            uniform.append(domain)
+    outliers.sort(key=lambda o: (-(o.rate - o.peers_rate), o.domain, o.ip))
+    return outliers, uniform
+
+
+class DeferralResource(nagiosplugin.Resource):  # type: ignore[misc]
+    """New accounting records into the window; deferral rates and outlier IPs."""
+
+    def __init__(self, args: argparse.Namespace, run: Run) -> None:
+        self.args = args
+        self.run = run
+        self.window: Window | None = None
+        self.items = RateItems(self, "deferral_rate", "deferral rate")
+        self.attempts = 0
+        self.deferred = 0
+        self.outliers: dict[str, Outlier] = {}
+
+    @property
+    def name(self) -> str:
+        return "DEFERRAL"
+
+    def probe(self) -> Iterator[nagiosplugin.Metric]:
+        a, run = self.args, self.run
+        win = self.window = read_window(run, a, types=ATTEMPTS, event=deferral_events)
+        run.enter("computing deferral rates")
+        self.attempts = win.total(ATTEMPTS)
+        self.deferred = win.total(DEFERRED)
+        judged = self.attempts >= a.min_volume and self.attempts > 0
+        rate = 100.0 * self.deferred / self.attempts if self.attempts else 0.0
+        yield metric("deferral_rate", round(rate, 4), uom="%", min=0, max=100,
+                     context="total" if judged else "rate_info")
+        yield metric("attempts", self.attempts, context="info", min=0)
+        yield metric("deferred", self.deferred, context="info", min=0)
+        yield metric("delivered", win.total(("d",)), context="info", min=0)
+        yield metric("bounced", win.total(("b",)), context="info", min=0)
+        details: dict[str, object] = {
+            "window_minutes": win.window_minutes,
+            "attempts": self.attempts,
+            "deferred": self.deferred,
+            "deferral_rate": round(rate, 4),
+            "reasons": dict(win.top_reasons("t")),
+        }
+        for dimension in a.by:
+            rates = win.rates(dimension, DEFERRED, ATTEMPTS, a.min_volume)
+            yield from self.items.metrics(dimension, rates, a.max_items, "item")
+            details[dimension] = rate_details(rates, a.max_items)
+        outliers, uniform = find_outliers(
+            win, min_volume=a.outlier_min_volume, factor=a.outlier_factor,
+            min_diff=a.outlier_min_diff,
+        )
+        yield metric("outlier_ips", len(outliers), context="info", min=0)
+        for o in outliers:
+            m = metric(f"outlier {o.domain} {o.ip}", round(o.rate, 4), context="outlier",
+                       uom="%")
+            self.outliers[m.name] = o
+            yield m
+        for domain in uniform:
+            run.long.append(
+                f"domain {domain}: every source IP defers alike (a configuration or "
+                "receiving-side problem, not one listed IP)"
+            )
+        details["outliers"] = [
+            {"domain": o.domain, "ip": o.ip, "rate": round(o.rate, 4),
+             "peers_rate": round(o.peers_rate, 4), "attempts": o.attempts}
+            for o in outliers[: a.max_items]
+        ]
+        run.details = details
+        run.primary = "deferral_rate"
+
+    def outlier_text(self, m: nagiosplugin.Metric, ctx: object) -> str:
+        o = self.outliers[m.name]
+        return (
+            f"source IP {o.ip} defers {pct(o.rate)} of {human(o.attempts)} for {o.domain} vs "
+            f"{pct(o.peers_rate)} on its {o.peers} peer{'s' if o.peers > 1 else ''} "
+            "(listed IP?)"
+        )
+
+    def reasons(self) -> str:
+        win = self.window
+        return reasons_text(win.top_reasons("t")) if win is not None else ""
+
+    def ok_text(self, results: nagiosplugin.Results) -> str:
+        win = self.window
+        assert win is not None
+        span = f"in the last {human(win.window_minutes)} min"
+        if not self.attempts:
+            return f"no delivery attempts {span}"
+        text = (
+            f"deferrals {pct(100.0 * self.deferred / self.attempts)} of "
+            f"{human(self.attempts)} attempts {span}"
+        )
+        if self.attempts < self.args.min_volume:
+            text += f", below --min-volume {self.args.min_volume}: not judged"
+        worst = []
+        for dimension in self.args.by:
+            found = self.items.worst(dimension)
+            if found is not None and (found[1].percent or 0) > 0:
+                worst.append(f"{DIMENSIONS[dimension]} {found[0]} {pct(found[1].percent or 0)}")
+        if worst:
+            text += "; worst " + ", ".join(worst[:2])
+        extra = self.reasons()
+        return f"{text}; {extra}" if extra else text
+
+
+def build_check(args: argparse.Namespace, run: Run) -> nagiosplugin.Check:
+    """One resource; overall, per-key and outlier contexts; the summary with reasons."""
+    res = DeferralResource(args, run)
+
+    def total_text(m: nagiosplugin.Metric, ctx: object) -> str:
+        return f"overall deferral rate {pct(m.value)} of {human(res.attempts)} attempts"
+
+    return PmtaCheck(
+        res,
+        Threshold("total", args.warning, args.critical, total_text, unit="%"),
+        Threshold("rate_info", None, None, total_text),
+        Info("info"),
+        *res.items.contexts("item", args.warning, args.critical),
+        Flag("outlier", args.outlier_state, res.outlier_text, perf=False),
+        AcctSummary(res.ok_text, res.reasons),
+    )
+
+
+def discover(args: argparse.Namespace, run: Run, kind: str) -> list[dict[str, str]]:
+    """LLD of the source IPs, recipient domains or VirtualMTAs seen in the window."""
+    win = read_window(run, args, types=ATTEMPTS, event=deferral_events)
+    return discover_from_window(win, kind)
+
+
+def build_parser(plugin: Plugin) -> PluginParser:
+    """Options of check_pmta_deferral."""
+    p = make_parser(
+        plugin, warning="5", critical="15",
+        threshold_help="deferral rate in percent, overall and per key",
+        connection=False, state=True,
+    )
+    add_acct_args(p)
+    p.add_argument(
+        "--by", type=parse_dimensions, default=("domain", "ip"), metavar="LIST",
+        help="keys judged, comma-separated: domain (recipient domain), ip (dlvSourceIp), "
+        "sender, vmta (default domain,ip)",
+    )
+    g = p.add_argument_group("outlier source IPs (same domain, far above their peers)")
+    g.add_argument("--outlier-factor", type=nonneg_float, default=3.0, metavar="X",
+                   help="IP rate at least X times the peers' rate (default %(default)s)")
+    g.add_argument("--outlier-min-diff", type=nonneg_float, default=10.0, metavar="POINTS",
+                   help="and at least this many percentage points above (default %(default)s)")
+    g.add_argument("--outlier-min-volume", type=nonneg_int, default=50, metavar="N",
+                   help="attempts an IP needs for a domain to be compared (default %(default)s)")
+    g.add_argument("--outlier-state", type=state_choice, default=WARNING, metavar="STATE",
+                   help="state for an outlier IP: ok|warning|critical (default warning)")
+    return p
+
+
+PLUGIN = Plugin(
+    name="DEFERRAL",
+    prog="check_pmta_deferral",
+    description="PowerMTA deferral rate and outlier source IPs from the accounting files.",
+    build_parser=build_parser,
+    build_check=build_check,
+    discover=discover,
+    discovery=("sources", "domains", "vmtas"),
+)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of check_pmta_deferral."""
+    from .base import run_plugin
+
+    return run_plugin(PLUGIN, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

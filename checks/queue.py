@@ -1,0 +1,474 @@
+"""check_pmta_queue: queued recipients, per domain / VirtualMTA / queue, paused and backoff
+queues, stuck queues and a growing deferred (backoff) backlog.
+
+Data comes from PowerMTA's real pages: `/status` (`status/queue/smtp/rcp`, the queue depth of
+the operating rules), `/queues` (top queues `domain/vmta` with `paused` and `mode`), `/domains`
+and `/vmtas`. Stuck and growing queues need history, kept in the plugin's state file:
+
+* stuck: a queue above `--stuck-floor` recipients whose count did not decrease for
+  `--stuck-runs` runs or `--stuck-minutes` minutes (paused queues are reported as paused);
+* growing deferred backlog: real PowerMTA has no "deferred queue", so the recipients of queues
+  in `backoff` mode stand for it; it alerts when it has grown without a decrease for longer
+  than `--deferred-growth` (default 30 minutes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import fnmatch
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import nagiosplugin
+
+from .base import (
+    WARNING,
+    Flag,
+    Info,
+    Plugin,
+    PluginParser,
+    PmtaCheck,
+    Run,
+    Summary,
+    Threshold,
+    duration,
+    human,
+    input_key,
+    lld,
+    make_parser,
+    metric,
+    nonneg_int,
+    parse_range,
+    state_choice,
+    top_items,
+)
+
+if TYPE_CHECKING:
+    from pmta_snmp.model import Domain, Queue, Status, Vmta
+
+DEFAULT_WARNING = "50000"
+DEFAULT_CRITICAL = "100000"
+#: History older than this is forgotten (a queue not seen for a day starts over).
+_FORGET_S = 86400
+#: Wall clock of the stuck/growth history (tests replace it).
+clock: Callable[[], float] = time.time
+#: Runs closer together than this count as one for --stuck-runs.
+_MIN_RUN_GAP_S = 20.0
+
+
+@dataclass
+class QueueData:
+    """What the API returned, narrowed to the selection."""
+
+    status: Status | None
+    queues: list[Queue]
+    domains: list[Domain]
+    vmtas: list[Vmta]
+    total: int
+    total_source: str
+
+
+@dataclass
+class History:
+    """Findings from the state file: stuck queues and the deferred backlog's growth."""
+
+    stuck: list[tuple[str, int, int, float]] = field(default_factory=list)  # name, rcp, runs, s
+    deferred_growing_s: float = 0.0
+    deferred_base: int = 0
+
+
+def _match(name: str, patterns: Sequence[str]) -> bool:
+    low = name.lower()
+    return any(fnmatch.fnmatchcase(low, p.lower()) for p in patterns)
+
+
+class QueueResource(nagiosplugin.Resource):  # type: ignore[misc]
+    """Reads the queue pages, applies the selection, updates the history, yields metrics."""
+
+    def __init__(self, args: argparse.Namespace, run: Run) -> None:
+        self.args = args
+        self.run = run
+        self.data: QueueData | None = None
+        self.history = History()
+        #: perfdata label -> the item's real name (labels are sanitised: no dots or slashes)
+        self.names: dict[str, str] = {}
+        self.stuck_info: dict[str, tuple[int, float]] = {}
+
+    def item(self, label: str, name: str, value: float, context: str) -> nagiosplugin.Metric:
+        """A per-item metric whose text can name the item as PowerMTA does."""
+        m = metric(label, value, context=context, min=0)
+        self.names[m.name] = name
+        return m
+
+    @property
+    def name(self) -> str:
+        return "QUEUE"
+
+    def fetch(self) -> QueueData:
+        """Query PowerMTA and narrow to --domain/--vmta/--queue."""
+        a, run = self.args, self.run
+        status = run.api("/status", lambda c: c.status())
+        queues = list(run.api("/queues", lambda c: c.queues()))
+        domains = list(run.api("/domains", lambda c: c.domains()))
+        vmtas = list(run.api("/vmtas", lambda c: c.vmtas()))
+        run.enter("evaluating queues")
+        narrowed = bool(a.domain or a.vmta or a.queue)
+        if a.domain:
+            queues = [q for q in queues if _match(q.domain, a.domain)]
+            domains = [d for d in domains if _match(d.name, a.domain)]
+        if a.vmta:
+            queues = [q for q in queues if _match(q.vmta, a.vmta)]
+            vmtas = [v for v in vmtas if _match(v.name, a.vmta)]
+        # A domain's row spans all its VirtualMTAs and a VirtualMTA's all its domains: under
+        # the other kind of selection they would mislead, so they are left out.
+        if a.domain:
+            vmtas = []
+        if a.vmta or a.queue:
+            domains = []
+        if a.queue:
+            vmtas = []
+        if a.queue:
+            queues = [q for q in queues if _match(q.name, a.queue)]
+        if a.domain and not a.vmta:
+            # The selected domains have their own rows (all VirtualMTAs); a domain without
+            # a row in /domains falls back to its queues in /queues.
+            seen = {d.name.lower() for d in domains}
+            extra = sum(q.rcp for q in queues if q.domain.lower() not in seen)
+            total, source = sum(d.rcp for d in domains) + extra, "domains"
+            if a.queue:
+                total, source = sum(q.rcp for q in queues), "queues"
+        elif a.vmta and not a.domain and not a.queue:
+            total, source = sum(v.rcp for v in vmtas), "vmtas"
+        elif narrowed:
+            total, source = sum(q.rcp for q in queues), "queues"
+        else:
+            total, source = status.queued_recipients, "status"
+        return QueueData(status, queues, domains, vmtas, total, source)
+
+    def update_history(self, data: QueueData) -> None:
+        """Stuck queues and deferred growth from the state file (read-modify-write)."""
+        a, run = self.args, self.run
+        if a.stuck_runs == 0 and a.stuck_minutes == 0 and a.deferred_growth == 0:
+            return
+        keys = [input_key(a.url), *sorted(a.domain or ()), "|", *sorted(a.vmta or ())]
+        keys += ["|", *sorted(a.queue or ())]
+        state = run.state_file(*keys)
+        run.enter(f"updating state file {state.path}")
+        now = clock()
+        with state.transaction() as doc:
+            run.loaded(state)
+            self.history = self._advance(doc, data, now)
+
+    def _advance(self, doc: dict[str, Any], data: QueueData, now: float) -> History:
+        a = self.args
+        hist = History()
+        old = doc.get("queues")
+        old_queues: dict[str, Any] = old if isinstance(old, dict) else {}
+        new: dict[str, dict[str, float]] = {}
+        for q in data.queues:
+            if q.rcp < a.stuck_floor or q.paused:
+                continue
+            prev = _streak(old_queues.get(q.name), now)
+            if prev is not None and q.rcp >= prev["last"]:
+                # Runs closer together than _MIN_RUN_GAP_S (a manual re-run) count once.
+                step = now - prev["seen"] >= _MIN_RUN_GAP_S
+                entry = {
+                    "since": prev["since"],
+                    "runs": int(prev["runs"]) + step,
+                    "last": q.rcp,
+                    "seen": now if step else prev["seen"],
+                }
+            else:
+                entry = {"since": now, "runs": 1, "last": q.rcp, "seen": now}
+            new[q.name] = entry
+            span = now - entry["since"]
+            runs = int(entry["runs"])
+            by_runs = a.stuck_runs > 0 and runs >= a.stuck_runs
+            by_time = a.stuck_minutes > 0 and runs >= 2 and span >= a.stuck_minutes * 60
+            if by_runs or by_time:
+                hist.stuck.append((q.name, q.rcp, runs, span))
+        doc["queues"] = new
+        deferred = sum(q.rcp for q in data.queues if q.mode.value == "backoff")
+        prev_d = _streak(doc.get("deferred"), now, keys=("since", "base", "last"))
+        if prev_d is not None and deferred >= prev_d["last"] and deferred > 0:
+            cur = {"since": prev_d["since"], "base": prev_d["base"], "last": deferred}
+        else:
+            cur = {"since": now, "base": deferred, "last": deferred}
+        cur["seen"] = now
+        doc["deferred"] = cur
+        if deferred > cur["base"]:
+            hist.deferred_growing_s = now - cur["since"]
+            hist.deferred_base = int(cur["base"])
+        hist.stuck.sort(key=lambda s: (-s[1], s[0]))
+        return hist
+
+    def probe(self) -> Iterator[nagiosplugin.Metric]:
+        a, run = self.args, self.run
+        data = self.data = self.fetch()
+        self.update_history(data)
+        hist = self.history
+        run.enter("evaluating queues")
+        n = a.max_items
+        yield metric("rcpt", data.total, context="total", min=0)
+        yield metric("queues", len(data.queues), context="info", min=0)
+        paused = [q for q in data.queues if q.paused]
+        backoff = [q for q in data.queues if q.mode.value == "backoff"]
+        deferred = sum(q.rcp for q in backoff)
+        yield metric("paused", len(paused), context="paused_count", min=0)
+        yield metric("backoff", len(backoff), context="backoff_count", min=0)
+        yield metric("deferred_rcpt", deferred, context="deferred", min=0)
+        yield metric("stuck", len(hist.stuck), context="stuck_count", min=0)
+        if a.deferred_growth > 0:
+            grow_min = hist.deferred_growing_s / 60
+            yield metric(
+                "deferred_growing_minutes", round(grow_min, 1), context="deferred_growth",
+                uom="", min=0,
+            )
+        # One result per paused/stuck queue so the status line can name them.
+        for q in paused:
+            yield self.item(f"paused {q.name}", q.name, q.rcp, "paused_queue")
+        for name, rcp, runs, span in hist.stuck:
+            m = self.item(f"stuck {name}", name, rcp, "stuck_queue")
+            self.stuck_info[m.name] = (runs, span)
+            yield m
+        if a.backoff_state:
+            for q in backoff:
+                yield self.item(f"backoff {q.name}", q.name, q.rcp, "backoff_queue")
+        # Per-item values: all judged against their thresholds, perfdata for the top N.
+        for kind, rows in (("queue", data.queues), ("domain", data.domains),
+                           ("vmta", data.vmtas)):
+            values = {r.name: r.rcp for r in rows}
+            top = {name for name, _ in top_items(values, n)}
+            judged = getattr(a, f"{kind}_warning") or getattr(a, f"{kind}_critical")
+            for name, value in sorted(values.items(), key=lambda kv: (-kv[1], kv[0])):
+                if name in top:
+                    yield self.item(f"{kind}_{name}_rcpt", name, value, f"{kind}_item")
+                elif judged:
+                    yield self.item(f"{kind}_{name}_rcpt", name, value, f"{kind}_item_np")
+        run.details = {
+            "total": data.total,
+            "paused": [q.name for q in paused],
+            "backoff": [q.name for q in backoff],
+            "stuck": [s[0] for s in hist.stuck],
+            "deferred_rcpt": deferred,
+            "queues": _detail_rows(data.queues, n),
+            "domains": _detail_rows(data.domains, n),
+            "vmtas": _detail_rows(data.vmtas, n),
+        }
+        run.primary = "rcpt"
+        run.long.extend(_long_lines(data, n))
+
+
+def _streak(
+    obj: object, now: float, keys: tuple[str, ...] = ("since", "runs", "last")
+) -> dict[str, float] | None:
+    """A stored streak if well-formed and recent (a state file may hold anything)."""
+    if not isinstance(obj, dict):
+        return None
+    out: dict[str, float] = {}
+    for key in (*keys, "seen"):
+        value = obj.get(key)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return None
+        out[key] = float(value)
+    if not 0 <= now - out["seen"] < _FORGET_S:
+        return None
+    return out
+
+
+def _detail_rows(rows: Sequence[Queue | Domain | Vmta], n: int) -> dict[str, dict[str, Any]]:
+    ranked = sorted(rows, key=lambda r: (-r.rcp, r.name))[:n]
+    out: dict[str, dict[str, Any]] = {}
+    for r in ranked:
+        row: dict[str, Any] = {"rcpt": r.rcp, "kb": r.kb, "conn": r.conn}
+        paused = getattr(r, "paused", None)
+        if paused is not None:
+            row["paused"] = paused
+            row["mode"] = str(getattr(r, "mode", "normal"))
+        out[r.name] = row
+    return out
+
+
+def _long_lines(data: QueueData, n: int) -> list[str]:
+    lines = []
+    for q in sorted(data.queues, key=lambda q: (-q.rcp, q.name))[:n]:
+        flags = [f for f, on in (("paused", q.paused), ("backoff", q.mode.value == "backoff"))
+                 if on]
+        err = f" last error: {q.last_error[:80]}" if q.last_error else ""
+        lines.append(
+            f"queue {q.name}: {human(q.rcp)} rcpt, {q.conn} conn"
+            f"{' (' + ', '.join(flags) + ')' if flags else ''}{err}"
+        )
+    return lines
+
+
+class QueueSummary(Summary):
+    """OK: total, queue count, worst offenders; problems: worst first."""
+
+    def __init__(self, resource: QueueResource) -> None:
+        super().__init__(self._ok, max_problems=4)
+        self.resource = resource
+
+    def _ok(self, results: nagiosplugin.Results) -> str:
+        data = self.resource.data
+        assert data is not None
+        text = f"{human(data.total)} recipients queued"
+        bits = []
+        paused = [q for q in data.queues if q.paused]
+        backoff = [q for q in data.queues if q.mode.value == "backoff"]
+        if paused:
+            bits.append(f"{len(paused)} paused")
+        if backoff:
+            bits.append(f"{len(backoff)} in backoff")
+        if bits:
+            text += f" ({', '.join(bits)})"
+        return text + self._top(data)
+
+    @staticmethod
+    def _top(data: QueueData) -> str:
+        top = sorted(data.queues, key=lambda q: (-q.rcp, q.name))[:3]
+        top = [q for q in top if q.rcp > 0]
+        if not top:
+            return ""
+        return "; top: " + ", ".join(f"{q.name} {human(q.rcp)}" for q in top)
+
+    def problem(self, results: nagiosplugin.Results) -> str:
+        line = super().problem(results)
+        data = self.resource.data
+        if data is not None and "recipients queued" not in line:
+            line = f"{human(data.total)} recipients queued; {line}"
+        return line
+
+
+def build_check(args: argparse.Namespace, run: Run) -> nagiosplugin.Check:
+    """The queue check: one resource, threshold contexts, the summary."""
+    resource = QueueResource(args, run)
+    where = ""
+    if args.domain or args.vmta or args.queue:
+        where = " for " + ", ".join([*(args.domain or ()), *(args.vmta or ()), *(args.queue or ())])
+    names = resource.names
+
+    def stuck_text(m: nagiosplugin.Metric, ctx: object) -> str:
+        runs, span = resource.stuck_info[m.name]
+        return (
+            f"queue {names[m.name]} stuck at {human(m.value)} rcpt "
+            f"(not decreasing for {runs} runs, {span / 60:.0f} min)"
+        )
+
+    contexts = [
+        Threshold(
+            "total", args.warning, args.critical,
+            lambda m, c: f"{human(m.value)} recipients queued{where}",
+        ),
+        Info("info"),
+        Flag("paused_count", 0, "{value} paused queues"),
+        Flag("backoff_count", 0, "{value} queues in backoff"),
+        Info("deferred"),
+        Flag("stuck_count", 0, "{value} stuck queues"),
+        Threshold(
+            "deferred_growth",
+            parse_range(f"{args.deferred_growth / 60:g}") if args.deferred_growth else None,
+            None,
+            lambda m, c: f"deferred (backoff) recipients growing for {m.value:.0f} min "
+            f"(from {human(resource.history.deferred_base)})",
+        ),
+        Flag(
+            "paused_queue", args.paused_state,
+            lambda m, c: f"queue {names[m.name]} paused ({human(m.value)} rcpt)", perf=False,
+        ),
+        Flag("stuck_queue", args.stuck_state, stuck_text, perf=False),
+        Flag(
+            "backoff_queue", args.backoff_state,
+            lambda m, c: f"queue {names[m.name]} in backoff ({human(m.value)} rcpt)",
+            perf=False,
+        ),
+    ]
+    for kind in ("queue", "domain", "vmta"):
+        w, c = getattr(args, f"{kind}_warning"), getattr(args, f"{kind}_critical")
+
+        def fmt(m: nagiosplugin.Metric, ctx: object, kind: str = kind) -> str:
+            return f"{kind} {names[m.name]} {human(m.value)} rcpt"
+
+        contexts.append(Threshold(f"{kind}_item", w, c, fmt))
+        contexts.append(Threshold(f"{kind}_item_np", w, c, fmt, perf=False))
+    return PmtaCheck(resource, *contexts, QueueSummary(resource))
+
+
+def discover(args: argparse.Namespace, run: Run, kind: str) -> list[dict[str, str]]:
+    """LLD: VirtualMTAs, domains or queues PowerMTA reports now."""
+    if kind == "vmtas":
+        return lld(kind, (v.name for v in run.api("/vmtas", lambda c: c.vmtas())))
+    if kind == "domains":
+        return lld(kind, (d.name for d in run.api("/domains", lambda c: c.domains())))
+    queues = run.api("/queues", lambda c: c.queues())
+    return lld(
+        kind, (q.name for q in queues),
+        domain=lambda n: n.rsplit("/", 1)[0],
+        vmta=lambda n: n.rsplit("/", 1)[1] if "/" in n else "{default}",
+    )
+
+
+def build_parser(plugin: Plugin) -> PluginParser:
+    """Options of check_pmta_queue."""
+    p = make_parser(
+        plugin, warning=DEFAULT_WARNING, critical=DEFAULT_CRITICAL,
+        threshold_help="queued recipients (smtp queue, or the selection)",
+        connection=True, state=True,
+    )
+    g = p.add_argument_group("selection (like `show queues DOMAIN/*`; wildcards allowed)")
+    g.add_argument("--domain", action="append", metavar="DOMAIN",
+                   help="only queues to this destination domain (repeatable)")
+    g.add_argument("--vmta", action="append", metavar="VMTA",
+                   help="only queues of this VirtualMTA (repeatable)")
+    g.add_argument("--queue", action="append", metavar="DOMAIN/VMTA",
+                   help="only this queue (repeatable)")
+    g = p.add_argument_group("per-item thresholds (recipients; default: none)")
+    for kind in ("queue", "domain", "vmta"):
+        g.add_argument(f"--{kind}-warning", type=parse_range, metavar="RANGE",
+                       help=f"warning range for each {kind}")
+        g.add_argument(f"--{kind}-critical", type=parse_range, metavar="RANGE",
+                       help=f"critical range for each {kind}")
+    g = p.add_argument_group("paused, backoff, stuck and growing queues")
+    g.add_argument("--paused-state", type=state_choice, default=WARNING, metavar="STATE",
+                   help="state for a paused queue: ok|warning|critical (default warning)")
+    g.add_argument("--backoff-state", type=state_choice, default=0, metavar="STATE",
+                   help="state for a queue in backoff (default ok: reported only)")
+    g.add_argument("--stuck-floor", type=nonneg_int, default=1000, metavar="RCPT",
+                   help="only queues above this many recipients can be stuck "
+                   "(default %(default)s)")
+    g.add_argument("--stuck-runs", type=nonneg_int, default=5, metavar="N",
+                   help="stuck after N runs without a decrease; 0 = off (default %(default)s)")
+    g.add_argument("--stuck-minutes", type=float, default=15.0, metavar="MIN",
+                   help="stuck after MIN minutes without a decrease; 0 = off "
+                   "(default %(default)s)")
+    g.add_argument("--stuck-state", type=state_choice, default=WARNING, metavar="STATE",
+                   help="state for a stuck queue (default warning)")
+    g.add_argument("--deferred-growth", type=duration, default=1800.0, metavar="DURATION",
+                   help="warn when backoff recipients grew for longer than this; 0 = off "
+                   "(default 30m)")
+    return p
+
+
+PLUGIN = Plugin(
+    name="QUEUE",
+    prog="check_pmta_queue",
+    description="PowerMTA queued recipients, paused/backoff/stuck queues (HTTP API).",
+    build_parser=build_parser,
+    build_check=build_check,
+    discover=discover,
+    discovery=("vmtas", "domains", "queues"),
+)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of check_pmta_queue."""
+    from .base import run_plugin
+
+    return run_plugin(PLUGIN, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

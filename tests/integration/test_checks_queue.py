@@ -1,0 +1,341 @@
+"""check_pmta_queue against a fake PowerMTA web monitor (and the simulator)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+from pmta_snmp.checks import queue as queue_mod
+from pmta_snmp.checks.queue import main
+
+from tests.integration.test_checks_support import (
+    FakePmta,
+    Outcome,
+    fake_pmta,
+    run_main,
+    run_subprocess,
+    set_pages,
+)
+
+__all__ = ["fake_pmta"]  # the fixture, re-exported for pytest
+
+
+def run(capsys: pytest.CaptureFixture[str], fake: FakePmta, tmp_path: Path,
+        *argv: str) -> Outcome:
+    return run_main(main, ["--url", fake.url, "--state-dir", str(tmp_path / "state"), *argv],
+                    capsys)
+
+
+def healthy(fake: FakePmta, total: int = 1200) -> None:
+    set_pages(fake, total, [("gmail.com/vmta1", 700), ("yahoo.com/vmta2", 400),
+                            ("example.org/vmta1", 100)])
+
+
+def test_ok_names_total_and_top_queues(fake_pmta: FakePmta, tmp_path: Path,
+                                       capsys: pytest.CaptureFixture[str]) -> None:
+    healthy(fake_pmta)
+    out = run(capsys, fake_pmta, tmp_path)
+    assert out.code == 0
+    assert out.line.startswith(
+        "PMTA QUEUE OK - 1,200 recipients queued; top: gmail.com/vmta1 700, yahoo.com/vmta2 400"
+    )
+    assert out.perf["rcpt"] == "1200;50000;100000;0"
+    assert out.value("queue_gmail_com_vmta1_rcpt") == "700"
+    assert out.value("domain_yahoo_com_rcpt") == "400"
+    assert out.value("vmta_vmta1_rcpt") == "800"
+    assert out.out.count("|") == 1
+    assert out.err == ""
+
+
+@pytest.mark.parametrize(
+    ("total", "code", "word", "hint"),
+    [
+        (50_000, 0, "OK", ""),
+        (50_001, 1, "WARNING", "(warning above 50,000)"),
+        (100_001, 2, "CRITICAL", "(critical above 100,000)"),
+    ],
+)
+def test_default_thresholds_follow_the_operating_rules(
+    fake_pmta: FakePmta, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    total: int, code: int, word: str, hint: str,
+) -> None:
+    set_pages(fake_pmta, total, [("gmail.com/vmta1", total)])
+    out = run(capsys, fake_pmta, tmp_path, "--stuck-runs", "0", "--stuck-minutes", "0")
+    assert out.code == code
+    assert out.line.startswith(f"PMTA QUEUE {word} - {total:,} recipients queued")
+    assert hint in out.line
+
+
+def test_nagios_range_syntax(fake_pmta: FakePmta, tmp_path: Path,
+                             capsys: pytest.CaptureFixture[str]) -> None:
+    healthy(fake_pmta, total=1200)
+    assert run(capsys, fake_pmta, tmp_path, "-w", "@1000:2000", "-c", "~:5000").code == 1
+    assert run(capsys, fake_pmta, tmp_path, "-w", "2000:", "-c", "1500:").code == 2
+    out = run(capsys, fake_pmta, tmp_path, "-w", "0.5", "-c", "1e9")
+    assert out.code == 3 and "invalid range '1e9'" in out.line
+
+
+def test_paused_queue_warns_and_is_named(fake_pmta: FakePmta, tmp_path: Path,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    set_pages(fake_pmta, 900, [("gmail.com/vmta1", 500),
+                               ("yahoo.com/vmta2", 400, {"paused": "yes"})])
+    out = run(capsys, fake_pmta, tmp_path)
+    assert out.code == 1
+    assert "queue yahoo.com/vmta2 paused (400 rcpt)" in out.line
+    assert out.value("paused") == "1"
+    out = run(capsys, fake_pmta, tmp_path, "--paused-state", "critical")
+    assert out.code == 2
+    out = run(capsys, fake_pmta, tmp_path, "--paused-state", "ok")
+    assert out.code == 0 and "(1 paused)" in out.line
+
+
+def test_backoff_reported_and_optionally_judged(fake_pmta: FakePmta, tmp_path: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    set_pages(fake_pmta, 900, [("gmail.com/vmta1", 500, {"mode": "backoff"}),
+                               ("yahoo.com/vmta2", 400)])
+    out = run(capsys, fake_pmta, tmp_path)
+    assert out.code == 0 and "(1 in backoff)" in out.line
+    assert out.value("backoff") == "1" and out.value("deferred_rcpt") == "500"
+    out = run(capsys, fake_pmta, tmp_path, "--backoff-state", "warning")
+    assert out.code == 1 and "queue gmail.com/vmta1 in backoff (500 rcpt)" in out.line
+
+
+def test_domain_narrows_like_show_queues(fake_pmta: FakePmta, tmp_path: Path,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    set_pages(fake_pmta, 160_000, [("gmail.com/vmta1", 60_000), ("gmail.com/vmta2", 5_000),
+                                   ("yahoo.com/vmta2", 95_000)])
+    out = run(capsys, fake_pmta, tmp_path, "--domain", "gmail.com")
+    assert out.code == 1
+    assert out.line.startswith(
+        "PMTA QUEUE WARNING - 65,000 recipients queued for gmail.com (warning above 50,000)"
+    )
+    assert "queue_yahoo_com_vmta2_rcpt" not in out.perf
+    assert "vmta_vmta2_rcpt" not in out.perf  # a VirtualMTA's total spans other domains
+    out = run(capsys, fake_pmta, tmp_path, "--vmta", "vmta2")
+    assert out.value("rcpt") == "100000"
+    out = run(capsys, fake_pmta, tmp_path, "--queue", "*/vmta1")
+    assert out.value("rcpt") == "60000"
+
+
+def test_per_item_thresholds_name_the_worst(fake_pmta: FakePmta, tmp_path: Path,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    set_pages(fake_pmta, 30_000, [("gmail.com/vmta1", 25_000), ("yahoo.com/vmta2", 4_000),
+                                  ("aol.com/vmta2", 1_000)])
+    out = run(capsys, fake_pmta, tmp_path, "--domain-warning", "3000",
+              "--domain-critical", "20000", "--max-items", "1")
+    assert out.code == 2
+    assert out.line.startswith(
+        "PMTA QUEUE CRITICAL - 30,000 recipients queued; domain gmail.com 25,000 rcpt "
+        "(critical above 20,000); domain yahoo.com 4,000 rcpt (warning above 3,000)"
+    )
+    # Judged beyond --max-items, but perfdata only for the top one of each kind.
+    assert out.perf["domain_gmail_com_rcpt"] == "25000;3000;20000;0"
+    assert "domain_yahoo_com_rcpt" not in out.perf
+    assert [k for k in out.perf if k.startswith("queue_")] == ["queue_gmail_com_vmta1_rcpt"]
+
+
+def test_stuck_queue_detected_across_runs(fake_pmta: FakePmta, tmp_path: Path,
+                                          capsys: pytest.CaptureFixture[str],
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    now = [1_700_000_000.0]
+    monkeypatch.setattr(queue_mod, "clock", lambda: now[0])
+    set_pages(fake_pmta, 9_000, [("gmail.com/vmta1", 5_000), ("yahoo.com/vmta2", 4_000)])
+    args = ("--stuck-runs", "3", "--stuck-minutes", "0")
+    assert run(capsys, fake_pmta, tmp_path, *args).code == 0
+    now[0] += 60
+    assert run(capsys, fake_pmta, tmp_path, *args).code == 0
+    # A manual re-run seconds later does not count as a run.
+    now[0] += 5
+    assert run(capsys, fake_pmta, tmp_path, *args).code == 0
+    now[0] += 60
+    # yahoo drains, gmail does not.
+    set_pages(fake_pmta, 8_500, [("gmail.com/vmta1", 5_000), ("yahoo.com/vmta2", 3_500)])
+    out = run(capsys, fake_pmta, tmp_path, *args)
+    assert out.code == 1
+    assert out.line.endswith(
+        "queue gmail.com/vmta1 stuck at 5,000 rcpt (not decreasing for 3 runs, 2 min)"
+    )
+    assert out.value("stuck") == "1"
+    # Once it decreases it is no longer stuck.
+    now[0] += 60
+    set_pages(fake_pmta, 8_400, [("gmail.com/vmta1", 4_900), ("yahoo.com/vmta2", 3_500)])
+    assert run(capsys, fake_pmta, tmp_path, *args).code == 0
+
+
+def test_stuck_by_minutes_and_floor(fake_pmta: FakePmta, tmp_path: Path,
+                                    capsys: pytest.CaptureFixture[str],
+                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    now = [1_700_000_000.0]
+    monkeypatch.setattr(queue_mod, "clock", lambda: now[0])
+    set_pages(fake_pmta, 5_500, [("gmail.com/vmta1", 5_000), ("tiny.example/vmta1", 500)])
+    args = ("--stuck-runs", "0", "--stuck-minutes", "10")
+    assert run(capsys, fake_pmta, tmp_path, *args).code == 0
+    now[0] += 11 * 60
+    out = run(capsys, fake_pmta, tmp_path, *args, "--stuck-state", "critical")
+    assert out.code == 2
+    assert "queue gmail.com/vmta1 stuck at 5,000 rcpt (not decreasing for 2 runs, 11 min)" \
+        in out.line
+    assert "tiny.example" not in out.line  # below --stuck-floor 1000
+
+
+def test_growing_deferred_backlog(fake_pmta: FakePmta, tmp_path: Path,
+                                  capsys: pytest.CaptureFixture[str],
+                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    now = [1_700_000_000.0]
+    monkeypatch.setattr(queue_mod, "clock", lambda: now[0])
+    off = ("--stuck-runs", "0", "--stuck-minutes", "0")
+    for minute, rcp in ((0, 1_000), (10, 1_500), (20, 2_000), (31, 2_600)):
+        now[0] = 1_700_000_000.0 + minute * 60
+        set_pages(fake_pmta, rcp + 100, [("gmail.com/vmta1", rcp, {"mode": "backoff"}),
+                                         ("yahoo.com/vmta2", 100)])
+        out = run(capsys, fake_pmta, tmp_path, *off)
+    assert out.code == 1
+    assert "deferred (backoff) recipients growing for 31 min (from 1,000)" in out.line
+    assert out.value("deferred_growing_minutes") == "31"
+    # A decrease restarts the clock.
+    now[0] += 60
+    set_pages(fake_pmta, 2_000, [("gmail.com/vmta1", 1_900, {"mode": "backoff"})])
+    assert run(capsys, fake_pmta, tmp_path, *off).code == 0
+
+
+def test_zabbix_value_json_and_discovery(fake_pmta: FakePmta, tmp_path: Path,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    set_pages(fake_pmta, 62_000, [("gmail.com/vmta1", 60_000),
+                                  ("yahoo.com/vmta2", 2_000, {"paused": True})])
+    out = run(capsys, fake_pmta, tmp_path, "--output", "zabbix")
+    assert (out.code, out.out, out.err) == (0, "62000\n", "")
+    out = run(capsys, fake_pmta, tmp_path, "--output", "zabbix", "--json")
+    doc = json.loads(out.out)
+    assert out.code == 0 and out.err == ""
+    assert doc["status"] == 1 and doc["state"] == "WARNING"
+    assert doc["metrics"]["rcpt"] == 62_000
+    assert doc["details"]["paused"] == ["yahoo.com/vmta2"]
+    assert doc["details"]["domains"]["gmail.com"]["rcpt"] == 60_000
+    for kind, macro, names in (
+        ("vmtas", "{#VMTA}", ["vmta1", "vmta2"]),
+        ("domains", "{#DOMAIN}", ["gmail.com", "yahoo.com"]),
+    ):
+        out = run(capsys, fake_pmta, tmp_path, "--discover", kind)
+        assert out.code == 0 and out.err == ""
+        assert json.loads(out.out) == [{macro: n} for n in names]
+    out = run(capsys, fake_pmta, tmp_path, "--discover", "queues")
+    assert json.loads(out.out)[0] == {
+        "{#QUEUE}": "gmail.com/vmta1", "{#DOMAIN}": "gmail.com", "{#VMTA}": "vmta1"}
+
+
+def test_api_down_is_unknown_or_zbx_notsupported(tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    fake = FakePmta().start()
+    url = fake.url
+    fake.stop()  # nothing listens there any more
+    argv = ["--url", url, "--state-dir", str(tmp_path)]
+    out = run_main(main, argv, capsys)
+    assert out.code == 3
+    assert out.line.startswith(f"PMTA QUEUE UNKNOWN - cannot connect to PowerMTA at {url}")
+    assert len(out.out.splitlines()) == 1 and out.err == ""
+    out = run_main(main, [*argv, "--output", "zabbix"], capsys)
+    assert out.code == 0 and out.err == ""
+    assert out.out.startswith("ZBX_NOTSUPPORTED: cannot connect to PowerMTA")
+    out = run_main(main, [*argv, "--json"], capsys)
+    doc = json.loads(out.out)
+    assert out.code == 0 and doc["status"] == 3 and "cannot connect" in doc["error"]
+
+
+def test_forbidden_gives_the_access_hint(fake_pmta: FakePmta, tmp_path: Path,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    healthy(fake_pmta)
+    fake_pmta.status_code = 403
+    out = run(capsys, fake_pmta, tmp_path)
+    assert out.code == 3
+    assert "HTTP 403" in out.line and "http-access" in out.line
+
+
+def test_fractional_timeout_names_the_stage(fake_pmta: FakePmta, tmp_path: Path,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    healthy(fake_pmta)
+    fake_pmta.delay = 2.0
+    out = run(capsys, fake_pmta, tmp_path, "-t", "0.4")
+    assert out.code == 3
+    assert out.line == (
+        f"PMTA QUEUE UNKNOWN - timed out after 0.4 s while querying PowerMTA /status at "
+        f"{fake_pmta.url}"
+    )
+    out = run(capsys, fake_pmta, tmp_path, "-t", "0.4", "--output", "zabbix")
+    assert out.code == 0 and out.out.startswith("ZBX_NOTSUPPORTED: timed out after 0.4 s")
+
+
+@pytest.mark.parametrize(
+    ("argv", "expect"),
+    [
+        (["--bogus"], "unrecognized arguments: --bogus"),
+        (["-t", "soon"], "argument -t/--timeout: not a number: 'soon'"),
+        (["-w", "10:5"], "invalid range '10:5'"),
+        (["--paused-state", "maybe"], "expected ok, warning or critical"),
+    ],
+)
+def test_bad_arguments_exit_unknown(argv: list[str], expect: str,
+                                    capsys: pytest.CaptureFixture[str]) -> None:
+    out = run_main(main, argv, capsys)
+    assert out.code == 3
+    assert out.line.startswith("PMTA QUEUE UNKNOWN - usage: ")
+    assert expect in out.line
+    assert out.err == ""
+    out = run_main(main, [*argv, "--output", "zabbix"], capsys)
+    assert out.code == 0 and out.out.startswith("ZBX_NOTSUPPORTED: usage: ")
+
+
+def test_bad_discovery_kind_is_a_zabbix_error(capsys: pytest.CaptureFixture[str]) -> None:
+    out = run_main(main, ["--discover", "jobs"], capsys)
+    assert (out.code, out.err) == (0, "")
+    assert out.out.startswith(
+        "ZBX_NOTSUPPORTED: usage: argument --discover: invalid choice: 'jobs'")
+
+
+def test_corrupt_state_is_reset_with_a_note(fake_pmta: FakePmta, tmp_path: Path,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    healthy(fake_pmta)
+    run(capsys, fake_pmta, tmp_path, "--instance", "main")
+    state = tmp_path / "state" / "check_pmta_queue-main.json"
+    assert state.exists() and (state.stat().st_mode & 0o777) == 0o600
+    state.write_text("{not json")
+    out = run(capsys, fake_pmta, tmp_path, "--instance", "main")
+    assert out.code == 0
+    assert "(1 note below)" in out.line
+    assert "state file" in out.out and "state reset" in out.out
+    assert "deferred" in json.loads(state.read_text())  # rewritten
+
+
+def test_unreadable_state_is_unknown(fake_pmta: FakePmta, tmp_path: Path,
+                                     capsys: pytest.CaptureFixture[str]) -> None:
+    healthy(fake_pmta)
+    (tmp_path / "state").mkdir()
+    (tmp_path / "state" / "check_pmta_queue-x.json").mkdir()  # not a file
+    out = run(capsys, fake_pmta, tmp_path, "--instance", "x")
+    assert out.code == 3
+    assert out.line.startswith("PMTA QUEUE UNKNOWN - cannot read state file")
+
+
+def test_output_stays_under_8kb(fake_pmta: FakePmta, tmp_path: Path,
+                                capsys: pytest.CaptureFixture[str]) -> None:
+    queues = [(f"d{i:04d}.example.com/vmta-with-a-long-name-{i % 7}", 1_000 + i,
+               {"paused": True}) for i in range(400)]
+    set_pages(fake_pmta, 500_000, queues)
+    out = run(capsys, fake_pmta, tmp_path, "--max-items", "400", "-v")
+    assert out.code == 2
+    assert len(out.out.encode()) < 8000
+    assert out.out.count("|") == 1
+    assert "more lines not shown" in out.out
+    assert out.perf["rcpt"].startswith("500000;")
+
+
+def test_subprocess(fake_pmta: FakePmta, tmp_path: Path) -> None:
+    set_pages(fake_pmta, 120_000, [("gmail.com/vmta1", 120_000)])
+    env = dict(os.environ, PMTA_SNMP_STATE_DIR=str(tmp_path))
+    out = run_subprocess("queue", ["--url", fake_pmta.url], env=env)
+    assert out.code == 2, out
+    assert out.line.startswith("PMTA QUEUE CRITICAL - 120,000 recipients queued")
+    assert out.err == ""
+    out = run_subprocess("queue", ["--url", fake_pmta.url, "--output", "zabbix"], env=env)
+    assert (out.code, out.out) == (0, "120000\n")

@@ -1,0 +1,239 @@
+"""The shared plugin contract: numbers, ranges, labels, perfdata, output size, Zabbix mode."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+
+import nagiosplugin
+import pytest
+from pmta_snmp.checks import base
+from pmta_snmp.checks.base import (
+    MAX_OUTPUT_BYTES,
+    Flag,
+    Perf,
+    Plugin,
+    PmtaCheck,
+    Run,
+    Summary,
+    Threshold,
+    describe_range,
+    duration,
+    fmt_num,
+    fmt_range,
+    make_parser,
+    metric,
+    parse_min_range,
+    parse_range,
+    perf_label,
+    run_plugin,
+    state_choice,
+)
+
+
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [
+        (0, "0"), (12, "12"), (1e-7, "0"), (0.000123, "0.000123"), (1e20, "100000000000000000000"),
+        (0.1 + 0.2, "0.3"), (2.50, "2.5"), (-3.0, "-3"), (None, "U"), (float("nan"), "U"),
+        (float("inf"), "U"), (True, "1"), (123456789.125, "123456789.125"),
+    ],
+)
+def test_fmt_num_never_uses_scientific_notation(value: float | None, text: str) -> None:
+    assert fmt_num(value) == text
+
+
+@pytest.mark.parametrize(
+    ("spec", "text", "words"),
+    [
+        ("10", "10", "above 10"), ("10:", "10:", "below 10"), ("~:10", "~:10", "above 10"),
+        ("@10:20", "@10:20", "inside 10..20"), ("5:10", "5:10", "outside 5..10"),
+        ("0.00001", "0.00001", "above 0"), ("5%", "5", "above 5"),
+    ],
+)
+def test_ranges(spec: str, text: str, words: str) -> None:
+    rng = parse_range(spec)
+    assert fmt_range(rng) == text
+    assert describe_range(rng) == words
+
+
+def test_bad_ranges_and_min_ranges() -> None:
+    for bad in ("abc", "10:5", "1:2:3", "1e5"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            parse_range(bad)
+    assert fmt_range(parse_min_range("30")) == "30:"
+    assert fmt_range(parse_min_range("@0:7")) == "@7"  # same range, start 0 omitted
+    assert parse_range("10").match(10) and not parse_range("10").match(10.5)
+
+
+def test_labels_are_sanitised() -> None:
+    assert perf_label("queue", "gmail.com/vmta-1") == "queue_gmail.com/vmta-1".replace(
+        ".", "_").replace("/", "_")
+    assert perf_label("domain", "bücher.example") == "domain_xn--bcher-kva_example"
+    assert perf_label("domain", "b\u00fccher..bad") == "domain_b_cher_bad"
+    assert perf_label("a b", "c'd=e") == "a_b_c_d_e"
+    assert perf_label("...") == "value"
+
+
+def test_perf_formatting() -> None:
+    p = Perf("rate gmail.com", 1e-7, "%", parse_range("5"), parse_range("7"), 0, 100)
+    assert str(p) == "rate_gmail_com=0%;5;7;0;100"
+    assert str(Perf("x", 1234567.5, "", "", "", "", "")) == "x=1234567.5"
+    assert str(Perf("x", None, "", parse_range("30:"), "", "", "")) == "x=U;30:"
+
+
+def test_small_parsers() -> None:
+    assert duration("90") == 90 and duration("15m") == 900 and duration("1h") == 3600
+    assert duration("2d") == 172800
+    with pytest.raises(argparse.ArgumentTypeError):
+        duration("soon")
+    assert state_choice("crit") == 2 and state_choice("OK") == 0
+    with pytest.raises(argparse.ArgumentTypeError):
+        state_choice("")
+
+
+# -- a tiny plugin to drive run_plugin ---------------------------------------------------------
+
+
+class _Res(nagiosplugin.Resource):  # type: ignore[misc]
+    def __init__(self, args: argparse.Namespace, run: Run) -> None:
+        self.args, self.run = args, run
+
+    def probe(self) -> Iterator[nagiosplugin.Metric]:
+        self.run.enter("measuring the thing")
+        if self.args.sleep:
+            time.sleep(self.args.sleep)
+        if self.args.boom:
+            raise RuntimeError("kaboom")
+        self.run.primary = "value"
+        yield metric("value", self.args.value, context="value", min=0)
+        for i in range(self.args.items):
+            yield metric(f"item {i:04d}.example.com", i, context="item")
+        self.run.long.extend(f"detail line {i} " + "x" * 60 for i in range(self.args.items))
+        yield metric("flag", self.args.flag, context="flag")
+
+
+def _parser(plugin: Plugin) -> base.PluginParser:
+    p = make_parser(plugin, warning="10", critical="20", threshold_help="value",
+                    connection=False, state=False)
+    p.add_argument("--value", type=float, default=1.0)
+    p.add_argument("--items", type=int, default=0)
+    p.add_argument("--sleep", type=float, default=0.0)
+    p.add_argument("--boom", action="store_true")
+    p.add_argument("--flag", type=int, default=0)
+    return p
+
+
+def _check(args: argparse.Namespace, run: Run) -> nagiosplugin.Check:
+    return PmtaCheck(
+        _Res(args, run),
+        Threshold("value", args.warning, args.critical, "value is {valueunit}"),
+        Threshold("item", None, None, "{name}"),
+        Flag("flag", 2, "flag is up"),
+        Summary(),
+    )
+
+
+PLUGIN = Plugin("TEST", "check_pmta_test", "a test plugin", _parser, _check)
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = run_plugin(PLUGIN, list(argv))
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+@pytest.mark.parametrize(("value", "code", "line"), [
+    ("5", 0, "PMTA TEST OK - value is 5 | value=5;10;20;0 flag=0"),
+    ("15", 1, "PMTA TEST WARNING - value is 15 (warning above 10) | value=15;10;20;0 flag=0"),
+    ("25.5", 2, "PMTA TEST CRITICAL - value is 25.5 (critical above 20) | value=25.5;10;20;0 "
+                "flag=0"),
+])
+def test_exit_codes_and_status_line(capsys: pytest.CaptureFixture[str], value: str, code: int,
+                                    line: str) -> None:
+    assert run(capsys, "--value", value) == (code, line + "\n", "")
+
+
+def test_problems_worst_first_with_long_output(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "--value", "15", "--flag", "1")
+    assert code == 2
+    lines = out.splitlines()
+    assert lines[0] == "PMTA TEST CRITICAL - flag is up; value is 15 (warning above 10)"
+    assert lines[1:3] == ["CRITICAL: flag is up", "WARNING: value is 15 (warning above 10)"]
+    assert lines[3] == "| value=15;10;20;0 flag=1"
+
+
+def test_unexpected_error_is_one_unknown_line(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run(capsys, "--boom")
+    assert code == 3
+    assert out == ("PMTA TEST UNKNOWN - internal error: RuntimeError: kaboom (run with -vvv for "
+                   "the traceback)\n")
+    assert err == ""
+    code, out, err = run(capsys, "--boom", "-vvv")
+    assert code == 3 and len(out.splitlines()) == 1
+    assert "Traceback (most recent call last)" in err and "kaboom" in err
+    code, out, err = run(capsys, "--boom", "-vvv", "--output", "zabbix")
+    assert (code, err) == (0, "") and out.startswith("ZBX_NOTSUPPORTED: internal error")
+
+
+def test_fractional_timeout_names_the_stage(capsys: pytest.CaptureFixture[str]) -> None:
+    start = time.monotonic()
+    code, out, _ = run(capsys, "--sleep", "3", "-t", "0.25")
+    assert time.monotonic() - start < 2
+    assert code == 3
+    assert out == "PMTA TEST UNKNOWN - timed out after 0.25 s while measuring the thing\n"
+
+
+def test_usage_errors_exit_3(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run(capsys, "--value")
+    assert code == 3 and err == ""
+    assert out == ("PMTA TEST UNKNOWN - usage: argument --value: expected one argument "
+                   "(see --help)\n")
+    code, out, _ = run(capsys, "-t", "-1")
+    assert code == 3 and "must be a number >= 0: '-1'" in out
+    code, out, _ = run(capsys, "--output=zabbix", "--nope")
+    assert code == 0 and out.startswith("ZBX_NOTSUPPORTED: usage: unrecognized arguments")
+    code, out, _ = run(capsys, "--json", "--nope")
+    assert code == 0 and json.loads(out)["status"] == 3
+
+
+def test_help_exits_0(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        run_plugin(PLUGIN, ["--help"])
+    assert exc.value.code == 0
+    assert "exit codes: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN" in capsys.readouterr().out
+
+
+def test_output_capped_below_8kb(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "--items", "600", "--value", "30", "-v")
+    assert code == 2
+    assert len(out.encode()) <= MAX_OUTPUT_BYTES
+    assert out.count("|") == 1
+    head, perf = out.split("|")
+    assert "more lines not shown" in head
+    assert perf.split()[0] == "value=30;10;20;0"  # totals come first and survive
+
+
+def test_zabbix_value_and_json(capsys: pytest.CaptureFixture[str]) -> None:
+    assert run(capsys, "--value", "0.1", "--output", "zabbix") == (0, "0.1\n", "")
+    code, out, err = run(capsys, "--value", "25", "--json")
+    doc = json.loads(out)
+    assert (code, err) == (0, "")
+    assert doc == {"status": 2, "state": "CRITICAL",
+                   "summary": "value is 25 (critical above 20)",
+                   "metrics": {"value": 25.0, "flag": 0}, "details": {}}
+
+
+def test_cold_start_imports_nothing_heavy() -> None:
+    code = ("import sys, pmta_snmp.checks.queue, pmta_snmp.checks.bounce, "
+            "pmta_snmp.checks.log, pmta_snmp.checks.license, pmta_snmp.checks.tls, "
+            "pmta_snmp.checks.deferral; "
+            "bad = [m for m in sys.modules if m.startswith(('pysnmp', 'httpx', "
+            "'pmta_snmp.agentx', 'pmta_snmp.mib', 'asyncio'))]; print(bad)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.strip() == "[]"
