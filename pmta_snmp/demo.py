@@ -33,10 +33,11 @@ LAY = layout()
 CHECKS: tuple[tuple[str, str, str], ...] = (
     ("queue", "queue", "--url {url} --state-dir {state}"),
     ("license", "license", "--url {url} --api-key-file {key}"),
-    ("bounce", "bounce", "--acct '{acct}/acct*.csv' --state-dir {state} --min-volume 20"),
-    ("deferral", "deferral", "--acct '{acct}/acct*.csv' --state-dir {state} --min-volume 20"),
-    ("log", "log", "--log {log} --state-dir {state} --from-start"),
-    ("tls", "tls", "--log {log} --acct '{acct}/acct*.csv' --state-dir {state} --from-start"),
+    ("bounce", "bounce", "--acct-file '{acct}/acct*.csv' --state-dir {state} --min-volume 20"),
+    ("deferral", "deferral",
+     "--acct-file '{acct}/acct*.csv' --state-dir {state} --min-volume 20"),
+    ("log", "log", "--logfile {log} --state-dir {state}"),
+    ("tls", "tls", "--logfile {log} --acct-file '{acct}/acct*.csv' --state-dir {state}"),
 )
 
 SNMP_SHOWN = (

@@ -7,7 +7,6 @@ and parsing exist once. Only the sending differs.
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import os
 import ssl
@@ -476,6 +475,8 @@ class AsyncPmtaClient:
             raise _map_transport_error(exc, req.url) from None
 
     async def _bounded(self, plan: _Plan[T]) -> T:
+        import asyncio  # only the agent's poller uses the async client: keep plugins fast
+
         try:
             async with asyncio.timeout(self._core.config.timeout):
                 return await self._run(plan)
@@ -494,6 +495,8 @@ class AsyncPmtaClient:
 
     async def snapshot(self, *, with_license: bool = False) -> Snapshot:
         """One poll: the pages fetched concurrently, within one total timeout."""
+        import asyncio
+
         core = self._core
         if core.format is None and core.config.flavor == "real":
             # Negotiate the format once before fanning out.
