@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 from pmta_snmp.api import ClientConfig, load_api_key
 from pmta_snmp.config import Config
 from pmta_snmp.mib.snapshot import Oid, Value
-from pmta_snmp.poller import Poller
+from pmta_snmp.poller import Poller, PollResult
 from pmta_snmp.service import SnmpView
 
 log = logging.getLogger(__name__)
@@ -33,6 +33,17 @@ def client_config_from(cfg: Config) -> ClientConfig:
         flavor=p.api_flavor,  # type: ignore[arg-type]
         timeout=p.timeout,
         connect_timeout=min(5.0, p.timeout),
+    )
+
+
+def poller_from(cfg: Config, on_result: Callable[[PollResult], object]) -> Poller:
+    """A Poller with the agent configuration's API and timing settings."""
+    return Poller(
+        client_config_from(cfg),
+        interval=cfg.poll.interval,
+        jitter=cfg.poll.jitter,
+        license_interval=cfg.poll.license_interval,
+        on_result=on_result,
     )
 
 
@@ -83,13 +94,7 @@ async def run_agentx(cfg: Config, *, stop: asyncio.Event | None = None) -> None:
         await session.notify(trap_oid, [VarBind(o, v) for o, v in varbinds], sys_uptime=True)
 
     view.senders.append(_threadsafe_sender(asyncio.get_running_loop(), send))
-    poller = Poller(
-        client_config_from(cfg),
-        interval=cfg.poll.interval,
-        jitter=cfg.poll.jitter,
-        license_interval=cfg.poll.license_interval,
-        on_result=view.update,
-    )
+    poller = poller_from(cfg, view.update)
     session.start()
     poller.start()
     log.info(
@@ -119,13 +124,7 @@ async def run_standalone(
     agent = StandaloneAgent(view.current, cfg.snmp)
     await agent.start()
     view.senders.append(_threadsafe_sender(asyncio.get_running_loop(), agent.send_notification))
-    poller = Poller(
-        client_config_from(cfg),
-        interval=cfg.poll.interval,
-        jitter=cfg.poll.jitter,
-        license_interval=cfg.poll.license_interval,
-        on_result=view.update,
-    )
+    poller = poller_from(cfg, view.update)
     poller.start()
     log.info(
         "pmta-snmp agent: answering SNMP on %s, polling %s every %gs",

@@ -19,7 +19,7 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterator, Sequence
 from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
@@ -300,7 +300,20 @@ class SnmpdMaster:
     # --- clients ------------------------------------------------------------
 
     def run_client(self, tool: str, *args: str, timeout: float = 1.0, retries: int = 1) -> str:
-        """Run a net-snmp client against this agent (v2c, -On); stdout, or SnmpClientError."""
+        """Run a net-snmp client against this agent (v2c, -On); stdout, or SnmpClientError.
+
+        `args` are the tool's options followed by one operand (the OID), as on a command line.
+        """
+        return self._client(tool, args[:-1], args[-1:], timeout, retries)
+
+    def _client(
+        self,
+        tool: str,
+        options: Sequence[str],
+        operands: Sequence[str],
+        timeout: float,
+        retries: int,
+    ) -> str:
         exe = find_tool(tool)
         if exe is None:
             raise FileNotFoundError(tool)
@@ -316,9 +329,9 @@ class SnmpdMaster:
             str(timeout),
             "-r",
             str(retries),
-            *args[:-1],
+            *options,
             self.agent,
-            *args[-1:],
+            *operands,
         ]
         budget = (timeout * (retries + 1)) + 30
         res = subprocess.run(cmd, capture_output=True, text=True, timeout=budget, check=False)
@@ -328,28 +341,7 @@ class SnmpdMaster:
 
     def get(self, *oids: str, timeout: float = 1.0, retries: int = 1) -> list[SnmpVarBind]:
         """snmpget one or more OIDs."""
-        exe = find_tool("snmpget")
-        if exe is None:
-            raise FileNotFoundError("snmpget")
-        cmd = [
-            exe,
-            "-v2c",
-            "-c",
-            "public",
-            "-On",
-            "-m",
-            "",
-            "-t",
-            str(timeout),
-            "-r",
-            str(retries),
-            self.agent,
-            *oids,
-        ]
-        res = subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=False)
-        if res.returncode != 0:
-            raise SnmpClientError(f"snmpget -> {res.returncode}: {res.stderr.strip()}")
-        return parse_varbinds(res.stdout)
+        return parse_varbinds(self._client("snmpget", (), oids, timeout, retries))
 
     def walk(self, oid: str, *options: str) -> list[SnmpVarBind]:
         """snmpwalk (GetNext) a subtree; `-Cc` etc. may be passed as options."""
