@@ -146,6 +146,9 @@ def _setup_logging(verbose: int) -> None:
         level=logging.DEBUG if verbose > 1 else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    # httpx logs every request at INFO: the agent logs state changes, not polls.
+    for noisy in ("httpx", "httpcore"):
+        logging.getLogger(noisy).setLevel(logging.DEBUG if verbose > 2 else logging.WARNING)
 
 
 def _agent_config(args: argparse.Namespace) -> Config:
