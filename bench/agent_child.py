@@ -1,0 +1,62 @@
+"""`pmta-snmp` run as a child process with its poll and rebuild windows written to a file.
+
+    python -m bench.agent_child WINDOWS_FILE agentx --url ... --agentx-socket ...
+
+The product code runs unchanged; `Poller.poll_once` (fetch + parse + rebuild) and
+`SnmpView.update` (the OID tree rebuild) are wrapped to append `poll T0 T1` / `rebuild T0 T1`
+lines, and a `gc.callbacks` hook appends `gcN T0 T1` for every generation-2 collection and any
+other taking over 1 ms (collections stop every thread). Times are `time.monotonic()` seconds,
+which on Linux is the same clock in every process, so the benchmark can tell which of its
+timed requests overlapped a rebuild or a collection.
+"""
+
+from __future__ import annotations
+
+import gc
+import sys
+import time
+from typing import Any
+
+
+def main(argv: list[str]) -> int:
+    """Install the timing wrappers, then run the `pmta-snmp` command line."""
+    windows_path, args = argv[0], argv[1:]
+    from pmta_snmp import poller
+    from pmta_snmp.cli import main as cli_main
+    from pmta_snmp.service import SnmpView
+
+    out = open(windows_path, "a", buffering=1, encoding="ascii")  # noqa: SIM115 - process-long
+    original_update = SnmpView.update
+    original_poll = poller.Poller.poll_once
+
+    def update(self: SnmpView, result: Any) -> Any:
+        t0 = time.monotonic()
+        try:
+            return original_update(self, result)
+        finally:
+            out.write(f"rebuild {t0:.6f} {time.monotonic():.6f}\n")
+
+    async def poll_once(self: poller.Poller, client: Any) -> Any:
+        t0 = time.monotonic()
+        try:
+            return await original_poll(self, client)
+        finally:
+            out.write(f"poll {t0:.6f} {time.monotonic():.6f}\n")
+
+    gc_started = [0.0]
+
+    def on_gc(phase: str, info: dict[str, int]) -> None:
+        now = time.monotonic()
+        if phase == "start":
+            gc_started[0] = now
+        elif info["generation"] == 2 or now - gc_started[0] > 0.001:
+            out.write(f"gc{info['generation']} {gc_started[0]:.6f} {now:.6f}\n")
+
+    gc.callbacks.append(on_gc)
+    SnmpView.update = update  # type: ignore[method-assign]
+    poller.Poller.poll_once = poll_once  # type: ignore[method-assign]
+    return cli_main(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

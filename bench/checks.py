@@ -1,0 +1,465 @@
+"""check_pmta_* plugins: cold start, first and second scan of a big log, a big accounting file.
+
+Cold start: every plugin run ~15 times as a fresh process (as Nagios runs it) against the
+simulator (API plugins) or its accounting file and log (file plugins; after the first run they
+find nothing new, the usual case every few minutes), p50 wall time, beside `python -c pass`
+of the same interpreter in the same run.
+
+Log: a generated PowerMTA main log (pmta-formats.md §4 lines; about 0.5 % warning-class and a
+few critical-class lines), 1 GB. `check_pmta_log --from-start` beside `grep -c -i -E` of the
+same default patterns (LC_ALL=C, the faster grep), MB/s; then the plugin again on the unchanged
+file, wall time and wall time minus its cold start.
+
+Accounting: 1 M rows of a 5.0-layout acct.csv (d 85 %, t 9 %, b 5 %, tq 1 %; times within the
+last hour), `check_pmta_bounce --from-start` beside `mawk -F, '$1=="b"{n++} END{print n}'`,
+rows/s.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from bench.common import (
+    PYTHON,
+    REPO,
+    Report,
+    Row,
+    log,
+    median,
+    ms,
+    no_nagle,
+    rate,
+    ratio,
+    secs,
+    workdir,
+)
+
+NAME = "checks"
+TITLE = "check_pmta_* cold start, 1 GB log, 1 M accounting rows (vs python -c pass, grep, mawk)"
+
+COLD_TARGET_S = 0.150
+LOG_TARGET_RATIO = 0.30
+SECOND_RUN_TARGET_S = 0.050
+ACCT_TARGET_RATIO = 0.50
+PLUGINS = ("queue", "license", "bounce", "deferral", "tls", "log")
+
+
+def run(report: Report, *, quick: bool = False) -> None:
+    """Cold starts, then the log and accounting throughput runs."""
+    runs = 5 if quick else 15
+    log_bytes = (50 if quick else 1000) * 1_000_000
+    acct_rows = 100_000 if quick else 1_000_000
+    with workdir("pmta-bc-") as wd:
+        cold = cold_starts(report, wd, runs)
+        log_scan(report, wd, log_bytes, cold.get("log"))
+        acct_scan(report, wd, acct_rows)
+
+
+# ---------------------------------------------------------------------------------------------
+# Plugins as commands
+# ---------------------------------------------------------------------------------------------
+
+
+def plugin_cmd(name: str) -> list[str]:
+    """The installed console script when there is one, else `python -m pmta_snmp.checks.X`."""
+    script = Path(PYTHON).with_name(f"check_pmta_{name}")
+    if script.exists():
+        return [str(script)]
+    return [PYTHON, "-m", f"pmta_snmp.checks.{name}"]
+
+
+def available_plugins() -> list[str]:
+    """Plugins present in the checks package (another engineer may still be adding some)."""
+    import pmta_snmp.checks as pkg
+
+    here = Path(pkg.__file__).parent
+    return [name for name in PLUGINS if (here / f"{name}.py").exists()]
+
+
+def run_plugin(
+    name: str, args: Sequence[str], *, timeout: float = 600
+) -> tuple[float, int, str]:
+    """One run: (wall seconds, exit code, stdout). Exit 0-2 are answers; 3 is UNKNOWN."""
+    cmd = [*plugin_cmd(name), *args]
+    t0 = time.perf_counter()
+    res = subprocess.run(
+        cmd, capture_output=True, text=True, timeout=timeout, check=False, cwd=REPO,
+        stdin=subprocess.DEVNULL,
+    )
+    elapsed = time.perf_counter() - t0
+    if res.returncode not in (0, 1, 2, 3):
+        raise RuntimeError(f"{' '.join(cmd)} exited {res.returncode}: {res.stderr[-800:]}")
+    return elapsed, res.returncode, res.stdout
+
+
+def perfdata(stdout: str, label: str) -> int | None:
+    """An integer perfdata value (`label=123...`) from the plugin output."""
+    m = re.search(rf"(?:^|[\s|']){re.escape(label)}=(\d+)", stdout)
+    return int(m.group(1)) if m else None
+
+
+# ---------------------------------------------------------------------------------------------
+# Cold start
+# ---------------------------------------------------------------------------------------------
+
+
+def cold_starts(report: Report, wd: Path, runs: int) -> dict[str, float]:
+    """p50 wall time of each plugin beside `python -c pass`; returns name -> p50."""
+    from pmta_snmp.sim import Simulator
+
+    plugins = available_plugins()
+    missing = [p for p in PLUGINS if p not in plugins]
+    if missing:
+        report.note(f"plugins not present yet, not measured: {', '.join(missing)}")
+    acct_dir, log_path = wd / "sim-acct", wd / "sim-log" / "log"
+    sim = Simulator(scenario="healthy", seed=1, speed=0, acct_dir=acct_dir, log_path=log_path)
+    out: dict[str, float] = {}
+    nagle_off = no_nagle()  # read per connection: stays off while the simulator serves
+    nagle_off.__enter__()
+    sim.start()
+    try:
+        sim.advance(1800)  # half an hour of accounting records and log lines
+        acct = str(acct_dir / "acct.csv")
+        args: dict[str, list[str]] = {
+            "queue": ["--url", sim.url],
+            "license": ["--url", sim.url],
+            "bounce": ["--acct-file", acct],
+            "deferral": ["--acct-file", acct],
+            "tls": ["--acct-file", acct, "-l", str(log_path)],
+            "log": ["-l", str(log_path)],
+        }
+        baseline = [timed_pass() for _ in range(runs)]
+        base_p50 = median(baseline)
+        report.add(Row(
+            f"python -c pass (reference), p50 of {runs}", ms(base_p50), "", None, "", None,
+        ))
+        for name in plugins:
+            state = wd / f"state-{name}"
+            cmd_args = args[name] + (["--state-dir", str(state)] if _has_state(name) else [])
+            first = run_plugin(name, cmd_args)  # first run: state file created, file tails set
+            times = []
+            codes = {first[1]}
+            for _ in range(runs):
+                elapsed, code, stdout = run_plugin(name, cmd_args)
+                times.append(elapsed)
+                codes.add(code)
+            p50 = median(times)
+            out[name] = p50
+            report.add(Row(
+                f"check_pmta_{name} cold start p50 of {runs} (+{ms(p50 - base_p50)} over python)",
+                ms(p50), f"{ms(base_p50)} (python -c pass)", ratio(p50, base_p50),
+                f"< {COLD_TARGET_S * 1000:.0f} ms", p50 < COLD_TARGET_S,
+            ))
+            if 3 in codes:
+                report.note(f"check_pmta_{name} answered UNKNOWN (exit 3): {stdout.strip()[:200]}")
+    finally:
+        sim.stop()
+        nagle_off.__exit__(None, None, None)
+    if "queue" in plugins:
+        stock_sim = Simulator(scenario="healthy", seed=1, speed=0).start()
+        try:
+            stock = median(
+                [run_plugin("queue", ["--url", stock_sim.url, "--state-dir", str(wd / "stock")])[0]
+                 for _ in range(min(runs, 5))]
+            )
+        finally:
+            stock_sim.stop()
+        report.note(
+            f"cold starts use the simulator with TCP_NODELAY; against the stock simulator "
+            f"check_pmta_queue takes {ms(stock)} (p50): its HTTP server writes headers and body "
+            "separately, so each kept-alive request waits ~40 ms for a delayed ACK "
+            "(pmta_snmp/sim/server.py; real web servers set TCP_NODELAY)"
+        )
+    return out
+
+
+def _has_state(name: str) -> bool:
+    res = subprocess.run(
+        [*plugin_cmd(name), "--help"], capture_output=True, text=True, timeout=60, check=False,
+        cwd=REPO,
+    )
+    return "--state-dir" in res.stdout
+
+
+def timed_pass() -> float:
+    """Wall time of `python -c pass` with the same interpreter (the floor of any plugin)."""
+    t0 = time.perf_counter()
+    subprocess.run([PYTHON, "-c", "pass"], check=True, stdin=subprocess.DEVNULL)
+    return time.perf_counter() - t0
+
+
+# ---------------------------------------------------------------------------------------------
+# Main log
+# ---------------------------------------------------------------------------------------------
+
+_DOMAINS = ("gmail.com", "yahoo.com", "outlook.com", "example.com", "example.org", "example.net",
+            "mail.example.info", "aol.com", "web.de", "orange.fr")
+
+
+def _log_texts(rng: random.Random) -> list[str]:
+    """One day of PowerMTA main-log texts (without the timestamp): §4's documented lines,
+    mostly the trace kind, about 0.5 % warning-class and 0.002 % critical-class."""
+    texts: list[str] = []
+    for _ in range(20_000):
+        d = rng.choice(_DOMAINS)
+        vmta = f"vmta-{rng.choice('abcdefgh')}"
+        ip = f"192.0.2.{rng.randrange(1, 255)}"
+        src = f"198.51.100.{rng.randrange(1, 255)}"
+        mx = f"mx{rng.randrange(1, 4)}.{d}"
+        r = rng.random()
+        if r < 0.004:
+            texts.append(rng.choice((
+                f"ETIMEDOUT connecting to {mx} ({ip})",
+                f"ECONNREFUSED connecting to {d} ({ip})",
+                f"EDISCON in connection to {d} ({ip})",
+                f"StatusDnsQueryFailed resolving {d}",
+                f'Error: "451 4.7.1 Try again later" while connected from mta1.example.net '
+                f"({src}) to {mx} ({ip})",
+            )))
+        elif r < 0.00402:
+            texts.append(f"All SMTP sources for queue {d}/{vmta} are now disabled.")
+        else:
+            texts.append(rng.choice((
+                f"starting {d}/{vmta}",
+                f"connecting from mta1.example.net ({src}) to {mx} ({ip})",
+                f">>> 220 {mx} ESMTP ready",
+                "<<< EHLO mta1.example.net",
+                f">>> 250-{mx} Hello mta1.example.net [{src}]",
+                "tls:TLSv1.2 connected with 128-bit ECDHE-RSA-AES128-GCM-SHA256",
+                f"tls:Cert: /CN={mx}; issuer=/CN=R3; verified=yes",
+                f"closed {mx} ({ip}) in={rng.randrange(300, 3000)} "
+                f"out={rng.randrange(1000, 90000)}",
+                f"done {d}/{vmta}",
+                "connect rate limit reached",
+                "message rate limit reached (based on queue's max-msg-rate in configuration)",
+                f'skip of MX requested: "421 4.7.0 Try again later" received from {mx} ({ip}) '
+                f"while connected from mta1.example.net ({src}) to {mx} ({ip})",
+            )))
+    return texts
+
+
+def make_log(path: Path, size: int, seed: int = 4) -> None:
+    """Write about `size` bytes of main log: a 64 MB day of lines, repeated day after day."""
+    rng = random.Random(seed)
+    texts = _log_texts(rng)
+    day = datetime(2026, 1, 1)
+    unit = min(size, 64_000_000)
+    parts: list[str] = []
+    written = 0
+    n = 0
+    while written < unit:
+        line = f"{day + timedelta(seconds=n * 86400 * 100 // unit):%Y-%m-%d %H:%M:%S} " \
+               f"{texts[rng.randrange(len(texts))]}\n"
+        parts.append(line)
+        written += len(line)
+        n += 1
+    block = "".join(parts).encode()
+    with path.open("wb") as fh:
+        for k in range(max(1, -(-size // len(block)))):
+            stamp = (day + timedelta(days=k)).strftime("%Y-%m-%d").encode()
+            fh.write(block.replace(b"2026-01-01 ", stamp + b" "))
+
+
+def grep_pattern() -> str:
+    """The default critical and warning patterns of check_pmta_log as one ERE."""
+    from pmta_snmp.checks.logscan import DEFAULT_PATTERNS
+
+    return "|".join(DEFAULT_PATTERNS["critical"] + DEFAULT_PATTERNS["warning"])
+
+
+def log_scan(report: Report, wd: Path, size: int, cold_p50: float | None) -> None:
+    """First scan MB/s beside grep; second run on the unchanged file."""
+    if "log" not in available_plugins():
+        report.note("check_pmta_log not present: log scan not measured")
+        return
+    path = wd / "big" / "log"
+    path.parent.mkdir()
+    t0 = time.perf_counter()
+    make_log(path, size)
+    real_size = path.stat().st_size
+    log(f"log: wrote {real_size / 1e6:.0f} MB in {time.perf_counter() - t0:.1f}s")
+    grep = shutil.which("grep")
+    assert grep is not None
+    env = dict(os.environ, LC_ALL="C")
+    grep_cmd = [grep, "-c", "-i", "-E", grep_pattern(), str(path)]
+    grep_times = []
+    grep_count = 0
+    for _ in range(2):  # the first also warms the page cache for both
+        t0 = time.perf_counter()
+        res = subprocess.run(grep_cmd, capture_output=True, text=True, env=env, check=False)
+        grep_times.append(time.perf_counter() - t0)
+        if res.returncode not in (0, 1):
+            raise RuntimeError(f"grep failed: {res.stderr}")
+        grep_count = int(res.stdout.strip() or 0)
+    grep_s = min(grep_times)
+    state = wd / "state-biglog"
+    args = ["-l", str(path), "--state-dir", str(state), "-t", "0"]
+    first_s, _, stdout = run_plugin("log", [*args, "--from-start"])
+    found = (perfdata(stdout, "critical_lines") or 0) + (perfdata(stdout, "warning_lines") or 0)
+    ours_mbs, grep_mbs = real_size / 1e6 / first_s, real_size / 1e6 / grep_s
+    r = ratio(ours_mbs, grep_mbs)
+    report.add(Row(
+        f"check_pmta_log --from-start, {real_size / 1e9:.2f} GB log, {found} matching lines "
+        f"({secs(first_s)})",
+        rate(ours_mbs, "MB/s"), f"{rate(grep_mbs, 'MB/s')} (grep -c -i -E)", r,
+        f">= {LOG_TARGET_RATIO:.2f}x", r is not None and r >= LOG_TARGET_RATIO,
+    ))
+    if found != grep_count:
+        report.note(
+            f"check_pmta_log counted {found} critical+warning lines, grep {grep_count} lines"
+        )
+    seconds = [run_plugin("log", args)[0] for _ in range(5)]
+    second = median(seconds)
+    work = max(0.0, second - (cold_p50 or 0.0))  # below the cold-start p50: within noise
+    report.add(Row(
+        f"check_pmta_log second run, unchanged {real_size / 1e9:.2f} GB log: plugin work "
+        f"(wall {ms(second)} - cold start {ms(cold_p50 or 0.0)})",
+        ms(work), "", None, f"< {SECOND_RUN_TARGET_S * 1000:.0f} ms",
+        work < SECOND_RUN_TARGET_S,
+    ))
+
+
+# ---------------------------------------------------------------------------------------------
+# Accounting
+# ---------------------------------------------------------------------------------------------
+
+
+def _csv_field(name: str, value: str) -> str:
+    """RFC 4180 quoting; `dlvEsmtpAvailable` is always quoted when not empty (formats §3.3)."""
+    if any(c in value for c in ',"\r\n') or (name == "dlvEsmtpAvailable" and value):
+        return '"' + value.replace('"', '""') + '"'
+    return value
+
+
+def make_acct(path: Path, rows: int, seed: int = 5) -> dict[str, int]:
+    """A 5.0-layout acct.csv with `rows` records timed over the last 50 minutes (type counts)."""
+    from pmta_snmp.sim.files import ACCT_LAYOUTS
+
+    rng = random.Random(seed)
+    header = ACCT_LAYOUTS["5.0"]
+    now = datetime.now().astimezone().replace(microsecond=0)
+    start = now - timedelta(minutes=50)
+    stamps = [(start + timedelta(seconds=s)).strftime("%Y-%m-%d %H:%M:%S%z") for s in range(3000)]
+    bounces = (
+        ("bad-mailbox", "5.1.1 (bad destination mailbox address)",
+         "smtp;550 5.1.1 <{r}>: Recipient address rejected: User unknown"),
+        ("quota-issues", "5.2.2 (mailbox full)", "smtp;552 5.2.2 Mailbox full, quota exceeded"),
+        ("spam-related", "5.7.1 (delivery not authorized, message refused)",
+         "smtp;554 5.7.1 Message blocked as spam, see https://postmaster.example.com/"),
+        ("policy-related", "5.7.1 (delivery not authorized, message refused)",
+         "smtp;550 5.7.1 Message rejected due to local policy"),
+    )
+    # type -> [(recipient domain, row with {t} {q} {r} placeholders)]
+    by_kind: dict[str, list[tuple[str, str]]] = {}
+    for _ in range(400):
+        d = rng.choice(_DOMAINS)
+        v = f"vmta-{rng.choice('abcdefgh')}"
+        src, dst = f"198.51.100.{rng.randrange(1, 64)}", f"192.0.2.{rng.randrange(1, 255)}"
+        base = {
+            "orig": f"bounces@s{rng.randrange(7)}.example.com", "orcpt": "",
+            "dsnMta": f"mx.{d} ({dst})", "srcType": "smtp",
+            "srcMta": "app1.example.net (192.0.2.10)", "dlvType": "smtp",
+            "dlvSourceIp": src, "dlvDestinationIp": dst,
+            "dlvEsmtpAvailable": "PIPELINING,SIZE,STARTTLS", "vmta": v,
+            "jobId": f"j{rng.randrange(1000)}", "envId": "", "queue": f"{d}/{v}",
+            "vmtaPool": "pool1", "timeLogged": "{t}", "timeQueued": "{q}", "rcpt": "{r}",
+        }
+        kinds = {
+            "d": dict(base, type="d", dsnAction="relayed", dsnStatus="2.0.0 (success)",
+                      dsnDiag="smtp;250 2.0.0 Ok: queued", bounceCat="success",
+                      dlvSize=str(rng.randrange(2000, 90000)), dlvTlsProtocol="TLSv1.3",
+                      dlvTlsCipher="TLS_AES_256_GCM_SHA384"),
+            "t": dict(base, type="t", dsnAction="delayed", dsnStatus="4.0.0 (undefined status)",
+                      dsnDiag="smtp;421 4.7.0 Try again later, closing connection.",
+                      bounceCat=""),
+            "tq": dict(base, type="tq", timeQueued="", orig="", rcpt="",
+                       dsnStatus="4.0.0 (undefined status)",
+                       dsnDiag="smtp;421 4.7.0 Try again later, closing connection."),
+        }
+        cat, status, diag = rng.choice(bounces)
+        kinds["b"] = dict(base, type="b", dsnAction="failed", dsnStatus=status,
+                          dsnDiag=diag, bounceCat=cat)
+        for kind, fields in kinds.items():
+            row = ",".join(_csv_field(f, fields.get(f, "")) for f in header)
+            by_kind.setdefault(kind, []).append((d, row))
+    counts = dict.fromkeys(("d", "b", "t", "tq"), 0)
+    names = ("jane", "john", "sam", "kim", "alex", "maria", "li", "omar", "eva", "noah")
+    with path.open("w", encoding="utf-8", newline="") as fh:
+        fh.write(",".join(header) + "\r\n")
+        chunk: list[str] = []
+        for i in range(rows):
+            x = rng.random()
+            kind = "d" if x < 0.85 else "t" if x < 0.94 else "b" if x < 0.99 else "tq"
+            counts[kind] += 1
+            sec = i * 3000 // rows
+            domain, tmpl = by_kind[kind][rng.randrange(len(by_kind[kind]))]
+            row = tmpl.replace("{t}", stamps[sec]).replace("{q}", stamps[max(0, sec - 30)])
+            chunk.append(row.replace("{r}", f"{names[i % 10]}{i}@{domain}"))
+            if len(chunk) >= 20_000:
+                fh.write("\r\n".join(chunk) + "\r\n")
+                chunk = []
+        if chunk:
+            fh.write("\r\n".join(chunk) + "\r\n")
+    return counts
+
+
+def acct_scan(report: Report, wd: Path, rows: int) -> None:
+    """check_pmta_bounce --from-start beside a mawk filter-and-count, rows/s."""
+    if "bounce" not in available_plugins():
+        report.note("check_pmta_bounce not present: accounting scan not measured")
+        return
+    path = wd / "acct" / "acct.csv"
+    path.parent.mkdir()
+    t0 = time.perf_counter()
+    counts = make_acct(path, rows)
+    log(f"acct: wrote {rows} rows ({path.stat().st_size / 1e6:.0f} MB) in "
+        f"{time.perf_counter() - t0:.1f}s")
+    awk = shutil.which("mawk")
+    awk_name = "mawk"
+    if awk is None:
+        awk, awk_name = shutil.which("awk"), "awk"
+        report.note("mawk not installed: the reference is awk")
+    assert awk is not None
+    awk_times = []
+    for _ in range(2):  # the first also warms the page cache for both
+        t0 = time.perf_counter()
+        res = subprocess.run(
+            [awk, "-F,", '$1=="b"{n++} END{print n+0}', str(path)],
+            capture_output=True, text=True, check=True,
+        )
+        awk_times.append(time.perf_counter() - t0)
+    if int(res.stdout.strip()) != counts["b"]:
+        report.note(f"{awk_name} counted {res.stdout.strip()} b rows, written {counts['b']}")
+    awk_s = min(awk_times)
+    state = wd / "state-bigacct"
+    elapsed, _, stdout = run_plugin(
+        "bounce", ["--acct-file", str(path), "--from-start", "--state-dir", str(state), "-t", "0"]
+    )
+    ours, ref = rows / elapsed, rows / awk_s
+    r = ratio(ours, ref)
+    report.add(Row(
+        f"check_pmta_bounce --from-start, {rows} acct rows ({secs(elapsed)})",
+        rate(ours, "rows/s"), f"{rate(ref, 'rows/s')} ({awk_name} filter+count)", r,
+        f">= {ACCT_TARGET_RATIO:.2f}x", r is not None and r >= ACCT_TARGET_RATIO,
+    ))
+    attempts = perfdata(stdout, "attempts")
+    if attempts is not None and attempts != counts["d"] + counts["b"]:
+        report.note(
+            f"check_pmta_bounce counted {attempts} attempts, written {counts['d'] + counts['b']} "
+            "d+b rows"
+        )
+
+
+if __name__ == "__main__":
+    from bench.__main__ import main
+
+    sys.exit(main(["checks", *sys.argv[1:]]))
