@@ -36,7 +36,6 @@ from bench.common import (
     log,
     median,
     ms,
-    no_nagle,
     rate,
     ratio,
     secs,
@@ -123,8 +122,6 @@ def cold_starts(report: Report, wd: Path, runs: int) -> dict[str, float]:
     acct_dir, log_path = wd / "sim-acct", wd / "sim-log" / "log"
     sim = Simulator(scenario="healthy", seed=1, speed=0, acct_dir=acct_dir, log_path=log_path)
     out: dict[str, float] = {}
-    nagle_off = no_nagle()  # read per connection: stays off while the simulator serves
-    nagle_off.__enter__()
     sim.start()
     try:
         sim.advance(1800)  # half an hour of accounting records and log lines
@@ -163,22 +160,6 @@ def cold_starts(report: Report, wd: Path, runs: int) -> dict[str, float]:
                 report.note(f"check_pmta_{name} answered UNKNOWN (exit 3): {stdout.strip()[:200]}")
     finally:
         sim.stop()
-        nagle_off.__exit__(None, None, None)
-    if "queue" in plugins:
-        stock_sim = Simulator(scenario="healthy", seed=1, speed=0).start()
-        try:
-            stock = median(
-                [run_plugin("queue", ["--url", stock_sim.url, "--state-dir", str(wd / "stock")])[0]
-                 for _ in range(min(runs, 5))]
-            )
-        finally:
-            stock_sim.stop()
-        report.note(
-            f"cold starts use the simulator with TCP_NODELAY; against the stock simulator "
-            f"check_pmta_queue takes {ms(stock)} (p50): its HTTP server writes headers and body "
-            "separately, so each kept-alive request waits ~40 ms for a delayed ACK "
-            "(pmta_snmp/sim/server.py; real web servers set TCP_NODELAY)"
-        )
     return out
 
 

@@ -240,29 +240,8 @@ def wait_tcp(port: int, timeout: float, proc: subprocess.Popen[Any] | None = Non
     raise TimeoutError(f"nothing listening on 127.0.0.1:{port} after {timeout}s")
 
 
-@contextlib.contextmanager
-def no_nagle() -> Iterator[None]:
-    """Simulator HTTP connections with TCP_NODELAY, as a real web server has.
-
-    The simulator's handler writes the headers and the body in two send() calls; without
-    TCP_NODELAY the body waits for the client's delayed ACK of the headers, about 40 ms per
-    request on a kept-alive connection (measured: 2.7 ms for the first request, 44 ms for
-    each later one). That is the simulator's artefact, not our client's cost, so benchmarks
-    that time our code against the simulator switch it off.
-    """
-    from pmta_snmp.sim import server
-
-    handler = server._Handler
-    before = handler.disable_nagle_algorithm
-    handler.disable_nagle_algorithm = True
-    try:
-        yield
-    finally:
-        handler.disable_nagle_algorithm = before
-
-
 class SimProcess:
-    """The PowerMTA simulator in its own process (`python -m bench.sim_child`, i.e. pmta-sim
+    """The PowerMTA simulator in its own process (`python -m pmta_snmp.sim`, i.e. pmta-sim
     with TCP_NODELAY), so that serving big answers never takes the measuring process's GIL.
     Stopped by pid."""
 
@@ -271,7 +250,7 @@ class SimProcess:
         self.log_path = workdir / f"sim-{self.port}.log"
         self._log = self.log_path.open("wb")
         self.proc: subprocess.Popen[bytes] = subprocess.Popen(
-            [PYTHON, "-m", "bench.sim_child", "--port", str(self.port), *args],
+            [PYTHON, "-m", "pmta_snmp.sim", "--port", str(self.port), *args],
             stdin=subprocess.DEVNULL,
             stdout=self._log,
             stderr=subprocess.STDOUT,
