@@ -326,13 +326,23 @@ class PmtaClient:
         self, config: ClientConfig, *, transport: httpx.BaseTransport | None = None
     ) -> None:
         self._core = _Core(config)
-        self._http = httpx.Client(
-            headers=self._core.headers(),
-            verify=self._core.verify(),
-            timeout=self._core.timeout(),
-            transport=transport,
-            follow_redirects=False,
-        )
+        self._transport = transport
+        self._pools: dict[bool, httpx.Client] = {}
+
+    def _http(self, url: str) -> httpx.Client:
+        # One pool per scheme, made on first use: plain http needs no TLS context (loading
+        # the CA store costs ~20 ms of a plugin's start), and a redirect to https gets one.
+        tls = url.startswith("https:")
+        pool = self._pools.get(tls)
+        if pool is None:
+            pool = self._pools[tls] = httpx.Client(
+                headers=self._core.headers(),
+                verify=self._core.verify() if tls else False,
+                timeout=self._core.timeout(),
+                transport=self._transport,
+                follow_redirects=False,
+            )
+        return pool
 
     def __enter__(self) -> PmtaClient:
         return self
@@ -341,8 +351,9 @@ class PmtaClient:
         self.close()
 
     def close(self) -> None:
-        """Close the connection pool."""
-        self._http.close()
+        """Close the connection pools."""
+        for pool in self._pools.values():
+            pool.close()
 
     @property
     def negotiated_format(self) -> str | None:
@@ -367,7 +378,7 @@ class PmtaClient:
         timeout = httpx.Timeout(remaining, connect=min(cfg.connect_timeout, remaining))
         files = {k: (None, v) for k, v in req.multipart.items()} if req.multipart else None
         try:
-            with self._http.stream(
+            with self._http(req.url).stream(
                 req.method, req.url, params=req.params, files=files, timeout=timeout
             ) as resp:
                 chunks, size = [], 0
@@ -431,13 +442,21 @@ class AsyncPmtaClient:
         self, config: ClientConfig, *, transport: httpx.AsyncBaseTransport | None = None
     ) -> None:
         self._core = _Core(config)
-        self._http = httpx.AsyncClient(
-            headers=self._core.headers(),
-            verify=self._core.verify(),
-            timeout=self._core.timeout(),
-            transport=transport,
-            follow_redirects=False,
-        )
+        self._transport = transport
+        self._pools: dict[bool, httpx.AsyncClient] = {}
+
+    def _http(self, url: str) -> httpx.AsyncClient:
+        tls = url.startswith("https:")
+        pool = self._pools.get(tls)
+        if pool is None:
+            pool = self._pools[tls] = httpx.AsyncClient(
+                headers=self._core.headers(),
+                verify=self._core.verify() if tls else False,
+                timeout=self._core.timeout(),
+                transport=self._transport,
+                follow_redirects=False,
+            )
+        return pool
 
     async def __aenter__(self) -> AsyncPmtaClient:
         return self
@@ -447,7 +466,8 @@ class AsyncPmtaClient:
 
     async def aclose(self) -> None:
         """Close the connection pool."""
-        await self._http.aclose()
+        for pool in self._pools.values():
+            await pool.aclose()
 
     async def _run(self, plan: _Plan[T]) -> T:
         try:
@@ -461,7 +481,7 @@ class AsyncPmtaClient:
     async def _send(self, req: _Req) -> _Resp:
         files = {k: (None, v) for k, v in req.multipart.items()} if req.multipart else None
         try:
-            async with self._http.stream(
+            async with self._http(req.url).stream(
                 req.method, req.url, params=req.params, files=files
             ) as resp:
                 chunks, size = [], 0
