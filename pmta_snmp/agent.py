@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import sys
 from collections.abc import Awaitable, Callable
 
 from pmta_snmp.api import ClientConfig, load_api_key
@@ -48,6 +49,9 @@ def poller_from(cfg: Config, on_result: Callable[[PollResult], object]) -> Polle
 
 
 def _install_signals(stop: asyncio.Event) -> None:
+    # The poller thread parses and rebuilds while requests are served: switch threads often
+    # so a request waits at most about a millisecond for the interpreter.
+    sys.setswitchinterval(0.001)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError, RuntimeError):

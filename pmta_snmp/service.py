@@ -7,6 +7,7 @@ assignment, then hands raise/clear notifications to the registered senders.
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -39,6 +40,35 @@ _NAMES: dict[tuple[Condition, bool], Notification] = {
     (Condition.LICENSE_EXPIRING, True): Notification.LICENSE_EXPIRING,
     (Condition.LICENSE_EXPIRING, False): Notification.LICENSE_OK,
 }
+
+
+_SWEEP_EVERY = 100
+_builds = 0
+
+
+def _build_quietly(build: Callable[[], OidTree]) -> OidTree:
+    """Build a tree without garbage-collection pauses, then freeze what survives.
+
+    A rebuild allocates hundreds of thousands of acyclic tuples; collecting while it runs
+    stalls the request thread for tens of milliseconds. Frozen objects are skipped by later
+    collections and are still freed by reference counting when the tree is replaced. Every
+    `_SWEEP_EVERY` builds everything is unfrozen and collected once, so cyclic garbage that
+    happened to be frozen (tracebacks of failed polls) cannot accumulate.
+    """
+    global _builds  # noqa: PLW0603 - one interpreter-wide GC policy
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        tree = build()
+    finally:
+        if enabled:
+            gc.enable()
+    _builds += 1
+    if _builds % _SWEEP_EVERY == 0:
+        gc.unfreeze()
+        gc.collect()
+    gc.freeze()
+    return tree
 
 
 class SnmpView:
@@ -90,7 +120,7 @@ class SnmpView:
             started_at=self.started_at,
             counter_discontinuity=self._discontinuity,
         )
-        self.tree = self._build(snap, self.health)
+        self.tree = _build_quietly(lambda: self._build(snap, self.health))
         events = self.rules.evaluate(
             snap,
             consecutive_failures=result.consecutive_failures,
