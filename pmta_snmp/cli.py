@@ -265,6 +265,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", metavar="DIR", help="write PMTA-SNMP-MIB.txt into DIR")
     p.set_defaults(func=cmd_mib)
 
+    from pmta_snmp.integrations.cli import register as register_integrations
+
+    register_integrations(sub)
     return parser
 
 

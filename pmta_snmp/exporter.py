@@ -1,0 +1,431 @@
+"""Prometheus endpoint: `pmta-snmp exporter --listen 127.0.0.1:9099` serves `/metrics`.
+
+The same Poller and model as the SNMP agents feed a custom `prometheus_client` collector.
+Each poll result is turned into metric families once, in the poller thread
+(`PmtaCollector.update`); a scrape only copies them and adds the data age, so scrapes are
+cheap and never call PowerMTA.
+
+Per-domain, per-VirtualMTA and per-queue series are capped at `exporter_max_series` label sets
+per metric (`pmta_snmp.config.Config`): the largest by queued recipients are kept and the rest
+are summed into one series labelled `(other)`; `pmta_exporter_other_items{kind}` says how many
+went there. Names follow the Prometheus conventions: base units (`_bytes`, `_seconds`),
+`_total` for counters, and `_ratio` for fractions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import signal
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Final, Protocol, TypeVar
+
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector, CollectorRegistry
+
+from pmta_snmp.model import QueueMode, Snapshot
+
+if TYPE_CHECKING:
+    from wsgiref.simple_server import WSGIServer
+
+    from pmta_snmp.config import Config
+    from pmta_snmp.poller import Poller, PollResult
+
+__all__ = [
+    "OTHER",
+    "Exporter",
+    "PmtaCollector",
+    "cap_rows",
+    "config_with_listen",
+    "parse_listen",
+    "run_exporter",
+]
+
+log = logging.getLogger(__name__)
+
+OTHER: Final = "(other)"
+"""Label value of the series that sums the items beyond the cap."""
+KB: Final = 1024
+"""PowerMTA's kilobytes are KiB."""
+
+class _RowLike(Protocol):
+    """What the per-item series read from a Domain, Vmta or Queue."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def rcp(self) -> int: ...
+    @property
+    def kb(self) -> float: ...
+    @property
+    def conn(self) -> int: ...
+
+
+_Row = TypeVar("_Row", bound=_RowLike)
+
+
+def parse_listen(listen: str) -> tuple[str, int]:
+    """`HOST:PORT` or `[IPv6]:PORT` -> (host, port); ValueError otherwise."""
+    text = listen.strip()
+    if text.startswith("["):
+        host, sep, rest = text[1:].partition("]")
+        if not sep or not rest.startswith(":"):
+            raise ValueError(f"listen address {listen!r}: expected [IPv6]:PORT")
+        port_text = rest[1:]
+    else:
+        host, sep, port_text = text.rpartition(":")
+        if not sep or ":" in host:
+            raise ValueError(f"listen address {listen!r}: expected HOST:PORT")
+    if not host:
+        raise ValueError(f"listen address {listen!r}: the host is missing (e.g. 127.0.0.1)")
+    try:
+        port = int(port_text)
+    except ValueError:
+        raise ValueError(f"listen address {listen!r}: port {port_text!r} is not a number") from None
+    if not 0 <= port <= 65535:
+        raise ValueError(f"listen address {listen!r}: port out of range")
+    return host, port
+
+
+def cap_rows(rows: Sequence[_Row], max_series: int) -> tuple[list[_Row], list[_Row]]:
+    """(kept, folded): at most `max_series` label sets in all, one of them the "other" sum.
+
+    Kept are the rows with most queued recipients (ties by name); with `max_series` 0 or
+    more than the rows, everything is kept.
+    """
+    if max_series <= 0 or len(rows) <= max_series:
+        return list(rows), []
+    ranked = sorted(rows, key=lambda r: (-r.rcp, r.name))
+    keep = max(0, max_series - 1)
+    return sorted(ranked[:keep], key=lambda r: r.name), ranked[keep:]
+
+
+@dataclass(frozen=True, slots=True)
+class _Prepared:
+    """Metric families built from one poll result (everything but the data age)."""
+
+    result: PollResult
+    families: tuple[Metric, ...]
+
+
+def _gauge(name: str, doc: str, value: float, unit: str = "") -> GaugeMetricFamily:
+    return GaugeMetricFamily(name, doc, value=value, unit=unit)
+
+
+def _labelled_gauge(name: str, doc: str, labels: Sequence[str]) -> GaugeMetricFamily:
+    return GaugeMetricFamily(name, doc, labels=list(labels))
+
+
+def _counter(name: str, doc: str, labels: Sequence[str] = ()) -> CounterMetricFamily:
+    return CounterMetricFamily(name, doc, labels=list(labels))
+
+
+class PmtaCollector(Collector):
+    """A prometheus_client collector over the latest PollResult (`update` is `on_result`)."""
+
+    def __init__(self, *, max_series: int = 500, clock: Callable[[], datetime] | None = None):
+        self.max_series = max_series
+        self._clock = clock or (lambda: datetime.now(UTC))
+        self._lock = threading.Lock()
+        self._prepared: _Prepared | None = None
+
+    # -- poller side ---------------------------------------------------------------------
+
+    def update(self, result: PollResult) -> None:
+        """Build the families for `result` (poller thread) and publish them atomically."""
+        families = tuple(self._build(result))
+        prepared = _Prepared(result, families)
+        with self._lock:
+            self._prepared = prepared
+
+    def _build(self, result: PollResult) -> Iterator[Metric]:
+        polls = result.successes + result.failures
+        yield _single_counter("pmta_polls", "Polls of the PowerMTA API by the exporter.", polls)
+        yield _single_counter(
+            "pmta_poll_errors", "Failed polls of the PowerMTA API.", result.failures
+        )
+        yield _gauge(
+            "pmta_poll_consecutive_errors",
+            "Failed polls in a row (0 after a good one).",
+            result.consecutive_failures,
+        )
+        if result.last_success is not None:
+            yield _gauge(
+                "pmta_last_success_timestamp_seconds",
+                "When the exporter last reached the PowerMTA API (Unix time).",
+                result.last_success.timestamp(),
+            )
+        snap = result.snapshot
+        if snap is not None:
+            yield from self._snapshot_families(snap)
+
+    def _snapshot_families(self, snap: Snapshot) -> Iterator[Metric]:
+        st = snap.status
+        rt = st.runtime
+        info = _labelled_gauge(
+            "pmta_info", "PowerMTA product, version and host (value 1).",
+            ("product", "version", "host"),
+        )
+        info.add_metric([rt.product, rt.version or "", rt.host_name or ""], 1)
+        yield info
+        if rt.uptime_seconds is not None:
+            yield _gauge("pmta_uptime_seconds", "Seconds since PowerMTA started.",
+                         rt.uptime_seconds)
+        yield _gauge("pmta_shutting_down", "1 while PowerMTA is shutting down.",
+                     1 if rt.shutting_down else 0)
+
+        rcpt = _labelled_gauge("pmta_queued_recipients",
+                               "Recipients queued, per queue type (smtp = the queue depth).",
+                               ("type",))
+        doms = _labelled_gauge("pmta_queued_domains", "Domains with mail queued, per queue type.",
+                               ("type",))
+        size = _labelled_gauge("pmta_queued_bytes", "Bytes queued, per queue type.", ("type",))
+        types = list(st.queue_types)
+        if not any(q.name == "smtp" for q in types):
+            types.append(st.queue_type("smtp"))
+        for q in types:
+            rcpt.add_metric([q.name], q.rcp)
+            doms.add_metric([q.name], q.dom)
+            size.add_metric([q.name], q.kb * KB)
+        yield from (rcpt, doms, size)
+
+        t = st.traffic.total
+        for name, doc, inbound, outbound in (
+            ("pmta_traffic_recipients", "Recipients since PowerMTA started.",
+             t.inbound.rcp, t.outbound.rcp),
+            ("pmta_traffic_messages", "Messages since PowerMTA started.",
+             t.inbound.msg, t.outbound.msg),
+            ("pmta_traffic_bytes", "Bytes since PowerMTA started.",
+             t.inbound.kb * KB, t.outbound.kb * KB),
+        ):
+            fam = _counter(name, doc, ("direction",))
+            fam.add_metric(["in"], inbound)
+            fam.add_metric(["out"], outbound)
+            yield fam
+        yield _single_counter("pmta_bounces_processed", "Bounces processed since PowerMTA "
+                              "started.", t.bounce_processed)
+        yield _single_counter("pmta_feedback_loop_processed", "Feedback-loop reports processed "
+                              "since PowerMTA started.", t.feedback_loop_processed)
+        yield _gauge("pmta_outbound_messages_per_second",
+                     "Messages delivered per second over the last minute.",
+                     st.traffic.messages_per_second)
+        yield _gauge("pmta_outbound_recipients_per_second",
+                     "Recipients delivered per second over the last minute.",
+                     st.traffic.recipients_per_second)
+
+        conn = _labelled_gauge("pmta_smtp_connections", "Open SMTP connections.", ("direction",))
+        conn_max = _labelled_gauge("pmta_smtp_connections_max",
+                                   "Configured maximum of SMTP connections.", ("direction",))
+        for direction, counts in (("in", st.conn.smtp_in), ("out", st.conn.smtp_out)):
+            conn.add_metric([direction], counts.cur)
+            conn_max.add_metric([direction], counts.max)
+        yield from (conn, conn_max)
+
+        yield _gauge("pmta_spool_initialization_ratio",
+                     "Spool initialisation progress (1 = done).", min(st.spool.init_pct, 100) / 100)
+        yield _gauge("pmta_spool_files_in_use", "Spool files in use.", st.spool.files_in_use)
+
+        if snap.license is not None:
+            today = rt.time_now.date() if rt.time_now else self._clock().date()
+            days = snap.license.days_left(today)
+            yield _gauge("pmta_license_days_left",
+                         "Days until the PowerMTA license expires (+Inf: never).",
+                         math.inf if days is None else days)
+
+        yield _gauge("pmta_domains", "Destination domains PowerMTA reports.", len(snap.domains))
+        yield _gauge("pmta_vmtas", "VirtualMTAs PowerMTA reports.", len(snap.vmtas))
+        yield _gauge("pmta_queues", "Queues (domain/vmta) PowerMTA reports.", len(snap.queues))
+        yield from self._per_item(snap)
+
+    def _per_item(self, snap: Snapshot) -> Iterator[Metric]:
+        other = _labelled_gauge(
+            "pmta_exporter_other_items",
+            f"Items beyond the series cap summed into the {OTHER} series.", ("kind",),
+        )
+        dims: tuple[tuple[str, Sequence[_RowLike]], ...] = (
+            ("domain", snap.domains),
+            ("vmta", snap.vmtas),
+        )
+        for kind, rows in dims:
+            kept, folded = cap_rows(rows, self.max_series)
+            other.add_metric([kind], len(folded))
+            rcpt = _labelled_gauge(f"pmta_{kind}_queued_recipients",
+                                   f"Recipients queued per {kind}.", (kind,))
+            size = _labelled_gauge(f"pmta_{kind}_queued_bytes", f"Bytes queued per {kind}.",
+                                   (kind,))
+            conn = _labelled_gauge(f"pmta_{kind}_connections",
+                                   f"Open SMTP connections per {kind}.", (kind,))
+            for row in kept:
+                rcpt.add_metric([row.name], row.rcp)
+                size.add_metric([row.name], row.kb * KB)
+                conn.add_metric([row.name], row.conn)
+            if folded:
+                rcpt.add_metric([OTHER], sum(r.rcp for r in folded))
+                size.add_metric([OTHER], sum(r.kb for r in folded) * KB)
+                conn.add_metric([OTHER], sum(r.conn for r in folded))
+            yield from (rcpt, size, conn)
+
+        kept_q, folded_q = cap_rows(snap.queues, self.max_series)
+        other.add_metric(["queue"], len(folded_q))
+        labels = ("queue", "domain", "vmta")
+        rcpt = _labelled_gauge("pmta_queue_recipients", "Recipients per queue.", labels)
+        size = _labelled_gauge("pmta_queue_bytes", "Bytes per queue.", labels)
+        conn = _labelled_gauge("pmta_queue_connections", "Open connections per queue.", labels)
+        paused = _labelled_gauge("pmta_queue_paused",
+                                 f"1 when the queue is paused ({OTHER}: how many are).", labels)
+        backoff = _labelled_gauge("pmta_queue_backoff",
+                                  f"1 when the queue is in backoff ({OTHER}: how many are).",
+                                  labels)
+        for q in kept_q:
+            values = [q.name, q.domain, q.vmta]
+            rcpt.add_metric(values, q.rcp)
+            size.add_metric(values, q.kb * KB)
+            conn.add_metric(values, q.conn)
+            paused.add_metric(values, 1 if q.paused else 0)
+            backoff.add_metric(values, 1 if q.mode is QueueMode.BACKOFF else 0)
+        if folded_q:
+            values = [OTHER, OTHER, OTHER]
+            rcpt.add_metric(values, sum(q.rcp for q in folded_q))
+            size.add_metric(values, sum(q.kb for q in folded_q) * KB)
+            conn.add_metric(values, sum(q.conn for q in folded_q))
+            paused.add_metric(values, sum(1 for q in folded_q if q.paused))
+            backoff.add_metric(values, sum(1 for q in folded_q if q.mode is QueueMode.BACKOFF))
+        yield from (rcpt, size, conn, paused, backoff, other)
+
+    # -- scrape side -----------------------------------------------------------------------
+
+    def collect(self) -> Iterable[Metric]:
+        """The families of the last poll plus `pmta_up` and the data age as of now."""
+        with self._lock:
+            prepared = self._prepared
+        if prepared is None:
+            yield _gauge("pmta_up", "1 when the last poll of the PowerMTA API succeeded.", 0)
+            return
+        result = prepared.result
+        yield _gauge("pmta_up", "1 when the last poll of the PowerMTA API succeeded.",
+                     1 if result.api_reachable else 0)
+        age = result.data_age(self._clock())
+        if age is not None:
+            yield _gauge("pmta_data_age_seconds",
+                         "Seconds since the exporter last reached the PowerMTA API.", age)
+        for family in prepared.families:
+            if family.samples:
+                yield family
+
+    def describe(self) -> Iterable[Metric]:
+        """Nothing up front: the registry must call `collect` (families vary with the data)."""
+        return []
+
+
+def _single_counter(name: str, doc: str, value: float) -> CounterMetricFamily:
+    return CounterMetricFamily(name, doc, value=value)
+
+
+class Exporter:
+    """The HTTP server and the poller; `start()` binds, then polls; `stop()` ends both."""
+
+    def __init__(self, cfg: Config, *, listen: str | None = None) -> None:
+        self.cfg = cfg
+        self.host, self.requested_port = parse_listen(listen or cfg.exporter_listen)
+        self.collector = PmtaCollector(max_series=cfg.exporter_max_series)
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(self.collector)
+        self._server: WSGIServer | None = None
+        self._thread: threading.Thread | None = None
+        self._poller: Poller | None = None
+
+    @property
+    def port(self) -> int:
+        """The bound port (after `start`; useful with port 0)."""
+        if self._server is None:
+            return self.requested_port
+        return int(self._server.server_address[1])
+
+    @property
+    def url(self) -> str:
+        """`http://HOST:PORT/metrics`."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}/metrics"
+
+    def start(self) -> None:
+        """Bind the listen address (OSError if taken), then start polling."""
+        from prometheus_client import start_http_server
+
+        from pmta_snmp.agent import client_config_from
+        from pmta_snmp.poller import Poller
+
+        self._server, self._thread = start_http_server(
+            self.requested_port, addr=self.host, registry=self.registry
+        )
+        poller = Poller(
+            client_config_from(self.cfg),
+            interval=self.cfg.poll.interval,
+            jitter=self.cfg.poll.jitter,
+            license_interval=self.cfg.poll.license_interval,
+            on_result=self.collector.update,
+        )
+        poller.start()
+        self._poller = poller
+        log.info("pmta-snmp exporter: serving %s, polling %s every %gs",
+                 self.url, self.cfg.pmta.url, self.cfg.poll.interval)
+
+    def stop(self) -> None:
+        """Stop polling and serving (idempotent)."""
+        if self._poller is not None:
+            self._poller.stop()
+            self._poller = None
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+        if self._thread is not None:
+            self._thread.join(5)
+            self._thread = None
+
+    def __enter__(self) -> Exporter:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+async def run_exporter(
+    cfg: Config,
+    *,
+    stop: asyncio.Event | None = None,
+    listen: str | None = None,
+    ready: Callable[[str], None] | None = None,
+) -> None:
+    """Serve `/metrics` on `listen` (default `cfg.exporter_listen`) until `stop` is set or
+    SIGTERM/SIGINT arrives; `ready(url)` is called once the port is bound."""
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.add_signal_handler(sig, stop.set)
+    exporter = Exporter(cfg, listen=listen)
+    await asyncio.to_thread(exporter.start)
+    try:
+        if ready is not None:
+            ready(exporter.url)
+        await stop.wait()
+    finally:
+        await asyncio.to_thread(exporter.stop)
+
+
+def config_with_listen(cfg: Config, listen: str | None) -> Config:
+    """`cfg` with `exporter_listen` replaced (validated) when `listen` is given."""
+    if listen is None:
+        return cfg
+    parse_listen(listen)
+    return replace(cfg, exporter_listen=listen)
