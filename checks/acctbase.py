@@ -22,20 +22,20 @@ from typing import TYPE_CHECKING, Any
 import nagiosplugin
 
 from .base import (
+    Info,
+    Labelled,
     PluginError,
     PluginParser,
+    PluginResource,
     Run,
     Summary,
     Threshold,
     duration,
-    fmt_num,
     human,
     input_key,
     lld,
-    metric,
     nonneg_int,
     pct,
-    problem_texts,
     top_items,
 )
 
@@ -48,8 +48,11 @@ MAX_KEYS = 500
 #: dsnDiag reasons are grouped by their first 60 characters (operating rules §5).
 DIAG_CHARS = 60
 
-#: Counters of one record: dimension -> key, and counter -> increment.
-Event = tuple[Mapping[str, str | None], Mapping[str, int]]
+#: What one record counts: ((dimension, key), ...) and the counters it adds one to. Hashable,
+#: so identical events of a minute are counted once before they go into the buckets.
+Event = tuple[tuple[tuple[str, str | None], ...], tuple[str, ...]]
+#: Distinct (minute, event) pairs held before they are added to the buckets.
+_BATCH = 5_000
 
 
 def add_acct_args(p: PluginParser, *, window: str = "1h") -> None:
@@ -107,6 +110,11 @@ class Window:
         values = {k: float(c.get(counter, 0)) for k, c in self.totals("diag").items()}
         return [(k, int(v)) for k, v in top_items(values, n) if v > 0]
 
+    @property
+    def span(self) -> str:
+        """`in the last 60 min`."""
+        return f"in the last {human(self.window_minutes)} min"
+
 
 def read_window(
     run: Run,
@@ -138,12 +146,21 @@ def read_window(
                             deadline=run.soft_deadline(), types=types, keep_extra=False)
         win = Window(buckets, now_minute, minutes, first_run=reader.first_run)
         run.enter(f"reading {spec}")
+        batch: dict[tuple[int, Event], int] = {}
+        last_when: object = None
+        minute = now_minute
         for record in reader.records():
             win.new_records += 1
             when = record.time_logged
-            minute = epoch_minute(when) if when is not None else now_minute
-            for keys, counters in event(record):
-                buckets.add_event(minute, keys, counters, now_minute=now_minute)
+            if when != last_when:
+                last_when = when
+                minute = epoch_minute(when) if when is not None else now_minute
+            for ev in event(record):
+                key = (minute, ev)
+                batch[key] = batch.get(key, 0) + 1
+            if len(batch) >= _BATCH:
+                _add_batch(buckets, batch, now_minute)
+        _add_batch(buckets, batch, now_minute)
         run.enter(f"saving state file {state.path}")
         buckets.prune(now_minute)
         doc["acct"] = reader.state.to_json()
@@ -161,11 +178,17 @@ def read_window(
     if win.skipped_rows:
         run.note(f"{win.skipped_rows} malformed accounting rows skipped")
     if win.timed_out:
-        run.partial = (
-            f"timed out after {fmt_num(float(args.timeout))} s reading {spec} "
-            f"({human(win.new_records)} records read; the rest is read next run)"
-        )
+        run.stopped_early(spec, f"{human(win.new_records)} records read")
     return win
+
+
+def _add_batch(buckets: MinuteBuckets, batch: dict[tuple[int, Event], int],
+               now_minute: int) -> None:
+    """Add counted events to the buckets: n identical events add n to each counter."""
+    for (minute, (keys, counters)), n in batch.items():
+        buckets.add_event(minute, dict(keys), dict.fromkeys(counters, n),
+                          now_minute=now_minute)
+    batch.clear()
 
 
 def diag_key(text: str) -> str | None:
@@ -175,7 +198,7 @@ def diag_key(text: str) -> str | None:
 
 
 # ---------------------------------------------------------------------------------------------
-# Per-key rates as metrics
+# The resource and per-key rates as metrics
 # ---------------------------------------------------------------------------------------------
 
 
@@ -188,27 +211,94 @@ DIMENSIONS = {
 }
 
 
+class AcctResource(PluginResource):
+    """A resource over the accounting window: `types` are the record types read, `events()`
+    turns one record into counters; `read()` adds this run's new records to the window.
+
+    The status line is the plugin's `ok_text()` or the problems, both followed by `reasons()`.
+    """
+
+    types: tuple[str, ...] = ()
+
+    def __init__(self, args: argparse.Namespace, run: Run) -> None:
+        super().__init__(args, run)
+        self.window: Window | None = None
+
+    def events(self, record: AcctRecord) -> Iterable[Event]:
+        """What one record counts: its (dimension, key) pairs and counters (see Event)."""
+        raise NotImplementedError
+
+    def read(self) -> Window:
+        """This run's new records, added to the stored window."""
+        self.window = read_window(self.run, self.args, types=self.types, event=self.events)
+        return self.window
+
+    @classmethod
+    def discover(cls, args: argparse.Namespace, run: Run, kind: str) -> list[dict[str, str]]:
+        """LLD of the source IPs, recipient domains or VirtualMTAs seen in the window."""
+        return discover_from_window(cls(args, run).read(), kind)
+
+    def not_judged(self, volume: int, fmt: str = ", {}: not judged") -> str:
+        """The OK-line remark for a volume below --min-volume (else "")."""
+        if volume >= self.args.min_volume:
+            return ""
+        return fmt.format(f"below --min-volume {self.args.min_volume}")
+
+    def ok_text(self, results: nagiosplugin.Results) -> str:
+        """The OK line (without the reasons)."""
+        raise NotImplementedError
+
+    def reasons(self) -> str:
+        """`top reasons: ...` for the status line ("" for none)."""
+        return ""
+
+    def summary(self) -> Summary:
+        return Summary(self.ok_text, max_problems=3, suffix=lambda results: self.reasons())
+
+    def rate_contexts(self, describe: Callable[[nagiosplugin.Metric, object], str],
+                      **ranges: tuple[nagiosplugin.Range | None, nagiosplugin.Range | None]
+                      ) -> list[nagiosplugin.Context]:
+        """Overall rates judged in the contexts named by `ranges` (name=(warning, critical));
+        `rate_info` for a rate below --min-volume, `info` for the counts."""
+        return [
+            *(Threshold(name, w, c, describe, unit="%") for name, (w, c) in ranges.items()),
+            Threshold("rate_info", None, None, describe),
+            Info("info"),
+        ]
+
+
+def percent(part: int, whole: int) -> float:
+    """100 * part / whole (0 for no whole)."""
+    return 100.0 * part / whole if whole else 0.0
+
+
 @dataclass
 class RateItems:
-    """Per-key rates of the judged dimensions, turned into metrics and texts."""
+    """Per-key rates `numerator` / `denominator` of a dimension, as metrics and texts."""
 
-    resource: nagiosplugin.Resource
     label: str  # "hard_rate"
     what: str  # "hard-bounce rate"
-    names: dict[str, tuple[str, str, Rate]] = field(default_factory=dict)
+    numerator: tuple[str, ...]
+    denominator: tuple[str, ...]
+    context: str  # "hard_item"
+    names: Labelled[tuple[str, str, Rate]] = field(default_factory=Labelled)
 
-    def metrics(
-        self, dimension: str, rates: Mapping[str, Rate], max_items: int, context: str
-    ) -> Iterable[nagiosplugin.Metric]:
-        """All rates are judged; perfdata for the max_items worst (context + `_np` beyond)."""
+    def judge(self, win: Window, dimension: str, args: argparse.Namespace
+              ) -> tuple[list[nagiosplugin.Metric], dict[str, dict[str, Any]]]:
+        """Every key with --min-volume attempts is judged; perfdata for the --max-items worst
+        (the context's `_np` twin beyond); Zabbix rows for the same."""
+        rates = win.rates(dimension, self.numerator, self.denominator, args.min_volume)
         ranked = sorted(rates.values(), key=lambda r: (-(r.percent or 0.0), -r.denominator,
                                                        r.key))
-        for i, rate in enumerate(ranked):
-            m = metric(f"{dimension}_{rate.key}_{self.label}", round(rate.percent or 0.0, 4),
-                       context=context if i < max_items else f"{context}_np", uom="%",
-                       min=0, max=100)
-            self.names[m.name] = (dimension, rate.key, rate)
-            yield m
+        metrics = [
+            self.names.metric(
+                (dimension, r.key, r), f"{dimension}_{r.key}_{self.label}",
+                round(r.percent or 0.0, 4), uom="%", min=0, max=100,
+                context=self.context if i < args.max_items else f"{self.context}_np",
+            )
+            for i, r in enumerate(ranked)
+        ]
+        return metrics, rate_details(rates, args.max_items)
 
     def describe(self, m: nagiosplugin.Metric, ctx: object) -> str:
         """`source IP 198.51.100.20 hard-bounce rate 8.2% of 1,234 attempts`."""
@@ -218,12 +308,13 @@ class RateItems:
             f"({human(rate.numerator)} of {human(rate.denominator)})"
         )
 
-    def contexts(self, name: str, warning: nagiosplugin.Range | None,
+    def contexts(self, warning: nagiosplugin.Range | None,
                  critical: nagiosplugin.Range | None) -> list[nagiosplugin.Context]:
         """The judged context and its no-perfdata twin."""
         return [
-            Threshold(name, warning, critical, self.describe, unit="%"),
-            Threshold(f"{name}_np", warning, critical, self.describe, perf=False, unit="%"),
+            Threshold(self.context, warning, critical, self.describe, unit="%"),
+            Threshold(f"{self.context}_np", warning, critical, self.describe, perf=False,
+                      unit="%"),
         ]
 
     def worst(self, dimension: str) -> tuple[str, Rate] | None:
@@ -232,6 +323,15 @@ class RateItems:
         if not found:
             return None
         return max(found, key=lambda kr: (kr[1].percent or 0.0, kr[1].denominator))
+
+    def worst_text(self, dimensions: Iterable[str]) -> str:
+        """`; worst sender domain a.example 4.1%, source IP 198.51.100.7 3.9%` (or "")."""
+        worst = []
+        for dimension in dimensions:
+            found = self.worst(dimension)
+            if found is not None and (found[1].percent or 0) > 0:
+                worst.append(f"{DIMENSIONS[dimension]} {found[0]} {pct(found[1].percent or 0)}")
+        return "; worst " + ", ".join(worst[:2]) if worst else ""
 
 
 def parse_dimensions(text: str) -> tuple[str, ...]:
@@ -249,23 +349,6 @@ def parse_dimensions(text: str) -> tuple[str, ...]:
     if not out:
         raise argparse.ArgumentTypeError("no dimension given")
     return tuple(dict.fromkeys(out))
-
-
-class AcctSummary(Summary):
-    """Status line: the plugin's OK text, or the problems; both followed by the top reasons."""
-
-    def __init__(self, ok_text: Callable[[nagiosplugin.Results], str],
-                 reasons: Callable[[], str]) -> None:
-        super().__init__(ok_text, max_problems=3)
-        self.reasons = reasons
-
-    def problem(self, results: nagiosplugin.Results) -> str:
-        texts = problem_texts(results)
-        line = "; ".join(texts[: self.max_problems])
-        if len(texts) > self.max_problems:
-            line += f"; +{len(texts) - self.max_problems} more"
-        extra = self.reasons()
-        return f"{line}; {extra}" if extra else line
 
 
 def reasons_text(reasons: list[tuple[str, int]], label: str = "top reasons") -> str:

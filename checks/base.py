@@ -1,8 +1,10 @@
 """The shared contract of the check_pmta_* plugins.
 
-Every plugin is a few nagiosplugin classes (Resource -> Metric -> Context -> Summary) plus a
-`main()` that hands a :class:`Plugin` to :func:`run_plugin`. This module covers nagiosplugin's
-sharp edges once for all of them:
+Every plugin is a few nagiosplugin classes (Resource -> Metric -> Context -> Summary): a
+:class:`PluginResource` whose `probe()` yields the metrics, whose `contexts()` judge them and
+whose `summary()` writes the status line, and a :class:`Plugin` (name, options, the resource's
+`check`) whose `main()` is the entry point (:func:`run_plugin`). This module covers
+nagiosplugin's sharp edges once for all of them:
 
 * usage errors exit 3 (UNKNOWN) with one status line, never argparse's exit 2 (CRITICAL);
 * ``-t`` accepts fractions (``signal.setitimer`` plus a deadline that resources pass down) and
@@ -41,11 +43,9 @@ import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import FrameType
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import nagiosplugin
-
-from pmta_snmp.cli import add_connection_args
 
 if TYPE_CHECKING:
     from pmta_snmp.api import ClientConfig, PmtaClient
@@ -382,6 +382,48 @@ class PmtaCheck(nagiosplugin.Check):  # type: ignore[misc]
         self.perfdata: list[str] = [p for p in self.perfdata if p]
 
 
+class PluginResource(nagiosplugin.Resource):  # type: ignore[misc]
+    """A plugin's resource: its arguments and Run, the contexts that judge its metrics and the
+    summary that writes the status line. ``Plugin(build_check=MyResource.check)``."""
+
+    def __init__(self, args: argparse.Namespace, run: Run) -> None:
+        self.args = args
+        self.run = run
+
+    @property
+    def name(self) -> str:
+        return self.run.plugin.name
+
+    def contexts(self) -> list[nagiosplugin.Context]:
+        """The contexts of the metrics that probe() yields."""
+        return []
+
+    def summary(self) -> Summary:
+        """The status line."""
+        return Summary()
+
+    @classmethod
+    def check(cls, args: argparse.Namespace, run: Run) -> nagiosplugin.Check:
+        """The Check of one resource of this class, with its contexts and summary."""
+        resource = cls(args, run)
+        return PmtaCheck(resource, *resource.contexts(), resource.summary())
+
+
+_T = TypeVar("_T")
+
+
+class Labelled(dict[str, _T]):
+    """What each per-item metric stands for, by perfdata label: labels are sanitised (no dots
+    or slashes), so a text that names the item looks it up here."""
+
+    def metric(self, what: _T, name: str, value: float | int | None, *, context: str,
+               **kw: Any) -> nagiosplugin.Metric:
+        """A metric (see :func:`metric`) remembered as standing for `what`."""
+        m = metric(name, value, context=context, **kw)
+        self[m.name] = what
+        return m
+
+
 # ---------------------------------------------------------------------------------------------
 # Arguments
 # ---------------------------------------------------------------------------------------------
@@ -498,6 +540,8 @@ def make_parser(
             help="state file name for this instance (default: a hash of the inputs)",
         )
     if connection:
+        from pmta_snmp.cli import add_connection_args  # file plugins never import the CLI
+
         add_connection_args(p)
     return p
 
@@ -525,6 +569,10 @@ class Plugin:
     build_check: Callable[[argparse.Namespace, Run], nagiosplugin.Check]
     discover: Callable[[argparse.Namespace, Run, str], list[dict[str, str]]] | None = None
     discovery: tuple[str, ...] = ()
+
+    def main(self, argv: Sequence[str] | None = None) -> int:
+        """Run the plugin on `argv` (default sys.argv); the exit code (see run_plugin)."""
+        return run_plugin(self, argv)
 
 
 @dataclass
@@ -574,6 +622,14 @@ class Run:
     def note(self, text: str) -> None:
         """A remark for the long output (state reset, rotation seen, ...)."""
         self.notes.append(text)
+
+    def stopped_early(self, path: str, progress: str) -> None:
+        """A reader stopped at the soft deadline in `path` after `progress`; its state points
+        after what it read, so the rest is read next run."""
+        self.partial = (
+            f"timed out after {fmt_num(float(self.args.timeout))} s reading {path} "
+            f"({progress}; the rest is read next run)"
+        )
 
     # -- state -----------------------------------------------------------------------------
 

@@ -20,32 +20,16 @@ from typing import TYPE_CHECKING
 import nagiosplugin
 
 from .acctbase import (
-    DIMENSIONS,
-    AcctSummary,
+    AcctResource,
     Event,
     RateItems,
-    Window,
     add_acct_args,
     diag_key,
-    discover_from_window,
     parse_dimensions,
-    rate_details,
-    read_window,
+    percent,
     reasons_text,
 )
-from .base import (
-    Info,
-    Plugin,
-    PluginParser,
-    PmtaCheck,
-    Run,
-    Threshold,
-    human,
-    make_parser,
-    metric,
-    parse_range,
-    pct,
-)
+from .base import Plugin, PluginParser, Run, human, make_parser, metric, parse_range, pct
 
 if TYPE_CHECKING:
     from pmta_snmp.acct import AcctRecord
@@ -54,57 +38,43 @@ BOUNCE_CLASSES = ("hard", "soft", "block")
 ATTEMPTS = ("d", *BOUNCE_CLASSES)
 
 
-def bounce_events(record: AcctRecord) -> Iterator[Event]:
-    """Counters of one `d`/`b` record: per dimension, and its reason for `b`."""
-    if record.type == "d":
-        counters = {"d": 1}
-    elif record.type == "b":
-        cls = record.bounce_class()
-        counters = {cls if cls in BOUNCE_CLASSES else "soft": 1}
-    else:
-        return
-    yield (
-        {
-            "total": "all",
-            "sender": record.sender_domain,
-            "domain": record.rcpt_domain,
-            "ip": record.dlv_source_ip,
-            "vmta": record.vmta,
-        },
-        counters,
-    )
-    if record.type == "b":
-        yield {"diag": diag_key(record.dsn_diag)}, counters
-
-
-class BounceResource(nagiosplugin.Resource):  # type: ignore[misc]
+class BounceResource(AcctResource):
     """New accounting records into the window; overall and per-key bounce rates."""
 
+    types = ("d", "b")
+
     def __init__(self, args: argparse.Namespace, run: Run) -> None:
-        self.args = args
-        self.run = run
-        self.window: Window | None = None
-        self.items = RateItems(self, "hard_rate", "hard-bounce rate")
+        super().__init__(args, run)
+        self.items = RateItems("hard_rate", "hard-bounce rate", ("hard",), ATTEMPTS, "hard_item")
         self.attempts = 0
         self.counts: dict[str, int] = {}
 
-    @property
-    def name(self) -> str:
-        return "BOUNCE"
-
-    def read(self) -> Window:
-        """This run's new records, added to the stored window."""
-        return read_window(self.run, self.args, types=("d", "b"), event=bounce_events)
+    def events(self, record: AcctRecord) -> tuple[Event, ...]:
+        """Counters of one `d`/`b` record: per dimension, and its reason for `b`."""
+        kind = record.type
+        if kind == "d":
+            counters: tuple[str, ...] = ("d",)
+        elif kind == "b":
+            cls = record.bounce_class()
+            counters = (cls if cls in BOUNCE_CLASSES else "soft",)
+        else:
+            return ()
+        keys = (("total", "all"), ("sender", record.sender_domain),
+                ("domain", record.rcpt_domain), ("ip", record.dlv_source_ip),
+                ("vmta", record.vmta))
+        if kind == "b":
+            return (keys, counters), ((("diag", diag_key(record.dsn_diag)),), counters)
+        return ((keys, counters),)
 
     def probe(self) -> Iterator[nagiosplugin.Metric]:
         a = self.args
-        win = self.window = self.read()
+        win = self.read()
         self.run.enter("computing bounce rates")
         self.counts = {c: win.total((c,)) for c in ATTEMPTS}
         attempts = self.attempts = sum(self.counts.values())
         judged = attempts >= a.min_volume and attempts > 0
-        hard_pct = 100.0 * self.counts["hard"] / attempts if attempts else 0.0
-        block_pct = 100.0 * self.counts["block"] / attempts if attempts else 0.0
+        hard_pct = percent(self.counts["hard"], attempts)
+        block_pct = percent(self.counts["block"], attempts)
         yield metric("hard_rate", round(hard_pct, 4), uom="%", min=0, max=100,
                      context="hard_total" if judged else "rate_info")
         yield metric("block_rate", round(block_pct, 4), uom="%", min=0, max=100,
@@ -122,9 +92,8 @@ class BounceResource(nagiosplugin.Resource):  # type: ignore[misc]
             "reasons": dict(win.top_reasons("hard")),
         }
         for dimension in a.by:
-            rates = win.rates(dimension, ("hard",), ATTEMPTS, a.min_volume)
-            yield from self.items.metrics(dimension, rates, a.max_items, "hard_item")
-            details[dimension] = rate_details(rates, a.max_items)
+            metrics, details[dimension] = self.items.judge(win, dimension, a)
+            yield from metrics
         self.run.details = details
         self.run.primary = "hard_rate"
 
@@ -141,53 +110,29 @@ class BounceResource(nagiosplugin.Resource):  # type: ignore[misc]
         return reasons_text(found, label)
 
     def ok_text(self, results: nagiosplugin.Results) -> str:
-        win = self.window
-        assert win is not None
-        span = f"in the last {human(win.window_minutes)} min"
+        assert self.window is not None
+        span = self.window.span
         if not self.attempts:
             return f"no deliveries or bounces {span}"
         c = self.counts
-        text = (
-            f"hard bounces {pct(100.0 * c['hard'] / self.attempts)} of "
+        return (
+            f"hard bounces {pct(percent(c['hard'], self.attempts))} of "
             f"{human(self.attempts)} attempts {span} (soft {human(c['soft'])}, "
-            f"block {human(c['block'])})"
+            f"block {human(c['block'])}){self.not_judged(self.attempts)}"
+            f"{self.items.worst_text(self.args.by)}"
         )
-        if self.attempts < self.args.min_volume:
-            text += f", below --min-volume {self.args.min_volume}: not judged"
-        worst = []
-        for dimension in self.args.by:
-            found = self.items.worst(dimension)
-            if found is not None and (found[1].percent or 0) > 0:
-                worst.append(f"{DIMENSIONS[dimension]} {found[0]} {pct(found[1].percent or 0)}")
-        if worst:
-            text += "; worst " + ", ".join(worst[:2])
-        extra = self.reasons()
-        return f"{text}; {extra}" if extra else text
 
-
-def build_check(args: argparse.Namespace, run: Run) -> nagiosplugin.Check:
-    """One resource; overall and per-key threshold contexts; the summary with reasons."""
-    res = BounceResource(args, run)
-
-    def total_text(m: nagiosplugin.Metric, ctx: object) -> str:
+    def total_text(self, m: nagiosplugin.Metric, ctx: object) -> str:
         what = "hard-bounce" if m.name == "hard_rate" else "block"
-        return f"overall {what} rate {pct(m.value)} of {human(res.attempts)} attempts"
+        return f"overall {what} rate {pct(m.value)} of {human(self.attempts)} attempts"
 
-    return PmtaCheck(
-        res,
-        Threshold("hard_total", args.warning, args.critical, total_text, unit="%"),
-        Threshold("block_total", args.block_warning, args.block_critical, total_text, unit="%"),
-        Threshold("rate_info", None, None, total_text),
-        Info("info"),
-        *res.items.contexts("hard_item", args.warning, args.critical),
-        AcctSummary(res.ok_text, res.reasons),
-    )
-
-
-def discover(args: argparse.Namespace, run: Run, kind: str) -> list[dict[str, str]]:
-    """LLD of the source IPs, recipient domains or VirtualMTAs seen in the window."""
-    win = read_window(run, args, types=("d", "b"), event=bounce_events)
-    return discover_from_window(win, kind)
+    def contexts(self) -> list[nagiosplugin.Context]:
+        a = self.args
+        return [
+            *self.rate_contexts(self.total_text, hard_total=(a.warning, a.critical),
+                                block_total=(a.block_warning, a.block_critical)),
+            *self.items.contexts(a.warning, a.critical),
+        ]
 
 
 def build_parser(plugin: Plugin) -> PluginParser:
@@ -216,17 +161,15 @@ PLUGIN = Plugin(
     prog="check_pmta_bounce",
     description="PowerMTA hard-bounce rate from the accounting files (rolling window).",
     build_parser=build_parser,
-    build_check=build_check,
-    discover=discover,
+    build_check=BounceResource.check,
+    discover=BounceResource.discover,
     discovery=("sources", "domains", "vmtas"),
 )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of check_pmta_bounce."""
-    from .base import run_plugin
-
-    return run_plugin(PLUGIN, argv)
+    return PLUGIN.main(argv)
 
 
 if __name__ == "__main__":

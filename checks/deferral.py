@@ -22,28 +22,23 @@ from typing import TYPE_CHECKING
 import nagiosplugin
 
 from .acctbase import (
-    DIMENSIONS,
-    AcctSummary,
+    AcctResource,
     Event,
     RateItems,
     Window,
     add_acct_args,
     diag_key,
-    discover_from_window,
     parse_dimensions,
-    rate_details,
-    read_window,
+    percent,
     reasons_text,
 )
 from .base import (
     WARNING,
     Flag,
-    Info,
+    Labelled,
     Plugin,
     PluginParser,
-    PmtaCheck,
     Run,
-    Threshold,
     human,
     make_parser,
     metric,
@@ -58,32 +53,6 @@ if TYPE_CHECKING:
 
 DEFERRED = ("t", "tq")
 ATTEMPTS = ("d", "b", "t", "tq")
-
-
-def deferral_events(record: AcctRecord) -> Iterator[Event]:
-    """Counters of one d/b/t/tq record; a deferral also counts under its reason."""
-    kind = record.type
-    if kind not in ATTEMPTS:
-        return
-    domain = record.rcpt_domain
-    if not domain and record.queue:
-        domain = record.queue.rsplit("/", 1)[0].lower()  # tq rows may carry no rcpt [?]
-    ip = record.dlv_source_ip
-    from pmta_snmp.acct import pair_key
-
-    yield (
-        {
-            "total": "all",
-            "sender": record.sender_domain,
-            "domain": domain,
-            "ip": ip,
-            "vmta": record.vmta,
-            "pair": pair_key(domain, ip) if domain and ip else None,
-        },
-        {kind: 1},
-    )
-    if kind in DEFERRED:
-        yield {"diag": diag_key(record.dsn_diag)}, {kind: 1}
 
 
 @dataclass(frozen=True)
@@ -133,30 +102,45 @@ def find_outliers(win: Window, *, min_volume: int, factor: float, min_diff: floa
     return outliers, uniform
 
 
-class DeferralResource(nagiosplugin.Resource):  # type: ignore[misc]
+class DeferralResource(AcctResource):
     """New accounting records into the window; deferral rates and outlier IPs."""
 
+    types = ATTEMPTS
+
     def __init__(self, args: argparse.Namespace, run: Run) -> None:
-        self.args = args
-        self.run = run
-        self.window: Window | None = None
-        self.items = RateItems(self, "deferral_rate", "deferral rate")
+        from pmta_snmp.acct import pair_key
+
+        super().__init__(args, run)
+        self.pair_key = pair_key
+        self.items = RateItems("deferral_rate", "deferral rate", DEFERRED, ATTEMPTS, "item")
         self.attempts = 0
         self.deferred = 0
-        self.outliers: dict[str, Outlier] = {}
+        self.outliers: Labelled[Outlier] = Labelled()
 
-    @property
-    def name(self) -> str:
-        return "DEFERRAL"
+    def events(self, record: AcctRecord) -> tuple[Event, ...]:
+        """Counters of one d/b/t/tq record; a deferral also counts under its reason."""
+        kind = record.type
+        if kind not in ATTEMPTS:
+            return ()
+        domain = record.rcpt_domain
+        if not domain and record.queue:
+            domain = record.queue.rsplit("/", 1)[0].lower()  # tq rows may carry no rcpt [?]
+        ip = record.dlv_source_ip
+        keys = (("total", "all"), ("sender", record.sender_domain), ("domain", domain),
+                ("ip", ip), ("vmta", record.vmta),
+                ("pair", self.pair_key(domain, ip) if domain and ip else None))
+        if kind in DEFERRED:
+            return (keys, (kind,)), ((("diag", diag_key(record.dsn_diag)),), (kind,))
+        return ((keys, (kind,)),)
 
     def probe(self) -> Iterator[nagiosplugin.Metric]:
         a, run = self.args, self.run
-        win = self.window = read_window(run, a, types=ATTEMPTS, event=deferral_events)
+        win = self.read()
         run.enter("computing deferral rates")
         self.attempts = win.total(ATTEMPTS)
         self.deferred = win.total(DEFERRED)
         judged = self.attempts >= a.min_volume and self.attempts > 0
-        rate = 100.0 * self.deferred / self.attempts if self.attempts else 0.0
+        rate = percent(self.deferred, self.attempts)
         yield metric("deferral_rate", round(rate, 4), uom="%", min=0, max=100,
                      context="total" if judged else "rate_info")
         yield metric("attempts", self.attempts, context="info", min=0)
@@ -171,19 +155,16 @@ class DeferralResource(nagiosplugin.Resource):  # type: ignore[misc]
             "reasons": dict(win.top_reasons("t")),
         }
         for dimension in a.by:
-            rates = win.rates(dimension, DEFERRED, ATTEMPTS, a.min_volume)
-            yield from self.items.metrics(dimension, rates, a.max_items, "item")
-            details[dimension] = rate_details(rates, a.max_items)
+            metrics, details[dimension] = self.items.judge(win, dimension, a)
+            yield from metrics
         outliers, uniform = find_outliers(
             win, min_volume=a.outlier_min_volume, factor=a.outlier_factor,
             min_diff=a.outlier_min_diff,
         )
         yield metric("outlier_ips", len(outliers), context="info", min=0)
         for o in outliers:
-            m = metric(f"outlier {o.domain} {o.ip}", round(o.rate, 4), context="outlier",
-                       uom="%")
-            self.outliers[m.name] = o
-            yield m
+            yield self.outliers.metric(o, f"outlier {o.domain} {o.ip}", round(o.rate, 4),
+                                       context="outlier", uom="%")
         for domain in uniform:
             run.long.append(
                 f"domain {domain}: every source IP defers alike (a configuration or "
@@ -210,50 +191,26 @@ class DeferralResource(nagiosplugin.Resource):  # type: ignore[misc]
         return reasons_text(win.top_reasons("t")) if win is not None else ""
 
     def ok_text(self, results: nagiosplugin.Results) -> str:
-        win = self.window
-        assert win is not None
-        span = f"in the last {human(win.window_minutes)} min"
+        assert self.window is not None
+        span = self.window.span
         if not self.attempts:
             return f"no delivery attempts {span}"
-        text = (
-            f"deferrals {pct(100.0 * self.deferred / self.attempts)} of "
-            f"{human(self.attempts)} attempts {span}"
+        return (
+            f"deferrals {pct(percent(self.deferred, self.attempts))} of "
+            f"{human(self.attempts)} attempts {span}{self.not_judged(self.attempts)}"
+            f"{self.items.worst_text(self.args.by)}"
         )
-        if self.attempts < self.args.min_volume:
-            text += f", below --min-volume {self.args.min_volume}: not judged"
-        worst = []
-        for dimension in self.args.by:
-            found = self.items.worst(dimension)
-            if found is not None and (found[1].percent or 0) > 0:
-                worst.append(f"{DIMENSIONS[dimension]} {found[0]} {pct(found[1].percent or 0)}")
-        if worst:
-            text += "; worst " + ", ".join(worst[:2])
-        extra = self.reasons()
-        return f"{text}; {extra}" if extra else text
 
+    def total_text(self, m: nagiosplugin.Metric, ctx: object) -> str:
+        return f"overall deferral rate {pct(m.value)} of {human(self.attempts)} attempts"
 
-def build_check(args: argparse.Namespace, run: Run) -> nagiosplugin.Check:
-    """One resource; overall, per-key and outlier contexts; the summary with reasons."""
-    res = DeferralResource(args, run)
-
-    def total_text(m: nagiosplugin.Metric, ctx: object) -> str:
-        return f"overall deferral rate {pct(m.value)} of {human(res.attempts)} attempts"
-
-    return PmtaCheck(
-        res,
-        Threshold("total", args.warning, args.critical, total_text, unit="%"),
-        Threshold("rate_info", None, None, total_text),
-        Info("info"),
-        *res.items.contexts("item", args.warning, args.critical),
-        Flag("outlier", args.outlier_state, res.outlier_text, perf=False),
-        AcctSummary(res.ok_text, res.reasons),
-    )
-
-
-def discover(args: argparse.Namespace, run: Run, kind: str) -> list[dict[str, str]]:
-    """LLD of the source IPs, recipient domains or VirtualMTAs seen in the window."""
-    win = read_window(run, args, types=ATTEMPTS, event=deferral_events)
-    return discover_from_window(win, kind)
+    def contexts(self) -> list[nagiosplugin.Context]:
+        a = self.args
+        return [
+            *self.rate_contexts(self.total_text, total=(a.warning, a.critical)),
+            *self.items.contexts(a.warning, a.critical),
+            Flag("outlier", a.outlier_state, self.outlier_text, perf=False),
+        ]
 
 
 def build_parser(plugin: Plugin) -> PluginParser:
@@ -286,17 +243,15 @@ PLUGIN = Plugin(
     prog="check_pmta_deferral",
     description="PowerMTA deferral rate and outlier source IPs from the accounting files.",
     build_parser=build_parser,
-    build_check=build_check,
-    discover=discover,
+    build_check=DeferralResource.check,
+    discover=DeferralResource.discover,
     discovery=("sources", "domains", "vmtas"),
 )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of check_pmta_deferral."""
-    from .base import run_plugin
-
-    return run_plugin(PLUGIN, argv)
+    return PLUGIN.main(argv)
 
 
 if __name__ == "__main__":

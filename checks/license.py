@@ -22,9 +22,8 @@ from .base import (
     Plugin,
     PluginError,
     PluginParser,
-    PmtaCheck,
+    PluginResource,
     Run,
-    Summary,
     Threshold,
     make_parser,
     metric,
@@ -69,18 +68,13 @@ def parse_license_text(text: str, source: str) -> LicenseInfo:
     return LicenseInfo(False, expires, fields, source)
 
 
-class LicenseResource(nagiosplugin.Resource):  # type: ignore[misc]
+class LicenseResource(PluginResource):
     """The license from the file or the API, as days left."""
 
     def __init__(self, args: argparse.Namespace, run: Run) -> None:
-        self.args = args
-        self.run = run
+        super().__init__(args, run)
         self.info: LicenseInfo | None = None
         self.days: int | None = None
-
-    @property
-    def name(self) -> str:
-        return "LICENSE"
 
     def read(self) -> LicenseInfo:
         """From --license-file, else `show license` over the API."""
@@ -114,6 +108,9 @@ class LicenseResource(nagiosplugin.Resource):  # type: ignore[misc]
         value = NEVER_DAYS if info.never else self.days
         yield metric("days_left", value, context="days_left", uom="")
 
+    def contexts(self) -> list[nagiosplugin.Context]:
+        return [DaysContext(self)]
+
 
 _SHOWN = ("product", "version", "licensee", "serial", "issued", "expires", "instances")
 
@@ -121,7 +118,8 @@ _SHOWN = ("product", "version", "licensee", "serial", "issued", "expires", "inst
 class DaysContext(Threshold):
     """Days left: an expired license is CRITICAL regardless of the ranges; `never` is OK."""
 
-    def __init__(self, resource: LicenseResource, args: argparse.Namespace) -> None:
+    def __init__(self, resource: LicenseResource) -> None:
+        args = resource.args
         super().__init__("days_left", args.warning, args.critical, self._describe, unit=" days")
         self.resource = resource
 
@@ -155,12 +153,6 @@ class DaysContext(Threshold):
         return Perf(metric.name, value, "", self.warning, self.critical, "", "")
 
 
-def build_check(args: argparse.Namespace, run: Run) -> nagiosplugin.Check:
-    """One resource, one context: days left."""
-    resource = LicenseResource(args, run)
-    return PmtaCheck(resource, DaysContext(resource, args), Summary())
-
-
 def _iso_date(text: str) -> date:
     try:
         return date.fromisoformat(text)
@@ -188,15 +180,13 @@ PLUGIN = Plugin(
     prog="check_pmta_license",
     description="Days until the PowerMTA license expires (show license, or the license file).",
     build_parser=build_parser,
-    build_check=build_check,
+    build_check=LicenseResource.check,
 )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of check_pmta_license."""
-    from .base import run_plugin
-
-    return run_plugin(PLUGIN, argv)
+    return PLUGIN.main(argv)
 
 
 if __name__ == "__main__":

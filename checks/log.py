@@ -14,7 +14,6 @@ matches found so far are reported, and the rest is read next run.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections.abc import Iterator, Sequence
 
@@ -23,110 +22,32 @@ import nagiosplugin
 from .base import (
     Info,
     Plugin,
-    PluginError,
     PluginParser,
-    PmtaCheck,
-    Run,
+    PluginResource,
     Summary,
     Threshold,
-    fmt_num,
     human,
-    input_key,
     make_parser,
     metric,
 )
 from .logscan import (
+    DEFAULT_LOG,
     DEFAULT_PATTERNS,
-    LogRead,
-    PatternError,
-    PatternSet,
     Scanner,
-    parse_pattern_file,
-    tail_log,
+    add_pattern_args,
+    log_paths,
+    scan_logs,
 )
 
-DEFAULT_LOG = "/var/log/pmta/log"
 
-
-def load_patterns(args: argparse.Namespace, defaults: dict[str, list[str]]) -> PatternSet:
-    """Defaults, replaced class by class by --pattern-file, extended by the -p options."""
-    classes = {k: list(v) for k, v in defaults.items()}
-    if args.no_default_patterns:
-        classes = {k: [] for k in classes}
-    if args.pattern_file:
-        try:
-            with open(args.pattern_file, encoding="utf-8") as fh:
-                text = fh.read()
-        except OSError as exc:
-            raise PluginError(
-                f"cannot read pattern file {args.pattern_file}: {exc.strerror}"
-            ) from None
-        try:
-            classes.update(parse_pattern_file(text, args.pattern_file))
-        except PatternError as exc:
-            raise PluginError(str(exc)) from None
-    for klass in ("critical", "warning", "exclude", "ok"):
-        classes.setdefault(klass, []).extend(getattr(args, f"{klass}_pattern") or ())
-    try:
-        return PatternSet.build(classes)
-    except PatternError as exc:
-        raise PluginError(str(exc)) from None
-
-
-def scan_logs(run: Run, args: argparse.Namespace, paths: Sequence[str], patterns: PatternSet,
-              *, state_key: str = "logs") -> tuple[Scanner, list[LogRead]]:
-    """Scan every log since its stored position under one state-file transaction."""
-    scanner = Scanner(patterns)
-    reads: list[LogRead] = []
-    state = run.state_file(*(input_key(p) for p in paths))
-    run.enter(f"locking state file {state.path}")
-    with state.transaction() as doc:
-        run.loaded(state)
-        stored = doc.get(state_key)
-        logs: dict[str, object] = dict(stored) if isinstance(stored, dict) else {}
-        for path in paths:
-            run.enter(f"reading {path}")
-            read, new_state = tail_log(
-                path, logs.get(path), patterns, from_start=args.from_start,
-                deadline=run.soft_deadline(), scanner=scanner,
-            )
-            logs[path] = new_state
-            reads.append(read)
-            if read.missing and not read.sources:
-                raise PluginError(f"log file {path} does not exist (check --logfile)")
-            if read.timed_out:
-                run.partial = (
-                    f"timed out after {fmt_num(float(args.timeout))} s reading {path} "
-                    f"({human(scanner.bytes / 1e6, 1)} MB scanned; the rest is read next run)"
-                )
-                # Keep what was read: the state of this log points after the last block.
-                break
-        run.enter(f"saving state file {state.path}")
-        doc[state_key] = logs
-    for read in reads:
-        for event in read.events():
-            run.note(event)
-    return scanner, reads
-
-
-class LogResource(nagiosplugin.Resource):  # type: ignore[misc]
+class LogResource(PluginResource):
     """Matches per class in the new part of each log."""
 
-    def __init__(self, args: argparse.Namespace, run: Run) -> None:
-        self.args = args
-        self.run = run
-        self.scanner: Scanner | None = None
-        self.paths: list[str] = list(args.logfile or [DEFAULT_LOG])
-
-    @property
-    def name(self) -> str:
-        return "LOG"
+    scanner: Scanner | None = None
 
     def probe(self) -> Iterator[nagiosplugin.Metric]:
         run = self.run
-        patterns = load_patterns(self.args, DEFAULT_PATTERNS)
-        scanner, _ = scan_logs(run, self.args, self.paths, patterns)
-        self.scanner = scanner
+        scanner = self.scanner = scan_logs(run, self.args, DEFAULT_PATTERNS)
         c = scanner.classes
         yield metric("critical_lines", c["critical"].count, context="critical_lines", min=0)
         yield metric("warning_lines", c["warning"].count, context="warning_lines", min=0)
@@ -138,7 +59,7 @@ class LogResource(nagiosplugin.Resource):  # type: ignore[misc]
             for line in c[klass].recent:
                 run.long.append(f"{klass}: {line}")
         run.details = {
-            "logs": self.paths,
+            "logs": log_paths(self.args),
             "lines": scanner.lines,
             "bytes": scanner.bytes,
             "cleared_by_ok": scanner.cleared,
@@ -150,8 +71,18 @@ class LogResource(nagiosplugin.Resource):  # type: ignore[misc]
         }
         run.primary = "critical_lines"
 
-    def where(self) -> str:
-        return ", ".join(self.paths)
+    def contexts(self) -> list[nagiosplugin.Context]:
+        """Count thresholds for the critical and warning classes."""
+        return [
+            Threshold("critical_lines", None, self.args.critical,
+                      lambda m, c: f"{human(m.value)} critical lines"),
+            Threshold("warning_lines", self.args.warning, None,
+                      lambda m, c: f"{human(m.value)} warning lines"),
+            Info("info"),
+        ]
+
+    def summary(self) -> Summary:
+        return LogSummary(self)
 
 
 class LogSummary(Summary):
@@ -167,7 +98,7 @@ class LogSummary(Summary):
         c = s.classes
         text = (
             f"{human(c['critical'].count)} critical, {human(c['warning'].count)} warning "
-            f"lines in {self.resource.where()} since the last run"
+            f"lines in {', '.join(log_paths(self.resource.args))} since the last run"
         )
         if s.cleared:
             text += f" ({human(s.cleared)} cleared by a later ok line)"
@@ -188,35 +119,6 @@ class LogSummary(Summary):
         klass = "critical" if state >= 2 and s.classes["critical"].last else "warning"
         last = s.classes[klass].last or s.classes["critical"].last or ""
         return self._counts() + (f"; last {klass}: {last}" if last else "")
-
-
-def build_check(args: argparse.Namespace, run: Run) -> nagiosplugin.Check:
-    """One resource; count thresholds for the critical and warning classes."""
-    res = LogResource(args, run)
-    return PmtaCheck(
-        res,
-        Threshold("critical_lines", None, args.critical,
-                  lambda m, c: f"{human(m.value)} critical lines"),
-        Threshold("warning_lines", args.warning, None,
-                  lambda m, c: f"{human(m.value)} warning lines"),
-        Info("info"),
-        LogSummary(res),
-    )
-
-
-def add_pattern_args(p: PluginParser) -> None:
-    """Pattern options shared with check_pmta_tls."""
-    g = p.add_argument_group("patterns (case-insensitive regexes)")
-    g.add_argument(
-        "--pattern-file", metavar="FILE",
-        help="[critical]/[warning]/[exclude]/[ok] sections, one regex per line; a section "
-        "replaces that class's defaults",
-    )
-    g.add_argument("--no-default-patterns", action="store_true",
-                   help="start from no patterns at all")
-    for klass in ("critical", "warning", "exclude", "ok"):
-        g.add_argument(f"--{klass}-pattern", action="append", metavar="REGEX",
-                       help=f"add a {klass} pattern (repeatable)")
 
 
 def build_parser(plugin: Plugin) -> PluginParser:
@@ -240,15 +142,13 @@ PLUGIN = Plugin(
     prog="check_pmta_log",
     description="Errors in PowerMTA's main log since the last run (rotation-safe tail).",
     build_parser=build_parser,
-    build_check=build_check,
+    build_check=LogResource.check,
 )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of check_pmta_log."""
-    from .base import run_plugin
-
-    return run_plugin(PLUGIN, argv)
+    return PLUGIN.main(argv)
 
 
 if __name__ == "__main__":

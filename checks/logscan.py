@@ -1,4 +1,4 @@
-"""Pattern classes and the block scanner shared by check_pmta_log and check_pmta_tls.
+"""Pattern classes, the block scanner and log tailing shared by check_pmta_log and check_pmta_tls.
 
 Patterns are case-insensitive regexes in four classes, as in check_logfiles: a line matching
 an `exclude` pattern is ignored, else the first class that matches counts it (`critical`, then
@@ -11,19 +11,31 @@ position, ~10-30 MB/s), so each pattern contributes a required literal, its *nee
 with the real regexes. A pattern without a usable literal (3+ ASCII characters) is searched
 with its regex over the whole block, which is correct but slow.
 
+The needles come from the literal analysis of pmta_snmp.logtail.LineScanner. LineScanner.scan()
+itself is not used: it is as fast on the default patterns, but one pattern without a literal
+turns its whole scan into a regex search of every line with every pattern (measured 3x slower
+than here, where only that pattern is searched directly); it reports every pattern a line
+matches where the classes need the first one; and its `exclude` patterns would need literals
+of their own, which would change what `excluded_lines` counts (excluded lines that hold a
+needle of another class).
+
 The defaults for PowerMTA's main log are below, in one place, with their sources.
 """
 
 from __future__ import annotations
 
+import argparse
 import re
-import warnings
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from .base import PluginError, PluginParser, Run, human, input_key
+
 if TYPE_CHECKING:
     from pmta_snmp.logtail import Block
+
+DEFAULT_LOG = "/var/log/pmta/log"
 
 CLASSES = ("critical", "warning", "exclude", "ok")
 
@@ -61,8 +73,6 @@ TLS_FAILURE_PATTERNS: list[str] = [
     r"\bstarttls\b.{0,60}\b(?:fail(?:ed|ure)?|error|not available|refused)\b",  # [U]
 ]
 
-#: Needles shorter than this make the pre-filter useless; such patterns are searched directly.
-_MIN_NEEDLE = 3
 #: Bytes scanned at a time: the lowercased copy and the needle searches stay in the L2 cache
 #: (4 MB blocks measured ~25 % slower).
 _SLICE = 256 << 10
@@ -103,69 +113,16 @@ def parse_pattern_file(text: str, source: str) -> dict[str, list[str]]:
 # ---------------------------------------------------------------------------------------------
 
 
-def _sre() -> Any:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        import sre_constants
-        import sre_parse
-    return sre_parse, sre_constants
-
-
 def needles(pattern: str) -> list[bytes] | None:
     """Lowercase literals, one of which every match of `pattern` contains; None when the
     pattern has no usable literal (then it must be searched with its regex)."""
+    from pmta_snmp.logtail import _required_literals  # LineScanner's literal analysis
+
     try:
-        sre_parse, c = _sre()
-        parsed = sre_parse.parse(pattern)
-    except Exception:
+        compiled = re.compile(pattern, re.IGNORECASE | re.ASCII)
+    except (re.error, ValueError):
         return None
-    found = _seq_needles(list(parsed), c)
-    return sorted(set(found)) if found else None
-
-
-def _seq_needles(items: list[tuple[Any, Any]], c: Any) -> list[bytes] | None:
-    """The best needle set of a sequence: its longest literal run, or a group's branches."""
-    if len(items) == 1 and items[0][0] is c.BRANCH:
-        return _branch_needles(items[0][1][1], c)
-    best: list[bytes] | None = None
-    best_len = 0
-    run = bytearray()
-
-    def close() -> None:
-        nonlocal best, best_len, run
-        if len(run) >= _MIN_NEEDLE and len(run) > best_len:
-            best, best_len = [bytes(run).lower()], len(run)
-        run = bytearray()
-
-    for op, arg in items:
-        if op is c.LITERAL and 32 <= arg < 127:
-            run.append(arg)
-            continue
-        close()
-        if op is c.SUBPATTERN:
-            inner = _seq_needles(list(arg[-1]), c)
-            if (inner and not best) or (inner and min(len(x) for x in inner) > best_len):
-                best, best_len = inner, min(len(x) for x in inner)
-        elif op is c.BRANCH:
-            inner = _branch_needles(arg[1], c)
-            if inner and min(len(x) for x in inner) > best_len:
-                best, best_len = inner, min(len(x) for x in inner)
-        elif op in (c.MAX_REPEAT, c.MIN_REPEAT) and arg[0] >= 1:
-            inner = _seq_needles(list(arg[2]), c)
-            if inner and min(len(x) for x in inner) > best_len:
-                best, best_len = inner, min(len(x) for x in inner)
-    close()
-    return best
-
-
-def _branch_needles(branches: Iterable[Any], c: Any) -> list[bytes] | None:
-    out: list[bytes] = []
-    for branch in branches:
-        got = _seq_needles(list(branch), c)
-        if not got:
-            return None
-        out.extend(got)
-    return out
+    return _required_literals(compiled)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -410,6 +367,87 @@ def tail_log(path: str, state: object, patterns: PatternSet, *, from_start: bool
         timed_out=reader.timed_out, sources=list(dict.fromkeys(reader.sources)),
     )
     return result, reader.state.to_json()
+
+
+def add_pattern_args(p: PluginParser) -> None:
+    """The pattern options of check_pmta_log and check_pmta_tls."""
+    g = p.add_argument_group("patterns (case-insensitive regexes)")
+    g.add_argument(
+        "--pattern-file", metavar="FILE",
+        help="[critical]/[warning]/[exclude]/[ok] sections, one regex per line; a section "
+        "replaces that class's defaults",
+    )
+    g.add_argument("--no-default-patterns", action="store_true",
+                   help="start from no patterns at all")
+    for klass in CLASSES:
+        g.add_argument(f"--{klass}-pattern", action="append", metavar="REGEX",
+                       help=f"add a {klass} pattern (repeatable)")
+
+
+def load_patterns(args: argparse.Namespace, defaults: Mapping[str, Sequence[str]]) -> PatternSet:
+    """Defaults, replaced class by class by --pattern-file, extended by the -p options."""
+    classes = {k: list(v) for k, v in defaults.items()}
+    if args.no_default_patterns:
+        classes = {k: [] for k in classes}
+    if args.pattern_file:
+        try:
+            with open(args.pattern_file, encoding="utf-8") as fh:
+                text = fh.read()
+        except OSError as exc:
+            raise PluginError(
+                f"cannot read pattern file {args.pattern_file}: {exc.strerror}"
+            ) from None
+        try:
+            classes.update(parse_pattern_file(text, args.pattern_file))
+        except PatternError as exc:
+            raise PluginError(str(exc)) from None
+    for klass in CLASSES:
+        classes.setdefault(klass, []).extend(getattr(args, f"{klass}_pattern") or ())
+    try:
+        return PatternSet.build(classes)
+    except PatternError as exc:
+        raise PluginError(str(exc)) from None
+
+
+def log_paths(args: argparse.Namespace) -> list[str]:
+    """The -l logs (default DEFAULT_LOG)."""
+    return list(args.logfile or [DEFAULT_LOG])
+
+
+def scan_logs(run: Run, args: argparse.Namespace, defaults: Mapping[str, Sequence[str]], *,
+              state_key: str = "logs") -> Scanner:
+    """Scan every -l log since its stored position (one state-file transaction) with the
+    patterns of `defaults` and the pattern options."""
+    patterns = load_patterns(args, defaults)
+    paths = log_paths(args)
+    scanner = Scanner(patterns)
+    reads: list[LogRead] = []
+    state = run.state_file(*(input_key(p) for p in paths))
+    run.enter(f"locking state file {state.path}")
+    with state.transaction() as doc:
+        run.loaded(state)
+        stored = doc.get(state_key)
+        logs: dict[str, object] = dict(stored) if isinstance(stored, dict) else {}
+        for path in paths:
+            run.enter(f"reading {path}")
+            read, new_state = tail_log(
+                path, logs.get(path), patterns, from_start=args.from_start,
+                deadline=run.soft_deadline(), scanner=scanner,
+            )
+            logs[path] = new_state
+            reads.append(read)
+            if read.missing and not read.sources:
+                raise PluginError(f"log file {path} does not exist (check --logfile)")
+            if read.timed_out:
+                run.stopped_early(path, f"{human(scanner.bytes / 1e6, 1)} MB scanned")
+                # Keep what was read: the state of this log points after the last block.
+                break
+        run.enter(f"saving state file {state.path}")
+        doc[state_key] = logs
+    for read in reads:
+        for event in read.events():
+            run.note(event)
+    return scanner
 
 
 # ---------------------------------------------------------------------------------------------

@@ -28,9 +28,10 @@ from .base import (
     WARNING,
     Flag,
     Info,
+    Labelled,
     Plugin,
     PluginParser,
-    PmtaCheck,
+    PluginResource,
     Run,
     Summary,
     Threshold,
@@ -85,27 +86,20 @@ def _match(name: str, patterns: Sequence[str]) -> bool:
     return any(fnmatch.fnmatchcase(low, p.lower()) for p in patterns)
 
 
-class QueueResource(nagiosplugin.Resource):  # type: ignore[misc]
+class QueueResource(PluginResource):
     """Reads the queue pages, applies the selection, updates the history, yields metrics."""
 
     def __init__(self, args: argparse.Namespace, run: Run) -> None:
-        self.args = args
-        self.run = run
+        super().__init__(args, run)
         self.data: QueueData | None = None
         self.history = History()
-        #: perfdata label -> the item's real name (labels are sanitised: no dots or slashes)
-        self.names: dict[str, str] = {}
+        #: perfdata label -> the item's real name
+        self.names: Labelled[str] = Labelled()
         self.stuck_info: dict[str, tuple[int, float]] = {}
 
     def item(self, label: str, name: str, value: float, context: str) -> nagiosplugin.Metric:
         """A per-item metric whose text can name the item as PowerMTA does."""
-        m = metric(label, value, context=context, min=0)
-        self.names[m.name] = name
-        return m
-
-    @property
-    def name(self) -> str:
-        return "QUEUE"
+        return self.names.metric(name, label, value, context=context, min=0)
 
     def fetch(self) -> QueueData:
         """Query PowerMTA and narrow to --domain/--vmta/--queue."""
@@ -261,6 +255,62 @@ class QueueResource(nagiosplugin.Resource):  # type: ignore[misc]
         run.primary = "rcpt"
         run.long.extend(_long_lines(data, n))
 
+    def contexts(self) -> list[nagiosplugin.Context]:
+        """Threshold contexts of the totals and the items."""
+        args, names = self.args, self.names
+        where = ""
+        if args.domain or args.vmta or args.queue:
+            where = " for " + ", ".join([*(args.domain or ()), *(args.vmta or ()),
+                                         *(args.queue or ())])
+
+        def stuck_text(m: nagiosplugin.Metric, ctx: object) -> str:
+            runs, span = self.stuck_info[m.name]
+            return (
+                f"queue {names[m.name]} stuck at {human(m.value)} rcpt "
+                f"(not decreasing for {runs} runs, {span / 60:.0f} min)"
+            )
+
+        contexts = [
+            Threshold(
+                "total", args.warning, args.critical,
+                lambda m, c: f"{human(m.value)} recipients queued{where}",
+            ),
+            Info("info"),
+            Flag("paused_count", 0, "{value} paused queues"),
+            Flag("backoff_count", 0, "{value} queues in backoff"),
+            Info("deferred"),
+            Flag("stuck_count", 0, "{value} stuck queues"),
+            Threshold(
+                "deferred_growth",
+                parse_range(f"{args.deferred_growth / 60:g}") if args.deferred_growth else None,
+                None,
+                lambda m, c: f"deferred (backoff) recipients growing for {m.value:.0f} min "
+                f"(from {human(self.history.deferred_base)})",
+            ),
+            Flag(
+                "paused_queue", args.paused_state,
+                lambda m, c: f"queue {names[m.name]} paused ({human(m.value)} rcpt)", perf=False,
+            ),
+            Flag("stuck_queue", args.stuck_state, stuck_text, perf=False),
+            Flag(
+                "backoff_queue", args.backoff_state,
+                lambda m, c: f"queue {names[m.name]} in backoff ({human(m.value)} rcpt)",
+                perf=False,
+            ),
+        ]
+        for kind in ("queue", "domain", "vmta"):
+            w, c = getattr(args, f"{kind}_warning"), getattr(args, f"{kind}_critical")
+
+            def fmt(m: nagiosplugin.Metric, ctx: object, kind: str = kind) -> str:
+                return f"{kind} {names[m.name]} {human(m.value)} rcpt"
+
+            contexts.append(Threshold(f"{kind}_item", w, c, fmt))
+            contexts.append(Threshold(f"{kind}_item_np", w, c, fmt, perf=False))
+        return contexts
+
+    def summary(self) -> Summary:
+        return QueueSummary(self)
+
 
 def _streak(
     obj: object, now: float, keys: tuple[str, ...] = ("since", "runs", "last")
@@ -343,60 +393,6 @@ class QueueSummary(Summary):
         return line
 
 
-def build_check(args: argparse.Namespace, run: Run) -> nagiosplugin.Check:
-    """The queue check: one resource, threshold contexts, the summary."""
-    resource = QueueResource(args, run)
-    where = ""
-    if args.domain or args.vmta or args.queue:
-        where = " for " + ", ".join([*(args.domain or ()), *(args.vmta or ()), *(args.queue or ())])
-    names = resource.names
-
-    def stuck_text(m: nagiosplugin.Metric, ctx: object) -> str:
-        runs, span = resource.stuck_info[m.name]
-        return (
-            f"queue {names[m.name]} stuck at {human(m.value)} rcpt "
-            f"(not decreasing for {runs} runs, {span / 60:.0f} min)"
-        )
-
-    contexts = [
-        Threshold(
-            "total", args.warning, args.critical,
-            lambda m, c: f"{human(m.value)} recipients queued{where}",
-        ),
-        Info("info"),
-        Flag("paused_count", 0, "{value} paused queues"),
-        Flag("backoff_count", 0, "{value} queues in backoff"),
-        Info("deferred"),
-        Flag("stuck_count", 0, "{value} stuck queues"),
-        Threshold(
-            "deferred_growth",
-            parse_range(f"{args.deferred_growth / 60:g}") if args.deferred_growth else None,
-            None,
-            lambda m, c: f"deferred (backoff) recipients growing for {m.value:.0f} min "
-            f"(from {human(resource.history.deferred_base)})",
-        ),
-        Flag(
-            "paused_queue", args.paused_state,
-            lambda m, c: f"queue {names[m.name]} paused ({human(m.value)} rcpt)", perf=False,
-        ),
-        Flag("stuck_queue", args.stuck_state, stuck_text, perf=False),
-        Flag(
-            "backoff_queue", args.backoff_state,
-            lambda m, c: f"queue {names[m.name]} in backoff ({human(m.value)} rcpt)",
-            perf=False,
-        ),
-    ]
-    for kind in ("queue", "domain", "vmta"):
-        w, c = getattr(args, f"{kind}_warning"), getattr(args, f"{kind}_critical")
-
-        def fmt(m: nagiosplugin.Metric, ctx: object, kind: str = kind) -> str:
-            return f"{kind} {names[m.name]} {human(m.value)} rcpt"
-
-        contexts.append(Threshold(f"{kind}_item", w, c, fmt))
-        contexts.append(Threshold(f"{kind}_item_np", w, c, fmt, perf=False))
-    return PmtaCheck(resource, *contexts, QueueSummary(resource))
-
-
 def discover(args: argparse.Namespace, run: Run, kind: str) -> list[dict[str, str]]:
     """LLD: VirtualMTAs, domains or queues PowerMTA reports now."""
     if kind == "vmtas":
@@ -457,7 +453,7 @@ PLUGIN = Plugin(
     prog="check_pmta_queue",
     description="PowerMTA queued recipients, paused/backoff/stuck queues (HTTP API).",
     build_parser=build_parser,
-    build_check=build_check,
+    build_check=QueueResource.check,
     discover=discover,
     discovery=("vmtas", "domains", "queues"),
 )
@@ -465,9 +461,7 @@ PLUGIN = Plugin(
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of check_pmta_queue."""
-    from .base import run_plugin
-
-    return run_plugin(PLUGIN, argv)
+    return PLUGIN.main(argv)
 
 
 if __name__ == "__main__":

@@ -18,26 +18,15 @@ import argparse
 import re
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, NamedTuple
 
 import nagiosplugin
 
-from .acctbase import (
-    AcctSummary,
-    Event,
-    RateItems,
-    Window,
-    add_acct_args,
-    discover_from_window,
-    rate_details,
-    read_window,
-)
+from .acctbase import AcctResource, Event, RateItems, add_acct_args, percent
 from .base import (
-    Info,
     Plugin,
     PluginParser,
-    PmtaCheck,
     Run,
     Threshold,
     human,
@@ -46,13 +35,21 @@ from .base import (
     parse_range,
     pct,
 )
-from .log import DEFAULT_LOG, add_pattern_args, load_patterns, scan_logs
-from .logscan import TLS_FAILURE_PATTERNS, Scanner
+from .logscan import (
+    DEFAULT_LOG,
+    TLS_FAILURE_PATTERNS,
+    Scanner,
+    add_pattern_args,
+    log_paths,
+    scan_logs,
+)
 
 if TYPE_CHECKING:
     from pmta_snmp.acct import AcctRecord
 
 _PROTOCOL = re.compile(r"(?i)^\s*(ssl|tls)\s*v?\s*(\d+)(?:\.(\d+))?")
+#: The pattern classes of the log source (extended by the pattern options).
+LOG_PATTERNS = {"critical": [], "warning": TLS_FAILURE_PATTERNS, "exclude": [], "ok": []}
 
 
 def protocol_rank(text: str) -> tuple[int, int] | None:
@@ -78,45 +75,38 @@ def _min_protocol(text: str) -> Protocol:
     return Protocol(rank, text.strip())
 
 
-def tls_events(minimum: tuple[int, int]) -> Callable[[AcctRecord], Iterator[Event]]:
-    """Counters of one `d` record: offered STARTTLS, went in clear, protocol below minimum."""
-
-    def events(record: AcctRecord) -> Iterator[Event]:
-        if record.type != "d":
-            return
-        counters = {"d": 1}
-        protocol = record.dlv_tls_protocol.strip()
-        if record.starttls_offered:
-            counters["offered"] = 1
-            if not protocol:
-                counters["clear"] = 1
-        if protocol:
-            counters["tls"] = 1
-            rank = protocol_rank(protocol)
-            if rank is not None and rank < minimum:
-                counters["weak"] = 1
-        yield {"total": "all", "domain": record.rcpt_domain}, counters
-
-    return events
-
-
-class TlsResource(nagiosplugin.Resource):  # type: ignore[misc]
+class TlsResource(AcctResource):
     """Cleartext and weak-protocol deliveries from accounting; handshake failures from the log."""
 
+    types = ("d",)
+
     def __init__(self, args: argparse.Namespace, run: Run) -> None:
-        self.args = args
-        self.run = run
-        self.window: Window | None = None
+        super().__init__(args, run)
+        self.minimum: tuple[int, int] = args.min_protocol.rank
         self.scanner: Scanner | None = None
-        self.clear_items = RateItems(self, "clear_rate", "cleartext rate (STARTTLS offered)")
-        self.weak_items = RateItems(self, "weak_rate",
-                                    f"rate below {args.min_protocol.text}")
+        self.clear_items = RateItems("clear_rate", "cleartext rate (STARTTLS offered)",
+                                     ("clear",), ("offered",), "clear_item")
+        self.weak_items = RateItems("weak_rate", f"rate below {args.min_protocol.text}",
+                                    ("weak",), ("tls",), "weak_item")
         self.counts: dict[str, int] = {}
         self.interval_s: float | None = None
 
-    @property
-    def name(self) -> str:
-        return "TLS"
+    def events(self, record: AcctRecord) -> tuple[Event, ...]:
+        """Counters of one `d` record: offered STARTTLS, went in clear, protocol below minimum."""
+        if record.type != "d":
+            return ()
+        counters = ["d"]
+        protocol = record.dlv_tls_protocol.strip()
+        if record.starttls_offered:
+            counters.append("offered")
+            if not protocol:
+                counters.append("clear")
+        if protocol:
+            counters.append("tls")
+            rank = protocol_rank(protocol)
+            if rank is not None and rank < self.minimum:
+                counters.append("weak")
+        return (((("total", "all"), ("domain", record.rcpt_domain)), tuple(counters)),)
 
     def probe(self) -> Iterator[nagiosplugin.Metric]:
         a = self.args
@@ -127,13 +117,12 @@ class TlsResource(nagiosplugin.Resource):  # type: ignore[misc]
 
     def _acct(self) -> Iterator[nagiosplugin.Metric]:
         a, run = self.args, self.run
-        win = self.window = read_window(run, a, types=("d",),
-                                        event=tls_events(a.min_protocol.rank))
+        win = self.read()
         run.enter("computing TLS rates")
         c = self.counts = {k: win.total((k,)) for k in ("d", "offered", "clear", "tls", "weak")}
         judged = c["offered"] >= a.min_volume and c["offered"] > 0
-        clear = 100.0 * c["clear"] / c["offered"] if c["offered"] else 0.0
-        weak = 100.0 * c["weak"] / c["tls"] if c["tls"] else 0.0
+        clear = percent(c["clear"], c["offered"])
+        weak = percent(c["weak"], c["tls"])
         yield metric("clear_rate", round(clear, 4), uom="%", min=0, max=100,
                      context="clear_total" if judged else "rate_info")
         yield metric("weak_rate", round(weak, 4), uom="%", min=0, max=100,
@@ -144,27 +133,23 @@ class TlsResource(nagiosplugin.Resource):  # type: ignore[misc]
         yield metric("cleartext", c["clear"], context="info", min=0)
         yield metric("tls", c["tls"], context="info", min=0)
         yield metric("weak", c["weak"], context="info", min=0)
-        clear_rates = win.rates("domain", ("clear",), ("offered",), a.min_volume)
-        weak_rates = win.rates("domain", ("weak",), ("tls",), a.min_volume)
-        yield from self.clear_items.metrics("domain", clear_rates, a.max_items, "clear_item")
-        yield from self.weak_items.metrics("domain", weak_rates, a.max_items, "weak_item")
+        clear_metrics, clear_rows = self.clear_items.judge(win, "domain", a)
+        weak_metrics, weak_rows = self.weak_items.judge(win, "domain", a)
+        yield from clear_metrics
+        yield from weak_metrics
         run.details.update({
             "window_minutes": win.window_minutes,
             "delivered": c["d"], "starttls_offered": c["offered"], "cleartext": c["clear"],
             "tls": c["tls"], "weak": c["weak"],
             "clear_rate": round(clear, 4), "weak_rate": round(weak, 4),
-            "domains_clear": rate_details(clear_rates, a.max_items),
-            "domains_weak": rate_details(weak_rates, a.max_items),
+            "domains_clear": clear_rows,
+            "domains_weak": weak_rows,
         })
         run.primary = run.primary or "clear_rate"
 
     def _log(self) -> Iterator[nagiosplugin.Metric]:
         a, run = self.args, self.run
-        patterns = load_patterns(a, {"critical": [], "warning": TLS_FAILURE_PATTERNS,
-                                     "exclude": [], "ok": []})
-        scanner, _ = scan_logs(run, a, a.logfile or [DEFAULT_LOG], patterns,
-                                   state_key="tls_logs")
-        self.scanner = scanner
+        scanner = self.scanner = scan_logs(run, a, LOG_PATTERNS, state_key="tls_logs")
         failures = scanner.count("warning") + scanner.count("critical")
         self.interval_s = self._interval()
         yield metric("handshake_failures", failures, context="handshake", min=0)
@@ -182,7 +167,7 @@ class TlsResource(nagiosplugin.Resource):  # type: ignore[misc]
 
     def _interval(self) -> float | None:
         """Seconds since the previous run (kept in the state file), for a per-minute rate."""
-        state = self.run.state_file("tls-interval", *(self.args.logfile or [DEFAULT_LOG]))
+        state = self.run.state_file("tls-interval", *log_paths(self.args))
         now = time.time()
         with state.transaction() as doc:
             last = doc.get("last_run")
@@ -201,58 +186,43 @@ class TlsResource(nagiosplugin.Resource):  # type: ignore[misc]
         parts = []
         if self.window is not None:
             c = self.counts
-            span = f"in the last {human(self.window.window_minutes)} min"
+            span = self.window.span
             if not c.get("d"):
                 parts.append(f"no deliveries {span}")
             else:
                 parts.append(
                     f"{human(c['clear'])} of {human(c['offered'])} STARTTLS-capable deliveries "
-                    f"in clear ({pct(100.0 * c['clear'] / c['offered'] if c['offered'] else 0)})"
+                    f"in clear ({pct(percent(c['clear'], c['offered']))})"
                     f", {human(c['weak'])} below {self.args.min_protocol.text} {span}"
+                    f"{self.not_judged(c['offered'], ' ({}: not judged)')}"
                 )
-                if c["offered"] < self.args.min_volume:
-                    parts[-1] += f" (below --min-volume {self.args.min_volume}: not judged)"
         if self.scanner is not None:
             n = self.scanner.count("warning") + self.scanner.count("critical")
             parts.append(f"{human(n)} TLS handshake failures in the log since the last run")
-        text = "; ".join(parts)
-        extra = self.reasons()
-        return f"{text}; {extra}" if extra else text
+        return "; ".join(parts)
 
-
-def build_check(args: argparse.Namespace, run: Run) -> nagiosplugin.Check:
-    """One resource with both sources; rate and count contexts."""
-    res = TlsResource(args, run)
-
-    def total_text(m: nagiosplugin.Metric, ctx: object) -> str:
-        c = res.counts
+    def total_text(self, m: nagiosplugin.Metric, ctx: object) -> str:
+        c = self.counts
         if m.name == "clear_rate":
             return (f"{pct(m.value)} of STARTTLS-capable deliveries went in clear "
                     f"({human(c.get('clear', 0))} of {human(c.get('offered', 0))})")
-        return (f"{pct(m.value)} of TLS deliveries below {args.min_protocol.text} "
+        return (f"{pct(m.value)} of TLS deliveries below {self.args.min_protocol.text} "
                 f"({human(c.get('weak', 0))} of {human(c.get('tls', 0))})")
 
+    @staticmethod
     def handshake_text(m: nagiosplugin.Metric, ctx: object) -> str:
         return f"{human(m.value)} TLS handshake failures in the log since the last run"
 
-    return PmtaCheck(
-        res,
-        Threshold("clear_total", args.warning, args.critical, total_text, unit="%"),
-        Threshold("weak_total", args.weak_warning, args.weak_critical, total_text, unit="%"),
-        Threshold("rate_info", None, None, total_text),
-        Threshold("handshake", args.handshake_warning, args.handshake_critical,
-                  handshake_text),
-        Info("info"),
-        *res.clear_items.contexts("clear_item", args.warning, args.critical),
-        *res.weak_items.contexts("weak_item", args.weak_warning, args.weak_critical),
-        AcctSummary(res.ok_text, res.reasons),
-    )
-
-
-def discover(args: argparse.Namespace, run: Run, kind: str) -> list[dict[str, str]]:
-    """LLD of the recipient domains seen in the window."""
-    win = read_window(run, args, types=("d",), event=tls_events(args.min_protocol.rank))
-    return discover_from_window(win, kind)
+    def contexts(self) -> list[nagiosplugin.Context]:
+        a = self.args
+        return [
+            *self.rate_contexts(self.total_text, clear_total=(a.warning, a.critical),
+                                weak_total=(a.weak_warning, a.weak_critical)),
+            Threshold("handshake", a.handshake_warning, a.handshake_critical,
+                      self.handshake_text),
+            *self.clear_items.contexts(a.warning, a.critical),
+            *self.weak_items.contexts(a.weak_warning, a.weak_critical),
+        ]
 
 
 def _sources(text: str) -> tuple[str, ...]:
@@ -297,17 +267,15 @@ PLUGIN = Plugin(
     description="PowerMTA deliveries in clear or below a TLS version (accounting) and TLS "
     "handshake failures (main log).",
     build_parser=build_parser,
-    build_check=build_check,
-    discover=discover,
+    build_check=TlsResource.check,
+    discover=TlsResource.discover,
     discovery=("domains",),
 )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of check_pmta_tls."""
-    from .base import run_plugin
-
-    return run_plugin(PLUGIN, argv)
+    return PLUGIN.main(argv)
 
 
 if __name__ == "__main__":

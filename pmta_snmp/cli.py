@@ -20,6 +20,28 @@ if TYPE_CHECKING:
     from pmta_snmp.model import Snapshot
 
 
+class _RefuseSecretArg(argparse.Action):
+    """`--api-key VALUE`: refused without repeating VALUE. Without this option argparse would
+    take `--api-key` as an abbreviation of `--api-key-file` and print the key as a file name in
+    its error, i.e. into the monitoring system's output and history."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: object,
+        option_string: str | None = None,
+    ) -> None:
+        parser.error(
+            f"{option_string} is not accepted: a key on the command line is visible to every "
+            "user in `ps`; put it in a file (--api-key-file, mode 0600) or in PMTA_API_KEY"
+        )
+
+
+def _refuse_api_key_arg(g: argparse._ArgumentGroup) -> None:
+    g.add_argument("--api-key", nargs="?", action=_RefuseSecretArg, help=argparse.SUPPRESS)
+
+
 def add_connection_args(p: argparse.ArgumentParser) -> None:
     """The PowerMTA connection options shared by every command and plugin."""
     g = p.add_argument_group("PowerMTA connection")
@@ -33,6 +55,7 @@ def add_connection_args(p: argparse.ArgumentParser) -> None:
         metavar="FILE",
         help="file holding the X-API-Key (else $PMTA_API_KEY); never on the command line",
     )
+    _refuse_api_key_arg(g)
     g.add_argument("--ca-file", metavar="PEM", help="CA or self-signed certificate to trust")
     g.add_argument(
         "--insecure",
@@ -217,6 +240,7 @@ def _add_agent_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("PowerMTA connection (override the config file)")
     g.add_argument("--url")
     g.add_argument("--api-key-file", metavar="FILE")
+    _refuse_api_key_arg(g)
     g.add_argument("--ca-file", metavar="PEM")
     g.add_argument("--insecure", action="store_true")
     g.add_argument("--api-format", choices=("auto", "json", "xml"))

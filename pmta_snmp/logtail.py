@@ -17,14 +17,11 @@ after the last block handed out: the next run continues there, nothing lost, not
 
 from __future__ import annotations
 
-import bz2
 import dataclasses
 import errno
 import glob
-import gzip
 import hashlib
 import importlib
-import lzma
 import os
 import re
 import stat
@@ -75,12 +72,37 @@ class _Stream(Protocol):
     def close(self) -> None: ...
 
 
-# The decompressors wrap a raw file we own and close ourselves (see _File.close).
+# The decompressors wrap a raw file we own and close ourselves (see _File.close). Their modules
+# are imported only when a compressed file is opened: a plugin run usually reads none.
+
+
+def _open_gz(raw: IO[bytes]) -> _Stream:
+    import gzip
+
+    return gzip.GzipFile(fileobj=raw, mode="rb")
+
+
+def _open_bz2(raw: IO[bytes]) -> _Stream:
+    import bz2
+
+    return bz2.BZ2File(raw, mode="rb")
+
+
+def _open_xz(raw: IO[bytes]) -> _Stream:
+    import lzma
+
+    return lzma.LZMAFile(raw, mode="rb")
+
+
 _OPENERS: dict[str, Callable[[IO[bytes]], _Stream]] = {
-    ".gz": lambda raw: gzip.GzipFile(fileobj=raw, mode="rb"),
-    ".bz2": lambda raw: bz2.BZ2File(raw, mode="rb"),
-    ".xz": lambda raw: lzma.LZMAFile(raw, mode="rb"),  # noqa: SIM115
+    ".gz": _open_gz,
+    ".bz2": _open_bz2,
+    ".xz": _open_xz,
 }
+
+#: What reading a (possibly truncated or corrupt) stream may raise; an .xz stream adds
+#: lzma.LZMAError (see _File.read_errors).
+_READ_ERRORS: tuple[type[Exception], ...] = (OSError, EOFError)
 
 
 def _fp(data: bytes) -> str:
@@ -490,6 +512,11 @@ class _File:
             self.device, self.inode, self.size = st.st_dev, st.st_ino, st.st_size
             comp = _compression(path)
             self.stream: _Stream = _OPENERS[comp](self.raw) if comp else self.raw
+            self.read_errors = _READ_ERRORS
+            if comp == ".xz":
+                import lzma
+
+                self.read_errors = (*_READ_ERRORS, lzma.LZMAError)
             self.head = self._head()
         except BaseException:
             self.raw.close()
@@ -505,7 +532,7 @@ class _File:
         try:
             data = self.stream.read(HEAD_LEN)
             self.stream.seek(0)
-        except (OSError, EOFError, lzma.LZMAError):
+        except self.read_errors:
             return b""
         return data
 
@@ -522,13 +549,20 @@ class _File:
         try:
             self.stream.seek(start)
             data = self.stream.read(length)
-        except (OSError, EOFError, lzma.LZMAError):
+        except self.read_errors:
             data = b""
         self._last_at = (start, length, data)
         return data
 
     def same_file(self, state: TailState) -> bool:
         return self.inode == state.inode and self.device == state.device
+
+    def rewritten(self) -> bool:
+        """True when the first bytes differ from those seen at open: truncated or rewritten in
+        place since (copytruncate while we read). Compressed files are never rewritten."""
+        if self.compressed or not self.head:
+            return False
+        return os.pread(self.raw.fileno(), len(self.head), 0) != self.head
 
     def matches(self, state: TailState) -> bool:
         """The content we read before is still here: both fingerprints agree."""
@@ -601,6 +635,8 @@ class _ReaderBase:
         self.bytes_read = 0
         #: Paths read from this run, in order.
         self.sources: list[str] = []
+        #: Keys of files found truncated or rewritten while this run read them.
+        self.rewritten: set[str] = set()
         self._cursors: dict[str, _Cursor] = {}
         self._started = False
 
@@ -626,7 +662,7 @@ class _ReaderBase:
         stream = f.stream
         try:
             stream.seek(start)
-        except (OSError, EOFError, lzma.LZMAError):
+        except f.read_errors:
             return
         end = None if f.compressed else f.size
         pos, carry = start, b""
@@ -641,10 +677,15 @@ class _ReaderBase:
                 want = min(want, end - pos - len(carry))
             try:
                 data = stream.read(want) if want > 0 else b""
-            except (OSError, EOFError, lzma.LZMAError):
+            except f.read_errors:
                 data = b""  # a truncated compressed file: keep what decompressed cleanly
             if not data:
                 eof = True
+                break
+            if f.rewritten():
+                # Truncated or rewritten after we opened it: `data` may be new content at an
+                # old offset. Stop before it; the next run finds the copy and goes on there.
+                self.rewritten.add(f.key)
                 break
             self.bytes_read += len(data)
             buf = carry + data if carry else data
@@ -768,8 +809,14 @@ class TailReader(_ReaderBase):
     def _read(self, f: _File, start: int, *, final: bool, continues: bool) -> Iterator[Block]:
         # Called only once the previous file was consumed to its end (or for the first file),
         # so moving the state to ``f`` here never skips unread bytes.
-        self._current = f.key
+        previous, self._current = self._current, f.key
         yield from super()._read(f, start, final=final, continues=continues)
+        if previous is not None and start == 0 and self._cursors[f.key].last is None:
+            # Nothing read from ``f`` after finishing the file before it (``f`` empty, holding
+            # only a partial line, or rewritten before we read it): the state stays at the end
+            # of that file, which has a fingerprint. An empty file has none, so a copytruncate
+            # or compression of it before the next run could not be told from nothing.
+            self._current = previous
 
     def blocks(self) -> Iterator[Block]:
         """Blocks of complete lines appended since the state, across rotations."""
@@ -815,6 +862,10 @@ class TailReader(_ReaderBase):
             self.rotated = True
 
         found = self._find_rest(st, live, opened)
+        if found is None:
+            # A rotation under way (a file renamed, compressed or removed between listing the
+            # directory and opening it) hides the file for an instant: look once more.
+            found = self._find_rest(st, live, opened)
         if found is not None:
             rest, newer = found
             yield from self._read(rest, st.offset, final=True, continues=True)
@@ -823,6 +874,12 @@ class TailReader(_ReaderBase):
                     return
                 f = _open(os.fspath(path), sibling=True)
                 if f is None:
+                    continue
+                if live is not None and (f.key == live.key or (live.head and f.head == live.head)):
+                    # The live file was rotated (renamed, or renamed and compressed) after we
+                    # opened it: it is read below, once, from the descriptor we hold. (Had it
+                    # been truncated instead, that read notices and the copy is read next run.)
+                    f.close()
                     continue
                 opened.append(f)
                 yield from self._read(f, 0, final=True, continues=False)

@@ -159,6 +159,7 @@ class _Connection(asyncio.Protocol):
         self.pending: dict[int, asyncio.Future[Response]] = {}
         self.closed = False
         self.error_logged = False
+        self.parse_error_logged = False
         self.transport: asyncio.Transport | None = None
         self.lost: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         self._buf = b""
@@ -178,7 +179,7 @@ class _Connection(asyncio.Protocol):
                 pdu, buf = decode_packet(buf)
             except AgentXParseError as exc:
                 if exc.header is not None and exc.skip is not None:
-                    self.session._on_parse_error(self, exc.header)
+                    self.session._on_parse_error(self, exc.header, str(exc))
                     buf = buf[exc.skip :]
                     continue
                 self.session._on_parse_error(self, None)
@@ -569,13 +570,21 @@ class AgentXSession:
 
     # --- receiving --------------------------------------------------------
 
-    def _on_parse_error(self, conn: _Connection, header: Header | None) -> None:
+    def _on_parse_error(self, conn: _Connection, header: Header | None, reason: str = "") -> None:
         """Answer parseError for a framed bad PDU; say Close(parseError) when unframed."""
         self._parse_errors += 1
         if header is None:
             with contextlib.suppress(AgentXEncodeError):
                 conn.write(self._stamp(conn, Close(CloseReason.PARSE_ERROR)).encode())
             return
+        if not conn.parse_error_logged:  # once per connection: a flood must not flood the log
+            conn.parse_error_logged = True
+            log.warning(
+                "AgentX master %s sent a malformed PDU (%s); answering parseError "
+                "(further ones on this connection are counted, not logged)",
+                self._address,
+                reason,
+            )
         if header.pdu_type == PduType.RESPONSE:
             fut = conn.pending.get(header.packet_id)
             if fut is not None and not fut.done():

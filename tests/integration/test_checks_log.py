@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -262,6 +263,18 @@ def test_long_lines_are_truncated(log: Log) -> None:
     out = log.check()
     assert out.code == 2
     assert len(out.line) < 400 and out.line.endswith("...")
+
+
+def test_plain_log_imports_no_decompressor(tmp_path: Path) -> None:
+    """gzip/bz2/lzma are imported only for a compressed file (cold start of every run)."""
+    path = tmp_path / "log"
+    path.write_text(NORMAL * 3)
+    code = ("import sys; from pmta_snmp.checks.log import main; "
+            f"main(['-l', {str(path)!r}, '--state-dir', {str(tmp_path / 's')!r}, "
+            "'--from-start']); print('gzip' in sys.modules, file=sys.stderr)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True)
+    assert out.stderr.strip() == "False"
 
 
 def test_second_run_on_unchanged_big_file_is_fast(tmp_path: Path,
