@@ -25,6 +25,8 @@ from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, S
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import lru_cache
+from itertools import chain
+from operator import itemgetter
 from typing import Any
 
 from pmta_snmp.acct.bounce import BounceClass, classify, dsn_code
@@ -34,6 +36,7 @@ from pmta_snmp.logtail import (
     MultiTailReader,
     TailReader,
     TailState,
+    decode_block,
     decode_line,
     expand_paths,
     read_first_line,
@@ -52,12 +55,14 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class AcctRecord:
     """One accounting record with the fields the plugins use; empty string when absent.
 
     Columns without a field here (``orcpt``, ``srcMta``, ``envId``, ``header_*``,
     ``timeFirstAttempt`` …) are kept, when not empty, in ``extra`` under their header name.
+    Treat records as read-only; the class is not frozen because a frozen dataclass's
+    ``__init__`` (one ``object.__setattr__`` per field) cost more than parsing the CSV row.
     """
 
     type: str
@@ -111,7 +116,20 @@ def _domain(address: str) -> str:
     at = address.rfind("@")
     if at < 0:
         return ""
-    return address[at + 1:].strip().strip("<>").rstrip(".").lower()
+    raw = address[at + 1:]
+    try:
+        return _DOMAINS[raw]
+    except KeyError:
+        pass
+    if len(_DOMAINS) >= _DOMAIN_CACHE:
+        _DOMAINS.clear()
+    domain = _DOMAINS[raw] = raw.strip().strip("<>").rstrip(".").lower()
+    return domain
+
+
+# Normalised domain by the text after "@": few distinct domains, many addresses.
+_DOMAINS: dict[str, str] = {}
+_DOMAIN_CACHE = 4096
 
 
 # Header name (lowercased) → AcctRecord attribute.
@@ -164,6 +182,10 @@ def parse_time(text: str) -> datetime | None:
     return value if value.tzinfo is not None else value.astimezone()
 
 
+#: Distinct time strings remembered per file parse (rows of the same second share one).
+_TIME_CACHE = 4096
+
+
 def _size(text: str) -> int | None:
     text = text.strip()
     return int(text) if text.isdigit() else None
@@ -173,11 +195,22 @@ def _size(text: str) -> int | None:
 _FIELD_ORDER = [f for f in AcctRecord.__dataclass_fields__ if f != "extra"]
 _TIME_POS = [i for i, f in enumerate(_FIELD_ORDER) if f in _TIME_ATTRS]
 _SIZE_POS = _FIELD_ORDER.index("dlv_size")
+# _FileParser._csv_records unpacks a row in this order.
+assert _FIELD_ORDER == [
+    "type", "time_logged", "time_queued", "orig", "rcpt", "dsn_action", "dsn_status",
+    "dsn_diag", "dsn_mta", "bounce_cat", "dlv_source_ip", "dlv_destination_ip",
+    "dlv_esmtp_available", "dlv_size", "dlv_tls_protocol", "dlv_tls_cipher", "vmta",
+    "vmta_pool", "queue", "job_id",
+], "AcctRecord fields changed: update _FileParser._csv_records"
+
+
+_NO_GETTER: Callable[[list[str]], tuple[str, ...]] = itemgetter(*range(len(_FIELD_ORDER)))
+
 
 
 class _Layout:
     """The column plan of one header: which column feeds which field, built once per header
-    so a row costs one list comprehension and one constructor call."""
+    so a row costs one C-level ``itemgetter`` call and one constructor call."""
 
     def __init__(self, header: Sequence[str]) -> None:
         self.header = [h.strip() for h in header]
@@ -192,8 +225,12 @@ class _Layout:
         # -1 reads the empty string appended to every row.
         self.columns = [index.get(f, -1) for f in _FIELD_ORDER]
         self.type_index = index.get("type", -1)
+        self.getter: Callable[[list[str]], tuple[str, ...]] = itemgetter(*self.columns)
+        self.pad = -1 in self.columns
 
     def build(self, row: list[str], keep_extra: bool) -> AcctRecord:
+        """One row the plain way; _FileParser._csv_records inlines this (the tests check that
+        both give the same records)."""
         row.append("")
         args: list[Any] = [row[i] for i in self.columns]
         for pos in _TIME_POS:
@@ -278,49 +315,125 @@ class _FileParser:
         stream ended inside a record, which then starts at ``record_start``."""
         self.pending = False
         self.record_start = 0
-        lines = self._lines(blocks)
         if self.json_format:
-            yield from self._json_records(lines)
+            yield from self._json_records(self._lines(blocks))
         else:
-            yield from self._csv_records(lines)
+            yield from self._csv_records(blocks)
 
-    def _csv_records(self, lines: Iterator[str]) -> Iterator[AcctRecord]:
+    def _csv_records(self, blocks: Iterable[Block]) -> Iterator[AcctRecord]:
+        # One csv.reader runs over the lines of all blocks, fed block by block from C
+        # (chain.from_iterable), so no Python code runs per line; positions are kept as line
+        # numbers (reader.line_num) and turned into byte offsets only when asked for.
+        # (first line number, block) of the blocks that may still hold the record being read.
+        spans: list[tuple[int, Block]] = []
+        done = 0  # lines consumed by the last row the reader returned (start of the next)
+
+        def feed() -> Iterator[list[str]]:
+            total = 0
+            for block in blocks:
+                self.block = block
+                while len(spans) > 1 and spans[1][0] <= done:
+                    del spans[0]
+                spans.append((total, block))
+                parts = decode_block(block.data).split("\n")
+                last = parts.pop()
+                lines = [part + "\n" for part in parts]
+                if last:
+                    lines.append(last)  # unterminated last line of a rotated file
+                total += len(lines)
+                yield lines
+            self.exhausted = True
+
         # strict: an unterminated quoted field at the end of the data raises instead of being
         # returned as a short row, which is how a record still being written is recognised.
-        reader = csv.reader(lines, strict=True)
-        while True:
-            self.record_start = self.end
-            try:
-                row = next(reader)
-            except StopIteration:
-                return
-            except csv.Error:
-                if self.exhausted:
-                    self.pending = True
-                    return
-                self.skipped_rows += 1
-                continue
-            record = self._row(row)
-            if record is not None:
-                yield record
-
-    def _row(self, row: list[str]) -> AcctRecord | None:
-        if not row or (len(row) == 1 and not row[0].strip()):
-            return None
-        if row[0].strip().lower() == "type":
-            self.layout = _Layout(row)
-            return None
+        reader = csv.reader(chain.from_iterable(feed()), strict=True)
+        types = self.types
+        keep_extra = self.keep_extra
+        times: dict[str, datetime | None] = {}
         layout = self.layout
-        if layout is None:
-            self.rows_without_header += 1
-            self.skipped_rows += 1
-            return None
-        if len(row) != len(layout.header) or layout.type_index < 0:
-            self.skipped_rows += 1
-            return None
-        if self.types is not None and row[layout.type_index] not in self.types:
-            return None
-        return layout.build(row, self.keep_extra)
+        width = len(layout.header) if layout is not None else 0
+        type_index = layout.type_index if layout is not None else -1
+        # Without a layout width is 0 and every row takes the slow branch: getter is unused.
+        getter = layout.getter if layout is not None else _NO_GETTER
+        extra_columns = layout.extra if layout is not None and keep_extra else []
+        pad = layout.pad if layout is not None else True
+        new_record = AcctRecord
+        try:
+            while True:
+                try:
+                    for row in reader:
+                        done = reader.line_num
+                        first = row[0] if row else ""
+                        if len(first) >= 4 and first.strip().lower() == "type":
+                            layout = self.layout = _Layout(row)
+                            width = len(layout.header)
+                            type_index = layout.type_index
+                            getter = layout.getter
+                            extra_columns = layout.extra if keep_extra else []
+                            pad = layout.pad
+                            continue
+                        if len(row) != width or width <= 1 or type_index < 0:
+                            # The rare cases, in the order of the checks they skip.
+                            if not row or (len(row) == 1 and not first.strip()):
+                                continue
+                            if layout is None:
+                                self.rows_without_header += 1
+                                self.skipped_rows += 1
+                                continue
+                            if len(row) != width or type_index < 0:
+                                self.skipped_rows += 1
+                                continue
+                        if types is not None and row[type_index] not in types:
+                            continue
+                        if pad:
+                            row.append("")  # what the getter's -1 columns read
+                        (kind, logged, queued, orig, rcpt, dsn_action, dsn_status, dsn_diag,
+                         dsn_mta, bounce_cat, source_ip, destination_ip, esmtp, size,
+                         tls_protocol, tls_cipher, vmta, vmta_pool, queue, job_id) = getter(row)
+                        try:
+                            time_logged = times[logged]
+                        except KeyError:
+                            if len(times) >= _TIME_CACHE:
+                                times.clear()
+                            time_logged = times[logged] = parse_time(logged)
+                        try:
+                            time_queued = times[queued]
+                        except KeyError:
+                            if len(times) >= _TIME_CACHE:
+                                times.clear()
+                            time_queued = times[queued] = parse_time(queued)
+                        record = new_record(
+                            kind, time_logged, time_queued, orig, rcpt, dsn_action, dsn_status,
+                            dsn_diag, dsn_mta, bounce_cat, source_ip, destination_ip, esmtp,
+                            int(size) if size.isdigit() else _size(size), tls_protocol,
+                            tls_cipher, vmta, vmta_pool, queue, job_id,
+                            {name: row[i] for i, name in extra_columns if row[i]}
+                            if extra_columns else {},
+                        )
+                        yield record
+                    return
+                except csv.Error:
+                    if self.exhausted:
+                        self.pending = True
+                        return
+                    self.skipped_rows += 1
+                    done = reader.line_num
+        finally:
+            self.end = self._offset(spans, reader.line_num)
+            self.record_start = self._offset(spans, done)
+
+    @staticmethod
+    def _offset(spans: list[tuple[int, Block]], line: int) -> int:
+        """Byte offset in the file just after the first ``line`` lines handed to the reader."""
+        for first, block in reversed(spans):
+            if first <= line:
+                data = block.data
+                pos = 0
+                for _ in range(line - first):
+                    nl = data.find(b"\n", pos)
+                    pos = len(data) if nl < 0 else nl + 1
+                return block.start + pos
+        return 0
 
     def _json_records(self, lines: Iterator[str]) -> Iterator[AcctRecord]:
         for line in lines:

@@ -556,3 +556,124 @@ def test_json_round_trip_merge_and_tolerance() -> None:
     assert MinuteBuckets.from_json(None).minutes() == []
     with pytest.raises(ValueError):
         MinuteBuckets(0)
+
+
+# --- the fast CSV path: same records as a plain line-by-line parse ------------------------------
+
+
+def _reference_parse(data: bytes, types: set[str] | None = None
+                     ) -> tuple[list[AcctRecord], int]:
+    """The straightforward parse: csv.reader over decoded lines, one AcctRecord(...) per row."""
+    from pmta_snmp.acct.reader import _Layout
+
+    lines = [logtail.decode_line(raw) + "\n" for raw in data.split(b"\n")[:-1]]
+    reader = csv.reader(lines, strict=True)
+    layout: _Layout | None = None
+    out: list[AcctRecord] = []
+    skipped = 0
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            break
+        except csv.Error:
+            skipped += 1
+            continue
+        if not row or (len(row) == 1 and not row[0].strip()):
+            continue
+        if row[0].strip().lower() == "type":
+            layout = _Layout(row)
+        elif layout is None or len(row) != len(layout.header) or layout.type_index < 0:
+            skipped += 1
+        elif types is None or row[layout.type_index] in types:
+            out.append(layout.build(row, True))
+    return out, skipped
+
+
+def _messy_file(seed: int) -> bytes:
+    import random
+
+    rng = random.Random(seed)
+    layout = FIELDS_50
+    parts = [acct_bytes([*FIELDS_50, "header_X-Id"], [])]
+    for i in range(400):
+        x = rng.random()
+        if x < 0.02:
+            layout = rng.choice([FIELDS_40, FIELDS_50, FIELDS_55])
+            parts.append(acct_bytes([*layout, "header_X-Id"], []))
+        elif x < 0.04:
+            parts.append(b"\r\n")
+        elif x < 0.06:
+            parts.append(b'd,"broken"x,1\r\n')
+        elif x < 0.08:
+            parts.append(b"d,too,few\r\n")
+        else:
+            diag = rng.choice(["ok", "a,b", 'say "hi"', "line1\nline2", "x\r\ny", ""])
+            row = rec(type=rng.choice(["d", "b", "t", "tq"]), rcpt=f"r{i}@Example.COM",
+                      dsnDiag=diag, dlvSize=rng.choice(["", "123", " 7 ", "x"]),
+                      timeLogged=rng.choice(["2025-01-14 09:12:03+0100", "1736842324", "",
+                                             "garbage"]),
+                      **{"header_X-Id": f"h{i}"})
+            data = acct_bytes([*layout, "header_X-Id"], [row], header=False)
+            if rng.random() < 0.1:
+                data = data.replace(b"Example", b"Ex\xe9mple")  # Latin-1, not UTF-8
+            parts.append(data)
+    return b"".join(parts)
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+@pytest.mark.parametrize("types", [None, {"d", "b"}, {"tq"}])
+def test_fast_path_matches_reference_parse(seed: int, types: set[str] | None) -> None:
+    data = _messy_file(seed)
+    expected, skipped = _reference_parse(data, types)
+    got = parse_records(data, types=types)
+    assert got.records == expected
+    assert [r.extra for r in got.records] == [r.extra for r in expected]
+    assert got.skipped_rows == skipped
+
+
+@pytest.mark.parametrize("chunk_size", [64, 301, 4096, 1 << 20])
+def test_fast_path_across_block_sizes(tmp_path: Path, chunk_size: int) -> None:
+    data = _messy_file(7)
+    path = tmp_path / "acct.csv"
+    path.write_bytes(data)
+    expected, skipped = _reference_parse(data)
+    reader = AcctReader(path, None, from_start=True, chunk_size=chunk_size)
+    assert list(reader.records()) == expected
+    assert reader.skipped_rows == skipped
+    assert reader.state.tail is not None and reader.state.tail.offset == len(data)
+
+
+def test_records_are_plain_acct_records() -> None:
+    import dataclasses
+
+    record = parse_records(EXAMPLE_36.encode()).records[0]
+    assert type(record) is AcctRecord
+    twin = dataclasses.replace(record)
+    assert twin == record and twin is not record
+    assert record.sender_domain == "m.example.net" and record.dlv_size == 18342
+
+
+def test_one_column_header_ignores_blank_rows() -> None:
+    got = parse_records(b"type\r\nd\r\n \r\n\r\nb\r\n")
+    assert [r.type for r in got.records] == ["d", "b"] and got.skipped_rows == 0
+
+
+@pytest.mark.parametrize("chunk_size", [40, 1 << 20])
+def test_first_record_of_a_run_still_being_written(tmp_path: Path, chunk_size: int) -> None:
+    """The only new bytes are a record cut inside a quoted field spanning several blocks."""
+    path = tmp_path / "acct.csv"
+    path.write_bytes(acct_bytes(FIELDS_50, [rec(rcpt="old@x")]))
+    state = read_new_records(path, None).state
+    whole = acct_bytes(FIELDS_50, [rec(rcpt="multi@x", dsnDiag="one\n" * 30 + "end"),
+                                   rec(rcpt="next@x")], header=False)
+    cut = whole.index(b"end")
+    append(path, whole[:cut])
+    reader = AcctReader(path, state, chunk_size=chunk_size)
+    assert list(reader.records()) == [] and reader.skipped_rows == 0
+    state = reader.state
+    assert state.tail is not None and state.tail.offset == path.stat().st_size - cut
+    append(path, whole[cut:])
+    batch = read_new_records(path, state)
+    assert rcpts(batch.records) == ["multi@x", "next@x"]
+    assert batch.records[0].dsn_diag == "one\n" * 30 + "end"
