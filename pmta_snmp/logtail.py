@@ -26,7 +26,7 @@ import os
 import re
 import stat
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Protocol
@@ -869,24 +869,59 @@ class TailReader(_ReaderBase):
         if found is not None:
             rest, newer = found
             yield from self._read(rest, st.offset, final=True, continues=True)
-            for path in newer:
-                if self.timed_out:
-                    return
-                f = _open(os.fspath(path), sibling=True)
-                if f is None:
-                    continue
-                if live is not None and (f.key == live.key or (live.head and f.head == live.head)):
-                    # The live file was rotated (renamed, or renamed and compressed) after we
-                    # opened it: it is read below, once, from the descriptor we hold. (Had it
-                    # been truncated instead, that read notices and the copy is read next run.)
-                    f.close()
-                    continue
-                opened.append(f)
-                yield from self._read(f, 0, final=True, continues=False)
+            done = {rest.key}
+            shifted = yield from self._read_newer(newer, live, done, opened)
+            if shifted and not self.timed_out:
+                # A name did not hold the file it held when we listed the directory: the
+                # rotations were shifted meanwhile (log.1 -> log.2 -> ...). List again from the
+                # rest's current place, so a file moved past a name we had already passed is
+                # not skipped.
+                yield from self._read_newer(self._relist_newer(rest), live, done, opened)
         else:
             self.lost = True
         if live is not None and not self.timed_out:
             yield from self._read(live, 0, final=False, continues=False)
+
+    def _read_newer(self, newer: list[Path], live: _File | None, done: set[str],
+                    opened: list[_File]) -> Generator[Block, None, bool]:
+        """Read the rotations in `newer` (oldest first) that are not `live` nor in `done`;
+        returns True when a name no longer held what the listing saw (a rotation ran)."""
+        shifted = False
+        for path in newer:
+            if self.timed_out:
+                return shifted
+            f = _open(os.fspath(path), sibling=True)
+            if f is None:
+                shifted = True  # renamed or compressed away since the listing
+                continue
+            if live is not None and (f.key == live.key or (live.head and f.head == live.head)):
+                # The live file was rotated (renamed, or renamed and compressed) after we
+                # opened it: it is read below, once, from the descriptor we hold. (Had it
+                # been truncated instead, that read notices and the copy is read next run.)
+                f.close()
+                shifted = True
+                continue
+            if f.key in done:
+                f.close()
+                shifted = True
+                continue
+            opened.append(f)
+            done.add(f.key)
+            yield from self._read(f, 0, final=True, continues=False)
+        return shifted
+
+    def _relist_newer(self, rest: _File) -> list[Path]:
+        """The rotations newer than `rest` in a fresh listing, found by its inode (a rename
+        keeps it); [] when it is not among the rotated siblings any more."""
+        siblings = rotated_siblings(self.path)
+        for i, path in enumerate(siblings):
+            try:
+                st = os.stat(path)
+            except OSError:
+                continue
+            if st.st_ino == rest.inode and st.st_dev == rest.device:
+                return self._newer(siblings, i)
+        return []
 
     def _find_rest(self, st: TailState, live: _File | None,
                    opened: list[_File]) -> tuple[_File, list[Path]] | None:
@@ -930,7 +965,9 @@ class TailReader(_ReaderBase):
             if entry.inode() == st.inode and entry.path != self.path:
                 f = check(Path(entry.path), by_content=False)
                 if f is not None:
-                    return f, []
+                    # Found outside the first listing (renamed meanwhile, or an unusual name):
+                    # the rotations after it come from a fresh listing.
+                    return f, self._relist_newer(f)
         return None
 
     @staticmethod

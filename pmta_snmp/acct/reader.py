@@ -648,6 +648,11 @@ class AcctReader:
         header: list[str] | None = None
         if not json_format and block.start > 0:
             saved = self._saved_headers.get(block.key) if block.continues else None
+            if saved is None and block.continues and not self._is_glob and self._saved_headers:
+                # The file we were reading, found again by its content under another identity
+                # (compressed or copied by a rotation): the header saved with the state is its
+                # header. Reading it again by path could hit a file rotated meanwhile.
+                saved = next(iter(self._saved_headers.values()))
             header = saved or self._header_of(block.source)
         return _FileParser(json_format=json_format, header=header, types=self.types,
                            keep_extra=self.keep_extra)

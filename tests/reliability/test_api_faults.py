@@ -1,0 +1,224 @@
+"""PowerMTA API faults seen by the AgentX agent and by the plugins.
+
+Faults: the API down (connection refused), slow (answers after the poll timeout), HTTP 500,
+truncated JSON, a wrong envelope, an envelope without `status`, binary garbage, connections
+reset without an answer, and PowerMTA killed in the middle of an answer (a proxy that forwards
+half a response and resets). For each:
+
+* the agent keeps serving the last good data (the simulator moves on meanwhile, the served
+  values do not), says so in its health objects (reachable false, data age, failures, last
+  error), sends pmtaApiLost once (not once per failed poll) and pmtaApiRestored once;
+* check_pmta_queue and check_pmta_license exit 3 (UNKNOWN) with one clear line, no traceback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from functools import partial
+
+import pytest
+
+from pmta_snmp.agent import run_agentx
+from pmta_snmp.config import AgentXSection, Config, PmtaSection, PollSection, Thresholds
+from pmta_snmp.mib.layout import layout
+from pmta_snmp.netsnmp import LoopThread, SnmpClientError, SnmpdMaster, TrapReceiver
+from pmta_snmp.sim import Simulator
+from tests.reliability._support import (
+    CutProxy,
+    assert_one_clean_unknown_line,
+    run_plugin,
+    wait_until,
+)
+
+LAY = layout()
+
+# (fault, variant, the text the error must contain)
+FAULTS: list[tuple[str, str | None, str]] = [
+    ("down", None, "cannot connect"),
+    ("slow", None, "timed out"),
+    ("500", None, "HTTP 500"),
+    ("malformed", "truncated", "unparsable JSON"),
+    ("malformed", "envelope", "envelope"),
+    ("malformed", "nosucc", "envelope"),
+    ("malformed", "garbage", "neither XML nor JSON"),
+    ("reset", None, "closed the connection"),
+    ("cut", None, "closed the connection"),
+]
+FAULT_IDS = [f"{f}-{v}" if v else f for f, v, _ in FAULTS]
+SLOW_DELAY = 2.5  # seconds; the agent's poll timeout is 1 s
+
+
+def dotted(oid: tuple[int, ...]) -> str:
+    return ".".join(map(str, oid))
+
+
+@dataclass
+class Env:
+    sim: Simulator
+    proxy: CutProxy
+
+    def set_fault(self, fault: str, variant: str | None) -> None:
+        if fault == "cut":
+            self.proxy.cut = True
+            return
+        self.proxy.cut = False
+        self.sim.set_fault(fault, delay=SLOW_DELAY, variant=variant)
+
+    def clear(self) -> None:
+        self.proxy.cut = False
+        self.sim.set_fault("none")
+
+
+@pytest.fixture
+def env() -> Iterator[Env]:
+    sim = Simulator(scenario="healthy", seed=11, speed=0, domains=40, vmtas=3).start()
+    proxy = CutProxy(sim.port)
+    try:
+        yield Env(sim, proxy)
+    finally:
+        proxy.stop()
+        sim.stop()
+
+
+# --- the agent ---------------------------------------------------------------------------
+
+
+class Agent:
+    def __init__(self, master: SnmpdMaster) -> None:
+        self.master = master
+
+    def get(self, name: str) -> str:
+        try:
+            got = self.master.get(dotted(LAY.instance(name)), timeout=1, retries=1)
+        except SnmpClientError:
+            return "?"
+        if not got:
+            return "?"
+        if got[0].type == "Hex-STRING":  # net-snmp shows non-ASCII UTF-8 text in hex
+            return bytes.fromhex(got[0].value).decode("utf-8", "replace")
+        return got[0].value
+
+    def number(self, name: str) -> int:
+        return int(self.get(name).split()[0])
+
+    def shows(self, name: str, value: str) -> Callable[[], bool]:
+        return lambda: self.get(name) == value
+
+    def reaches(self, name: str, value: int) -> Callable[[], bool]:
+        return lambda: self.number(name) >= value
+
+
+def traps_of(receiver: TrapReceiver, name: str) -> int:
+    oid = dotted(LAY.oid(name))
+    return sum(1 for t in receiver.traps() if any(vb.value.endswith(oid) for vb in t))
+
+
+def has_traps(receiver: TrapReceiver, name: str, count: int) -> bool:
+    return traps_of(receiver, name) == count
+
+
+@pytest.mark.snmpd
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_agent_serves_last_good_data_and_notifies_once_per_fault(
+    env: Env,
+    snmpd_factory: Callable[..., SnmpdMaster],
+    trap_receiver: TrapReceiver,
+    loop_thread: LoopThread,
+) -> None:
+    master = snmpd_factory(trap_port=trap_receiver.port, agentx_timeout=2)
+    cfg = Config(
+        pmta=PmtaSection(url=env.proxy.url, timeout=1.0),
+        poll=PollSection(interval=0.5, jitter=0),
+        agentx=AgentXSection(socket=master.agentx_address, ping_interval=5),
+        thresholds=Thresholds(
+            queue_rcpt_raise=10**9, queue_rcpt_clear=10**9 - 1, api_failures_raise=1
+        ),
+    )
+    agent = Agent(master)
+    stop = asyncio.Event()
+    fut = asyncio.run_coroutine_threadsafe(run_agentx(cfg, stop=stop), loop_thread.loop)
+    timings: dict[str, tuple[float, float]] = {}
+    try:
+        assert wait_until(lambda: agent.get("pmtaAgentApiReachable") == "1", 15)
+        for cycle, (fault, variant, text) in enumerate(FAULTS, 1):
+            name = f"{fault}-{variant}" if variant else fault
+            truth = env.sim.snapshot().status.traffic.total.outbound.msg
+            assert wait_until(agent.shows("pmtaTotalMessagesOut", str(truth)), 5)
+            t0 = time.monotonic()
+            env.set_fault(fault, variant)
+            assert wait_until(lambda: agent.get("pmtaAgentApiReachable") == "2", 6), name
+            lost_after = time.monotonic() - t0
+            # PowerMTA moves on while the agent cannot see it.
+            env.sim.advance(300)
+            moved = env.sim.snapshot().status.traffic.total.outbound.msg
+            assert moved != truth
+            failures = agent.number("pmtaAgentPollFailures")
+            assert wait_until(agent.reaches("pmtaAgentPollFailures", failures + 2), 8), name
+            # The last good data is served, and the health objects say how old it is.
+            assert agent.get("pmtaTotalMessagesOut") == str(truth), name
+            assert agent.number("pmtaAgentDataAge") >= 1, name
+            assert agent.number("pmtaAgentConsecutiveFailures") >= 2, name
+            error = agent.get("pmtaAgentLastError")
+            # Through the proxy a refused upstream is a reset client connection.
+            alt = "closed the connection" if fault == "down" else text
+            assert text in error or alt in error, (name, error)
+            assert trap_receiver.wait_for(lambda vbs: any(
+                vb.value.endswith(dotted(LAY.oid("pmtaApiLost"))) for vb in vbs), 5)
+            assert traps_of(trap_receiver, "pmtaApiLost") == cycle, name  # once, not per poll
+            assert traps_of(trap_receiver, "pmtaApiRestored") == cycle - 1, name
+            t1 = time.monotonic()
+            env.clear()
+            assert wait_until(lambda: agent.get("pmtaAgentApiReachable") == "1", 6), name
+            assert wait_until(agent.shows("pmtaTotalMessagesOut", str(moved)), 5)
+            assert wait_until(partial(has_traps, trap_receiver, "pmtaApiRestored", cycle), 5)
+            timings[name] = (lost_after, time.monotonic() - t1)
+            assert agent.number("pmtaAgentConsecutiveFailures") == 0
+        time.sleep(1.0)  # good polls after the last fault add no notification
+        assert traps_of(trap_receiver, "pmtaApiLost") == len(FAULTS)
+        assert traps_of(trap_receiver, "pmtaApiRestored") == len(FAULTS)
+        assert env.proxy.cuts > 0
+        print("\nfault: (seconds to pmtaAgentApiReachable=false, to restored)")
+        for name, (lost, back) in timings.items():
+            print(f"  {name:20} {lost:5.2f} {back:5.2f}")
+    finally:
+        loop_thread.call_soon(stop.set)
+        fut.result(20)
+
+
+# --- the plugins -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("fault", "variant", "text"), FAULTS, ids=FAULT_IDS)
+def test_plugins_exit_unknown_with_one_clear_line(
+    env: Env, tmp_path: pytest.TempPathFactory, fault: str, variant: str | None, text: str
+) -> None:
+    url = env.proxy.url if fault == "cut" else env.sim.url
+    state = ["--state-dir", str(tmp_path)]
+    ok = run_plugin("queue", ["--url", url, *state])
+    assert ok.code == 0, ok.out
+    env.set_fault(fault, variant)
+    try:
+        for module, extra in (("queue", state), ("license", [])):
+            out = run_plugin(module, ["--url", url, "--api-timeout", "1", *extra])
+            assert_one_clean_unknown_line(out, f"{module} {fault}")
+            assert text in out.line, out.line
+            assert out.seconds < 5, (module, out.seconds)
+    finally:
+        env.clear()
+    assert run_plugin("license", ["--url", url]).code == 0
+
+
+def test_plugin_timeout_names_the_stage_on_a_slow_api(env: Env) -> None:
+    """-t 1 against an API slower than that: UNKNOWN naming the stage, within ~1.5 s."""
+    env.sim.set_fault("slow", delay=5)
+    try:
+        out = run_plugin("queue", ["--url", env.sim.url, "-t", "1", "--state-dir", "/dev/null/x"])
+    finally:
+        env.clear()
+    assert_one_clean_unknown_line(out, "slow -t 1")
+    assert "timed out after 1 s while querying PowerMTA /status" in out.line, out.line
+    assert out.seconds < 1.5 + 0.5, out.seconds  # + interpreter start-up

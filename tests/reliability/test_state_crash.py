@@ -1,0 +1,171 @@
+"""Plugin state under kill -9 and concurrency.
+
+* A child loops StateFile.save over a big dict (a new version each time) and is SIGKILLed at
+  random moments, 25 times: every load afterwards succeeds and equals one whole written version
+  (never a mix, never a parse error), and the lock is free again at once.
+* Two plugin instances run at the same time, over and over, on one state directory and one log:
+  the state stays valid JSON and no line is counted by both or by neither.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from pmta_snmp.state import StateFile
+from tests.reliability._files import LogTruth, RotatingFile
+from tests.reliability._support import PYTHON, REPO, agent_env, run_plugin
+
+WRITER = """
+import sys
+from pmta_snmp.state import StateFile
+sys.path.insert(0, sys.argv[2])
+from tests.reliability.test_state_crash import version
+state = StateFile(sys.argv[1])
+i = 0
+while True:
+    i += 1
+    state.save(version(i))
+    print(i, flush=True)
+"""
+
+
+def version(i: int) -> dict[str, object]:
+    """Written version i: ~2 MB, every part derived from i (a torn mix is detectable)."""
+    return {
+        "version": i,
+        "logs": {f"/var/log/pmta/log{k}": {"offset": i * 1000 + k, "inode": i, "tail": f"{i:x}"}
+                 for k in range(2000)},
+        "buckets": [[i, k, "x" * 800] for k in range(2000)],
+        "check": i * 7919,
+    }
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(90)
+def test_kill_9_during_save_leaves_old_or_new_state(tmp_path: Path) -> None:
+    path = tmp_path / "state" / "check_pmta_log.json"
+    rng = random.Random(7)
+    seen_versions: list[int] = []
+    for _ in range(25):
+        child = subprocess.Popen([PYTHON, "-c", WRITER, str(path), str(REPO)],
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                 env=agent_env(PYTHONPATH=str(REPO)), cwd=REPO)
+        try:
+            assert child.stdout is not None
+            # Let it get going (it reloads nothing; each save replaces the file), then kill it
+            # at a random moment, most likely in the middle of a save.
+            first = child.stdout.readline()
+            assert first.strip().isdigit(), child.stderr.read() if child.stderr else ""
+            time.sleep(rng.uniform(0.0, 0.25))
+            os.kill(child.pid, signal.SIGKILL)
+        finally:
+            if child.poll() is None:
+                os.kill(child.pid, signal.SIGKILL)
+            child.wait(10)
+        assert child.returncode == -signal.SIGKILL
+        state = StateFile(path, lock_timeout=1.0)
+        t0 = time.monotonic()
+        data = state.load()  # must not wait for a dead process's lock
+        assert time.monotonic() - t0 < 0.5
+        assert state.warning is None, state.warning  # never a corrupt file
+        v = data["version"]
+        assert isinstance(v, int) and v >= 1
+        assert data == json.loads(json.dumps(version(v))), f"version {v} torn"
+        seen_versions.append(v)
+    leftovers = [p.name for p in path.parent.iterdir() if p.name.endswith(".tmp")]
+    print(f"\nversions after each kill: {seen_versions}; temp files left: {len(leftovers)}")
+    assert len(set(seen_versions)) > 5  # the kills really landed at different moments
+    assert not (path.parent / (path.name + ".corrupt")).exists()
+    assert oct(path.stat().st_mode & 0o777) == "0o600"
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_two_plugin_instances_at_once_share_state_safely(tmp_path: Path) -> None:
+    log = RotatingFile(tmp_path / "log")
+    truth = LogTruth(log, seed=9)
+    truth.write_batch(5)
+    state_dir = tmp_path / "state"
+    argv = ["-l", str(log.path), "--state-dir", str(state_dir), "-w", "1000000", "-c",
+            "1000000"]
+    first = run_plugin("log", [*argv, "--from-start"])
+    assert first.code == 0, first.out
+    sums = {"lines": int(first.number("lines")), "warning": int(first.number("warning_lines")),
+            "critical": int(first.number("critical_lines"))}
+    lock = threading.Lock()
+    errors: list[str] = []
+    stop = threading.Event()
+
+    def instance() -> None:
+        while not stop.is_set():
+            out = run_plugin("log", argv)
+            if out.code != 0 or "Traceback" in out.err:
+                errors.append(out.out + out.err)
+                return
+            with lock:
+                sums["lines"] += int(out.number("lines"))
+                sums["warning"] += int(out.number("warning_lines"))
+                sums["critical"] += int(out.number("critical_lines"))
+
+    def writer() -> None:
+        while not stop.is_set():
+            truth.write_batch()
+            time.sleep(0.003)
+
+    threads = [threading.Thread(target=instance) for _ in range(2)]
+    threads.append(threading.Thread(target=writer))
+    for t in threads:
+        t.start()
+    time.sleep(5)
+    stop.set()
+    for t in threads:
+        t.join(30)
+    log.close()
+    last = run_plugin("log", argv)
+    assert last.code == 0
+    sums["lines"] += int(last.number("lines"))
+    sums["warning"] += int(last.number("warning_lines"))
+    sums["critical"] += int(last.number("critical_lines"))
+    assert not errors, errors[:3]
+    assert sums == truth.counts, (sums, truth.counts)
+    files = list(state_dir.glob("*.json"))
+    assert files and all(isinstance(json.loads(f.read_text()), dict) for f in files)
+    assert not list(state_dir.glob("*.corrupt"))
+
+
+@pytest.mark.slow
+def test_plugin_killed_anywhere_in_a_run_counts_each_record_once(tmp_path: Path) -> None:
+    """check_pmta_bounce SIGKILLed at random moments of a long read (before, during or after
+    its state save): the state is the old or the new one, so the finished run's window holds
+    every record exactly once."""
+    from tests.reliability.test_large_inputs import bounce_counts, write_acct
+
+    acct = tmp_path / "acct.csv"
+    truth = write_acct(acct, 100_000)
+    argv = [PYTHON, "-m", "pmta_snmp.checks.bounce", "--acct-file", str(acct), "--window",
+            "1d", "-w", "100", "-c", "100", "--state-dir", str(tmp_path / "st"), "-t", "0",
+            "--from-start"]  # applies only while no state was saved yet
+    rng = random.Random(3)
+    for i in range(5):
+        child = subprocess.Popen(argv,
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                 env=agent_env())
+        time.sleep(rng.uniform(0.15, 1.2))
+        if child.poll() is None:
+            os.kill(child.pid, signal.SIGKILL)
+        child.wait(10)
+        if i == 0 and child.returncode == 0:
+            pytest.skip("the first run finished before it could be killed")
+    out = run_plugin("bounce", argv[3:])
+    assert out.code == 0, out.out + out.err
+    assert bounce_counts(out) == truth
+    assert not list((tmp_path / "st").glob("*.corrupt"))
