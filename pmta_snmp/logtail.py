@@ -343,7 +343,13 @@ def _walk_literals(items: list[Any], fold: bool) -> set[bytes] | None:
         if fold and not text.isascii():
             return None
         raw = text.encode("utf-8")
-        return {raw.lower() if fold else raw}
+        if fold:
+            return {raw.lower()}
+        # Lines are UTF-8 or, failing that, Latin-1: a non-ASCII literal may be either.
+        try:
+            return {raw, text.encode("latin-1")}
+        except UnicodeEncodeError:
+            return {raw}
 
     run: list[int] = []
     for op, av in items:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import re
 import secrets
+import shutil
 import stat
 import subprocess
 import time
@@ -27,7 +28,7 @@ import pytest
 
 from pmta_snmp.api import ClientConfig, PmtaClient, PmtaError
 from pmta_snmp.mib.layout import layout
-from pmta_snmp.netsnmp import SnmpdMaster, free_udp_port, udp_port_bound
+from pmta_snmp.netsnmp import SnmpdMaster, free_udp_port, missing_netsnmp_tools, udp_port_bound
 from pmta_snmp.sim import Simulator
 from tests.reliability._support import (
     PYTHON,
@@ -100,8 +101,9 @@ def test_agent_never_shows_the_api_key(
         assert wait_until(lambda: "PowerMTA API reachable" in agent.log_text(), 15), \
             agent.log_text()
         argv = cmdline(agent.pid)
-        ps = subprocess.run(["ps", "-ww", "-o", "args=", "-p", str(agent.pid)],
-                            capture_output=True, text=True, check=False).stdout
+        ps = (subprocess.run(["ps", "-ww", "-o", "args=", "-p", str(agent.pid)],
+                             capture_output=True, text=True, check=False).stdout
+              if shutil.which("ps") else "")  # /proc/PID/cmdline above is what ps shows
         for fault, variant in AGENT_FAULTS:
             keyed_sim.set_fault(fault, variant=variant)
             time.sleep(1.2)  # a failed poll or two: logged at -vv with the error text
@@ -296,6 +298,8 @@ def test_client_sends_no_command_but_show() -> None:
 def test_snmp_set_through_snmpd_is_refused(
     snmpd_factory: Callable[..., SnmpdMaster], tmp_path: Path
 ) -> None:
+    if missing_netsnmp_tools("snmpset"):
+        pytest.skip("snmpset is not installed (Debian: snmp)")
     sim = Simulator(scenario="healthy", seed=1, speed=0, domains=10, vmtas=2).start()
     master = snmpd_factory(extra_config="rwcommunity private 127.0.0.1")
     agent = Background(

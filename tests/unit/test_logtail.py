@@ -706,3 +706,11 @@ def test_line_scanner_tricky_constructs(pattern: str, ignore_case: bool) -> None
     flags = re.I | re.A if ignore_case else 0
     assert LineScanner({"p": pattern}, ignore_case=ignore_case).scan(data) == naive(
         {"p": re.compile(pattern, flags)}, data)
+
+
+def test_line_scanner_non_ascii_literal_matches_latin1_and_utf8_lines() -> None:
+    # Found by the property test: the literal prefilter looked only for the UTF-8 bytes, so a
+    # Latin-1 line (decoded by the fallback) never reached the regex.
+    scanner = LineScanner({"p0": "ÿé"}, ignore_case=False)
+    for encoding in ("latin-1", "utf-8"):
+        assert scanner.scan("x ÿé y\n".encode(encoding)) == [("p0", "x ÿé y")]
