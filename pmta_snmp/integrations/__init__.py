@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import argparse
 import importlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 from typing import Any, Final
 
 __all__ = [
@@ -179,3 +180,14 @@ def header_lines(comment: str, source: str, regenerate: str) -> list[str]:
         f"{comment} Do not edit: regenerate instead (a test compares this file with the output).",
     ]
 
+
+
+def write_files(out_dir: Path, files: Mapping[str, str]) -> list[Path]:
+    """Write generated files (name -> text) into `out_dir`; returns their paths."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, text in files.items():
+        path = out_dir / name
+        path.write_text(text, encoding="utf-8")
+        written.append(path)
+    return written

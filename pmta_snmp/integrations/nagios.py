@@ -20,7 +20,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Final
 
-from pmta_snmp.integrations import OptionSpec, PluginSpec, header_lines, load_plugins
+from pmta_snmp.integrations import (
+    OptionSpec,
+    PluginSpec,
+    header_lines,
+    load_plugins,
+    write_files,
+)
 
 __all__ = [
     "COMMANDS_FILE",
@@ -161,13 +167,7 @@ def render_example(plugins: Sequence[PluginSpec] | None = None) -> str:
 def write(out_dir: Path, plugins: Sequence[PluginSpec] | None = None) -> list[Path]:
     """Write both files into `out_dir`; returns their paths."""
     plugins = load_plugins() if plugins is None else plugins
-    out_dir.mkdir(parents=True, exist_ok=True)
-    written = []
-    for name, text in (
-        (COMMANDS_FILE, render_commands(plugins)),
-        (EXAMPLE_FILE, render_example(plugins)),
-    ):
-        path = out_dir / name
-        path.write_text(text, encoding="utf-8")
-        written.append(path)
-    return written
+    return write_files(
+        out_dir,
+        {COMMANDS_FILE: render_commands(plugins), EXAMPLE_FILE: render_example(plugins)},
+    )
