@@ -2,12 +2,15 @@
 
     python -m bench.agent_child WINDOWS_FILE agentx --url ... --agentx-socket ...
 
-The product code runs unchanged; `Poller.poll_once` (fetch + parse + rebuild) and
-`SnmpView.update` (the OID tree rebuild) are wrapped to append `poll T0 T1` / `rebuild T0 T1`
-lines, and a `gc.callbacks` hook appends `gcN T0 T1` for every generation-2 collection and any
-other taking over 1 ms (collections stop every thread). Times are `time.monotonic()` seconds,
-which on Linux is the same clock in every process, so the benchmark can tell which of its
-timed requests overlapped a rebuild or a collection.
+The product code runs unchanged. By default the agent polls and rebuilds in its poll worker
+child process, which reports its timings with every tree (`worker.Published`): they become
+`poll T0 T1` (fetch + parse) and `rebuild T0 T1` (tree build + pack) lines, and the parent's
+handling of each handover (map the tree, swap it) a `swap T0 T1` line. With
+`poll.isolation = "thread"`, `Poller.poll_once` and `SnmpView.update` are wrapped instead. A
+`gc.callbacks` hook appends `gcN T0 T1` for every generation-2 collection of the serving
+process and any other taking over 1 ms (collections stop every thread). Times are
+`time.monotonic()` seconds, which on Linux is the same clock in every process, so the benchmark
+can tell which of its timed requests overlapped a rebuild or a collection.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ def main(argv: list[str]) -> int:
     from pmta_snmp import poller
     from pmta_snmp.cli import main as cli_main
     from pmta_snmp.service import SnmpView
+    from pmta_snmp.worker import Published, TreeWorker
 
     out = open(windows_path, "a", buffering=1, encoding="ascii")  # noqa: SIM115 - process-long
     original_update = SnmpView.update
@@ -43,6 +47,19 @@ def main(argv: list[str]) -> int:
         finally:
             out.write(f"poll {t0:.6f} {time.monotonic():.6f}\n")
 
+    original_handle = TreeWorker._handle
+
+    def handle(self: TreeWorker, conn: Any, msg: Any) -> None:
+        t0 = time.monotonic()
+        try:
+            original_handle(self, conn, msg)
+        finally:
+            if msg[0] == "tree":
+                info: Published = msg[1]
+                out.write(f"poll {info.poll_started:.6f} {info.poll_ended:.6f}\n")
+                out.write(f"rebuild {info.poll_ended:.6f} {info.build_ended:.6f}\n")
+                out.write(f"swap {t0:.6f} {time.monotonic():.6f}\n")
+
     gc_started = [0.0]
 
     def on_gc(phase: str, info: dict[str, int]) -> None:
@@ -53,6 +70,7 @@ def main(argv: list[str]) -> int:
             out.write(f"gc{info['generation']} {gc_started[0]:.6f} {now:.6f}\n")
 
     gc.callbacks.append(on_gc)
+    TreeWorker._handle = handle  # type: ignore[method-assign]
     SnmpView.update = update  # type: ignore[method-assign]
     poller.Poller.poll_once = poll_once  # type: ignore[method-assign]
     return cli_main(args)

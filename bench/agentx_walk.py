@@ -284,19 +284,22 @@ class Windows:
     """Poll and rebuild windows reported by bench.agent_child."""
 
     polls: list[tuple[float, float]]
-    rebuilds: list[tuple[float, float]]
+    rebuilds: list[tuple[float, float]]  # in the poll worker child (or the poller thread)
     collections: list[tuple[float, float]]  # gen-2 and any other over 1 ms
+    swaps: list[tuple[float, float]]  # the serving process maps and swaps a new tree
 
     @classmethod
     def read(cls, path: Path) -> Windows:
-        found: dict[str, list[tuple[float, float]]] = {"poll": [], "rebuild": [], "gc": []}
+        found: dict[str, list[tuple[float, float]]] = {
+            "poll": [], "rebuild": [], "gc": [], "swap": []
+        }
         if path.exists():
             for line in path.read_text(encoding="ascii").splitlines():
                 parts = line.split()
                 if len(parts) == 3:  # a line being written has fewer
                     kind = "gc" if parts[0].startswith("gc") else parts[0]
                     found.setdefault(kind, []).append((float(parts[1]), float(parts[2])))
-        return cls(found["poll"], found["rebuild"], found["gc"])
+        return cls(found["poll"], found["rebuild"], found["gc"], found["swap"])
 
 
 def _overlaps(sample: Sample, windows: list[tuple[float, float]]) -> bool:
@@ -342,17 +345,20 @@ def latency_and_memory(report: Report, wd: Path, sim_url: str, domains: int, qui
             stats = fm.walk_loop(base, seconds)
             windows = Windows.read(windows_path)
             our_mem = proc_status(child.pid)
+            worker_mems = [proc_status(pid) for pid in _children(child.pid)]
         finally:
             stop(child, timeout=10)
     rebuilds = windows.rebuilds[before - 1:]
-    during = [s.latency for s in stats.samples if _overlaps(s, windows.rebuilds)]
+    # "During a rebuild": while the tree is built (child or thread) or mapped and swapped in.
+    busy = windows.rebuilds + windows.swaps
+    during = [s.latency for s in stats.samples if _overlaps(s, busy)]
     polling = [
         s.latency for s in stats.samples
-        if not _overlaps(s, windows.rebuilds) and _overlaps(s, windows.polls)
+        if not _overlaps(s, busy) and _overlaps(s, windows.polls)
     ]
     idle = [
         s.latency for s in stats.samples
-        if not _overlaps(s, windows.rebuilds) and not _overlaps(s, windows.polls)
+        if not _overlaps(s, busy) and not _overlaps(s, windows.polls)
     ]
     everything = [s.latency for s in stats.samples]
     rebuild_s = median([b - a for a, b in rebuilds]) if rebuilds else float("nan")
@@ -404,15 +410,14 @@ def latency_and_memory(report: Report, wd: Path, sim_url: str, domains: int, qui
     if worst >= LATENCY_TARGET_S:
         slow = [
             s for s in stats.samples
-            if s.latency >= LATENCY_TARGET_S and _overlaps(s, windows.rebuilds)
+            if s.latency >= LATENCY_TARGET_S and _overlaps(s, busy)
         ]
         in_gc = sum(1 for s in slow if _overlaps(s, windows.collections))
+        in_swap = sum(1 for s in slow if _overlaps(s, windows.swaps))
         report.note(
             f"{len(slow)} of {len(during)} requests during a rebuild took >= 5 ms, {in_gc} of "
-            "them overlapping a garbage collection (which stops every thread): the poll and "
-            "the rebuild run in the poller thread and hold the GIL, and the AgentX loop thread "
-            "waits for it (switch interval 5 ms; longer inside one C call such as json.loads "
-            "or a collection)"
+            f"them overlapping a garbage collection of the serving process, {in_swap} a tree "
+            "swap; the rest share the one CPU with the poll worker"
         )
     hwm, ref_hwm = our_mem.get("VmHWM", 0), ref_mem.get("VmHWM", 0)
     report.add(Row(
@@ -420,3 +425,19 @@ def latency_and_memory(report: Report, wd: Path, sim_url: str, domains: int, qui
         mib(hwm), f"{mib(ref_hwm)} (C, hrSWInstalledTable)",
         ratio(hwm, ref_hwm), "report", None,
     ))
+    for mem in worker_mems:
+        report.add(Row(
+            f"poll worker child peak RSS (VmHWM), {domains} domains",
+            mib(mem.get("VmHWM", 0)), "", None, "report", None,
+        ))
+
+
+def _children(pid: int) -> list[int]:
+    """Child pids of `pid` (Linux /proc/PID/task/*/children)."""
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            found += [int(x) for x in (task / "children").read_text().split()]
+        except (OSError, ValueError):
+            continue
+    return found

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 import sys
@@ -15,9 +16,10 @@ from collections.abc import Awaitable, Callable
 
 from pmta_snmp.api import ClientConfig, load_api_key
 from pmta_snmp.config import Config
-from pmta_snmp.mib.snapshot import Oid, Value
+from pmta_snmp.mib.snapshot import Oid, OidTree, Value
 from pmta_snmp.poller import Poller, PollResult
 from pmta_snmp.service import SnmpView
+from pmta_snmp.worker import TreeWorker
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +64,7 @@ def _threadsafe_sender(
     loop: asyncio.AbstractEventLoop,
     send: Callable[[Oid, list[tuple[Oid, Value]]], Awaitable[object]],
 ) -> Callable[[Oid, list[tuple[Oid, Value]]], None]:
-    """Schedule an async send on the agent's loop from the poller thread (never blocks)."""
+    """Schedule an async send on the agent's loop from any thread (never blocks)."""
 
     def sender(trap_oid: Oid, varbinds: list[tuple[Oid, Value]]) -> None:
         async def run() -> None:
@@ -76,6 +78,52 @@ def _threadsafe_sender(
     return sender
 
 
+class Backend:
+    """Polling and tree building for an agent: in a child process or in a thread.
+
+    `current` is the tree getter for the SNMP front end; `start` and `stop` run on the
+    agent's loop. With `poll.isolation = "process"` (the default) a `TreeWorker` child polls
+    and builds; with `"thread"` a Poller thread updates an in-process SnmpView.
+    """
+
+    def __init__(
+        self, cfg: Config, send: Callable[[Oid, list[tuple[Oid, Value]]], Awaitable[object]]
+    ) -> None:
+        self.cfg = cfg
+        self.view = SnmpView(thresholds=cfg.thresholds, enterprise=cfg.enterprise)
+        self.base = self.view.base
+        self._send = send
+        self.worker: TreeWorker | None = None
+        self.poller: Poller | None = None
+
+    def current(self) -> OidTree:
+        """The tree to answer from right now."""
+        if self.worker is not None:
+            return self.worker.tree
+        return self.view.tree
+
+    def start(self) -> None:
+        """Start polling (call on the agent's loop)."""
+        sender = _threadsafe_sender(asyncio.get_running_loop(), self._send)
+        if self.cfg.poll.isolation == "process":
+            self.worker = TreeWorker(self.cfg, self.view.tree, on_notification=sender)
+            self.worker.start()
+            # Everything allocated so far lives as long as the agent: keep it out of the
+            # collector's way so the serving process's rare full collections stay short.
+            gc.freeze()
+        else:
+            self.view.senders.append(sender)
+            self.poller = poller_from(self.cfg, self.view.update)
+            self.poller.start()
+
+    async def stop(self) -> None:
+        """Stop polling and wait for the child or thread."""
+        if self.worker is not None:
+            await self.worker.stop()
+        if self.poller is not None:
+            await asyncio.to_thread(self.poller.stop)
+
+
 async def run_agentx(cfg: Config, *, stop: asyncio.Event | None = None) -> None:
     """Poll PowerMTA and serve the view through the master snmpd over AgentX until stopped."""
     from pmta_snmp.agentx.codec import VarBind
@@ -83,27 +131,25 @@ async def run_agentx(cfg: Config, *, stop: asyncio.Event | None = None) -> None:
 
     stop = stop or asyncio.Event()
     _install_signals(stop)
-    view = SnmpView(thresholds=cfg.thresholds, enterprise=cfg.enterprise)
-    session = AgentXSession(
-        [Registration(view.base, priority=cfg.agentx.priority)],
-        view.current,
-        address=cfg.agentx.socket,
-        agent_id=view.base,
-        description="pmta-snmp PowerMTA subagent",
-        session_timeout=cfg.agentx.timeout,
-        ping_interval=cfg.agentx.ping_interval,
-    )
 
     async def send(trap_oid: Oid, varbinds: list[tuple[Oid, Value]]) -> None:
         await session.notify(trap_oid, [VarBind(o, v) for o, v in varbinds], sys_uptime=True)
 
-    view.senders.append(_threadsafe_sender(asyncio.get_running_loop(), send))
-    poller = poller_from(cfg, view.update)
+    backend = Backend(cfg, send)
+    session = AgentXSession(
+        [Registration(backend.base, priority=cfg.agentx.priority)],
+        backend.current,
+        address=cfg.agentx.socket,
+        agent_id=backend.base,
+        description="pmta-snmp PowerMTA subagent",
+        session_timeout=cfg.agentx.timeout,
+        ping_interval=cfg.agentx.ping_interval,
+    )
     session.start()
-    poller.start()
+    backend.start()
     log.info(
         "pmta-snmp agentx: serving %s via %s, polling %s every %gs",
-        ".".join(map(str, view.base)),
+        ".".join(map(str, backend.base)),
         cfg.agentx.socket,
         cfg.pmta.url,
         cfg.poll.interval,
@@ -113,7 +159,7 @@ async def run_agentx(cfg: Config, *, stop: asyncio.Event | None = None) -> None:
     finally:
         log.info("pmta-snmp agentx: stopping")
         await session.stop()
-        await asyncio.to_thread(poller.stop)
+        await backend.stop()
 
 
 async def run_standalone(
@@ -124,12 +170,14 @@ async def run_standalone(
 
     stop = stop or asyncio.Event()
     _install_signals(stop)
-    view = SnmpView(thresholds=cfg.thresholds, enterprise=cfg.enterprise)
-    agent = StandaloneAgent(view.current, cfg.snmp)
+
+    async def send(trap_oid: Oid, varbinds: list[tuple[Oid, Value]]) -> None:
+        await agent.send_notification(trap_oid, varbinds)
+
+    backend = Backend(cfg, send)
+    agent = StandaloneAgent(backend.current, cfg.snmp)
     await agent.start()
-    view.senders.append(_threadsafe_sender(asyncio.get_running_loop(), agent.send_notification))
-    poller = poller_from(cfg, view.update)
-    poller.start()
+    backend.start()
     log.info(
         "pmta-snmp agent: answering SNMP on %s, polling %s every %gs",
         cfg.snmp.listen,
@@ -141,5 +189,5 @@ async def run_standalone(
     try:
         await stop.wait()
     finally:
-        await asyncio.to_thread(poller.stop)
+        await backend.stop()
         await agent.stop()

@@ -40,6 +40,9 @@ class PollSection:
     interval: float = 60.0
     jitter: float = 0.1
     license_interval: float = 3600.0
+    isolation: str = "process"
+    """`process`: poll and build in a child process (requests never wait for a rebuild);
+    `thread`: in a thread of the agent process (fewer processes, slower worst-case answers)."""
 
 
 @dataclass(frozen=True)
@@ -215,6 +218,8 @@ def validate(cfg: Config) -> Config:
         raise ConfigError("poll.interval must be at least 1 second")
     if not 0 <= cfg.poll.jitter < 1:
         raise ConfigError("poll.jitter must be a fraction in [0, 1)")
+    if cfg.poll.isolation not in ("process", "thread"):
+        raise ConfigError("poll.isolation must be process or thread")
     if cfg.pmta.api_format not in ("auto", "json", "xml"):
         raise ConfigError("pmta.api_format must be auto, json or xml")
     if cfg.pmta.api_flavor not in ("real", "seed"):

@@ -22,6 +22,7 @@ __all__ = [
     "AddAgentCaps",
     "AgentXEncodeError",
     "AgentXParseError",
+    "AnyVarBind",
     "CleanupSet",
     "Close",
     "CloseReason",
@@ -39,6 +40,7 @@ __all__ = [
     "Pdu",
     "PduType",
     "Ping",
+    "RawVarBind",
     "Register",
     "RemoveAgentCaps",
     "Response",
@@ -51,6 +53,7 @@ __all__ = [
     "decode_oid",
     "decode_packet",
     "encode_oid",
+    "raw_varbind",
 ]
 
 HEADER_LEN: Final = 20
@@ -226,6 +229,67 @@ class VarBind:
     value: Value
 
 
+class RawVarBind:
+    """A varbind already encoded in network byte order, e.g. copied from a packed OidTree.
+
+    Encoding a Response in network byte order copies `data` verbatim; the other byte order,
+    `name`, `value` and comparisons decode it first. Equal to the VarBind it encodes.
+    """
+
+    __slots__ = ("data",)
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    def decoded(self) -> VarBind:
+        """The VarBind these bytes encode."""
+        try:
+            return _Reader(self.data, 0, len(self.data), True).varbind()
+        except _Short as exc:
+            raise AgentXEncodeError(f"malformed raw varbind: {exc}") from None
+
+    @property
+    def name(self) -> Oid:
+        """The varbind's name."""
+        return self.decoded().name
+
+    @property
+    def value(self) -> Value:
+        """The varbind's value."""
+        return self.decoded().value
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, RawVarBind):
+            return self.data == other.data or self.decoded() == other.decoded()
+        if isinstance(other, VarBind):
+            return self.decoded() == other
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(self.decoded())
+
+    def __repr__(self) -> str:
+        vb = self.decoded()
+        return f"RawVarBind({vb.name!r}, {vb.value!r})"
+
+
+AnyVarBind = VarBind | RawVarBind
+
+_INTERNET_KEY: Final = b"\0\0\0\x01\0\0\0\x03\0\0\0\x06\0\0\0\x01\0\0\0"
+_RAW_HEAD: Final = struct.Struct(">HxxBBxx")
+
+
+def raw_varbind(type_code: int, key: bytes, data: bytes) -> RawVarBind:
+    """A varbind from its type, name as big-endian 4-byte sub-ids and RFC 2741 data encoding.
+
+    The name gets the 1.3.6.1.x prefix form whenever RFC 2741 allows it, as `encode_oid` does.
+    """
+    n = len(key) >> 2
+    if n >= 5 and key.startswith(_INTERNET_KEY) and key[19]:
+        return RawVarBind(_RAW_HEAD.pack(type_code, n - 5, key[19]) + key[20:] + data)
+    return RawVarBind(_RAW_HEAD.pack(type_code, n, 0) + key + data)
+
+
 # --- primitive encoders ------------------------------------------------------
 
 _STRUCTS: dict[tuple[bool, int], struct.Struct] = {}
@@ -280,7 +344,12 @@ _VB_HEAD_BE: Final = struct.Struct(">Hxx")
 _VB_HEAD_LE: Final = struct.Struct("<Hxx")
 
 
-def _encode_varbind(vb: VarBind, big: bool) -> bytes:
+def _encode_varbind(vb: AnyVarBind, big: bool) -> bytes:
+    if type(vb) is RawVarBind:
+        if big:
+            return vb.data
+        vb = vb.decoded()
+    assert isinstance(vb, VarBind)
     value = vb.value
     t = value.type
     v = value.value
@@ -307,7 +376,7 @@ def _encode_varbind(vb: VarBind, big: bool) -> bytes:
     raise AgentXEncodeError(f"unknown varbind type {t!r}")
 
 
-def _encode_varbinds(varbinds: tuple[VarBind, ...], big: bool) -> bytes:
+def _encode_varbinds(varbinds: tuple[AnyVarBind, ...], big: bool) -> bytes:
     return b"".join([_encode_varbind(vb, big) for vb in varbinds])
 
 
@@ -598,7 +667,7 @@ class Response(Pdu):
     sys_uptime: int = 0
     error: int = ErrorCode.NO_ERROR
     index: int = 0
-    varbinds: tuple[VarBind, ...] = ()
+    varbinds: tuple[AnyVarBind, ...] = ()
 
     def _payload(self, big: bool) -> bytes:
         return _pack(big, "IHH", self.sys_uptime, self.error, self.index) + _encode_varbinds(

@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable
 
 from pmta_snmp.agentx.codec import (
+    AnyVarBind,
     CleanupSet,
     CommitSet,
     ErrorCode,
@@ -17,13 +18,15 @@ from pmta_snmp.agentx.codec import (
     GetBulk,
     GetNext,
     Pdu,
+    RawVarBind,
     Response,
     SearchRange,
     TestSet,
     UndoSet,
     VarBind,
+    raw_varbind,
 )
-from pmta_snmp.mib.snapshot import OidTree, SnmpType, Value
+from pmta_snmp.mib.snapshot import OidTree, SnmpType, Value, oid_key
 
 __all__ = [
     "DEFAULT_MAX_BULK_VARBINDS",
@@ -57,26 +60,32 @@ def uptime_since(start: float | None = None) -> UptimeGetter:
     return uptime
 
 
-def get(tree: OidTree, ranges: tuple[SearchRange, ...]) -> tuple[VarBind, ...]:
+def _found(tree: OidTree, i: int) -> RawVarBind:
+    return raw_varbind(*tree.raw(i))
+
+
+def get(tree: OidTree, ranges: tuple[SearchRange, ...]) -> tuple[AnyVarBind, ...]:
     """Exact lookups: noSuchInstance under a known object, noSuchObject elsewhere."""
-    out: list[VarBind] = []
+    out: list[AnyVarBind] = []
     for r in ranges:
         oid = r.start
-        value = tree.get(oid)
-        if value is None:
+        i = tree.index(oid)
+        if i is not None:
+            out.append(_found(tree, i))
+        else:
             value = NO_SUCH_INSTANCE if tree.has_object(oid) else NO_SUCH_OBJECT
-        out.append(VarBind(oid, value))
+            out.append(VarBind(oid, value))
     return tuple(out)
 
 
-def _next(tree: OidTree, r: SearchRange) -> VarBind:
-    found = tree.next_after(r.start, r.include, r.end)
-    if found is None:
+def _next(tree: OidTree, r: SearchRange) -> AnyVarBind:
+    i = tree.next_index(r.start, r.include, r.end)
+    if i is None:
         return VarBind(r.start, END_OF_MIB_VIEW)
-    return VarBind(found[0], found[1])
+    return _found(tree, i)
 
 
-def getnext(tree: OidTree, ranges: tuple[SearchRange, ...]) -> tuple[VarBind, ...]:
+def getnext(tree: OidTree, ranges: tuple[SearchRange, ...]) -> tuple[AnyVarBind, ...]:
     """Per range, the first instance after start (or at it with include) and before end."""
     return tuple([_next(tree, r) for r in ranges])
 
@@ -87,12 +96,14 @@ def getbulk(
     max_repetitions: int,
     ranges: tuple[SearchRange, ...],
     max_varbinds: int = DEFAULT_MAX_BULK_VARBINDS,
-) -> tuple[VarBind, ...]:
+) -> tuple[AnyVarBind, ...]:
     """GetNext for the first `non_repeaters` ranges, then up to `max_repetitions`
     rounds over the others, interleaved; a repeater at endOfMibView stays there.
 
     The answer holds at most `max_varbinds` varbinds (whole rounds only, the
     non-repeaters always), and stops early once every repeater is exhausted.
+    After the first round a repeater's next entry is simply the following index of the
+    tree, checked against its end bound: no search per repetition.
     """
     n = max(0, min(non_repeaters, len(ranges)))
     out = [_next(tree, r) for r in ranges[:n]]
@@ -100,19 +111,34 @@ def getbulk(
     if not repeaters or max_repetitions <= 0:
         return tuple(out)
     rounds = min(max_repetitions, max(1, (max_varbinds - n) // len(repeaters)))
-    cursors = list(repeaters)
-    for _ in range(rounds):
+    size = len(tree)
+    # Per repeater: the index answered last (None once exhausted), its end key, and the
+    # endOfMibView varbind it repeats from then on.
+    cursors: list[int | None] = [tree.next_index(r.start, r.include, r.end) for r in repeaters]
+    ends = [oid_key(r.end) if r.end else None for r in repeaters]
+    done: list[AnyVarBind | None] = [None] * len(repeaters)
+    for round_no in range(rounds):
         exhausted = 0
-        for j, r in enumerate(cursors):
-            vb = _next(tree, r)
-            out.append(vb)
-            if vb.value is END_OF_MIB_VIEW:
+        for j, r in enumerate(repeaters):
+            i = cursors[j]
+            if round_no and i is not None:
+                i += 1
+                end = ends[j]
+                if i >= size or (end is not None and tree.key(i) >= end):
+                    i = None
+                cursors[j] = i
+            if i is None:
                 exhausted += 1
-                # Keep answering endOfMibView at the same name (include stays off).
-                cursors[j] = SearchRange(vb.name, vb.name)
+                eom = done[j]
+                if eom is None:
+                    # The name of the last varbind answered for this range, or its start.
+                    last = out[-len(repeaters)] if round_no else None
+                    eom = done[j] = VarBind(last.name if last is not None else r.start,
+                                            END_OF_MIB_VIEW)
+                out.append(eom)
             else:
-                cursors[j] = SearchRange(vb.name, r.end)
-        if exhausted == len(cursors):
+                out.append(_found(tree, i))
+        if exhausted == len(repeaters):
             break
     return tuple(out)
 
@@ -133,7 +159,7 @@ class RequestHandler:
     def _reply(
         self,
         req: Pdu,
-        varbinds: tuple[VarBind, ...] = (),
+        varbinds: tuple[AnyVarBind, ...] = (),
         error: int = ErrorCode.NO_ERROR,
         index: int = 0,
     ) -> Response:

@@ -7,12 +7,14 @@ request never walks or rebuilds the tree. Knows nothing about PowerMTA.
 
 from __future__ import annotations
 
+import mmap
+import struct
 from array import array
-from bisect import bisect_left, bisect_right
+from bisect import bisect_right
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from enum import IntEnum
-from itertools import pairwise
+from itertools import accumulate, pairwise
 from operator import itemgetter
 from typing import Final
 
@@ -26,6 +28,8 @@ __all__ = [
     "Value",
     "check_oid",
     "check_value",
+    "encode_value",
+    "oid_key",
 ]
 
 Oid = tuple[int, ...]
@@ -129,9 +133,18 @@ class OidTree:
     its `.0`, a column's OID without the index); it lets Get tell
     noSuchObject (unknown object) from noSuchInstance (known object, no such row).
     Object prefixes must not be nested inside one another.
+
+    Storage is packed into one buffer (see `to_bytes`) instead of a Python object per OID:
+    every OID is kept as its sub-ids in 4-byte big-endian form, so comparing two keys as
+    bytes is comparing the OIDs in SNMP order, and every value as its RFC 2741 §5.4 data
+    encoding in network byte order. That makes a tree of 100k+ values a few megabytes, lets
+    another process build it and hand it over as one block of bytes (`from_buffer`, which
+    copies nothing: `mmap` works), and lets the AgentX path copy encoded values verbatim
+    (`raw`). Lookups bisect a list of every `_FENCE`-th key in C, then the block in Python.
     """
 
-    __slots__ = ("_objects", "_oids", "_values")
+    __slots__ = ("_buf", "_data", "_doff", "_fences", "_hint", "_keys", "_koff", "_n",
+                 "_objects", "_types")
 
     def __init__(
         self,
@@ -141,69 +154,189 @@ class OidTree:
         validate: bool = True,
     ) -> None:
         pairs = sorted(items, key=itemgetter(0))
-        oids = tuple(p[0] for p in pairs)
-        values = tuple(p[1] for p in pairs)
         if validate:
             for oid, value in pairs:
                 check_oid(oid)
                 if type(value) is not Value or value.type not in _DATA_TYPES:
                     raise OidTreeError(f"{oid}: not a data Value: {value!r}")
                 check_value(value)
-        for prev, cur in pairwise(oids):
-            if prev == cur:
-                raise OidTreeError(f"duplicate OID {cur}")
+        for prev, cur in pairwise(pairs):
+            if prev[0] == cur[0]:
+                raise OidTreeError(f"duplicate OID {cur[0]}")
         objs = tuple(sorted(set(objects)))
         for obj in objs:
             check_oid(obj, "object OID")
-        for prev, cur in pairwise(objs):
-            if cur[: len(prev)] == prev:
-                raise OidTreeError(f"object {cur} is nested inside object {prev}")
-        self._oids: tuple[Oid, ...] = oids
-        self._values: tuple[Value, ...] = values
-        self._objects: tuple[Oid, ...] = objs
+        for prev_obj, cur_obj in pairwise(objs):
+            if cur_obj[: len(prev_obj)] == prev_obj:
+                raise OidTreeError(f"object {cur_obj} is nested inside object {prev_obj}")
+        self._load(_pack(pairs, objs))
+
+    @classmethod
+    def from_buffer(cls, buf: bytes | mmap.mmap) -> OidTree:
+        """A tree over a buffer written by `to_bytes` (kept, not copied; an mmap works).
+
+        Raises OidTreeError when the buffer is not a packed tree of this version.
+        """
+        tree = cls.__new__(cls)
+        tree._load(buf)
+        return tree
+
+    def to_bytes(self) -> bytes:
+        """The packed form: header, offsets, types, keys, values, object prefixes."""
+        return bytes(self._buf[:])
+
+    def _load(self, buf: bytes | mmap.mmap) -> None:
+        if len(buf) < _HEADER.size:
+            raise OidTreeError("packed tree: buffer too short")
+        magic, version, n, nobj, types_at, keys_at, data_at, objs_at, end = _HEADER.unpack_from(
+            buf, 0
+        )
+        if magic != _MAGIC or version != _VERSION:
+            raise OidTreeError("packed tree: not a packed OID tree of this version")
+        offsets_end = _HEADER.size + 8 * (n + 1)
+        if not offsets_end <= types_at <= keys_at <= data_at <= objs_at <= end == len(buf):
+            raise OidTreeError("packed tree: inconsistent section offsets")
+        view = memoryview(buf)
+        self._buf: bytes | mmap.mmap = buf
+        self._n: int = n
+        self._koff = view[_HEADER.size:_HEADER.size + 4 * (n + 1)].cast(_U32)
+        self._doff = view[_HEADER.size + 4 * (n + 1):offsets_end].cast(_U32)
+        self._types = bytes(view[types_at:types_at + n])
+        self._keys = buf
+        self._data = buf
+        objs: list[Oid] = []
+        pos = objs_at
+        for _ in range(nobj):
+            (length,) = struct.unpack_from(">I", buf, pos)
+            objs.append(struct.unpack_from(f">{length}I", buf, pos + 4))
+            pos += 4 + 4 * length
+        self._objects = tuple(objs)
+        koff = self._koff
+        self._fences = [buf[koff[i]:koff[i + 1]] for i in range(0, n, _FENCE)]
+        self._hint = 0
+
+    # -- sizes and iteration -----------------------------------------------------------------
 
     def __len__(self) -> int:
-        return len(self._oids)
+        return self._n
 
     def __iter__(self) -> Iterator[tuple[Oid, Value]]:
-        return zip(self._oids, self._values, strict=True)
+        for i in range(self._n):
+            yield self.item(i)
 
     def __contains__(self, oid: object) -> bool:
         return isinstance(oid, tuple) and self.get(oid) is not None
 
     def __repr__(self) -> str:
-        return f"OidTree({len(self._oids)} OIDs, {len(self._objects)} objects)"
+        return f"OidTree({self._n} OIDs, {len(self._objects)} objects, {len(self._buf)} bytes)"
+
+    @property
+    def nbytes(self) -> int:
+        """Size of the packed buffer."""
+        return len(self._buf)
 
     @property
     def oids(self) -> tuple[Oid, ...]:
-        """All OIDs in ascending order."""
-        return self._oids
+        """All OIDs in ascending order (decoded on every call: for tests and tools)."""
+        return tuple(self.oid(i) for i in range(self._n))
 
     @property
     def objects(self) -> tuple[Oid, ...]:
         """The object prefixes given at construction, sorted."""
         return self._objects
 
+    # -- by index ------------------------------------------------------------------------------
+
+    def key(self, i: int) -> bytes:
+        """The OID at index `i` as 4-byte big-endian sub-ids."""
+        koff = self._koff
+        return self._keys[koff[i]:koff[i + 1]]
+
+    def oid(self, i: int) -> Oid:
+        """The OID at index `i`."""
+        koff = self._koff
+        a = koff[i]
+        return _unpack_subids(self._keys, a, (koff[i + 1] - a) >> 2)
+
+    def value(self, i: int) -> Value:
+        """The value at index `i`."""
+        doff = self._doff
+        return _decode_value(self._types[i], self._data[doff[i]:doff[i + 1]])
+
+    def item(self, i: int) -> tuple[Oid, Value]:
+        """(OID, Value) at index `i`."""
+        return self.oid(i), self.value(i)
+
+    def raw(self, i: int) -> tuple[int, bytes, bytes]:
+        """(type, key, data) at index `i`: the key as in `key`, the value's data encoding."""
+        doff = self._doff
+        return self._types[i], self.key(i), self._data[doff[i]:doff[i + 1]]
+
+    # -- searches ------------------------------------------------------------------------------
+
+    def _block(self, key: bytes) -> tuple[int, int]:
+        j = bisect_right(self._fences, key)
+        if j == 0:
+            return 0, 0
+        return (j - 1) * _FENCE, min(j * _FENCE, self._n)
+
+    def lower_bound(self, key: bytes) -> int:
+        """Index of the first key >= `key` (len(self) when none)."""
+        lo, hi = self._block(key)
+        k = self.key
+        while lo < hi:
+            mid = (lo + hi) >> 1
+            if k(mid) < key:
+                lo = mid + 1
+            else:
+                hi = mid
+        return lo
+
+    def upper_bound(self, key: bytes) -> int:
+        """Index of the first key > `key` (len(self) when none)."""
+        h = self._hint
+        if h < self._n and self.key(h) == key:  # a walk asks for the successor of the last
+            return h + 1
+        lo, hi = self._block(key)
+        k = self.key
+        while lo < hi:
+            mid = (lo + hi) >> 1
+            if key < k(mid):
+                hi = mid
+            else:
+                lo = mid + 1
+        return lo
+
+    def index(self, oid: Oid) -> int | None:
+        """Index of exactly `oid`, or None."""
+        key = oid_key(oid)
+        i = self.lower_bound(key)
+        if i < self._n and self.key(i) == key:
+            return i
+        return None
+
+    def next_index(self, oid: Oid, include: bool = False, end: Oid | None = None) -> int | None:
+        """Index of the first entry > `oid` (≥ with `include`) and < `end`, or None."""
+        key = oid_key(oid)
+        i = self.lower_bound(key) if include else self.upper_bound(key)
+        if i >= self._n:
+            return None
+        if end and self.key(i) >= oid_key(end):
+            return None
+        self._hint = i
+        return i
+
     def get(self, oid: Oid) -> Value | None:
         """The value at exactly `oid`, or None."""
-        oids = self._oids
-        i = bisect_left(oids, oid)
-        if i < len(oids) and oids[i] == oid:
-            return self._values[i]
-        return None
+        i = self.index(oid)
+        return None if i is None else self.value(i)
 
     def next_after(
         self, oid: Oid, include: bool = False, end: Oid | None = None
     ) -> tuple[Oid, Value] | None:
         """First entry > `oid` (≥ when `include`) and < `end` (exclusive; None or () = no bound)."""
-        oids = self._oids
-        i = bisect_left(oids, oid) if include else bisect_right(oids, oid)
-        if i >= len(oids):
-            return None
-        found = oids[i]
-        if end and found >= end:
-            return None
-        return found, self._values[i]
+        i = self.next_index(oid, include, end)
+        return None if i is None else self.item(i)
 
     def has_object(self, oid: Oid) -> bool:
         """True when `oid` is one of the known objects or an instance under one."""
@@ -213,3 +346,123 @@ class OidTree:
             return False
         obj = objs[i]
         return oid[: len(obj)] == obj
+
+
+# -- the packed form ---------------------------------------------------------------------------
+#
+# header  magic "PMTX", version, n, object count, then the byte offsets of the sections
+#         (types, keys, values, objects, end), all u32 in native order (the buffer never leaves
+#         the machine that wrote it)
+# offsets n+1 key offsets, then n+1 value offsets (u32, absolute)
+# types   n bytes: SnmpType of each value
+# keys    the OIDs as big-endian u32 sub-ids, concatenated
+# values  RFC 2741 §5.4 data encodings in network byte order, concatenated
+# objects per object prefix: its length then its sub-ids (big-endian u32)
+
+_MAGIC: Final = b"PMTX"
+_VERSION: Final = 1
+_HEADER: Final = struct.Struct("=4s8I")
+_FENCE: Final = 32
+_KEY_STRUCTS: dict[int, struct.Struct] = {}
+
+
+def _key_struct(n: int) -> struct.Struct:
+    s = _KEY_STRUCTS.get(n)
+    if s is None:
+        s = _KEY_STRUCTS[n] = struct.Struct(f">{n}I")
+    return s
+
+
+def oid_key(oid: Oid) -> bytes:
+    """`oid` as 4-byte big-endian sub-ids: bytes order of keys is SNMP order of OIDs."""
+    try:
+        return _key_struct(len(oid)).pack(*oid)
+    except struct.error:
+        raise OidTreeError(f"sub-ids must be ints in 0..2^32-1: {oid!r}") from None
+
+
+def _unpack_subids(buf: bytes | mmap.mmap, pos: int, n: int) -> Oid:
+    return _key_struct(n).unpack_from(buf, pos)
+
+
+_U32_BE: Final = struct.Struct(">I")
+_I32_BE: Final = struct.Struct(">i")
+_U64_BE: Final = struct.Struct(">Q")
+_ENCODE_INT: Final = {
+    SnmpType.INTEGER: _I32_BE.pack,
+    SnmpType.COUNTER32: _U32_BE.pack,
+    SnmpType.GAUGE32: _U32_BE.pack,
+    SnmpType.TIME_TICKS: _U32_BE.pack,
+    SnmpType.COUNTER64: _U64_BE.pack,
+}
+_OCTETS: Final = frozenset({SnmpType.OCTET_STRING, SnmpType.OPAQUE, SnmpType.IP_ADDRESS})
+
+
+def encode_value(value: Value) -> bytes:
+    """The value's RFC 2741 §5.4 data encoding in network byte order, as an AgentX encoder
+    writes it (OID values in the 1.3.6.1.x prefix form whenever allowed)."""
+    t = value.type
+    v = value.value
+    pack = _ENCODE_INT.get(t)
+    if pack is not None:
+        return pack(v)
+    if t in _OCTETS:
+        assert isinstance(v, bytes)
+        return _U32_BE.pack(len(v)) + v + b"\0" * (-len(v) % 4)
+    if t is SnmpType.OBJECT_IDENTIFIER:
+        assert isinstance(v, tuple)
+        if len(v) >= 5 and v[:4] == (1, 3, 6, 1) and 0 < v[4] < 256:  # RFC 2741 prefix form
+            return bytes((len(v) - 5, v[4], 0, 0)) + oid_key(v[5:])
+        return bytes((len(v), 0, 0, 0)) + oid_key(v)
+    return b""
+
+
+_TYPE_OF: Final[list[SnmpType | None]] = [None] * 256
+for _t in SnmpType:
+    _TYPE_OF[_t] = _t
+_EMPTY_VALUES: Final = {t: Value(t) for t in SnmpType if t in _NO_VALUE_TYPES}
+
+
+def _decode_value(code: int, data: bytes) -> Value:
+    t = _TYPE_OF[code]
+    if t is None:
+        raise OidTreeError(f"packed tree: unknown type {code}")
+    if t is SnmpType.INTEGER:
+        return Value(t, int.from_bytes(data, "big", signed=True))
+    if t in _INT_RANGES:
+        return Value(t, int.from_bytes(data, "big"))
+    if t in _OCTETS:
+        return Value(t, data[4:4 + int.from_bytes(data[:4], "big")])
+    if t is SnmpType.OBJECT_IDENTIFIER:
+        subids = _key_struct(data[0]).unpack_from(data, 4)
+        return Value(t, (1, 3, 6, 1, data[1], *subids) if data[1] else subids)
+    return _EMPTY_VALUES[t]
+
+
+def _pack(pairs: list[tuple[Oid, Value]], objects: tuple[Oid, ...]) -> bytes:
+    n = len(pairs)
+    keys = b"".join([oid_key(oid) for oid, _ in pairs])
+    encoded = [encode_value(value) for _, value in pairs]
+    data = b"".join(encoded)
+    types = bytes([value.type for _, value in pairs])
+    objs = b"".join([_U32_BE.pack(len(o)) + oid_key(o) for o in objects])
+    offsets_at = _HEADER.size
+    types_at = offsets_at + 8 * (n + 1)
+    keys_at = types_at + n + (-n % 4)
+    data_at = keys_at + len(keys)
+    objs_at = data_at + len(data)
+    end = objs_at + len(objs)
+    koff = array(_U32, accumulate((len(oid) * 4 for oid, _ in pairs), initial=keys_at))
+    doff = array(_U32, accumulate(map(len, encoded), initial=data_at))
+    if end > 0xFFFFFFFF:
+        raise OidTreeError("packed tree larger than 4 GiB")
+    return b"".join((
+        _HEADER.pack(_MAGIC, _VERSION, n, len(objects), types_at, keys_at, data_at, objs_at, end),
+        koff.tobytes(),
+        doff.tobytes(),
+        types,
+        b"\0" * (-n % 4),
+        keys,
+        data,
+        objs,
+    ))

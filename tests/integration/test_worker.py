@@ -1,0 +1,148 @@
+"""TreeWorker: polling and building in a child process, trees handed over by memfd.
+
+Runs the real child (spawn) against the simulator; the parent side runs on a LoopThread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from pmta_snmp.config import Config, PmtaSection, PollSection, Thresholds
+from pmta_snmp.mib.layout import layout
+from pmta_snmp.mib.snapshot import Oid, OidTree, SnmpType, Value
+from pmta_snmp.netsnmp import LoopThread
+from pmta_snmp.sim import Simulator
+from pmta_snmp.worker import Published, TreeWorker
+
+LAY = layout()
+
+
+def wait_until(pred: Callable[[], bool], timeout: float = 20.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def value_of(tree: OidTree, name: str) -> Value | None:
+    return tree.get(LAY.instance(name))
+
+
+@pytest.fixture
+def sim() -> Iterator[Simulator]:
+    s = Simulator(scenario="healthy", seed=3, speed=0, domains=30, vmtas=3).start()
+    try:
+        yield s
+    finally:
+        s.stop()
+
+
+def make_worker(
+    loop_thread: LoopThread, cfg: Config
+) -> tuple[TreeWorker, list[Published], list[tuple[Oid, list[tuple[Oid, Value]]]]]:
+    published: list[Published] = []
+    notes: list[tuple[Oid, list[tuple[Oid, Value]]]] = []
+    worker = TreeWorker(
+        cfg,
+        OidTree(),
+        on_notification=lambda oid, vbs: notes.append((oid, vbs)),
+        on_published=published.append,
+        restart_initial=0.2,
+    )
+
+    async def start() -> None:
+        worker.start()
+
+    asyncio.run_coroutine_threadsafe(start(), loop_thread.loop).result(10)
+    return worker, published, notes
+
+
+def stop_worker(loop_thread: LoopThread, worker: TreeWorker) -> None:
+    asyncio.run_coroutine_threadsafe(worker.stop(), loop_thread.loop).result(20)
+
+
+def child_pid(worker: TreeWorker) -> int:
+    proc = worker._proc
+    assert proc is not None
+    return int(proc.pid)
+
+
+def test_child_publishes_the_simulators_state_and_notifications(
+    sim: Simulator, loop_thread: LoopThread
+) -> None:
+    cfg = Config(
+        pmta=PmtaSection(url=sim.url, timeout=3),
+        poll=PollSection(interval=1, jitter=0),
+        thresholds=Thresholds(queue_rcpt_raise=1, queue_rcpt_clear=0),
+    )
+    worker, published, notes = make_worker(loop_thread, cfg)
+    try:
+        assert wait_until(lambda: len(published) >= 1), "no tree published"
+        tree = worker.current()
+        truth = sim.snapshot()
+        got = value_of(tree, "pmtaTotalMessagesOut")
+        assert got == Value(SnmpType.COUNTER64, truth.status.traffic.total.outbound.msg)
+        assert value_of(tree, "pmtaAgentApiReachable") == Value(SnmpType.INTEGER, 1)
+        assert value_of(tree, "pmtaDomainCount") == Value(SnmpType.GAUGE32, len(truth.domains))
+        info = published[0]
+        assert info.values == len(tree) and info.nbytes == tree.nbytes
+        assert info.poll_started <= info.poll_ended <= info.build_ended
+        # queue above a threshold of 1 recipient: raised once, from the child's rules
+        assert wait_until(lambda: bool(notes)), "no notification forwarded"
+        assert notes[0][0] == LAY.oid("pmtaQueueHigh")
+        # the next poll sees the simulator move on
+        sim.advance(120)
+        assert wait_until(
+            lambda: value_of(worker.current(), "pmtaTotalMessagesOut")
+            == Value(SnmpType.COUNTER64, sim.snapshot().status.traffic.total.outbound.msg)
+        )
+        assert sum(1 for oid, _ in notes if oid == LAY.oid("pmtaQueueHigh")) == 1
+    finally:
+        stop_worker(loop_thread, worker)
+    assert worker._proc is None
+
+
+def test_killed_child_is_restarted_and_the_last_tree_served_meanwhile(
+    sim: Simulator, loop_thread: LoopThread
+) -> None:
+    cfg = Config(pmta=PmtaSection(url=sim.url, timeout=3), poll=PollSection(interval=1, jitter=0))
+    worker, published, _ = make_worker(loop_thread, cfg)
+    try:
+        assert wait_until(lambda: len(published) >= 1)
+        before = worker.current()
+        pid = child_pid(worker)
+        os.kill(pid, signal.SIGKILL)
+        assert wait_until(lambda: worker.restarts == 1), "the loss was not noticed"
+        assert worker.current() is before  # last good tree still served
+        n = len(published)
+        assert wait_until(lambda: len(published) > n), "the new child published nothing"
+        assert child_pid(worker) != pid
+        assert value_of(worker.current(), "pmtaAgentApiReachable") == Value(SnmpType.INTEGER, 1)
+    finally:
+        stop_worker(loop_thread, worker)
+
+
+def test_child_exits_when_the_parent_goes_away(sim: Simulator, loop_thread: LoopThread) -> None:
+    cfg = Config(pmta=PmtaSection(url=sim.url, timeout=3), poll=PollSection(interval=1, jitter=0))
+    worker, published, _ = make_worker(loop_thread, cfg)
+    try:
+        assert wait_until(lambda: len(published) >= 1)
+        proc = worker._proc
+        assert proc is not None
+        # what the child sees when its parent dies: the control socket closes
+        conn = worker._conn
+        assert conn is not None
+        loop_thread.loop.call_soon_threadsafe(worker._detach)
+        time.sleep(0.2)
+        conn.close()
+        assert proc.wait(10) is not None, "child kept running without its parent"
+    finally:
+        stop_worker(loop_thread, worker)
