@@ -131,7 +131,8 @@ class TreeWorker:
                 [sys.executable, "-m", "pmta_snmp.worker", str(child_sock.fileno())],
                 pass_fds=[child_sock.fileno()],
                 stdin=subprocess.DEVNULL,
-                start_new_session=True,  # a terminal's Ctrl-C is for the parent, which stops us
+                # No new session: with autogroup scheduling a session is its own CPU group, and
+                # the child's lower priority would only count inside that group.
             )
         except OSError:
             parent_sock.close()

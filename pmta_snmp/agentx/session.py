@@ -1,8 +1,8 @@
 """asyncio AgentX subagent session: connect, Open, Register, serve, Ping, reconnect.
 
-Master requests are answered synchronously from the tree current at arrival
-(see handlers.py): a request never waits on a poll. The session keeps itself
-alive across master restarts with exponential backoff and jitter, and logs one
+Master requests are answered by the connection's reader thread from the tree current at
+arrival (see handlers.py): a request never waits on a poll or on the event loop. The session
+keeps itself alive across master restarts with exponential backoff and jitter, and logs one
 line per state change, never per request.
 """
 
@@ -13,8 +13,10 @@ import contextlib
 import dataclasses
 import logging
 import random
+import socket
+import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -24,7 +26,11 @@ from pmta_snmp.agentx.codec import (
     CleanupSet,
     Close,
     CloseReason,
+    CommitSet,
     ErrorCode,
+    Get,
+    GetBulk,
+    GetNext,
     Header,
     Notify,
     Open,
@@ -33,6 +39,8 @@ from pmta_snmp.agentx.codec import (
     Ping,
     Register,
     Response,
+    TestSet,
+    UndoSet,
     VarBind,
     decode_packet,
 )
@@ -143,62 +151,112 @@ def parse_address(address: str) -> tuple[str, str, int]:
     return "unix", address, 0
 
 
-class _Connection(asyncio.Protocol):
-    """One transport connection to the master; discarded on disconnect.
+_THREAD_REQUESTS: Final = (Get, GetNext, GetBulk, TestSet, CommitSet, UndoSet, CleanupSet)
+"""Master requests answered by the reader thread itself (pure: handler + write)."""
 
-    PDUs are decoded and answered directly in `data_received`, so a request
-    costs no task switch and never waits behind anything else.
+
+class _Connection:
+    """One socket connection to the master, read by its own thread; discarded on disconnect.
+
+    The reader thread blocks in `recv` and answers Get, GetNext, GetBulk and the Set phases
+    right there: a request costs no event-loop iteration (asyncio's per-message overhead was
+    as large as all of our decoding, lookup and encoding together) and never waits behind
+    anything on the loop. Everything that involves futures or session state (Responses to our
+    Open, Register, Ping and Notify, the master's Close, malformed PDUs) is handed to the loop.
+    Writes from both threads are serialised by a lock; a write that cannot complete within
+    `send_timeout` (the master is not reading) drops the connection.
     """
 
-    def __init__(self, session: AgentXSession, big: bool, max_write_buffer: int) -> None:
+    def __init__(
+        self,
+        session: AgentXSession,
+        sock: socket.socket,
+        big: bool,
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
         self.session = session
+        self.sock = sock
         self.big = big
-        self.max_write_buffer = max_write_buffer
+        self.loop = loop
         self.session_id = 0
         self._packet_id = 0
         self.pending: dict[int, asyncio.Future[Response]] = {}
         self.closed = False
         self.error_logged = False
         self.parse_error_logged = False
-        self.transport: asyncio.Transport | None = None
-        self.lost: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-        self._buf = b""
+        self.lost: asyncio.Future[str] = loop.create_future()
+        self._wlock = threading.Lock()
+        self._loop_thread = threading.get_ident()
+        self._thread = threading.Thread(target=self._read_loop, name="agentx-reader", daemon=True)
 
-    # asyncio.Protocol
+    def start(self) -> None:
+        self._thread.start()
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+    # reading (reader thread)
 
-    def data_received(self, data: bytes) -> None:
-        if self.closed:
-            return
-        buf = self._buf + data if self._buf else data
+    def _read_loop(self) -> None:
+        buf = b""
+        try:
+            while not self.closed:
+                try:
+                    data = self.sock.recv(262144)
+                except TimeoutError:
+                    continue  # the timeout is for writes; keep waiting for requests
+                except OSError as exc:
+                    self.finish(f"connection error: {exc}")
+                    return
+                if not data:
+                    self.finish("connection closed by master")
+                    return
+                rest = self.data_received(buf + data if buf else data)
+                if rest is None:
+                    return
+                buf = rest
+        except Exception:  # a bug here must end this connection, never the process
+            log.exception("AgentX reader failed")
+            self.finish("internal error in the AgentX reader")
+        finally:
+            with contextlib.suppress(OSError):
+                self.sock.close()
+
+    def data_received(self, buf: bytes) -> bytes | None:
+        """Decode and handle every complete PDU; the incomplete rest, or None when over."""
+        session = self.session
         while buf:
             try:
                 pdu, buf = decode_packet(buf)
             except AgentXParseError as exc:
                 if exc.header is not None and exc.skip is not None:
-                    self.session._on_parse_error(self, exc.header, str(exc))
+                    session._on_parse_error(self, exc.header, str(exc))
                     buf = buf[exc.skip :]
                     continue
-                self.session._on_parse_error(self, None)
+                session._on_parse_error(self, None)
                 self.finish(f"unparseable data from master ({exc})")
-                return
+                return None
             if pdu is None:
                 break
-            ended = self.session._dispatch(self, pdu)
-            if ended is not None:
-                self.finish(ended)
-                return
-        self._buf = buf
+            if isinstance(pdu, _THREAD_REQUESTS):
+                session._dispatch(self, pdu)
+            else:
+                self.call(self._dispatch_on_loop, pdu)
+            if self.closed:
+                return None
+        return buf
 
-    def eof_received(self) -> bool:
-        self.finish("connection closed by master")
-        return False
+    def _dispatch_on_loop(self, pdu: Pdu) -> None:
+        # Even when the connection ended right after this PDU arrived: a Response still
+        # completes its request first, in the order the master sent them.
+        ended = self.session._dispatch(self, pdu)
+        if ended is not None:
+            self.finish(ended)
 
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.finish(f"connection error: {exc}" if exc else "connection closed by master")
+    def call(self, fn: Callable[..., object], *args: object) -> None:
+        """Run `fn(*args)` on the event loop (now, when already there)."""
+        if threading.get_ident() == self._loop_thread:
+            fn(*args)
+        else:
+            with contextlib.suppress(RuntimeError):  # the loop is closing: nothing to tell
+                self.loop.call_soon_threadsafe(fn, *args)
 
     # helpers
 
@@ -207,23 +265,25 @@ class _Connection(asyncio.Protocol):
         return self._packet_id
 
     def write(self, data: bytes) -> None:
-        transport = self.transport
-        if self.closed or transport is None or transport.is_closing():
+        if self.closed:
             return
-        if transport.get_write_buffer_size() + len(data) > self.max_write_buffer:
-            # The master is not reading: drop the connection rather than buffer forever.
-            log.warning(
-                "AgentX write buffer over %d bytes; dropping connection", self.max_write_buffer
-            )
+        try:
+            with self._wlock:
+                self.sock.sendall(data)
+        except TimeoutError:
+            # The master is not reading: drop the connection rather than wait forever.
+            log.warning("AgentX master is not reading its socket; dropping the connection")
             self.finish("master is not reading its socket")
-            transport.abort()
-            return
-        transport.write(data)
+            self._shutdown()
+        except OSError as exc:
+            self.finish(f"connection error: {exc}")
 
     def finish(self, reason: str) -> None:
         """Mark the connection over (first reason wins) and fail waiting requests."""
         self.closed = True
-        self._buf = b""
+        self.call(self._finish_on_loop, reason)
+
+    def _finish_on_loop(self, reason: str) -> None:
         if not self.lost.done():
             self.lost.set_result(reason)
         exc = AgentXConnectionLost(reason)
@@ -232,9 +292,16 @@ class _Connection(asyncio.Protocol):
                 fut.set_exception(exc)
         self.pending.clear()
 
+    def _shutdown(self) -> None:
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)  # wakes the reader, which closes the socket
+
     def close(self) -> None:
-        if self.transport is not None:
-            self.transport.close()
+        self.closed = True
+        self._shutdown()
+        if not self._thread.is_alive():
+            with contextlib.suppress(OSError):
+                self.sock.close()
 
 
 class AgentXSession:
@@ -261,7 +328,7 @@ class AgentXSession:
         sys_uptime: UptimeGetter | None = None,
         network_byte_order: bool = True,
         max_bulk_varbinds: int = DEFAULT_MAX_BULK_VARBINDS,
-        max_write_buffer: int = 4 << 20,
+        send_timeout: float = 5.0,
     ) -> None:
         self._registrations = tuple(
             s if isinstance(s, Registration) else Registration(tuple(s)) for s in subtrees
@@ -278,7 +345,7 @@ class AgentXSession:
         self._backoff_initial = backoff_initial
         self._backoff_max = backoff_max
         self._big = network_byte_order
-        self._max_write_buffer = max_write_buffer
+        self._send_timeout = send_timeout
         self._uptime = sys_uptime or uptime_since()
         self._tree: OidTree = OidTree()
         self._tree_getter: TreeGetter
@@ -445,12 +512,24 @@ class AgentXSession:
     async def _open_connection(self) -> _Connection:
         kind, host_or_path, port = parse_address(self._address)
         loop = asyncio.get_running_loop()
-        conn = _Connection(self, self._big, self._max_write_buffer)
+        address: Any
         if kind == "tcp":
-            coro = loop.create_connection(lambda: conn, host_or_path, port)
+            infos = await loop.getaddrinfo(host_or_path, port, type=socket.SOCK_STREAM)
+            family, type_, proto, _, address = infos[0]
+            sock = socket.socket(family, type_, proto)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         else:
-            coro = loop.create_unix_connection(lambda: conn, host_or_path)
-        await asyncio.wait_for(coro, self._request_timeout)
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            address = host_or_path
+        try:
+            sock.setblocking(False)
+            await asyncio.wait_for(loop.sock_connect(sock, address), self._request_timeout)
+            sock.settimeout(self._send_timeout)  # blocking from here on, for the reader thread
+        except BaseException:
+            sock.close()
+            raise
+        conn = _Connection(self, sock, self._big, loop)
+        conn.start()
         return conn
 
     async def _connect_once(self) -> bool:
@@ -570,8 +649,16 @@ class AgentXSession:
 
     # --- receiving --------------------------------------------------------
 
+    @staticmethod
+    def _fail_pending(conn: _Connection, packet_id: int) -> None:
+        fut = conn.pending.get(packet_id)
+        if fut is not None and not fut.done():
+            fut.set_exception(AgentXError("malformed Response from master"))
+
     def _on_parse_error(self, conn: _Connection, header: Header | None, reason: str = "") -> None:
-        """Answer parseError for a framed bad PDU; say Close(parseError) when unframed."""
+        """Answer parseError for a framed bad PDU; say Close(parseError) when unframed.
+
+        Runs in the reader thread (answers keep the order of the requests)."""
         self._parse_errors += 1
         if header is None:
             with contextlib.suppress(AgentXEncodeError):
@@ -586,9 +673,7 @@ class AgentXSession:
                 reason,
             )
         if header.pdu_type == PduType.RESPONSE:
-            fut = conn.pending.get(header.packet_id)
-            if fut is not None and not fut.done():
-                fut.set_exception(AgentXError("malformed Response from master"))
+            conn.call(self._fail_pending, conn, header.packet_id)
             return
         conn.write(
             Response(
