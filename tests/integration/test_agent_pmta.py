@@ -52,8 +52,9 @@ def get_value(master: SnmpdMaster, name: str) -> SnmpVarBind:
     return master.get(inst(name), timeout=2)[0]
 
 
-@pytest.fixture
+@pytest.fixture(params=["process", "thread"])
 def agent_run(
+    request: pytest.FixtureRequest,
     snmpd_factory: Callable[..., SnmpdMaster],
     trap_receiver: TrapReceiver,
     loop_thread: LoopThread,
@@ -62,7 +63,7 @@ def agent_run(
     master = snmpd_factory(trap_port=trap_receiver.port, agentx_timeout=2)
     cfg = Config(
         pmta=PmtaSection(url=sim.url, timeout=3),
-        poll=PollSection(interval=1, jitter=0),
+        poll=PollSection(interval=1, jitter=0, isolation=request.param),
         agentx=AgentXSection(socket=master.agentx_address, ping_interval=5),
         thresholds=Thresholds(
             queue_rcpt_raise=10**9, queue_rcpt_clear=10**9 - 1, api_failures_raise=1

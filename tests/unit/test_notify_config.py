@@ -83,6 +83,10 @@ def test_config_file_env_overrides_and_errors(tmp_path: Path) -> None:
     f.write_text("[poll]\ninterval = 'soon'\n")
     with pytest.raises(ConfigError, match=r"poll\.interval"):
         load_config(f, {})
+    f.write_text("[poll]\nisolation = 'fork'\n")
+    with pytest.raises(ConfigError, match=r"poll\.isolation"):
+        load_config(f, {})
+    assert load_config(f, {"PMTA_SNMP_POLL_ISOLATION": "thread"}).poll.isolation == "thread"
     f.write_text("[thresholds]\nqueue_rcpt_raise = 1\nqueue_rcpt_clear = 2\n")
     with pytest.raises(ConfigError, match="queue_rcpt_clear"):
         load_config(f, {})
