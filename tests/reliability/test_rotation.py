@@ -20,7 +20,10 @@ import re
 import shutil
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Generic, TypeVar
 
 import pytest
 
@@ -43,104 +46,67 @@ DATED = ["dated", "dated-gz"]
 MISSING = "does not exist"
 
 
-class LogRuns:
-    """check_pmta_log runs against one log, summing the per-run counts."""
+class PluginRuns:
+    """Runs of one plugin against one rotating file; what a run reports goes to `record`."""
 
-    def __init__(self, log: Path, state: Path) -> None:
-        self.argv = ["-l", str(log), "--state-dir", str(state), "-w", "1000000", "-c", "1000000"]
-        self.sums = {"lines": 0, "warning": 0, "critical": 0}
+    plugin = ""
+
+    def __init__(self, argv: list[str]) -> None:
+        self.argv = argv
         self.runs = 0
         self.missing = 0
-        self.notes: list[str] = []
 
     def run(self, *extra: str) -> PluginOutcome:
-        out = run_plugin("log", [*self.argv, *extra])
+        out = run_plugin(self.plugin, [*self.argv, *extra])
         assert "Traceback" not in out.err, out.err
         self.runs += 1
         if out.code == 3 and MISSING in out.line:
             self.missing += 1
             return out
         assert out.code == 0, out.out + out.err
+        assert "not found after rotation" not in out.out, out.out  # the reader's `lost` note
+        self.record(out)
+        return out
+
+    def record(self, out: PluginOutcome) -> None:
+        raise NotImplementedError
+
+
+class LogRuns(PluginRuns):
+    """check_pmta_log runs against one log, summing the per-run counts."""
+
+    plugin = "log"
+
+    def __init__(self, log: Path, state: Path) -> None:
+        super().__init__(["-l", str(log), "--state-dir", str(state),
+                          "-w", "1000000", "-c", "1000000"])
+        self.sums = {"lines": 0, "warning": 0, "critical": 0}
+        self.notes: list[str] = []
+
+    def record(self, out: PluginOutcome) -> None:
         self.sums["lines"] += int(out.number("lines"))
         self.sums["warning"] += int(out.number("warning_lines"))
         self.sums["critical"] += int(out.number("critical_lines"))
         self.notes += [line for line in out.out.splitlines()[1:]
                        if any(w in line for w in ("rotated", "truncated", "not found"))]
-        assert "not found after rotation" not in out.out, out.out  # the reader's `lost` note
-        return out
 
 
-def test_log_rotations_between_runs(tmp_path: Path) -> None:
-    log = RotatingFile(tmp_path / "log")
-    truth = LogTruth(log, seed=1)
-    truth.write_batch(10)
-    runs = LogRuns(log.path, tmp_path / "state")
-    runs.run("--from-start")
-    # Every kind, alone and several between two runs, with writes before and after each.
-    plan = [["rename"], ["copytruncate"], ["compress"], ["delaycompress"],
-            ["rename", "rename"], ["compress", "copytruncate"], ["rename", "compress", "rename"],
-            ["copytruncate", "delaycompress", "delaycompress"]]
-    for kinds in plan:
-        truth.write_batch()
-        for kind in kinds:
-            truth.write_batch(rotate=kind)
-        runs.run()
-        truth.write_batch()
-        runs.run()
-    log.close()
-    runs.run()
-    assert runs.sums == truth.counts, (runs.sums, truth.counts, runs.notes)
-    assert any("rotated" in n for n in runs.notes) and any("truncated" in n for n in runs.notes)
-
-
-@pytest.mark.slow
-def test_log_rotations_during_runs(tmp_path: Path) -> None:
-    log = RotatingFile(tmp_path / "log")
-    truth = LogTruth(log, seed=2)
-    truth.write_batch(10)
-    runs = LogRuns(log.path, tmp_path / "state")
-    runs.run("--from-start")
-    churn = Churn(truth, NUMBERED, seed=3, rotate_every=0.1)
-    churn.start()
-    t_end = time.monotonic() + 6
-    try:
-        while time.monotonic() < t_end:
-            runs.run()
-    finally:
-        churn.stop()
-    log.close()
-    runs.run()
-    print(f"\nlog: {runs.runs} runs ({runs.missing} saw the instant of a rename), "
-          f"rotations {log.rotations}, written {truth.counts}")
-    assert sum(log.rotations.values()) >= 20
-    assert runs.sums == truth.counts, (runs.sums, truth.counts)
-
-
-class BounceRuns:
+class BounceRuns(PluginRuns):
     """check_pmta_bounce runs against one accounting file; the window after each run."""
 
+    plugin = "bounce"
+
     def __init__(self, acct: Path, state: Path) -> None:
-        self.argv = ["--acct-file", str(acct), "--state-dir", str(state), "--window", "1d",
-                     "-w", "100", "-c", "100", "--min-volume", "0"]
-        self.runs = 0
-        self.missing = 0
+        super().__init__(["--acct-file", str(acct), "--state-dir", str(state), "--window", "1d",
+                          "-w", "100", "-c", "100", "--min-volume", "0"])
         self.last: dict[str, int] = {}
 
-    def run(self, *extra: str) -> PluginOutcome:
-        out = run_plugin("bounce", [*self.argv, *extra])
-        assert "Traceback" not in out.err, out.err
-        self.runs += 1
-        if out.code == 3 and MISSING in out.line:
-            self.missing += 1
-            return out
-        assert out.code == 0, out.out + out.err
-        assert "not found after rotation" not in out.out, out.out
+    def record(self, out: PluginOutcome) -> None:
         assert "malformed" not in out.out, out.out
         now = {k: int(out.number(k)) for k in ("attempts", "delivered", "hard", "soft")}
         for key, value in now.items():  # the window only grows here (all records are recent)
             assert value >= self.last.get(key, 0), (key, value, self.last)
         self.last = now
-        return out
 
     def assert_matches(self, truth: AcctTruth) -> None:
         c = truth.counts
@@ -149,46 +115,108 @@ class BounceRuns:
         assert self.last == want, (self.last, want)
 
 
+TruthT = TypeVar("TruthT", LogTruth, AcctTruth)
+RunsT = TypeVar("RunsT", LogRuns, BounceRuns)
+
+
+@dataclass
+class Rig(Generic[TruthT, RunsT]):
+    """A rotating file, its writer's ground truth and the plugin runs reading it."""
+
+    file: RotatingFile
+    truth: TruthT
+    runs: RunsT
+
+    def start(self) -> None:
+        """Ten lines, then the first run, from the start of the file."""
+        self.truth.write_batch(10)
+        self.runs.run("--from-start")
+
+    def rotate(self, kinds: list[str]) -> None:
+        """A batch, then each rotation with a batch as the new file's first lines."""
+        self.truth.write_batch()
+        for kind in kinds:
+            self.truth.write_batch(rotate=kind)
+
+    def run_during_churn(self, kinds: list[str], seed: int, seconds: float) -> None:
+        """Runs back to back for `seconds` while a writer rotates by `kinds` every ~0.1 s;
+        then `finish`."""
+        churn = Churn(self.truth, kinds, seed=seed, rotate_every=0.1)
+        churn.start()
+        t_end = time.monotonic() + seconds
+        try:
+            while time.monotonic() < t_end:
+                self.runs.run()
+        finally:
+            churn.stop()
+        self.finish()
+        print(f"\n{self.file.path.name}: {self.runs.runs} runs ({self.runs.missing} saw the "
+              f"instant of a rename), rotations {self.file.rotations}, "
+              f"written {self.truth.counts}")
+
+    def finish(self) -> None:
+        """The writer stops; a last run reads what is left."""
+        self.file.close()
+        self.runs.run()
+
+
+def log_rig(tmp_path: Path, seed: int) -> Rig[LogTruth, LogRuns]:
+    log = RotatingFile(tmp_path / "log")
+    rig = Rig(log, LogTruth(log, seed=seed), LogRuns(log.path, tmp_path / "state"))
+    rig.start()
+    return rig
+
+
+def acct_rig(tmp_path: Path, seed: int) -> Rig[AcctTruth, BounceRuns]:
+    acct = RotatingFile(tmp_path / "acct.csv", header=ACCT_HEADER)
+    rig = Rig(acct, AcctTruth(acct, seed=seed), BounceRuns(acct.path, tmp_path / "state"))
+    rig.start()
+    return rig
+
+
+def test_log_rotations_between_runs(tmp_path: Path) -> None:
+    rig = log_rig(tmp_path, seed=1)
+    # Every kind, alone and several between two runs, with writes before and after each.
+    plan = [["rename"], ["copytruncate"], ["compress"], ["delaycompress"],
+            ["rename", "rename"], ["compress", "copytruncate"], ["rename", "compress", "rename"],
+            ["copytruncate", "delaycompress", "delaycompress"]]
+    for kinds in plan:
+        rig.rotate(kinds)
+        rig.runs.run()
+        rig.truth.write_batch()
+        rig.runs.run()
+    rig.finish()
+    runs = rig.runs
+    assert runs.sums == rig.truth.counts, (runs.sums, rig.truth.counts, runs.notes)
+    assert any("rotated" in n for n in runs.notes) and any("truncated" in n for n in runs.notes)
+
+
+@pytest.mark.slow
+def test_log_rotations_during_runs(tmp_path: Path) -> None:
+    rig = log_rig(tmp_path, seed=2)
+    rig.run_during_churn(NUMBERED, seed=3, seconds=6)
+    assert sum(rig.file.rotations.values()) >= 20
+    assert rig.runs.sums == rig.truth.counts, (rig.runs.sums, rig.truth.counts)
+
+
 @pytest.mark.parametrize("kinds", [NUMBERED, DATED], ids=["numbered", "dated"])
 def test_accounting_rotations_between_runs(tmp_path: Path, kinds: list[str]) -> None:
-    acct = RotatingFile(tmp_path / "acct.csv", header=ACCT_HEADER)
-    truth = AcctTruth(acct, seed=4)
-    truth.write_batch(10)
-    runs = BounceRuns(acct.path, tmp_path / "state")
-    runs.run("--from-start")
+    rig = acct_rig(tmp_path, seed=4)
     plan = [[k] for k in kinds] + [[k, k] for k in kinds] + [kinds]
     for step in plan:
-        truth.write_batch()
-        for kind in step:
-            truth.write_batch(rotate=kind)
-        runs.run()
-    acct.close()
-    runs.run()
-    runs.assert_matches(truth)
+        rig.rotate(step)
+        rig.runs.run()
+    rig.finish()
+    rig.runs.assert_matches(rig.truth)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("kinds", [NUMBERED, DATED], ids=["numbered", "dated"])
 def test_accounting_rotations_during_runs(tmp_path: Path, kinds: list[str]) -> None:
-    acct = RotatingFile(tmp_path / "acct.csv", header=ACCT_HEADER)
-    truth = AcctTruth(acct, seed=5)
-    truth.write_batch(10)
-    runs = BounceRuns(acct.path, tmp_path / "state")
-    runs.run("--from-start")
-    churn = Churn(truth, kinds, seed=6, rotate_every=0.1)
-    churn.start()
-    t_end = time.monotonic() + 5
-    try:
-        while time.monotonic() < t_end:
-            runs.run()
-    finally:
-        churn.stop()
-    acct.close()
-    runs.run()
-    print(f"\nacct: {runs.runs} runs ({runs.missing} saw the instant of a rename), "
-          f"rotations {acct.rotations}, written {truth.counts}")
-    assert sum(acct.rotations.values()) >= 15
-    runs.assert_matches(truth)
+    rig = acct_rig(tmp_path, seed=5)
+    rig.run_during_churn(kinds, seed=6, seconds=5)
+    assert sum(rig.file.rotations.values()) >= 15
+    rig.runs.assert_matches(rig.truth)
 
 
 # --- the two races, deterministically ----------------------------------------------------
@@ -198,73 +226,9 @@ def numbered_lines(a: int, b: int) -> str:
     return "".join(f"2025-01-14 09:00:00 line number {n}\n" for n in range(a, b + 1))
 
 
-def tail_once(path: Path, state: TailState | None,
-              after_live_open: Callable[[], None] | None = None) -> tuple[list[int], TailState]:
-    """One TailReader run (as the plugins do); `after_live_open` runs right after the reader
-    opened the live file, i.e. a rotation lands in the middle of the run."""
-    original = logtail._open
-    fired = False
-
-    def hooked(p: str, *, sibling: bool = False) -> logtail._File | None:
-        nonlocal fired
-        f = original(p, sibling=sibling)
-        if after_live_open is not None and not sibling and p == str(path) and not fired:
-            fired = True
-            after_live_open()
-        return f
-
-    logtail._open = hooked  # type: ignore[assignment]
-    try:
-        reader = TailReader(str(path), state)
-        got = [int(m.group(1)) for line in reader.lines()
-               if (m := re.search(r"number (\d+)$", line))]
-        return got, reader.state
-    finally:
-        logtail._open = original
-
-
-@pytest.fixture
-def log_file(tmp_path: Path) -> Iterator[Path]:
-    path = tmp_path / "log"
-    path.write_text(numbered_lines(1, 100))
-    yield path
-
-
-def test_copytruncate_while_a_run_reads_loses_and_repeats_nothing(log_file: Path) -> None:
-    _, state = tail_once(log_file, None)  # first run: starts at the end
-    with log_file.open("a") as fh:
-        fh.write(numbered_lines(101, 200))
-
-    def copytruncate_and_regrow() -> None:
-        shutil.copyfile(log_file, log_file.with_name("log.1"))
-        os.truncate(log_file, 0)
-        with log_file.open("a") as fh:
-            fh.write(numbered_lines(201, 400))  # regrown past the old offset
-
-    first, state = tail_once(log_file, state, copytruncate_and_regrow)
-    second, _ = tail_once(log_file, state)
-    got = first + second
-    assert sorted(got) == list(range(101, 401)), (first[-3:], second[:3])
-    assert len(got) == len(set(got))
-
-
-def test_rename_between_opening_and_listing_reads_the_file_once(log_file: Path) -> None:
-    _, state = tail_once(log_file, None)
-    with log_file.open("a") as fh:
-        fh.write(numbered_lines(101, 150))
-    os.rename(log_file, log_file.with_name("log.1"))  # rotation 1: a new live file
-    log_file.write_text(numbered_lines(151, 200))
-
-    def rotate_again() -> None:  # rotation 2, after the reader opened the live file
-        os.rename(log_file.with_name("log.1"), log_file.with_name("log.2"))
-        os.rename(log_file, log_file.with_name("log.1"))
-        log_file.write_text(numbered_lines(201, 250))
-
-    first, state = tail_once(log_file, state, rotate_again)
-    second, _ = tail_once(log_file, state)
-    got = first + second
-    assert sorted(got) == list(range(101, 251)), (first, second)
-    assert len(got) == len(set(got))
+def append_lines(path: Path, a: int, b: int) -> None:
+    with path.open("a") as fh:
+        fh.write(numbered_lines(a, b))
 
 
 def gzip_away(path: Path) -> Path:
@@ -278,24 +242,130 @@ def gzip_away(path: Path) -> Path:
     return dest
 
 
-def test_live_file_compressed_after_opening_is_read_once(log_file: Path) -> None:
-    _, state = tail_once(log_file, None)
-    with log_file.open("a") as fh:
-        fh.write(numbered_lines(101, 150))
-    os.rename(log_file, log_file.with_name("log.1"))  # rotation 1: a new live file
-    log_file.write_text(numbered_lines(151, 200))
+def rename_rotation(live: Path, new_text: str, *, compress: bool = False) -> None:
+    """logrotate's rename: name.N -> name.N+1, the live file -> name.1 (then gzipped with
+    `compress`), and a new live file holding `new_text`."""
+    for n in range(5, 0, -1):
+        older = live.with_name(f"{live.name}.{n}")
+        if older.exists():
+            os.rename(older, live.with_name(f"{live.name}.{n + 1}"))
+    one = live.with_name(live.name + ".1")
+    os.rename(live, one)
+    if compress:
+        gzip_away(one)
+    live.write_text(new_text, newline="")
 
-    def rotate_and_compress() -> None:  # rotation 2 (compress), after the live file was opened
-        os.rename(log_file.with_name("log.1"), log_file.with_name("log.2"))
-        os.rename(log_file, log_file.with_name("log.1"))
-        gzip_away(log_file.with_name("log.1"))
-        log_file.write_text(numbered_lines(201, 250))
 
-    first, state = tail_once(log_file, state, rotate_and_compress)
-    second, _ = tail_once(log_file, state)
+class OpenHook:
+    """Whether the hook of `on_open` ran."""
+
+    fired = False
+
+
+@contextmanager
+def on_open(matches: Callable[[str, bool], bool], action: Callable[[], None], *,
+            before: bool = False) -> Iterator[OpenHook]:
+    """Run `action` once, the first time a reader opens a file for which `matches(path,
+    sibling)` holds: right after it opened the file or, with `before`, right before."""
+    original = logtail._open
+    hook = OpenHook()
+
+    def hooked(p: str, *, sibling: bool = False) -> logtail._File | None:
+        due = not hook.fired and matches(p, sibling)
+        if due and before:
+            hook.fired = True
+            action()
+        f = original(p, sibling=sibling)
+        if due and not before and f is not None:
+            hook.fired = True
+            action()
+        return f
+
+    logtail._open = hooked  # type: ignore[assignment]
+    try:
+        yield hook
+    finally:
+        logtail._open = original
+
+
+def tail_once(path: Path, state: TailState | None,
+              after_live_open: Callable[[], None] | None = None) -> tuple[list[int], TailState]:
+    """One TailReader run (as the plugins do); `after_live_open` runs right after the reader
+    opened the live file, i.e. a rotation lands in the middle of the run."""
+
+    def read() -> tuple[list[int], TailState]:
+        reader = TailReader(str(path), state)
+        got = [int(m.group(1)) for line in reader.lines()
+               if (m := re.search(r"number (\d+)$", line))]
+        return got, reader.state
+
+    if after_live_open is None:
+        return read()
+    with on_open(lambda p, sibling: not sibling and p == str(path), after_live_open) as hook:
+        result = read()
+    assert hook.fired
+    return result
+
+
+def two_runs(path: Path, state: TailState,
+             during_first: Callable[[], None]) -> tuple[list[int], list[int]]:
+    """The lines of two runs from `state`; `during_first` runs right after the first one
+    opened the live file."""
+    first, state = tail_once(path, state, during_first)
+    second, _ = tail_once(path, state)
+    return first, second
+
+
+def assert_each_read_once(first: list[int], second: list[int], a: int, b: int) -> None:
+    """The two runs together read lines a..b, each exactly once."""
     got = first + second
-    assert sorted(got) == list(range(101, 251)), (first, second)
+    assert sorted(got) == list(range(a, b + 1)), (first, second)
     assert len(got) == len(set(got))
+
+
+@pytest.fixture
+def log_file(tmp_path: Path) -> Iterator[Path]:
+    path = tmp_path / "log"
+    path.write_text(numbered_lines(1, 100))
+    yield path
+
+
+@pytest.fixture
+def tail_state(log_file: Path) -> TailState:
+    """The state of a first run over `log_file` (it starts at the end, after line 100); then
+    lines 101..150 appended."""
+    _, state = tail_once(log_file, None)
+    append_lines(log_file, 101, 150)
+    return state
+
+
+def test_copytruncate_while_a_run_reads_loses_and_repeats_nothing(
+    log_file: Path, tail_state: TailState
+) -> None:
+    append_lines(log_file, 151, 200)
+
+    def copytruncate_and_regrow() -> None:
+        shutil.copyfile(log_file, log_file.with_name("log.1"))
+        os.truncate(log_file, 0)
+        append_lines(log_file, 201, 400)  # regrown past the old offset
+
+    first, second = two_runs(log_file, tail_state, copytruncate_and_regrow)
+    assert_each_read_once(first, second, 101, 400)
+
+
+@pytest.mark.parametrize("compress", [False, True], ids=["rename", "rename-compress"])
+def test_rotation_after_the_live_file_was_opened_reads_each_line_once(
+    log_file: Path, tail_state: TailState, compress: bool
+) -> None:
+    """A rename between opening the live file and listing its rotated siblings (and, with
+    compress, the file being read gzipped away as well) reads that file once."""
+    rename_rotation(log_file, numbered_lines(151, 200))  # rotation 1: a new live file
+
+    def rotate_again() -> None:  # rotation 2, after the reader opened the live file
+        rename_rotation(log_file, numbered_lines(201, 250), compress=compress)
+
+    first, second = two_runs(log_file, tail_state, rotate_again)
+    assert_each_read_once(first, second, 101, 250)
 
 
 def test_compressed_rest_keeps_the_saved_header_when_rotated_again(tmp_path: Path) -> None:
@@ -315,63 +385,36 @@ def test_compressed_rest_keeps_the_saved_header_when_rotated_again(tmp_path: Pat
     state = first.state
     with acct.open("a", newline="") as fh:
         fh.write(rows(51, 80))
-    os.rename(acct, acct.with_name("acct.csv.1"))
-    gzip_away(acct.with_name("acct.csv.1"))
-    acct.write_text(ACCT_HEADER + rows(81, 90), newline="")
+    rename_rotation(acct, ACCT_HEADER + rows(81, 90), compress=True)
 
-    original = logtail._open
+    one_gz = acct.with_name("acct.csv.1.gz")
 
-    def hooked(p: str, *, sibling: bool = False) -> logtail._File | None:
-        f = original(p, sibling=sibling)
-        if sibling and p.endswith("acct.csv.1.gz") and f is not None:
-            os.rename(p, p.replace(".1.gz", ".2.gz"))  # the next rotation shifts it away
-        return f
+    def shift_away() -> None:  # the next rotation shifts it away
+        os.rename(one_gz, acct.with_name("acct.csv.2.gz"))
 
-    logtail._open = hooked  # type: ignore[assignment]
-    try:
+    with on_open(lambda p, sibling: sibling and p.endswith("acct.csv.1.gz"), shift_away) as hook:
         reader = AcctReader(str(acct), state)
         got = [int(r.rcpt[1:].split("@")[0]) for r in reader.records()]
-    finally:
-        logtail._open = original
+    assert hook.fired
     assert reader.warnings == [] and reader.skipped_rows == 0, reader.warnings
     assert got == list(range(51, 91))
 
 
-def test_rotations_shifted_between_listing_and_opening_skip_nothing(log_file: Path) -> None:
+def test_rotations_shifted_between_listing_and_opening_skip_nothing(
+    log_file: Path, tail_state: TailState
+) -> None:
     """logrotate shifts log.1 -> log.2 while a run has listed the directory but not yet opened
     log.1: the name then holds the next file, and the one it held must still be read."""
-    _, state = tail_once(log_file, None)
-    with log_file.open("a") as fh:
-        fh.write(numbered_lines(101, 150))
+    rename_rotation(log_file, numbered_lines(151, 200))  # log.1 = what we were reading
+    # log.2 = that, log.1 = 151..200, live = 201..250
+    rename_rotation(log_file, numbered_lines(201, 250))
 
-    def shift_in(line_range: tuple[int, int]) -> None:
-        for n in range(5, 0, -1):
-            older = log_file.with_name(f"log.{n}")
-            if older.exists():
-                os.rename(older, log_file.with_name(f"log.{n + 1}"))
-        os.rename(log_file, log_file.with_name("log.1"))
-        log_file.write_text(numbered_lines(*line_range))
+    def next_rotation() -> None:  # right before the run opens log.1
+        rename_rotation(log_file, numbered_lines(251, 300))
 
-    shift_in((151, 200))  # log.1 = what we were reading
-    shift_in((201, 250))  # log.2 = that, log.1 = 151..200, live = 201..250
-
-    original = logtail._open
-    fired = False
-
-    def hooked(p: str, *, sibling: bool = False) -> logtail._File | None:
-        nonlocal fired
-        if sibling and p.endswith("/log.1") and not fired:
-            fired = True
-            shift_in((251, 300))  # the next rotation, right before the run opens log.1
-        return original(p, sibling=sibling)
-
-    logtail._open = hooked  # type: ignore[assignment]
-    try:
-        first, state = tail_once(log_file, state)
-    finally:
-        logtail._open = original
-    assert fired
+    with on_open(lambda p, sibling: sibling and p.endswith("/log.1"), next_rotation,
+                 before=True) as hook:
+        first, state = tail_once(log_file, tail_state)
+    assert hook.fired
     second, _ = tail_once(log_file, state)
-    got = first + second
-    assert sorted(got) == list(range(101, 301)), (first, second)
-    assert len(got) == len(set(got))
+    assert_each_read_once(first, second, 101, 300)
