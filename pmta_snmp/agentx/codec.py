@@ -11,7 +11,7 @@ import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import IntEnum, IntFlag
-from typing import ClassVar, Final, TypedDict
+from typing import ClassVar, Final, NamedTuple, TypedDict
 
 from pmta_snmp.mib.snapshot import MAX_OID_LEN, Oid, SnmpType, Value
 
@@ -173,9 +173,8 @@ CONTEXT_PDU_TYPES: Final = frozenset(
 """PDU types that carry a context octet string when NON_DEFAULT_CONTEXT is set."""
 
 
-@dataclass(frozen=True, slots=True)
-class Header:
-    """The fixed 20-octet AgentX header, as decoded."""
+class Header(NamedTuple):
+    """The fixed 20-octet AgentX header, as decoded (a named tuple: built once per packet)."""
 
     version: int
     pdu_type: int
@@ -209,11 +208,11 @@ class AgentXEncodeError(ValueError):
     """A PDU holds values that cannot be encoded (out of range, too long, bad type)."""
 
 
-@dataclass(frozen=True, slots=True)
-class SearchRange:
+class SearchRange(NamedTuple):
     """A GetNext/GetBulk range: from `start` (inclusive when `include`) to `end` (exclusive).
 
     An empty `end` is the null OID: no upper bound. Get uses ranges with a null end.
+    (A named tuple rather than a frozen dataclass: decoding builds one per varbind.)
     """
 
     start: Oid
@@ -689,6 +688,16 @@ class _Short(Exception):
     """Internal: payload ended early or held an invalid field."""
 
 
+_SUBIDS: dict[tuple[str, int], struct.Struct] = {}
+
+
+def _subids_struct(order: str, n: int) -> struct.Struct:
+    s = _SUBIDS.get((order, n))
+    if s is None:
+        s = _SUBIDS[(order, n)] = struct.Struct(f"{order}{n}I")
+    return s
+
+
 class _Reader:
     """Cursor over one PDU's payload in one byte order."""
 
@@ -711,11 +720,19 @@ class _Reader:
         return self.take("I", 4)[0]
 
     def oid(self) -> tuple[Oid, bool]:
-        n, prefix, include = self.take("BBBx", 4)
+        pos = self.pos
+        buf = self.buf
+        if pos + 4 > self.end:
+            raise _Short("payload too short")
+        n, prefix, include = buf[pos], buf[pos + 1], buf[pos + 2]  # single octets: any order
         total = n + 5 if prefix else n
         if total > MAX_OID_LEN:
             raise _Short(f"OID of {total} sub-ids")
-        subids = self.take(f"{n}I", 4 * n)
+        after = pos + 4 + 4 * n
+        if after > self.end:
+            raise _Short("payload too short")
+        self.pos = after
+        subids: Oid = _subids_struct(self.o, n).unpack_from(buf, pos + 4)
         if prefix:
             return (1, 3, 6, 1, prefix, *subids), bool(include)
         return subids, bool(include)
