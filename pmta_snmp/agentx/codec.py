@@ -53,7 +53,10 @@ __all__ = [
     "decode_oid",
     "decode_packet",
     "encode_oid",
+    "encode_raw_varbind",
+    "encode_response_header",
     "raw_varbind",
+    "read_oid_key",
 ]
 
 HEADER_LEN: Final = 20
@@ -283,10 +286,38 @@ def raw_varbind(type_code: int, key: bytes, data: bytes) -> RawVarBind:
 
     The name gets the 1.3.6.1.x prefix form whenever RFC 2741 allows it, as `encode_oid` does.
     """
+    return RawVarBind(encode_raw_varbind(type_code, key, data))
+
+
+def encode_raw_varbind(type_code: int, key: bytes, data: bytes) -> bytes:
+    """The bytes of `raw_varbind` (network byte order)."""
     n = len(key) >> 2
     if n >= 5 and key.startswith(_INTERNET_KEY) and key[19]:
-        return RawVarBind(_RAW_HEAD.pack(type_code, n - 5, key[19]) + key[20:] + data)
-    return RawVarBind(_RAW_HEAD.pack(type_code, n, 0) + key + data)
+        return _RAW_HEAD.pack(type_code, n - 5, key[19]) + key[20:] + data
+    return _RAW_HEAD.pack(type_code, n, 0) + key + data
+
+
+def read_oid_key(buf: bytes, pos: int, end: int) -> tuple[bytes, bool, int] | None:
+    """An OID in network byte order at `pos` as a key (big-endian sub-ids, the 1.3.6.1.x
+    prefix expanded): (key, include, position after it), or None when it does not fit."""
+    if pos + 4 > end:
+        return None
+    n, prefix, include = buf[pos], buf[pos + 1], buf[pos + 2]
+    after = pos + 4 + 4 * n
+    if after > end or (n + 5 if prefix else n) > MAX_OID_LEN:
+        return None
+    if prefix:
+        return _INTERNET_KEY + bytes((prefix,)) + buf[pos + 4 : after], bool(include), after
+    return buf[pos + 4 : after], bool(include), after
+
+
+def encode_response_header(
+    session_id: int, transaction_id: int, packet_id: int, payload_length: int
+) -> bytes:
+    """The 20-octet header of a Response in network byte order."""
+    return _HEADER_BE.pack(
+        1, PduType.RESPONSE, _F_NBO, session_id, transaction_id, packet_id, payload_length
+    )
 
 
 # --- primitive encoders ------------------------------------------------------

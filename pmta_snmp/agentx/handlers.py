@@ -6,27 +6,35 @@ so a poller can swap trees at any time and a request never waits on a poll.
 
 from __future__ import annotations
 
+import struct
 import time
 from collections.abc import Callable
+from typing import Final
 
 from pmta_snmp.agentx.codec import (
+    HEADER_LEN,
     AnyVarBind,
     CleanupSet,
     CommitSet,
     ErrorCode,
+    Flags,
     Get,
     GetBulk,
     GetNext,
     Pdu,
+    PduType,
     RawVarBind,
     Response,
     SearchRange,
     TestSet,
     UndoSet,
     VarBind,
+    encode_raw_varbind,
+    encode_response_header,
     raw_varbind,
+    read_oid_key,
 )
-from pmta_snmp.mib.snapshot import OidTree, SnmpType, Value, oid_key
+from pmta_snmp.mib.snapshot import Oid, OidTree, SnmpType, Value, oid_key
 
 __all__ = [
     "DEFAULT_MAX_BULK_VARBINDS",
@@ -44,6 +52,18 @@ UptimeGetter = Callable[[], int]
 """Returns sysUpTime in hundredths of a second."""
 
 DEFAULT_MAX_BULK_VARBINDS = 1000
+
+_FAST_FLAGS: Final = Flags.NETWORK_BYTE_ORDER
+_FAST_KINDS: Final = frozenset({PduType.GET_NEXT, PduType.GET})
+_HEADER: Final = struct.Struct(">BBBxIIII")
+_UPTIME_NO_ERROR: Final = struct.Struct(">IHH")  # sysUpTime, error 0, index 0
+_EOM: Final = int(SnmpType.END_OF_MIB_VIEW)
+_NO_SUCH_OBJECT: Final = int(SnmpType.NO_SUCH_OBJECT)
+_NO_SUCH_INSTANCE: Final = int(SnmpType.NO_SUCH_INSTANCE)
+
+
+def _key_oid(key: bytes) -> Oid:
+    return struct.unpack(f">{len(key) >> 2}I", key)
 
 NO_SUCH_OBJECT = Value(SnmpType.NO_SUCH_OBJECT)
 NO_SUCH_INSTANCE = Value(SnmpType.NO_SUCH_INSTANCE)
@@ -173,6 +193,53 @@ class RequestHandler:
             packet_id=req.packet_id,
             network_byte_order=req.network_byte_order,
         )
+
+    def answer_packet(self, packet: bytes) -> bytes | None:
+        """The encoded Response to one whole Get or GetNext packet, or None to take the
+        general path (`decode_packet` + `handle`).
+
+        The fast path of the request loop: only network byte order, flags exactly
+        NETWORK_BYTE_ORDER (no context, nothing else) and a well-formed payload; names and
+        values go from the packet and the packed tree to the answer as bytes, without
+        building PDU, SearchRange, Value or VarBind objects. Any doubt returns None, and the
+        general path answers (or reports the parse error) exactly as it always does; the
+        answer is byte-for-byte the general path's (tests compare them).
+        """
+        if len(packet) < HEADER_LEN or packet[2] != _FAST_FLAGS or packet[0] != 1:
+            return None
+        kind = packet[1]
+        if kind not in _FAST_KINDS:
+            return None
+        _, _, _, sid, tid, pid, length = _HEADER.unpack_from(packet, 0)
+        end = HEADER_LEN + length
+        if end != len(packet):
+            return None
+        tree = self._tree()
+        out: list[bytes] = []
+        pos = HEADER_LEN
+        while pos < end:
+            start = read_oid_key(packet, pos, end)
+            if start is None:
+                return None
+            key, include, pos = start
+            stop = read_oid_key(packet, pos, end)
+            if stop is None:
+                return None
+            end_key, _, pos = stop
+            if kind == PduType.GET_NEXT:
+                i = tree.next_index_of_key(key, include, end_key)
+                code = _EOM
+            else:
+                i = tree.index_of_key(key)
+                code = _NO_SUCH_OBJECT
+                if i is None and tree.has_object(_key_oid(key)):
+                    code = _NO_SUCH_INSTANCE
+            if i is None:
+                out.append(encode_raw_varbind(code, key, b""))
+            else:
+                out.append(encode_raw_varbind(*tree.raw(i)))
+        body = _UPTIME_NO_ERROR.pack(self._uptime(), 0, 0) + b"".join(out)
+        return encode_response_header(sid, tid, pid, len(body)) + body
 
     def error_response(self, req: Pdu, error: int, index: int = 0) -> Response:
         """A Response to `req` carrying only an error code."""

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from pmta_snmp.agentx.codec import (
+    HEADER_LEN,
     AgentXEncodeError,
     AgentXParseError,
     CleanupSet,
@@ -28,6 +29,7 @@ from pmta_snmp.agentx.codec import (
     CloseReason,
     CommitSet,
     ErrorCode,
+    Flags,
     Get,
     GetBulk,
     GetNext,
@@ -151,6 +153,8 @@ def parse_address(address: str) -> tuple[str, str, int]:
     return "unix", address, 0
 
 
+_FAST_FLAGS: Final = Flags.NETWORK_BYTE_ORDER
+_FAST_KINDS: Final = frozenset({PduType.GET_NEXT, PduType.GET})
 _THREAD_REQUESTS: Final = (Get, GetNext, GetBulk, TestSet, CommitSet, UndoSet, CleanupSet)
 """Master requests answered by the reader thread itself (pure: handler + write)."""
 
@@ -196,10 +200,15 @@ class _Connection:
 
     def _read_loop(self) -> None:
         buf = b""
+        # recv(n) allocates n bytes per call (and a large n costs an mmap): read into one
+        # buffer and copy out only what arrived.
+        space = bytearray(65536)
+        view = memoryview(space)
         try:
             while not self.closed:
                 try:
-                    data = self.sock.recv(262144)
+                    got = self.sock.recv_into(space)
+                    data = view[:got].tobytes()
                 except TimeoutError:
                     continue  # the timeout is for writes; keep waiting for requests
                 except OSError as exc:
@@ -222,7 +231,20 @@ class _Connection:
     def data_received(self, buf: bytes) -> bytes | None:
         """Decode and handle every complete PDU; the incomplete rest, or None when over."""
         session = self.session
+        answer_packet = session._handler.answer_packet
         while buf:
+            # The fast path: a whole Get/GetNext in network byte order, answered as bytes.
+            if len(buf) >= HEADER_LEN and buf[2] == _FAST_FLAGS and buf[1] in _FAST_KINDS:
+                total = HEADER_LEN + int.from_bytes(buf[16:20], "big")
+                if total <= len(buf):
+                    try:
+                        answer = answer_packet(buf[:total])
+                    except Exception:  # the general path below answers, and logs, properly
+                        answer = None
+                    if answer is not None:
+                        self.write(answer)
+                        buf = buf[total:]
+                        continue
             try:
                 pdu, buf = decode_packet(buf)
             except AgentXParseError as exc:

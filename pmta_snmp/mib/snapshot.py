@@ -309,7 +309,10 @@ class OidTree:
 
     def index(self, oid: Oid) -> int | None:
         """Index of exactly `oid`, or None."""
-        key = oid_key(oid)
+        return self.index_of_key(oid_key(oid))
+
+    def index_of_key(self, key: bytes) -> int | None:
+        """Index of exactly the OID whose key (see `oid_key`) is `key`, or None."""
         i = self.lower_bound(key)
         if i < self._n and self.key(i) == key:
             return i
@@ -317,11 +320,16 @@ class OidTree:
 
     def next_index(self, oid: Oid, include: bool = False, end: Oid | None = None) -> int | None:
         """Index of the first entry > `oid` (≥ with `include`) and < `end`, or None."""
-        key = oid_key(oid)
+        return self.next_index_of_key(oid_key(oid), include, oid_key(end) if end else None)
+
+    def next_index_of_key(
+        self, key: bytes, include: bool = False, end: bytes | None = None
+    ) -> int | None:
+        """`next_index` with the OIDs given as keys (`end` None or empty: no bound)."""
         i = self.lower_bound(key) if include else self.upper_bound(key)
         if i >= self._n:
             return None
-        if end and self.key(i) >= oid_key(end):
+        if end and self.key(i) >= end:
             return None
         self._hint = i
         return i

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import struct
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pmta_snmp.agentx.codec import (
     CleanupSet,
@@ -16,6 +20,7 @@ from pmta_snmp.agentx.codec import (
     SearchRange,
     UndoSet,
     VarBind,
+    decode_packet,
 )
 from pmta_snmp.agentx.codec import TestSet as AxTestSet
 from pmta_snmp.agentx.handlers import RequestHandler, getbulk, getnext
@@ -245,3 +250,83 @@ def test_every_response_encodes() -> None:
     resp = h.handle(GetBulk(1, 10, (SearchRange(B), SearchRange(COL_A, END))))
     assert resp is not None
     assert len(resp.encode()) > 20
+
+
+# --- the byte-level fast path (RequestHandler.answer_packet) --------------------------------
+
+_FAST_TREE = OidTree(
+    [((*SCALAR, 0), Value(SnmpType.OCTET_STRING, b"up"))]
+    + [((*COL_A, i), c64(i * 10)) for i in range(1, 40, 3)]
+    + [((*COL_B, i), Value(SnmpType.GAUGE32, i)) for i in range(2, 40, 5)]
+    + [((2, 7, i), Value(SnmpType.INTEGER, -i)) for i in range(3)],  # outside 1.3.6.1
+    objects=[SCALAR, COL_A, COL_B],
+)
+_NAMES = [oid for oid, _ in _FAST_TREE] + [(*COL_A, 2), (*COL_B, 99), (*B, 7, 0), SCALAR, (2, 7),
+                                            (1, 3, 6, 1), (0,), (1, 3, 6, 1, 300, 1), ()]
+
+
+def _slow_bytes(h: RequestHandler, packet: bytes) -> bytes:
+    pdu, rest = decode_packet(packet)
+    assert pdu is not None and rest == b""
+    resp = h.handle(pdu)
+    assert resp is not None
+    return resp.encode()
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.sampled_from(["get", "getnext"]),
+    st.lists(
+        st.tuples(st.sampled_from(_NAMES), st.sampled_from(_NAMES), st.booleans()),
+        min_size=1, max_size=5,
+    ),
+    st.integers(0, 2**32 - 1),
+)
+def test_fast_path_answers_byte_for_byte_like_the_general_path(
+    kind: str, ranges: list[tuple[Oid, Oid, bool]], packet_id: int
+) -> None:
+    h = RequestHandler(lambda: _FAST_TREE, lambda: 777)
+    if kind == "get":
+        pdu: Get | GetNext = Get(
+            tuple(SearchRange(s) for s, _, _ in ranges if s), packet_id=packet_id, session_id=9
+        )
+    else:
+        pdu = GetNext(
+            tuple(SearchRange(s, e, inc) for s, e, inc in ranges if s),
+            packet_id=packet_id, session_id=9, transaction_id=3,
+        )
+    packet = pdu.encode()
+    fast = h.answer_packet(packet)
+    assert fast is not None
+    assert fast == _slow_bytes(h, packet)
+
+
+def test_fast_path_accepts_uncompressed_internet_oids_and_answers_like_the_general_path() -> None:
+    h = RequestHandler(lambda: _FAST_TREE, lambda: 5)
+    good = GetNext((SearchRange((*COL_A, 4)),), session_id=1).encode()
+    # Re-encode the start OID without the 1.3.6.1.x prefix form (legal, just longer).
+    start = (*COL_A, 4)
+    spelled = struct.pack(f">BBBx{len(start)}I", len(start), 0, 0, *start) + bytes(4)
+    packet = good[:16] + struct.pack(">I", len(spelled)) + spelled
+    assert h.answer_packet(packet) == _slow_bytes(h, packet)
+
+
+@pytest.mark.parametrize(
+    "packet",
+    [
+        GetNext((SearchRange((*COL_A, 1)),), network_byte_order=False).encode(),  # little endian
+        GetNext((SearchRange((*COL_A, 1)),), context=b"ctx").encode(),  # non-default context
+        GetBulk(0, 5, (SearchRange((*COL_A, 1)),)).encode(),  # not Get/GetNext
+        GetNext((SearchRange((*COL_A, 1)),)).encode()[:-4],  # length field wrong for the bytes
+        GetNext((SearchRange((*COL_A, 1)),)).encode()[:19],  # not even a header
+    ],
+    ids=["little-endian", "context", "getbulk", "truncated", "short"],
+)
+def test_fast_path_leaves_everything_else_to_the_general_path(packet: bytes) -> None:
+    assert RequestHandler(lambda: _FAST_TREE).answer_packet(packet) is None
+
+
+def test_fast_path_gives_up_on_a_malformed_range_instead_of_guessing() -> None:
+    packet = bytearray(GetNext((SearchRange((*COL_A, 1)),)).encode())
+    packet[20] = 200  # 200 sub-ids announced, far fewer present
+    assert RequestHandler(lambda: _FAST_TREE).answer_packet(bytes(packet)) is None
