@@ -5,7 +5,7 @@
 The product code runs unchanged. By default the agent polls and rebuilds in its poll worker
 child process, which reports its timings with every tree (`worker.Published`): they become
 `poll T0 T1` (fetch + parse) and `rebuild T0 T1` (tree build + pack) lines, and the parent's
-handling of each handover (map the tree, swap it) a `swap T0 T1` line. With
+installing each handed-over tree (map it, swap it in) a `swap T0 T1` line. With
 `poll.isolation = "thread"`, `Poller.poll_once` and `SnmpView.update` are wrapped instead. A
 `gc.callbacks` hook appends `gcN T0 T1` for every generation-2 collection of the serving
 process and any other taking over 1 ms (collections stop every thread). Times are
@@ -47,18 +47,16 @@ def main(argv: list[str]) -> int:
         finally:
             out.write(f"poll {t0:.6f} {time.monotonic():.6f}\n")
 
-    original_handle = TreeWorker._handle
+    original_install = TreeWorker._install
 
-    def handle(self: TreeWorker, conn: Any, msg: Any) -> None:
+    def install(self: TreeWorker, info: Published, buf: Any) -> None:
         t0 = time.monotonic()
         try:
-            original_handle(self, conn, msg)
+            original_install(self, info, buf)
         finally:
-            if msg[0] == "tree":
-                info: Published = msg[1]
-                out.write(f"poll {info.poll_started:.6f} {info.poll_ended:.6f}\n")
-                out.write(f"rebuild {info.poll_ended:.6f} {info.build_ended:.6f}\n")
-                out.write(f"swap {t0:.6f} {time.monotonic():.6f}\n")
+            out.write(f"poll {info.poll_started:.6f} {info.poll_ended:.6f}\n")
+            out.write(f"rebuild {info.poll_ended:.6f} {info.build_ended:.6f}\n")
+            out.write(f"swap {t0:.6f} {time.monotonic():.6f}\n")
 
     gc_started = [0.0]
 
@@ -70,7 +68,7 @@ def main(argv: list[str]) -> int:
             out.write(f"gc{info['generation']} {gc_started[0]:.6f} {now:.6f}\n")
 
     gc.callbacks.append(on_gc)
-    TreeWorker._handle = handle  # type: ignore[method-assign]
+    TreeWorker._install = install  # type: ignore[method-assign]
     SnmpView.update = update  # type: ignore[method-assign]
     poller.Poller.poll_once = poll_once  # type: ignore[method-assign]
     return cli_main(args)

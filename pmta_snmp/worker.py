@@ -91,6 +91,7 @@ class TreeWorker:
         self._stopping = False
         self._restart_handle: asyncio.TimerHandle | None = None
         self._delay = restart_initial
+        self._awaiting_fd: Published | None = None
 
     def current(self) -> OidTree:
         """The tree to answer from right now."""
@@ -151,6 +152,7 @@ class TreeWorker:
         log.debug("poll worker started (pid %s)", proc.pid)
 
     def _detach(self) -> None:
+        self._awaiting_fd = None
         if self._conn is not None and self._loop is not None:
             with contextlib.suppress(ValueError, OSError):
                 self._loop.remove_reader(self._conn.fileno())
@@ -165,6 +167,12 @@ class TreeWorker:
             return
         try:
             while conn.poll():
+                if self._awaiting_fd is not None:
+                    # The descriptor follows its "tree" message in a message of its own;
+                    # read only once it is there, so the loop never blocks on the child.
+                    info, self._awaiting_fd = self._awaiting_fd, None
+                    self._install_fd(info, recv_handle(conn))
+                    continue
                 self._handle(conn, conn.recv())
         except (EOFError, OSError) as exc:
             self._lost(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
@@ -177,19 +185,24 @@ class TreeWorker:
         if kind == "tree":
             info: Published = msg[1]
             if msg[2] == "fd":
-                fd = recv_handle(conn)
-                try:
-                    buf: bytes | mmap.mmap = mmap.mmap(fd, info.nbytes, prot=mmap.PROT_READ)
-                finally:
-                    os.close(fd)
+                self._awaiting_fd = info
             else:
-                buf = conn.recv_bytes()
-            self.tree = OidTree.from_buffer(buf)
-            self._delay = self._restart_initial
-            if self.on_published is not None:
-                self.on_published(info)
+                self._install(info, conn.recv_bytes())
         elif kind == "notify" and self.on_notification is not None:
             self.on_notification(msg[1], msg[2])
+
+    def _install_fd(self, info: Published, fd: int) -> None:
+        try:
+            buf = mmap.mmap(fd, info.nbytes, prot=mmap.PROT_READ)
+        finally:
+            os.close(fd)
+        self._install(info, buf)
+
+    def _install(self, info: Published, buf: bytes | mmap.mmap) -> None:
+        self.tree = OidTree.from_buffer(buf)
+        self._delay = self._restart_initial
+        if self.on_published is not None:
+            self.on_published(info)
 
     def _lost(self, why: str) -> None:
         proc, conn = self._proc, self._conn
