@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import math
 import os
@@ -38,12 +39,10 @@ import signal
 import sys
 import threading
 import time
-import traceback
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
 from types import FrameType
-from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, NamedTuple, NoReturn, TypeVar
 
 import nagiosplugin
 
@@ -88,6 +87,11 @@ class PluginError(Exception):
 
 class UsageError(PluginError):
     """Bad command line: UNKNOWN, never argparse's exit 2 (which Nagios reads as CRITICAL)."""
+
+
+def usage_error(message: str) -> UsageError:
+    """The usage error for `message` (`argument --x: why`), worded as argparse's are."""
+    return UsageError(f"usage: {message} (see --help)")
 
 
 class CheckTimeout(BaseException):
@@ -433,7 +437,7 @@ class PluginParser(argparse.ArgumentParser):
     """argparse whose errors end the run UNKNOWN (exit 3) with one line."""
 
     def error(self, message: str) -> NoReturn:
-        raise UsageError(f"usage: {message} (see --help)")
+        raise usage_error(message)
 
 
 def nonneg_float(text: str) -> float:
@@ -558,8 +562,10 @@ unreadable file). Zabbix (--output zabbix): always exit 0; errors print
 # ---------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Plugin:
+# Plugin and Run are no dataclasses: making one costs ~0.5 ms of every run's start.
+
+
+class Plugin(NamedTuple):
     """What a plugin module hands to :func:`run_plugin`."""
 
     name: str  # status-line word: PMTA <NAME> OK
@@ -575,23 +581,23 @@ class Plugin:
         return run_plugin(self, argv)
 
 
-@dataclass
 class Run:
     """One invocation: arguments, the current stage (named on timeout), the deadline, notes
     for the long output, details for Zabbix JSON, and factories for state and API client."""
 
-    plugin: Plugin
-    args: argparse.Namespace
-    started: float = field(default_factory=time.monotonic)
-    stage: str = "starting"
-    notes: list[str] = field(default_factory=list)
-    long: list[str] = field(default_factory=list)
-    details: dict[str, Any] = field(default_factory=dict)
-    primary: str | None = None
-    #: Set when a reader stopped at its deadline (`timed out after 2 s reading X; the rest
-    #: is read next run`): an otherwise OK result becomes UNKNOWN, a problem stays.
-    partial: str | None = None
-    _client: PmtaClient | None = None
+    def __init__(self, plugin: Plugin, args: argparse.Namespace) -> None:
+        self.plugin = plugin
+        self.args = args
+        self.started = time.monotonic()
+        self.stage = "starting"
+        self.notes: list[str] = []
+        self.long: list[str] = []
+        self.details: dict[str, Any] = {}
+        self.primary: str | None = None
+        #: Set when a reader stopped at its deadline (`timed out after 2 s reading X; the
+        #: rest is read next run`): an otherwise OK result becomes UNKNOWN, a problem stays.
+        self.partial: str | None = None
+        self._client: PmtaClient | None = None
 
     @property
     def deadline(self) -> float | None:
@@ -638,7 +644,7 @@ class Run:
         of `keys`, the inputs: URL, paths)."""
         from pathlib import Path
 
-        from pmta_snmp.state import StateFile, default_state_dir, state_path
+        from pmta_snmp.state import default_state_dir, state_path
 
         directory = Path(self.args.state_dir) if self.args.state_dir else default_state_dir()
         if self.args.instance:
@@ -647,7 +653,7 @@ class Run:
             path = state_path(self.plugin.prog, *keys, directory=directory)
         remaining = self.remaining()
         wait = 5.0 if remaining is None else max(0.05, min(5.0, remaining * 0.5))
-        return StateFile(path, lock_timeout=wait)
+        return _plugin_state_file()(path, lock_timeout=wait)
 
     def loaded(self, state: StateFile) -> None:
         """Report a corrupt state file that was reset (call after load/transaction)."""
@@ -687,6 +693,52 @@ class Run:
         if self._client is not None:
             self._client.close()
             self._client = None
+
+
+#: A state file's temporary file (`.NAME.XXXXXXXX.tmp`, written, then renamed over NAME)
+#: still there this long after its last write is a leftover of a run killed mid-save.
+STALE_TEMP_S = 10.0
+
+
+@functools.cache
+def _plugin_state_file() -> type[StateFile]:
+    """StateFile that, before each save (under its lock), removes the temporary files that
+    runs killed mid-save (kill -9, OOM, power loss) left beside it. (A class made on first
+    use: file-less runs never import pmta_snmp.state.)"""
+    from pmta_snmp.state import StateFile
+
+    class PluginStateFile(StateFile):
+        def _save_locked(self, data: Mapping[str, Any]) -> None:
+            remove_stale_temp_files(self.path)
+            super()._save_locked(data)
+
+    return PluginStateFile
+
+
+def remove_stale_temp_files(path: os.PathLike[str], *, older_than: float = STALE_TEMP_S
+                            ) -> list[str]:
+    """Remove the temporary files of `path`'s writers not modified for `older_than` seconds;
+    the names removed.
+
+    Call it holding the state file's lock: every writer holds it while its temporary file
+    exists, so one found then belongs to a writer that died. The age is a second guard (a
+    writer outside the lock, a clock step); a dead writer's file is removed a run later."""
+    directory, name = os.path.split(os.fspath(path))
+    prefix = f".{name}."
+    cutoff = time.time() - older_than
+    removed: list[str] = []
+    try:
+        entries = list(os.scandir(directory or "."))
+    except OSError:
+        return removed
+    for entry in entries:
+        if not (entry.name.startswith(prefix) and entry.name.endswith(".tmp")):
+            continue
+        with contextlib.suppress(OSError):  # gone meanwhile, or not ours to remove
+            if entry.is_file(follow_symlinks=False) and entry.stat().st_mtime < cutoff:
+                os.unlink(entry.path)
+                removed.append(entry.name)
+    return removed
 
 
 class _Alarm:
@@ -828,6 +880,8 @@ class _Emitter:
             lines += [_one_line(n) for n in run.notes]
         _write(_fit(lines, []))
         if exc is not None and self.verbose >= 3:
+            import traceback
+
             sys.stderr.write("".join(traceback.format_exception(exc)))
         return UNKNOWN
 

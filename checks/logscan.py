@@ -26,11 +26,12 @@ from __future__ import annotations
 
 import argparse
 import re
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .base import PluginError, PluginParser, Run, human, input_key
+from .base import PluginError, PluginParser, Run, human, input_key, usage_error
 
 if TYPE_CHECKING:
     from pmta_snmp.logtail import Block
@@ -81,7 +82,44 @@ LINE_CHARS = 200
 
 
 class PatternError(ValueError):
-    """A pattern does not compile, or a pattern file is malformed."""
+    """A pattern does not compile, or a pattern file is malformed; `klass` and `pattern` name
+    the pattern when one is at fault."""
+
+    def __init__(self, message: str, *, klass: str | None = None,
+                 pattern: str | None = None) -> None:
+        super().__init__(message)
+        self.klass = klass
+        self.pattern = pattern
+
+
+def regex_error(pattern: str) -> str | None:
+    """Why `pattern` cannot be used as the scanner uses it (a case-insensitive regex over the
+    log's bytes, alone and inside a class's alternation), e.g. `bad escape \\u at position 3`
+    (`\\u` is valid in a Python str pattern, not in a bytes one); None when it can."""
+    try:
+        raw = pattern.encode("utf-8")
+    except UnicodeEncodeError:
+        return "not valid UTF-8"
+    try:
+        re.compile(raw, re.IGNORECASE)
+        re.compile(b"(?:" + raw + b")", re.IGNORECASE)
+    except re.error as exc:
+        return str(exc) if exc.pattern == raw else f"{exc.msg} once combined with other patterns"
+    return None
+
+
+def shown(pattern: str) -> str:
+    """A pattern quoted for a message, as typed (backslashes not doubled)."""
+    return f"'{pattern}'" if pattern.isprintable() else repr(pattern)
+
+
+def regex_arg(text: str) -> str:
+    """argparse type of the pattern options: the pattern, checked (a bad one is a usage
+    error naming the option)."""
+    error = regex_error(text)
+    if error is not None:
+        raise argparse.ArgumentTypeError(f"bad regular expression {shown(text)}: {error}")
+    return text
 
 
 def parse_pattern_file(text: str, source: str) -> dict[str, list[str]]:
@@ -104,7 +142,11 @@ def parse_pattern_file(text: str, source: str) -> dict[str, list[str]]:
             continue
         if current is None:
             raise PatternError(f"{source}:{n}: pattern outside a [critical]/[warning]/... section")
-        out[current].append(raw.strip())
+        error = regex_error(line)
+        if error is not None:
+            raise PatternError(f"{source}:{n}: bad regular expression {shown(line)}: {error}",
+                               klass=current, pattern=line)
+        out[current].append(line)
     return out
 
 
@@ -130,16 +172,33 @@ def needles(pattern: str) -> list[bytes] | None:
 # ---------------------------------------------------------------------------------------------
 
 
-def _compile(patterns: Sequence[str], where: str) -> re.Pattern[bytes] | None:
+def _compile(patterns: Sequence[str], klass: str) -> re.Pattern[bytes] | None:
+    """One alternation of the class's patterns; PatternError names the pattern at fault."""
     if not patterns:
         return None
     for p in patterns:
+        error = regex_error(p)
+        if error is not None:
+            raise PatternError(f"bad {klass} pattern {shown(p)}: {error}", klass=klass,
+                               pattern=p)
+    try:
+        return re.compile(_alternation(patterns), re.IGNORECASE)
+    except re.error:
+        pass
+    # Each pattern is fine alone, not beside the others (a group name used twice, ...).
+    for n, p in enumerate(patterns[1:], 2):
         try:
-            re.compile(p)
+            re.compile(_alternation(patterns[:n]), re.IGNORECASE)
         except re.error as exc:
-            raise PatternError(f"bad {where} pattern {p!r}: {exc}") from None
-    joined = "|".join(f"(?:{p})" for p in patterns)
-    return re.compile(joined.encode("utf-8"), re.IGNORECASE)
+            raise PatternError(
+                f"bad {klass} pattern {shown(p)}: {exc.msg} (beside the other {klass} patterns)",
+                klass=klass, pattern=p,
+            ) from None
+    raise AssertionError("unreachable: the alternation compiled pattern by pattern")
+
+
+def _alternation(patterns: Sequence[str]) -> bytes:
+    return b"|".join(b"(?:" + p.encode("utf-8") + b")" for p in patterns)
 
 
 @dataclass
@@ -192,22 +251,30 @@ class Scanner:
         self.cleared = 0  # critical/warning lines cleared by a later ok line
         self.ok_seen = False  # an ok line cleared what came before (for merge())
 
-    def feed(self, data: bytes) -> None:
-        """Scan one block of complete lines (in slices that stay in the CPU cache)."""
-        self.bytes += len(data)
-        self.lines += data.count(b"\n") + (0 if data.endswith(b"\n") or not data else 1)
+    def feed(self, data: bytes, deadline: float | None = None) -> int:
+        """Scan one block of complete lines (in slices that stay in the CPU cache); returns
+        the bytes scanned: all, or when `deadline` (time.monotonic()) passes, the whole lines
+        of the slices scanned by then (at least one)."""
         size = len(data)
         if size <= _SLICE:
-            self._scan(data)
-            return
+            self._count_and_scan(data)
+            return size
         view = memoryview(data)
         start = 0
         while start < size:
+            if start and deadline is not None and time.monotonic() >= deadline:
+                break
             end = data.rfind(b"\n", start, start + _SLICE) + 1 if start + _SLICE < size else size
             if end <= start:  # one line longer than a slice
                 end = data.find(b"\n", start + _SLICE) + 1 or size
-            self._scan(bytes(view[start:end]))
+            self._count_and_scan(bytes(view[start:end]))
             start = end
+        return start
+
+    def _count_and_scan(self, data: bytes) -> None:
+        self.bytes += len(data)
+        self.lines += data.count(b"\n") + (0 if data.endswith(b"\n") or not data else 1)
+        self._scan(data)
 
     def _scan(self, data: bytes) -> None:
         spans = self._candidates(data)
@@ -358,13 +425,20 @@ def tail_log(path: str, state: object, patterns: PatternSet, *, from_start: bool
     reader = TailReader(path, TailState.from_json(state), from_start=from_start,
                         deadline=deadline)
     scan = scanner if scanner is not None else Scanner(patterns)
-    with Fanout(scan) as fanout:
+    cut = False
+    with Fanout(scan, deadline=deadline) as fanout:
         for block in reader.blocks():
-            fanout.feed(block)
+            done = fanout.feed(block)
+            if done < len(block.data):
+                # The deadline passed inside this block (1 MiB of matching lines can take a
+                # quarter of a second): the state points after what was scanned.
+                reader.rewind(block, block.start + done)
+                cut = True
+                break
     result = LogRead(
         path, scan, first_run=reader.first_run, from_start=from_start, rotated=reader.rotated,
         truncated=reader.truncated, missing=reader.missing, lost=reader.lost,
-        timed_out=reader.timed_out, sources=list(dict.fromkeys(reader.sources)),
+        timed_out=reader.timed_out or cut, sources=list(dict.fromkeys(reader.sources)),
     )
     return result, reader.state.to_json()
 
@@ -380,12 +454,13 @@ def add_pattern_args(p: PluginParser) -> None:
     g.add_argument("--no-default-patterns", action="store_true",
                    help="start from no patterns at all")
     for klass in CLASSES:
-        g.add_argument(f"--{klass}-pattern", action="append", metavar="REGEX",
+        g.add_argument(f"--{klass}-pattern", action="append", type=regex_arg, metavar="REGEX",
                        help=f"add a {klass} pattern (repeatable)")
 
 
 def load_patterns(args: argparse.Namespace, defaults: Mapping[str, Sequence[str]]) -> PatternSet:
-    """Defaults, replaced class by class by --pattern-file, extended by the -p options."""
+    """Defaults, replaced class by class by --pattern-file, extended by the -p options. A bad
+    pattern or pattern file is a usage error naming the option (exit 3, one line)."""
     classes = {k: list(v) for k, v in defaults.items()}
     if args.no_default_patterns:
         classes = {k: [] for k in classes}
@@ -393,20 +468,21 @@ def load_patterns(args: argparse.Namespace, defaults: Mapping[str, Sequence[str]
         try:
             with open(args.pattern_file, encoding="utf-8") as fh:
                 text = fh.read()
-        except OSError as exc:
-            raise PluginError(
-                f"cannot read pattern file {args.pattern_file}: {exc.strerror}"
-            ) from None
+        except (OSError, UnicodeDecodeError) as exc:
+            why = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+            raise PluginError(f"cannot read pattern file {args.pattern_file}: {why}") from None
         try:
             classes.update(parse_pattern_file(text, args.pattern_file))
         except PatternError as exc:
-            raise PluginError(str(exc)) from None
+            raise usage_error(f"argument --pattern-file: {exc}") from None
     for klass in CLASSES:
         classes.setdefault(klass, []).extend(getattr(args, f"{klass}_pattern") or ())
     try:
         return PatternSet.build(classes)
     except PatternError as exc:
-        raise PluginError(str(exc)) from None
+        given = getattr(args, f"{exc.klass}_pattern", None) or ()
+        option = f"--{exc.klass}-pattern" if exc.pattern in given else "--pattern-file"
+        raise usage_error(f"argument {option}: {exc}") from None
 
 
 def log_paths(args: argparse.Namespace) -> list[str]:
@@ -460,6 +536,11 @@ def scan_logs(run: Run, args: argparse.Namespace, defaults: Mapping[str, Sequenc
 PARALLEL_AFTER = 12 << 20
 #: Upper bound of worker processes.
 MAX_WORKERS = 4
+#: Worker processes start only while at least this much time is left before the deadline:
+#: starting them (a fork each, the pool's threads, the patterns compiled again in each) and
+#: collecting their last blocks costs 0.1-0.5 s on a busy host, which a short -t cannot
+#: amortise. Such a run scans in this process alone and leaves the rest to the next run.
+POOL_MIN_REMAINING_S = 1.0
 
 _worker_patterns: PatternSet | None = None
 _worker_files: dict[str, int] = {}
@@ -505,18 +586,27 @@ class Fanout:
     scanned here. Results are merged in block order (an ok line clears only what came before
     it). At most two blocks per worker are in flight, so the reader never runs far ahead;
     the workers are terminated on exit, also when a timeout interrupts the run.
+
+    With a `deadline` (time.monotonic(), the reader's): the workers are started only while
+    POOL_MIN_REMAINING_S are left, and a block goes to a worker only if, at the scan rate
+    measured here, it is done before the deadline; so stopping there never waits long for them.
     """
 
-    def __init__(self, scanner: Scanner, *, workers: int | None = None) -> None:
+    def __init__(self, scanner: Scanner, *, workers: int | None = None,
+                 deadline: float | None = None) -> None:
         import os
 
         self.scanner = scanner
         cpus = os.cpu_count() or 1
         self.workers = min(MAX_WORKERS, cpus) - 1 if workers is None else workers
+        self.deadline = deadline
         self.fed = 0
         self._pool: Any = None
         # In block order: (AsyncResult, data) for a worker's block, (None, Scanner) for ours.
         self._pending: list[tuple[Any, Any]] = []
+        # Blocks scanned here, for the scan rate: bytes and seconds.
+        self._local_bytes = 0
+        self._local_s = 0.0
 
     def __enter__(self) -> Fanout:
         return self
@@ -531,36 +621,63 @@ class Fanout:
                 self._pool.join()
                 self._pool = None
 
-    def feed(self, block: Block) -> None:
-        """Scan one block here or in a worker."""
+    def feed(self, block: Block) -> int:
+        """Scan one block here or in a worker; the bytes of it taken: all, or when the
+        deadline passes while it is scanned here (and no worker holds a later block), the
+        lines scanned by then."""
         data = block.data
         self.fed += len(data)
-        if (self.workers < 1 or self.fed <= PARALLEL_AFTER
-                or block.source.lower().endswith(_COMPRESSED)):
+        if not self._to_worker(block):
             if self._pending:
                 self._pending.append((None, self._local(data)))
-            else:
-                self.scanner.feed(data)
-            return
+                return len(data)
+            return self._timed(self.scanner, data, self.deadline)
+        job = self._pool.apply_async(
+            _worker_scan,
+            (block.source, block.key, block.start, len(data), data[:64] + data[-64:]),
+        )
+        self._pending.append((job, data))
+        self._drain(all_of_them=False)
+        return len(data)
+
+    def _to_worker(self, block: Block) -> bool:
+        """Whether `block` goes to a worker (starting the workers first if need be)."""
+        if (self.workers < 1 or self.fed <= PARALLEL_AFTER
+                or block.source.lower().endswith(_COMPRESSED)):
+            return False
         if self._pool is None:
+            if not self._time_left(POOL_MIN_REMAINING_S):
+                return False
             import multiprocessing
 
             ctx = multiprocessing.get_context("fork")
             self._pool = ctx.Pool(self.workers, _worker_init, (self.scanner.patterns.sources,))
         in_flight = sum(1 for job, _ in self._pending if job is not None)
-        if in_flight < 2 * self.workers:
-            job = self._pool.apply_async(
-                _worker_scan,
-                (block.source, block.key, block.start, len(data), data[:64] + data[-64:]),
-            )
-            self._pending.append((job, data))
-        else:
-            self._pending.append((None, self._local(data)))
-        self._drain(all_of_them=False)
+        if in_flight >= 2 * self.workers:
+            return False
+        # Each worker scans its blocks in turn: this one is done after those queued before it.
+        ahead = in_flight // self.workers + 1
+        return self._time_left(ahead * self._scan_s(len(block.data)))
+
+    def _time_left(self, seconds: float) -> bool:
+        return self.deadline is None or self.deadline - time.monotonic() >= seconds
+
+    def _scan_s(self, size: int) -> float:
+        """Seconds a scan of `size` bytes takes at the rate measured here (0 before any)."""
+        if not self._local_bytes:
+            return 0.0
+        return size * self._local_s / self._local_bytes
+
+    def _timed(self, scanner: Scanner, data: bytes, deadline: float | None = None) -> int:
+        t0 = time.monotonic()
+        done = scanner.feed(data, deadline)
+        self._local_s += time.monotonic() - t0
+        self._local_bytes += done
+        return done
 
     def _local(self, data: bytes) -> Scanner:
         local = Scanner(self.scanner.patterns, keep_recent=self.scanner.keep_recent)
-        local.feed(data)
+        self._timed(local, data)
         return local
 
     def _drain(self, *, all_of_them: bool) -> None:

@@ -9,16 +9,11 @@ every element optional, unknown ones ignored, numbers possibly strings, booleans
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import re
 from collections.abc import Iterator, Mapping
 from datetime import date, datetime, timedelta
-from typing import Any
-from xml.etree.ElementTree import Element
-
-from defusedxml import ElementTree as SafeET
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from pmta_snmp.api.errors import PmtaMalformed, excerpt
 from pmta_snmp.model import (
@@ -41,6 +36,12 @@ from pmta_snmp.model import (
     sorted_by_name,
 )
 
+if TYPE_CHECKING:
+    from xml.etree.ElementTree import Element
+
+# Import cost matters (a check plugin starts for every run): the XML parser (defusedxml,
+# expat) is imported only for an XML answer and csv only for the seed flavour's pages.
+
 Node = Any
 """A parsed payload: dict[str, Node] | list[Node] | str | int | float | bool | None."""
 
@@ -52,6 +53,9 @@ _WINDOW_KEYS = {
     "top_per_min": "topPerMin",
 }
 _TIME_FORMATS = ("%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M", "%Y-%m-%d")
+#: The zero-padded forms of _TIME_FORMATS, read without strptime (whose first call costs a
+#: plugin ~4 ms: the _strptime module, locale data and its regexes).
+_TIME_RE = re.compile(r"(\d{4})-(\d\d)-(\d\d)(?:[ T](\d\d):(\d\d)(?::(\d\d))?)?")
 _VERSION_RE = re.compile(r"v?(\d+\.\d+(?:r\d+)?)")
 
 
@@ -84,6 +88,8 @@ def _element_to_node(elem: Element) -> Node:
 
 
 def _unwrap_xml(body: bytes) -> Node:
+    from defusedxml import ElementTree as SafeET
+
     try:
         root = SafeET.fromstring(body)
     except SafeET.ParseError:
@@ -215,6 +221,13 @@ def to_time(value: Node) -> datetime | None:
     text = to_str(value)
     if text is None:
         return None
+    m = _TIME_RE.fullmatch(text)
+    if m is not None and (m.group(6) is not None or text[10:11] != "T"):
+        y, mo, d, h, mi, sec = m.groups()
+        try:
+            return datetime(int(y), int(mo), int(d), int(h or 0), int(mi or 0), int(sec or 0))
+        except ValueError:
+            return None  # out of range: no format reads it either
     for fmt in _TIME_FORMATS:
         try:
             return datetime.strptime(text, fmt)
@@ -420,6 +433,31 @@ def _last_error(row: Mapping[str, Node]) -> str | None:
     return None
 
 
+class _Sizes(TypedDict):
+    """The fields every listing row has besides its name."""
+
+    rcp: int
+    kb: float
+    conn: int
+
+
+def _sizes(row: Mapping[str, Node]) -> _Sizes:
+    """Recipients, kilobytes and connections of a listing row."""
+    return {
+        "rcp": to_int(_first(row, "rcp", "rcpt")),
+        "kb": to_float(row.get("kb")),
+        "conn": to_int(row.get("conn")),
+    }
+
+
+def _named(data: Node, row: str) -> Iterator[tuple[str, dict[str, Node]]]:
+    """(name, row) of the rows named `row` that have a name."""
+    for r in find_rows(data, row):
+        name = to_str(r.get("name"))
+        if name:
+            yield name, r
+
+
 def parse_queue_row(row: Mapping[str, Node]) -> Queue | None:
     """One `<queue>` row, or None without a name."""
     name = to_str(row.get("name"))
@@ -431,9 +469,7 @@ def parse_queue_row(row: Mapping[str, Node]) -> Queue | None:
     last_error = _last_error(row) or next((e.text for e in events if e.text), None)
     return Queue(
         name=name,
-        rcp=to_int(_first(row, "rcp", "rcpt")),
-        kb=to_float(row.get("kb")),
-        conn=to_int(row.get("conn")),
+        **_sizes(row),
         paused=to_bool(row.get("paused")),
         mode=_mode(row.get("mode")),
         retry_time=retry,
@@ -450,38 +486,18 @@ def parse_queues(data: Node) -> tuple[Queue, ...]:
 
 def parse_domains(data: Node) -> tuple[Domain, ...]:
     """`/domains`: rows named `domain`."""
-    out = []
-    for row in find_rows(data, "domain"):
-        name = to_str(row.get("name"))
-        if name:
-            out.append(
-                Domain(
-                    name=name,
-                    rcp=to_int(_first(row, "rcp", "rcpt")),
-                    kb=to_float(row.get("kb")),
-                    conn=to_int(row.get("conn")),
-                    last_error=_last_error(row),
-                )
-            )
-    return sorted_by_name(out)
+    return sorted_by_name(
+        Domain(name=name, **_sizes(row), last_error=_last_error(row))
+        for name, row in _named(data, "domain")
+    )
 
 
 def parse_vmtas(data: Node) -> tuple[Vmta, ...]:
     """`/vmtas`: rows named `vmta`."""
-    out = []
-    for row in find_rows(data, "vmta"):
-        name = to_str(row.get("name"))
-        if name:
-            out.append(
-                Vmta(
-                    name=name,
-                    rcp=to_int(_first(row, "rcp", "rcpt")),
-                    kb=to_float(row.get("kb")),
-                    conn=to_int(row.get("conn")),
-                    domains=to_int(_first(row, "domains", "dom")),
-                )
-            )
-    return sorted_by_name(out)
+    return sorted_by_name(
+        Vmta(name=name, **_sizes(row), domains=to_int(_first(row, "domains", "dom")))
+        for name, row in _named(data, "vmta")
+    )
 
 
 def parse_queue_detail(data: Node) -> Queue | None:
@@ -615,6 +631,9 @@ def parse_seed_status(body: bytes) -> Status:
 
 
 def _csv_rows(body: bytes) -> Iterator[dict[str, str]]:
+    import csv
+    import io
+
     text = body.decode("utf-8", "replace")
     reader = csv.DictReader(io.StringIO(text))
     if not reader.fieldnames:
@@ -632,6 +651,16 @@ def _pick(row: Mapping[str, str], *names: str) -> str:
 
 _SEED_NAME = ("name", "queue", "domain", "vmta")
 _SEED_RCP = ("rcp", "rcpt", "recipients", "queued", "count")
+_SEED_ERROR = ("last_error", "lasterror", "error")
+
+
+def _seed_sizes(row: Mapping[str, str]) -> _Sizes:
+    """Recipients, kilobytes and connections of a seed CSV row (columns by alias)."""
+    return {
+        "rcp": to_int(_pick(row, *_SEED_RCP)),
+        "kb": to_float(_pick(row, "kb", "kbytes", "size_kb")),
+        "conn": to_int(_pick(row, "conn", "connections")),
+    }
 
 
 def parse_seed_queues(body: bytes) -> tuple[Queue, ...]:
@@ -646,13 +675,11 @@ def parse_seed_queues(body: bytes) -> tuple[Queue, ...]:
             out.append(
                 Queue(
                     name=name,
-                    rcp=to_int(_pick(row, *_SEED_RCP)),
-                    kb=to_float(_pick(row, "kb", "kbytes", "size_kb")),
-                    conn=to_int(_pick(row, "conn", "connections")),
+                    **_seed_sizes(row),
                     paused=to_bool(_pick(row, "paused")),
                     mode=_mode(_pick(row, "mode", "status")),
                     retry_time=_pick(row, "retry", "retrytime", "next_retry") or None,
-                    last_error=_pick(row, "last_error", "lasterror", "error") or None,
+                    last_error=_pick(row, *_SEED_ERROR) or None,
                 )
             )
     return sorted_by_name(out)
@@ -660,34 +687,20 @@ def parse_seed_queues(body: bytes) -> tuple[Queue, ...]:
 
 def parse_seed_domains(body: bytes) -> tuple[Domain, ...]:
     """`/domain.csv` of the blog API (invented)."""
-    out = [
-        Domain(
-            name=_pick(row, *_SEED_NAME),
-            rcp=to_int(_pick(row, *_SEED_RCP)),
-            kb=to_float(_pick(row, "kb", "kbytes")),
-            conn=to_int(_pick(row, "conn", "connections")),
-            last_error=_pick(row, "last_error", "lasterror", "error") or None,
-        )
+    return sorted_by_name(
+        Domain(name=name, **_seed_sizes(row), last_error=_pick(row, *_SEED_ERROR) or None)
         for row in _csv_rows(body)
-        if _pick(row, *_SEED_NAME)
-    ]
-    return sorted_by_name(out)
+        if (name := _pick(row, *_SEED_NAME))
+    )
 
 
 def parse_seed_vmtas(body: bytes) -> tuple[Vmta, ...]:
     """`/vmta.csv` of the blog API (invented)."""
-    out = [
-        Vmta(
-            name=_pick(row, "vmta", "name"),
-            rcp=to_int(_pick(row, *_SEED_RCP)),
-            kb=to_float(_pick(row, "kb", "kbytes")),
-            conn=to_int(_pick(row, "conn", "connections")),
-            domains=to_int(_pick(row, "domains")),
-        )
+    return sorted_by_name(
+        Vmta(name=name, **_seed_sizes(row), domains=to_int(_pick(row, "domains")))
         for row in _csv_rows(body)
-        if _pick(row, "vmta", "name")
-    ]
-    return sorted_by_name(out)
+        if (name := _pick(row, "vmta", "name"))
+    )
 
 
 def parse_version_text(text: str) -> str | None:

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pmta_snmp.checks.log import main
@@ -116,9 +117,44 @@ def test_exclude_and_pattern_file(log: Log, tmp_path: Path) -> None:
     assert log.counts(out) == ("1", "1") and out.code == 2
     patterns.write_text("[bogus]\nx\n")
     out = log.check("--pattern-file", str(patterns))
-    assert out.code == 3 and "unknown section [bogus]" in out.line
-    out = log.check("--critical-pattern", "(unclosed")
-    assert out.code == 3 and "bad critical pattern '(unclosed'" in out.line
+    assert out.code == 3 and out.line == (
+        f"PMTA LOG UNKNOWN - usage: argument --pattern-file: {patterns}:1: unknown section "
+        "[bogus] (use critical, warning, exclude, ok) (see --help)"
+    )
+
+
+@pytest.mark.parametrize(("pattern", "error"), [
+    ("(unclosed", "missing ), unterminated subpattern at position 0"),
+    (r"caf\u00e9", r"bad escape \u at position 3"),  # fine in a Python str, not over bytes
+    ("(?i)error", "global flags not at the start of the expression once combined with other "
+                  "patterns"),
+])
+def test_bad_regex_is_a_usage_error(log: Log, tmp_path: Path, pattern: str, error: str) -> None:
+    for option in ("--critical-pattern", "--warning-pattern", "--exclude-pattern", "--ok-pattern"):
+        out = log.check(option, pattern)
+        assert (out.code, out.err) == (3, ""), out
+        assert out.out == (f"PMTA LOG UNKNOWN - usage: argument {option}: bad regular "
+                           f"expression '{pattern}': {error} (see --help)\n")
+    patterns = tmp_path / "patterns"
+    patterns.write_text(f"[warning]\nconnect rate limit\n\n[ok]\n{pattern}\n")
+    out = log.check("--pattern-file", str(patterns))
+    assert (out.code, out.err) == (3, ""), out
+    assert out.out == (f"PMTA LOG UNKNOWN - usage: argument --pattern-file: {patterns}:5: bad "
+                       f"regular expression '{pattern}': {error} (see --help)\n")
+
+
+def test_patterns_that_clash_name_the_option(log: Log, tmp_path: Path) -> None:
+    """Each pattern is fine alone, not in one alternation with the other (one group name)."""
+    patterns = tmp_path / "patterns"
+    patterns.write_text("[warning]\n(?P<host>mx\\S+) refused\n")
+    out = log.check("--pattern-file", str(patterns), "--warning-pattern", r"(?P<host>\S+) down")
+    assert out.code == 3 and out.line.startswith(
+        r"PMTA LOG UNKNOWN - usage: argument --warning-pattern: bad warning pattern "
+        r"'(?P<host>\S+) down': redefinition of group name 'host'"
+    ), out.line
+    out = log.check("--pattern-file", str(patterns), "--warning-pattern", r"(?P<host>\S+) down",
+                    "--output", "zabbix")
+    assert out.code == 0 and out.out.startswith("ZBX_NOTSUPPORTED: usage: argument "), out.out
 
 
 def test_rotation_by_rename_between_runs(log: Log) -> None:
@@ -224,9 +260,9 @@ def test_timeout_with_matches_keeps_the_problem_state(
     log.write(DISABLED * 10, TIMEOUT * 10)
     real_feed, real_init = logscan.Scanner.feed, lt.TailReader.__init__
 
-    def slow_feed(self: logscan.Scanner, data: bytes) -> None:
+    def slow_feed(self: logscan.Scanner, data: bytes, deadline: float | None = None) -> int:
         time.sleep(0.1)
-        real_feed(self, data)
+        return real_feed(self, data, deadline)
 
     def small_chunks(self: lt.TailReader, *a: object, **kw: object) -> None:
         kw["chunk_size"] = len(DISABLED) * 5  # four blocks
@@ -245,6 +281,32 @@ def test_timeout_with_matches_keeps_the_problem_state(
     rest = log.counts(log.check())
     assert int(first[0]) + int(rest[0]) == 10 and int(first[1]) + int(rest[1]) == 10
 
+
+def test_deadline_inside_a_block_keeps_the_lines_scanned(
+        log: Log, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A block whose scan outlasts the deadline is cut between slices: the state points
+    after the last line scanned, so the next run counts each line once."""
+    from pmta_snmp.checks import base, logscan
+
+    log.check()
+    log.write(*[DISABLED, TIMEOUT, NORMAL] * 40)  # one block, many slices
+    real_scan = logscan.Scanner._scan
+
+    def slow_scan(self: logscan.Scanner, data: bytes) -> None:
+        time.sleep(0.02)
+        real_scan(self, data)
+
+    monkeypatch.setattr(logscan, "_SLICE", 200)
+    monkeypatch.setattr(logscan.Scanner, "_scan", slow_scan)
+    monkeypatch.setattr(base.Run, "soft_deadline",
+                        lambda self, margin=0.15: time.monotonic() + 0.1)
+    out = log.check("-t", "5", "-c", "~:", "-w", "~:")
+    monkeypatch.undo()
+    assert out.code == 3 and "the rest is read next run); so far:" in out.line, out.line
+    first = log.counts(out)
+    assert 0 < int(first[0]) < 40
+    rest = log.counts(log.check("-c", "~:", "-w", "~:"))
+    assert int(first[0]) + int(rest[0]) == 40 and int(first[1]) + int(rest[1]) == 40
 
 def test_zabbix_outputs(log: Log) -> None:
     log.check()
@@ -337,3 +399,33 @@ def test_subprocess(tmp_path: Path) -> None:
     assert out.err == ""
     out = run_subprocess("log", ["-l", str(path)], env=env)
     assert out.code == 0
+
+
+def test_short_timeout_scans_instead_of_starting_workers(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """-t 1 on a backlog where every line matches: the run does not spend its budget
+    starting scan workers (here as slow to start as on a busy host) but scans what it can
+    and reports it; the rest is read next run."""
+    import multiprocessing.context
+
+    from pmta_snmp.checks import logscan
+
+    path = tmp_path / "log"
+    path.write_bytes(TIMEOUT.encode() * ((4 << 20) // len(TIMEOUT)))  # 4 MiB, 4 blocks
+    real_pool = multiprocessing.context.BaseContext.Pool
+
+    def slow_pool(self: multiprocessing.context.BaseContext, *a: Any, **kw: Any) -> Any:
+        time.sleep(1.5)
+        return real_pool(self, *a, **kw)
+
+    monkeypatch.setattr(logscan, "PARALLEL_AFTER", 0)  # workers right after the first block
+    monkeypatch.setattr(multiprocessing.context.BaseContext, "Pool", slow_pool)
+    argv = ["-l", str(path), "--state-dir", str(tmp_path / "s"), "--from-start", "-w", "~:",
+            "-t", "1"]
+    start = time.perf_counter()
+    out = run_main(main, argv, capsys)
+    assert "while reading" not in out.line, out.line  # not stopped by the hard limit
+    assert time.perf_counter() - start < 1.0
+    assert int(out.value("warning_lines")) > 0, out.line
+    assert out.code == 0 or out.line.endswith("the rest is read next run)"), out.line

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ from tests.integration.test_checks_support import (
     FakePmta,
     Outcome,
     fake_pmta,
+    python_executable,
     run_main,
     run_subprocess,
     set_pages,
@@ -339,3 +341,23 @@ def test_subprocess(fake_pmta: FakePmta, tmp_path: Path) -> None:
     assert out.err == ""
     out = run_subprocess("queue", ["--url", fake_pmta.url, "--output", "zabbix"], env=env)
     assert (out.code, out.out) == (0, "120000\n")
+
+
+def test_plain_http_run_loads_only_what_it_uses(fake_pmta: FakePmta, tmp_path: Path) -> None:
+    """Cold start: a JSON answer over http needs no XML or CSV parser, no strptime and no
+    CA store (a plugin starts for every run)."""
+    set_pages(fake_pmta, 1200, [("gmail.com/vmta1", 700)])
+    code = (
+        "import ssl, sys\n"
+        "cas = []\n"
+        "real = ssl.create_default_context\n"
+        "ssl.create_default_context = lambda *a, **kw: cas.append(a) or real(*a, **kw)\n"
+        "from pmta_snmp.checks.queue import main\n"
+        f"code = main(['--url', {fake_pmta.url!r}, '--state-dir', {str(tmp_path)!r}])\n"
+        "loaded = [m for m in ('defusedxml', 'xml.etree', 'pyexpat', 'csv', '_strptime')\n"
+        "          if m in sys.modules]\n"
+        "print(code, loaded, len(cas), file=sys.stderr)\n"
+    )
+    out = subprocess.run([python_executable(), "-c", code], capture_output=True, text=True,
+                         check=True)
+    assert out.stderr == "0 [] 0\n", out.stderr

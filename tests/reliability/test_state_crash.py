@@ -1,8 +1,9 @@
 """Plugin state under kill -9 and concurrency.
 
-* A child loops StateFile.save over a big dict (a new version each time) and is SIGKILLed at
-  random moments, 25 times: every load afterwards succeeds and equals one whole written version
-  (never a mix, never a parse error), and the lock is free again at once.
+* A child loops StateFile.save (the plugins' StateFile) over a big dict (a new version each
+  time) and is SIGKILLed at random moments, 25 times: every load afterwards succeeds and equals
+  one whole written version (never a mix, never a parse error), and the lock is free again at
+  once. The temporary files of the killed saves are removed by a later save.
 * Two plugin instances run at the same time, over and over, on one state directory and one log:
   the state stays valid JSON and no line is counted by both or by neither.
 """
@@ -19,6 +20,7 @@ import time
 from pathlib import Path
 
 import pytest
+from pmta_snmp.checks.base import STALE_TEMP_S, _plugin_state_file
 
 from pmta_snmp.state import StateFile
 from tests.reliability._files import LogTruth, RotatingFile
@@ -26,10 +28,10 @@ from tests.reliability._support import PYTHON, REPO, agent_env, run_plugin
 
 WRITER = """
 import sys
-from pmta_snmp.state import StateFile
+from pmta_snmp.checks.base import _plugin_state_file
 sys.path.insert(0, sys.argv[2])
 from tests.reliability.test_state_crash import version
-state = StateFile(sys.argv[1])
+state = _plugin_state_file()(sys.argv[1])
 i = 0
 while True:
     i += 1
@@ -81,11 +83,26 @@ def test_kill_9_during_save_leaves_old_or_new_state(tmp_path: Path) -> None:
         assert isinstance(v, int) and v >= 1
         assert data == json.loads(json.dumps(version(v))), f"version {v} torn"
         seen_versions.append(v)
-    leftovers = [p.name for p in path.parent.iterdir() if p.name.endswith(".tmp")]
+    leftovers = temp_files(path)
     print(f"\nversions after each kill: {seen_versions}; temp files left: {len(leftovers)}")
     assert len(set(seen_versions)) > 5  # the kills really landed at different moments
     assert not (path.parent / (path.name + ".corrupt")).exists()
     assert oct(path.stat().st_mode & 0o777) == "0o600"
+    # The next save removes what the killed ones left once it is older than a save can take
+    # (it would be a run later); a recent temporary file is left alone.
+    old = time.time() - STALE_TEMP_S - 1
+    for p in leftovers:
+        os.utime(p, (old, old))
+    recent = path.parent / f".{path.name}.recent.tmp"
+    recent.write_bytes(b"{")
+    _plugin_state_file()(path).save(version(99))
+    assert temp_files(path) == [recent]
+    assert StateFile(path).load()["version"] == 99
+
+
+def temp_files(path: Path) -> list[Path]:
+    """Temporary files of `path`'s writers."""
+    return sorted(p for p in path.parent.iterdir() if p.name.endswith(".tmp"))
 
 
 @pytest.mark.slow

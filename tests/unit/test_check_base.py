@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import nagiosplugin
 import pytest
@@ -238,3 +240,23 @@ def test_cold_start_imports_nothing_heavy() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_state_save_removes_temp_files_of_killed_saves(tmp_path: Path) -> None:
+    args = argparse.Namespace(timeout=10, state_dir=str(tmp_path), instance="main")
+    state = Run(PLUGIN, args).state_file("key")
+    name = state.path.name
+    old = time.time() - base.STALE_TEMP_S - 1
+    stale = [tmp_path / f".{name}.k1ll3d.tmp", tmp_path / f".{name}.0ther.tmp"]
+    recent = tmp_path / f".{name}.wr1t1ng.tmp"  # not old enough to be sure
+    others = [tmp_path / ".other.json.x.tmp", tmp_path / f"{name}.tmp",
+              tmp_path / f".{name}.x.tmp.keep"]
+    for p in [*stale, recent, *others]:
+        p.write_bytes(b'{"half')
+    for p in [*stale, *others]:
+        os.utime(p, (old, old))
+    with state.transaction() as doc:
+        doc["n"] = 1
+    assert state.load() == {"n": 1}
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [name, f"{name}.lock", recent.name, *(p.name for p in others)])

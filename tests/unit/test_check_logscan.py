@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import argparse
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pmta_snmp.checks import logscan
@@ -15,6 +18,8 @@ from pmta_snmp.checks.logscan import (
     Scanner,
     needles,
     parse_pattern_file,
+    regex_arg,
+    regex_error,
 )
 
 
@@ -112,6 +117,36 @@ def test_pattern_file() -> None:
         parse_pattern_file("[nope]\n", "f")
     with pytest.raises(PatternError, match="bad warning pattern"):
         PatternSet.build({"warning": ["(x"]})
+    with pytest.raises(PatternError, match=r"f:3: bad regular expression 'caf\\u00e9': bad "):
+        parse_pattern_file("[ok]\nfine\ncaf\\u00e9\n", "f")
+
+
+@pytest.mark.parametrize(("pattern", "error"), [
+    (r"\bfatal\b", None),
+    ("caf\u00e9", None),  # the character itself is fine
+    (r"caf\u00e9", r"bad escape \u at position 3"),  # valid for str, not over the log's bytes
+    (r"\N{DASH}", r"bad escape \N at position 0"),
+    ("(x", "missing ), unterminated subpattern at position 0"),
+    ("x)", "unbalanced parenthesis at position 1"),
+    ("(?i)x", "global flags not at the start of the expression once combined with other "
+              "patterns"),
+    ("(?u)x", "bad inline flags: cannot use 'u' flag with a bytes pattern at position 3"),
+    ("\udcff", "not valid UTF-8"),
+])
+def test_regex_error_as_the_scanner_compiles(pattern: str, error: str | None) -> None:
+    assert regex_error(pattern) == error
+    if error is None:
+        assert regex_arg(pattern) == pattern
+    else:
+        with pytest.raises(argparse.ArgumentTypeError, match=r"^bad regular expression "):
+            regex_arg(pattern)
+
+
+def test_patterns_fine_alone_but_not_together_name_the_later_one() -> None:
+    with pytest.raises(PatternError) as info:
+        PatternSet.build({"warning": ["(?P<h>a)", "ok", "(?P<h>b)", "(?P<h>c)"]})
+    assert (info.value.klass, info.value.pattern) == ("warning", "(?P<h>b)")
+    assert "redefinition of group name 'h'" in str(info.value)
 
 
 def test_slices_cover_the_whole_block(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -156,3 +191,78 @@ def test_fanout_with_workers_matches_a_single_scan(tmp_path: Path,
     for klass in ("critical", "warning", "ok"):
         assert fanned.classes[klass] == single.classes[klass]
     assert (fanned.cleared, fanned.lines) == (single.cleared, single.lines) == (600, 2000)
+
+
+def _fan_lines(tmp_path: Path) -> tuple[PatternSet, Path, Scanner]:
+    ps = PatternSet.build(dict(DEFAULT_PATTERNS, ok=["resumed"]))
+    lines = [LINES[k] for k in ("normal", "fatal", "error", "normal", "timeout")] * 400
+    lines[1000] = "queue x resumed"
+    path = tmp_path / "log"
+    path.write_text("\n".join(lines) + "\n")
+    single = Scanner(ps)
+    single.feed(path.read_bytes())
+    return ps, path, single
+
+
+def _fan(path: Path, scanner: Scanner, deadline: float) -> None:
+    from pmta_snmp.logtail import TailReader
+
+    with Fanout(scanner, workers=1, deadline=deadline) as fan:
+        for block in TailReader(str(path), None, from_start=True, chunk_size=4096).blocks():
+            fan.feed(block)
+
+
+def test_fanout_starts_no_workers_it_has_no_time_to_use(tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    import multiprocessing.context
+
+    def no_pool(*a: object, **kw: object) -> None:
+        raise AssertionError("a worker pool was started")
+
+    monkeypatch.setattr(logscan, "PARALLEL_AFTER", 0)
+    monkeypatch.setattr(multiprocessing.context.BaseContext, "Pool", no_pool)
+    ps, path, single = _fan_lines(tmp_path)
+    fanned = Scanner(ps)
+    _fan(path, fanned, time.monotonic() + logscan.POOL_MIN_REMAINING_S / 2)
+    assert fanned.classes == single.classes and fanned.lines == single.lines
+
+
+def test_fanout_sends_workers_only_blocks_done_by_the_deadline(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import multiprocessing.pool
+
+    sent: list[object] = []
+    real = multiprocessing.pool.Pool.apply_async
+
+    def spy(self: multiprocessing.pool.Pool, *a: Any, **kw: Any) -> Any:
+        sent.append(a)
+        return real(self, *a, **kw)
+
+    monkeypatch.setattr(logscan, "PARALLEL_AFTER", 0)
+    monkeypatch.setattr(multiprocessing.pool.Pool, "apply_async", spy)
+    ps, path, single = _fan_lines(tmp_path)
+    # Blocks scan fast: they go to the worker.
+    fanned = Scanner(ps)
+    _fan(path, fanned, time.monotonic() + 60)
+    assert sent and fanned.classes == single.classes and fanned.cleared == single.cleared
+    # A block would take longer than the time left: scanned here, nothing left to wait for.
+    sent.clear()
+    monkeypatch.setattr(Fanout, "_scan_s", lambda self, size: 120.0)
+    fanned = Scanner(ps)
+    _fan(path, fanned, time.monotonic() + 60)
+    assert not sent and fanned.classes == single.classes and fanned.cleared == single.cleared
+
+
+def test_feed_stops_between_slices_at_the_deadline(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(logscan, "_SLICE", 64)
+    text = "\n".join(LINES[k] for k in ("normal", "fatal", "normal", "error") * 20) + "\n"
+    data = text.encode()
+    whole = scan(text)
+    s = Scanner(PatternSet.build(DEFAULT_PATTERNS))
+    done = s.feed(data, deadline=time.monotonic() - 1)  # passed: one slice, whole lines
+    assert 0 < done < len(data) and data[done - 1:done] == b"\n"
+    assert (s.bytes, s.lines) == (done, data[:done].count(b"\n"))
+    rest = Scanner(PatternSet.build(DEFAULT_PATTERNS))
+    assert rest.feed(data[done:], deadline=time.monotonic() + 60) == len(data) - done
+    s.merge(rest)
+    assert s.classes == whole.classes and (s.lines, s.bytes) == (whole.lines, whole.bytes)
