@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import functools
 import json
 import math
 import os
@@ -644,7 +643,7 @@ class Run:
         of `keys`, the inputs: URL, paths)."""
         from pathlib import Path
 
-        from pmta_snmp.state import default_state_dir, state_path
+        from pmta_snmp.state import StateFile, default_state_dir, state_path
 
         directory = Path(self.args.state_dir) if self.args.state_dir else default_state_dir()
         if self.args.instance:
@@ -653,7 +652,7 @@ class Run:
             path = state_path(self.plugin.prog, *keys, directory=directory)
         remaining = self.remaining()
         wait = 5.0 if remaining is None else max(0.05, min(5.0, remaining * 0.5))
-        return _plugin_state_file()(path, lock_timeout=wait)
+        return StateFile(path, lock_timeout=wait)
 
     def loaded(self, state: StateFile) -> None:
         """Report a corrupt state file that was reset (call after load/transaction)."""
@@ -693,52 +692,6 @@ class Run:
         if self._client is not None:
             self._client.close()
             self._client = None
-
-
-#: A state file's temporary file (`.NAME.XXXXXXXX.tmp`, written, then renamed over NAME)
-#: still there this long after its last write is a leftover of a run killed mid-save.
-STALE_TEMP_S = 10.0
-
-
-@functools.cache
-def _plugin_state_file() -> type[StateFile]:
-    """StateFile that, before each save (under its lock), removes the temporary files that
-    runs killed mid-save (kill -9, OOM, power loss) left beside it. (A class made on first
-    use: file-less runs never import pmta_snmp.state.)"""
-    from pmta_snmp.state import StateFile
-
-    class PluginStateFile(StateFile):
-        def _save_locked(self, data: Mapping[str, Any]) -> None:
-            remove_stale_temp_files(self.path)
-            super()._save_locked(data)
-
-    return PluginStateFile
-
-
-def remove_stale_temp_files(path: os.PathLike[str], *, older_than: float = STALE_TEMP_S
-                            ) -> list[str]:
-    """Remove the temporary files of `path`'s writers not modified for `older_than` seconds;
-    the names removed.
-
-    Call it holding the state file's lock: every writer holds it while its temporary file
-    exists, so one found then belongs to a writer that died. The age is a second guard (a
-    writer outside the lock, a clock step); a dead writer's file is removed a run later."""
-    directory, name = os.path.split(os.fspath(path))
-    prefix = f".{name}."
-    cutoff = time.time() - older_than
-    removed: list[str] = []
-    try:
-        entries = list(os.scandir(directory or "."))
-    except OSError:
-        return removed
-    for entry in entries:
-        if not (entry.name.startswith(prefix) and entry.name.endswith(".tmp")):
-            continue
-        with contextlib.suppress(OSError):  # gone meanwhile, or not ours to remove
-            if entry.is_file(follow_symlinks=False) and entry.stat().st_mtime < cutoff:
-                os.unlink(entry.path)
-                removed.append(entry.name)
-    return removed
 
 
 class _Alarm:

@@ -91,6 +91,37 @@ def state_path(plugin: str, *keys: str, directory: Path | None = None) -> Path:
     return (directory or default_state_dir()) / f"{name}.json"
 
 
+#: A state file's temporary file (`.NAME.XXXXXXXX.tmp`, written, then renamed over NAME)
+#: still there this long after its last write is a leftover of a run killed mid-save.
+STALE_TEMP_S = 10.0
+
+
+def remove_stale_temp_files(path: os.PathLike[str], *, older_than: float = STALE_TEMP_S
+                            ) -> list[str]:
+    """Remove the temporary files of `path`'s writers not modified for `older_than` seconds;
+    the names removed.
+
+    Call it holding the state file's lock: every writer holds it while its temporary file
+    exists, so one found then belongs to a writer that died. The age is a second guard (a
+    writer outside the lock, a clock step); a dead writer's file is removed a run later."""
+    directory, name = os.path.split(os.fspath(path))
+    prefix = f".{name}."
+    cutoff = time.time() - older_than
+    removed: list[str] = []
+    try:
+        entries = list(os.scandir(directory or "."))
+    except OSError:
+        return removed
+    for entry in entries:
+        if not (entry.name.startswith(prefix) and entry.name.endswith(".tmp")):
+            continue
+        with contextlib.suppress(OSError):  # gone meanwhile, or not ours to remove
+            if entry.is_file(follow_symlinks=False) and entry.stat().st_mtime < cutoff:
+                os.unlink(entry.path)
+                removed.append(entry.name)
+    return removed
+
+
 class StateFile:
     """One JSON object on disk, read and written atomically under an advisory lock.
 
@@ -206,6 +237,7 @@ class StateFile:
     def _save_locked(self, data: Mapping[str, Any]) -> None:
         payload = json.dumps(data, separators=(",", ":"), sort_keys=True).encode("utf-8")
         directory = self._ensure_dir()
+        remove_stale_temp_files(self.path)  # left by writers killed mid-save (kill -9, OOM)
         fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{self.path.name}.", suffix=".tmp")
         try:
             with os.fdopen(fd, "wb") as fh:

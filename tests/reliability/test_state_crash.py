@@ -20,18 +20,17 @@ import time
 from pathlib import Path
 
 import pytest
-from pmta_snmp.checks.base import STALE_TEMP_S, _plugin_state_file
 
-from pmta_snmp.state import StateFile
+from pmta_snmp.state import STALE_TEMP_S, StateFile
 from tests.reliability._files import LogTruth, RotatingFile
 from tests.reliability._support import PYTHON, REPO, agent_env, run_plugin
 
 WRITER = """
 import sys
-from pmta_snmp.checks.base import _plugin_state_file
+from pmta_snmp.state import StateFile
 sys.path.insert(0, sys.argv[2])
 from tests.reliability.test_state_crash import version
-state = _plugin_state_file()(sys.argv[1])
+state = StateFile(sys.argv[1])
 i = 0
 while True:
     i += 1
@@ -95,7 +94,7 @@ def test_kill_9_during_save_leaves_old_or_new_state(tmp_path: Path) -> None:
         os.utime(p, (old, old))
     recent = path.parent / f".{path.name}.recent.tmp"
     recent.write_bytes(b"{")
-    _plugin_state_file()(path).save(version(99))
+    StateFile(path).save(version(99))
     assert temp_files(path) == [recent]
     assert StateFile(path).load()["version"] == 99
 

@@ -36,6 +36,8 @@ from pmta_snmp.checks.base import (
     state_choice,
 )
 
+from pmta_snmp.state import STALE_TEMP_S
+
 
 @pytest.mark.parametrize(
     ("value", "text"),
@@ -246,7 +248,7 @@ def test_state_save_removes_temp_files_of_killed_saves(tmp_path: Path) -> None:
     args = argparse.Namespace(timeout=10, state_dir=str(tmp_path), instance="main")
     state = Run(PLUGIN, args).state_file("key")
     name = state.path.name
-    old = time.time() - base.STALE_TEMP_S - 1
+    old = time.time() - STALE_TEMP_S - 1
     stale = [tmp_path / f".{name}.k1ll3d.tmp", tmp_path / f".{name}.0ther.tmp"]
     recent = tmp_path / f".{name}.wr1t1ng.tmp"  # not old enough to be sure
     others = [tmp_path / ".other.json.x.tmp", tmp_path / f"{name}.tmp",
