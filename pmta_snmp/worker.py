@@ -22,13 +22,15 @@ import contextlib
 import logging
 import mmap
 import os
+import pickle
 import signal
 import socket
 import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import datetime
 from multiprocessing.connection import Connection
 from multiprocessing.reduction import recv_handle, send_handle
 from typing import Any
@@ -55,6 +57,22 @@ class Published:
     poll_ended: float
     build_ended: float
     api_reachable: bool
+    carry: Carry | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Carry:
+    """What a restarted child takes over from the one before, so that a crash is not a reset:
+    the last poll result (counters, last success, last error; its snapshot travels apart),
+    the raised notification conditions (no second raise) and the agent's start time.
+
+    Small: it rides along with every tree. The last good snapshot, which can be large, is
+    pickled into a memfd only when it changes; the parent holds that descriptor without
+    reading it and hands it to the next child."""
+
+    result: Any  # PollResult without its snapshot (the serving process never imports poller)
+    raised: frozenset[str]
+    started_at: datetime
 
 
 NotificationHandler = Callable[[Oid, list[tuple[Oid, Value]]], None]
@@ -91,7 +109,9 @@ class TreeWorker:
         self._stopping = False
         self._restart_handle: asyncio.TimerHandle | None = None
         self._delay = restart_initial
-        self._awaiting_fd: Published | None = None
+        self._awaiting: tuple[str, Published | None] | None = None
+        self._carry: Carry | None = None
+        self._snapshot_fd: int | None = None
 
     def current(self) -> OidTree:
         """The tree to answer from right now."""
@@ -122,15 +142,17 @@ class TreeWorker:
                 log.warning("poll worker did not stop in %gs: killing it", timeout)
                 proc.kill()
                 await asyncio.to_thread(proc.wait, timeout)
+        self._set_snapshot_fd(None)
 
     def _spawn(self) -> None:
         # A plain child (`python -m pmta_snmp.worker FD`) rather than multiprocessing's spawn,
         # which would also start a resource-tracker process the worker never needs.
         parent_sock, child_sock = socket.socketpair()
+        snap_fd = self._snapshot_fd
         try:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "pmta_snmp.worker", str(child_sock.fileno())],
-                pass_fds=[child_sock.fileno()],
+                pass_fds=[child_sock.fileno()] + ([] if snap_fd is None else [snap_fd]),
                 stdin=subprocess.DEVNULL,
                 # No new session: with autogroup scheduling a session is its own CPU group, and
                 # the child's lower priority would only count inside that group.
@@ -145,14 +167,20 @@ class TreeWorker:
         levels = {
             name: logging.getLogger(name).level for name in ("", "httpx", "httpcore", "pmta_snmp")
         }
-        conn.send((self.cfg, levels, bool(root.handlers)))
+        conn.send((self.cfg, levels, bool(root.handlers), self._carry, snap_fd))
         self._proc, self._conn = proc, conn
         assert self._loop is not None
         self._loop.add_reader(conn.fileno(), self._readable)
         log.debug("poll worker started (pid %s)", proc.pid)
 
+    def _set_snapshot_fd(self, fd: int | None) -> None:
+        if self._snapshot_fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._snapshot_fd)
+        self._snapshot_fd = fd
+
     def _detach(self) -> None:
-        self._awaiting_fd = None
+        self._awaiting = None
         if self._conn is not None and self._loop is not None:
             with contextlib.suppress(ValueError, OSError):
                 self._loop.remove_reader(self._conn.fileno())
@@ -167,11 +195,16 @@ class TreeWorker:
             return
         try:
             while conn.poll():
-                if self._awaiting_fd is not None:
-                    # The descriptor follows its "tree" message in a message of its own;
-                    # read only once it is there, so the loop never blocks on the child.
-                    info, self._awaiting_fd = self._awaiting_fd, None
-                    self._install_fd(info, recv_handle(conn))
+                if self._awaiting is not None:
+                    # A descriptor follows its message in a message of its own; read it only
+                    # once it is there, so the loop never blocks on the child.
+                    (what, info), self._awaiting = self._awaiting, None
+                    fd = recv_handle(conn)
+                    if what == "snapshot":
+                        self._set_snapshot_fd(fd)
+                    else:
+                        assert info is not None
+                        self._install_fd(info, fd)
                     continue
                 self._handle(conn, conn.recv())
         except (EOFError, OSError) as exc:
@@ -185,9 +218,11 @@ class TreeWorker:
         if kind == "tree":
             info: Published = msg[1]
             if msg[2] == "fd":
-                self._awaiting_fd = info
+                self._awaiting = ("tree", info)
             else:
                 self._install(info, conn.recv_bytes())
+        elif kind == "snapshot":
+            self._awaiting = ("snapshot", None)
         elif kind == "notify" and self.on_notification is not None:
             self.on_notification(msg[1], msg[2])
 
@@ -200,6 +235,8 @@ class TreeWorker:
 
     def _install(self, info: Published, buf: bytes | mmap.mmap) -> None:
         self.tree = OidTree.from_buffer(buf)
+        if info.carry is not None:
+            self._carry = info.carry
         self._delay = self._restart_initial
         if self.on_published is not None:
             self.on_published(info)
@@ -240,15 +277,21 @@ def main(argv: list[str]) -> int:
     """`python -m pmta_snmp.worker FD`: the child, talking to its parent over socket FD."""
     conn = Connection(int(argv[0]))
     try:
-        cfg, levels, log_to_stderr = conn.recv()
+        cfg, levels, log_to_stderr, carry, snapshot_fd = conn.recv()
     except (EOFError, OSError):
         return 1
-    child_main(conn, cfg, levels, log_to_stderr)
+    if carry is not None:
+        carry = replace(carry, result=replace(carry.result, snapshot=_read_snapshot(snapshot_fd)))
+    child_main(conn, cfg, levels, log_to_stderr, carry)
     return 0
 
 
 def child_main(
-    conn: Connection, cfg: Config, levels: dict[str, int], log_to_stderr: bool
+    conn: Connection,
+    cfg: Config,
+    levels: dict[str, int],
+    log_to_stderr: bool,
+    carry: Carry | None = None,
 ) -> None:
     """Poll, build, publish until the parent says stop or goes away."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's Ctrl-C is for the parent
@@ -262,20 +305,41 @@ def child_main(
             logging.getLogger(name).setLevel(level)
 
     from pmta_snmp.agent import poller_from
+    from pmta_snmp.notify import Condition
     from pmta_snmp.poller import PollResult
     from pmta_snmp.service import SnmpView
 
     view = SnmpView(thresholds=cfg.thresholds, enterprise=cfg.enterprise)
+    if carry is not None:
+        view.started_at = carry.started_at
+        view.rules.raised = {Condition(c) for c in carry.raised}
     publisher = _Publisher(conn)
     view.senders.append(publisher.notify)
     started = [time.monotonic()]
+    carried = [carry.result.snapshot if carry is not None else None]
 
     def on_result(result: PollResult) -> None:
         poll_ended = time.monotonic()
         view.update(result)
-        publisher.tree(view.tree, started[0], poll_ended, result.api_reachable)
+        publisher.tree(
+            view.tree,
+            started[0],
+            poll_ended,
+            result.api_reachable,
+            Carry(
+                replace(result, snapshot=None),
+                frozenset(c.value for c in view.rules.raised),
+                view.started_at,
+            ),
+        )
+        # After the tree, so the handover never waits for this.
+        if publisher.memfd and result.snapshot is not None and result.snapshot is not carried[0]:
+            carried[0] = result.snapshot
+            publisher.snapshot(result.snapshot)
 
     poller = poller_from(cfg, on_result)
+    if carry is not None:
+        poller.result = carry.result
     original = poller.poll_once
 
     async def timed_poll_once(client: Any) -> PollResult:
@@ -308,8 +372,21 @@ class _Publisher:
         with contextlib.suppress(OSError):
             self.conn.send(("notify", trap_oid, varbinds))
 
+    def snapshot(self, snapshot: object) -> None:
+        """Pass the last good snapshot up, for a restarted child (pickled into a memfd)."""
+        try:
+            data = pickle.dumps(snapshot, protocol=pickle.HIGHEST_PROTOCOL)
+            self._send_memfd("pmta-snmp-snapshot", data, ("snapshot",))
+        except (OSError, pickle.PicklingError) as exc:
+            log.debug("passing the last snapshot up failed: %s", exc)
+
     def tree(
-        self, tree: OidTree, poll_started: float, poll_ended: float, api_reachable: bool
+        self,
+        tree: OidTree,
+        poll_started: float,
+        poll_ended: float,
+        api_reachable: bool,
+        carry: Carry | None = None,
     ) -> None:
         data = tree.to_bytes()
         info = Published(
@@ -319,6 +396,7 @@ class _Publisher:
             poll_ended=poll_ended,
             build_ended=time.monotonic(),
             api_reachable=api_reachable,
+            carry=carry,
         )
         try:
             if self.memfd:
@@ -330,15 +408,31 @@ class _Publisher:
             log.debug("publishing a tree failed: %s", exc)
 
     def _send_fd(self, info: Published, data: bytes) -> None:
-        fd = os.memfd_create("pmta-snmp-tree", os.MFD_CLOEXEC)
+        self._send_memfd("pmta-snmp-tree", data, ("tree", info, "fd"))
+
+    def _send_memfd(self, name: str, data: bytes, msg: tuple[Any, ...]) -> None:
+        fd = os.memfd_create(name, os.MFD_CLOEXEC)
         try:
             view = memoryview(data)
             while view:
                 view = view[os.write(fd, view):]
-            self.conn.send(("tree", info, "fd"))
+            self.conn.send(msg)
             send_handle(self.conn, fd, os.getppid())
         finally:
             os.close(fd)
+
+
+def _read_snapshot(fd: int | None) -> Any:
+    """The snapshot pickled in memfd `fd` by the previous worker, or None."""
+    if fd is None:
+        return None
+    try:
+        with os.fdopen(fd, "rb") as fh:
+            fh.seek(0)
+            return pickle.load(fh)  # noqa: S301 - written by this agent's previous worker
+    except Exception as exc:  # a damaged carry-over only costs the last good data
+        log.warning("poll worker: cannot use the previous worker's snapshot: %s", exc)
+        return None
 
 
 if __name__ == "__main__":

@@ -130,6 +130,55 @@ def test_killed_child_is_restarted_and_the_last_tree_served_meanwhile(
         stop_worker(loop_thread, worker)
 
 
+def test_a_restarted_child_continues_counters_data_and_raised_notifications(
+    loop_thread: LoopThread,
+) -> None:
+    """Killed while PowerMTA is unreachable: the next child still serves the last good data,
+    counts on from the last counters and does not raise pmtaQueueHigh a second time."""
+    sim = Simulator(scenario="healthy", seed=4, speed=0, domains=20, vmtas=2).start()
+    cfg = Config(
+        pmta=PmtaSection(url=sim.url, timeout=1),
+        poll=PollSection(interval=1, jitter=0),
+        thresholds=Thresholds(queue_rcpt_raise=1, queue_rcpt_clear=0, api_failures_raise=1),
+    )
+    worker, published, notes = make_worker(loop_thread, cfg)
+    try:
+        assert wait_until(lambda: any(o == LAY.oid("pmtaQueueHigh") for o, _ in notes))
+        truth = sim.snapshot().status.traffic.total.outbound.msg
+        assert wait_until(lambda: len(published) >= 2)
+        sim.set_fault("down")
+        assert wait_until(
+            lambda: value_of(worker.current(), "pmtaAgentApiReachable")
+            == Value(SnmpType.INTEGER, 2)
+        )
+        def number(name: str) -> int:
+            v = value_of(worker.current(), name)
+            assert v is not None and isinstance(v.value, int)
+            return v.value
+
+        successes, failures = number("pmtaAgentPollSuccesses"), number("pmtaAgentPollFailures")
+        os.kill(child_pid(worker), signal.SIGKILL)
+        assert wait_until(lambda: worker.restarts == 1)
+        n = len(published)
+        assert wait_until(lambda: len(published) > n + 1), "the new child published nothing"
+        tree = worker.current()
+        assert value_of(tree, "pmtaTotalMessagesOut") == Value(SnmpType.COUNTER64, truth)
+        assert value_of(tree, "pmtaAgentApiReachable") == Value(SnmpType.INTEGER, 2)
+        assert number("pmtaAgentPollSuccesses") == successes
+        assert number("pmtaAgentPollFailures") > failures
+        sim.set_fault("none")
+        assert wait_until(
+            lambda: value_of(worker.current(), "pmtaAgentApiReachable")
+            == Value(SnmpType.INTEGER, 1)
+        )
+        assert number("pmtaAgentPollSuccesses") > successes
+        assert sum(1 for o, _ in notes if o == LAY.oid("pmtaQueueHigh")) == 1
+        assert sum(1 for o, _ in notes if o == LAY.oid("pmtaApiLost")) == 1
+    finally:
+        stop_worker(loop_thread, worker)
+        sim.stop()
+
+
 def test_child_exits_when_the_parent_goes_away(sim: Simulator, loop_thread: LoopThread) -> None:
     cfg = Config(pmta=PmtaSection(url=sim.url, timeout=3), poll=PollSection(interval=1, jitter=0))
     worker, published, _ = make_worker(loop_thread, cfg)
