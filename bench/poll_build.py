@@ -114,6 +114,12 @@ def _rows(
         secs(res["parse_s"]), f"{secs(res['ref_s'])} ({ref_name})",
         ratio(res["parse_s"], res["ref_s"]), "report", None,
     ))
+    if fmt == "json":
+        report.add(Row(
+            f"packed OID tree, {size} domains ({res['varbinds']} values, what the agent maps)",
+            f"{res['tree_bytes'] / res['varbinds']:.0f} B/value",
+            f"{res['tree_bytes'] / 2**20:.1f} MiB", None, "report", None,
+        ))
     mem_ok: bool | None = None
     target = "report"
     if largest:
@@ -182,6 +188,7 @@ def child(mode: str, url: str, fmt: str, domains: int) -> dict[str, Any]:
     view.update(PollResult(snap, True, now, now, 1, 0, 0, None))
     build_s = time.perf_counter() - t0
     varbinds = len(view.tree)
+    tree_bytes = view.tree.nbytes
     hwm = proc_status(os.getpid())["VmHWM"]
     del view, snap
 
@@ -215,6 +222,7 @@ def child(mode: str, url: str, fmt: str, domains: int) -> dict[str, Any]:
         "poll_s": poll_s,
         "build_s": build_s,
         "varbinds": varbinds,
+        "tree_bytes": tree_bytes,
         "hwm_kib": hwm,
         "base_kib": base,
         "fetch_s": fetch_s,
