@@ -5,6 +5,12 @@ and inode in the state file, rotation handled, every CSV layout and JSON account
 them to per-minute counters (pmta_snmp.acct.MinuteBuckets) kept in the same state file, so
 rates are judged over a rolling window (default one hour) without re-reading the files.
 
+The plugins never see single records: a plugin names the fields it needs per record type
+(`AcctResource.fields`), the reader counts the records per (type, minute, those fields) without
+building them (pmta_snmp.acct.tally: one regular expression per block, two processes for a big
+catch-up), and the plugin's `events()` turns each distinct combination into counters once,
+weighted by how many records had it.
+
 The first run starts at the end of the file (nothing to judge yet; `--from-start` reads what
 is there). A read stopped by the deadline saves where it got and the rest is read next run.
 """
@@ -17,7 +23,7 @@ import os
 import time
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import nagiosplugin
 
@@ -40,7 +46,7 @@ from .base import (
 )
 
 if TYPE_CHECKING:
-    from pmta_snmp.acct import AcctRecord, MinuteBuckets, Rate
+    from pmta_snmp.acct import MinuteBuckets, Rate
 
 DEFAULT_ACCT = "/var/log/pmta/acct.csv"
 #: Keys kept per dimension in the state (the rest fold into "(other)"): bounds the state file.
@@ -51,6 +57,10 @@ DIAG_CHARS = 60
 #: What one record counts: ((dimension, key), ...) and the counters it adds one to. Hashable,
 #: so identical events of a minute are counted once before they go into the buckets.
 Event = tuple[tuple[tuple[str, str | None], ...], tuple[str, ...]]
+#: The fields a plugin reads, per record type (names of pmta_snmp.acct.tally.FIELDS).
+Fields = Mapping[str, tuple[str, ...]]
+#: A record's wanted fields by name -> its events (see AcctResource.events).
+EventFunction = Callable[[str, Mapping[str, str]], Iterable[Event]]
 #: Distinct (minute, event) pairs held before they are added to the buckets.
 _BATCH = 5_000
 
@@ -116,15 +126,15 @@ class Window:
         return f"in the last {human(self.window_minutes)} min"
 
 
-def read_window(
-    run: Run,
-    args: argparse.Namespace,
-    *,
-    types: Collection[str],
-    event: Callable[[AcctRecord], Iterable[Event]],
-) -> Window:
-    """Read new records from --acct-file into the window kept in the state file."""
+def read_window(run: Run, args: argparse.Namespace, *, fields: Fields,
+                event: EventFunction) -> Window:
+    """Read new records from --acct-file into the window kept in the state file.
+
+    `fields` names what `event` needs per record type (the types counted); `event` is called
+    once per distinct (type, fields) and its events are added as often as records had them.
+    """
     from pmta_snmp.acct import AcctReader, AcctState, MinuteBuckets, epoch_minute
+    from pmta_snmp.acct.tally import TallySpec
     from pmta_snmp.logtail import expand_paths
 
     spec: str = args.acct_file
@@ -143,24 +153,28 @@ def read_window(
                                           max_keys=MAX_KEYS)
         acct_state = AcctState.from_json(doc.get("acct"))
         reader = AcctReader(spec, acct_state, from_start=args.from_start,
-                            deadline=run.soft_deadline(), types=types, keep_extra=False)
+                            deadline=run.soft_deadline(), keep_extra=False)
         win = Window(buckets, now_minute, minutes, first_run=reader.first_run)
         run.enter(f"reading {spec}")
+        # Records older than the window are left out while counting.
+        tally = TallySpec.of(fields, since_minute=now_minute - minutes + 1)
         batch: dict[tuple[int, Event], int] = {}
-        last_when: object = None
-        minute = now_minute
-        for record in reader.records():
-            win.new_records += 1
-            when = record.time_logged
-            if when != last_when:
-                last_when = when
-                minute = epoch_minute(when) if when is not None else now_minute
-            for ev in event(record):
-                key = (minute, ev)
-                batch[key] = batch.get(key, 0) + 1
-            if len(batch) >= _BATCH:
-                _add_batch(buckets, batch, now_minute)
+        known: dict[tuple[str, tuple[str, ...]], tuple[Event, ...]] = {}
+        for counts in reader.tally(tally):
+            for (kind, minute, values), n in counts.items():
+                events = known.get((kind, values))
+                if events is None:
+                    events = tuple(event(kind, dict(zip(fields[kind], values, strict=True))))
+                    if len(known) < _BATCH:
+                        known[(kind, values)] = events
+                when = now_minute if minute is None else minute
+                for ev in events:
+                    key = (when, ev)
+                    batch[key] = batch.get(key, 0) + n
+                if len(batch) >= _BATCH:
+                    _add_batch(buckets, batch, now_minute)
         _add_batch(buckets, batch, now_minute)
+        win.new_records = reader.records_read
         run.enter(f"saving state file {state.path}")
         buckets.prune(now_minute)
         doc["acct"] = reader.state.to_json()
@@ -185,9 +199,9 @@ def read_window(
 def _add_batch(buckets: MinuteBuckets, batch: dict[tuple[int, Event], int],
                now_minute: int) -> None:
     """Add counted events to the buckets: n identical events add n to each counter."""
-    for (minute, (keys, counters)), n in batch.items():
-        buckets.add_event(minute, dict(keys), dict.fromkeys(counters, n),
-                          now_minute=now_minute)
+    buckets.add_events(((minute, keys, counters, n)
+                        for (minute, (keys, counters)), n in batch.items()),
+                       now_minute=now_minute)
     batch.clear()
 
 
@@ -212,25 +226,27 @@ DIMENSIONS = {
 
 
 class AcctResource(PluginResource):
-    """A resource over the accounting window: `types` are the record types read, `events()`
-    turns one record into counters; `read()` adds this run's new records to the window.
+    """A resource over the accounting window: `fields` names the fields read per record type
+    (the types counted), `events()` turns one record's fields into counters; `read()` adds this
+    run's new records to the window.
 
     The status line is the plugin's `ok_text()` or the problems, both followed by `reasons()`.
     """
 
-    types: tuple[str, ...] = ()
+    fields: ClassVar[Fields] = {}
 
     def __init__(self, args: argparse.Namespace, run: Run) -> None:
         super().__init__(args, run)
         self.window: Window | None = None
 
-    def events(self, record: AcctRecord) -> Iterable[Event]:
-        """What one record counts: its (dimension, key) pairs and counters (see Event)."""
+    def events(self, kind: str, record: Mapping[str, str]) -> Iterable[Event]:
+        """What a record of type `kind` with these `fields` counts: its (dimension, key) pairs
+        and counters (see Event). Called once per distinct record, so it may be slow-ish."""
         raise NotImplementedError
 
     def read(self) -> Window:
         """This run's new records, added to the stored window."""
-        self.window = read_window(self.run, self.args, types=self.types, event=self.events)
+        self.window = read_window(self.run, self.args, fields=self.fields, event=self.events)
         return self.window
 
     @classmethod

@@ -14,14 +14,15 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Iterator, Mapping, Sequence
+from typing import ClassVar
 
 import nagiosplugin
 
 from .acctbase import (
     AcctResource,
     Event,
+    Fields,
     RateItems,
     add_acct_args,
     diag_key,
@@ -31,39 +32,39 @@ from .acctbase import (
 )
 from .base import Plugin, PluginParser, Run, human, make_parser, metric, parse_range, pct
 
-if TYPE_CHECKING:
-    from pmta_snmp.acct import AcctRecord
-
 BOUNCE_CLASSES = ("hard", "soft", "block")
 ATTEMPTS = ("d", *BOUNCE_CLASSES)
+_KEYS = ("sender_domain", "rcpt_domain", "dlv_source_ip", "vmta")
 
 
 class BounceResource(AcctResource):
     """New accounting records into the window; overall and per-key bounce rates."""
 
-    types = ("d", "b")
+    fields: ClassVar[Fields] = {"d": _KEYS, "b": (*_KEYS, "bounce_cat", "dsn_status", "dsn_diag")}
 
     def __init__(self, args: argparse.Namespace, run: Run) -> None:
+        from pmta_snmp.acct import classify
+
         super().__init__(args, run)
+        self.classify = classify
         self.items = RateItems("hard_rate", "hard-bounce rate", ("hard",), ATTEMPTS, "hard_item")
         self.attempts = 0
         self.counts: dict[str, int] = {}
 
-    def events(self, record: AcctRecord) -> tuple[Event, ...]:
+    def events(self, kind: str, record: Mapping[str, str]) -> tuple[Event, ...]:
         """Counters of one `d`/`b` record: per dimension, and its reason for `b`."""
-        kind = record.type
         if kind == "d":
             counters: tuple[str, ...] = ("d",)
         elif kind == "b":
-            cls = record.bounce_class()
+            cls = self.classify(record["bounce_cat"], record["dsn_status"], record["dsn_diag"])
             counters = (cls if cls in BOUNCE_CLASSES else "soft",)
         else:
             return ()
-        keys = (("total", "all"), ("sender", record.sender_domain),
-                ("domain", record.rcpt_domain), ("ip", record.dlv_source_ip),
-                ("vmta", record.vmta))
+        keys = (("total", "all"), ("sender", record["sender_domain"]),
+                ("domain", record["rcpt_domain"]), ("ip", record["dlv_source_ip"]),
+                ("vmta", record["vmta"]))
         if kind == "b":
-            return (keys, counters), ((("diag", diag_key(record.dsn_diag)),), counters)
+            return (keys, counters), ((("diag", diag_key(record["dsn_diag"])),), counters)
         return ((keys, counters),)
 
     def probe(self) -> Iterator[nagiosplugin.Metric]:

@@ -15,15 +15,16 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import ClassVar
 
 import nagiosplugin
 
 from .acctbase import (
     AcctResource,
     Event,
+    Fields,
     RateItems,
     Window,
     add_acct_args,
@@ -48,11 +49,9 @@ from .base import (
     state_choice,
 )
 
-if TYPE_CHECKING:
-    from pmta_snmp.acct import AcctRecord
-
 DEFERRED = ("t", "tq")
 ATTEMPTS = ("d", "b", "t", "tq")
+_KEYS = ("sender_domain", "rcpt_domain", "dlv_source_ip", "vmta", "queue")
 
 
 @dataclass(frozen=True)
@@ -105,7 +104,9 @@ def find_outliers(win: Window, *, min_volume: int, factor: float, min_diff: floa
 class DeferralResource(AcctResource):
     """New accounting records into the window; deferral rates and outlier IPs."""
 
-    types = ATTEMPTS
+    fields: ClassVar[Fields] = {
+        "d": _KEYS, "b": _KEYS, "t": (*_KEYS, "dsn_diag"), "tq": (*_KEYS, "dsn_diag"),
+    }
 
     def __init__(self, args: argparse.Namespace, run: Run) -> None:
         from pmta_snmp.acct import pair_key
@@ -117,20 +118,20 @@ class DeferralResource(AcctResource):
         self.deferred = 0
         self.outliers: Labelled[Outlier] = Labelled()
 
-    def events(self, record: AcctRecord) -> tuple[Event, ...]:
+    def events(self, kind: str, record: Mapping[str, str]) -> tuple[Event, ...]:
         """Counters of one d/b/t/tq record; a deferral also counts under its reason."""
-        kind = record.type
         if kind not in ATTEMPTS:
             return ()
-        domain = record.rcpt_domain
-        if not domain and record.queue:
-            domain = record.queue.rsplit("/", 1)[0].lower()  # tq rows may carry no rcpt [?]
-        ip = record.dlv_source_ip
-        keys = (("total", "all"), ("sender", record.sender_domain), ("domain", domain),
-                ("ip", ip), ("vmta", record.vmta),
+        domain = record["rcpt_domain"]
+        queue = record["queue"]
+        if not domain and queue:
+            domain = queue.rsplit("/", 1)[0].lower()  # tq rows may carry no rcpt [?]
+        ip = record["dlv_source_ip"]
+        keys = (("total", "all"), ("sender", record["sender_domain"]), ("domain", domain),
+                ("ip", ip), ("vmta", record["vmta"]),
                 ("pair", self.pair_key(domain, ip) if domain and ip else None))
         if kind in DEFERRED:
-            return (keys, (kind,)), ((("diag", diag_key(record.dsn_diag)),), (kind,))
+            return (keys, (kind,)), ((("diag", diag_key(record["dsn_diag"])),), (kind,))
         return ((keys, (kind,)),)
 
     def probe(self) -> Iterator[nagiosplugin.Metric]:

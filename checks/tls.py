@@ -18,12 +18,12 @@ import argparse
 import re
 import sys
 import time
-from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING, NamedTuple
+from collections.abc import Iterator, Mapping, Sequence
+from typing import ClassVar, NamedTuple
 
 import nagiosplugin
 
-from .acctbase import AcctResource, Event, RateItems, add_acct_args, percent
+from .acctbase import AcctResource, Event, Fields, RateItems, add_acct_args, percent
 from .base import (
     Plugin,
     PluginParser,
@@ -43,9 +43,6 @@ from .logscan import (
     log_paths,
     scan_logs,
 )
-
-if TYPE_CHECKING:
-    from pmta_snmp.acct import AcctRecord
 
 _PROTOCOL = re.compile(r"(?i)^\s*(ssl|tls)\s*v?\s*(\d+)(?:\.(\d+))?")
 #: The pattern classes of the log source (extended by the pattern options).
@@ -78,7 +75,7 @@ def _min_protocol(text: str) -> Protocol:
 class TlsResource(AcctResource):
     """Cleartext and weak-protocol deliveries from accounting; handshake failures from the log."""
 
-    types = ("d",)
+    fields: ClassVar[Fields] = {"d": ("rcpt_domain", "dlv_esmtp_available", "dlv_tls_protocol")}
 
     def __init__(self, args: argparse.Namespace, run: Run) -> None:
         super().__init__(args, run)
@@ -91,13 +88,15 @@ class TlsResource(AcctResource):
         self.counts: dict[str, int] = {}
         self.interval_s: float | None = None
 
-    def events(self, record: AcctRecord) -> tuple[Event, ...]:
+    def events(self, kind: str, record: Mapping[str, str]) -> tuple[Event, ...]:
         """Counters of one `d` record: offered STARTTLS, went in clear, protocol below minimum."""
-        if record.type != "d":
+        from pmta_snmp.acct.reader import starttls_offered  # loaded by the read already
+
+        if kind != "d":
             return ()
         counters = ["d"]
-        protocol = record.dlv_tls_protocol.strip()
-        if record.starttls_offered:
+        protocol = record["dlv_tls_protocol"].strip()
+        if starttls_offered(record["dlv_esmtp_available"]):
             counters.append("offered")
             if not protocol:
                 counters.append("clear")
@@ -106,7 +105,7 @@ class TlsResource(AcctResource):
             rank = protocol_rank(protocol)
             if rank is not None and rank < self.minimum:
                 counters.append("weak")
-        return (((("total", "all"), ("domain", record.rcpt_domain)), tuple(counters)),)
+        return (((("total", "all"), ("domain", record["rcpt_domain"])), tuple(counters)),)
 
     def probe(self) -> Iterator[nagiosplugin.Metric]:
         a = self.args

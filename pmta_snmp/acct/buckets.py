@@ -119,6 +119,32 @@ class MinuteBuckets:
                     found[counter] = found.get(counter, 0) + n
         return True
 
+    def add_events(self, events: Iterable[tuple[int, Iterable[tuple[str, str | None]],
+                                                Iterable[str], int]], *,
+                   now_minute: int | None = None) -> None:
+        """Many :meth:`add_event` at once: (minute, ((dimension, key), ...), counters, n) adds
+        ``n`` to each counter under each non-empty key; with ``now_minute``, events older
+        than the window are ignored."""
+        minutes = self._minutes
+        oldest = None if now_minute is None else now_minute - self.window_minutes
+        for minute, keys, counters, n in events:
+            if oldest is not None and minute <= oldest:
+                continue
+            dims = minutes.get(minute)
+            if dims is None:
+                dims = minutes[minute] = {}
+            for dimension, key in keys:
+                if not key:
+                    continue
+                by_key = dims.get(dimension)
+                if by_key is None:
+                    by_key = dims[dimension] = {}
+                found = by_key.get(key)
+                if found is None:
+                    found = by_key[key] = {}
+                for counter in counters:
+                    found[counter] = found.get(counter, 0) + n
+
     def merge(self, other: MinuteBuckets) -> None:
         """Add all of ``other``'s counts (e.g. this run's records into the stored state)."""
         for minute, dims in other._minutes.items():

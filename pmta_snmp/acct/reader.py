@@ -13,6 +13,14 @@ lines (quoted newlines), so a record still being written when the run ends is gi
 the tail and read whole next time. A malformed row is counted in ``skipped_rows``, never fatal.
 (A stray unterminated quote at the end of the live file holds reading back only until the field
 passes ``csv.field_size_limit()``, 128 KiB, when it is counted as malformed.)
+
+Plugins that only count records use :meth:`AcctReader.tally` instead of :meth:`AcctReader.records`:
+the same files, state and rules, but counts per (type, minute, wanted fields) made without
+building records (:mod:`pmta_snmp.acct.tally`), and for a large catch-up with a second process.
+
+Beside a single path, rotated files already read (or present when following began) are
+remembered in the state (``seen``), so a rotated name whose order the tail cannot tell (dated
+``acct-YYYY-MM-DD-NNNN.csv`` files beside numbered ``acct.csv.N`` ones) is not read again.
 """
 
 from __future__ import annotations
@@ -21,13 +29,14 @@ import csv
 import json
 import os
 import re
+from collections import Counter
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import lru_cache
 from itertools import chain
 from operator import itemgetter
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pmta_snmp.acct.bounce import BounceClass, classify, dsn_code
 from pmta_snmp.logtail import (
@@ -40,18 +49,25 @@ from pmta_snmp.logtail import (
     decode_line,
     expand_paths,
     read_first_line,
+    rotated_siblings,
 )
 
+if TYPE_CHECKING:
+    from pmta_snmp.acct.tally import FileTally, TallyKey, TallySpec, Worker, WorkerResult
+
 __all__ = [
+    "PARALLEL_BYTES",
     "AcctBatch",
     "AcctReader",
     "AcctRecord",
     "AcctState",
     "ParseResult",
+    "SeenFile",
     "is_json_path",
     "parse_records",
     "parse_time",
     "read_new_records",
+    "starttls_offered",
 ]
 
 
@@ -105,11 +121,16 @@ class AcctRecord:
     @property
     def starttls_offered(self) -> bool:
         """The receiving MTA listed STARTTLS among its ESMTP extensions."""
-        return "STARTTLS" in (x.strip().upper() for x in self.dlv_esmtp_available.split(","))
+        return starttls_offered(self.dlv_esmtp_available)
 
     def bounce_class(self) -> BounceClass:
         """hard / soft / block / success via :func:`pmta_snmp.acct.bounce.classify`."""
         return classify(self.bounce_cat, self.dsn_status, self.dsn_diag)
+
+
+def starttls_offered(esmtp_available: str) -> bool:
+    """``dlvEsmtpAvailable`` lists STARTTLS among the receiving MTA's ESMTP extensions."""
+    return "STARTTLS" in (x.strip().upper() for x in esmtp_available.split(","))
 
 
 def _domain(address: str) -> str:
@@ -489,17 +510,52 @@ def parse_records(data: bytes, *, json_format: bool = False, header: Sequence[st
 
 
 @dataclass
+class SeenFile:
+    """A rotated file next to the followed one, known from an earlier run: read (or present
+    when following began) up to ``offset`` (-1: all of it). ``head`` fingerprints its first
+    ``head_len`` bytes (decompressed), so a compressed copy is recognised too."""
+
+    key: str
+    head: str
+    head_len: int
+    offset: int
+    size: int = -1
+
+    def to_json(self) -> dict[str, Any]:
+        """A plain dict for ``json.dumps``."""
+        return {"key": self.key, "head": self.head, "head_len": self.head_len,
+                "offset": self.offset, "size": self.size}
+
+    @classmethod
+    def from_json(cls, data: object) -> SeenFile | None:
+        """Rebuild from :meth:`to_json` output (None when malformed)."""
+        if not isinstance(data, Mapping):
+            return None
+        key, head = data.get("key"), data.get("head")
+        ints = [data.get(k, -1) for k in ("head_len", "offset", "size")]
+        if not isinstance(key, str) or not isinstance(head, str) or not all(
+                isinstance(x, int) and not isinstance(x, bool) for x in ints):
+            return None
+        head_len, offset, size = (int(x) for x in ints)
+        return cls(key, head, head_len, offset, size)
+
+
+@dataclass
 class AcctState:
     """What :class:`AcctReader` keeps between runs; store ``to_json()`` in the plugin state.
 
     A single path is followed across rotations (``tail``/``header``); a glob follows each
-    matching file by identity (``files``: ``"device:inode"`` → tail and header).
+    matching file by identity (``files``: ``"device:inode"`` → tail and header). ``seen``
+    lists the rotated files beside a single path that earlier runs read or found, so a file
+    the rotation order cannot place (a dated ``acct-2026-11-25-0000.csv`` beside numbered
+    ``acct.csv.1`` rotations) is not read again as if it were newer.
     """
 
     spec: str
     tail: TailState | None = None
     header: list[str] | None = None
     files: dict[str, tuple[TailState, list[str] | None]] | None = None
+    seen: list[SeenFile] | None = None
 
     def to_json(self) -> dict[str, Any]:
         """A plain dict for ``json.dumps``."""
@@ -511,6 +567,8 @@ class AcctState:
         if self.files is not None:
             out["files"] = {k: {"tail": t.to_json(), "header": h}
                             for k, (t, h) in self.files.items()}
+        if self.seen is not None:
+            out["seen"] = [f.to_json() for f in self.seen]
         return out
 
     @classmethod
@@ -530,7 +588,11 @@ class AcctState:
                 t = TailState.from_json(entry.get("tail"))
                 if t is not None:
                     files[str(key)] = (t, _header_from_json(entry.get("header")))
-        return cls(spec=data["spec"], tail=tail, header=header, files=files)
+        seen: list[SeenFile] | None = None
+        raw_seen = data.get("seen")
+        if isinstance(raw_seen, list):
+            seen = [f for f in map(SeenFile.from_json, raw_seen) if f is not None]
+        return cls(spec=data["spec"], tail=tail, header=header, files=files, seen=seen)
 
 
 def _header_from_json(value: object) -> list[str] | None:
@@ -547,12 +609,54 @@ def _parse_header_line(raw: bytes) -> list[str] | None:
     return row if row and row[0].strip().lower() == "type" else None
 
 
+#: Bytes fingerprinted at the start of a rotated file (as the tail reader's head check).
+_HEAD_LEN = 1024
+#: A catch-up with more new bytes than this in one file is counted by two processes.
+PARALLEL_BYTES = 32 << 20
+#: The part of a parallel catch-up counted by this process (the worker counts the rest).
+_OUR_SHARE = 0.5
+
+
+def _head_print(path: str, length: int = _HEAD_LEN) -> tuple[str, int] | None:
+    """Fingerprint of the first ``length`` bytes of a (possibly compressed) file."""
+    import hashlib
+
+    lowered = path.lower()
+    try:
+        if lowered.endswith(".gz"):
+            import gzip
+
+            with gzip.open(path, "rb") as fh:
+                data = fh.read(length)
+        elif lowered.endswith(".bz2"):
+            import bz2
+
+            with bz2.open(path, "rb") as fh:
+                data = fh.read(length)
+        elif lowered.endswith(".xz"):
+            import lzma
+
+            with lzma.open(path, "rb") as fh:
+                data = fh.read(length)
+        else:
+            with open(path, "rb") as fh:
+                data = fh.read(length)
+    except (OSError, EOFError, ValueError):
+        return None
+    return hashlib.blake2b(data, digest_size=8).hexdigest(), len(data)
+
+
+def _compressed(path: str) -> bool:
+    return path.lower().endswith((".gz", ".bz2", ".xz"))
+
+
 class AcctReader:
     """New records of an accounting file (or glob of files) since the stored state.
 
-    Iterate :meth:`records` once, then store :attr:`state`. Stopping early (``break``) is
-    safe: the state then points just after the last record handed out. ``types`` keeps only
-    those record types (``{"d", "b", "t"}``) and skips the others cheaply.
+    Iterate :meth:`records` (or :meth:`tally`) once, then store :attr:`state`. Stopping
+    :meth:`records` early (``break``) is safe: the state then points just after the last
+    record handed out. ``types`` keeps only those record types (``{"d", "b", "t"}``) and
+    skips the others cheaply.
     """
 
     def __init__(self, spec: str | os.PathLike[str], state: AcctState | None, *,
@@ -564,13 +668,20 @@ class AcctReader:
             state = None
         self.types = frozenset(types) if types is not None else None
         self.keep_extra = keep_extra
+        self.deadline = deadline
         self.skipped_rows = 0
         self.records_read = 0
         self.warnings: list[str] = []
+        #: Bytes counted by a worker process during :meth:`tally` (0: single process).
+        self.parallel_bytes = 0
         self._headers: dict[str, list[str] | None] = {}
         self._is_glob = any(ch in self.spec for ch in "*?[")
         self._tail: TailReader | MultiTailReader
         self._saved_headers: dict[str, list[str] | None]
+        self._seen_in: list[SeenFile] = []
+        self._seen_out: list[SeenFile] | None = None
+        self._read_to_end: dict[str, int] = {}  # rotated files read to their end: key -> end
+        self._siblings: dict[str, tuple[str, int]] = {}  # rotated files before reading
         if self._is_glob:
             states = None
             if state is not None and state.files is not None:
@@ -587,6 +698,8 @@ class AcctReader:
             if state is not None and tail_state is not None and tail_state.identified:
                 key = f"{tail_state.device}:{tail_state.inode}"
                 self._saved_headers[key] = state.header
+            if state is not None and state.seen is not None:
+                self._seen_in = list(state.seen)
             self._tail = TailReader(self.spec, tail_state, from_start=from_start,
                                     deadline=deadline, chunk_size=chunk_size)
         self._started = False
@@ -607,12 +720,15 @@ class AcctReader:
         """The underlying reader (rotation flags, sources, bytes read)."""
         return self._tail
 
+    def _start(self) -> Iterator[Block]:
+        if self._started:
+            raise RuntimeError("AcctReader can be iterated only once")
+        self._started = True
+        return self._blocks()
+
     def records(self) -> Iterator[AcctRecord]:
         """The new records, file after file."""
-        if self._started:
-            raise RuntimeError("AcctReader.records() can be iterated only once")
-        self._started = True
-        blocks = self._tail.blocks()
+        blocks = self._start()
         pushback: list[Block] = []
 
         def next_block() -> Block | None:
@@ -623,39 +739,258 @@ class AcctReader:
             if first is None:
                 break
             parser = self._parser_for(first)
-
-            def same_file(head: Block = first) -> Iterator[Block]:
-                block: Block | None = head
-                while block is not None:
-                    yield block
-                    nxt = next(blocks, None)
-                    if nxt is not None and nxt.key != head.key:
-                        pushback.append(nxt)
-                        return
-                    block = nxt
-
             finished = False
             try:
-                for record in parser.records(same_file()):
+                for record in parser.records(self._same_file(first, blocks, pushback)):
                     self.records_read += 1
                     yield record
                 finished = True
             finally:
                 self._close_file(parser, finished)
+        self._finish()
 
-    def _parser_for(self, block: Block) -> _FileParser:
+    def tally(self, spec: TallySpec, *, parallel_bytes: int | None = PARALLEL_BYTES
+              ) -> Iterator[Counter[TallyKey]]:
+        """Counts of the new records of the types in ``spec``, without building records:
+        per (type, minute of timeLogged, wanted fields), in chunks (one or more per file).
+
+        CSV is counted by :class:`pmta_snmp.acct.tally.FileTally` (one regular expression
+        per block; csv only for odd lines), JSON through the record path. When one file has
+        more than ``parallel_bytes`` new bytes, a forked worker counts its second half
+        meanwhile (None: never). Consume the iterator to the end, then store :attr:`state`;
+        ``records_read`` counts the records of the wanted types (also those older than
+        ``spec.since_minute``, which are left out of the counts).
+        """
+        blocks = self._start()
+        pushback: list[Block] = []
+        wanted = frozenset(spec.fields)
+        while True:
+            first = pushback.pop() if pushback else next(blocks, None)
+            if first is None:
+                break
+            file_blocks = self._same_file(first, blocks, pushback)
+            if is_json_path(first.source):
+                from pmta_snmp.acct.tally import record_key
+
+                parser = self._parser_for(first, types=wanted)
+                counts: Counter[TallyKey] = Counter()
+                minutes: dict[Any, int | None] = {}
+                for record in parser.records(file_blocks):
+                    self.records_read += 1
+                    key = record_key(record, spec, minutes)
+                    if key is not None:
+                        counts[key] += 1
+                self._close_file(parser, True)
+                yield counts
+                continue
+            yield from self._tally_csv(first, file_blocks, spec, parallel_bytes)
+        self._finish()
+
+    def _tally_csv(self, first: Block, blocks: Iterator[Block], spec: TallySpec,
+                   parallel_bytes: int | None) -> Iterator[Counter[TallyKey]]:
+        """Count one CSV file's blocks; with a large catch-up, its second half in a worker."""
+        from pmta_snmp.acct.tally import FileTally
+
+        tally = FileTally(spec, self._header_for_block(first))
+        last: Block | None = None
+        split: _Split | None = None
+        try:
+            for block in blocks:
+                last = block
+                data, start = block.data, block.start
+                if split is not None and split.worker is not None and block.end > split.at:
+                    # The first part is done: the worker's count applies if our parse stands
+                    # between records there, with the header the worker started from. Ours
+                    # is handed out first: the caller works on it while the worker ends.
+                    cut = split.at - start
+                    if cut > 0:
+                        tally.feed(data[:cut], start)
+                    data, start = data[cut:], split.at
+                    yield tally.take()
+                    split.join(tally)
+                if split is not None and split.result is not None:
+                    if start + len(data) < split.result.end:
+                        continue  # counted by the worker
+                    cut = split.result.end - start
+                    data, start = data[cut:], split.result.end
+                    split.adopt(tally, self)
+                if data or block.final:
+                    tally.feed(data, start, final=block.final)
+                if split is None and parallel_bytes is not None:
+                    split = self._fork(block, tally, spec, parallel_bytes)
+                if len(tally.counts) >= 100_000:
+                    yield tally.take()
+        finally:
+            if split is not None:
+                split.close()
+        if split is not None and split.result is not None and last is not None:
+            # The tail stopped before the worker's end (deadline, file rewritten): the bytes
+            # after the split point are given back and counted next run.
+            self._tail.rewind(last, split.at)
+            tally.pending = False
+        counts = tally.take()
+        self.skipped_rows += tally.skipped_rows
+        self.records_read += tally.records_read
+        if last is not None:
+            if tally.pending and not last.final:
+                self._tail.rewind(last, tally.record_start)  # a record still being written
+            self._headers[last.key] = tally.header
+        yield counts
+
+    def _fork(self, block: Block, tally: FileTally, spec: TallySpec,
+              parallel_bytes: int) -> _Split | None:
+        """Start a worker on the second half of the file's new bytes when they are many."""
+        from pmta_snmp.acct.tally import fork_worker, tally_range
+
+        if (tally.plan is None or tally.plan.pattern is None or tally.carry
+                or block.final or _compressed(block.source)):
+            return None
+        states = (self._tail.states if isinstance(self._tail, MultiTailReader)
+                  else {block.key: self._tail.state})
+        tail_state = states.get(block.key)
+        if tail_state is None or f"{tail_state.device}:{tail_state.inode}" != block.key:
+            return None
+        size = tail_state.size
+        if size - block.end <= parallel_bytes:
+            return None
+        try:
+            fd = os.open(block.source, os.O_RDONLY)
+        except OSError:
+            return None
+        try:
+            st = os.fstat(fd)
+            if f"{st.st_dev}:{st.st_ino}" != block.key:
+                return None
+            # About half each (_OUR_SHARE): we also read the tail's blocks of the worker's part
+            # (to advance the state), the worker also decodes and sends its counts.
+            at = _line_start_after(fd, block.end + int((size - block.end) * _OUR_SHARE), size)
+            if at is None:
+                return None
+            header = tally.header
+            deadline = self.deadline
+
+            def work() -> Any:
+                return tally_range(fd, at, size, spec, header, deadline=deadline)
+
+            worker = fork_worker(work)
+        finally:
+            os.close(fd)
+        if worker is None:
+            return None
+        return _Split(at, header, worker)
+
+    def _same_file(self, head: Block, blocks: Iterator[Block], pushback: list[Block]
+                   ) -> Iterator[Block]:
+        """``head`` and the blocks after it from the same file (the next file's first block
+        goes to ``pushback``)."""
+        block: Block | None = head
+        while block is not None:
+            yield block
+            nxt = next(blocks, None)
+            if nxt is not None and nxt.key != head.key:
+                pushback.append(nxt)
+                return
+            block = nxt
+
+    def _blocks(self) -> Iterator[Block]:
+        """The tail's blocks, less what earlier runs read of rotated files met again."""
+        live = os.path.abspath(self.spec)
+        if not self._is_glob:
+            # Listed before reading: a file rotated while this run reads is none of these.
+            self._siblings = _listing(live)
+        skip_key = ""
+        skip_to = 0  # skip the file's bytes before this offset (-1: all of them)
+        align = False  # then up to the end of the line under way
+        for given in self._tail.blocks():
+            block = given
+            if block.final:
+                self._read_to_end[block.key] = block.end
+            if (self._seen_in and block.start == 0 and not block.continues
+                    and block.source != live):
+                skip_key, skip_to, align = block.key, self._seen_offset(block), False
+            if block.key == skip_key and (skip_to != 0 or align):
+                if skip_to < 0 or block.end <= skip_to:
+                    continue
+                cut = max(0, skip_to - block.start)
+                if align or (cut > 0 and block.data[cut - 1] != 0x0A):
+                    # The offset seen is inside a line (the file grew since): skip the line.
+                    nl = block.data.find(b"\n", cut)
+                    if nl < 0:
+                        skip_to, align = block.end, True
+                        continue
+                    cut = nl + 1
+                skip_to, align = 0, False
+                if cut:
+                    block = Block(block.data[cut:], block.source, block.start + cut,
+                                  block.final, block.continues, block.key)
+                if not block.data and not block.final:
+                    continue
+            yield block
+
+    def _seen_offset(self, block: Block) -> int:
+        """How far an earlier run read the rotated file of ``block`` (0: a new file)."""
+        prints: dict[int, tuple[str, int] | None] = {}
+        for entry in self._seen_in:
+            if entry.head_len not in prints:
+                prints[entry.head_len] = _head_print(block.source, entry.head_len)
+            found = prints[entry.head_len]
+            if found is None or found != (entry.head, entry.head_len):
+                continue
+            if entry.key == block.key or entry.head_len >= 64:
+                return entry.offset
+        return 0
+
+    def _finish(self) -> None:
+        """After the last block: remember the rotated files beside a single path that this
+        run read to their end, or found before reading and left alone (older than the file
+        followed). Files rotated while this run read are left to the next run."""
+        if self._is_glob or not isinstance(self._tail, TailReader):
+            return
+        followed = self._tail.state
+        followed_key = f"{followed.device}:{followed.inode}" if followed.identified else ""
+        previous = {f.key: f for f in self._seen_in}
+        now = _listing(self._tail.path)
+        seen: list[SeenFile] = []
+        for key, (path, size) in now.items():
+            before = previous.get(key)
+            if key in self._read_to_end:
+                offset = self._read_to_end[key]
+            elif key == followed_key or key not in self._siblings:
+                continue  # followed by the tail state, or rotated during this run
+            elif self._tail.timed_out or (before is not None and before.size == size):
+                if before is not None:
+                    seen.append(before)
+                continue  # unchanged, or not reached this run (read next run if newer)
+            else:
+                offset = -1 if _compressed(path) else self._siblings[key][1]
+            if before is not None and before.size == size:
+                head, head_len = before.head, before.head_len
+            else:
+                found = _head_print(path)
+                if found is None:
+                    continue
+                head, head_len = found
+            seen.append(SeenFile(key, head, head_len, offset, size))
+        self._seen_out = seen
+
+    def _parser_for(self, block: Block, types: Collection[str] | None = None) -> _FileParser:
         json_format = is_json_path(block.source)
-        header: list[str] | None = None
-        if not json_format and block.start > 0:
-            saved = self._saved_headers.get(block.key) if block.continues else None
-            if saved is None and block.continues and not self._is_glob and self._saved_headers:
-                # The file we were reading, found again by its content under another identity
-                # (compressed or copied by a rotation): the header saved with the state is its
-                # header. Reading it again by path could hit a file rotated meanwhile.
-                saved = next(iter(self._saved_headers.values()))
-            header = saved or self._header_of(block.source)
-        return _FileParser(json_format=json_format, header=header, types=self.types,
+        header = None if json_format else self._header_for_block(block)
+        return _FileParser(json_format=json_format, header=header,
+                           types=self.types if types is None else frozenset(types),
                            keep_extra=self.keep_extra)
+
+    def _header_for_block(self, block: Block) -> list[str] | None:
+        """The header in force where ``block`` starts (None at the start of a file)."""
+        if block.start == 0 or is_json_path(block.source):
+            return None
+        saved = self._saved_headers.get(block.key) if block.continues else None
+        if saved is None and block.continues and not self._is_glob and self._saved_headers:
+            # The file we were reading, found again by its content under another identity
+            # (compressed or copied by a rotation): the header saved with the state is its
+            # header. Reading it again by path could hit a file rotated meanwhile.
+            saved = next(iter(self._saved_headers.values()))
+        return saved or self._header_of(block.source)
 
     def _header_of(self, path: str) -> list[str] | None:
         try:
@@ -692,8 +1027,10 @@ class AcctReader:
             return AcctState(self.spec, files=files)
         tail_state = self._tail.state
         key = f"{tail_state.device}:{tail_state.inode}"
+        seen = self._seen_out if self._seen_out is not None else self._seen_in
         return AcctState(self.spec, tail=tail_state,
-                         header=self._header_for(key, tail_state) if tail_state.inode else None)
+                         header=self._header_for(key, tail_state) if tail_state.inode else None,
+                         seen=seen)
 
     def _header_for(self, key: str, tail_state: TailState) -> list[str] | None:
         if key in self._headers:
@@ -710,6 +1047,63 @@ class AcctReader:
             header = None
         self._headers[key] = header
         return header
+
+
+def _listing(path: str) -> dict[str, tuple[str, int]]:
+    """The rotated siblings of ``path`` now: ``"device:inode"`` -> (path, size)."""
+    out: dict[str, tuple[str, int]] = {}
+    for sibling in rotated_siblings(path):
+        try:
+            st = os.stat(sibling)
+        except OSError:
+            continue
+        out[f"{st.st_dev}:{st.st_ino}"] = (os.fspath(sibling), st.st_size)
+    return out
+
+
+def _line_start_after(fd: int, pos: int, end: int) -> int | None:
+    """The offset just after the first newline at or after ``pos`` (None if none before end)."""
+    while pos < end:
+        data = os.pread(fd, min(1 << 16, end - pos), pos)
+        if not data:
+            return None
+        nl = data.find(b"\n")
+        if nl >= 0:
+            return pos + nl + 1 if pos + nl + 1 < end else None
+        pos += len(data)
+    return None
+
+
+class _Split:
+    """A worker counting ``[at, ...)`` of the file being read, and what became of it."""
+
+    def __init__(self, at: int, header: list[str] | None, worker: Worker) -> None:
+        self.at = at
+        self.header = header
+        self.worker: Worker | None = worker
+        self.result: WorkerResult | None = None
+
+    def join(self, tally: FileTally) -> None:
+        """At the split point: take the worker's count when our parse joins it cleanly."""
+        worker, self.worker = self.worker, None
+        assert worker is not None
+        if tally.carry or tally.pending or tally.header != self.header:
+            worker.close()  # a record or a header change crosses the split: count it here
+            return
+        self.result = worker.result()
+
+    def adopt(self, tally: FileTally, reader: AcctReader) -> None:
+        """Past the worker's end: its counts join ours, its parse state becomes ours."""
+        result, self.result = self.result, None
+        assert result is not None
+        tally.absorb(result)
+        reader.parallel_bytes += result.end - result.start
+
+    def close(self) -> None:
+        """Stop a worker not joined (the tail stopped before the split point)."""
+        if self.worker is not None:
+            self.worker.close()
+            self.worker = None
 
 
 @dataclass

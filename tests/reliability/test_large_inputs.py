@@ -273,9 +273,10 @@ def test_big_accounting_file_with_bounded_memory(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_accounting_timeouts_resume_without_loss_or_double_count(tmp_path: Path) -> None:
     acct = tmp_path / "acct.csv"
-    truth = write_acct(acct, 250_000)
+    # Large enough that -t 0.4 cannot read it in one run (the reader does ~0.5M rows/s).
+    truth = write_acct(acct, 600_000)
     argv = ["--acct-file", str(acct), "--window", "1d", "-w", "100", "-c", "100",
-            "--state-dir", str(tmp_path / "st"), "-t", "1", "--from-start"]
+            "--state-dir", str(tmp_path / "st"), "-t", "0.4", "--from-start"]
     runs = 0
     for i in range(20):
         out = run_plugin("bounce", argv)
@@ -287,7 +288,7 @@ def test_accounting_timeouts_resume_without_loss_or_double_count(tmp_path: Path)
         # Partial or stopped by the hard limit, the window never holds more than was written.
         if out.perf:
             assert int(out.number("attempts")) <= truth["attempts"]
-    print(f"\n250k rows with -t 1: complete after {runs} runs")
+    print(f"\n600k rows with -t 0.4: complete after {runs} runs")
     assert runs >= 2
     assert out.code == 0, out.out
     assert bounce_counts(out) == truth

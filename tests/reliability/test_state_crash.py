@@ -166,7 +166,7 @@ def test_plugin_killed_anywhere_in_a_run_counts_each_record_once(tmp_path: Path)
     from tests.reliability.test_large_inputs import bounce_counts, write_acct
 
     acct = tmp_path / "acct.csv"
-    truth = write_acct(acct, 100_000)
+    truth = write_acct(acct, 1_000_000)  # a read of a second or more: room to kill it
     argv = [PYTHON, "-m", "pmta_snmp.checks.bounce", "--acct-file", str(acct), "--window",
             "1d", "-w", "100", "-c", "100", "--state-dir", str(tmp_path / "st"), "-t", "0",
             "--from-start"]  # applies only while no state was saved yet

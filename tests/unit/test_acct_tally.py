@@ -1,0 +1,566 @@
+"""The counting fast path (pmta_snmp.acct.tally) gives exactly what the record path gives.
+
+Every test compares ``AcctReader.tally`` / ``FileTally`` with counts built from the records of
+``parse_records`` / ``AcctReader.records`` on the same bytes: quoting, embedded commas and
+newlines, CRLF and LF, header changes, Latin-1, malformed rows, block and worker boundaries.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import random
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import pytest
+
+from pmta_snmp import logtail
+from pmta_snmp.acct import AcctReader, AcctRecord, AcctState, parse_records, read_new_records
+from pmta_snmp.acct import reader as reader_module
+from pmta_snmp.acct.buckets import epoch_minute
+from pmta_snmp.acct.tally import FileTally, TallyKey, TallySpec, record_key, tally_range
+
+FIELDS_40 = ["type", "timeLogged", "timeQueued", "timeImprinted", "orig", "rcpt", "orcpt",
+             "dsnAction", "dsnStatus", "dsnDiag", "dsnMta", "bounceCat", "srcType", "srcMta",
+             "dlvType", "dlvSourceIp", "dlvDestinationIp", "dlvEsmtpAvailable", "dlvSize", "vmta",
+             "jobId", "envId"]
+FIELDS_50 = [*(f for f in FIELDS_40 if f != "timeImprinted"),
+             "queue", "vmtaPool", "dlvTlsProtocol", "dlvTlsCipher"]
+FIELDS_55 = [*FIELDS_50[:3], "timeFirstAttempt", "totalSecondsQueued", *FIELDS_50[3:]]
+# Columns in another order, some missing (record-fields), an unknown header_ column.
+FIELDS_ODD = ["type", "vmta", "rcpt", "header_X-Id", "dlvSourceIp", "timeLogged", "bounceCat",
+              "dsnDiag", "orig"]
+
+BOUNCE = {"d": ("sender_domain", "rcpt_domain", "dlv_source_ip", "vmta"),
+          "b": ("sender_domain", "rcpt_domain", "dlv_source_ip", "vmta", "bounce_cat",
+                "dsn_status", "dsn_diag")}
+DEFERRAL = {k: ("sender_domain", "rcpt_domain", "dlv_source_ip", "vmta", "queue", "dsn_diag")
+            for k in ("d", "b", "t", "tq")}
+TLS = {"d": ("rcpt_domain", "dlv_esmtp_available", "dlv_tls_protocol")}
+WIDE = {"d": ("orig", "rcpt", "dsn_status", "dlv_destination_ip", "job_id", "dlv_tls_cipher"),
+        "tq": ("queue", "vmta_pool")}
+SPECS = [BOUNCE, DEFERRAL, TLS, WIDE]
+
+
+def csv_bytes(fields: Sequence[str], rows: Iterable[dict[str, str]], *, header: bool = True,
+              newline: str = "\r\n") -> bytes:
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator=newline)
+    if header:
+        writer.writerow(fields)
+    for row in rows:
+        writer.writerow([row.get(f, "") for f in fields])
+    return buf.getvalue().encode("utf-8")
+
+
+def expected(data: bytes, spec: TallySpec, *, json_format: bool = False
+             ) -> tuple[Counter[TallyKey], int, int]:
+    """Counts, records read and malformed rows by the record path (csv, one record a row)."""
+    parsed = parse_records(data, json_format=json_format, types=set(spec.fields))
+    counts: Counter[TallyKey] = Counter()
+    minutes: dict[object, int | None] = {}
+    for record in parsed.records:
+        key = record_key(record, spec, minutes)
+        if key is not None:
+            counts[key] += 1
+    return counts, len(parsed.records), parsed.skipped_rows
+
+
+def tally_bytes(data: bytes, spec: TallySpec, chunk: int = 1 << 20) -> FileTally:
+    """FileTally fed in blocks of about ``chunk`` bytes cut at line ends, the last one final."""
+    tally = FileTally(spec, None)
+    pos = 0
+    while pos < len(data):
+        end = data.rfind(b"\n", pos, pos + chunk) + 1
+        if end <= pos:
+            end = data.find(b"\n", pos + chunk) + 1 or len(data)
+        tally.feed(data[pos:end], pos, final=end == len(data))
+        pos = end
+    return tally
+
+
+def check_same(data: bytes, fields: dict[str, tuple[str, ...]], *, chunk: int = 1 << 20,
+               since: int | None = None) -> FileTally:
+    spec = TallySpec.of(fields, since_minute=since)
+    want, records, skipped = expected(data, spec)
+    tally = tally_bytes(data, spec, chunk)
+    got = tally.take()
+    assert got == want
+    assert tally.records_read == records
+    assert tally.skipped_rows == skipped
+    return tally
+
+
+# --- crafted rows ----------------------------------------------------------------------------
+
+_SEQ = iter(range(10**9))
+
+
+def row(**values: str) -> dict[str, str]:
+    n = next(_SEQ)
+    base = {"type": "d", "timeLogged": "2025-01-14 09:12:03+0100",
+            "timeQueued": "2025-01-14 09:11:57+0100", "orig": "bounces@Mail.Example.NET",
+            "rcpt": f"user{n}@Example.COM", "dsnAction": "relayed",
+            "dsnStatus": "2.0.0 (success)", "dsnDiag": f"smtp;250 2.0.0 Ok: queued as {n:x}",
+            "dsnMta": "mx.example.com (192.0.2.25)", "bounceCat": "success", "srcType": "smtp",
+            "dlvType": "smtp", "dlvSourceIp": "198.51.100.20", "dlvDestinationIp": "192.0.2.25",
+            "dlvEsmtpAvailable": "PIPELINING,SIZE,STARTTLS", "dlvSize": str(1000 + n),
+            "vmta": "vmta-a", "jobId": "j1", "queue": "example.com/vmta-a", "vmtaPool": "pool1",
+            "dlvTlsProtocol": "TLSv1.3", "dlvTlsCipher": "TLS_AES_128_GCM_SHA256",
+            "header_X-Id": f"id{n}"}
+    base.update(values)
+    return base
+
+
+ODD_VALUES: dict[str, list[str]] = {
+    "type": ["d", "b", "t", "tq", "r", "f", "D", "rb", " d", ""],
+    "timeLogged": ["2025-01-14 09:12:03+0100", "2025-01-14 09:12:59+0100",
+                   "2025-01-14T09:13:00+01:00", "2025-01-14 09:13:07-0500",
+                   "2025-01-14 09:13:07Z", "2025-01-14 09:13:07", "1736842323", "1736842323.5",
+                   "", "garbage", "2025-01-14 09:12:60+0100", "2025-13-14 09:12:03+0100",
+                   "2025-01-14 09:12:03.250+0100", " 2025-01-14 09:12:03+0100",
+                   "2025-01-14 09:12:03+01", "2025-01-14 09:12:03+0100x"],
+    "orig": ["bounces@Mail.Example.NET", "", "<>", "a@b@C.org", "no-at-sign", "x@", "@",
+             "<Bo@Example.ORG>", "weird,comma@example.org", 'q"uote@example.org',
+             "trailing@example.org.", " sp@Example.org "],
+    "rcpt": ["Jane@Example.COM", "", "kim@SUB.example.info", "a,b@c.example", "\"odd\"@x.y",
+             "x@y.z\r\nq", "latin@exämple.de"],
+    "dsnDiag": ["smtp;250 ok", "smtp;550 5.1.1 user unknown", "a,b", 'say "hi"', "two\nlines",
+                "cr\r\nlf", "", "  spaced   out  text  ", "\"quoted\" start", "trailing cr\r"],
+    "dsnStatus": ["2.0.0 (success)", "5.7.1 (delivery not authorized, message refused)",
+                  "4.0.0 (undefined status)", ""],
+    "bounceCat": ["success", "bad-mailbox", "", "Policy-Related", "other"],
+    "dlvSourceIp": ["198.51.100.20", "198.51.100.21", "", "2001:db8::1"],
+    "dlvEsmtpAvailable": ["PIPELINING,SIZE,STARTTLS", "PIPELINING,SIZE", "", "STARTTLS",
+                          "\"x\""],
+    "vmta": ["vmta-a", "VMTA-B", "", "v,comma"],
+    "queue": ["example.com/vmta-a", "Example.org/v2", "", "q\"x/y"],
+    "dlvTlsProtocol": ["TLSv1.3", "TLSv1.2", "", "SSLv3"],
+    "jobId": ["j1", "j 2", ""],
+}
+
+
+def messy(seed: int, rows: int = 600) -> bytes:
+    """A file with every oddity the readers must agree on."""
+    rng = random.Random(seed)
+    layout = FIELDS_50
+    parts = [csv_bytes(layout, [])]
+    for _ in range(rows):
+        x = rng.random()
+        if x < 0.015:
+            layout = rng.choice([FIELDS_40, FIELDS_50, FIELDS_55, FIELDS_ODD])
+            parts.append(csv_bytes(layout, [], newline=rng.choice(["\r\n", "\n"])))
+            continue
+        if x < 0.025:
+            parts.append(rng.choice([b"\r\n", b"\n", b" \r\n", b'd,"broken"x,1\r\n',
+                                     b"d,too,few\r\n", b"b,2025-01-14 09:12:03+0100\n",
+                                     b'"d",' + b",".join([b"x"] * (len(layout) - 1)) + b"\r\n",
+                                     b"d," + b"x\rx," * (len(layout) - 2) + b"y\r\n",
+                                     b'd,"unterminated' + b",x" * 5 + b"\r\n",
+                                     b"Type," + b",".join(b"c%d" % i for i in range(5)) + b"\n",
+                                     b"d," + b"a," * len(layout) + b"z\r\n"]))
+            continue
+        values = {k: rng.choice(v) for k, v in ODD_VALUES.items() if rng.random() < 0.3}
+        data = csv_bytes(layout, [row(**values)], header=False,
+                         newline=rng.choice(["\r\n", "\r\n", "\n"]))
+        if rng.random() < 0.05:
+            data = data.replace(b"Example", b"Ex\xe9mple")  # Latin-1 line, not UTF-8
+        if rng.random() < 0.03:
+            data = data.replace(b",", b",,", 1)  # one column too many
+        parts.append(data)
+    return b"".join(parts)
+
+
+# --- the fast path against the record path ---------------------------------------------------
+
+
+@pytest.mark.parametrize("seed", range(8))
+@pytest.mark.parametrize("fields", SPECS, ids=["bounce", "deferral", "tls", "wide"])
+def test_messy_file_counts_like_the_record_path(seed: int, fields: dict[str, tuple[str, ...]]
+                                                ) -> None:
+    check_same(messy(seed), fields)
+
+
+@pytest.mark.parametrize("chunk", [1, 97, 500, 4096])
+def test_block_boundaries_anywhere(chunk: int) -> None:
+    """Blocks cut at every few lines: multi-line records and headers cross block ends."""
+    for seed in (11, 12):
+        check_same(messy(seed, 300), DEFERRAL, chunk=chunk)
+
+
+def test_plain_rows_take_the_fast_path() -> None:
+    data = csv_bytes(FIELDS_50, [row(type=t) for t in "dddbdtdd" * 50])
+    tally = check_same(data, BOUNCE)
+    assert tally.fast_lines == 400 and tally.slow_lines == 1  # only the header went to csv
+
+
+def test_quoted_multiline_records_are_read_by_csv_in_order() -> None:
+    rows = [row(dsnDiag="line one\nd,2025-01-14 09:12:03+0100,x,y\nend" if i % 7 == 0 else "ok",
+                type="b" if i % 3 == 0 else "d") for i in range(200)]
+    data = csv_bytes(FIELDS_50, rows)
+    tally = check_same(data, BOUNCE)
+    assert tally.slow_lines > 0 and tally.fast_lines > 150
+
+
+def test_lf_and_crlf_and_uppercase_domains() -> None:
+    rows = [row(orig="A@MAIL.Example.NET", rcpt="B@Example.COM."), row(orig="<>"), row(orig="")]
+    for newline in ("\r\n", "\n"):
+        spec = TallySpec.of(BOUNCE)
+        tally = tally_bytes(csv_bytes(FIELDS_50, rows, newline=newline), spec)
+        got = Counter({k[2][:2]: n for k, n in tally.take().items()})
+        assert got == {("", "example.com"): 2, ("mail.example.net", "example.com"): 1}
+
+
+def test_header_change_mid_file_and_missing_columns() -> None:
+    data = (csv_bytes(FIELDS_50, [row(vmta="v1")])
+            + csv_bytes(["type", "rcpt", "timeLogged"], [row(vmta="v2", rcpt="a@X.org")])
+            + csv_bytes(FIELDS_40, [row(vmta="v3", timeLogged="1736842323")]))
+    tally = check_same(data, BOUNCE)
+    got = tally.take()
+    assert got == Counter()  # taken by check_same
+    counts = tally_bytes(data, TallySpec.of(BOUNCE)).take()
+    assert sorted(k[2][3] for k in counts) == ["", "v1", "v3"]  # no vmta column: ""
+    assert (("d", epoch_minute(1736842323), ("mail.example.net", "example.com",
+                                            "198.51.100.20", "v3")) in counts)
+
+
+def test_rows_before_any_header_are_malformed() -> None:
+    data = csv_bytes(FIELDS_50, [row(), row()], header=False) + csv_bytes(FIELDS_50, [row()])
+    tally = check_same(data, BOUNCE)
+    assert tally.rows_without_header == 2
+
+
+def test_window_drops_old_minutes() -> None:
+    rows = [row(timeLogged=t) for t in ("2025-01-14 09:12:03+0100", "2025-01-14 09:40:03+0100",
+                                        "", "1736842323")]
+    since = epoch_minute(1736843000)
+    tally = check_same(csv_bytes(FIELDS_50, rows), BOUNCE, since=since)
+    assert tally.records_read == 4  # old records are read, not counted
+
+
+def test_latin1_block_is_decoded_like_the_record_path() -> None:
+    data = csv_bytes(FIELDS_50, [row(rcpt="x@Example.COM", vmta="vmta-ä")])
+    data = data.replace("vmta-ä".encode(), b"vmta-\xe4")
+    tally = check_same(data, BOUNCE)
+    assert tally.take() == Counter()
+    key = next(iter(tally_bytes(data, TallySpec.of(BOUNCE)).take()))
+    assert key[2][3] == "vmta-ä"
+
+
+def test_record_open_at_the_end_is_carried() -> None:
+    whole = csv_bytes(FIELDS_50, [row(rcpt="a@x.org"), row(rcpt="b@x.org", dsnDiag="1\n2"),
+                                  row(rcpt="c@x.org")])
+    cut = whole.index(b"1\n2") + 2  # inside the quoted field, after its first line
+    spec = TallySpec.of(DEFERRAL)
+    tally = FileTally(spec, None)
+    tally.feed(whole[:cut], 0)
+    assert tally.pending and tally.record_start == whole.index(b"\r\nd,", 300) + 2
+    counts = tally.take()
+    assert [k[2][1] for k in counts] == ["x.org"]
+    tally.feed(whole[cut:], cut)
+    assert not tally.pending
+    assert sum(tally.take().values()) == 2
+
+
+def test_spec_validation() -> None:
+    with pytest.raises(ValueError, match="unknown"):
+        TallySpec.of({"d": ("nope",)})
+    with pytest.raises(ValueError, match="cannot be counted"):
+        TallySpec.of({"type": ("vmta",)})
+
+
+# --- through AcctReader: files, chunk sizes, JSON, state ------------------------------------
+
+
+def reader_counts(path: Path | str, state: AcctState | None, spec: TallySpec, **kwargs: object
+                  ) -> tuple[Counter[TallyKey], AcctReader]:
+    reader = AcctReader(path, state, **kwargs)  # type: ignore[arg-type]
+    counts: Counter[TallyKey] = Counter()
+    for chunk in reader.tally(spec, parallel_bytes=None):
+        counts.update(chunk)
+    return counts, reader
+
+
+def records_counts(path: Path | str, state: AcctState | None, spec: TallySpec,
+                   **kwargs: object) -> tuple[Counter[TallyKey], AcctReader]:
+    reader = AcctReader(path, state, types=set(spec.fields), **kwargs)  # type: ignore[arg-type]
+    counts: Counter[TallyKey] = Counter()
+    minutes: dict[object, int | None] = {}
+    for record in reader.records():
+        key = record_key(record, spec, minutes)
+        if key is not None:
+            counts[key] += 1
+    return counts, reader
+
+
+@pytest.mark.parametrize("chunk_size", [64, 301, 4096, 1 << 20])
+def test_reader_tally_equals_reader_records(tmp_path: Path, chunk_size: int) -> None:
+    path = tmp_path / "acct.csv"
+    path.write_bytes(messy(21))
+    spec = TallySpec.of(DEFERRAL)
+    want, by_records = records_counts(path, None, spec, from_start=True, chunk_size=chunk_size)
+    got, by_tally = reader_counts(path, None, spec, from_start=True, chunk_size=chunk_size)
+    assert got == want
+    assert (by_tally.records_read, by_tally.skipped_rows) == (
+        by_records.records_read, by_records.skipped_rows)
+    assert by_tally.state == by_records.state
+
+
+def test_reader_tally_incremental_with_a_record_being_written(tmp_path: Path) -> None:
+    path = tmp_path / "acct.csv"
+    path.write_bytes(csv_bytes(FIELDS_50, [row()]))
+    spec = TallySpec.of(BOUNCE)
+    _, reader = reader_counts(path, None, spec)
+    whole = csv_bytes(FIELDS_50, [row(rcpt="a@one.org"), row(rcpt="b@two.org", type="b",
+                                                             dsnDiag="x\ny")], header=False)
+    cut = whole.index(b"x\ny") + 2
+    with path.open("ab") as fh:
+        fh.write(whole[:cut])
+    got, reader = reader_counts(path, reader.state, spec)
+    assert [k[2][1] for k in got] == ["one.org"] and reader.skipped_rows == 0
+    with path.open("ab") as fh:
+        fh.write(whole[cut:])
+    got, reader = reader_counts(path, reader.state, spec)
+    assert [(k[0], k[2][1]) for k in got] == [("b", "two.org")]
+
+
+def test_reader_tally_json_accounting(tmp_path: Path) -> None:
+    path = tmp_path / "acct.json"
+    lines = [json.dumps({"type": t, "timeLogged": "2025-01-14 09:12:03+0100",
+                         "rcpt": f"r@{d}", "orig": "o@S.org", "vmta": "v"}).encode()
+             for t, d in [("d", "A.org"), ("b", "b.org"), ("t", "c.org"), ("d", "a.org")]]
+    path.write_bytes(b"\n".join(lines) + b"\nnot json\n")
+    spec = TallySpec.of(BOUNCE)
+    got, reader = reader_counts(path, None, spec, from_start=True)
+    want, _ = records_counts(path, None, spec, from_start=True)
+    assert got == want and sum(got.values()) == 3 and reader.skipped_rows == 1
+
+
+def test_gzipped_rotation_is_counted(tmp_path: Path) -> None:
+    import gzip
+
+    path = tmp_path / "acct-2025-01-14-0001.csv.gz"
+    data = messy(5, 100)
+    path.write_bytes(gzip.compress(data))
+    spec = TallySpec.of(BOUNCE)
+    got, _ = reader_counts(path, None, spec, from_start=True)
+    assert got == expected(data, spec)[0]
+
+
+# --- two processes ---------------------------------------------------------------------------
+
+
+def big_file(path: Path, rows: int, seed: int, *, multiline: float = 0.02,
+             header_at: int | None = None) -> bytes:
+    rng = random.Random(seed)
+    parts = [csv_bytes(FIELDS_50, [])]
+    for i in range(rows):
+        if header_at is not None and i == header_at:
+            parts.append(csv_bytes(FIELDS_55, []))
+        diag = "first line\nsecond, line\nthird" if rng.random() < multiline else "ok"
+        kind = rng.choice("ddddddbtq")
+        parts.append(csv_bytes(FIELDS_55 if header_at is not None and i >= header_at
+                               else FIELDS_50,
+                               [row(type="tq" if kind == "q" else kind, dsnDiag=diag,
+                                    vmta=f"vmta-{rng.randrange(5)}",
+                                    timeLogged=f"2025-01-14 09:{rng.randrange(60):02d}:07+0100")],
+                               header=False))
+    data = b"".join(parts)
+    path.write_bytes(data)
+    return data
+
+
+def parallel_counts(path: Path, spec: TallySpec, **kwargs: object
+                    ) -> tuple[Counter[TallyKey], AcctReader]:
+    reader = AcctReader(path, None, from_start=True, **kwargs)  # type: ignore[arg-type]
+    counts: Counter[TallyKey] = Counter()
+    for chunk in reader.tally(spec, parallel_bytes=1024):
+        counts.update(chunk)
+    return counts, reader
+
+
+@pytest.mark.parametrize("chunk_size", [4096, 65536])
+def test_worker_counts_the_same_as_one_process(tmp_path: Path, chunk_size: int) -> None:
+    path = tmp_path / "acct.csv"
+    data = big_file(path, 3000, seed=1)
+    spec = TallySpec.of(DEFERRAL)
+    single, one = reader_counts(path, None, spec, from_start=True, chunk_size=chunk_size)
+    double, two = parallel_counts(path, spec, chunk_size=chunk_size)
+    assert two.parallel_bytes > len(data) // 3  # the worker did count
+    assert double == single == expected(data, spec)[0]
+    assert (two.records_read, two.skipped_rows) == (one.records_read, one.skipped_rows)
+    assert two.state.tail == one.state.tail
+
+
+def test_split_inside_a_multiline_record(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                                         ) -> None:
+    """The split point falls on a line inside a quoted multi-line field: the worker started
+    mid-record, so its count is dropped and this process counts the rest."""
+    path = tmp_path / "acct.csv"
+    data = big_file(path, 2000, seed=2, multiline=0.3)
+    inside = data.index(b"second, line", len(data) // 2)
+    inside = data.index(b"\n", inside) + 1  # the line "third..." is inside the record
+    monkeypatch.setattr(reader_module, "_line_start_after", lambda fd, pos, end: inside)
+    spec = TallySpec.of(BOUNCE)
+    single, one = reader_counts(path, None, spec, from_start=True, chunk_size=8192)
+    double, two = parallel_counts(path, spec, chunk_size=8192)
+    assert two.parallel_bytes == 0
+    assert double == single
+    assert two.state.tail == one.state.tail
+
+
+def test_split_after_a_multiline_record_crosses_blocks(tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """Multi-line records everywhere, split on a record start: the worker's count is used."""
+    path = tmp_path / "acct.csv"
+    data = big_file(path, 2000, seed=3, multiline=0.3)
+    mid = data.index(b"\r\nd,", len(data) // 2) + 2
+    monkeypatch.setattr(reader_module, "_line_start_after", lambda fd, pos, end: mid)
+    spec = TallySpec.of(DEFERRAL)
+    single, _ = reader_counts(path, None, spec, from_start=True, chunk_size=5000)
+    double, two = parallel_counts(path, spec, chunk_size=5000)
+    assert two.parallel_bytes == len(data) - mid
+    assert double == single
+
+
+@pytest.mark.parametrize("where", ["first", "second"])
+def test_header_change_on_either_side_of_the_split(tmp_path: Path, where: str) -> None:
+    path = tmp_path / "acct.csv"
+    data = big_file(path, 3000, seed=4, header_at=600 if where == "first" else 2600)
+    spec = TallySpec.of(BOUNCE)
+    single, one = reader_counts(path, None, spec, from_start=True, chunk_size=4096)
+    double, two = parallel_counts(path, spec, chunk_size=4096)
+    assert double == single == expected(data, spec)[0]
+    assert two.state.header == one.state.header == FIELDS_55
+    assert (two.parallel_bytes > 0) == (where == "second")
+
+
+def test_record_being_written_at_the_end_of_the_worker_range(tmp_path: Path) -> None:
+    path = tmp_path / "acct.csv"
+    data = big_file(path, 3000, seed=5)
+    tail = csv_bytes(FIELDS_50, [row(dsnDiag="open\nrecord")], header=False)
+    with path.open("ab") as fh:
+        fh.write(tail[: tail.index(b"open\n") + 5])
+    spec = TallySpec.of(BOUNCE)
+    single, one = reader_counts(path, None, spec, from_start=True, chunk_size=8192)
+    double, two = parallel_counts(path, spec, chunk_size=8192)
+    assert two.parallel_bytes > 0
+    assert double == single and one.state.tail is not None
+    assert two.state.tail == one.state.tail and one.state.tail.offset == len(data)
+
+
+def test_deadline_in_a_parallel_read_loses_and_repeats_nothing(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "acct.csv"
+    data = big_file(path, 3000, seed=6)
+    spec = TallySpec.of(BOUNCE)
+    clock = iter(range(10**6))
+    monkeypatch.setattr(logtail.time, "monotonic", lambda: next(clock) * 0.001)
+    total: Counter[TallyKey] = Counter()
+    state = None
+    for _ in range(200):
+        reader = AcctReader(path, state, from_start=True, deadline=0.2, chunk_size=8192)
+        for chunk in reader.tally(spec, parallel_bytes=1024):
+            total.update(chunk)
+        state = reader.state
+        if not reader.timed_out:
+            break
+    assert total == expected(data, spec)[0]
+
+
+def test_tally_range_reads_only_complete_lines(tmp_path: Path) -> None:
+    path = tmp_path / "acct.csv"
+    data = csv_bytes(FIELDS_50, [row() for _ in range(50)]) + b"d,partial"
+    path.write_bytes(data)
+    spec = TallySpec.of(BOUNCE)
+    start = data.index(b"\n") + 1
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        result = tally_range(fd, start, len(data), spec, FIELDS_50, chunk_size=700)
+    finally:
+        os.close(fd)
+    assert result.end == len(data) - len(b"d,partial")
+    assert sum(result.counts.values()) == 50 and not result.error
+
+
+# --- rotated files beside a single path: dated and numbered names ---------------------------
+
+
+def test_dated_files_beside_numbered_rotations_are_read_once(tmp_path: Path) -> None:
+    """PowerMTA's dated files and logrotate's numbered ones in one directory: the dated file
+    sorts as newer than any numbered one, but was already read (or predates the state)."""
+    live = tmp_path / "acct.csv"
+    dated = tmp_path / "acct-2026-11-25-0000.csv"
+    dated.write_bytes(csv_bytes(FIELDS_50, [row(rcpt="dated@x.org")]))
+    live.write_bytes(csv_bytes(FIELDS_50, [row(rcpt="a@x.org")]))
+    batch = read_new_records(live, None)
+    seen: list[str] = []
+    for step in range(4):
+        with live.open("ab") as fh:
+            fh.write(csv_bytes(FIELDS_50, [row(rcpt=f"late{step}@x.org")], header=False))
+        for n in range(3, 0, -1):  # logrotate: acct.csv.2 -> .3, .1 -> .2, live -> .1
+            older = tmp_path / f"acct.csv.{n}"
+            if older.exists():
+                older.rename(tmp_path / f"acct.csv.{n + 1}")
+        live.rename(tmp_path / "acct.csv.1")
+        live.write_bytes(csv_bytes(FIELDS_50, [row(rcpt=f"new{step}@x.org")]))
+        state = AcctState.from_json(json.loads(json.dumps(batch.state.to_json())))
+        batch = read_new_records(live, state)
+        seen += [r.rcpt for r in batch.records]
+    assert seen == [f"{kind}{step}@x.org" for step in range(4) for kind in ("late", "new")]
+
+
+def test_a_new_dated_rotation_is_still_read(tmp_path: Path) -> None:
+    live = tmp_path / "acct.csv"
+    (tmp_path / "acct.csv.1").write_bytes(csv_bytes(FIELDS_50, [row(rcpt="old@x.org")]))
+    live.write_bytes(csv_bytes(FIELDS_50, [row(rcpt="a@x.org")]))
+    state = read_new_records(live, None).state
+    with live.open("ab") as fh:
+        fh.write(csv_bytes(FIELDS_50, [row(rcpt="b@x.org")], header=False))
+    live.rename(tmp_path / "acct-2026-11-25-0001.csv")  # PowerMTA's own rotation
+    live.write_bytes(csv_bytes(FIELDS_50, [row(rcpt="c@x.org")]))
+    batch = read_new_records(live, state)
+    assert [r.rcpt for r in batch.records] == ["b@x.org", "c@x.org"]
+    batch = read_new_records(live, batch.state)
+    assert batch.records == []
+
+
+def test_files_rotated_while_a_run_reads_are_read_next_run(tmp_path: Path) -> None:
+    """Two rotations after the run read the live file but before it ended: the file rotated
+    twice is new to the next run, not one "seen" beside the path."""
+    live = tmp_path / "acct.csv"
+    live.write_bytes(csv_bytes(FIELDS_50, [row(rcpt="a@x.org")]))
+    state = read_new_records(live, None).state
+    with live.open("ab") as fh:
+        fh.write(csv_bytes(FIELDS_50, [row(rcpt="b@x.org")], header=False))
+    reader = AcctReader(live, state)
+    records = reader.records()
+    assert next(records).rcpt == "b@x.org"
+    for name in ("c", "d"):  # live -> .1 (older .1 -> .2), a new live file with one record
+        one = tmp_path / "acct.csv.1"
+        if one.exists():
+            one.rename(tmp_path / "acct.csv.2")
+        live.rename(one)
+        live.write_bytes(csv_bytes(FIELDS_50, [row(rcpt=f"{name}@x.org")]))
+    assert list(records) == []
+    batch = read_new_records(live, reader.state)
+    assert [r.rcpt for r in batch.records] == ["c@x.org", "d@x.org"]
+
+
+def test_seen_state_round_trip_and_garbage() -> None:
+    state = AcctState("acct.csv", seen=[reader_module.SeenFile("1:2", "ab", 10, 5, 7)])
+    assert AcctState.from_json(json.loads(json.dumps(state.to_json()))) == state
+    loaded = AcctState.from_json({"spec": "acct.csv", "seen": [{"key": 1}, "x"]})
+    assert loaded is not None and loaded.seen == []
+
+
+def test_records_are_unchanged_by_the_tally_module() -> None:
+    """record_key reads AcctRecord's own properties (the plugins' former per-record path)."""
+    record = AcctRecord(type="b", orig="X@Mail.Example.ORG", rcpt="y@Z.net", dsn_diag="d")
+    spec = TallySpec.of(BOUNCE)
+    assert record_key(record, spec, {}) == (
+        "b", None, ("mail.example.org", "z.net", "", "", "", "", "d"))
