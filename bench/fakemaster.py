@@ -16,6 +16,7 @@ Both cut packets out of the stream with `split_packet` and answer with `response
 from __future__ import annotations
 
 import asyncio
+import gc
 import socket
 import struct
 import time
@@ -228,7 +229,19 @@ class FakeMaster:
             self._answer(pdu)
 
     def walk_loop(self, subtree: Oid, seconds: float, max_requests: int = 5_000_000) -> WalkStats:
-        """GetNext through `subtree` again and again for `seconds`, timing every request."""
+        """GetNext through `subtree` again and again for `seconds`, timing every request.
+
+        The collector is off meanwhile: a full collection of this process (tens of thousands
+        of samples by then) would be timed as the subagent's latency."""
+        gc_was_on = gc.isenabled()
+        gc.disable()
+        try:
+            return self._walk_loop(subtree, seconds, max_requests)
+        finally:
+            if gc_was_on:
+                gc.enable()
+
+    def _walk_loop(self, subtree: Oid, seconds: float, max_requests: int) -> WalkStats:
         end = (*subtree[:-1], subtree[-1] + 1)
         stats = WalkStats()
         cursor, include = subtree, True

@@ -228,6 +228,8 @@ class TreeWorker:
 
     def _install_fd(self, info: Published, fd: int) -> None:
         try:
+            # Pages fault in as they are read (no MAP_POPULATE: mmap() would fault them all in
+            # while holding the GIL; faults during Python code leave the switch interval work).
             buf = mmap.mmap(fd, info.nbytes, prot=mmap.PROT_READ)
         finally:
             os.close(fd)
