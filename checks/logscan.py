@@ -630,6 +630,9 @@ class Fanout:
         if not self._to_worker(block):
             if self._pending:
                 self._pending.append((None, self._local(data)))
+                # Collect finished worker blocks, or the workers would stay "in flight" and
+                # every later block would be scanned here alone.
+                self._drain(all_of_them=False)
                 return len(data)
             return self._timed(self.scanner, data, self.deadline)
         job = self._pool.apply_async(

@@ -266,3 +266,37 @@ def test_feed_stops_between_slices_at_the_deadline(monkeypatch: pytest.MonkeyPat
     assert rest.feed(data[done:], deadline=time.monotonic() + 60) == len(data) - done
     s.merge(rest)
     assert s.classes == whole.classes and (s.lines, s.bytes) == (whole.lines, whole.bytes)
+
+
+def test_fanout_keeps_its_workers_busy_to_the_end(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A block scanned here while the workers are full must not keep their finished blocks
+    counted as in flight: then every later block was scanned here alone (a 30 % slower scan
+    of a 1 GB log)."""
+    from pmta_snmp.logtail import TailReader
+
+    ps, path, single = _fan_lines(tmp_path)
+    monkeypatch.setattr(logscan, "PARALLEL_AFTER", 0)
+    sent: list[bool] = []
+    real = Fanout._to_worker
+
+    def counting(self: Fanout, block: object) -> bool:
+        sent.append(real(self, block))  # type: ignore[arg-type]
+        return sent[-1]
+
+    monkeypatch.setattr(Fanout, "_to_worker", counting)
+    real_local = Fanout._local
+
+    def slow_local(self: Fanout, data: bytes) -> Scanner:  # this process is the busy one
+        time.sleep(0.003)
+        return real_local(self, data)
+
+    monkeypatch.setattr(Fanout, "_local", slow_local)
+    fanned = Scanner(ps)
+    with Fanout(fanned, workers=1) as fan:
+        for block in TailReader(str(path), None, from_start=True, chunk_size=1024).blocks():
+            fan.feed(block)
+    assert fanned.classes["critical"] == single.classes["critical"]
+    assert len(sent) > 50
+    assert sum(sent) > len(sent) // 5, f"{sum(sent)} of {len(sent)} blocks went to the worker"
