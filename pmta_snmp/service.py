@@ -18,7 +18,7 @@ from pmta_snmp.mib.layout import (
     ENTERPRISE,
     Notification,
     base_oid,
-    build_varbinds,
+    iter_varbinds,
     notification_varbinds,
     object_prefixes,
 )
@@ -90,11 +90,11 @@ class SnmpView:
         self.tree: OidTree = self._build(None, self.health)
 
     def _build(self, snapshot: Snapshot | None, health: AgentHealth) -> OidTree:
-        items = build_varbinds(
+        items = iter_varbinds(
             snapshot, health, thresholds=self.thresholds, enterprise=self.enterprise
         )
-        # build_varbinds already yields sorted, unique, range-checked values.
-        return OidTree(items, self._objects, validate=False)
+        # Sorted, unique and range-checked by construction; packed as they come.
+        return OidTree.from_sorted(items, self._objects)
 
     def current(self) -> OidTree:
         """The tree to answer from right now (a getter for the AgentX/SNMP handlers)."""

@@ -15,7 +15,7 @@ empty or over the index bound are left out and counted (`pmta*Omitted`), never t
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from enum import StrEnum
@@ -62,6 +62,7 @@ __all__ = [
     "encode_string_index",
     "gauge32",
     "integer32",
+    "iter_varbinds",
     "layout",
     "notification_varbinds",
     "object_prefixes",
@@ -939,6 +940,21 @@ def build_varbinds(
     `snapshot` None (never reached PowerMTA) leaves only the pmtaAgent and pmtaConfig
     objects. `today` (for license days left) defaults to PowerMTA's date in the snapshot.
     """
+    return list(iter_varbinds(
+        snapshot, health, thresholds=thresholds, today=today, enterprise=enterprise
+    ))
+
+
+def iter_varbinds(
+    snapshot: Snapshot | None,
+    health: AgentHealth,
+    *,
+    thresholds: Thresholds | None = None,
+    today: date | None = None,
+    enterprise: int = ENTERPRISE,
+) -> Iterator[tuple[Oid, Value]]:
+    """`build_varbinds` one column at a time: a consumer that packs as it goes (the OID tree)
+    never holds more than one column's objects."""
     lay = layout(enterprise)
     ctx = _Ctx(
         snapshot,
@@ -946,14 +962,11 @@ def build_varbinds(
         thresholds if thresholds is not None else Thresholds(),
         today if today is not None else _default_today(snapshot),
     )
-    out: list[tuple[Oid, Value]] = []
-    append = out.append
-    extend = out.extend
     for sec in lay.sections:
         if sec.get is not None:
             value = sec.get(ctx)
             if value is not None:
-                append((sec.instance, value))
+                yield sec.instance, value
             continue
         table = sec.table
         assert table is not None
@@ -964,8 +977,7 @@ def build_varbinds(
         records = [row for _idx, row in rows]
         for prefix, column in zip(sec.columns, table.columns, strict=True):
             cells = column.cells(list(map(attrgetter(column.attr), records)))
-            extend(zip([prefix + idx for idx in indices], cells, strict=True))
-    return out
+            yield from zip([prefix + idx for idx in indices], cells, strict=True)
 
 
 def notification_varbinds(

@@ -14,7 +14,7 @@ from bisect import bisect_right
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from enum import IntEnum
-from itertools import accumulate, pairwise
+from itertools import pairwise
 from operator import itemgetter
 from typing import Final
 
@@ -170,6 +170,18 @@ class OidTree:
             if cur_obj[: len(prev_obj)] == prev_obj:
                 raise OidTreeError(f"object {cur_obj} is nested inside object {prev_obj}")
         self._load(_pack(pairs, objs))
+
+    @classmethod
+    def from_sorted(cls, items: Iterable[tuple[Oid, Value]], objects: Iterable[Oid] = ()
+                    ) -> OidTree:
+        """A tree from items already in strictly ascending OID order (checked), consumed one
+        at a time: a generator's values never exist all at once. Values are not validated."""
+        tree = cls.__new__(cls)
+        objs = tuple(sorted(set(objects)))
+        for obj in objs:
+            check_oid(obj, "object OID")
+        tree._load(_pack(items, objs))
+        return tree
 
     @classmethod
     def from_buffer(cls, buf: bytes | mmap.mmap) -> OidTree:
@@ -447,12 +459,29 @@ def _decode_value(code: int, data: bytes) -> Value:
     return _EMPTY_VALUES[t]
 
 
-def _pack(pairs: list[tuple[Oid, Value]], objects: tuple[Oid, ...]) -> bytes:
-    n = len(pairs)
-    keys = b"".join([oid_key(oid) for oid, _ in pairs])
-    encoded = [encode_value(value) for _, value in pairs]
-    data = b"".join(encoded)
-    types = bytes([value.type for _, value in pairs])
+def _pack(items: Iterable[tuple[Oid, Value]], objects: tuple[Oid, ...]) -> bytes:
+    """The packed form of `items`, which must be in strictly ascending OID order.
+
+    Streams: keys and values go straight into growing buffers, so packing a million values
+    holds the packed bytes (about 150 bytes a value) rather than a Python object per value.
+    """
+    keys = bytearray()
+    data = bytearray()
+    types = bytearray()
+    koff = array(_U32, [0])
+    doff = array(_U32, [0])
+    prev = b""
+    for oid, value in items:
+        key = oid_key(oid)
+        if key <= prev:
+            raise OidTreeError(f"OIDs not in ascending order (or duplicate) at {oid}")
+        prev = key
+        keys += key
+        koff.append(len(keys))
+        data += encode_value(value)
+        doff.append(len(data))
+        types.append(value.type)
+    n = len(types)
     objs = b"".join([_U32_BE.pack(len(o)) + oid_key(o) for o in objects])
     offsets_at = _HEADER.size
     types_at = offsets_at + 8 * (n + 1)
@@ -460,17 +489,10 @@ def _pack(pairs: list[tuple[Oid, Value]], objects: tuple[Oid, ...]) -> bytes:
     data_at = keys_at + len(keys)
     objs_at = data_at + len(data)
     end = objs_at + len(objs)
-    koff = array(_U32, accumulate((len(oid) * 4 for oid, _ in pairs), initial=keys_at))
-    doff = array(_U32, accumulate(map(len, encoded), initial=data_at))
     if end > 0xFFFFFFFF:
         raise OidTreeError("packed tree larger than 4 GiB")
-    return b"".join((
-        _HEADER.pack(_MAGIC, _VERSION, n, len(objects), types_at, keys_at, data_at, objs_at, end),
-        koff.tobytes(),
-        doff.tobytes(),
-        types,
-        b"\0" * (-n % 4),
-        keys,
-        data,
-        objs,
-    ))
+    header = _HEADER.pack(_MAGIC, _VERSION, n, len(objects), types_at, keys_at, data_at,
+                          objs_at, end)
+    koff = array(_U32, map(keys_at.__add__, koff))
+    doff = array(_U32, map(data_at.__add__, doff))
+    return b"".join((header, koff, doff, types, b"\0" * (-n % 4), keys, data, objs))

@@ -135,3 +135,21 @@ def test_raw_varbind_equality_and_hash_follow_the_decoded_varbind() -> None:
     assert hash(raw) == hash(vb)
     assert raw != VarBind(vb_pair[0], Value(SnmpType.INTEGER, 6))
     assert "RawVarBind" in repr(raw)
+
+
+def test_from_sorted_streams_a_generator_and_refuses_disorder() -> None:
+    items = [((*BASE, 1, i, 0), Value(SnmpType.GAUGE32, i)) for i in range(1, 50)]
+    consumed: list[int] = []
+
+    def gen():  # type: ignore[no-untyped-def]
+        for n, item in enumerate(items):
+            consumed.append(n)
+            yield item
+
+    tree = OidTree.from_sorted(gen(), [(*BASE, 1)])
+    assert list(tree) == items and len(consumed) == len(items)
+    assert tree.objects == ((*BASE, 1),)
+    with pytest.raises(OidTreeError, match="ascending"):
+        OidTree.from_sorted([items[1], items[0]])
+    with pytest.raises(OidTreeError, match="ascending"):
+        OidTree.from_sorted([items[0], items[0]])
