@@ -158,8 +158,10 @@ async def run_agentx(cfg: Config, *, stop: asyncio.Event | None = None) -> None:
         await stop.wait()
     finally:
         log.info("pmta-snmp agentx: stopping")
-        await session.stop()
+        # The poller first: its end is then expected, not a loss to recover from, and the
+        # last tree is still served until the session closes.
         await backend.stop()
+        await session.stop()
 
 
 async def run_standalone(

@@ -250,15 +250,22 @@ class TreeWorker:
             conn.close()
         code = None
         if proc is not None:
-            code = proc.poll()
+            # A child that closed its socket is exiting: a moment to learn how (requests are
+            # answered by the AgentX reader thread meanwhile, not by this loop).
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                code = proc.wait(0.2)
             if code is None:  # still running (a bad message): make sure only one child lives
                 proc.kill()
-            assert self._loop is not None
-            self._loop.run_in_executor(None, proc.wait)  # reap without blocking requests
+                assert self._loop is not None
+                self._loop.run_in_executor(None, proc.wait)  # reap without blocking
         if self._stopping:
             return
         self.restarts += 1
-        log.error(
+        # SIGTERM is how service managers stop the whole group (systemd's KillMode=control-
+        # group): the agent itself is most likely stopping too, so that is no error.
+        level = logging.INFO if code == -signal.SIGTERM else logging.ERROR
+        log.log(
+            level,
             "poll worker gone (%s%s): serving the last tree, restarting in %gs",
             why, "" if code is None else f", exit code {code}", self._delay,
         )

@@ -37,7 +37,7 @@ def sim() -> Iterator[Simulator]:
         yield s
 
 
-def spawn(args: list[str], tmp_path: Path) -> subprocess.Popen[str]:
+def spawn(args: list[str], tmp_path: Path, *, own_group: bool = False) -> subprocess.Popen[str]:
     env = {k: v for k, v in os.environ.items() if k != "PMTA_API_KEY"}
     log = (tmp_path / "agent.log").open("w")
     return subprocess.Popen(
@@ -46,7 +46,43 @@ def spawn(args: list[str], tmp_path: Path) -> subprocess.Popen[str]:
         stderr=subprocess.STDOUT,
         text=True,
         env=env,
+        start_new_session=own_group,
     )
+
+
+def children(pid: int) -> list[int]:
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            found += [int(x) for x in (task / "children").read_text().split()]
+        except (OSError, ValueError):
+            continue
+    return found
+
+
+def test_sigterm_to_the_whole_group_stops_agent_and_worker_quietly(
+    sim: Simulator, snmpd_factory: Callable[..., SnmpdMaster], tmp_path: Path
+) -> None:
+    """systemd stops a service by sending SIGTERM to every process of its cgroup: the agent
+    and its poll worker get it at once. Both end, exit 0, and nothing is logged as an error."""
+    master = snmpd_factory()
+    proc = spawn(["agentx", "--url", sim.url, "--agentx-socket", master.agentx_address,
+                  "--interval", "1"], tmp_path, own_group=True)
+    try:
+        wait_for(
+            lambda: master.get(inst("pmtaAgentApiReachable"))[0].value == "1", 20, "registration"
+        )
+        workers = children(proc.pid)
+        assert len(workers) == 1, workers  # the poll worker, and no other helper process
+        os.killpg(proc.pid, signal.SIGTERM)
+        assert proc.wait(10) == 0
+        assert not Path(f"/proc/{workers[0]}").exists() or "zombie" in Path(
+            f"/proc/{workers[0]}/status").read_text()
+    finally:
+        stop_process(proc)
+    log = (tmp_path / "agent.log").read_text()
+    assert "Traceback" not in log, log
+    assert " ERROR " not in log, log
 
 
 def wait_for(pred: Callable[[], bool], timeout: float, what: str) -> None:
