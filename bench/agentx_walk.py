@@ -48,7 +48,7 @@ from bench.common import (
     workdir,
 )
 from bench.fakemaster import FakeMaster, Sample, WalkStats
-from pmta_snmp.netsnmp import SnmpdMaster, find_tool, missing_netsnmp_tools
+from pmta_snmp.netsnmp import SnmpdMaster, child_pids, find_tool, missing_netsnmp_tools
 
 NAME = "agentx"
 TITLE = "AgentX walk, latency during rebuild, memory (vs net-snmp's C subagent)"
@@ -350,7 +350,7 @@ def latency_and_memory(report: Report, wd: Path, sim_url: str, domains: int, qui
             # Two runs. First the poll worker shares the one CPU with everything else (a
             # single-core host: only the worker's lower priority protects the requests), then
             # it may use the other CPUs, as on any multi-core host (the target row).
-            workers = _children(child.pid)
+            workers = child_pids(child.pid)
             shared = fm.walk_loop(base, seconds)
             others = _original_cpus() - os.sched_getaffinity(os.getpid())
             for pid in workers:
@@ -484,14 +484,3 @@ _ALL_CPUS: set[int] = set()
 def _original_cpus() -> set[int]:
     """The CPUs this process could use before `pinned_to_one_cpu`."""
     return _ALL_CPUS
-
-
-def _children(pid: int) -> list[int]:
-    """Child pids of `pid` (Linux /proc/PID/task/*/children)."""
-    found: list[int] = []
-    for task in Path(f"/proc/{pid}/task").glob("*"):
-        try:
-            found += [int(x) for x in (task / "children").read_text().split()]
-        except (OSError, ValueError):
-            continue
-    return found

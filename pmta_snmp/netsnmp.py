@@ -120,6 +120,17 @@ def parse_varbinds(text: str) -> list[SnmpVarBind]:
     return out
 
 
+def child_pids(pid: int) -> list[int]:
+    """The pids of `pid`'s children (Linux: /proc/PID/task/*/children); [] when unknown."""
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            found += [int(x) for x in (task / "children").read_text().split()]
+        except (OSError, ValueError):
+            continue
+    return found
+
+
 def stop_process(proc: subprocess.Popen[Any], timeout: float = 5.0) -> None:
     """Terminate one process we started (by its pid); kill it if it lingers."""
     if proc.poll() is not None:

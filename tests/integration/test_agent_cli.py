@@ -17,7 +17,13 @@ from pathlib import Path
 import pytest
 
 from pmta_snmp.mib.layout import layout
-from pmta_snmp.netsnmp import SnmpdMaster, free_udp_port, parse_varbinds, stop_process
+from pmta_snmp.netsnmp import (
+    SnmpdMaster,
+    child_pids,
+    free_udp_port,
+    parse_varbinds,
+    stop_process,
+)
 from pmta_snmp.sim import Simulator
 
 pytestmark = pytest.mark.snmpd
@@ -50,16 +56,6 @@ def spawn(args: list[str], tmp_path: Path, *, own_group: bool = False) -> subpro
     )
 
 
-def children(pid: int) -> list[int]:
-    found: list[int] = []
-    for task in Path(f"/proc/{pid}/task").glob("*"):
-        try:
-            found += [int(x) for x in (task / "children").read_text().split()]
-        except (OSError, ValueError):
-            continue
-    return found
-
-
 def test_sigterm_to_the_whole_group_stops_agent_and_worker_quietly(
     sim: Simulator, snmpd_factory: Callable[..., SnmpdMaster], tmp_path: Path
 ) -> None:
@@ -72,7 +68,7 @@ def test_sigterm_to_the_whole_group_stops_agent_and_worker_quietly(
         wait_for(
             lambda: master.get(inst("pmtaAgentApiReachable"))[0].value == "1", 20, "registration"
         )
-        workers = children(proc.pid)
+        workers = child_pids(proc.pid)
         assert len(workers) == 1, workers  # the poll worker, and no other helper process
         os.killpg(proc.pid, signal.SIGTERM)
         assert proc.wait(10) == 0

@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import re
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
@@ -60,7 +61,7 @@ def rec(**values: str) -> dict[str, str]:
     return base
 
 
-def acct_bytes(fields: list[str], rows: list[dict[str, str]], *, header: bool = True,
+def acct_bytes(fields: Sequence[str], rows: Iterable[dict[str, str]], *, header: bool = True,
                newline: str = "\r\n") -> bytes:
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator=newline)

@@ -7,13 +7,10 @@ newlines, CRLF and LF, header changes, Latin-1, malformed rows, block and worker
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import os
 import random
 from collections import Counter
-from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import pytest
@@ -23,6 +20,7 @@ from pmta_snmp.acct import AcctReader, AcctRecord, AcctState, parse_records, rea
 from pmta_snmp.acct import reader as reader_module
 from pmta_snmp.acct.buckets import epoch_minute
 from pmta_snmp.acct.tally import FileTally, TallyKey, TallySpec, record_key, tally_range
+from tests.unit.test_acct import acct_bytes as csv_bytes
 
 FIELDS_40 = ["type", "timeLogged", "timeQueued", "timeImprinted", "orig", "rcpt", "orcpt",
              "dsnAction", "dsnStatus", "dsnDiag", "dsnMta", "bounceCat", "srcType", "srcMta",
@@ -46,15 +44,6 @@ WIDE = {"d": ("orig", "rcpt", "dsn_status", "dlv_destination_ip", "job_id", "dlv
 SPECS = [BOUNCE, DEFERRAL, TLS, WIDE]
 
 
-def csv_bytes(fields: Sequence[str], rows: Iterable[dict[str, str]], *, header: bool = True,
-              newline: str = "\r\n") -> bytes:
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator=newline)
-    if header:
-        writer.writerow(fields)
-    for row in rows:
-        writer.writerow([row.get(f, "") for f in fields])
-    return buf.getvalue().encode("utf-8")
 
 
 def expected(data: bytes, spec: TallySpec, *, json_format: bool = False
