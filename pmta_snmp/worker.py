@@ -329,7 +329,11 @@ def child_main(
 
     def on_result(result: PollResult) -> None:
         poll_ended = time.monotonic()
-        view.update(result)
+        publisher.hold = True  # notifications go after the tree they describe
+        try:
+            view.update(result)
+        finally:
+            publisher.hold = False
         publisher.tree(
             view.tree,
             started[0],
@@ -341,6 +345,7 @@ def child_main(
                 view.started_at,
             ),
         )
+        publisher.flush()
         # After the tree, so the handover never waits for this.
         if publisher.memfd and result.snapshot is not None and result.snapshot is not carried[0]:
             carried[0] = result.snapshot
@@ -376,10 +381,25 @@ class _Publisher:
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
         self.memfd = hasattr(os, "memfd_create")
+        self.hold = False
+        self._held: list[tuple[Any, ...]] = []
 
     def notify(self, trap_oid: Oid, varbinds: list[tuple[Oid, Value]]) -> None:
+        """Send a notification, or keep it until `flush` while `hold` is set (so that a
+        manager polling on a trap already finds the tree that raised it)."""
+        msg = ("notify", trap_oid, varbinds)
+        if self.hold:
+            self._held.append(msg)
+            return
         with contextlib.suppress(OSError):
-            self.conn.send(("notify", trap_oid, varbinds))
+            self.conn.send(msg)
+
+    def flush(self) -> None:
+        """Send the notifications kept while `hold` was set."""
+        held, self._held = self._held, []
+        for msg in held:
+            with contextlib.suppress(OSError):
+                self.conn.send(msg)
 
     def snapshot(self, snapshot: object) -> None:
         """Pass the last good snapshot up, for a restarted child (pickled into a memfd)."""

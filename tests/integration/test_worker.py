@@ -21,6 +21,7 @@ from pmta_snmp.sim import Simulator
 from pmta_snmp.worker import Published, TreeWorker
 
 LAY = layout()
+trees_at_notes: list[OidTree] = []  # the tree served when each notification was forwarded
 
 
 def wait_until(pred: Callable[[], bool], timeout: float = 20.0) -> bool:
@@ -50,10 +51,15 @@ def make_worker(
 ) -> tuple[TreeWorker, list[Published], list[tuple[Oid, list[tuple[Oid, Value]]]]]:
     published: list[Published] = []
     notes: list[tuple[Oid, list[tuple[Oid, Value]]]] = []
+
+    def noted(oid: Oid, vbs: list[tuple[Oid, Value]]) -> None:
+        notes.append((oid, vbs))
+        trees_at_notes.append(worker.current())
+
     worker = TreeWorker(
         cfg,
         OidTree(),
-        on_notification=lambda oid, vbs: notes.append((oid, vbs)),
+        on_notification=noted,
         on_published=published.append,
         restart_initial=0.2,
     )
@@ -98,6 +104,9 @@ def test_child_publishes_the_simulators_state_and_notifications(
         # queue above a threshold of 1 recipient: raised once, from the child's rules
         assert wait_until(lambda: bool(notes)), "no notification forwarded"
         assert notes[0][0] == LAY.oid("pmtaQueueHigh")
+        # forwarded after the tree that raised it: a manager polling on the trap sees the queue
+        depth = value_of(trees_at_notes[-1], "pmtaSmtpQueueRcpt")
+        assert depth is not None and isinstance(depth.value, int) and depth.value > 1
         # the next poll sees the simulator move on
         sim.advance(120)
         assert wait_until(
