@@ -177,13 +177,7 @@ def test_fanout_with_workers_matches_a_single_scan(tmp_path: Path,
     from pmta_snmp.logtail import TailReader
 
     monkeypatch.setattr(logscan, "PARALLEL_AFTER", 0)
-    ps = PatternSet.build(dict(DEFAULT_PATTERNS, ok=["resumed"]))
-    lines = [LINES[k] for k in ("normal", "fatal", "error", "normal", "timeout")] * 400
-    lines[1000] = "queue x resumed"
-    path = tmp_path / "log"
-    path.write_text("\n".join(lines) + "\n")
-    single = Scanner(ps)
-    single.feed(path.read_bytes())
+    ps, path, single = _fan_lines(tmp_path)
     fanned = Scanner(ps)
     with Fanout(fanned, workers=2) as fan:
         for block in TailReader(str(path), None, from_start=True, chunk_size=4096).blocks():
