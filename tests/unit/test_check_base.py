@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import subprocess
@@ -210,6 +211,30 @@ def test_help_exits_0(capsys: pytest.CaptureFixture[str]) -> None:
         run_plugin(PLUGIN, ["--help"])
     assert exc.value.code == 0
     assert "exit codes: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN" in capsys.readouterr().out
+
+
+def test_gc_policy_only_for_the_process_command(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    threshold, frozen = gc.get_threshold(), gc.get_freeze_count()
+    assert PLUGIN.main(["--value", "5"]) == 0  # in-process: the collector is left alone
+    assert (gc.get_threshold(), gc.get_freeze_count()) == (threshold, frozen)
+    during: list[int] = []
+
+    def recording(plugin: Plugin, argv: list[str] | None) -> int:
+        during.append(gc.get_threshold()[0])
+        return run_plugin(plugin, argv)
+
+    monkeypatch.setattr(base, "run_plugin", recording)
+    monkeypatch.setattr(sys, "argv", ["check_pmta_test", "--value", "5"])
+    try:
+        assert PLUGIN.main() == 0  # the command: rare young collections, frozen at the end
+        assert during == [base._GC_THRESHOLD]
+        assert gc.get_threshold() == threshold
+        assert gc.get_freeze_count() > frozen
+    finally:
+        gc.unfreeze()
+    assert capsys.readouterr().out.startswith("PMTA TEST OK - value is 5")
 
 
 def test_output_capped_below_8kb(capsys: pytest.CaptureFixture[str]) -> None:
