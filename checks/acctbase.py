@@ -27,6 +27,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import nagiosplugin
 
+from pmta_snmp.argtypes import nonneg_int
+
 from .base import (
     Info,
     Labelled,
@@ -40,7 +42,6 @@ from .base import (
     human,
     input_key,
     lld,
-    nonneg_int,
     pct,
     top_items,
 )

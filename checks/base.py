@@ -46,6 +46,8 @@ from typing import TYPE_CHECKING, Any, NamedTuple, NoReturn, TypeVar
 
 import nagiosplugin
 
+from pmta_snmp.argtypes import nonneg_float, nonneg_int
+
 if TYPE_CHECKING:
     from pmta_snmp.api import ClientConfig, PmtaClient
     from pmta_snmp.state import StateFile
@@ -438,28 +440,6 @@ class PluginParser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         raise usage_error(message)
-
-
-def nonneg_float(text: str) -> float:
-    """A float >= 0 (timeouts, minutes)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if value < 0 or math.isnan(value) or math.isinf(value):
-        raise argparse.ArgumentTypeError(f"must be a number >= 0: {text!r}")
-    return value
-
-
-def nonneg_int(text: str) -> int:
-    """An int >= 0."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0: {text!r}")
-    return value
 
 
 def duration(text: str) -> float:

@@ -21,6 +21,8 @@ from typing import ClassVar
 
 import nagiosplugin
 
+from pmta_snmp.argtypes import nonneg_float, nonneg_int
+
 from .acctbase import (
     AcctResource,
     Event,
@@ -43,8 +45,6 @@ from .base import (
     human,
     make_parser,
     metric,
-    nonneg_float,
-    nonneg_int,
     pct,
     state_choice,
 )

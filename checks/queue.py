@@ -23,6 +23,8 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import nagiosplugin
 
+from pmta_snmp.argtypes import nonneg_int
+
 from .base import (
     WARNING,
     Flag,
@@ -40,7 +42,6 @@ from .base import (
     lld,
     make_parser,
     metric,
-    nonneg_int,
     parse_range,
     state_choice,
     top_items,

@@ -11,6 +11,8 @@ import sys
 from pathlib import Path
 from typing import Any, Final
 
+from pmta_snmp.argtypes import nonneg_int
+
 __all__ = ["GENERATORS", "cmd_exporter", "cmd_gen", "register"]
 
 GENERATORS: Final = ("icinga2", "nagios", "zabbix")
@@ -104,16 +106,6 @@ def cmd_exporter(args: argparse.Namespace) -> int:
     return 0
 
 
-def _nonneg_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0: {text!r}")
-    return value
-
-
 def register(sub: Any) -> None:
     """Add `gen` and `exporter` to the subparsers action of `pmta-snmp`."""
     from pmta_snmp.cli import _add_agent_args
@@ -151,7 +143,7 @@ def register(sub: Any) -> None:
     )
     p.add_argument(
         "--max-series",
-        type=_nonneg_int,
+        type=nonneg_int,
         metavar="N",
         help="per-domain/VMTA/queue series kept per metric, the rest summed as (other) "
         "(default: exporter_max_series of the config, 500; 0 = no cap)",
