@@ -105,6 +105,9 @@ _DOMAIN_FIELDS = frozenset({"sender_domain", "rcpt_domain"})
 _RAW_LIMIT = 200_000
 #: Distinct minute / domain texts remembered while decoding.
 _CACHE_LIMIT = 65_536
+#: Bytes matched at a time within a block (cut at a line end): the tuples of one slice are
+#: still in the CPU cache when they are counted, about a fifth faster than whole 8 MB reads.
+_SLICE = 64 << 10
 
 
 @dataclass(frozen=True)
@@ -474,6 +477,9 @@ class FileTally:
 
     def feed(self, data: bytes, start: int, *, final: bool = False) -> None:
         """Count the lines of ``data``, which starts at byte ``start`` of the file."""
+        self._feed_bytes(data, start, final, sliced=True)
+
+    def _feed_bytes(self, data: bytes, start: int, final: bool, *, sliced: bool) -> None:
         if self.carry:
             data = self.carry + data
             start = self.carry_start
@@ -486,7 +492,7 @@ class FileTally:
                 raise ValueError("feed() needs complete lines")
             data += b"\n"  # a rotated file's unterminated last line is complete
         buf = b"\n" + data  # every line, the first too, starts after a newline
-        self._feed(buf, 1, len(buf), start, final, data.isascii())
+        self._feed(buf, 1, len(buf), start, final, data.isascii(), sliced=sliced)
 
     def feed_region(self, buf: bytes, lo: int, hi: int, start: int, *, ascii_only: bool
                     ) -> None:
@@ -499,13 +505,24 @@ class FileTally:
         self._feed(buf, lo, hi, start, False, ascii_only)
 
     def _feed(self, buf: bytes, lo: int, hi: int, start: int, final: bool,
-              ascii_only: bool) -> None:
-        # A header line met on the way changes the plan: the rest is counted again with it.
+              ascii_only: bool, *, sliced: bool = True) -> None:
+        # Slice by slice (unless not `sliced`); a header line met on the way changes the plan:
+        # the rest is counted again with it.
         while lo < hi:
-            rest = self._feed_plan(buf, lo, hi, start, final, ascii_only)
-            if rest is None:
-                break
-            lo, start = lo + rest, start + rest
+            end = hi
+            if sliced and hi - lo > _SLICE:
+                end = buf.find(b"\n", lo + _SLICE - 1, hi) + 1 or hi
+            rest = self._feed_plan(buf, lo, end, start, final and end == hi, ascii_only)
+            if rest is not None:
+                lo, start = lo + rest, start + rest
+                continue
+            start += end - lo
+            lo = end
+            if self.carry and lo < hi:
+                # A record runs on past the slice: the rest of the block goes with it, in one
+                # piece (copied once, as the record is).
+                self._feed_bytes(buf[lo:hi], start, final, sliced=False)
+                return
         if len(self._raw) >= _RAW_LIMIT:
             self._flush_raw()
 

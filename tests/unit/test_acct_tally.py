@@ -18,6 +18,7 @@ import pytest
 from pmta_snmp import logtail
 from pmta_snmp.acct import AcctReader, AcctRecord, AcctState, parse_records, read_new_records
 from pmta_snmp.acct import reader as reader_module
+from pmta_snmp.acct import tally as tally_module
 from pmta_snmp.acct.buckets import epoch_minute
 from pmta_snmp.acct.tally import FileTally, TallyKey, TallySpec, record_key, tally_range
 from tests.unit.test_acct import acct_bytes as csv_bytes
@@ -179,6 +180,18 @@ def test_block_boundaries_anywhere(chunk: int) -> None:
     """Blocks cut at every few lines: multi-line records and headers cross block ends."""
     for seed in (11, 12):
         check_same(messy(seed, 300), DEFERRAL, chunk=chunk)
+
+
+@pytest.mark.parametrize("slice_bytes", [1, 300, 2048])
+def test_slices_anywhere(slice_bytes: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A block is matched a slice at a time: slices cut at every line or few lines, so that
+    multi-line records, header lines and the block's end meet slice ends in every way."""
+    monkeypatch.setattr(tally_module, "_SLICE", slice_bytes)
+    for seed in (21, 22):
+        data = messy(seed, 400)
+        for chunk in (1 << 20, 5000):
+            check_same(data, BOUNCE, chunk=chunk)
+            check_same(data, DEFERRAL, chunk=chunk)
 
 
 def test_plain_rows_take_the_fast_path() -> None:
