@@ -322,8 +322,9 @@ class _RowPattern:
         self.cr = group - 1  # index of the carriage-return group in a tuple
         self.catch = group  # index of the catch-all group
         text = rf"\n(?:(?:{wanted}|{other})(\r?)(?=\n)|([^\n]*+))"
-        self.text_pattern = re.compile(text)
+        self.text = text
         self.bytes_pattern = re.compile(text.encode("ascii"))
+        self._text_pattern: re.Pattern[str] | None = None
         self.type_slots = len(kinds)
         # kind (as text and as bytes) -> how to decode its tuples
         self.kinds: dict[str | bytes, _KindDecoder] = {}
@@ -337,6 +338,14 @@ class _RowPattern:
             time_slot = where.get(time_col, -1)
             found = _KindDecoder(kind, time_slot, slots, domains, decoder, offset)
             self.kinds[kind] = self.kinds[kind.encode("ascii")] = found
+
+    @property
+    def text_pattern(self) -> re.Pattern[str]:
+        """The pattern for decoded (non-ASCII) blocks, compiled when one is met (compiling
+        a pattern this size takes a few milliseconds of every run)."""
+        if self._text_pattern is None:
+            self._text_pattern = re.compile(self.text)
+        return self._text_pattern
 
     def kind_of(self, t: tuple[Any, ...]) -> _KindDecoder | None:
         """How to decode a raw tuple (None for other types and catch-all lines): the one
