@@ -644,6 +644,7 @@ class _ReaderBase:
         #: Keys of files found truncated or rewritten while this run read them.
         self.rewritten: set[str] = set()
         self._cursors: dict[str, _Cursor] = {}
+        self._skips: dict[str, int] = {}  # file key -> offset to go on from (see skip_to)
         self._started = False
 
     def _expired(self) -> bool:
@@ -675,6 +676,17 @@ class _ReaderBase:
         pending: tuple[bytes, int] | None = None
         eof = False
         while True:
+            skip = self._skips.pop(f.key, None)
+            if skip is not None and skip >= pos:
+                # Counted elsewhere up to `skip` (a line start): what was read ahead before
+                # it is dropped, and reading goes on from there.
+                pending = None
+                if skip > pos:
+                    stream.seek(skip)
+                    pos, carry = skip, b""
+                cur = self._cursors[f.key]
+                n = min(TAIL_LEN, skip)
+                cur.offset, cur.window = skip, f.bytes_at(skip - n, n)
             if self._expired():
                 self.timed_out = True
                 break
@@ -722,6 +734,21 @@ class _ReaderBase:
         cur.offset = start + len(data)
         cur.window = (cur.window + data[-TAIL_LEN:])[-TAIL_LEN:]
         return block
+
+    def skip_to(self, block: Block, offset: int) -> bool:
+        """Go on reading ``block.source`` at ``offset``, a line start after ``block`` and
+        within the size the file had when opened: the bytes in between are counted elsewhere
+        (a worker process of the accounting reader) and are not read here. A block already
+        read beyond ``offset`` is still handed out whole. False, and nothing skipped, when the
+        file was rewritten since it was opened (its counts then are not to be trusted)."""
+        cur = self._cursors.get(block.key)
+        if cur is None or cur.file.compressed or not block.end <= offset <= cur.file.size:
+            raise ValueError(f"cannot skip {block.source} to {offset}")
+        if cur.file.rewritten():
+            self.rewritten.add(block.key)
+            return False
+        self._skips[block.key] = offset
+        return True
 
     def rewind(self, block: Block, offset: int) -> None:
         """Give back the bytes of ``block.source`` from ``offset`` on (e.g. an accounting record

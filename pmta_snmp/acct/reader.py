@@ -794,10 +794,15 @@ class AcctReader:
         tally = FileTally(spec, self._header_for_block(first))
         last: Block | None = None
         split: _Split | None = None
+        counted_to = -1  # the worker counted the bytes before this offset
         try:
             for block in blocks:
                 last = block
                 data, start = block.data, block.start
+                if start < counted_to:
+                    if block.end <= counted_to:
+                        continue  # read ahead before the tail skipped the worker's part
+                    data, start = data[counted_to - start:], counted_to
                 if split is not None and split.worker is not None and block.end > split.at:
                     # The first part is done: the worker's count applies if our parse stands
                     # between records there, with the header the worker started from. Ours
@@ -808,12 +813,18 @@ class AcctReader:
                     data, start = data[cut:], split.at
                     yield tally.take()
                     split.join(tally)
-                if split is not None and split.result is not None:
-                    if start + len(data) < split.result.end:
-                        continue  # counted by the worker
-                    cut = split.result.end - start
-                    data, start = data[cut:], split.result.end
-                    split.adopt(tally, self)
+                    result = split.result
+                    if result is not None and (result.end <= block.end
+                                               or self._tail.skip_to(block, result.end)):
+                        # Its counts and parse state become ours; the tail goes on where it
+                        # stopped, without reading its part again.
+                        split.adopt(tally, self)
+                        counted_to = result.end
+                        if block.end <= counted_to:
+                            continue
+                        data, start = data[counted_to - start:], counted_to
+                    else:
+                        split.result = None  # rewritten meanwhile: the tail stops there
                 if data or block.final:
                     tally.feed(data, start, final=block.final)
                 if split is None and parallel_bytes is not None:
@@ -823,11 +834,6 @@ class AcctReader:
         finally:
             if split is not None:
                 split.close()
-        if split is not None and split.result is not None and last is not None:
-            # The tail stopped before the worker's end (deadline, file rewritten): the bytes
-            # after the split point are given back and counted next run.
-            self._tail.rewind(last, split.at)
-            tally.pending = False
         counts = tally.take()
         self.skipped_rows += tally.skipped_rows
         self.records_read += tally.records_read
@@ -1093,7 +1099,7 @@ class _Split:
         self.result = worker.result()
 
     def adopt(self, tally: FileTally, reader: AcctReader) -> None:
-        """Past the worker's end: its counts join ours, its parse state becomes ours."""
+        """At the split point: its counts join ours, its parse state becomes ours."""
         result, self.result = self.result, None
         assert result is not None
         tally.absorb(result)

@@ -393,9 +393,29 @@ def test_worker_counts_the_same_as_one_process(tmp_path: Path, chunk_size: int) 
     single, one = reader_counts(path, None, spec, from_start=True, chunk_size=chunk_size)
     double, two = parallel_counts(path, spec, chunk_size=chunk_size)
     assert two.parallel_bytes > len(data) // 3  # the worker did count
+    # ... and this process did not read the worker's part again (a block and a partial
+    # line read ahead at most)
+    assert two.tail.bytes_read <= len(data) - two.parallel_bytes + 2 * chunk_size
+    assert one.tail.bytes_read == len(data)
     assert double == single == expected(data, spec)[0]
     assert (two.records_read, two.skipped_rows) == (one.records_read, one.skipped_rows)
     assert two.state.tail == one.state.tail
+    assert two.state.to_json() == one.state.to_json()
+
+
+def test_worker_count_dropped_when_the_file_was_rewritten(tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """The tail finds the file rewritten when it would skip the worker's part: the worker's
+    count is not used, and this process reads on as without a worker."""
+    path = tmp_path / "acct.csv"
+    big_file(path, 2000, seed=4)
+    monkeypatch.setattr(logtail._ReaderBase, "skip_to", lambda self, block, offset: False)
+    spec = TallySpec.of(BOUNCE)
+    single, one = reader_counts(path, None, spec, from_start=True, chunk_size=8192)
+    double, two = parallel_counts(path, spec, chunk_size=8192)
+    assert two.parallel_bytes == 0
+    assert double == single
+    assert two.state.to_json() == one.state.to_json()
 
 
 def test_split_inside_a_multiline_record(tmp_path: Path, monkeypatch: pytest.MonkeyPatch

@@ -446,6 +446,39 @@ def test_rewind_gives_bytes_back(log: Path) -> None:
         reader.rewind(blocks[-1], 0)
 
 
+def test_skip_to_reads_on_after_the_bytes_counted_elsewhere(log: Path) -> None:
+    write(log, *(f"line {i:03d}" for i in range(300)))
+    whole = log.read_bytes()
+    at = whole.index(b"line 200\n")
+    reader = TailReader(log, None, from_start=True, chunk_size=256)
+    seen: list[bytes] = []
+    for block in reader.blocks():
+        if block.start == 0:
+            with pytest.raises(ValueError):
+                reader.skip_to(block, len(whole) + 1)  # beyond the file
+            assert reader.skip_to(block, at)
+        seen.append(block.data)
+    got = b"".join(seen)
+    # The first block, at most a block read ahead, then everything from the skip point on.
+    assert got.endswith(whole[at:]) and whole.startswith(got[: len(got) - len(whole) + at])
+    assert reader.bytes_read < len(whole) - at + 3 * 256
+    # The state is the same as after reading everything.
+    full = TailReader(log, None, from_start=True)
+    assert b"".join(block.data for block in full.blocks()) == whole
+    assert reader.state == full.state
+
+
+def test_skip_to_refuses_a_rewritten_file(log: Path) -> None:
+    write(log, *(f"line {i:03d}" for i in range(100)))
+    reader = TailReader(log, None, from_start=True, chunk_size=128)
+    blocks = reader.blocks()
+    first = next(blocks)
+    log.write_bytes(b"X" + log.read_bytes()[1:])  # rewritten in place (same size)
+    assert not reader.skip_to(first, first.end + 200)
+    assert len(list(blocks)) <= 1  # the block read ahead before it; then the tail stops
+    assert first.key in reader.rewritten
+
+
 # --- naming helpers ---------------------------------------------------------------------------
 
 
