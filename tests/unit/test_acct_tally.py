@@ -376,7 +376,7 @@ def big_file(path: Path, rows: int, seed: int, *, multiline: float = 0.02,
     return data
 
 
-def parallel_counts(path: Path, spec: TallySpec, **kwargs: object
+def parallel_counts(path: Path | str, spec: TallySpec, **kwargs: object
                     ) -> tuple[Counter[TallyKey], AcctReader]:
     reader = AcctReader(path, None, from_start=True, **kwargs)  # type: ignore[arg-type]
     counts: Counter[TallyKey] = Counter()
@@ -400,6 +400,22 @@ def test_worker_counts_the_same_as_one_process(tmp_path: Path, chunk_size: int) 
     assert double == single == expected(data, spec)[0]
     assert (two.records_read, two.skipped_rows) == (one.records_read, one.skipped_rows)
     assert two.state.tail == one.state.tail
+    assert two.state.to_json() == one.state.to_json()
+
+
+def test_worker_in_a_glob_of_several_files(tmp_path: Path) -> None:
+    """Several files read through one glob: each big one is split, its tail skipped."""
+    sizes = []
+    for i, seed in enumerate((5, 6, 7)):
+        sizes.append(len(big_file(tmp_path / f"acct-2025-01-1{i}.csv", 1500, seed=seed)))
+    pattern = str(tmp_path / "acct-*.csv")
+    spec = TallySpec.of(BOUNCE)
+    single, one = reader_counts(pattern, None, spec, from_start=True, chunk_size=8192)
+    double, two = parallel_counts(pattern, spec, chunk_size=8192)
+    assert two.parallel_bytes > sum(sizes) // 3
+    assert two.tail.bytes_read < sum(sizes) - two.parallel_bytes + 3 * 2 * 8192
+    assert double == single
+    assert (two.records_read, two.skipped_rows) == (one.records_read, one.skipped_rows)
     assert two.state.to_json() == one.state.to_json()
 
 
