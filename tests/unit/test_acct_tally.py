@@ -21,15 +21,9 @@ from pmta_snmp.acct import reader as reader_module
 from pmta_snmp.acct import tally as tally_module
 from pmta_snmp.acct.buckets import epoch_minute
 from pmta_snmp.acct.tally import FileTally, TallyKey, TallySpec, record_key, tally_range
+from tests.unit.test_acct import FIELDS_40, FIELDS_50, FIELDS_55
 from tests.unit.test_acct import acct_bytes as csv_bytes
 
-FIELDS_40 = ["type", "timeLogged", "timeQueued", "timeImprinted", "orig", "rcpt", "orcpt",
-             "dsnAction", "dsnStatus", "dsnDiag", "dsnMta", "bounceCat", "srcType", "srcMta",
-             "dlvType", "dlvSourceIp", "dlvDestinationIp", "dlvEsmtpAvailable", "dlvSize", "vmta",
-             "jobId", "envId"]
-FIELDS_50 = [*(f for f in FIELDS_40 if f != "timeImprinted"),
-             "queue", "vmtaPool", "dlvTlsProtocol", "dlvTlsCipher"]
-FIELDS_55 = [*FIELDS_50[:3], "timeFirstAttempt", "totalSecondsQueued", *FIELDS_50[3:]]
 # Columns in another order, some missing (record-fields), an unknown header_ column.
 FIELDS_ODD = ["type", "vmta", "rcpt", "header_X-Id", "dlvSourceIp", "timeLogged", "bounceCat",
               "dsnDiag", "orig"]
