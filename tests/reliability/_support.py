@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+from tests.integration.test_checks_support import Outcome
+
 REPO = Path(__file__).resolve().parents[2]
 _VENV_PY = REPO / ".venv" / "bin" / "python"
 PYTHON = str(_VENV_PY) if _VENV_PY.exists() else sys.executable
@@ -127,28 +129,11 @@ def agent_env(**extra: str) -> dict[str, str]:
 
 
 @dataclass
-class PluginOutcome:
+class PluginOutcome(Outcome):
     """Exit code, output and resource use of one plugin run."""
 
-    code: int
-    out: str
-    err: str
-    seconds: float
+    seconds: float = 0.0
     max_rss_kb: int = 0
-
-    @property
-    def line(self) -> str:
-        return self.out.splitlines()[0] if self.out else ""
-
-    @property
-    def perf(self) -> dict[str, str]:
-        if "|" not in self.out:
-            return {}
-        out: dict[str, str] = {}
-        for item in self.out.split("|", 1)[1].split():
-            label, _, rest = item.partition("=")
-            out[label] = rest
-        return out
 
     def number(self, label: str) -> float:
         """The numeric value of a perfdata item (unit stripped)."""
