@@ -46,6 +46,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple, NoReturn, TypeVar
 
 import nagiosplugin
 
+from pmta_snmp import __version__
 from pmta_snmp.argtypes import nonneg_float, nonneg_int
 
 if TYPE_CHECKING:
@@ -492,6 +493,10 @@ def make_parser(
     p.add_argument(
         "-v", "--verbose", action="count", default=0,
         help="-v long output for OK items too, -vvv tracebacks on stderr",
+    )
+    p.add_argument(
+        "-V", "--version", action="version", version=f"%(prog)s (pmta-snmp) {__version__}",
+        help="print the version and exit",
     )
     p.add_argument(
         "--max-items", type=nonneg_int, default=DEFAULT_MAX_ITEMS, metavar="N",

@@ -264,3 +264,12 @@ def test_subprocess_against_the_simulator(sim_factory: Factory, tmp_path: Path) 
     assert out.code == 1, out
     assert out.line.startswith("PMTA QUEUE WARNING - ")
     assert "(warning above 1,000)" in out.line and out.err == ""
+
+
+@pytest.mark.parametrize("name", ["queue", "license", "bounce", "deferral", "log", "tls"])
+def test_version_as_a_process(name: str) -> None:
+    """-V as the plugin guidelines ask: the name and version on stdout, exit 0."""
+    from pmta_snmp import __version__
+
+    out = run_subprocess(name, ["-V"])
+    assert (out.code, out.out, out.err) == (0, f"check_pmta_{name} (pmta-snmp) {__version__}\n", "")

@@ -206,6 +206,16 @@ def test_usage_errors_exit_3(capsys: pytest.CaptureFixture[str]) -> None:
     assert code == 0 and json.loads(out)["status"] == 3
 
 
+@pytest.mark.parametrize("flag", ["-V", "--version"])
+def test_version_exits_0(capsys: pytest.CaptureFixture[str], flag: str) -> None:
+    from pmta_snmp import __version__
+
+    with pytest.raises(SystemExit) as exc:
+        run_plugin(PLUGIN, [flag])
+    assert exc.value.code == 0
+    assert capsys.readouterr().out == f"{PLUGIN.prog} (pmta-snmp) {__version__}\n"
+
+
 def test_help_exits_0(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exc:
         run_plugin(PLUGIN, ["--help"])
