@@ -678,15 +678,12 @@ class _ReaderBase:
         while True:
             skip = self._skips.pop(f.key, None)
             if skip is not None and skip >= pos:
-                # Counted elsewhere up to `skip` (a line start): what was read ahead before
-                # it is dropped, and reading goes on from there.
+                # Counted elsewhere up to `skip` (a line start; the cursor is already there):
+                # what was read ahead before it is dropped, and reading goes on from there.
                 pending = None
                 if skip > pos:
                     stream.seek(skip)
                     pos, carry = skip, b""
-                cur = self._cursors[f.key]
-                n = min(TAIL_LEN, skip)
-                cur.offset, cur.window = skip, f.bytes_at(skip - n, n)
             if self._expired():
                 self.timed_out = True
                 break
@@ -747,6 +744,10 @@ class _ReaderBase:
         if cur.file.rewritten():
             self.rewritten.add(block.key)
             return False
+        # The state moves now: the reading may already be over (stopped by the deadline).
+        # A block read ahead past `offset` moves it further when it is handed out.
+        n = min(TAIL_LEN, offset)
+        cur.offset, cur.window = offset, cur.file.bytes_at(offset - n, n)
         self._skips[block.key] = offset
         return True
 

@@ -468,6 +468,24 @@ def test_skip_to_reads_on_after_the_bytes_counted_elsewhere(log: Path) -> None:
     assert reader.state == full.state
 
 
+def test_skip_to_moves_the_state_even_when_reading_is_over(log: Path) -> None:
+    """The deadline stopped the reading: the block handed out is the last one, and a skip
+    asked for then still moves the state (else the next run would read those bytes again)."""
+    write(log, *(f"line {i:03d}" for i in range(300)))
+    whole = log.read_bytes()
+    at = whole.index(b"line 250\n")
+    reader = TailReader(log, None, from_start=True, chunk_size=256)
+    reader._expired = lambda: reader.bytes_read > 0  # type: ignore[method-assign]
+    blocks = reader.blocks()
+    first = next(blocks)
+    assert first.end < at
+    assert reader.skip_to(first, at)
+    assert list(blocks) == []
+    assert reader.timed_out
+    lines, _ = run(log, reader.state)
+    assert lines == [f"line {i:03d}" for i in range(250, 300)]
+
+
 def test_skip_to_refuses_a_rewritten_file(log: Path) -> None:
     write(log, *(f"line {i:03d}" for i in range(100)))
     reader = TailReader(log, None, from_start=True, chunk_size=128)
