@@ -485,8 +485,11 @@ def test_record_being_written_at_the_end_of_the_worker_range(tmp_path: Path) -> 
     assert two.state.tail == one.state.tail and one.state.tail.offset == len(data)
 
 
+@pytest.mark.parametrize("budget", [20, 25, 32, 40])
 def test_deadline_in_a_parallel_read_loses_and_repeats_nothing(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, budget: int) -> None:
+    """Runs of `budget` clock ticks each (a tick per clock reading), each resuming from the
+    last one's state, until one finishes: every row counted once."""
     path = tmp_path / "acct.csv"
     data = big_file(path, 3000, seed=6)
     spec = TallySpec.of(BOUNCE)
@@ -494,14 +497,37 @@ def test_deadline_in_a_parallel_read_loses_and_repeats_nothing(
     monkeypatch.setattr(logtail.time, "monotonic", lambda: next(clock) * 0.001)
     total: Counter[TallyKey] = Counter()
     state = None
-    for _ in range(200):
-        reader = AcctReader(path, state, from_start=True, deadline=0.2, chunk_size=8192)
+    runs = 0
+    while runs < 200:
+        runs += 1
+        reader = AcctReader(path, state, from_start=True, chunk_size=8192,
+                            deadline=logtail.time.monotonic() + budget / 1000)
         for chunk in reader.tally(spec, parallel_bytes=1024):
             total.update(chunk)
         state = reader.state
         if not reader.timed_out:
             break
+    assert 1 < runs < 200  # the deadline did stop runs, and the last one finished
     assert total == expected(data, spec)[0]
+
+
+def test_deadline_as_the_split_block_is_handed_out(tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """The reading stops (deadline) right after the block holding the split point, and the
+    worker has counted to the end: the state must be at the worker's end, or the next run
+    counts the worker's rows again."""
+    path = tmp_path / "acct.csv"
+    data = big_file(path, 3000, seed=7)
+    split = data.index(b"\n", len(data) // 2) + 1
+    monkeypatch.setattr(reader_module, "_line_start_after", lambda fd, pos, end: split)
+    with monkeypatch.context() as m:
+        m.setattr(logtail._ReaderBase, "_expired",
+                  lambda self: self.bytes_read >= split and not self.timed_out)
+        first, one = parallel_counts(path, TallySpec.of(BOUNCE), chunk_size=8192)
+    assert one.timed_out and one.parallel_bytes > 0
+    rest, two = reader_counts(path, one.state, TallySpec.of(BOUNCE), chunk_size=8192)
+    assert not two.timed_out
+    assert first + rest == expected(data, TallySpec.of(BOUNCE))[0]
 
 
 def test_tally_range_reads_only_complete_lines(tmp_path: Path) -> None:
