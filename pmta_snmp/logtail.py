@@ -726,6 +726,11 @@ class _ReaderBase:
               continues: bool) -> Block:
         data, start = piece
         cur = self._cursors[f.key]
+        if start != cur.offset and not f.compressed:
+            # skip_to moved the cursor into this block (read ahead before the skip): the
+            # bytes before it are read again for its window.
+            n = min(TAIL_LEN, start)
+            cur.window = f.bytes_at(start - n, n)
         block = Block(data, f.path, start, final, continues, f.key)
         cur.last, cur.last_before = block, cur.window
         cur.offset = start + len(data)

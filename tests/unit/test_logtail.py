@@ -486,6 +486,26 @@ def test_skip_to_moves_the_state_even_when_reading_is_over(log: Path) -> None:
     assert lines == [f"line {i:03d}" for i in range(250, 300)]
 
 
+def test_skip_into_a_short_block_read_ahead(log: Path) -> None:
+    """Blocks shorter than the tail fingerprint, the skip point inside the last block, already
+    read ahead: that block is handed out whole and the state is that of a full read."""
+    write(log, *(f"line {i:03d}" for i in range(40)))
+    whole = log.read_bytes()
+    full = TailReader(log, None, from_start=True, chunk_size=40)
+    bounds = [(block.start, block.end) for block in full.blocks()]
+    last_start, last_end = bounds[-1]
+    assert last_end - last_start < logtail.TAIL_LEN and last_end == len(whole)
+    reader = TailReader(log, None, from_start=True, chunk_size=40)
+    blocks = reader.blocks()
+    for _ in bounds[:-1]:
+        before = next(blocks)
+    at = last_start + len(b"line 000\n")  # a line into the last block
+    assert reader.skip_to(before, at)
+    rest = list(blocks)
+    assert [(b.start, b.end) for b in rest] == [bounds[-1]]  # handed out whole
+    assert reader.state == full.state
+
+
 def test_skip_to_refuses_a_rewritten_file(log: Path) -> None:
     write(log, *(f"line {i:03d}" for i in range(100)))
     reader = TailReader(log, None, from_start=True, chunk_size=128)
