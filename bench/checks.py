@@ -14,7 +14,8 @@ file, wall time and wall time minus its cold start.
 
 Accounting: 1 M rows of a 5.0-layout acct.csv (d 85 %, t 9 %, b 5 %, tq 1 %; times within the
 last hour), `check_pmta_bounce --from-start` beside `mawk -F, '$1=="b"{n++} END{print n}'`,
-rows/s. An informational row runs an awk doing about what the plugin does for its recipient
+rows/s (with the C scanner when it is built; an informational row gives the pure-Python
+path too). An informational row runs an awk doing about what the plugin does for its recipient
 domain dimension (d and b rows counted per minute and recipient domain; the recipient comes
 before any quoted column in this layout, so awk's plain comma split is right here). Another
 informational row times the usual run after that: a tenth as many new rows (five of the file's
@@ -496,6 +497,25 @@ def acct_scan(report: Report, wd: Path, rows: int) -> None:
             f"check_pmta_bounce counted {attempts} attempts, written {counts['d'] + counts['b']} "
             "d+b rows"
         )
+    from pmta_snmp.acct.tally import PURE_PYTHON_ENV, speedups
+
+    if speedups() is None:
+        report.note("the C scanner pmta_snmp._csvtally is not built: the accounting rows "
+                    "measure the pure-Python path")
+    else:
+        # The fallback where no compiler was at hand: the same catch-up in pure Python.
+        pure_state = wd / "state-bigacct-pure"
+        pure, _, pure_out = run_plugin(
+            "bounce", ["--acct-file", str(path), "--from-start", "--state-dir", str(pure_state),
+                       "-t", "0"], env={**os.environ, PURE_PYTHON_ENV: "1"},
+        )
+        if perfdata(pure_out, "attempts") != attempts:
+            report.note("the pure-Python path counted other attempts than the C scanner")
+        report.add(Row(
+            f"  (info) the same without the C scanner ({PURE_PYTHON_ENV}=1, {secs(pure)})",
+            rate(rows / pure, "rows/s"), f"{rate(ref, 'rows/s')} ({awk_name} filter+count)",
+            ratio(rows / pure, ref), "", None,
+        ))
     # The usual run: the records of the last few minutes on top of the state just written.
     new_rows = rows // 10  # five of the file's fifty minutes
     more = wd / "acct" / "more.csv"

@@ -848,7 +848,7 @@ class AcctReader:
         """Start a worker on the second half of the file's new bytes when they are many."""
         from pmta_snmp.acct.tally import fork_worker, tally_range
 
-        if (tally.plan is None or tally.plan.pattern is None or tally.carry
+        if (tally.plan is None or not tally.plan.fast or tally.carry
                 or block.final or _compressed(block.source)):
             return None
         states = (self._tail.states if isinstance(self._tail, MultiTailReader)

@@ -7,6 +7,7 @@ newlines, CRLF and LF, header changes, Latin-1, malformed rows, block and worker
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import random
@@ -14,6 +15,8 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from pmta_snmp import logtail
 from pmta_snmp.acct import AcctReader, AcctRecord, AcctState, parse_records, read_new_records
@@ -37,6 +40,21 @@ TLS = {"d": ("rcpt_domain", "dlv_esmtp_available", "dlv_tls_protocol")}
 WIDE = {"d": ("orig", "rcpt", "dsn_status", "dlv_destination_ip", "job_id", "dlv_tls_cipher"),
         "tq": ("queue", "vmta_pool")}
 SPECS = [BOUNCE, DEFERRAL, TLS, WIDE]
+
+
+@pytest.fixture(autouse=True, params=["c", "python"])
+def engine(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test runs with the C scanner and with the pure-Python fast path (the environment
+    variable reaches forked workers too)."""
+    if request.param == "python":
+        monkeypatch.setenv(tally_module.PURE_PYTHON_ENV, "1")
+    else:
+        monkeypatch.delenv(tally_module.PURE_PYTHON_ENV, raising=False)
+        if tally_module.speedups() is None:
+            if os.environ.get("CI"):
+                pytest.fail("the C scanner pmta_snmp._csvtally was not built")
+            pytest.skip("the C scanner pmta_snmp._csvtally is not built")
+    return str(request.param)
 
 
 
@@ -224,6 +242,49 @@ def test_header_change_mid_file_and_missing_columns() -> None:
                                             "198.51.100.20", "v3")) in counts)
 
 
+def test_header_of_the_same_width_changes_the_plan() -> None:
+    """A header line as wide as the one in force (columns swapped) still changes the plan:
+    only its first column tells it from a row of another type."""
+    swapped = [{"orig": "rcpt", "rcpt": "orig"}.get(f, f) for f in FIELDS_50]
+    rows = [row(orig="s@Sender.example", rcpt="r@Rcpt.example")]
+    for name in ("type", "Type", " TYPE "):
+        second = csv_bytes(swapped, rows).replace(b"type,", f"{name},".encode(), 1)
+        data = csv_bytes(FIELDS_50, rows) + second
+        tally = check_same(data, BOUNCE)
+        assert tally.fast_lines >= 1
+        counts = tally_bytes(data, TallySpec.of(BOUNCE)).take()
+        # The second row is read with the swapped header: the same key as the first.
+        assert [(k[2][:2], n) for k, n in counts.items()] == [
+            (("sender.example", "rcpt.example"), 2)]
+
+
+def test_text_after_a_closing_quote_is_a_malformed_row() -> None:
+    """``"a,b"x`` is an error for csv (strict) even when the column count works out."""
+    good = csv_bytes(FIELDS_50, [row(), row()])
+    bad = good.replace(b'"PIPELINING,SIZE,STARTTLS",', b'"PIPELINING,SIZE,STARTTLS"x', 1)
+    assert bad != good
+    tally = check_same(bad, BOUNCE)
+    assert tally.skipped_rows == 1 and tally.records_read == 1
+    doubled = good.replace(b'"PIPELINING,SIZE,STARTTLS"', b'"PIPELINING,""SIZE"",STARTTLS"', 1)
+    assert check_same(doubled, WIDE).skipped_rows == 0
+
+
+def test_fields_at_and_over_the_csv_size_limit(engine: str) -> None:
+    """A field of csv.field_size_limit() characters is read, one more makes csv reject the row
+    (the pure-Python fast path counts that row instead: a documented difference)."""
+    limit = csv.field_size_limit()
+    rows = [row(dsnDiag="x" * limit), row(dsnDiag="y" * (limit + 1)),
+            row(dsnDiag="z" * (limit + 1) + ",")]  # quoted
+    data = csv_bytes(FIELDS_50, rows)
+    if engine == "python":
+        tally = tally_bytes(data, TallySpec.of(BOUNCE))
+        assert sum(tally.take().values()) == 3
+        assert tally.skipped_rows == 0 and tally.records_read == 3
+        return
+    tally = check_same(data, BOUNCE)
+    assert tally.skipped_rows == 2 and tally.records_read == 1
+
+
 def test_rows_before_any_header_are_malformed() -> None:
     data = csv_bytes(FIELDS_50, [row(), row()], header=False) + csv_bytes(FIELDS_50, [row()])
     tally = check_same(data, BOUNCE)
@@ -267,6 +328,34 @@ def test_spec_validation() -> None:
         TallySpec.of({"d": ("nope",)})
     with pytest.raises(ValueError, match="cannot be counted"):
         TallySpec.of({"type": ("vmta",)})
+
+
+# Pieces of fields: every character that matters to csv, times, addresses, non-ASCII.
+_PIECES = [b"", b"d", b"b", b"tq", b"x", b"Ex", b"@", b"a@B.org", b",", b'"', b'""', b"\r",
+           b"\n", b"\r\n", b" ", b"\x00", b"\xe9", b"\xc3\xa9", b"type", b"TyPe",
+           b"2025-01-14 09:12:03+0100", b"2025-01-14T09:12:59", b"1736842323", b":60"]
+_HEADER = b"type,timeLogged,orig,rcpt,dlvSourceIp,vmta,bounceCat,dsnStatus,dsnDiag\n"
+
+
+@st.composite
+def _csv_soup(draw: st.DrawFn) -> bytes:
+    """A header, then lines of about its width: fields of random pieces, quoted or not."""
+    field = st.lists(st.sampled_from(_PIECES), max_size=3).map(b"".join)
+    quoted = field.map(lambda f: b'"' + f.replace(b'"', b'""') + b'"')
+    line = st.tuples(st.sampled_from([b"d", b"b", b"t", b'"d"', b"", b"Type", b"d\xe9"]),
+                     st.lists(st.one_of(field, quoted), min_size=7, max_size=9),
+                     st.sampled_from([b"\n", b"\r\n", b"\r", b""]))
+    lines = draw(st.lists(line, max_size=25))
+    parts = [_HEADER] + [b",".join([kind, *fields]) + end for kind, fields, end in lines]
+    return b"".join(parts)
+
+
+@settings(max_examples=300, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=_csv_soup(), chunk=st.sampled_from([1, 64, 1 << 20]))
+def test_random_csv_counts_like_the_record_path(data: bytes, chunk: int) -> None:
+    check_same(data, BOUNCE, chunk=chunk)
+    check_same(data, DEFERRAL, chunk=chunk)
 
 
 # --- through AcctReader: files, chunk sizes, JSON, state ------------------------------------
