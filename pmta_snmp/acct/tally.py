@@ -41,9 +41,9 @@ Two things the pattern cannot see are checked per block, which then goes to ``cs
 they fail: an unquoted column other than the last one may run over a newline in a malformed
 line, so the number of tuples must equal the number of lines; and a carriage return may sit
 inside an unquoted column (``csv`` takes it for a line end), so the carriage returns of the
-block must all be the ones before a line end or in catch-all lines. A field longer than
-``csv.field_size_limit()`` (128 KiB) on a single line is counted here where ``csv`` would
-reject the row; PowerMTA writes no such fields.
+block must all be the ones before a line end or in catch-all lines. A slice with a line
+longer than ``csv.field_size_limit()`` (128 KiB), where a field may be over it, goes to
+``csv`` whole too.
 
 Blocks whose bytes are ASCII (almost all) are matched as bytes, without decoding; other blocks
 are decoded like the record path does (UTF-8, Latin-1 per line) and matched as text.
@@ -599,7 +599,7 @@ class FileTally:
         if plan is not None and plan.fast and self._scanner is not None:
             return self._scan(plan, buf, lo, hi, start, final)
         pattern = plan.pattern if plan is not None else None
-        if pattern is None:
+        if pattern is None or _has_long_line(buf, lo, hi, csv.field_size_limit()):
             return self._slow(buf[lo:hi], start, final)
         empty: str | bytes
         cr: str | bytes
@@ -911,6 +911,19 @@ def record_key(record: AcctRecord, spec: TallySpec, minutes: dict[Any, int | Non
     if since is not None and minute is not None and minute < since:
         return None
     return (record.type, minute, tuple(getattr(record, name) for name in names))
+
+
+def _has_long_line(buf: bytes, lo: int, hi: int, limit: int) -> bool:
+    """Whether a line of ``buf[lo:hi]`` (``lo`` a line start) is longer than ``limit`` bytes,
+    so that one of its fields may be over csv's field size limit. One search per ``limit``
+    bytes: after the last newline of a window of ``limit`` + 1 bytes, or none in it."""
+    pos = lo
+    while hi - pos > limit:
+        nl = buf.rfind(b"\n", pos, pos + limit + 1)
+        if nl < 0:
+            return True
+        pos = nl + 1
+    return False
 
 
 def _line_offset(split_lines: list[bytes], line: int) -> int:

@@ -269,20 +269,29 @@ def test_text_after_a_closing_quote_is_a_malformed_row() -> None:
     assert check_same(doubled, WIDE).skipped_rows == 0
 
 
-def test_fields_at_and_over_the_csv_size_limit(engine: str) -> None:
-    """A field of csv.field_size_limit() characters is read, one more makes csv reject the row
-    (the pure-Python fast path counts that row instead: a documented difference)."""
+@pytest.mark.parametrize("slice_bytes", [64 << 10, 1 << 20])
+def test_fields_at_and_over_the_csv_size_limit(slice_bytes: int,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """A field of csv.field_size_limit() characters is read, one more makes csv reject the row,
+    in slices shorter and longer than the limit."""
+    monkeypatch.setattr(tally_module, "_SLICE", slice_bytes)
     limit = csv.field_size_limit()
     rows = [row(dsnDiag="x" * limit), row(dsnDiag="y" * (limit + 1)),
-            row(dsnDiag="z" * (limit + 1) + ",")]  # quoted
-    data = csv_bytes(FIELDS_50, rows)
-    if engine == "python":
-        tally = tally_bytes(data, TallySpec.of(BOUNCE))
-        assert sum(tally.take().values()) == 3
-        assert tally.skipped_rows == 0 and tally.records_read == 3
-        return
+            row(dsnDiag="z" * (limit + 1) + ","),  # quoted
+            row(dsnDiag="w" * (limit - 200), dsnStatus="v" * 300)]  # a long line, fields not
+    data = csv_bytes(FIELDS_50, [*rows, *(row() for _ in range(2000))])
     tally = check_same(data, BOUNCE)
-    assert tally.skipped_rows == 2 and tally.records_read == 1
+    assert tally.skipped_rows == 2 and tally.records_read == 2000 + 2
+
+
+@pytest.mark.parametrize(("lines", "long"), [
+    ([10, 10, 10], False), ([16], False), ([17], True), ([3, 16, 3], False),
+    ([3, 3, 17], True), ([17, 3], True), ([16, 16, 16, 16], False), ([1] * 40 + [17], True),
+])
+def test_long_line_search(lines: list[int], long: bool) -> None:
+    """_has_long_line with a limit of 16: lines of n bytes before their newline."""
+    buf = b"\n" + b"".join(b"x" * n + b"\n" for n in lines)
+    assert tally_module._has_long_line(buf, 1, len(buf), 16) is long
 
 
 def test_rows_before_any_header_are_malformed() -> None:
