@@ -8,19 +8,20 @@
  * scan() walks whole lines from `pos` while they are "simple", and stops at the first line
  * that is not, so that the caller reads that record with Python's csv module. A simple line:
  *   - ends with "\n" or "\r\n", holds no other "\r" and only ASCII bytes;
- *   - has exactly `width` fields, split at commas; a field is either quoted ("text" with no
- *     quote and no newline inside, followed by a comma or the line end) or unquoted (text that
- *     does not start with a quote, up to the next comma; a quote inside it is literal, as in
- *     csv); no field longer than csv's field size limit;
+ *   - has exactly `width` fields, split at commas; a field is either quoted ("text" where a
+ *     quote is doubled, with no newline inside, followed by a comma or the line end) or
+ *     unquoted (text that does not start with a quote, up to the next comma; a quote inside
+ *     it is literal, as in csv); no field longer than csv's field size limit;
  *   - has an unquoted first field that is a wanted kind, or else does not contain the header
  *     word (case-insensitive; such a line may be a header);
  *   - or is empty ("\n" alone: csv reads no row there).
  * Python's csv reader (excel dialect, strict) reads every simple line as exactly these fields,
- * with the quotes of a quoted field removed, and each line as one record.
+ * with the quotes of a quoted field removed (and its doubled quotes made single), and each
+ * line as one record.
  *
  * For a line of a wanted kind, the key is a bytes object: the kind, then for each key column
  * 0xFF and its piece (0xFF cannot occur: only ASCII lines are counted):
- *   TEXT     the field's value;
+ *   TEXT     the field's value (as csv reads it: without its quotes, "" as one quote);
  *   ADDRESS  the value from its last "@" on ("" when it has none): its domain part;
  *   MINUTE   "I" + "YYYY-MM-DD HH:MM" + the text after the seconds when the field is an
  *            unquoted ISO time, else "R" + the value; "N" when the column is missing.
@@ -37,9 +38,10 @@ enum { MODE_TEXT = 0, MODE_ADDRESS = 1, MODE_MINUTE = 2 };
 #define MAX_KEYCOLS 64
 
 typedef struct {
-    const char *p;  /* value (inside the quotes of a quoted field) */
+    const char *p;  /* the field as written (inside the quotes of a quoted field) */
     Py_ssize_t n;
     int quoted;
+    int doubled;    /* a quoted field holds "" pairs: its value has one quote for each */
 } Span;
 
 typedef struct {
@@ -98,15 +100,26 @@ split_line(const char *p, const char *le, int width, Py_ssize_t limit, Span *out
         int last = i == width - 1;
         const char *end;
         if (p < le && *p == '"') {
-            const char *q = memchr(p + 1, '"', (size_t)(le - p - 1));
-            if (q == NULL)
-                return 0; /* the quoted field runs over the line end */
+            const char *q = p + 1;
+            int doubled = 0;
+            for (;;) {
+                q = memchr(q, '"', (size_t)(le - q));
+                if (q == NULL)
+                    return 0; /* the quoted field runs over the line end */
+                if (q + 1 < le && q[1] == '"') {
+                    doubled = 1; /* "" stands for one quote */
+                    q += 2;
+                    continue;
+                }
+                break;
+            }
             out[i].p = p + 1;
             out[i].n = q - p - 1;
             out[i].quoted = 1;
+            out[i].doubled = doubled;
             end = q + 1;
             if (end < le && *end != ',')
-                return 0; /* "" inside, or text after the closing quote */
+                return 0; /* text after the closing quote */
         }
         else {
             end = memchr(p, ',', (size_t)(le - p));
@@ -115,6 +128,7 @@ split_line(const char *p, const char *le, int width, Py_ssize_t limit, Span *out
             out[i].p = p;
             out[i].n = end - p;
             out[i].quoted = 0;
+            out[i].doubled = 0;
         }
         if (out[i].n > limit)
             return 0;
@@ -166,58 +180,92 @@ is_iso(const Span *s)
     return 1;
 }
 
-/* The piece of one key column: pointer, length and a one-byte tag (0: none). */
-static void
-piece_of(const Span *fields, int col, int mode, const char **p, Py_ssize_t *n, char *tag)
+/* One key column's piece: the text p[0:n] as written, a one-byte tag (0: none), and whether
+ * its "" pairs stand for one quote each. */
+typedef struct {
+    const char *p;
+    Py_ssize_t n;
+    char tag;
+    int doubled;
+} Piece;
+
+static Piece
+piece_of(const Span *fields, int col, int mode)
 {
-    *tag = 0;
+    Piece piece = {"", 0, 0, 0};
     if (col < 0) {
-        *p = "";
-        *n = 0;
         if (mode == MODE_MINUTE)
-            *tag = 'N';
-        return;
+            piece.tag = 'N';
+        return piece;
     }
     const Span *s = &fields[col];
+    piece.doubled = s->doubled;
     if (mode == MODE_ADDRESS) {
-        const char *at = NULL;
+        /* From the last "@" ("" when none); a "" pair holds no "@", so none is cut in two. */
         for (Py_ssize_t i = s->n; i > 0; i--) {
             if (s->p[i - 1] == '@') {
-                at = s->p + i - 1;
+                piece.p = s->p + i - 1;
+                piece.n = s->n - (i - 1);
                 break;
             }
         }
-        *p = at ? at : "";
-        *n = at ? s->n - (at - s->p) : 0;
-    }
-    else if (mode == MODE_MINUTE && is_iso(s)) {
-        /* "YYYY-MM-DD HH:MM" and the text after the seconds: two runs, joined below. */
-        *tag = 'I';
-        *p = s->p;
-        *n = s->n;
     }
     else {
+        piece.p = s->p;
+        piece.n = s->n;
         if (mode == MODE_MINUTE)
-            *tag = 'R';
-        *p = s->p;
-        *n = s->n;
+            piece.tag = is_iso(s) ? 'I' : 'R';
     }
+    return piece;
+}
+
+/* The length of a piece's value. */
+static Py_ssize_t
+value_len(const Piece *piece)
+{
+    if (piece->tag == 'I')
+        return piece->n - 3; /* the ":SS" of the seconds is left out */
+    Py_ssize_t n = piece->n;
+    if (piece->doubled) {
+        for (Py_ssize_t i = 0; i < piece->n; i++)
+            if (piece->p[i] == '"') {
+                n--; /* the first quote of a pair is dropped, the second kept */
+                i++;
+            }
+    }
+    return n;
+}
+
+/* Write a piece's value at w; returns the end. */
+static char *
+put_value(char *w, const Piece *piece)
+{
+    if (piece->tag == 'I') {
+        memcpy(w, piece->p, 16);
+        memcpy(w + 16, piece->p + 19, (size_t)(piece->n - 19));
+        return w + piece->n - 3;
+    }
+    if (!piece->doubled) {
+        memcpy(w, piece->p, (size_t)piece->n);
+        return w + piece->n;
+    }
+    for (Py_ssize_t i = 0; i < piece->n; i++) {
+        *w++ = piece->p[i];
+        if (piece->p[i] == '"')
+            i++; /* the pair's second quote */
+    }
+    return w;
 }
 
 /* counts[key] += 1 for the key of a line of `kind`. */
 static int
 count_key(PyObject *counts, const Kind *kind, const Span *fields)
 {
-    const char *ps[MAX_KEYCOLS];
-    Py_ssize_t ns[MAX_KEYCOLS];
-    char tags[MAX_KEYCOLS];
+    Piece pieces[MAX_KEYCOLS];
     Py_ssize_t total = kind->len;
     for (int k = 0; k < kind->ncols; k++) {
-        piece_of(fields, kind->col[k], kind->mode[k], &ps[k], &ns[k], &tags[k]);
-        Py_ssize_t n = ns[k];
-        if (tags[k] == 'I')
-            n -= 3; /* the ":SS" of the seconds is left out */
-        total += 1 + (tags[k] != 0) + n;
+        pieces[k] = piece_of(fields, kind->col[k], kind->mode[k]);
+        total += 1 + (pieces[k].tag != 0) + value_len(&pieces[k]);
     }
     PyObject *key = PyBytes_FromStringAndSize(NULL, total);
     if (key == NULL)
@@ -227,18 +275,9 @@ count_key(PyObject *counts, const Kind *kind, const Span *fields)
     w += kind->len;
     for (int k = 0; k < kind->ncols; k++) {
         *w++ = (char)0xFF;
-        if (tags[k])
-            *w++ = tags[k];
-        if (tags[k] == 'I') {
-            memcpy(w, ps[k], 16);
-            w += 16;
-            memcpy(w, ps[k] + 19, (size_t)(ns[k] - 19));
-            w += ns[k] - 19;
-        }
-        else {
-            memcpy(w, ps[k], (size_t)ns[k]);
-            w += ns[k];
-        }
+        if (pieces[k].tag)
+            *w++ = pieces[k].tag;
+        w = put_value(w, &pieces[k]);
     }
     PyObject *old = PyDict_GetItemWithError(counts, key);
     PyObject *now;
@@ -313,6 +352,7 @@ PyDoc_STRVAR(scan_doc,
 static PyObject *
 scan(PyObject *module, PyObject *args)
 {
+    (void)module;
     Py_buffer view;
     Py_ssize_t pos, end, limit;
     int width;
@@ -396,6 +436,10 @@ static struct PyModuleDef module_def = {
     "Count CSV rows by a few columns (an optional speed-up of pmta_snmp.acct.tally).",
     -1,
     methods,
+    NULL,
+    NULL,
+    NULL,
+    NULL,
 };
 
 PyMODINIT_FUNC

@@ -8,8 +8,9 @@ seconds for a million-row catch-up. :class:`FileTally` counts the rows of a CSV 
 When the optional C scanner ``pmta_snmp._csvtally`` is built (it is at install time when a C
 compiler and the Python headers are there), it splits the lines and counts one key per row
 (the type, the time to the minute, the wanted values) in a dict, at about a million rows in
-0.3 s; it stops at the first line that is not simple (see ``_csvtally.c``: quoting it does not
-handle, a wrong column count, a carriage return inside, non-ASCII bytes, a possible header)
+0.3 s; it stops at the first line that is not simple (see ``_csvtally.c``: a quoted field
+over a line end, a wrong column count, a carriage return inside, non-ASCII bytes, a possible
+header)
 and ``csv`` reads that record, exactly as on the record path. Setting ``PMTA_SNMP_PURE_PYTHON``
 turns it off. Without it, a regular expression does the same, about three times slower:
 

@@ -128,10 +128,10 @@ def test_the_sanitized_run_catches_a_write_past_the_key(sanitizers: None, tmp_pa
                                                          ) -> None:
     """Positive control: a copy whose key of an ISO time writes 8 bytes past its end."""
     text = SOURCE.read_text()
-    bug = "memcpy(w, ps[k] + 19, (size_t)(ns[k] - 19));"
+    bug = "memcpy(w + 16, piece->p + 19, (size_t)(piece->n - 19));"
     assert bug in text
     broken = tmp_path / "_csvtally.c"
-    broken.write_text(text.replace(bug, "memcpy(w, ps[k] + 19, (size_t)(ns[k] - 19) + 8);", 1))
+    broken.write_text(text.replace(bug, bug.replace("19));", "19) + 8);"), 1))
     module_dir = _compile(broken, tmp_path / "broken")
     res = _run(module_dir, seed=1, cases=2000)
     assert res.returncode == 86, (res.returncode, res.stderr[-2000:])

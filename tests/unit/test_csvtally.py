@@ -63,6 +63,13 @@ def test_keys_of_each_mode(c: ModuleType) -> None:
         b"d\xffR2025-01-14 09:12:03+0100\xff\xff": 1,  # quoted time: whole; no "@": ""
         b"d\xffR2025-01-14 09:12:60+0100\xff@\xffz": 1,  # second 60: not the ISO shape
     }
+    # Doubled quotes in a captured field are one quote in the key, also from the last "@".
+    doubled = (b'd,"2025-01-14 09:12:03+0100","a""b@c""d","say ""hi"", then ""bye""",x\n'
+               b'd,2025-01-14 09:12:03+0100,"""@""","""",x\r\n')
+    assert scan(c, doubled)[2] == {
+        b'd\xffR2025-01-14 09:12:03+0100\xff@c"d\xffsay "hi", then "bye"': 1,
+        b'd\xffI2025-01-14 09:12+0100\xff@"\xff"': 1,
+    }
     # Counts add up in the given dict.
     again: dict[bytes, int] = {b"d\xffI2025-01-14 09:12+0100\xff@Ex.ORG\xffr@x.y": 5}
     c.scan(data, 0, len(data), 5, KINDS, b"type", LIMIT, again)
@@ -75,7 +82,8 @@ GOOD = b"d,2025-01-14 09:12:03+0100,a@b.c,r,x\n"
 @pytest.mark.parametrize("line", [
     b"d,t,o,r\n",  # too few fields
     b"d,t,o,r,x,y\n",  # too many
-    b'd,t,"o""q",r,x\n',  # "" inside quotes
+    b'd,t,"o""q,r,x\n',  # "" and then no closing quote on the line
+    b'd,t,"o"""x,r,x\n',  # text after the closing quote that follows a pair
     b'd,t,"o"x,r,x\n',  # text after the closing quote
     b'd,t,"o\n',  # a quoted field going on over the line end
     b"d,t,o\r,r,x\n",  # a carriage return inside a field
@@ -100,6 +108,7 @@ def test_stops_at_a_line_that_is_not_simple(c: ModuleType, line: bytes) -> None:
     b"d,t,o,r," + b"x" * LIMIT + b"\n",
     b'd,t,o,r,"' + b"x" * LIMIT + b'"\n',
     b"d,t,o,r,x\x00y\n",  # NUL is a character like another for csv
+    b'd,t,"o""q",r,x\n',  # "" inside quotes: one quote
     b'd,t,o"q,r,x"\n',  # a quote inside an unquoted field is literal
     b"d,,,,\n",
     b"zz,t,o,r,x\r\n",  # another type: checked, not counted
