@@ -10,9 +10,9 @@ compiler and the Python headers are there), it splits the lines and counts one k
 (the type, the time to the minute, the wanted values) in a dict, at about a million rows in
 0.3 s; it stops at the first line that is not simple (see ``_csvtally.c``: a quoted field
 over a line end, a wrong column count, a carriage return inside, non-ASCII bytes, a possible
-header)
-and ``csv`` reads that record, exactly as on the record path. Setting ``PMTA_SNMP_PURE_PYTHON``
-turns it off. Without it, a regular expression does the same, about three times slower:
+header) and ``csv`` reads that record, exactly as on the record path. Setting
+``PMTA_SNMP_PURE_PYTHON`` turns it off. Without it, a regular expression does the same, about
+three times slower:
 
 * Per header (column plan) and per set of wanted fields a regular expression matches one whole
   CSV line, starting at its leading newline: the type column first, then every column in turn,
@@ -494,12 +494,9 @@ class FileTally:
     starts at byte ``record_start`` (a record still being written: the tail gives it back).
     """
 
-    def __init__(self, spec: TallySpec, header: Sequence[str] | None, *,
-                 scanner: Any = True) -> None:
-        """``scanner``: the C scanner module, None for the pure-Python path, True (the
-        default) for :func:`speedups`."""
+    def __init__(self, spec: TallySpec, header: Sequence[str] | None) -> None:
         self.spec = spec
-        self._scanner = speedups() if scanner is True else scanner
+        self._scanner = speedups()
         # Raw keys of the C scanner -> count (decoded by _flush_raw, like the tuples).
         self._keys: dict[bytes, int] = {}
         # Per type, which of its values are domains.
@@ -701,26 +698,25 @@ class FileTally:
             if exhausted:
                 # The block ends inside a record: it goes on in the next block.
                 self.slow_lines += len(ends)
-                self.pending = True
-                self.record_start = offset
-                if final:
-                    self.skipped_rows += 1  # a rotated file ended inside it: never complete
-                else:
-                    self.carry, self.carry_start = buf[pos:hi], offset
+                self._carry_from(buf, pos, hi, offset, final)
                 return hi, False
             self.skipped_rows += 1
+            header = False
         else:
-            self.slow_lines += reader.line_num
-            first_col = row[0] if row else ""
-            if len(first_col) >= 4 and first_col.strip().lower() == "type":
-                self._set_header(row)
-                return ends[reader.line_num - 1], True
-            key = self._key(row, self.plan)
-            if key is not None:
-                self.counts[key] += 1
-            return ends[reader.line_num - 1], False
+            header = self._take_row(row)
         self.slow_lines += reader.line_num
-        return ends[reader.line_num - 1], False
+        return ends[reader.line_num - 1], header
+
+    def _take_row(self, row: list[str]) -> bool:
+        """Count one row csv read; True when it was a header line (the plan changed)."""
+        first_col = row[0] if row else ""
+        if len(first_col) >= 4 and first_col.strip().lower() == "type":
+            self._set_header(row)
+            return True
+        key = self._key(row, self.plan)
+        if key is not None:
+            self.counts[key] += 1
+        return False
 
     def _slow(self, data: bytes, start: int, final: bool) -> int | None:
         """csv for a whole block (no fast pattern, or the block failed a check)."""
@@ -744,8 +740,6 @@ class FileTally:
             exhausted = True
 
         reader = csv.reader(source(), strict=True)
-        counts = self.counts
-        plan = self.plan
         while True:
             record_line = reader.line_num
             try:
@@ -761,15 +755,10 @@ class FileTally:
                     return end, None
                 self.skipped_rows += 1
             else:
-                first_col = row[0] if row else ""
-                if len(first_col) >= 4 and first_col.strip().lower() == "type":
-                    self._set_header(row)
+                if self._take_row(row):  # a header: the rest goes with the new plan
                     self.slow_lines += reader.line_num
                     after = first + reader.line_num
                     return end, (_line_offset(split_lines, after) if after < end else None)
-                key = self._key(row, plan)
-                if key is not None:
-                    counts[key] += 1
             here = first + reader.line_num
             if catches is not None and (here >= end or not catches[here]):
                 self.slow_lines += reader.line_num
@@ -778,14 +767,19 @@ class FileTally:
     def _carry(self, split_lines: list[bytes], line: int, data: bytes, start: int,
                final: bool) -> None:
         offset = _line_offset(split_lines, line)
+        self._carry_from(data, offset, len(data), start + offset, final)
+
+    def _carry_from(self, buf: bytes, lo: int, hi: int, offset: int, final: bool) -> None:
+        """The block ends inside the record at ``buf[lo:hi]`` (file offset ``offset``): it is
+        carried to the next block."""
         self.pending = True
-        self.record_start = start + offset
+        self.record_start = offset
         if final:
             # A rotated file ended inside a record: nothing more will come.
             self.skipped_rows += 1
             return
-        self.carry = data[offset:]
-        self.carry_start = start + offset
+        self.carry = buf[lo:hi]
+        self.carry_start = offset
 
     def _key(self, row: list[str], plan: _Plan | None) -> TallyKey | None:
         """The key of one csv row, with the record path's rules for odd rows."""
