@@ -135,7 +135,7 @@ def read_window(run: Run, args: argparse.Namespace, *, fields: Fields,
     once per distinct (type, fields) and its events are added as often as records had them.
     """
     from pmta_snmp.acct import AcctReader, AcctState, MinuteBuckets, epoch_minute
-    from pmta_snmp.acct.tally import TallySpec
+    from pmta_snmp.acct.tally import TallySpec, speedups
     from pmta_snmp.logtail import expand_paths
 
     spec: str = args.acct_file
@@ -157,6 +157,7 @@ def read_window(run: Run, args: argparse.Namespace, *, fields: Fields,
                             deadline=run.soft_deadline(), keep_extra=False)
         win = Window(buckets, now_minute, minutes, first_run=reader.first_run)
         run.enter(f"reading {spec}")
+        started = time.monotonic()
         # Records older than the window are left out while counting.
         tally = TallySpec.of(fields, since_minute=now_minute - minutes + 1)
         batch: dict[tuple[int, Event], int] = {}
@@ -176,6 +177,12 @@ def read_window(run: Run, args: argparse.Namespace, *, fields: Fields,
                     _add_batch(buckets, batch, now_minute)
         _add_batch(buckets, batch, now_minute)
         win.new_records = reader.records_read
+        # -v: what this run read, and whether the fast C scanner did the CSV counting.
+        run.long.append(
+            f"accounting: {reader.records_read:,} new records of the counted types read in "
+            f"{time.monotonic() - started:.2f} s"
+            + ("" if speedups() is not None else
+               " (pure Python: the C scanner pmta_snmp._csvtally is not in use)"))
         run.enter(f"saving state file {state.path}")
         buckets.prune(now_minute)
         doc["acct"] = reader.state.to_json()

@@ -141,6 +141,25 @@ def test_reads_only_new_bytes_and_keeps_the_window(tmp_path: Path,
     assert out.code == 0 and out.value("attempts") == "1000" and out.value("hard_rate") == "1%"
 
 
+def test_verbose_says_what_was_read_and_how(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    from pmta_snmp.acct.tally import PURE_PYTHON_ENV, speedups
+
+    acct = write(tmp_path / "acct.csv", acct_lines(storm(30)))
+    out = check(capsys, tmp_path, acct, "--from-start")
+    assert "accounting:" not in out.out  # OK and not -v: the status line only
+    append(acct, acct_lines(mix({"d": 90, "b": 10}), header=False))
+    out = check(capsys, tmp_path, acct, "-v")
+    line = next(x for x in out.out.splitlines() if x.startswith("accounting: "))
+    assert line.startswith("accounting: 100 new records of the counted types read in ")
+    assert ("pure Python" in line) == (speedups() is None)
+    monkeypatch.setenv(PURE_PYTHON_ENV, "1")
+    append(acct, acct_lines(mix({"d": 5}), header=False))
+    out = check(capsys, tmp_path, acct, "-v")
+    assert "accounting: 5 new records of the counted types read in " in out.out
+    assert "(pure Python: the C scanner pmta_snmp._csvtally is not in use)" in out.out
+
+
 def test_records_outside_the_window_are_ignored(tmp_path: Path,
                                                 capsys: pytest.CaptureFixture[str]) -> None:
     old = [dict(r, _minutes_ago=90) for r in storm(500)]
