@@ -554,7 +554,11 @@ class FileTally:
             if not final:
                 raise ValueError("feed() needs complete lines")
             data += b"\n"  # a rotated file's unterminated last line is complete
-        buf = b"\n" + data  # every line, the first too, starts after a newline
+        if self._scanner is not None:
+            # The C scanner (and csv) need no newline before the first line: no copy.
+            self._feed(data, 0, len(data), start, final, False, sliced=sliced)
+            return
+        buf = b"\n" + data  # every line, the first too, starts after a newline (the pattern)
         self._feed(buf, 1, len(buf), start, final, data.isascii(), sliced=sliced)
 
     def feed_region(self, buf: bytes, lo: int, hi: int, start: int, *, ascii_only: bool
