@@ -169,3 +169,19 @@ def loop_thread() -> Iterator[LoopThread]:
 
 
 # --- end of snmpd fixtures (agentx) ---
+
+
+# --- The accounting tally's C scanner ---------------------------------------------------
+
+
+def require_c_scanner() -> object:
+    """The built pmta_snmp._csvtally module; skips the test where it is not built, and fails
+    it under CI (where ./run always builds it: a missing module there is a broken build)."""
+    from pmta_snmp.acct.tally import speedups
+
+    module = speedups()
+    if module is None:
+        if os.environ.get("CI"):
+            pytest.fail("the C scanner pmta_snmp._csvtally was not built")
+        pytest.skip("the C scanner pmta_snmp._csvtally is not built")
+    return module

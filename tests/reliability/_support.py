@@ -121,6 +121,18 @@ class Background:
         self.stop()
 
 
+def engine_env(engine: str) -> dict[str, str]:
+    """agent_env() for a plugin counting accounting rows with the C scanner ("c"; the test
+    is skipped where it is not built, failed under CI) or in pure Python ("python")."""
+    from pmta_snmp.acct.tally import PURE_PYTHON_ENV
+    from tests.conftest import require_c_scanner
+
+    if engine == "python":
+        return agent_env(**{PURE_PYTHON_ENV: "1"})
+    require_c_scanner()
+    return agent_env()
+
+
 def agent_env(**extra: str) -> dict[str, str]:
     """The environment for an agent child: ours minus PMTA_* settings, plus `extra`."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PMTA_SNMP_", "PMTA_API"))}

@@ -88,9 +88,8 @@ def _compile(source: Path, out_dir: Path) -> Path:
     return out_dir
 
 
-def _run(module_dir: Path, seed: int, cases: int) -> subprocess.CompletedProcess[str]:
-    libasan = subprocess.run(["gcc", "-print-file-name=libasan.so"], capture_output=True,
-                             text=True, check=True).stdout.strip()
+def _run(libasan: str, module_dir: Path, seed: int, cases: int
+         ) -> subprocess.CompletedProcess[str]:
     env = {
         "LD_PRELOAD": libasan,
         "PYTHONMALLOC": "malloc",
@@ -103,19 +102,21 @@ def _run(module_dir: Path, seed: int, cases: int) -> subprocess.CompletedProcess
 
 
 @pytest.fixture(scope="module")
-def sanitizers() -> None:
+def libasan() -> str:
+    """The path of gcc's AddressSanitizer runtime, to preload into the child Python."""
     if shutil.which("gcc") is None:
         pytest.skip("gcc is not installed")
-    libasan = subprocess.run(["gcc", "-print-file-name=libasan.so"], capture_output=True,
-                             text=True, check=False).stdout.strip()
-    if not Path(libasan).is_file():
+    path = subprocess.run(["gcc", "-print-file-name=libasan.so"], capture_output=True,
+                          text=True, check=False).stdout.strip()
+    if not Path(path).is_file():
         pytest.skip("gcc has no libasan")
+    return path
 
 
 @pytest.mark.slow
-def test_random_inputs_under_sanitizers(sanitizers: None, tmp_path: Path) -> None:
+def test_random_inputs_under_sanitizers(libasan: str, tmp_path: Path) -> None:
     module_dir = _compile(SOURCE, tmp_path / "asan")
-    res = _run(module_dir, seed=2741, cases=CASES)
+    res = _run(libasan, module_dir, seed=2741, cases=CASES)
     assert res.returncode == 0, res.stderr[-4000:]
     assert "Sanitizer" not in res.stderr, res.stderr[-4000:]
     ran, errors, counted = map(int, res.stdout.split())
@@ -124,7 +125,7 @@ def test_random_inputs_under_sanitizers(sanitizers: None, tmp_path: Path) -> Non
     assert 0 < errors < CASES and counted > 1000
 
 
-def test_the_sanitized_run_catches_a_write_past_the_key(sanitizers: None, tmp_path: Path
+def test_the_sanitized_run_catches_a_write_past_the_key(libasan: str, tmp_path: Path
                                                          ) -> None:
     """Positive control: a copy whose key of an ISO time writes 8 bytes past its end."""
     text = SOURCE.read_text()
@@ -133,6 +134,6 @@ def test_the_sanitized_run_catches_a_write_past_the_key(sanitizers: None, tmp_pa
     broken = tmp_path / "_csvtally.c"
     broken.write_text(text.replace(bug, bug.replace("19));", "19) + 8);"), 1))
     module_dir = _compile(broken, tmp_path / "broken")
-    res = _run(module_dir, seed=1, cases=2000)
+    res = _run(libasan, module_dir, seed=1, cases=2000)
     assert res.returncode == 86, (res.returncode, res.stderr[-2000:])
     assert "AddressSanitizer" in res.stderr and "overflow" in res.stderr

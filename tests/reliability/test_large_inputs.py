@@ -28,6 +28,7 @@ from tests.reliability._support import (
     Background,
     PluginOutcome,
     agent_env,
+    engine_env,
     hwm_kb,
     rss_kb,
     run_plugin,
@@ -278,13 +279,8 @@ def test_big_accounting_file_with_bounded_memory(tmp_path: Path) -> None:
 ])
 def test_accounting_timeouts_resume_without_loss_or_double_count(
         tmp_path: Path, engine: str, rows: int, timeout: str) -> None:
-    from pmta_snmp.acct.tally import PURE_PYTHON_ENV, speedups
 
-    env = agent_env()
-    if engine == "python":
-        env[PURE_PYTHON_ENV] = "1"
-    elif speedups() is None:
-        pytest.skip("the C scanner is not built")
+    env = engine_env(engine)
     acct = tmp_path / "acct.csv"
     # Large enough that the timeout cannot read it in one run.
     truth = write_acct(acct, rows)

@@ -23,7 +23,7 @@ import pytest
 
 from pmta_snmp.state import STALE_TEMP_S, StateFile
 from tests.reliability._files import LogTruth, RotatingFile
-from tests.reliability._support import PYTHON, REPO, agent_env, run_plugin
+from tests.reliability._support import PYTHON, REPO, agent_env, engine_env, run_plugin
 
 WRITER = """
 import sys
@@ -166,14 +166,9 @@ def test_plugin_killed_anywhere_in_a_run_counts_each_record_once(tmp_path: Path,
     its state save): the state is the old or the new one, so the finished run's window holds
     every record exactly once. The kill times are fractions of a whole run's duration, measured
     first (the C scanner reads the million rows in about 0.4-0.6 s, pure Python in 1.5-2 s)."""
-    from pmta_snmp.acct.tally import PURE_PYTHON_ENV, speedups
     from tests.reliability.test_large_inputs import bounce_counts, write_acct
 
-    env = agent_env()
-    if engine == "python":
-        env[PURE_PYTHON_ENV] = "1"
-    elif speedups() is None:
-        pytest.skip("the C scanner is not built")
+    env = engine_env(engine)
     acct = tmp_path / "acct.csv"
     truth = write_acct(acct, 1_000_000)  # a read long enough to kill it in every stage
     argv = [PYTHON, "-m", "pmta_snmp.checks.bounce", "--acct-file", str(acct), "--window",

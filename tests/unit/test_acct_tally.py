@@ -24,6 +24,7 @@ from pmta_snmp.acct import reader as reader_module
 from pmta_snmp.acct import tally as tally_module
 from pmta_snmp.acct.buckets import epoch_minute
 from pmta_snmp.acct.tally import FileTally, TallyKey, TallySpec, record_key, tally_range
+from tests.conftest import require_c_scanner
 from tests.unit.test_acct import FIELDS_40, FIELDS_50, FIELDS_55
 from tests.unit.test_acct import acct_bytes as csv_bytes
 
@@ -50,10 +51,7 @@ def engine(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> s
         monkeypatch.setenv(tally_module.PURE_PYTHON_ENV, "1")
     else:
         monkeypatch.delenv(tally_module.PURE_PYTHON_ENV, raising=False)
-        if tally_module.speedups() is None:
-            if os.environ.get("CI"):
-                pytest.fail("the C scanner pmta_snmp._csvtally was not built")
-            pytest.skip("the C scanner pmta_snmp._csvtally is not built")
+        require_c_scanner()
     return str(request.param)
 
 

@@ -6,13 +6,13 @@ and without it); tests/reliability/test_csvtally_asan.py runs it under AddressSa
 
 from __future__ import annotations
 
-import os
 from types import ModuleType
 from typing import Any
 
 import pytest
 
 from pmta_snmp.acct import tally as tally_module
+from tests.conftest import require_c_scanner
 
 TEXT, ADDRESS, MINUTE = 0, 1, 2
 LIMIT = 131072
@@ -20,11 +20,7 @@ LIMIT = 131072
 
 @pytest.fixture(scope="module")
 def c() -> ModuleType:
-    module = tally_module.speedups()
-    if module is None:
-        if os.environ.get("CI"):
-            pytest.fail("the C scanner pmta_snmp._csvtally was not built")
-        pytest.skip("the C scanner pmta_snmp._csvtally is not built")
+    module = require_c_scanner()
     assert isinstance(module, ModuleType)
     return module
 
