@@ -404,28 +404,63 @@ def test_subprocess(tmp_path: Path) -> None:
 def test_short_timeout_scans_instead_of_starting_workers(
         tmp_path: Path, capsys: pytest.CaptureFixture[str],
         monkeypatch: pytest.MonkeyPatch) -> None:
-    """-t 1 on a backlog where every line matches: the run does not spend its budget
-    starting scan workers (here as slow to start as on a busy host) but scans what it can
-    and reports it; the rest is read next run."""
+    """A run with less time left than starting workers costs (POOL_MIN_REMAINING_S) does not
+    start them on a backlog where every line matches: it scans in this process alone. No
+    clock is compared: the threshold is raised above -t, so the rule decides, not the speed
+    of the machine, and the run has ample time to finish with an exact count."""
     import multiprocessing.context
 
     from pmta_snmp.checks import logscan
 
     path = tmp_path / "log"
-    path.write_bytes(TIMEOUT.encode() * ((4 << 20) // len(TIMEOUT)))  # 4 MiB, 4 blocks
+    lines = (4 << 20) // len(TIMEOUT)
+    path.write_bytes(TIMEOUT.encode() * lines)  # 4 MiB, 4 blocks
+    pools: list[object] = []
     real_pool = multiprocessing.context.BaseContext.Pool
 
-    def slow_pool(self: multiprocessing.context.BaseContext, *a: Any, **kw: Any) -> Any:
-        time.sleep(1.5)
+    def recorded_pool(self: multiprocessing.context.BaseContext, *a: Any, **kw: Any) -> Any:
+        pools.append(self)
         return real_pool(self, *a, **kw)
 
     monkeypatch.setattr(logscan, "PARALLEL_AFTER", 0)  # workers right after the first block
-    monkeypatch.setattr(multiprocessing.context.BaseContext, "Pool", slow_pool)
+    monkeypatch.setattr(logscan, "POOL_MIN_REMAINING_S", 10_000.0)  # more than -t leaves
+    monkeypatch.setattr("os.cpu_count", lambda: 2)  # one worker would be started otherwise
+    monkeypatch.setattr(multiprocessing.context.BaseContext, "Pool", recorded_pool)
     argv = ["-l", str(path), "--state-dir", str(tmp_path / "s"), "--from-start", "-w", "~:",
-            "-t", "1"]
-    start = time.perf_counter()
+            "-t", "600"]
     out = run_main(main, argv, capsys)
-    assert "while reading" not in out.line, out.line  # not stopped by the hard limit
-    assert time.perf_counter() - start < 1.0
-    assert int(out.value("warning_lines")) > 0, out.line
-    assert out.code == 0 or out.line.endswith("the rest is read next run)"), out.line
+    assert pools == [], "worker processes were started with too little time left"
+    assert out.code == 0, out.line
+    assert int(out.value("warning_lines")) == lines, out.line
+
+
+def test_workers_start_when_time_allows(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The counterpart: with the threshold below what -t leaves, the same backlog is shared
+    with worker processes, and the count is still exact."""
+    import multiprocessing.context
+
+    from pmta_snmp.checks import logscan
+
+    path = tmp_path / "log"
+    lines = (4 << 20) // len(TIMEOUT)
+    path.write_bytes(TIMEOUT.encode() * lines)
+    pools: list[object] = []
+    real_pool = multiprocessing.context.BaseContext.Pool
+
+    def recorded_pool(self: multiprocessing.context.BaseContext, *a: Any, **kw: Any) -> Any:
+        pools.append(self)
+        return real_pool(self, *a, **kw)
+
+    monkeypatch.setattr(logscan, "PARALLEL_AFTER", 0)
+    monkeypatch.setattr(logscan, "POOL_MIN_REMAINING_S", 0.0)
+    monkeypatch.setattr(logscan, "MAX_WORKERS", 2)
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    monkeypatch.setattr(multiprocessing.context.BaseContext, "Pool", recorded_pool)
+    argv = ["-l", str(path), "--state-dir", str(tmp_path / "s"), "--from-start", "-w", "~:",
+            "-t", "600"]
+    out = run_main(main, argv, capsys)
+    assert len(pools) == 1, "no worker processes for a backlog with time to spare"
+    assert out.code == 0, out.line
+    assert int(out.value("warning_lines")) == lines, out.line
