@@ -20,6 +20,7 @@ BENCHMARKS: dict[str, str] = {
     "agentx": "bench.agentx_walk",
     "poll": "bench.poll_build",
     "checks": "bench.checks",
+    "acct": "bench.acct",
     "fuzz": "bench.fuzz_agentx",
 }
 ALIASES: dict[str, str] = {
@@ -27,6 +28,7 @@ ALIASES: dict[str, str] = {
     "walk": "agentx",
     "poll_build": "poll",
     "fuzz_agentx": "fuzz",
+    "accounting": "acct",
 }
 
 

@@ -7,9 +7,9 @@ rates are judged over a rolling window (default one hour) without re-reading the
 
 The plugins never see single records: a plugin names the fields it needs per record type
 (`AcctResource.fields`), the reader counts the records per (type, minute, those fields) without
-building them (pmta_snmp.acct.tally: one regular expression per block, two processes for a big
-catch-up), and the plugin's `events()` turns each distinct combination into counters once,
-weighted by how many records had it.
+building them (pmta_snmp.acct.tally: csv, or the C scanner where it is built), and the plugin's
+`events()` turns each distinct combination into counters once, weighted by how many records
+had it.
 
 The first run starts at the end of the file (nothing to judge yet; `--from-start` reads what
 is there). A read stopped by the deadline saves where it got and the rest is read next run.

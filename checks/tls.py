@@ -90,7 +90,7 @@ class TlsResource(AcctResource):
 
     def events(self, kind: str, record: Mapping[str, str]) -> tuple[Event, ...]:
         """Counters of one `d` record: offered STARTTLS, went in clear, protocol below minimum."""
-        from pmta_snmp.acct.reader import starttls_offered  # loaded by the read already
+        from pmta_snmp.acct.columns import starttls_offered  # loaded by the read already
 
         if kind != "d":
             return ()

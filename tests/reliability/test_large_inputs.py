@@ -274,8 +274,8 @@ def test_big_accounting_file_with_bounded_memory(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 @pytest.mark.parametrize(("engine", "rows", "timeout"), [
-    ("c", 1_000_000, "0.3"),  # the C scanner: ~1.7M rows/s
-    ("python", 600_000, "0.4"),  # without it (PMTA_SNMP_PURE_PYTHON): ~0.5M rows/s
+    ("c", 1_000_000, "0.3"),  # the C scanner
+    ("python", 400_000, "0.4"),  # without it (PMTA_SNMP_PURE_PYTHON: csv reads every row)
 ])
 def test_accounting_timeouts_resume_without_loss_or_double_count(
         tmp_path: Path, engine: str, rows: int, timeout: str) -> None:
@@ -287,7 +287,7 @@ def test_accounting_timeouts_resume_without_loss_or_double_count(
     argv = ["--acct-file", str(acct), "--window", "1d", "-w", "100", "-c", "100",
             "--state-dir", str(tmp_path / "st"), "-t", timeout, "--from-start"]
     runs = 0
-    for i in range(20):
+    for i in range(200):  # a bound for a hang only: how many runs it takes depends on the host
         out = run_plugin("bounce", argv, env=env)
         runs += 1
         assert out.seconds < T1_LIMIT, (i, out.seconds)
