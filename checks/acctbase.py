@@ -11,8 +11,10 @@ building them (pmta_snmp.acct.tally: csv, or the C scanner where it is built), a
 `events()` turns each distinct combination into counters once, weighted by how many records
 had it.
 
-The first run starts at the end of the file (nothing to judge yet; `--from-start` reads what
-is there). A read stopped by the deadline saves where it got and the rest is read next run.
+A first run (no state yet, or a lost one) reads back one window of existing records, found by
+their timeLogged (pmta_snmp.acct.seek: a binary search, not a read of the whole file), so the
+plugin judges at once instead of being blind for a window; `--from-start` reads everything
+there is. A read stopped by the deadline saves where it got and the rest is read next run.
 """
 
 from __future__ import annotations
@@ -64,6 +66,9 @@ Fields = Mapping[str, tuple[str, ...]]
 EventFunction = Callable[[str, Mapping[str, str]], Iterable[Event]]
 #: Distinct (minute, event) pairs held before they are added to the buckets.
 _BATCH = 5_000
+#: A first run reads back from this many seconds before the window: records are logged about
+#: in time order (threads differ by a second); the older ones are left out while counting.
+SEEK_SLACK = 120
 
 
 def add_acct_args(p: PluginParser, *, window: str = "1h") -> None:
@@ -84,7 +89,8 @@ def add_acct_args(p: PluginParser, *, window: str = "1h") -> None:
     )
     g.add_argument(
         "--from-start", action="store_true",
-        help="first run: read the existing records instead of starting at the end",
+        help="first run: read all existing records (by default a first run reads back one "
+        "--window of them, found by timeLogged)",
     )
 
 
@@ -135,6 +141,7 @@ def read_window(run: Run, args: argparse.Namespace, *, fields: Fields,
     once per distinct (type, fields) and its events are added as often as records had them.
     """
     from pmta_snmp.acct import AcctReader, AcctState, MinuteBuckets, epoch_minute
+    from pmta_snmp.acct.seek import state_since
     from pmta_snmp.acct.tally import TallySpec, speedups
     from pmta_snmp.logtail import expand_paths
 
@@ -153,9 +160,18 @@ def read_window(run: Run, args: argparse.Namespace, *, fields: Fields,
         buckets = MinuteBuckets.from_json(doc.get("buckets"), window_minutes=minutes,
                                           max_keys=MAX_KEYS)
         acct_state = AcctState.from_json(doc.get("acct"))
+        first_run = acct_state is None or acct_state.spec != spec
+        found_back = False
+        if first_run:
+            # Whatever the window held came from another reading: start it afresh.
+            buckets = MinuteBuckets(minutes, max_keys=MAX_KEYS)
+            if not args.from_start:
+                run.enter(f"finding the records of the last {human(minutes)} min in {spec}")
+                acct_state = state_since(spec, (now_minute - minutes + 1) * 60 - SEEK_SLACK)
+                found_back = acct_state is not None
         reader = AcctReader(spec, acct_state, from_start=args.from_start,
                             deadline=run.soft_deadline(), keep_extra=False)
-        win = Window(buckets, now_minute, minutes, first_run=reader.first_run)
+        win = Window(buckets, now_minute, minutes, first_run=first_run)
         run.enter(f"reading {spec}")
         started = time.monotonic()
         # Records older than the window are left out while counting.
@@ -192,10 +208,14 @@ def read_window(run: Run, args: argparse.Namespace, *, fields: Fields,
     win.sources = list(reader.tail.sources)
     for warning in reader.warnings:
         run.note(warning)
-    if win.first_run and not args.from_start:
+    if found_back:
+        run.note(f"first run: read back the records of the last {human(minutes)} min of "
+                 f"{spec}, found by timeLogged")
+    elif win.first_run and not args.from_start:
         run.note(
-            f"first run: reading {spec} starts at its end now; rates build up over "
-            f"{human(minutes)} min (--from-start reads the existing records)"
+            f"first run: {spec} has no timeLogged to find the last {human(minutes)} min by: "
+            f"reading starts at its end now and rates build up over {human(minutes)} min "
+            "(--from-start reads the existing records)"
         )
     if win.skipped_rows:
         run.note(f"{win.skipped_rows} malformed accounting rows skipped")

@@ -48,6 +48,7 @@ __all__ = [
     "read_new",
     "rotated_siblings",
     "sort_rotated",
+    "state_at",
 ]
 
 #: Bytes per read: big enough that per-read overhead vanishes, small enough to stay in cache
@@ -1051,6 +1052,23 @@ class MultiTailReader(_ReaderBase):
         else:
             start, continues = 0, False
         yield from self._read(f, start, final=False, continues=continues)
+
+
+def state_at(path: str | os.PathLike[str], offset: int, *,
+             followed: str | os.PathLike[str] | None = None) -> TailState | None:
+    """The state of a reader that has read ``path`` up to ``offset`` (a line start), for
+    starting at a place found by other means (the accounting records since a time).
+    ``followed``: the path a TailReader follows when ``path`` is one of its rotated files
+    (default ``path``). None when ``path`` cannot be opened."""
+    f = _open(os.fspath(path), sibling=True)
+    if f is None:
+        return None
+    try:
+        n = min(TAIL_LEN, offset)
+        cursor = _Cursor(f.path, f, offset, f.bytes_at(offset - n, n), offset)
+        return cursor.state(os.fspath(followed) if followed is not None else f.path)
+    finally:
+        f.close()
 
 
 def read_new(path: str | os.PathLike[str], state: TailState | None, *, from_start: bool = False,
