@@ -77,7 +77,7 @@ def add_acct_args(p: PluginParser, *, window: str = "1h") -> None:
     g.add_argument(
         "--acct-file", default=DEFAULT_ACCT, metavar="PATH|GLOB",
         help="accounting file or glob (rotated acct-YYYY-MM-DD-NNNN.csv, .json for JSON "
-        "accounting, .gz read too); default %(default)s",
+        f"accounting, .gz read too); default {DEFAULT_ACCT}",
     )
     g.add_argument(
         "--window", type=duration, default=duration(window), metavar="DURATION",
@@ -106,6 +106,8 @@ class Window:
     timed_out: bool = False
     skipped_rows: int = 0
     sources: list[str] = field(default_factory=list)
+    #: Columns a plugin requires that the layout last read lacked: file -> column names.
+    lacking: dict[str, list[str]] = field(default_factory=dict)
 
     def rates(self, dimension: str, numerator: Collection[str], denominator: Collection[str],
               min_volume: int = 0) -> dict[str, Rate]:
@@ -134,11 +136,14 @@ class Window:
 
 
 def read_window(run: Run, args: argparse.Namespace, *, fields: Fields,
-                event: EventFunction) -> Window:
+                event: EventFunction, required: Fields | None = None) -> Window:
     """Read new records from --acct-file into the window kept in the state file.
 
     `fields` names what `event` needs per record type (the types counted); `event` is called
     once per distinct (type, fields) and its events are added as often as records had them.
+    `required` names fields without which a type means nothing: under a layout lacking one,
+    those records are not counted, and `Window.lacking` names the columns (kept in the state
+    until a run reads records in another layout).
     """
     from pmta_snmp.acct import AcctReader, AcctState, MinuteBuckets, epoch_minute
     from pmta_snmp.acct.seek import state_since
@@ -175,7 +180,7 @@ def read_window(run: Run, args: argparse.Namespace, *, fields: Fields,
         run.enter(f"reading {spec}")
         started = time.monotonic()
         # Records older than the window are left out while counting.
-        tally = TallySpec.of(fields, since_minute=now_minute - minutes + 1)
+        tally = TallySpec.of(fields, since_minute=now_minute - minutes + 1, required=required)
         batch: dict[tuple[int, Event], int] = {}
         known: dict[tuple[str, tuple[str, ...]], tuple[Event, ...]] = {}
         for counts in reader.tally(tally):
@@ -199,6 +204,13 @@ def read_window(run: Run, args: argparse.Namespace, *, fields: Fields,
             f"{time.monotonic() - started:.2f} s"
             + ("" if speedups() is not None else
                " (pure Python: the C scanner pmta_snmp._csvtally is not in use)"))
+        if reader.headers_read:  # the layouts this run read in
+            lacking = reader.lacking(tally)
+            if lacking:
+                doc["lacking"] = lacking
+            else:
+                doc.pop("lacking", None)
+        win.lacking = _lacking_from_json(doc.get("lacking"))
         run.enter(f"saving state file {state.path}")
         buckets.prune(now_minute)
         doc["acct"] = reader.state.to_json()
@@ -222,6 +234,12 @@ def read_window(run: Run, args: argparse.Namespace, *, fields: Fields,
     if win.timed_out:
         run.stopped_early(spec, f"{human(win.new_records)} records read")
     return win
+
+
+def _lacking_from_json(value: object) -> dict[str, list[str]]:
+    if not isinstance(value, Mapping):
+        return {}
+    return {str(k): [str(c) for c in v] for k, v in value.items() if isinstance(v, list)}
 
 
 def _add_batch(buckets: MinuteBuckets, batch: dict[tuple[int, Event], int],
@@ -262,6 +280,10 @@ class AcctResource(PluginResource):
     """
 
     fields: ClassVar[Fields] = {}
+    #: Per record type, the fields without which it is not judged (see read_window), and
+    #: what cannot be told without them (for the UNKNOWN line).
+    required: ClassVar[Fields] = {}
+    required_for: ClassVar[str] = ""
 
     def __init__(self, args: argparse.Namespace, run: Run) -> None:
         super().__init__(args, run)
@@ -273,8 +295,18 @@ class AcctResource(PluginResource):
         raise NotImplementedError
 
     def read(self) -> Window:
-        """This run's new records, added to the stored window."""
-        self.window = read_window(self.run, self.args, fields=self.fields, event=self.events)
+        """This run's new records, added to the stored window; UNKNOWN when the layout lacks
+        a required column (a 4.0 layout, or record-fields without it)."""
+        self.window = win = read_window(self.run, self.args, fields=self.fields,
+                                        event=self.events, required=self.required)
+        if win.lacking:
+            path, columns = next(iter(win.lacking.items()))
+            names = " and ".join(columns)
+            raise PluginError(
+                f"accounting file {path} has no {names} column{'s' if len(columns) > 1 else ''}"
+                f" (a 4.0 layout, or record-fields without {'them' if len(columns) > 1 else 'it'})"
+                f": {self.required_for}"
+            )
         return self.window
 
     @classmethod

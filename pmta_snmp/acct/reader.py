@@ -24,7 +24,7 @@ from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from pmta_snmp.acct.columns import is_json_path, parse_header_line
+from pmta_snmp.acct.columns import FIELDS, HEADER_NAMES, Layout, is_json_path, parse_header_line
 from pmta_snmp.acct.records import AcctRecord, RecordParser
 from pmta_snmp.acct.tally import FileTally, TallyKey, TallySpec, record_key
 from pmta_snmp.logtail import (
@@ -198,6 +198,8 @@ class AcctReader:
         self.skipped_rows = 0
         self.records_read = 0
         self.warnings: list[str] = []
+        #: (file, header) of every header in force while this run read (JSON: the keys met).
+        self.headers_read: list[tuple[str, list[str]]] = []
         self._headers: dict[str, list[str] | None] = {}
         self._is_glob = any(ch in self.spec for ch in "*?[")
         self._tail: TailReader | MultiTailReader
@@ -300,7 +302,11 @@ class AcctReader:
                     if key is not None:
                         counts[key] += 1
                 self._close_file(parser, True)
-                yield counts
+                # The CSV rule per header (TallySpec.required), per file: no record of a type
+                # whose required keys no record had is counted.
+                lacking = {kind for header in parser.headers()
+                           for kind in spec.missing(Layout(header))}
+                yield Counter({k: n for k, n in counts.items() if k[0] not in lacking})
                 continue
             yield from self._tally_csv(first, file_blocks, spec)
         self._finish()
@@ -318,11 +324,23 @@ class AcctReader:
         counts = tally.take()
         self.skipped_rows += tally.skipped_rows
         self.records_read += tally.records_read
+        self.headers_read += [(first.source, header) for header in tally.headers()]
         if last is not None:
             if tally.pending and not last.final:
                 self._tail.rewind(last, tally.record_start)  # a record still being written
             self._headers[last.key] = tally.header
         yield counts
+
+    def lacking(self, spec: TallySpec) -> dict[str, list[str]]:
+        """Per file read this run: the columns (PowerMTA's names) that ``spec.required`` needs
+        and a header in force there lacked; the records of those types were not counted."""
+        out: dict[str, list[str]] = {}
+        for source, header in self.headers_read:
+            for names in spec.missing(Layout(header)).values():
+                columns = out.setdefault(source, [])
+                columns += [c for c in (HEADER_NAMES[FIELDS[n]] for n in names)
+                            if c not in columns]
+        return out
 
     def _same_file(self, head: Block, blocks: Iterator[Block], pushback: list[Block]
                    ) -> Iterator[Block]:
@@ -452,6 +470,7 @@ class AcctReader:
         block = parser.block
         if block is None:
             return
+        self.headers_read += [(block.source, header) for header in parser.headers()]
         if finished and parser.pending and not block.final:
             # The record at the end is still being written: read it whole next run.
             self._tail.rewind(block, parser.record_start)

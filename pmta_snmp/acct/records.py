@@ -318,7 +318,8 @@ class RecordParser:
     def __init__(self, *, json_format: bool, header: Sequence[str] | None,
                  types: Collection[str] | None, keep_extra: bool) -> None:
         self.json_format = json_format
-        self.csv = CsvRows(None if json_format else header)
+        self._initial = None if json_format or not header else list(header)
+        self.csv = CsvRows(self._initial)
         self.types = types
         self.keep_extra = keep_extra
         #: JSON: every key met in a record (the nearest thing to a header).
@@ -333,6 +334,13 @@ class RecordParser:
         """The header in force after the data read so far."""
         layout = self.csv.layout
         return layout.header if layout is not None else None
+
+    def headers(self) -> list[list[str]]:
+        """The headers in force while reading: the one given, those met in the data (JSON:
+        the keys met in records, as one header)."""
+        if self.json_format:
+            return [sorted(self.json_keys)] if self.json_keys else []
+        return ([self._initial] if self._initial else []) + self.csv.headers_met
 
     @property
     def skipped_rows(self) -> int:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import csv
 import os
 from collections import Counter
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from operator import itemgetter
 from typing import Any
@@ -28,7 +28,6 @@ from pmta_snmp.acct.buckets import epoch_minute
 from pmta_snmp.acct.columns import (
     DOMAIN_FIELDS,
     FIELDS,
-    HEADER_NAMES,
     Layout,
     domain_of,
     parse_time,
@@ -41,7 +40,6 @@ __all__ = [
     "FileTally",
     "TallyKey",
     "TallySpec",
-    "lacking_text",
     "record_key",
     "speedups",
 ]
@@ -197,6 +195,7 @@ class FileTally:
 
     def __init__(self, spec: TallySpec, header: Sequence[str] | None) -> None:
         self.spec = spec
+        self._initial = list(header) if header else None
         self.csv = CsvRows(header)
         self._scanner = speedups()
         # Raw keys of the C scanner -> count (decoded by _flush_keys).
@@ -211,8 +210,6 @@ class FileTally:
         self.fast_lines = 0
         self._plans: dict[tuple[str, ...], _Plan] = {}
         self._plan: _Plan | None = None
-        #: Types not counted under some header, and the fields it lacked (see TallySpec).
-        self.lacking: dict[str, set[str]] = {}
 
     # What the csv path knows.
     @property
@@ -220,6 +217,10 @@ class FileTally:
         """The header in force after the data fed so far."""
         layout = self.csv.layout
         return list(layout.header) if layout is not None else None
+
+    def headers(self) -> list[list[str]]:
+        """The headers in force while counting: the one given and those met in the data."""
+        return ([self._initial] if self._initial else []) + self.csv.headers_met
 
     @property
     def skipped_rows(self) -> int:
@@ -254,8 +255,6 @@ class FileTally:
         plan = self._plans.get(key)
         if plan is None:
             plan = self._plans[key] = _Plan(layout, self.spec)
-            for kind, names in plan.lacking.items():
-                self.lacking.setdefault(kind, set()).update(names)
         plan.layout = layout
         self._plan = plan
         return plan
@@ -403,12 +402,3 @@ def record_key(record: AcctRecord, spec: TallySpec, minutes: dict[Any, int | Non
     if since is not None and minute is not None and minute < since:
         return None
     return (record.type, minute, tuple(getattr(record, name) for name in names))
-
-
-def lacking_text(lacking: Mapping[str, Collection[str]]) -> str:
-    """``dlvEsmtpAvailable, dlvTlsProtocol (d records)`` for a message."""
-    parts = []
-    for kind, names in sorted(lacking.items()):
-        columns = ", ".join(HEADER_NAMES.get(FIELDS[n], n) for n in sorted(names))
-        parts.append(f"{columns} ({kind} records)")
-    return "; ".join(parts)

@@ -578,3 +578,31 @@ def test_records_are_unchanged_by_the_tally_module() -> None:
     spec = TallySpec.of(BOUNCE)
     assert record_key(record, spec, {}) == (
         "b", None, ("mail.example.org", "z.net", "", "", "", "", "d"))
+
+
+def test_required_fields_leave_out_records_of_a_layout_without_them(tmp_path: Path) -> None:
+    """A type's records are not counted under a header lacking a required column (4.0 has no
+    dlvTlsProtocol); other types are; the reader names the columns per file."""
+    data = (csv_bytes(FIELDS_40, [row(type="d", rcpt="a@old.org"), row(type="b")])
+            + csv_bytes(FIELDS_50, [row(type="d", rcpt="b@new.org"), row(type="b")]))
+    path = tmp_path / "acct.csv"
+    path.write_bytes(data)
+    spec = TallySpec.of(TLS | {"b": ("rcpt_domain",)},
+                        required={"d": ("dlv_esmtp_available", "dlv_tls_protocol")})
+    got, reader = reader_counts(path, None, spec, from_start=True)
+    assert Counter({(k[0], k[2][0]): n for k, n in got.items()}) == {
+        ("b", "example.com"): 2, ("d", "new.org"): 1}
+    assert reader.lacking(spec) == {str(path): ["dlvTlsProtocol"]}
+    tally = tally_bytes(data, spec)
+    assert sum(tally.take().values()) == 3
+
+
+def test_required_fields_in_json_accounting(tmp_path: Path) -> None:
+    path = tmp_path / "acct.json"
+    path.write_text("".join(json.dumps({"type": "d", "rcpt": f"r@{d}.org",
+                                        "dlvEsmtpAvailable": "STARTTLS"}) + "\n"
+                            for d in ("a", "b")))
+    spec = TallySpec.of(TLS, required={"d": ("dlv_tls_protocol",)})
+    got, reader = reader_counts(path, None, spec, from_start=True)
+    assert got == Counter() and reader.records_read == 2
+    assert reader.lacking(spec) == {str(path): ["dlvTlsProtocol"]}
