@@ -8,7 +8,9 @@ the same without it (csv reads every row). An informational row runs an awk doin
 plugin does for its recipient domain dimension (d and b rows counted per minute and recipient
 domain; the recipient comes before any quoted column in this layout, so awk's plain comma split
 is right here). Another times the usual run after the catch-up: a tenth as many new rows (five
-of the file's fifty minutes) read on top of the state the catch-up left.
+of the file's fifty minutes) read on top of the state the catch-up left. The last row is a
+first run without state on ten hours of records: it reads back one ten-minute window, found by
+time, beside the same plugin reading the whole file (--from-start).
 """
 
 from __future__ import annotations
@@ -37,10 +39,11 @@ _DOMAINS = ("gmail.com", "yahoo.com", "outlook.com", "example.com", "example.org
 
 
 def run(report: Report, *, quick: bool = False) -> None:
-    """The catch-up beside mawk, without the C scanner, then the usual run."""
+    """The catch-up beside mawk, without the C scanner, then the usual run; a first run."""
     rows = 100_000 if quick else 1_000_000
     with workdir("pmta-ba-") as wd:
         catch_up(report, wd, rows, runs=1 if quick else 3)
+        first_run(report, wd, rows)
 
 
 def _csv_field(name: str, value: str) -> str:
@@ -50,15 +53,16 @@ def _csv_field(name: str, value: str) -> str:
     return value
 
 
-def make_acct(path: Path, rows: int, seed: int = 5) -> dict[str, int]:
-    """A 5.0-layout acct.csv with `rows` records timed over the last 50 minutes (type counts)."""
+def make_acct(path: Path, rows: int, seed: int = 5, minutes: int = 50) -> dict[str, int]:
+    """A 5.0-layout acct.csv with `rows` records timed over the last `minutes` (type counts)."""
     from pmta_snmp.sim.files import ACCT_LAYOUTS
 
     rng = random.Random(seed)
     header = ACCT_LAYOUTS["5.0"]
     now = datetime.now().astimezone().replace(microsecond=0)
-    start = now - timedelta(minutes=50)
-    stamps = [(start + timedelta(seconds=s)).strftime("%Y-%m-%d %H:%M:%S%z") for s in range(3000)]
+    span = minutes * 60
+    start = now - timedelta(seconds=span)
+    stamps = [(start + timedelta(seconds=s)).strftime("%Y-%m-%d %H:%M:%S%z") for s in range(span)]
     bounces = (
         ("bad-mailbox", "5.1.1 (bad destination mailbox address)",
          "smtp;550 5.1.1 <{r}>: Recipient address rejected: User unknown"),
@@ -110,7 +114,7 @@ def make_acct(path: Path, rows: int, seed: int = 5) -> dict[str, int]:
             x = rng.random()
             kind = "d" if x < 0.85 else "t" if x < 0.94 else "b" if x < 0.99 else "tq"
             counts[kind] += 1
-            sec = i * 3000 // rows
+            sec = i * span // rows
             domain, tmpl = by_kind[kind][rng.randrange(len(by_kind[kind]))]
             row = tmpl.replace("{t}", stamps[sec]).replace("{q}", stamps[max(0, sec - 30)])
             chunk.append(row.replace("{r}", f"{names[i % 10]}{i}@{domain}"))
@@ -246,6 +250,25 @@ def catch_up(report: Report, wd: Path, rows: int, *, runs: int) -> None:
         f"  (info) check_pmta_bounce, the next {new_rows} rows (five minutes at this rate; "
         f"CPU {ms(step_cpu)})",
         ms(step), "", None, "", None,
+    ))
+
+
+def first_run(report: Report, wd: Path, rows: int) -> None:
+    """A first run (no state) on ten hours of records with a ten-minute window: it reads back
+    the window, found by time, beside the same plugin reading the whole file."""
+    path = wd / "ten-hours" / "acct.csv"
+    path.parent.mkdir()
+    make_acct(path, rows, seed=7, minutes=600)
+    args = ["--acct-file", str(path), "--window", "10m", "-t", "0", "-v"]
+    whole, whole_cpu, _ = cpu_run("bounce", [*args, "--from-start",
+                                             "--state-dir", str(wd / "st-ten-whole")])
+    wall, cpu, stdout = cpu_run("bounce", [*args, "--state-dir", str(wd / "st-ten-first")])
+    read = stdout.split("accounting: ", 1)[-1].split(" new records", 1)[0].replace(",", "")
+    report.add(Row(
+        f"  (info) first run, no state, 10-minute window of a 10-hour file of {rows} rows: "
+        f"{read} records read back (CPU {ms(cpu)})",
+        secs(wall), f"{secs(whole)} (--from-start, CPU {secs(whole_cpu)})",
+        ratio(wall, whole), "", None,
     ))
 
 
