@@ -437,7 +437,7 @@ class RecordParser:
             return None
         try:
             obj = json.loads(line)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested too deep (hostile)
             self._json_skipped += 1
             return None
         if not isinstance(obj, dict) or not isinstance(obj.get("type"), str):

@@ -202,7 +202,7 @@ class Timeline:
         if self.json:
             try:
                 obj = json.loads(text)
-            except ValueError:
+            except (ValueError, RecursionError):  # RecursionError: nested too deep (hostile)
                 return None
             raw = obj.get("timeLogged") if isinstance(obj, dict) else None
         else:
@@ -313,7 +313,7 @@ def state_since(spec: str | os.PathLike[str], since: float) -> AcctState | None:
         if any(ch in text for ch in "*?["):
             return _glob_since(text, since)
         return _path_since(text, since)
-    except (OSError, EOFError, ValueError):  # a file gone or unreadable meanwhile
+    except Exception:  # a file gone, unreadable or corrupt (lzma.LZMAError): start at the end
         return None
 
 

@@ -701,3 +701,11 @@ def test_first_record_of_a_run_still_being_written(tmp_path: Path, chunk_size: i
     batch = read_new_records(path, state)
     assert rcpts(batch.records) == ["multi@x", "next@x"]
     assert batch.records[0].dsn_diag == "one\n" * 30 + "end"
+
+
+def test_json_line_nested_too_deep_is_a_malformed_row() -> None:
+    """A hostile line (200,000 nested arrays) is one skipped row; reading goes on after it
+    (json.loads raises RecursionError there, not ValueError)."""
+    data = b"[" * 200_000 + b"\n" + json.dumps({"type": "d", "rcpt": "a@x.org"}).encode() + b"\n"
+    got = parse_records(data, json_format=True)
+    assert [r.rcpt for r in got.records] == ["a@x.org"] and got.skipped_rows == 1

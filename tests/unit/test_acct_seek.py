@@ -286,3 +286,11 @@ def test_never_skips_a_record_since_the_time(tmp_path: Path, case: tuple[
     k = starts.index(found)
     assert k <= first_since(rows, since)
     os.unlink(path)
+
+
+def test_hostile_json_line_is_a_line_without_a_time(tmp_path: Path) -> None:
+    path = tmp_path / "acct.json"
+    lines = [json.dumps({"type": "d", "timeLogged": stamp(T0 + i)}) for i in range(100)]
+    lines.insert(50, "[" * 200_000)
+    path.write_text("\n".join(lines) + "\n")
+    assert offset_at(path, T0 + 50) == sum(len(line) + 1 for line in lines[:50])
