@@ -7,7 +7,8 @@
   optional C scanner where it is built (same counts either way);
 * :mod:`~pmta_snmp.acct.reader` following files across rotations (offsets in a state);
 
-plus the bounce classes (:mod:`~pmta_snmp.acct.bounce`) and the per-minute window counters
+plus where the records since a time begin (:mod:`~pmta_snmp.acct.seek`, for a first run's
+read-back), the bounce classes (:mod:`~pmta_snmp.acct.bounce`) and the per-minute window counters
 (:mod:`~pmta_snmp.acct.buckets`). Knows nothing of SNMP; used by the check_pmta_* bounce,
 deferral and TLS plugins.
 """
