@@ -36,6 +36,9 @@ from pmta_snmp.mib.snapshot import Oid, OidTree, oid_key
 
 __all__ = [
     "DEFAULT_MAX_BULK_VARBINDS",
+    "SNMP_V1",
+    "SNMP_V2C",
+    "SNMP_V3",
     "UDP_MAX_MESSAGE_SIZE",
     "VIEW_END",
     "VIEW_ROOT",
@@ -45,6 +48,8 @@ __all__ = [
     "RequestVarBind",
     "TreeResponder",
     "message_version",
+    "name_tlv",
+    "to_v1",
 ]
 
 log = logging.getLogger(__name__)
@@ -264,6 +269,32 @@ class TreeResponder:
                 break
         return Answer(ErrorStatus.NO_ERROR, 0, b"".join(out))
 
+    def answer(
+        self,
+        pdu_type: int,
+        varbinds: Sequence[RequestVarBind],
+        non_repeaters: int = 0,
+        max_repetitions: int = 0,
+        *,
+        v1: bool,
+        budget: int,
+    ) -> Answer:
+        """The answer to a Get, GetNext, GetBulk or Set PDU (`pdu_type` its BER tag), in the
+        terms of the manager's SNMP version; genErr if answering fails (never an exception)."""
+        try:
+            if pdu_type == Tag.GET_NEXT:
+                answer = self.get_next(varbinds, v1=v1, budget=budget)
+            elif pdu_type == Tag.GET:
+                answer = self.get(varbinds, v1=v1, budget=budget)
+            elif pdu_type == Tag.GET_BULK:
+                answer = self.get_bulk(varbinds, non_repeaters, max_repetitions, budget=budget)
+            else:
+                answer = self.set(varbinds, v1=v1)
+        except Exception:
+            log.exception("standalone agent: answering a request failed")
+            answer = _gen_err(varbinds)
+        return to_v1(answer) if v1 else answer
+
     @staticmethod
     def set(varbinds: Sequence[RequestVarBind], *, v1: bool) -> Answer:
         """Set: never. No principal has a write view: noAccess (RFC 3416 §4.2.5), for v1
@@ -373,17 +404,9 @@ class CommunityResponder:
         head = data[start:community[2]]  # version and community, copied
         request_id_tlv = data[pdu_start:request_id[2]]
         budget = self.max_message_size - _RESPONSE_OVERHEAD - len(head) - len(request_id_tlv)
-        r = self.responder
-        if pdu_type == Tag.GET_NEXT:
-            answer = r.get_next(varbinds, v1=v1, budget=budget)
-        elif pdu_type == Tag.GET:
-            answer = r.get(varbinds, v1=v1, budget=budget)
-        elif pdu_type == Tag.GET_BULK:
-            answer = r.get_bulk(varbinds, non_repeaters, max_repetitions, budget=budget)
-        else:
-            answer = r.set(varbinds, v1=v1)
-        if v1:
-            answer = to_v1(answer)
+        answer = self.responder.answer(
+            pdu_type, varbinds, non_repeaters, max_repetitions, v1=v1, budget=budget
+        )
         vbs = data[pos:list_end] if answer.varbinds is None else answer.varbinds
         pdu = (
             request_id_tlv

@@ -308,12 +308,13 @@ class _AgentProtocol(asyncio.DatagramProtocol):
         self._v3.connection_lost(exc)
 
 
-_V3_PDU_TYPES: Final = (
-    rfc1905.GetRequestPDU.tagSet,
-    rfc1905.GetNextRequestPDU.tagSet,
-    rfc1905.GetBulkRequestPDU.tagSet,
-    rfc1905.SetRequestPDU.tagSet,
-)
+_V3_TAGS: Final = {  # the PDU types we answer, as pysnmp's types and as their BER tags
+    rfc1905.GetRequestPDU.tagSet: Tag.GET,
+    rfc1905.GetNextRequestPDU.tagSet: Tag.GET_NEXT,
+    rfc1905.GetBulkRequestPDU.tagSet: Tag.GET_BULK,
+    rfc1905.SetRequestPDU.tagSet: Tag.SET,
+}
+_V3_PDU_TYPES: Final = tuple(_V3_TAGS)
 _VIEW_ROOT_NAME: Final = rfc1902.ObjectName(VIEW_ROOT)
 # The scoped PDU beside its varbinds: its SEQUENCE, PDU and varbind-list headers (5 octets
 # each at most), request-id, error-status and error-index (6 each); plus a margin for the
@@ -404,28 +405,25 @@ class _V3Responder:
         for oid, _ in request:
             key = oid_key(tuple(oid))
             varbinds.append(RequestVarBind(key, name_tlv(key)))
-        tag = pdu.tagSet
+        kind = _V3_TAGS[pdu.tagSet]
         budget = (
             min(max_scoped_pdu, _V3_MAX_SCOPED_PDU)
             - _SCOPED_PDU_OVERHEAD
             - len(bytes(context_engine_id))
         )
-        r = self._responder
         if not self._allowed(engine, model, name, level):
             answer = Answer(ErrorStatus.AUTHORIZATION_ERROR, 1 if varbinds else 0, None)
-        elif tag == rfc1905.GetNextRequestPDU.tagSet:
-            answer = r.get_next(varbinds, v1=False, budget=budget)
-        elif tag == rfc1905.GetRequestPDU.tagSet:
-            answer = r.get(varbinds, v1=False, budget=budget)
-        elif tag == rfc1905.GetBulkRequestPDU.tagSet:
-            answer = r.get_bulk(
+        elif kind == Tag.GET_BULK:
+            answer = self._responder.answer(
+                kind,
                 varbinds,
                 int(v2c.apiBulkPDU.get_non_repeaters(pdu)),
                 int(v2c.apiBulkPDU.get_max_repetitions(pdu)),
+                v1=False,
                 budget=budget,
             )
         else:
-            answer = r.set(varbinds, v1=False)
+            answer = self._responder.answer(kind, varbinds, v1=False, budget=budget)
         rsp = v2c.apiPDU.get_response(pdu)
         v2c.apiPDU.set_error_status(rsp, answer.error_status)
         v2c.apiPDU.set_error_index(rsp, answer.error_index)

@@ -363,6 +363,16 @@ def test_getter_failure_is_a_gen_err() -> None:
     assert manager.bulk(0, 5, A) == (GEN_ERR, 1, [(A, "Null", None)])
 
 
+def test_a_value_that_cannot_be_encoded_is_a_gen_err_not_silence() -> None:
+    """An OID value outside X.690 (first arc 3) cannot go out as BER: genErr, and the other
+    values are still served."""
+    odd = OidTree([(A, Value(SnmpType.OBJECT_IDENTIFIER, (3, 5))),
+                   (B, Value(SnmpType.INTEGER, 1))], [A[:-1], B[:-1]])
+    manager = Manager(odd)
+    assert manager.get(A) == (GEN_ERR, 1, [(A, "Null", None)])
+    assert manager.next(A) == (OK, 0, [(B, "Integer", 1)])
+
+
 # --- SNMPv1 -----------------------------------------------------------------------------------
 
 
