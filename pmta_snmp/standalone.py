@@ -78,7 +78,7 @@ log = logging.getLogger(__name__)
 
 # pyasn1 (pysnmp's ASN.1 library) ships no type hints; mypy only ignores pysnmp's missing ones.
 _ber_encoder: Any = importlib.import_module("pyasn1.codec.ber.encoder")
-univ: Any = importlib.import_module("pyasn1.type.univ")
+_univ: Any = importlib.import_module("pyasn1.type.univ")
 
 DEFAULT_COMMUNITY: Final = "public"
 
@@ -432,7 +432,7 @@ class _V3Responder:
         else:
             rsp.setComponentByPosition(
                 _PDU_VARBINDS,
-                univ.Any(encode_tlv(Tag.SEQUENCE, answer.varbinds)),
+                _univ.Any(encode_tlv(Tag.SEQUENCE, answer.varbinds)),
                 verifyConstraints=False,
                 matchTags=False,
                 matchConstraints=False,
