@@ -319,6 +319,40 @@ def test_unreadable_state_is_unknown(fake_pmta: FakePmta, tmp_path: Path,
     assert out.line.startswith("PMTA QUEUE UNKNOWN - cannot read state file")
 
 
+def test_state_directory_writable_by_others_is_refused_in_one_line(
+        fake_pmta: FakePmta, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    healthy(fake_pmta)
+    state_dir = tmp_path / "state"
+    state_dir.mkdir()
+    os.chmod(state_dir, 0o777)
+    out = run(capsys, fake_pmta, tmp_path, "--instance", "main")
+    assert out.code == 3
+    assert out.out == (
+        f"PMTA QUEUE UNKNOWN - state directory {state_dir} is writable by others (mode 0777, "
+        f"owner uid {os.geteuid()}): another user could plant links there; refused "
+        f"(chmod go-w {state_dir}, or use a private --state-dir)\n"
+    )
+    assert list(state_dir.iterdir()) == []
+
+
+def test_planted_lock_symlink_is_refused_not_followed(
+        fake_pmta: FakePmta, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    healthy(fake_pmta)
+    state_dir = tmp_path / "state"
+    state_dir.mkdir()
+    os.chmod(state_dir, 0o1777)  # shared like /tmp: accepted, but no link is followed
+    victim = tmp_path / "etc" / "cron.d" / "evil"
+    victim.parent.mkdir(parents=True)
+    (state_dir / "check_pmta_queue-main.json.lock").symlink_to(victim)
+    out = run(capsys, fake_pmta, tmp_path, "--instance", "main")
+    assert out.code == 3
+    assert out.line.startswith(
+        f"PMTA QUEUE UNKNOWN - lock file {state_dir}/check_pmta_queue-main.json.lock is a "
+        "symbolic link; refused")
+    assert len(out.out.splitlines()) == 1 and out.err == ""
+    assert not victim.exists()
+
+
 def test_output_stays_under_8kb(fake_pmta: FakePmta, tmp_path: Path,
                                 capsys: pytest.CaptureFixture[str]) -> None:
     queues = [(f"d{i:04d}.example.com/vmta-with-a-long-name-{i % 7}", 1_000 + i,
