@@ -13,6 +13,8 @@ nagiosplugin's sharp edges once for all of them:
   only with ``-vvv``;
 * perfdata never uses scientific notation, labels are sanitised (no spaces, dots or quotes),
   all perfdata follows one ``|`` at the end and the whole output stays under Nagios' 8 KB;
+* text that may come from input (log lines, API answers) never carries a newline, a ``|``
+  or a control character (NUL would end the output for Nagios, perfdata included);
 * ``--output zabbix`` prints only a value (or a JSON object with ``--json``) and always exits 0
   with nothing on stderr; ``--discover`` prints low-level-discovery JSON.
 
@@ -928,9 +930,15 @@ def _json_num(value: float | int | None) -> float | int | None:
     return value
 
 
+#: Control characters (C0, DEL, C1) that whitespace folding leaves: NUL ends the output for
+#: Nagios (the perfdata is lost), ESC and BEL act on a terminal showing the output.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+
+
 def _one_line(text: str) -> str:
-    """No newlines or `|` (the perfdata separator) inside a line of text."""
-    return " ".join(str(text).replace("|", "/").split())
+    """No newlines, no control characters (shown as `?`) and no `|` (the perfdata
+    separator) inside a line of text: it may quote log lines or API answers."""
+    return _CONTROL.sub("?", " ".join(str(text).replace("|", "/").split()))
 
 
 def _fit(lines: list[str], perfdata: list[str]) -> str:

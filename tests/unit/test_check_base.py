@@ -267,6 +267,69 @@ def test_zabbix_value_and_json(capsys: pytest.CaptureFixture[str]) -> None:
                    "metrics": {"value": 25.0, "flag": 0}, "details": {}}
 
 
+# -- text from input (log lines, API answers) in the output -----------------------------------
+
+#: A log line as hostile input: NUL, BEL, ESC colour codes, DEL, a C1 CSI, a `|`, a newline.
+HOSTILE = "ETIMEDOUT\x00 to mx\x07 \x1b[31mred\x1b[0m \x7f\x9b2J a|b\nnext"
+SHOWN = "ETIMEDOUT? to mx? ?[31mred?[0m ??2J a/b next"
+
+
+class _Echo(nagiosplugin.Resource):  # type: ignore[misc]
+    """Says the text of --text in every place a plugin prints input text."""
+
+    def __init__(self, args: argparse.Namespace, run: Run) -> None:
+        self.args, self.run = args, run
+
+    def probe(self) -> Iterator[nagiosplugin.Metric]:
+        if self.args.fail:
+            raise base.PluginError(f"cannot parse {self.args.text}")
+        self.run.note(f"note {self.args.text}")
+        self.run.long.append(f"line {self.args.text}")
+        yield metric("seen", 1, context="seen")
+
+
+def _echo_parser(plugin: Plugin) -> base.PluginParser:
+    p = make_parser(plugin, warning="0", critical=None, threshold_help="lines",
+                    connection=False, state=False)
+    p.add_argument("--text", default="")
+    p.add_argument("--fail", action="store_true")
+    return p
+
+
+def _echo_check(args: argparse.Namespace, run: Run) -> nagiosplugin.Check:
+    return PmtaCheck(_Echo(args, run),
+                     Threshold("seen", args.warning, None, lambda m, c: f"seen {args.text}"),
+                     Summary())
+
+
+ECHO = Plugin("ECHO", "check_pmta_echo", "echoes input text", _echo_parser, _echo_check)
+
+
+def _assert_no_controls(out: str) -> None:
+    assert not [c for c in out if c != "\n" and (ord(c) < 0x20 or 0x7f <= ord(c) <= 0x9f)], out
+
+
+def test_control_bytes_of_input_never_reach_the_output(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    code = run_plugin(ECHO, ["--text", HOSTILE, "-v"])
+    out = capsys.readouterr().out
+    _assert_no_controls(out)
+    assert code == 1
+    assert out == (f"PMTA ECHO WARNING - seen {SHOWN} (warning above 0)\n"
+                   f"WARNING: seen {SHOWN} (warning above 0)\n"
+                   f"note {SHOWN}\n"
+                   f"line {SHOWN}\n"
+                   "| seen=1;0\n")  # the perfdata survives: no NUL cut the output before it
+    code = run_plugin(ECHO, ["--text", HOSTILE, "--fail"])
+    out = capsys.readouterr().out
+    assert (code, out) == (3, f"PMTA ECHO UNKNOWN - cannot parse {SHOWN}\n")
+    for zabbix in (["--output", "zabbix"], ["--json"]):
+        assert run_plugin(ECHO, ["--text", HOSTILE, "--fail", *zabbix]) == 0
+        out = capsys.readouterr().out
+        _assert_no_controls(out)
+        assert SHOWN in (json.loads(out)["error"] if "--json" in zabbix else out)
+
+
 def test_cold_start_imports_nothing_heavy() -> None:
     code = ("import sys, pmta_snmp.checks.queue, pmta_snmp.checks.bounce, "
             "pmta_snmp.checks.log, pmta_snmp.checks.license, pmta_snmp.checks.tls, "
