@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import gc
+import hashlib
 import json
 import math
 import os
@@ -198,22 +199,50 @@ def describe_range(rng: nagiosplugin.Range, unit: str = "") -> str:
 
 
 _LABEL_BAD = re.compile(r"[^A-Za-z0-9_-]+")
+#: The words of a name: runs of letters, digits, `-` and any non-ASCII character; the ASCII
+#: punctuation between them (`.`, `/`, `_`, spaces) separates them, like a domain's dots.
+_LABEL_WORD = re.compile(r"(?:[A-Za-z0-9-]|[^\x00-\x7f])+")
 
 
 def perf_label(*parts: str) -> str:
-    """A stable perfdata label: parts joined by `_`, an internationalised domain name in its
-    ASCII (punycode) form, anything but `[A-Za-z0-9_-]` -> `_`."""
-    text = "_".join(_ascii(p) for p in parts if p)
+    """A stable perfdata label: parts joined by `_`; each word of a part that is not ASCII
+    (an internationalised domain's label) in its IDNA form (`xn--bcher-kva`), anything but
+    `[A-Za-z0-9_-]` -> `_`. Different names may give one label: :class:`Labelled` tells
+    them apart."""
+    text = "_".join(_LABEL_WORD.sub(_ascii_word, p) for p in parts if p)
     return _LABEL_BAD.sub("_", text).strip("_") or "value"
 
 
-def _ascii(part: str) -> str:
-    if part.isascii():
-        return part
+def _ascii_word(match: re.Match[str]) -> str:
+    word = match.group(0)
+    if word.isascii():
+        return word
     try:
-        return part.encode("idna").decode("ascii")
-    except UnicodeError:
-        return part
+        return word.encode("idna").decode("ascii")
+    except UnicodeError:  # not a valid IDNA label (too long, forbidden characters)
+        return "xn--" + word.encode("punycode").decode("ascii")
+
+
+def label_suffix(name: str) -> str:
+    """The short, stable suffix that tells apart names giving the same label."""
+    return hashlib.sha256(name.encode("utf-8", "surrogateescape")).hexdigest()[:6]
+
+
+def distinct_labels(names: Iterable[str]) -> dict[str, str]:
+    """A perfdata label for each name, distinct for distinct names (`a.b` and `a_b` both
+    give `a_b`): when names share a label, the first of them in sorted order keeps it and
+    the others get `_` and :func:`label_suffix`. Whatever the order of `names`, each name
+    gets the same label."""
+    by_label: dict[str, set[str]] = {}
+    for name in names:
+        by_label.setdefault(perf_label(name), set()).add(name)
+    out: dict[str, str] = {}
+    for label, group in by_label.items():
+        first, *others = sorted(group)
+        out[first] = label
+        for name in others:
+            out[name] = f"{label}_{label_suffix(name)}"
+    return out
 
 
 class Perf(nagiosplugin.Performance):  # type: ignore[misc]
@@ -423,12 +452,40 @@ _T = TypeVar("_T")
 
 class Labelled(dict[str, _T]):
     """What each per-item metric stands for, by perfdata label: labels are sanitised (no dots
-    or slashes), so a text that names the item looks it up here."""
+    or slashes), so a text that names the item looks it up here.
+
+    Two names that sanitise alike (`a.b`, `a_b`) get distinct labels: :meth:`reserve` the
+    names of a set of items first so each gets the same label whatever their order (see
+    :func:`distinct_labels`); a clash with a name not reserved gets a suffix on arrival."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._labels: dict[str, str] = {}  # name -> its label
+        self._names: dict[str, str] = {}  # label -> the name it was given to
+
+    def reserve(self, names: Iterable[str]) -> None:
+        """Fix the labels of `names`, told apart from each other (call before `metric`)."""
+        fresh = [n for n in dict.fromkeys(names) if n not in self._labels]
+        for name, label in distinct_labels(fresh).items():
+            self._claim(name, label)
+
+    def _claim(self, name: str, label: str) -> str:
+        owner = self._names.get(label)
+        if owner is not None and owner != name:
+            label = f"{label}_{label_suffix(name)}"
+        self._labels[name] = label
+        self._names.setdefault(label, name)
+        return label
+
+    def label(self, name: str) -> str:
+        """The perfdata label of `name` in this set."""
+        known = self._labels.get(name)
+        return known if known is not None else self._claim(name, perf_label(name))
 
     def metric(self, what: _T, name: str, value: float | int | None, *, context: str,
                **kw: Any) -> nagiosplugin.Metric:
         """A metric (see :func:`metric`) remembered as standing for `what`."""
-        m = metric(name, value, context=context, **kw)
+        m = metric(self.label(name), value, context=context, **kw)
         self[m.name] = what
         return m
 

@@ -223,6 +223,10 @@ class QueueResource(PluginResource):
                 "deferred_growing_minutes", round(grow_min, 1), context="deferred_growth",
                 uom="", min=0,
             )
+        # Labels of names that sanitise alike (`a.b`, `a_b`) are told apart, whatever the order.
+        self.names.reserve(f"paused {q.name}" for q in paused)
+        self.names.reserve(f"stuck {s[0]}" for s in hist.stuck)
+        self.names.reserve(f"backoff {q.name}" for q in backoff)
         # One result per paused/stuck queue so the status line can name them.
         for q in paused:
             yield self.item(f"paused {q.name}", q.name, q.rcp, "paused_queue")
@@ -237,6 +241,7 @@ class QueueResource(PluginResource):
         for kind, rows in (("queue", data.queues), ("domain", data.domains),
                            ("vmta", data.vmtas)):
             values = {r.name: r.rcp for r in rows}
+            self.names.reserve(f"{kind}_{name}_rcpt" for name in values)
             top = {name for name, _ in top_items(values, n)}
             judged = getattr(a, f"{kind}_warning") or getattr(a, f"{kind}_critical")
             for name, value in sorted(values.items(), key=lambda kv: (-kv[1], kv[0])):

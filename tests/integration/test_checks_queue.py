@@ -138,6 +138,29 @@ def test_per_item_thresholds_name_the_worst(fake_pmta: FakePmta, tmp_path: Path,
     assert [k for k in out.perf if k.startswith("queue_")] == ["queue_gmail_com_vmta1_rcpt"]
 
 
+def test_perfdata_labels_encode_each_name_and_never_collide(
+        fake_pmta: FakePmta, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    set_pages(fake_pmta, 3_000, [("a.b.example/vmta1", 1_200, {"paused": "yes"}),
+                                 ("a_b.example/vmta1", 1_000, {"paused": "yes"}),
+                                 ("bücher.example/vmta1", 800)])
+    out = run(capsys, fake_pmta, tmp_path)
+    # The internationalised domain's own label is encoded, not the whole metric name.
+    assert out.value("queue_xn--bcher-kva_example_vmta1_rcpt") == "800"
+    # `a.b` and `a_b` both sanitise to a_b: the first by name keeps the label, the other
+    # gets a stable suffix, and each value stays with its own queue.
+    assert out.value("queue_a_b_example_vmta1_rcpt") == "1200"
+    other = [k for k in out.perf if k.startswith("queue_a_b_example_vmta1_rcpt_")]
+    assert len(other) == 1 and out.value(other[0]) == "1000"
+    assert "queue a.b.example/vmta1 paused (1,200 rcpt)" in out.line
+    assert "queue a_b.example/vmta1 paused (1,000 rcpt)" in out.line
+    # The same labels on the next run, whatever the order of the rows.
+    set_pages(fake_pmta, 3_000, [("a_b.example/vmta1", 1_300), ("a.b.example/vmta1", 1_200),
+                                 ("bücher.example/vmta1", 800)])
+    again = run(capsys, fake_pmta, tmp_path)
+    assert again.value(other[0]) == "1300" and again.value("queue_a_b_example_vmta1_rcpt") == \
+        "1200"
+
+
 def test_stuck_queue_detected_across_runs(fake_pmta: FakePmta, tmp_path: Path,
                                           capsys: pytest.CaptureFixture[str],
                                           monkeypatch: pytest.MonkeyPatch) -> None:

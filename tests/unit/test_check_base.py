@@ -18,6 +18,7 @@ from pmta_snmp.checks import base
 from pmta_snmp.checks.base import (
     MAX_OUTPUT_BYTES,
     Flag,
+    Labelled,
     Perf,
     Plugin,
     PmtaCheck,
@@ -25,9 +26,11 @@ from pmta_snmp.checks.base import (
     Summary,
     Threshold,
     describe_range,
+    distinct_labels,
     duration,
     fmt_num,
     fmt_range,
+    label_suffix,
     make_parser,
     metric,
     parse_min_range,
@@ -79,9 +82,39 @@ def test_labels_are_sanitised() -> None:
     assert perf_label("queue", "gmail.com/vmta-1") == "queue_gmail.com/vmta-1".replace(
         ".", "_").replace("/", "_")
     assert perf_label("domain", "bücher.example") == "domain_xn--bcher-kva_example"
-    assert perf_label("domain", "b\u00fccher..bad") == "domain_b_cher_bad"
+    assert perf_label("domain", "b\u00fccher..bad") == "domain_xn--bcher-kva_bad"
     assert perf_label("a b", "c'd=e") == "a_b_c_d_e"
     assert perf_label("...") == "value"
+
+
+def test_label_encodes_each_word_of_a_name_not_the_whole() -> None:
+    """A plugin builds labels as one text (`domain_<name>_rcpt`): the internationalised
+    domain's own labels are encoded, the prefix and suffix stay readable."""
+    assert perf_label("domain_bücher.example_rcpt") == "domain_xn--bcher-kva_example_rcpt"
+    assert perf_label("queue_bücher.example/vmta-ü_rcpt") == (
+        "queue_xn--bcher-kva_example_xn--vmta--ova_rcpt")
+    long = "é" + "a" * 70  # too long for an IDNA label: punycode all the same
+    assert perf_label(f"domain_{long}.com_rcpt") == (
+        f"domain_xn--{long.encode('punycode').decode()}_com_rcpt")
+
+
+def test_names_that_sanitise_alike_get_distinct_stable_labels() -> None:
+    names = ["domain_a.b_rcpt", "domain_a_b_rcpt", "domain_a/b_rcpt", "domain_c.d_rcpt"]
+    labels = distinct_labels(names)
+    assert labels["domain_a.b_rcpt"] == "domain_a_b_rcpt"  # the first in sorted order
+    assert labels["domain_a/b_rcpt"] == f"domain_a_b_rcpt_{label_suffix('domain_a/b_rcpt')}"
+    assert labels["domain_a_b_rcpt"] == f"domain_a_b_rcpt_{label_suffix('domain_a_b_rcpt')}"
+    assert labels["domain_c.d_rcpt"] == "domain_c_d_rcpt"  # no clash: no suffix
+    assert len(set(labels.values())) == len(names)
+    assert distinct_labels(reversed(names)) == labels  # the order does not matter
+    items: Labelled[str] = Labelled()
+    items.reserve(reversed(names))
+    metrics = [items.metric(n, n, 1, context="x") for n in names]
+    assert [m.name for m in metrics] == [labels[n] for n in names]
+    assert {items[m.name] for m in metrics} == set(names)  # each label names its own item
+    # A clash with a name not reserved still gets its own label.
+    late = items.metric("domain_a-b_rcpt?", "domain_a b_rcpt", 2, context="x")
+    assert late.name not in labels.values() and items[late.name] == "domain_a-b_rcpt?"
 
 
 def test_perf_formatting() -> None:
