@@ -123,6 +123,12 @@ def test_missing_row_is_no_such_instance(agent_run: Running) -> None:
     assert vb.type == "noSuchInstance"
 
 
+def test_license_days_left_is_no_such_instance_without_license_data(agent_run: Running) -> None:
+    """No API key, no `show license`: no instance, as the MIB's DESCRIPTION says (and the
+    Zabbix template's "no license data" trigger watches for)."""
+    assert get_value(agent_run.master, "pmtaLicenseDaysLeft").type == "noSuchInstance"
+
+
 def test_api_down_keeps_last_data_marks_age_and_traps_once(
     agent_run: Running, trap_receiver: TrapReceiver
 ) -> None:
