@@ -588,7 +588,7 @@ def make_parser(
             help="state file name for this instance (default: a hash of the inputs)",
         )
     if connection:
-        from pmta_snmp.cli import add_connection_args  # file plugins never import the CLI
+        from pmta_snmp.cliopts import add_connection_args  # file plugins never import it
 
         add_connection_args(p)
     return p
@@ -715,7 +715,7 @@ class Run:
 
     def client_config(self) -> ClientConfig:
         """The connection options, with the API timeout capped by what -t leaves."""
-        from pmta_snmp.cli import client_config
+        from pmta_snmp.cliopts import client_config
 
         args = argparse.Namespace(**vars(self.args))
         remaining = self.remaining()
