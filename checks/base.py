@@ -209,7 +209,7 @@ def perf_label(*parts: str) -> str:
     (an internationalised domain's label) in its IDNA form (`xn--bcher-kva`), anything but
     `[A-Za-z0-9_-]` -> `_`. Different names may give one label: :class:`Labelled` tells
     them apart."""
-    text = "_".join(_LABEL_WORD.sub(_ascii_word, p) for p in parts if p)
+    text = "_".join(p if p.isascii() else _LABEL_WORD.sub(_ascii_word, p) for p in parts if p)
     return _LABEL_BAD.sub("_", text).strip("_") or "value"
 
 
@@ -232,15 +232,16 @@ def distinct_labels(names: Iterable[str]) -> dict[str, str]:
     """A perfdata label for each name, distinct for distinct names (`a.b` and `a_b` both
     give `a_b`): when names share a label, the first of them in sorted order keeps it and
     the others get `_` and :func:`label_suffix`. Whatever the order of `names`, each name
-    gets the same label."""
-    by_label: dict[str, set[str]] = {}
-    for name in names:
-        by_label.setdefault(perf_label(name), set()).add(name)
-    out: dict[str, str] = {}
+    gets the same label; it changes only when a name sorting before it with the same label
+    joins or leaves them."""
+    out = {name: perf_label(name) for name in names}
+    if len(set(out.values())) == len(out):
+        return out  # the usual case: no two names share a label
+    by_label: dict[str, list[str]] = {}
+    for name, label in out.items():
+        by_label.setdefault(label, []).append(name)
     for label, group in by_label.items():
-        first, *others = sorted(group)
-        out[first] = label
-        for name in others:
+        for name in sorted(group)[1:]:
             out[name] = f"{label}_{label_suffix(name)}"
     return out
 
