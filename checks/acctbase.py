@@ -314,6 +314,7 @@ class RateItems:
         rates = win.rates(dimension, self.numerator, self.denominator, args.min_volume)
         ranked = sorted(rates.values(), key=lambda r: (-(r.percent or 0.0), -r.denominator,
                                                        r.key))
+        self.names.reserve(f"{dimension}_{r.key}_{self.label}" for r in ranked)
         metrics = [
             self.names.metric(
                 (dimension, r.key, r), f"{dimension}_{r.key}_{self.label}",
