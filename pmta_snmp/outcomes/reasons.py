@@ -108,7 +108,9 @@ _MAX_INPUT = 2_000
 _MAX_REASON = 200
 """Characters of a normalised reason (cut at a word boundary)."""
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
-_DIAG_TYPE = re.compile(r"^\s*([a-z][a-z0-9-]{0,15};)\s*", re.I)
+# RFC 3464 diagnostic types as PowerMTA writes them: "smtp;", or an "x-" type (lower case, so
+# no placeholder like "x-IP;" can turn into one).
+_DIAG_TYPE = re.compile(r"^\s*(smtp;|x-[a-z0-9-]{1,20};)\s*")
 _LEAD = re.compile(r"(?P<code>[2-5]\d\d)(?:[- ](?P<enh>[2-5]\.\d{1,3}\.\d{1,3})(?![\d.]*\d))?"
                    r"(?P<sep>[- ]?)")
 _STATUS = re.compile(r"(?<![\d.])[2-5]\.\d{1,3}\.\d{1,3}(?![\d.]*\d)")
@@ -162,6 +164,7 @@ _BRACKET = re.compile(r"\[([^\[\]]{1,300})\]")
 _HOSTNAME = re.compile(r"[a-z0-9](?:[a-z0-9-]*[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]*[a-z0-9])?){2,}",
                        re.I)
 _TOKEN = re.compile(r"(?<![\w.-])[A-Za-z0-9]+(?:[._-][A-Za-z0-9]+)*(?![\w-])")
+_RFC = re.compile(r"\bRFC ?(\d{3,5})\b", re.I)
 _CODE_WORD = re.compile(r"[A-Za-z]{1,4}\d{1,12}")
 
 
@@ -194,10 +197,7 @@ def _token(m: re.Match[str]) -> str:
     if not digits:
         return tok
     if tok.isdigit():
-        if len(tok) < 3:
-            return tok
-        before = m.string[max(0, m.start() - 4):m.start()].rstrip().lower()
-        return tok if before.endswith("rfc") else "N"
+        return tok if len(tok) < 3 else "N"
     if _STATUS.fullmatch(tok) or _CODE_WORD.fullmatch(tok):
         return tok  # 5.7.1, S3150, TSS04, AS3130: stable codes
     last = tok.rsplit(".", 1)[-1]
@@ -215,7 +215,8 @@ def normalize_reason(dsn_status: str, dsn_diag: str) -> str:
 
     Addresses become ADDRESS, IPv4/IPv6 addresses IP, bracketed host trailers [HOST], message
     and queue ids ID, times TIME, numbers of three or more digits N (reply codes, enhanced
-    status codes, provider codes like S3150 and RFC numbers stay). The result holds no "@"
+    status codes, provider codes like S3150 and RFC numbers (as RFC5321) stay). The result
+    holds no "@"
     and normalising it again changes nothing.
     """
     text = dsn_diag if dsn_diag.strip() else dsn_status
@@ -225,6 +226,7 @@ def normalize_reason(dsn_status: str, dsn_diag: str) -> str:
     text = _TIME.sub("TIME", text)
     text = _IPV4.sub("IP", text)
     text = _IPV6.sub(_ipv6, text)
+    text = _RFC.sub(r"RFC\1", text)
     text = _TOKEN.sub(_token, text)
     text = prefix + _reply(head, " ".join(text.split()))
     if len(text) > _MAX_REASON:
@@ -300,7 +302,8 @@ class ReasonRules:
 
     def _classify(self, dsn_status: str, dsn_diag: str, bounce_cat: str) -> Reason:
         _, head, rest = _fold(dsn_diag)
-        reply = _reply(head, rest)
+        # An address is the recipient's, not the receiver's words ("spamcop.fan@example.com").
+        reply = _reply(head, _ADDRESS.sub("ADDRESS", rest) if "@" in rest else rest)
         m = _STATUS.match(dsn_status.strip())
         status = m.group(0) if m else ""
         m = _STATUS.search(head or reply, 0, 40)
