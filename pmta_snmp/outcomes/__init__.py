@@ -7,3 +7,8 @@ name) and normalises reply texts for grouping. Both read shipped, editable TOML 
 `contrib/outcomes/`). Knows nothing of SNMP; the modules are imported on their own so that the
 plugins, which need only `normalize_reason`, do not load the rule files.
 """
+
+
+class OutcomesFileError(ValueError):
+    """A provider map or reason rules file that cannot be used; the message names the file
+    and, where known, the line and key."""

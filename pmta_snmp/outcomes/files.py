@@ -9,12 +9,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from pmta_snmp.outcomes import OutcomesFileError
+
 __all__ = ["OutcomesFileError", "default_text", "line_of", "read_toml"]
-
-
-class OutcomesFileError(ValueError):
-    """A provider map or reason rules file that cannot be used; the message names the file
-    and, where known, the line and key."""
 
 
 def default_text(name: str) -> str:

@@ -3,8 +3,8 @@
 `ReasonRules.classify(dsnStatus, dsnDiag, bounceCat)` returns one of a bounded set of reason
 classes (`REASONS`) and, for `blocklist`, the list's name (`BLOCKLISTS`). The rules are a
 shipped, editable TOML file (`reasons.toml`): the first rule whose conditions all hold wins.
-They are compiled into one regular expression (one lookahead per rule, tried in order), so a
-record costs one match however many rules there are; results are cached per distinct reply.
+They are compiled once; an ordered literal prefilter skips the rules whose words are not in
+the reply, so most rules cost a substring test; results are cached per distinct reply.
 
 `normalize_reason(dsnStatus, dsnDiag)` turns a reply into the text that reasons are grouped
 and shown by: addresses, IPs, host names in brackets, ids, times and long numbers replaced by
@@ -15,14 +15,14 @@ no rule file (the plugins import it alone).
 
 from __future__ import annotations
 
+import importlib
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 from urllib.parse import quote
 
-from pmta_snmp.outcomes.files import OutcomesFileError, line_of, read_toml
+from pmta_snmp.outcomes import OutcomesFileError
 
 __all__ = [
     "BLOCKLISTS",
@@ -151,8 +151,9 @@ def _reply(head: str, rest: str) -> str:
 # ---------------------------------------------------------------------------------------------
 
 # Any run of non-separators around an "@" (or its URL-encoded %40) is an address: after this
-# no "@" is left in the text at all.
-_ADDRESS = re.compile(r"""[^\s<>()\[\]{},;:"'`|]*(?:@|%40)[^\s<>()\[\]{},;:"'`|]*""", re.I)
+# no "@" is left in the text at all. Tried only where such a run starts (linear time).
+_ADDRESS = re.compile(r"""(?<![^\s<>()\[\]{},;:"'`|])[^\s<>()\[\]{},;:"'`|]*(?:@|%40)"""
+                      r"""[^\s<>()\[\]{},;:"'`|]*""", re.I)
 _TIME = re.compile(
     r"\b\d{4}-\d\d-\d\d(?:[T ]\d\d:\d\d(?::\d\d(?:[.,]\d+)?)?(?:Z|\s?[+-]\d\d:?\d\d)?)?\b"
     r"|\b\d\d:\d\d:\d\d(?:[.,]\d+)?\b")
@@ -161,8 +162,8 @@ _IPV4 = re.compile(r"(?<![\w.])(?:(?:25[0-5]|2[0-4]\d|1?\d?\d)\.){3}(?:25[0-5]|2
 _IPV6 = re.compile(r"(?<![\w:.])(?:ipv6:)?[0-9a-f]{0,4}(?::[0-9a-f]{0,4}){2,7}"
                    r"(?::(?:\d{1,3}\.){3}\d{1,3})?(?![\w:])", re.I)
 _BRACKET = re.compile(r"\[([^\[\]]{1,300})\]")
-_HOSTNAME = re.compile(r"[a-z0-9](?:[a-z0-9-]*[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]*[a-z0-9])?){2,}",
-                       re.I)
+_HOSTNAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
+                       r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?){2,}")
 _TOKEN = re.compile(r"(?<![\w.-])[A-Za-z0-9]+(?:[._-][A-Za-z0-9]+)*(?![\w-])")
 _RFC = re.compile(r"\bRFC ?(\d{3,5})\b", re.I)
 _CODE_WORD = re.compile(r"[A-Za-z]{1,4}\d{1,12}")
@@ -241,12 +242,10 @@ def normalize_reason(dsn_status: str, dsn_diag: str) -> str:
 # The classifier
 # ---------------------------------------------------------------------------------------------
 
-_SEP = "\x1f"
 _CACHE_MAX = 65_536
 
 
-@dataclass(frozen=True, slots=True)
-class Rule:
+class Rule(NamedTuple):
     """One rule: its class (and list), and the conditions that must all hold.
 
     `status` is a regular expression that must match the whole enhanced status code of
@@ -261,32 +260,36 @@ class Rule:
     bounce_cat: tuple[str, ...] = ()
     name: str = ""
 
-    def pattern(self) -> str:
-        """This rule as a lookahead over `status SEP reply-status SEP bounceCat SEP reply`."""
-        any_field = f"[^{_SEP}]*"
-        if self.status is not None:
-            s = f"(?:{self.status})"
-            status = f"(?:{s}{_SEP}{any_field}|{any_field}{_SEP}{s}){_SEP}"
-        else:
-            status = f"{any_field}{_SEP}{any_field}{_SEP}"
-        if self.bounce_cat:
-            cat = "(?:" + "|".join(re.escape(c) for c in self.bounce_cat) + f"){_SEP}"
-        else:
-            cat = f"{any_field}{_SEP}"
-        diag = f".*?(?:{self.diag})" if self.diag is not None else ""
-        return f"(?={status}{cat}{diag})"
+
+class _Compiled(NamedTuple):
+    result: Reason
+    status: re.Pattern[str] | None
+    cats: frozenset[str]
+    diag: re.Pattern[str] | None
+    literals: tuple[str, ...] | None
 
 
 class ReasonRules:
-    """Ordered rules compiled into one expression; `classify` gives the first match's class."""
+    """Ordered rules, compiled once; `classify` gives the first matching rule's class.
+
+    Each `diag` expression carries the literals one of which every text it matches contains
+    (`required_literals`): a rule whose literals are all absent from the (lower-cased) reply
+    is skipped without running its expression, so most rules cost a substring test.
+    """
 
     def __init__(self, rules: Sequence[Rule], *, source: str = "reasons.toml") -> None:
         self.rules = tuple(rules)
         self.source = source
-        parts = [f"{r.pattern()}(?P<r{i}>)" for i, r in enumerate(self.rules)]
-        self._regex = re.compile("|".join(parts) or "(?!)", re.IGNORECASE | re.DOTALL)
-        self._results = {f"r{i}": Reason(r.reason, r.blocklist) for i, r in
-                         enumerate(self.rules)}
+        self._compiled = tuple(
+            _Compiled(
+                result=Reason(r.reason, r.blocklist),
+                status=re.compile(f"(?:{r.status})", re.I) if r.status is not None else None,
+                cats=frozenset(r.bounce_cat),
+                diag=re.compile(r.diag, re.I) if r.diag is not None else None,
+                literals=required_literals(r.diag) if r.diag is not None else None,
+            )
+            for r in self.rules
+        )
         self._cache: dict[tuple[str, str, str], Reason] = {}
 
     def classify(self, dsn_status: str, dsn_diag: str, bounce_cat: str = "") -> Reason:
@@ -308,11 +311,78 @@ class ReasonRules:
         status = m.group(0) if m else ""
         m = _STATUS.search(head or reply, 0, 40)
         reply_status = m.group(0) if m else ""
-        subject = _SEP.join((status, reply_status, bounce_cat.strip().lower(), reply))
-        hit = self._regex.match(subject)
-        if hit is None or hit.lastgroup is None:
-            return OTHER_REASON
-        return self._results[hit.lastgroup]
+        cat = bounce_cat.strip().lower()
+        # The literal test is exact for ASCII text; other text always runs the expressions.
+        low = reply.lower() if reply.isascii() else None
+        for rule in self._compiled:
+            if rule.status is not None and not (rule.status.fullmatch(status)
+                                                or rule.status.fullmatch(reply_status)):
+                continue
+            if rule.cats and cat not in rule.cats:
+                continue
+            if rule.diag is not None:
+                if (rule.literals is not None and low is not None
+                        and not any(lit in low for lit in rule.literals)):
+                    continue
+                if rule.diag.search(reply) is None:
+                    continue
+            return rule.result
+        return OTHER_REASON
+
+
+_MIN_LITERAL = 3
+
+
+def required_literals(pattern: str) -> tuple[str, ...] | None:
+    """Lower-case ASCII strings one of which is in every text `pattern` matches
+    (case-insensitively); None when no such set can be found (the rule always runs).
+
+    Taken from the parsed expression: runs of literal characters, alternatives of a group
+    (each must yield some), the body of a repetition of at least one. Conservative: any other
+    construct ends a run and contributes nothing.
+    """
+    try:  # CPython's own (private) parser of expressions: without it, no prefilter
+        sre_parse = importlib.import_module("re._parser")
+        found = _literals(sre_parse.parse(pattern, re.I), importlib.import_module("re._constants"))
+    except Exception:
+        return None
+    if found is None or not all(lit.isascii() for lit in found):
+        return None
+    return tuple(sorted(set(found)))
+
+
+def _literals(sub: Any, c: Any) -> list[str] | None:
+    candidates: list[list[str]] = []
+    run: list[str] = []
+
+    def end_run() -> None:
+        if len(run) >= _MIN_LITERAL:
+            candidates.append(["".join(run).casefold()])
+        run.clear()
+
+    for op, av in sub:
+        if op is c.LITERAL:
+            run.append(chr(av))
+            continue
+        if op is c.AT:  # \b, ^, $: zero-width, the run goes on
+            continue
+        end_run()
+        inner: list[str] | None = None
+        if op is c.SUBPATTERN:
+            inner = _literals(av[-1], c)
+        elif op is c.BRANCH:
+            parts = [_literals(b, c) for b in av[1]]
+            if all(parts):
+                inner = [lit for part in parts if part for lit in part]
+        elif op in (c.MAX_REPEAT, c.MIN_REPEAT) and av[0] >= 1:
+            inner = _literals(av[2], c)
+        if inner:
+            candidates.append(inner)
+    end_run()
+    if not candidates:
+        return None
+    # The most selective: the longest shortest literal, then the fewest literals.
+    return max(candidates, key=lambda lits: (min(map(len, lits)), -len(lits)))
 
 
 def load_reasons(path: str | Path | None = None) -> ReasonRules:
@@ -320,6 +390,10 @@ def load_reasons(path: str | Path | None = None) -> ReasonRules:
 
     Raises OutcomesFileError naming the file, the rule's line and number, and the key.
     """
+    # The file machinery (tomllib, importlib.resources) loads only here: the plugins import
+    # this module for normalize_reason alone and should start fast.
+    from pmta_snmp.outcomes.files import read_toml
+
     label, text, doc = read_toml(path, "reasons.toml")
     return ReasonRules(_parse(label, text, doc), source=label)
 
@@ -335,6 +409,8 @@ def _parse(label: str, text: str, doc: Mapping[str, Any]) -> list[Rule]:
     tables = doc.get("rule")
     if not isinstance(tables, list) or not tables:
         raise OutcomesFileError(f"{label}: no [[rule]] tables")
+    from pmta_snmp.outcomes.files import line_of
+
     rules = []
     for n, body in enumerate(tables, start=1):
         line = line_of(text, "[[rule]]", n)
