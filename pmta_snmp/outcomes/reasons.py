@@ -137,8 +137,8 @@ def _fold(text: str) -> tuple[str, str, str]:
     rest = text[lead.end():]
     if enh:
         rest = re.sub(rf"(?<!\S){code}[- ]{re.escape(enh)}(?!\S)\s*", "", rest)
-    else:
-        rest = re.sub(rf"(?<!\S){code}-(?=\S)", "", rest)
+    elif lead.group("sep") == "-":  # "421-a 421-b 421 c": the last line's "421 " goes too
+        rest = re.sub(rf"(?<!\S){code}(?:-(?=\S)|\s+)", "", rest)
     return prefix, f"{code} {enh}" if enh else code, rest.strip()
 
 
@@ -167,6 +167,7 @@ _HOSTNAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
 _TOKEN = re.compile(r"(?<![\w.-])[A-Za-z0-9]+(?:[._-][A-Za-z0-9]+)*(?![\w-])")
 _RFC = re.compile(r"\bRFC ?(\d{3,5})\b", re.I)
 _CODE_WORD = re.compile(r"[A-Za-z]{1,4}\d{1,12}")
+_SERVER = re.compile(r"([A-Za-z]{5,})\d{3,}")
 
 
 def _ipv6(m: re.Match[str]) -> str:
@@ -201,6 +202,9 @@ def _token(m: re.Match[str]) -> str:
         return tok if len(tok) < 3 else "N"
     if _STATUS.fullmatch(tok) or _CODE_WORD.fullmatch(tok):
         return tok  # 5.7.1, S3150, TSS04, AS3130: stable codes
+    server = _SERVER.fullmatch(tok)
+    if server:
+        return server.group(1) + "N"  # mxgmx117, resimta1234: one of many servers
     last = tok.rsplit(".", 1)[-1]
     if "." in tok and last.isalpha() and len(last) >= 2:
         # mta1234.mail.ne1.yahoo.com varies per server; dnsbl-1.uceprotect.net does not.
