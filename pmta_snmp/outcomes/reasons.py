@@ -350,9 +350,10 @@ def required_literals(pattern: str) -> tuple[str, ...] | None:
         found = _literals(sre_parse.parse(pattern, re.I), importlib.import_module("re._constants"))
     except Exception:
         return None
+    # Only ASCII literals: for ASCII text, re.IGNORECASE then means lower() on both sides.
     if found is None or not all(lit.isascii() for lit in found):
         return None
-    return tuple(sorted(set(found)))
+    return tuple(sorted({lit.lower() for lit in found}))
 
 
 def _literals(sub: Any, c: Any) -> list[str] | None:
@@ -361,7 +362,7 @@ def _literals(sub: Any, c: Any) -> list[str] | None:
 
     def end_run() -> None:
         if len(run) >= _MIN_LITERAL:
-            candidates.append(["".join(run).casefold()])
+            candidates.append(["".join(run)])
         run.clear()
 
     for op, av in sub:

@@ -401,3 +401,34 @@ def test_normalized_reasons_hold_no_address_and_are_stable(status: str, diag: st
     assert len(out) <= 205
     assert normalize_reason("", out) == out
     assert normalize_reason(out, "") == out
+
+
+# --- the literal prefilter only skips work, never changes a result ---------------------------
+
+@pytest.mark.parametrize(("pattern", "literals"), [
+    (r"spamhaus|\bcbl\.abuseat\.org", ("cbl.abuseat.org", "spamhaus")),
+    (r"\[TSS?\d\d\]", ("[ts",)),
+    (r"timed? ?out|timeout", ("time",)),  # the parser factors out the common prefix
+    (r"(?:a|bc)x", None),  # "a" is shorter than a useful literal
+    (r"\d+", None),
+    (r"(?:pphosted|ppe-hosted).*\bblock", ("e-hosted", "hosted")),  # the longer ones
+    (r"S3150|(?:banned|blocked) ip", ("anned", "locked", "s3150")),  # sound, not maximal
+    (r"Stra\u00dfe", None),  # not ASCII: the rule always runs
+])
+def test_required_literals(pattern: str, literals: tuple[str, ...] | None) -> None:
+    assert reasons.required_literals(pattern) == literals
+
+
+_FILTERED = load_reasons()
+_UNFILTERED = load_reasons()
+_UNFILTERED._compiled = tuple(c._replace(literals=None) for c in _UNFILTERED._compiled)
+_WORDS = sorted({lit for rule in _FILTERED._compiled for lit in rule.literals or ()})
+_REPLIES = st.lists(st.one_of(st.sampled_from(_WORDS), st.sampled_from([c[1] for c in CASES]),
+                              _FRAGMENTS, st.text(max_size=8)), max_size=12).map(" ".join)
+
+
+@settings(max_examples=800, deadline=None)
+@given(status=st.sampled_from([c[0] for c in CASES] + ["", "4.0.0", "5.7.26"]),
+       diag=_REPLIES, cat=st.sampled_from(["", "bad-mailbox", "spam-related", "other"]))
+def test_the_prefilter_never_changes_a_class(status: str, diag: str, cat: str) -> None:
+    assert _FILTERED._classify(status, diag, cat) == _UNFILTERED._classify(status, diag, cat)
