@@ -219,10 +219,9 @@ def normalize_reason(dsn_status: str, dsn_diag: str) -> str:
     """The stable text of a reply, for grouping and display ("" when both are empty).
 
     Addresses become ADDRESS, IPv4/IPv6 addresses IP, bracketed host trailers [HOST], message
-    and queue ids ID, times TIME, numbers of three or more digits N (reply codes, enhanced
-    status codes, provider codes like S3150 and RFC numbers (as RFC5321) stay). The result
-    holds no "@"
-    and normalising it again changes nothing.
+    and queue ids ID, times TIME, numbers of three or more digits N; the leading reply code,
+    enhanced status codes, provider codes like S3150 and RFC numbers (as RFC5321) stay. The
+    result holds no "@", and normalising it again changes nothing.
     """
     text = dsn_diag if dsn_diag.strip() else dsn_status
     prefix, head, text = _fold(text)
