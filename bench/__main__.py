@@ -20,6 +20,7 @@ BENCHMARKS: dict[str, str] = {
     "agentx": "bench.agentx_walk",
     "poll": "bench.poll_build",
     "checks": "bench.checks",
+    "micro": "bench.micro",
     "fuzz": "bench.fuzz_agentx",
 }
 ALIASES: dict[str, str] = {
