@@ -24,7 +24,14 @@ import pytest
 
 from pmta_snmp.state import STALE_TEMP_S, StateFile
 from tests.reliability._files import LogTruth, RotatingFile
-from tests.reliability._support import PYTHON, REPO, agent_env, engine_env, run_plugin
+from tests.reliability._support import (
+    PYTHON,
+    REPO,
+    agent_env,
+    bytes_read,
+    engine_env,
+    run_plugin,
+)
 
 WRITER = """
 import sys
@@ -157,18 +164,6 @@ def test_two_plugin_instances_at_once_share_state_safely(tmp_path: Path) -> None
     files = list(state_dir.glob("*.json"))
     assert files and all(isinstance(json.loads(f.read_text()), dict) for f in files)
     assert not list(state_dir.glob("*.corrupt"))
-
-
-def bytes_read(pid: int) -> int:
-    """How many bytes process `pid` has read so far (`rchar` of /proc/PID/io; 0 once gone)."""
-    try:
-        text = Path(f"/proc/{pid}/io").read_text()
-    except OSError:
-        return 0
-    for line in text.splitlines():
-        if line.startswith("rchar:"):
-            return int(line.split()[1])
-    return 0
 
 
 def kill_when(child: subprocess.Popen[bytes], ready: Callable[[], bool]) -> bool:
