@@ -21,6 +21,7 @@ BENCHMARKS: dict[str, str] = {
     "poll": "bench.poll_build",
     "checks": "bench.checks",
     "micro": "bench.micro",
+    "timeouts": "bench.timeouts",
     "fuzz": "bench.fuzz_agentx",
 }
 ALIASES: dict[str, str] = {

@@ -198,7 +198,7 @@ def test_snmpd_restart_leads_to_reregistration(
     snmpd_master: SnmpdMaster, loop_thread: LoopThread, hard: bool
 ) -> None:
     """How soon the subagent is back is its backoff (0.1-0.5 s here, see the backoff tests
-    below; `./run bench reregister` measures it against snmpd's own restart)."""
+    below; `./run bench timeouts` measures it against snmpd's own restart)."""
     session = start_session(loop_thread, snmpd_master, static_tree())
     try:
         snmpd_master.restart(hard=hard)

@@ -1,6 +1,6 @@
 """snmpd restarted 20 times under a walker: the subagent re-registers every time, no session
 hangs, and neither file descriptors nor memory grow. (How soon it is back is its backoff,
-tested in test_agentx_snmpd.py, and measured by `./run bench reregister`; the waits here are
+tested in test_agentx_snmpd.py, and measured by `./run bench timeouts`; the waits here are
 hang detection only.)
 
 The subagent is the real `pmta-snmp agentx` as a child process (its fds and VmRSS read from
