@@ -41,7 +41,7 @@ T = TypeVar("T")
 INT0 = (*B, 1, 1, 0)
 
 
-def run(coro_fn: Callable[[], Awaitable[T]], timeout: float = 30.0) -> T:
+def run(coro_fn: Callable[[], Awaitable[T]], timeout: float = 60.0) -> T:
     async def main() -> T:
         return await asyncio.wait_for(coro_fn(), timeout)
 
