@@ -185,3 +185,15 @@ def require_c_scanner() -> object:
             pytest.fail("the C scanner pmta_snmp._csvtally was not built")
         pytest.skip("the C scanner pmta_snmp._csvtally is not built")
     return module
+
+
+# --- Hypothesis: no timing in property tests ---------------------------------------------
+# A property holds or fails whatever the machine's speed: no per-example deadline and no
+# "generation too slow" health check, for every test, also those without their own settings.
+from hypothesis import HealthCheck, settings  # noqa: E402
+
+settings.register_profile(
+    "pmta-snmp", deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.load_profile("pmta-snmp")
+# --- end of Hypothesis ---

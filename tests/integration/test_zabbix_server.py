@@ -30,6 +30,9 @@ import yaml
 from pmta_snmp.netsnmp import free_tcp_port
 from tests.integration.kit_support import CONTRIB, require_program
 
+# Hang detection: PostgreSQL, the Zabbix schema and the frontend take 30-40 s to set up.
+pytestmark = pytest.mark.timeout(600)
+
 FRONTEND = Path("/usr/share/zabbix")
 SCHEMA = Path("/usr/share/zabbix-server-pgsql")
 TEMPLATE = CONTRIB / "zabbix" / "template_pmta_snmp.yaml"

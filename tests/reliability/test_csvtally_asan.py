@@ -114,6 +114,7 @@ def libasan() -> str:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(300)  # hang detection: about 10 s (the build included)
 def test_random_inputs_under_sanitizers(libasan: str, tmp_path: Path) -> None:
     module_dir = _compile(SOURCE, tmp_path / "asan")
     res = _run(libasan, module_dir, seed=2741, cases=CASES)

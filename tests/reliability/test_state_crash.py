@@ -179,6 +179,7 @@ def kill_when(child: subprocess.Popen[bytes], ready: Callable[[], bool]) -> bool
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(300)  # hang detection: 3-15 s
 @pytest.mark.parametrize("engine", ["c", "python"])
 def test_plugin_killed_anywhere_in_a_run_counts_each_record_once(tmp_path: Path,
                                                                  engine: str) -> None:
