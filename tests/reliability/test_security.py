@@ -29,6 +29,7 @@ from pmta_snmp.api import ClientConfig, PmtaClient, PmtaError
 from pmta_snmp.mib.layout import layout
 from pmta_snmp.netsnmp import SnmpdMaster, free_udp_port, missing_netsnmp_tools, udp_port_bound
 from pmta_snmp.sim import Simulator
+from tests.conftest import missing_requirement
 from tests.reliability._support import (
     PYTHON,
     REPO,
@@ -303,7 +304,7 @@ def test_snmp_set_through_snmpd_is_refused(
     snmpd_factory: Callable[..., SnmpdMaster], tmp_path: Path
 ) -> None:
     if missing_netsnmp_tools("snmpset"):
-        pytest.skip("snmpset is not installed (Debian: snmp)")
+        missing_requirement("snmpset is not installed (Debian: snmp)")
     sim = Simulator(scenario="healthy", seed=1, speed=0, domains=10, vmtas=2).start()
     master = snmpd_factory(extra_config="rwcommunity private 127.0.0.1")
     agent = Background(
