@@ -2,7 +2,7 @@
 
 * A child saves versions of a big dict with StateFile.save (the plugins' StateFile), one
   save each time the test says go, and is SIGKILLed at a random moment of its k-th save, for
-  k from 1 to 10 in turn, 25 times: every load afterwards succeeds and equals the version
+  k from 1 to 5 in turn, 25 times: every load afterwards succeeds and equals the version
   before or version k (the old or the new one, never a mix, never a parse error), and the
   lock is free again at once. The temporary files of the killed saves are removed by a later save.
 * Two plugin instances run at the same time, over and over, on one state directory and one log:
@@ -66,7 +66,7 @@ def test_kill_9_during_save_leaves_old_or_new_state(tmp_path: Path) -> None:
     rng = random.Random(7)
     seen_versions: list[int] = []
     for n in range(25):
-        k = n % 10 + 1  # killed during its k-th save (or just after it)
+        k = n % 5 + 1  # killed during its k-th save (or just after it)
         child = subprocess.Popen([PYTHON, "-c", WRITER, str(path), str(REPO)],
                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                  stderr=subprocess.PIPE, text=True,
