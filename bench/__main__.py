@@ -21,6 +21,8 @@ BENCHMARKS: dict[str, str] = {
     "standalone": "bench.standalone_walk",
     "poll": "bench.poll_build",
     "checks": "bench.checks",
+    "micro": "bench.micro",
+    "timeouts": "bench.timeouts",
     "fuzz": "bench.fuzz_agentx",
 }
 ALIASES: dict[str, str] = {

@@ -18,9 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-pytest.importorskip("prometheus_client", reason="prometheus_client is not installed (pip)")
-from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.parser import text_string_to_metric_families  # a dependency: no skip
 
 from pmta_snmp.config import Config, PmtaSection, PollSection
 from pmta_snmp.exporter import OTHER, Exporter, run_exporter

@@ -198,8 +198,10 @@ def test_child_exits_when_the_parent_goes_away(sim: Simulator, loop_thread: Loop
         # what the child sees when its parent dies: the control socket closes
         conn = worker._conn
         assert conn is not None
-        loop_thread.loop.call_soon_threadsafe(worker._detach)
-        time.sleep(0.2)
+        async def detach() -> None:
+            worker._detach()
+
+        loop_thread.call(detach())  # detached before the socket closes, not a sleep later
         conn.close()
         assert proc.wait(10) is not None, "child kept running without its parent"
     finally:

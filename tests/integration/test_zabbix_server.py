@@ -28,7 +28,11 @@ import pytest
 import yaml
 
 from pmta_snmp.netsnmp import free_tcp_port
+from tests.conftest import missing_requirement
 from tests.integration.kit_support import CONTRIB, require_program
+
+# Hang detection: PostgreSQL, the Zabbix schema and the frontend take 30-40 s to set up.
+pytestmark = pytest.mark.timeout(600)
 
 FRONTEND = Path("/usr/share/zabbix")
 SCHEMA = Path("/usr/share/zabbix-server-pgsql")
@@ -68,7 +72,7 @@ RULES: dict[str, dict[str, bool]] = {
 
 def _require_file(path: Path, package: str) -> None:
     if not path.exists():
-        pytest.skip(f"{path} is missing (Debian package {package})")
+        missing_requirement(f"{path} is missing (Debian package {package})")
 
 
 def _as_postgres(cmd: list[str]) -> list[str]:
@@ -102,7 +106,7 @@ class ZabbixError(Exception):
 def zabbix() -> Iterator[Frontend]:
     initdbs = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
     if not initdbs:
-        pytest.skip("PostgreSQL is not installed (Debian package postgresql)")
+        missing_requirement("PostgreSQL is not installed (Debian package postgresql)")
     pg_bin = Path(initdbs[-1]).parent
     _require_file(FRONTEND / "api_jsonrpc.php", "zabbix-frontend-php")
     _require_file(SCHEMA / "schema.sql.gz", "zabbix-server-pgsql")

@@ -6,7 +6,6 @@ import asyncio
 import json
 import socket
 import threading
-import time
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -238,13 +237,25 @@ def test_connection_refused_is_unreachable() -> None:
 
 
 class _Slow(BaseHTTPRequestHandler):
-    mode = "slow"
+    """A server that never answers in time: `hang` answers only when the test is over,
+    `trickle` sends a byte every 50 ms of an answer that never ends, `truncate` announces more
+    than it sends and hangs up. Whatever a client gets before the end is its own timeout."""
+
+    mode = "hang"
+    hits: list[str]  # request paths, set per server
+    release: threading.Event  # set when the test is over
 
     def do_GET(self) -> None:
-        if self.mode == "slow":
-            time.sleep(1.5)
+        self.hits.append(self.path)
+        if self.mode == "hang":
+            self.release.wait(60)
+        elif self.mode == "trickle":
             self.send_response(200)
+            self.send_header("Content-Length", "1000000")
             self.end_headers()
+            while not self.release.wait(0.05):
+                self.wfile.write(b" ")
+                self.wfile.flush()
         else:  # announce more than we send, then hang up
             self.send_response(200)
             self.send_header("Content-Length", "1000")
@@ -258,24 +269,48 @@ class _Slow(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def slow_server() -> Iterator[tuple[str, type[_Slow]]]:
-    handler = type("H", (_Slow,), {})
+    release = threading.Event()
+    handler = type("H", (_Slow,), {"hits": [], "release": release})
     srv = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     t = threading.Thread(target=srv.serve_forever, daemon=True)
     t.start()
     try:
         yield f"http://127.0.0.1:{srv.server_address[1]}", handler
     finally:
+        release.set()
         srv.shutdown()
         srv.server_close()
         t.join(5)
 
 
-def test_slow_server_times_out_within_budget(slow_server: tuple[str, type[_Slow]]) -> None:
-    url, _ = slow_server
-    start = time.monotonic()
-    with PmtaClient(ClientConfig(url=url, timeout=0.5)) as c, pytest.raises(PmtaTimeout):
+# The servers below never answer within the client's timeout, so the client returning at all
+# (with PmtaTimeout) is the timeout path; pytest's own timeout catches a client that hangs.
+
+
+def test_hanging_server_times_out_once_for_the_whole_call(
+    slow_server: tuple[str, type[_Slow]],
+) -> None:
+    url, handler = slow_server
+    with (
+        PmtaClient(ClientConfig(url=url, timeout=0.5)) as c,
+        pytest.raises(PmtaTimeout, match="/status"),
+    ):
         c.status()
-    assert time.monotonic() - start < 1.4
+    assert handler.hits == ["/status?format=json"]  # one budget for the call: no second try
+
+
+def test_trickling_answer_is_cut_at_the_total_timeout(
+    slow_server: tuple[str, type[_Slow]],
+) -> None:
+    """Each byte arrives well within the read timeout: only the call's total deadline ends it."""
+    url, handler = slow_server
+    handler.mode = "trickle"
+    with (
+        PmtaClient(ClientConfig(url=url, timeout=0.5)) as c,
+        pytest.raises(PmtaTimeout, match=r"timed out reading PowerMTA's answer \(/status\)"),
+    ):
+        c.status()
+    assert len(handler.hits) == 1
 
 
 def test_async_slow_server_times_out(slow_server: tuple[str, type[_Slow]]) -> None:
@@ -285,7 +320,7 @@ def test_async_slow_server_times_out(slow_server: tuple[str, type[_Slow]]) -> No
         async with AsyncPmtaClient(ClientConfig(url=url, timeout=0.5)) as c:
             await c.snapshot()
 
-    with pytest.raises(PmtaTimeout):
+    with pytest.raises(PmtaTimeout, match=r"timed out after 0\.5 s waiting for PowerMTA"):
         asyncio.run(run())
 
 

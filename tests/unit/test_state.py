@@ -6,7 +6,6 @@ import json
 import multiprocessing
 import os
 import stat
-import time
 from pathlib import Path
 
 import pytest
@@ -21,6 +20,7 @@ from pmta_snmp.state import (
     default_state_dir,
     state_path,
 )
+from tests._clock import FakeTime
 
 
 def test_missing_file_loads_empty(tmp_path: Path) -> None:
@@ -114,16 +114,45 @@ def test_lock_is_reentrant_within_one_object(tmp_path: Path) -> None:
         assert sf.load() == {"a": 1}
 
 
-def test_lock_wait_is_bounded(tmp_path: Path) -> None:
+def test_lock_wait_is_bounded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A held lock is waited for lock_timeout seconds of the (fake) clock, in short polls,
+    then refused with StateLockTimeout; the waiter gets the lock once it is free."""
+    clock = FakeTime()
+    monkeypatch.setattr(state_mod, "time", clock)
     holder = StateFile(tmp_path / "s.json")
     waiter = StateFile(tmp_path / "s.json", lock_timeout=0.3)
     with holder.lock():
-        started = time.monotonic()
-        with pytest.raises(StateLockTimeout, match="locked by another process"):
+        with pytest.raises(StateLockTimeout, match=r"locked by another process \(waited 0.3s"):
             waiter.load()
-        elapsed = time.monotonic() - started
-    assert 0.25 <= elapsed < 2.0
+        assert sum(clock.sleeps) == pytest.approx(0.3)  # it waited the whole timeout ...
+        assert len(clock.sleeps) > 1 and max(clock.sleeps) <= state_mod._LOCK_POLL_S  # polling
+        clock.sleeps.clear()
+        with pytest.raises(StateLockTimeout):
+            StateFile(tmp_path / "s.json", lock_timeout=0).load()
+        assert clock.sleeps == []  # lock_timeout 0: refused at once, no wait
     assert waiter.load() == {}  # free again
+    assert clock.sleeps == []  # a free lock is taken without waiting
+
+
+def test_lock_is_taken_as_soon_as_the_holder_lets_go(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clock = FakeTime()
+    monkeypatch.setattr(state_mod, "time", clock)
+    holder = StateFile(tmp_path / "s.json")
+    held = holder.lock()
+    held.__enter__()
+    real_sleep = clock.sleep
+
+    def sleep_then_release(seconds: float) -> None:
+        real_sleep(seconds)
+        if len(clock.sleeps) == 3:  # the holder finishes during the waiter's third poll
+            held.__exit__(None, None, None)
+
+    monkeypatch.setattr(clock, "sleep", sleep_then_release)
+    StateFile(tmp_path / "s.json", lock_timeout=10).save({"n": 1})
+    assert len(clock.sleeps) == 3  # got it on the next poll, not after the timeout
+    assert holder.load() == {"n": 1}
 
 
 def _increment(path: str, times: int) -> None:
