@@ -364,7 +364,7 @@ def child_main(
     view.senders.append(publisher.notify)
     started = [time.monotonic()]
     carried = [carry.result.snapshot if carry is not None else None]
-    leaving = _Leaving()
+    leaving = PlannedExit()
     max_rss = cfg.poll.worker_max_rss_mib * MIB
 
     def on_result(result: PollResult) -> None:
@@ -411,7 +411,7 @@ def child_main(
         conn.close()
 
 
-class _Leaving:
+class PlannedExit:
     """A planned exit asked for by the poll thread, with its reason (read by the main thread)."""
 
     def __init__(self) -> None:
@@ -428,7 +428,7 @@ class _PollThread(Protocol):
     def died(self) -> BaseException | None: ...
 
 
-def serve(conn: Connection, poller: _PollThread, leaving: _Leaving | None = None) -> int:
+def serve(conn: Connection, poller: _PollThread, leaving: PlannedExit | None = None) -> int:
     """The child's main thread while the poller runs: wait for the parent's `stop` while
     watching the poll thread. The exit code: 0 when told to stop, when the parent is gone or
     for a planned exit (`leaving`, told to the parent first), 1 when the poll thread ended: a
