@@ -75,9 +75,13 @@ def load_api_key(
     return key or None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class ClientConfig:
-    """Where and how to reach PowerMTA's HTTP management interface."""
+    """Where and how to reach PowerMTA's HTTP management interface.
+
+    Credentials in `url` (`http://user:password@host:port`) are sent as HTTP Basic
+    authentication and shown nowhere (messages, logs, repr); nor is the API key.
+    """
 
     url: str = "http://127.0.0.1:8080"
     api_key: str | None = field(default=None, repr=False)
@@ -96,6 +100,14 @@ class ClientConfig:
             raise PmtaError(f"URL {redact_url(self.url)!r} must look like http(s)://host:port")
         if self.max_page_bytes <= 0 or self.max_poll_bytes <= 0:
             raise PmtaError("the answer size limits must be positive")
+
+    def __repr__(self) -> str:
+        shown = [
+            f"{f.name}={redact_url(self.url) if f.name == 'url' else getattr(self, f.name)!r}"
+            for f in dataclasses.fields(self)
+            if f.name != "api_key"
+        ]
+        return f"ClientConfig({', '.join(shown)})"
 
 
 # The request and response of a plan are NamedTuples, not dataclasses: making a dataclass
@@ -163,7 +175,11 @@ class _Core:
             return False
         import ssl
 
-        return ssl.create_default_context(cafile=self.config.ca_file)
+        try:
+            return ssl.create_default_context(cafile=self.config.ca_file)
+        except (OSError, ssl.SSLError) as exc:  # a missing or unreadable CA file is no bug
+            reason = getattr(exc, "strerror", None) or str(exc)
+            raise PmtaError(f"cannot use the CA file {self.config.ca_file}: {reason}") from None
 
     def timeout(self) -> httpx.Timeout:
         c = self.config

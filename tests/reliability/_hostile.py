@@ -22,12 +22,12 @@ No test lives here; stop the servers with `stop()` (or use it as a context manag
 from __future__ import annotations
 
 import contextlib
-import gzip
 import re
 import threading
 import urllib.error
 import urllib.request
-from functools import cache
+import zlib
+from functools import lru_cache
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -36,11 +36,20 @@ _DATA_PAGES = ("/status", "/queues", "/domains", "/vmtas")
 _NUMBER = re.compile(rb'("rcp"\s*:\s*)\d+')
 
 
-@cache
+@lru_cache(maxsize=8)
 def _bomb(prefix: bytes, padding: int) -> bytes:
-    """`prefix` and `padding` spaces, gzip-compressed (made once per size)."""
-    out = gzip.compress(prefix + b" " * padding, compresslevel=9, mtime=0)
-    return out
+    """`prefix`, `padding` spaces and `}`, gzip-compressed a block at a time (the spaces are
+    never all in memory here either); `prefix` is a JSON answer without its closing brace."""
+    packer = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    out = [packer.compress(prefix)]
+    block = b" " * (1 << 20)
+    left = padding
+    while left > 0:
+        out.append(packer.compress(block[: min(left, len(block))]))
+        left -= len(block)
+    out.append(packer.compress(b"}"))
+    out.append(packer.flush())
+    return b"".join(out)
 
 
 class _Server(ThreadingHTTPServer):
@@ -173,7 +182,7 @@ class HostileApi:
         elif mode == "huge":
             self._stream(h, body, self.huge_bytes, ctype)
         elif mode == "bomb":
-            packed = _bomb(body, self.bomb_bytes)
+            packed = _bomb(body.rstrip()[:-1], self.bomb_bytes)
             self._send(h, status, packed, ctype, encoding="gzip")
         else:  # pragma: no cover - a test asked for a mode that does not exist
             raise ValueError(f"unknown mode {mode!r}")
