@@ -22,6 +22,7 @@ No test lives here; stop the servers with `stop()` (or use it as a context manag
 from __future__ import annotations
 
 import contextlib
+import gzip
 import re
 import threading
 import urllib.error
@@ -36,20 +37,24 @@ _DATA_PAGES = ("/status", "/queues", "/domains", "/vmtas")
 _NUMBER = re.compile(rb'("rcp"\s*:\s*)\d+')
 
 
-@lru_cache(maxsize=8)
-def _bomb(prefix: bytes, padding: int) -> bytes:
-    """`prefix`, `padding` spaces and `}`, gzip-compressed a block at a time (the spaces are
-    never all in memory here either); `prefix` is a JSON answer without its closing brace."""
+@lru_cache(maxsize=4)
+def _spaces_member(padding: int) -> bytes:
+    """`padding` spaces as one gzip member, compressed a block at a time (made once)."""
     packer = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
-    out = [packer.compress(prefix)]
+    out = []
     block = b" " * (1 << 20)
     left = padding
     while left > 0:
         out.append(packer.compress(block[: min(left, len(block))]))
         left -= len(block)
-    out.append(packer.compress(b"}"))
     out.append(packer.flush())
     return b"".join(out)
+
+
+def _bomb(prefix: bytes, padding: int) -> bytes:
+    """`prefix`, `padding` spaces and `}` as three gzip members (one stream, as gzip allows);
+    `prefix` is a JSON answer without its closing brace."""
+    return gzip.compress(prefix, mtime=0) + _spaces_member(padding) + gzip.compress(b"}", mtime=0)
 
 
 class _Server(ThreadingHTTPServer):
@@ -102,6 +107,7 @@ class HostileApi:
         self.requests = 0
         self.auth: str | None = None
         self.elsewhere = Recorder()
+        _spaces_member(bomb_bytes)  # compressed now, not by a dozen requests at once
         api = self
 
         class Handler(BaseHTTPRequestHandler):
