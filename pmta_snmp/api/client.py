@@ -435,18 +435,22 @@ class _Decoder:
                 yield data
             return
         try:
-            while data or self._z.unconsumed_tail:
-                if self._z.eof:  # one gzip member ended: another may follow
-                    data = self._z.unused_data + data
+            while True:
+                if self._z.eof:
+                    if self.encoding == "deflate":
+                        return  # the stream is complete; nothing may follow
+                    data = self._z.unused_data + data  # another gzip member may follow
                     if not data:
                         return
                     self._z = zlib.decompressobj(16 + zlib.MAX_WBITS)
+                elif not data:
+                    return
                 out = self._first(data)
-                data = self._z.unconsumed_tail
+                data = self._z.unconsumed_tail  # input held back by the step limit
                 if out:
                     yield out
-                while len(out) == _DECODE_STEP and not data:  # output still pending
-                    out = self._z.decompress(b"", _DECODE_STEP)
+                while len(out) == _DECODE_STEP and not data and not self._z.eof:
+                    out = self._z.decompress(b"", _DECODE_STEP)  # output still pending
                     if out:
                         yield out
         except zlib.error as exc:

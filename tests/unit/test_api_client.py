@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gzip
 import json
 import socket
 import threading
@@ -522,3 +523,30 @@ def test_a_missing_ca_file_is_a_clear_error() -> None:
     cfg = ClientConfig(url="https://127.0.0.1:1", ca_file="/nonexistent/ca.pem", timeout=2)
     with PmtaClient(cfg) as c, pytest.raises(PmtaError, match="cannot use the CA file"):
         c.status()
+
+
+def test_a_gzip_answer_in_several_members_is_read_whole() -> None:
+    """gzip allows members one after another (`cat a.gz b.gz`): every member is decoded, also
+    when the last one ends in the same chunk as the one before."""
+    body = json_env(status_tree())
+    cut = len(body) // 2
+    members = gzip.compress(body[:cut]) + gzip.compress(body[cut:-1]) + gzip.compress(b"}")
+
+    for chunk in (len(members), 7):
+        pieces = [members[i:i + chunk] for i in range(0, len(members), chunk)]
+
+        def handler(request: httpx.Request, pieces: list[bytes] = pieces) -> httpx.Response:
+            return httpx.Response(200, stream=Pieces(pieces), headers={"content-encoding": "gzip"})
+
+        with client(handler, api_format="json") as c:
+            assert c.status().queued_recipients == 51234, chunk
+
+
+class Pieces(httpx.SyncByteStream):
+    """An answer body arriving in the given pieces."""
+
+    def __init__(self, pieces: list[bytes]) -> None:
+        self.pieces = pieces
+
+    def __iter__(self) -> Iterator[bytes]:
+        yield from self.pieces
