@@ -391,11 +391,13 @@ def child_main(
             carried[0] = result.snapshot
             publisher.snapshot(result.snapshot)
         rss = _rss_bytes()
-        if rss is not None and rss > max_rss:
-            leaving.set(
+        if rss is not None and rss > max_rss and leaving.reason is None:
+            reason = (
                 f"its memory after a poll ({rss // MIB} MiB) is above poll.worker_max_rss_mib "
                 f"({max_rss // MIB} MiB); a new worker gives it back"
             )
+            publisher.exit(reason)  # from this thread: the only one that sends
+            leaving.set(reason)
 
     def poll_started() -> None:
         started[0] = time.monotonic()
@@ -412,7 +414,8 @@ def child_main(
 
 
 class PlannedExit:
-    """A planned exit asked for by the poll thread, with its reason (read by the main thread)."""
+    """A planned exit asked for by the poll thread (which has told the parent why), read by
+    the main thread."""
 
     def __init__(self) -> None:
         self.reason: str | None = None
@@ -430,13 +433,11 @@ class _PollThread(Protocol):
 
 def serve(conn: Connection, poller: _PollThread, leaving: PlannedExit | None = None) -> int:
     """The child's main thread while the poller runs: wait for the parent's `stop` while
-    watching the poll thread. The exit code: 0 when told to stop, when the parent is gone or
-    for a planned exit (`leaving`, told to the parent first), 1 when the poll thread ended: a
+    watching the poll thread (this thread only receives). The exit code: 0 when told to stop,
+    when the parent is gone or for a planned exit (`leaving`), 1 when the poll thread ended: a
     worker that cannot poll must not stay and publish nothing, the agent starts a new one."""
     while True:
         if leaving is not None and leaving.reason is not None:
-            with contextlib.suppress(OSError):
-                conn.send(("exit", leaving.reason))
             return 0
         if not poller.alive:
             log.error("poll worker: the poll thread ended (%r); exiting for a new worker",
@@ -486,6 +487,11 @@ class _Publisher:
         for msg in held:
             with contextlib.suppress(OSError):
                 self.conn.send(msg)
+
+    def exit(self, reason: str) -> None:
+        """Tell the parent that this worker leaves, and why (it then replaces it at once)."""
+        with contextlib.suppress(OSError):
+            self.conn.send(("exit", reason))
 
     def snapshot(self, snapshot: object) -> None:
         """Pass the last good snapshot up, for a restarted child (pickled into a memfd)."""
