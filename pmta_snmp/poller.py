@@ -154,9 +154,9 @@ class Poller:
                 except Exception:  # the loop itself failed (never a poll): start it again
                     log.exception("the poll loop failed; starting it again")
                     self._stop.wait(max(0.05, self.interval))
-        except BaseException as exc:
+        except BaseException as exc:  # SystemExit, KeyboardInterrupt: the thread ends
             self.died = exc
-            raise
+            log.error("the poll thread ends: %r", exc)
 
     async def _run(self) -> None:
         async with AsyncPmtaClient(self.config, transport=self._transport) as client:

@@ -344,3 +344,48 @@ def test_a_worker_over_its_memory_limit_is_replaced_and_carries_on(
     text = caplog.text
     assert "restarting: its memory after a poll" in text and "worker_max_rss_mib" in text
     assert "poll worker gone" not in text  # not an error, and not backed off
+
+
+def test_a_poll_thread_that_ended_is_replaced_and_counts_on(
+    sim: Simulator, loop_thread: LoopThread, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`isolation = "thread"`: nothing a poll raises ends the poll thread, but should it end
+    anyway (here: SystemExit from inside a poll), the agent starts a new one, which goes on
+    from the old one's counters."""
+    from pmta_snmp.api import parse
+
+    real = parse.parse_status
+    polls = [0]
+
+    def parse_status(data: object) -> object:
+        polls[0] += 1
+        if polls[0] == 3:
+            raise SystemExit("the poll thread ends here")
+        return real(data)
+
+    monkeypatch.setattr(parse, "parse_status", parse_status)
+    cfg = Config(pmta=PmtaSection(url=sim.url, timeout=2),
+                 poll=PollSection(interval=0.3, jitter=0, isolation="thread"))
+
+    async def send(_trap_oid: Oid, _varbinds: list[tuple[Oid, Value]]) -> None:
+        pass
+
+    backend = Backend(cfg, send)
+
+    async def start() -> None:
+        backend.start()
+
+    loop_thread.call(start())
+    try:
+        first = backend.poller
+        assert wait_until(lambda: backend.poller is not first), "the dead thread was not replaced"
+        assert first is not None and not first.alive and isinstance(first.died, SystemExit)
+
+        def successes() -> int:
+            got = value_of(backend.current(), "pmtaAgentPollSuccesses")
+            return got.value if got is not None and isinstance(got.value, int) else 0
+
+        assert wait_until(lambda: successes() >= 4), "no polls after the replacement"
+        assert value_of(backend.current(), "pmtaAgentApiReachable") == Value(SnmpType.INTEGER, 1)
+    finally:
+        loop_thread.call(backend.stop())
