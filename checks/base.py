@@ -737,7 +737,9 @@ class Run:
     def api(self, what: str, call: Callable[[PmtaClient], Any]) -> Any:
         """Run one API call under a named stage: `run.api("/queues", lambda c: c.queues())`."""
         client = self.client()
-        self.enter(f"querying PowerMTA {what} at {self.args.url}")
+        from pmta_snmp.api.errors import redact_url  # loaded with the client already
+
+        self.enter(f"querying PowerMTA {what} at {redact_url(self.args.url)}")
         return call(client)
 
     def close(self) -> None:
