@@ -58,15 +58,14 @@ MAX_KEYS = 500
 #: dsnDiag reasons are grouped by their first 60 characters (operating rules §5).
 DIAG_CHARS = 60
 
-#: What one record counts: ((dimension, key), ...) and the counters it adds one to. Hashable,
-#: so identical events of a minute are counted once before they go into the buckets.
+#: What one record counts: ((dimension, key), ...) and the counters it adds one to.
 Event = tuple[tuple[tuple[str, str | None], ...], tuple[str, ...]]
 #: The fields a plugin reads, per record type (names of pmta_snmp.acct.tally.FIELDS).
 Fields = Mapping[str, tuple[str, ...]]
 #: A record's wanted fields by name -> its events (see AcctResource.events).
 EventFunction = Callable[[str, Mapping[str, str]], Iterable[Event]]
-#: Distinct (minute, event) pairs held before they are added to the buckets.
-_BATCH = 5_000
+#: Distinct (type, fields) whose events are remembered during one read.
+_KNOWN = 50_000
 #: A first run reads back from this many seconds before the window: records are logged about
 #: in time order (threads differ by a second); the older ones are left out while counting.
 SEEK_SLACK = 120
@@ -183,22 +182,18 @@ def read_window(run: Run, args: argparse.Namespace, *, fields: Fields,
         started = time.monotonic()
         # Records older than the window are left out while counting.
         tally = TallySpec.of(fields, since_minute=now_minute - minutes + 1, required=required)
-        batch: dict[tuple[int, Event], int] = {}
         known: dict[tuple[str, tuple[str, ...]], tuple[Event, ...]] = {}
         for counts in reader.tally(tally):
+            adds: list[tuple[int, Iterable[tuple[str, str | None]], Iterable[str], int]] = []
             for (kind, minute, values), n in counts.items():
                 events = known.get((kind, values))
                 if events is None:
                     events = tuple(event(kind, dict(zip(fields[kind], values, strict=True))))
-                    if len(known) < _BATCH:
+                    if len(known) < _KNOWN:
                         known[(kind, values)] = events
                 when = now_minute if minute is None else minute
-                for ev in events:
-                    key = (when, ev)
-                    batch[key] = batch.get(key, 0) + n
-                if len(batch) >= _BATCH:
-                    _add_batch(buckets, batch, now_minute)
-        _add_batch(buckets, batch, now_minute)
+                adds += [(when, keys, counters, n) for keys, counters in events]
+            buckets.add_events(adds, now_minute=now_minute)
         win.new_records = reader.records_read
         # -v: what this run read, and whether the fast C scanner did the CSV counting.
         run.long.append(
@@ -242,15 +237,6 @@ def _lacking_from_json(value: object) -> dict[str, list[str]]:
     if not isinstance(value, Mapping):
         return {}
     return {str(k): [str(c) for c in v] for k, v in value.items() if isinstance(v, list)}
-
-
-def _add_batch(buckets: MinuteBuckets, batch: dict[tuple[int, Event], int],
-               now_minute: int) -> None:
-    """Add counted events to the buckets: n identical events add n to each counter."""
-    buckets.add_events(((minute, keys, counters, n)
-                        for (minute, (keys, counters)), n in batch.items()),
-                       now_minute=now_minute)
-    batch.clear()
 
 
 def diag_key(text: str) -> str | None:
