@@ -50,8 +50,11 @@ DEFAULT_PATTERNS: dict[str, list[str]] = {
         r"\bfatal\b",  # [R] any FATAL
         r"startup error",  # [D] UG §4.2.1 "Startup error: No logging file specified"
         # [U] configuration errors (a start or `pmta reload` refused)
-        r"\bconfig(?:uration)?(?: file)? error|\berror (?:in|reading|loading|parsing) "
-        r"(?:the )?config|\b(?:unknown|invalid) directive\b",
+        # (spelled out, so each alternative is its own needle: "configuration" alone is in
+        # every "rate limit reached (based on ... in configuration)" line)
+        r"config error|configuration error|config file error|configuration file error"
+        r"|error in config|error in the config|error reading config|error loading config"
+        r"|error parsing config|unknown directive|invalid directive",
         r"are now disabled",  # [D] real 4.0 "All SMTP sources for queue d/v are now disabled."
         # [U] license expired, invalid or missing ("License expired on 2025-01-14")
         r"\blicen[cs]e\b.{0,60}\b(?:expired|invalid|not valid|not found|missing)\b"
@@ -68,7 +71,7 @@ DEFAULT_PATTERNS: dict[str, list[str]] = {
     "warning": [
         # [U] the local DNS resolver failing for every domain (not one domain's name servers)
         r"\bresolver\b.{0,80}\b(?:fail(?:ed|ure|s)?|error|timed? ?out|not responding"
-        r"|unreachable|refused)\b|\bno (?:dns|name) ?servers?\b|\bresolv\.conf\b",
+        r"|unreachable|refused)\b|\bno dns servers?\b|\bno name ?servers?\b|\bresolv\.conf\b",
         r"cannot assign requested address",  # [E] EADDRNOTAVAIL: a source IP not on this host
     ],
     # [D] a remote server's reply quoted by PowerMTA (`Error: "<reply>" while connected from
@@ -167,8 +170,8 @@ def parse_pattern_file(text: str, source: str) -> dict[str, list[str]]:
 # Needles: a literal every match of a pattern contains
 # ---------------------------------------------------------------------------------------------
 
-#: Characters with a meaning in a regex: a pattern without any is a plain literal.
-_REGEX_SYNTAX = frozenset(".^$*+?{}[]\\|()")
+#: Characters with a meaning in a regex (but `|`): a pattern without any is plain text.
+_REGEX_SYNTAX = frozenset(".^$*+?{}[]\\()")
 
 
 def needles(pattern: str) -> list[bytes] | None:
@@ -183,9 +186,12 @@ def needles(pattern: str) -> list[bytes] | None:
     return _required_literals(compiled)
 
 
-def plain_literal(pattern: str) -> bool:
-    """Whether `pattern` has no regex syntax: it matches where its text is, in any case."""
-    return not _REGEX_SYNTAX.intersection(pattern)
+def plain_literal(pattern: str, found: Sequence[bytes] | None) -> bool:
+    """Whether `pattern` is plain text or `|` between plain texts, and `found` are exactly
+    those texts: a line matches it when it holds one of its needles."""
+    if found is None or _REGEX_SYNTAX.intersection(pattern):
+        return False
+    return {alt.encode("utf-8").lower() for alt in pattern.split("|")} == set(found)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -246,6 +252,8 @@ class PatternSet:
 
     patterns: list[Pattern]
     needles: list[bytes]
+    #: needles[:hit_needles] are the counted classes' (the hit search's); the rest exclude's.
+    hit_needles: int
 
     def __post_init__(self) -> None:
         self._finder: NeedleFinder | None = None
@@ -257,7 +265,12 @@ class PatternSet:
         """Compile `classes` (class -> regex texts); raises PatternError on a bad regex."""
         found: dict[bytes, int] = {}
         out: list[Pattern] = []
-        for klass in CLASSES:
+        hit_needles = 0
+        # The counted classes' needles first: the hit search looks for those only (an exclude
+        # pattern matters on the lines a class counted, which its regex checks).
+        for klass in ("critical", "warning", "ok", "exclude"):
+            if klass == "exclude":
+                hit_needles = len(found)
             texts = list(classes.get(klass, ()))
             _compile(texts, klass)
             for text in texts:
@@ -270,15 +283,15 @@ class PatternSet:
                     if not ids:
                         continue
                 regex = re.compile(text.encode("utf-8"), re.IGNORECASE)
-                literal = ids is not None and len(ids) == 1 and plain_literal(text)
+                literal = ids is not None and plain_literal(text, got)
                 out.append(Pattern(klass, text, regex, ids, literal))
-        return cls(out, list(found))
+        return cls(out, list(found), hit_needles)
 
     def finder(self) -> NeedleFinder:
         """The needle engine, made when the first bytes are scanned (a run that reads
         nothing new never loads it)."""
         if self._finder is None:
-            self._finder = make_finder(self.needles)
+            self._finder = make_finder(self.needles, self.hit_needles)
         return self._finder
 
     @property
@@ -312,12 +325,14 @@ class NeedleFinder(Protocol):
         """Ids of the needles that occur in `data`."""
 
 
-def make_finder(needles: Sequence[bytes]) -> NeedleFinder:
-    """Hyperscan when it is installed and runs on this CPU, else the pure-Python finder."""
+def make_finder(needles: Sequence[bytes], hit_needles: int | None = None) -> NeedleFinder:
+    """Hyperscan when it is installed and runs on this CPU, else the pure-Python finder.
+    `hits` looks for needles[:hit_needles] (default all), `present` for all of them."""
+    hit = len(needles) if hit_needles is None else hit_needles
     if needles and not os.environ.get(PURE_PYTHON_ENV):
         with contextlib.suppress(Exception):  # not installed, or a CPU it does not support
-            return HyperscanFinder(needles)
-    return PythonFinder(needles)
+            return HyperscanFinder(needles, hit)
+    return PythonFinder(needles, hit)
 
 
 class HyperscanFinder:
@@ -325,13 +340,15 @@ class HyperscanFinder:
 
     engine = "hyperscan"
 
-    def __init__(self, needles: Sequence[bytes]) -> None:
+    def __init__(self, needles: Sequence[bytes], hit_needles: int) -> None:
         import hyperscan
 
         ids = list(range(len(needles)))
-        self._all = hyperscan.Database()
-        self._all.compile(expressions=list(needles), ids=ids, flags=hyperscan.HS_FLAG_CASELESS,
-                          literal=True)
+        self._all: hyperscan.Database | None = None
+        if hit_needles:
+            self._all = hyperscan.Database()
+            self._all.compile(expressions=list(needles[:hit_needles]), ids=ids[:hit_needles],
+                              flags=hyperscan.HS_FLAG_CASELESS, literal=True)
         self._first = hyperscan.Database()
         self._first.compile(expressions=list(needles), ids=ids,
                             flags=hyperscan.HS_FLAG_CASELESS | hyperscan.HS_FLAG_SINGLEMATCH,
@@ -346,6 +363,8 @@ class HyperscanFinder:
             add((end, nid))
             return len(out) > limit
 
+        if self._all is None:
+            return out
         try:
             self._all.scan(data, match_event_handler=on)
         except self._stopped:
@@ -368,14 +387,15 @@ class PythonFinder:
 
     engine = "python"
 
-    def __init__(self, needles: Sequence[bytes]) -> None:
+    def __init__(self, needles: Sequence[bytes], hit_needles: int) -> None:
         self.needles = list(needles)
+        self.hit_needles = hit_needles
 
     def hits(self, data: bytes, limit: int) -> list[tuple[int, int]] | None:
         out: list[tuple[int, int]] = []
         low = data.lower()
         find = low.find
-        for nid, needle in enumerate(self.needles):
+        for nid, needle in enumerate(self.needles[:self.hit_needles]):
             pos = find(needle)
             while pos >= 0:
                 out.append((pos + len(needle), nid))
@@ -410,6 +430,8 @@ class _Lines(Protocol):
     `bit_count()` are set operations done in C)."""
 
     slots: int
+    #: Whether with_needle() knows every needle (else only the counted classes').
+    all_needles: bool
 
     def with_needle(self, nid: int) -> int: ...
     def line(self, slot: int) -> bytes: ...
@@ -439,6 +461,8 @@ def _last(mask: int, k: int) -> list[int]:
 
 class _Sparse:
     """The lines that hold a needle hit, found from the hits (few lines of the slice)."""
+
+    all_needles = False  # the hits are the counted classes' needles only
 
     def __init__(self, data: bytes, hits: list[tuple[int, int]]) -> None:
         self.data = data
@@ -478,6 +502,8 @@ class _Dense:
     """Every line of the slice (needles are dense there: an incident). A needle's lines come
     from bytes operations over the whole slice (each occurrence replaced by a mark, all but
     marks and line ends deleted: one flag byte per line), not from locating each hit."""
+
+    all_needles = True
 
     def __init__(self, data: bytes, finder: NeedleFinder, needles: list[bytes],
                  lines: int) -> None:
@@ -602,8 +628,10 @@ class Scanner:
             self._dense = isinstance(view, _Dense) and candidates.bit_count() * 8 > lines
 
     def _matching(self, view: _Lines, pattern: Pattern, among: int = -1) -> int:
-        """The lines `pattern` matches, of those in `among` (all by default)."""
-        if pattern.needle_ids is None:
+        """The lines `pattern` matches, of those in `among` (all by default). A pattern without
+        needles, or whose needles the view does not know (an exclude pattern on a sparse
+        slice), is checked with its regex on each line of `among`."""
+        if pattern.needle_ids is None or (among >= 0 and not view.all_needles):
             if among < 0:
                 return view.searched(pattern)
             ids = among

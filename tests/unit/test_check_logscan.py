@@ -67,13 +67,13 @@ def test_default_patterns_all_have_needles() -> None:
 
 
 def test_plain_text_patterns_need_no_regex() -> None:
-    ps = PatternSet.build({"critical": ["are now disabled", r"\bfatal\b"],
-                           "warning": ["Cannot assign requested address", "a.b"]})
+    ps = PatternSet.build({"critical": ["are now disabled", r"\bfatal\b", "disk full|EIO err"],
+                           "warning": ["Cannot assign requested address", "a.b", "abc|de"]})
     assert [(p.text, p.literal) for p in ps.patterns] == [
-        ("are now disabled", True), (r"\bfatal\b", False),
-        ("Cannot assign requested address", True), ("a.b", False),
+        ("are now disabled", True), (r"\bfatal\b", False), ("disk full|EIO err", True),
+        ("Cannot assign requested address", True), ("a.b", False), ("abc|de", False),
     ]
-    assert [p.text for p in ps.direct] == ["a.b"]
+    assert [p.text for p in ps.direct] == ["a.b", "abc|de"]  # "de": too short a needle
 
 
 def scan(text: str | bytes, classes: dict[str, list[str]] | None = None) -> Scanner:
@@ -334,7 +334,8 @@ WORDS = ["error", "Error:", "terror", "ETIMEDOUT", "etimedout", "fatal", "FATAL"
          "\r", "  ", "license", "expired", "disk", "--"]
 PATTERNS = [r"\berror\b", "etimedout", "ETIMEDOUT", r"\bfatal\b", r"spool.{0,10}full",
             "resumed", r"queue \S+ resumed", "mx.example", r"a.b", r"^error", r"full$",
-            r"licen[cs]e\b.{0,20}expired", "caf\u00e9", r"(?:ok|x)\s"]
+            r"licen[cs]e\b.{0,20}expired", "caf\u00e9", r"(?:ok|x)\s", "fatal|ETIMEDOUT",
+            "spool|a1b|Err"]
 
 line_st = st.lists(st.sampled_from(WORDS), max_size=6).map(" ".join)
 classes_st = st.fixed_dictionaries({k: st.lists(st.sampled_from(PATTERNS), max_size=3,
