@@ -325,6 +325,19 @@ def test_zabbix_outputs(log: Log) -> None:
     assert doc["details"]["critical"]["last"] == DISABLED.strip()
 
 
+def test_verbose_says_what_was_scanned_and_by_which_engine(
+        log: Log, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pmta_snmp.checks import logscan
+
+    log.check()
+    out = log.check("-v")
+    assert "log: 0 MB, 0 lines scanned in " in out.out and "needles found by" not in out.out
+    monkeypatch.setenv(logscan.PURE_PYTHON_ENV, "1")
+    log.write(BIND, NORMAL)
+    out = log.check("-v")
+    assert ", 2 lines scanned in " in out.out and "(needles found by python)" in out.out, out.out
+
+
 def test_long_lines_are_truncated(log: Log) -> None:
     log.check()
     log.write("2025-01-14 09:13:35 FATAL " + "x" * 5000 + "\n")
