@@ -299,6 +299,11 @@ class PatternSet:
         """Which engine finds the needles: `hyperscan` or `python`."""
         return self.finder().engine
 
+    @property
+    def engine_used(self) -> str | None:
+        """The engine, if this run scanned anything (else None: it was never loaded)."""
+        return None if self._finder is None else self._finder.engine
+
     def of(self, klass: str) -> list[Pattern]:
         """The patterns of one class, in the order given."""
         return [p for p in self.patterns if p.klass == klass]
