@@ -511,14 +511,22 @@ class _Dense:
     all_needles = True
 
     def __init__(self, data: bytes, finder: NeedleFinder, needles: list[bytes],
-                 lines: int) -> None:
+                 lines: int | None = None) -> None:
         self.data = data
-        self.slots = lines
         self._needles = needles
         self._present = set(finder.present(data)) if needles else set()
         self._masks: dict[int, int] = {}
         self._low: bytes | None = None
         self._lines: list[bytes] | None = None
+        if lines is None:  # counted from a needle's flags (one byte per line) when there is one
+            if self._present:
+                nid = min(self._present)
+                flags = self._flags(needles[nid])
+                self._masks[nid] = int.from_bytes(flags, "little")
+                lines = len(flags)
+            else:
+                lines = _count_lines(data)
+        self.slots = lines
 
     def with_needle(self, nid: int) -> int:
         if nid not in self._present:
@@ -562,6 +570,11 @@ class _Dense:
 
     def searched(self, pattern: Pattern) -> int:
         return _mask(map(bool, map(pattern.regex.search, islice(self._all(), self.slots))))
+
+
+def _count_lines(data: bytes) -> int:
+    """Lines in a slice of complete lines (a last one may lack its line end)."""
+    return data.count(b"\n") + (0 if data.endswith(b"\n") or not data else 1)
 
 
 _MARK = b"\x01"
@@ -610,27 +623,34 @@ class Scanner:
 
     def _count_and_scan(self, data: bytes) -> None:
         self.bytes += len(data)
-        lines = data.count(b"\n") + (0 if data.endswith(b"\n") or not data else 1)
+        if self._dense and self._counted:
+            self.lines += self._scan(data, None)
+            return
+        lines = _count_lines(data)
         self.lines += lines
         if self._counted:
             self._scan(data, lines)
 
-    def _scan(self, data: bytes, lines: int) -> None:
+    def _scan(self, data: bytes, lines: int | None) -> int:
+        """Count the classes' lines of one slice (`lines` long, counted here when None);
+        returns its lines."""
         finder = self.patterns.finder()
         view: _Lines
-        if self._dense:
-            view = _Dense(data, finder, self.patterns.needles, lines)
+        if lines is None:
+            view = _Dense(data, finder, self.patterns.needles)
+            lines = view.slots
         else:
             # Past about one hit in six lines, splitting the slice costs less than locating
             # each hit's line.
             hits = finder.hits(data, lines // 6 + 16)
             if hits == []:
-                return
+                return lines
             view = _Dense(data, finder, self.patterns.needles, lines) if hits is None else \
                 _Sparse(data, hits)
         candidates = self._classify(view)
         if not self.patterns.direct:
             self._dense = isinstance(view, _Dense) and candidates.bit_count() * 8 > lines
+        return lines
 
     def _matching(self, view: _Lines, pattern: Pattern, among: int = -1) -> int:
         """The lines `pattern` matches, of those in `among` (all by default). A pattern without
