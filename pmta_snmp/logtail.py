@@ -59,7 +59,8 @@ HEAD_LEN = 1024
 TAIL_LEN = 64
 #: A "line" longer than this is handed out unterminated rather than buffered without bound.
 MAX_LINE = 16 << 20
-#: New listings of the rotated files one run makes when rotations shift them while it reads.
+#: New listings of the rotated files one run makes when rotations shift them while it looks
+#: for the file it was reading or reads the ones after it.
 _RELISTS = 5
 #: How far back the first run looks for the last line end before giving up.
 _FIRST_RUN_SCAN = 1 << 20
@@ -903,14 +904,16 @@ class TailReader(_ReaderBase):
             self.rotated = True
 
         found = self._find_rest(st, live, opened)
-        if found is None:
+        for _ in range(_RELISTS):
+            if found is not None:
+                break
             # A rotation under way (a file renamed, compressed or removed between listing the
-            # directory and opening it) hides the file for an instant: look once more.
+            # directory and opening it) hides the file for an instant: look again.
             found = self._find_rest(st, live, opened)
         if found is not None:
             rest, newer = found
             yield from self._read(rest, st.offset, final=True, continues=True)
-            done = {rest.key}
+            done = {rest.key: rest.head}
             shifted = yield from self._read_newer(newer, live, done, opened)
             for _ in range(_RELISTS):
                 if not shifted or self.timed_out:
@@ -930,20 +933,19 @@ class TailReader(_ReaderBase):
         if live is not None and not self.timed_out:
             yield from self._read(live, 0, final=False, continues=False)
 
-    def _read_newer(self, newer: list[tuple[Path, int]], live: _File | None, done: set[str],
-                    opened: list[_File]) -> Generator[Block, None, bool]:
-        """Read the rotations in `newer` (oldest first, with the inode each name had when
-        listed) that are not `live` nor in `done`, up to the live file; returns True when a
-        name no longer held what the listing saw (a rotation ran: list again)."""
-        shifted = False
+    def _read_newer(self, newer: list[tuple[Path, int]], live: _File | None,
+                    done: dict[str, bytes], opened: list[_File]
+                    ) -> Generator[Block, None, bool]:
+        """Read, in order, the rotations in `newer` (oldest first, with the inode each name had
+        when listed) up to the live file, skipping those in `done` (key -> head of the files
+        read); returns True, having read only those before it, when a name no longer holds
+        what the listing saw (a rotation ran meanwhile: list again)."""
         for path, listed in newer:
             if self.timed_out:
-                return shifted
+                return False
             f = _open(os.fspath(path), sibling=True)
             if f is None:
-                shifted = True  # renamed or compressed away since the listing
-                continue
-            moved = f.inode != listed  # the name holds another rotation now (log.2 -> log.3)
+                return True  # renamed or compressed away since the listing
             if live is not None and (f.key == live.key or (live.head and f.head == live.head)):
                 # The live file was rotated (renamed, or renamed and compressed) after we
                 # opened it: it is read below, once, from the descriptor we hold. (Had it
@@ -951,15 +953,19 @@ class TailReader(_ReaderBase):
                 # The rotations after it hold later lines: the next run reads them after the
                 # rest of this one, so none is read here (they would be read twice).
                 f.close()
-                return shifted or moved
-            if moved or f.key in done:
-                f.close()
-                shifted = True
+                return f.inode != listed
+            if f.key in done or (f.head and f.head in done.values()):
+                f.close()  # read already (a new listing starts with them), or compressed since
                 continue
+            if f.inode != listed:
+                # The name holds another rotation now (log.2 became log.3): what it held must
+                # be read first, so the state, after the last file read, passes no line.
+                f.close()
+                return True
             opened.append(f)
-            done.add(f.key)
+            done[f.key] = f.head
             yield from self._read(f, 0, final=True, continues=False)
-        return shifted
+        return False
 
     def _relist_newer(self, rest: _File) -> list[tuple[Path, int]]:
         """The rotations newer than `rest` in a fresh listing, found by its inode (a rename
