@@ -443,9 +443,12 @@ def _scan_row(report: Report, wd: Path, path: Path, what: str, target: float,
     seconds."""
     size = path.stat().st_size
     grep_s, grep_count = _grep_count(path, grep_pattern(patterns))
-    state = wd / f"state-{path.name}-{len(report.rows)}"
-    args = ["-l", str(path), "--state-dir", str(state), "-t", "0", "-w", "~:", "-c", "~:"]
-    ours_s, _, stdout = run_plugin("log", [*args, "--from-start", *extra], env=env)
+    runs = []
+    for i in range(2):  # best of two, as for grep (each a first run: its own state)
+        state = wd / f"state-{path.name}-{len(report.rows)}-{i}"
+        args = ["-l", str(path), "--state-dir", str(state), "-t", "0", "-w", "~:", "-c", "~:"]
+        runs.append(run_plugin("log", [*args, "--from-start", *extra], env=env))
+    ours_s, _, stdout = min(runs)
     found = (perfdata(stdout, "critical_lines") or 0) + (perfdata(stdout, "warning_lines") or 0)
     ours_mbs, grep_mbs = size / 1e6 / ours_s, size / 1e6 / grep_s
     r = ratio(ours_mbs, grep_mbs)
