@@ -18,6 +18,7 @@ from bench.common import Report, log, render_table
 # name -> module; aliases map the module names too.
 BENCHMARKS: dict[str, str] = {
     "agentx": "bench.agentx_walk",
+    "standalone": "bench.standalone_walk",
     "poll": "bench.poll_build",
     "checks": "bench.checks",
     "fuzz": "bench.fuzz_agentx",
@@ -25,6 +26,7 @@ BENCHMARKS: dict[str, str] = {
 ALIASES: dict[str, str] = {
     "agentx_walk": "agentx",
     "walk": "agentx",
+    "standalone_walk": "standalone",
     "poll_build": "poll",
     "fuzz_agentx": "fuzz",
 }

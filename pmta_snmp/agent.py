@@ -133,7 +133,9 @@ async def run_agentx(cfg: Config, *, stop: asyncio.Event | None = None) -> None:
     _install_signals(stop)
 
     async def send(trap_oid: Oid, varbinds: list[tuple[Oid, Value]]) -> None:
-        await session.notify(trap_oid, [VarBind(o, v) for o, v in varbinds], sys_uptime=True)
+        # Kept by the session while snmpd is away and sent once registered again: a raised
+        # condition is raised once, so its notification must not be lost.
+        session.notify_later(trap_oid, [VarBind(o, v) for o, v in varbinds], sys_uptime=True)
 
     backend = Backend(cfg, send)
     session = AgentXSession(

@@ -25,6 +25,7 @@ from pmta_snmp.agentx.codec import (
     GetNext,
     Notify,
     Open,
+    Pdu,
     Ping,
     Register,
     Response,
@@ -612,6 +613,103 @@ def test_notify_without_session_raises_not_connected() -> None:
                 await session.notify((*B, 0, 1))
 
     run(scenario)
+
+
+def _trap_of(note: Pdu) -> Oid:
+    assert isinstance(note, Notify), note
+    (oid,) = [vb.value.value for vb in note.varbinds if vb.name == SNMP_TRAP_OID_0]
+    assert isinstance(oid, tuple)
+    return oid
+
+
+async def _until(pred: Callable[[], bool], timeout: float = 3.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not pred():
+        assert asyncio.get_running_loop().time() < deadline, "timed out"
+        await asyncio.sleep(0.01)
+
+
+def test_notifications_given_while_not_registered_are_sent_in_order_once_registered() -> None:
+    ticks = [100]
+
+    async def scenario() -> None:
+        async with fake_setup(sys_uptime=lambda: ticks[0]) as (master, session):
+            conn = await master.next_conn()  # connected, not yet open nor registered
+            extra = VarBind((*SCALARS, 4, 0), Value(SnmpType.GAUGE32, 5))
+            session.notify_later((*B, 0, 1), [extra], sys_uptime=True)
+            session.notify_later((*B, 0, 2))
+            assert session.status.pending_notifications == 2
+            ticks[0] = 900  # registered later: the kept one still says when it was raised
+            await conn.handshake()
+            first = await conn.recv()
+            assert _trap_of(first) == (*B, 0, 1)
+            assert isinstance(first, Notify) and first.session_id == 42
+            assert first.varbinds[0] == VarBind(
+                (1, 3, 6, 1, 2, 1, 1, 3, 0), Value(SnmpType.TIME_TICKS, 100))
+            assert first.varbinds[-1] == extra
+            conn.reply(first)
+            second = await conn.recv()
+            assert _trap_of(second) == (*B, 0, 2)
+            conn.reply(second)
+            await _until(lambda: session.status.pending_notifications == 0)
+            # Registered: sent at once.
+            session.notify_later((*B, 0, 3))
+            third = await conn.recv()
+            assert _trap_of(third) == (*B, 0, 3)
+            conn.reply(third)
+            await _until(lambda: session.status.pending_notifications == 0)
+            assert session.status.dropped_notifications == 0
+
+    run(scenario)
+
+
+def test_a_notification_cut_off_by_a_lost_connection_is_sent_again() -> None:
+    async def scenario() -> None:
+        async with fake_setup() as (master, session):
+            conn = await master.next_conn()
+            await conn.handshake()
+            assert await session.wait_connected(2)
+            session.notify_later((*B, 0, 1))
+            assert _trap_of(await conn.recv()) == (*B, 0, 1)  # never answered: the master
+            conn.writer.close()  # goes away
+            session.notify_later((*B, 0, 2))
+            conn = await master.next_conn()
+            await conn.handshake()
+            for trap in ((*B, 0, 1), (*B, 0, 2)):
+                note = await conn.recv()
+                assert _trap_of(note) == trap
+                conn.reply(note)
+            await _until(lambda: session.status.pending_notifications == 0)
+
+    run(scenario)
+
+
+def test_kept_notifications_are_bounded_and_a_refused_one_is_dropped(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def scenario() -> None:
+        async with fake_setup(max_pending=2) as (master, session):
+            conn = await master.next_conn()
+            for i in (1, 2, 3):
+                session.notify_later((*B, 0, i))
+            status = session.status
+            assert (status.pending_notifications, status.dropped_notifications) == (2, 1)
+            await conn.handshake()
+            note = await conn.recv()
+            assert _trap_of(note) == (*B, 0, 2)  # the oldest went first
+            conn.reply(note, ErrorCode.PROCESSING_ERROR)  # refused: not retried
+            note = await conn.recv()
+            assert _trap_of(note) == (*B, 0, 3)
+            conn.reply(note)
+            await _until(lambda: session.status.pending_notifications == 0)
+            assert session.status.dropped_notifications == 2
+
+    with caplog.at_level(logging.INFO, logger="pmta_snmp.agentx.session"):
+        run(scenario)
+    text = caplog.text
+    assert "notification 1.3.6.1.4.1.32473.99.0.1 kept until it is (1 waiting)" in text
+    assert "2 notifications waiting for the master; the oldest is dropped" in text
+    assert "refused notification 1.3.6.1.4.1.32473.99.0.2: PROCESSING_ERROR; dropped" in text
 
 
 def test_master_not_reading_is_dropped_instead_of_buffering_forever(

@@ -215,6 +215,29 @@ def test_the_shipped_template_imports(zabbix: Frontend) -> None:
                        {"format": "yaml", "source": text, "rules": RULES}) is True
 
 
+def test_no_license_data_trigger_imports_with_its_dependency(zabbix: Frontend) -> None:
+    """The frontend accepts the nodata trigger on pmta.license.days and its dependency on the
+    agent's own nodata trigger (another item's), and keeps both as written."""
+    text, _ = shipped()
+    assert zabbix.call("configuration.import",
+                       {"format": "yaml", "source": text, "rules": RULES}) is True
+    triggers = zabbix.call("trigger.get", {
+        "filter": {"description": "PowerMTA: no license data for "
+                                  "{$PMTA.LICENSE.NODATA.TIMEOUT}"},
+        "templated": True, "expandExpression": True,
+        "output": ["description", "expression", "priority"],
+        "selectDependencies": ["description"], "selectItems": ["key_"],
+    })
+    assert len(triggers) == 1
+    (trigger,) = triggers
+    assert [i["key_"] for i in trigger["items"]] == ["pmta.license.days"]
+    # expandExpression also resolves the template's macro: three hours without a value.
+    assert trigger["expression"] == "nodata(/PowerMTA by SNMP/pmta.license.days,3h)=1"
+    assert trigger["priority"] == "2"  # WARNING
+    assert [d["description"] for d in trigger["dependencies"]] == [
+        "pmta-snmp: no SNMP data for {$PMTA.NODATA.TIMEOUT}"]
+
+
 def test_a_broken_template_is_refused(zabbix: Frontend) -> None:
     """The import really validates: a copy with one bad item key is refused."""
     _, export = shipped()

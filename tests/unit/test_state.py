@@ -17,6 +17,7 @@ from pmta_snmp.state import (
     StateError,
     StateFile,
     StateLockTimeout,
+    StateUnsafe,
     default_state_dir,
     state_path,
 )
@@ -224,3 +225,90 @@ def test_state_dir_env_override_and_state_path(
     assert a.parent == tmp_path and a != b
     assert a.name.startswith("check_pmta_log-") and a.suffix == ".json"
     assert state_path("../../evil name").parent == tmp_path
+
+
+# -- a state directory another user could write to (plugins often run as root) -------------
+# Tests run as root, which bypasses permission checks: the refusal is tested on the real mode
+# bits and owners, the symlink refusal on real symlinks (O_NOFOLLOW stops root too).
+
+
+def _shared_dir(tmp_path: Path, mode: int, uid: int | None = None) -> Path:
+    directory = tmp_path / "shared"
+    directory.mkdir()
+    os.chmod(directory, mode)
+    if uid is not None:
+        os.chown(directory, uid, -1)
+    return directory
+
+
+@pytest.mark.parametrize("mode", [0o777, 0o775, 0o757])
+def test_directory_writable_by_others_is_refused(tmp_path: Path, mode: int) -> None:
+    directory = _shared_dir(tmp_path, mode)
+    sf = StateFile(directory / "s.json")
+    with pytest.raises(StateUnsafe, match=r"state directory .* is writable by .*refused") as err:
+        sf.save({"x": 1})
+    assert "\n" not in str(err.value)
+    with pytest.raises(StateUnsafe):
+        sf.load()
+    assert list(directory.iterdir()) == []  # nothing created there
+
+
+def test_sticky_directory_owned_by_us_or_root_is_accepted(tmp_path: Path) -> None:
+    directory = _shared_dir(tmp_path, 0o1777)  # like /tmp
+    sf = StateFile(directory / "s.json")
+    sf.save({"x": 1})
+    assert sf.load() == {"x": 1}
+
+
+def test_sticky_directory_owned_by_another_user_is_refused(tmp_path: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("giving a directory to another user needs root")
+    directory = _shared_dir(tmp_path, 0o1777, uid=65534)
+    with pytest.raises(StateUnsafe, match="owner uid 65534"):
+        StateFile(directory / "s.json").save({"x": 1})
+
+
+def test_private_directory_of_another_owner_is_not_refused(tmp_path: Path) -> None:
+    """Only write access for others matters: root using nagios' 0700 directory is fine."""
+    if os.geteuid() != 0:
+        pytest.skip("giving a directory to another user needs root")
+    directory = _shared_dir(tmp_path, 0o700, uid=65534)
+    StateFile(directory / "s.json").save({"x": 1})
+
+
+@pytest.mark.parametrize("which", ["s.json.lock", "s.json"])
+def test_planted_symlink_is_refused_not_followed(tmp_path: Path, which: str) -> None:
+    directory = _shared_dir(tmp_path, 0o1777)
+    victim = tmp_path / "etc" / "victim"
+    victim.parent.mkdir()
+    (directory / which).symlink_to(victim)
+    sf = StateFile(directory / "s.json")
+    with pytest.raises(StateUnsafe, match=r"is a symbolic link; refused"):
+        sf.load()
+    if which == "s.json.lock":
+        with pytest.raises(StateUnsafe, match=r"is a symbolic link; refused"):
+            sf.save({"x": 1})
+    else:  # a save renames its new file over the link itself, never writes through it
+        sf.save({"x": 1})
+        assert not (directory / which).is_symlink()
+    assert not victim.exists()  # nothing created through the link
+
+
+def test_symlink_to_an_existing_file_is_not_read(tmp_path: Path) -> None:
+    secret = tmp_path / "secret.json"
+    secret.write_text('{"password": "x"}')
+    (tmp_path / "s.json").symlink_to(secret)
+    with pytest.raises(StateUnsafe, match="symbolic link"):
+        StateFile(tmp_path / "s.json").load()
+    assert secret.read_text() == '{"password": "x"}'
+
+
+def test_file_of_another_user_in_a_sticky_directory_is_refused(tmp_path: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("giving a file to another user needs root")
+    directory = _shared_dir(tmp_path, 0o1777)
+    planted = directory / "s.json"
+    planted.write_text('{"offset": 123456}')
+    os.chown(planted, 65534, -1)
+    with pytest.raises(StateUnsafe, match="belongs to uid 65534"):
+        StateFile(planted).load()
