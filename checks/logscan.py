@@ -236,7 +236,7 @@ class Pattern:
 
     `needle_ids` index PatternSet.needles (one of them is in every matching line); None when
     the pattern has no needle and is searched line by line. `literal`: holding a needle is
-    matching (the pattern is plain text), so no regex runs for it.
+    matching (the pattern is plain text, or `|` between plain texts), so no regex runs.
     """
 
     klass: str
