@@ -242,7 +242,7 @@ def test_malformed_envelopes_raise_malformed(body: bytes) -> None:
 
 
 def test_latin1_xml_is_accepted() -> None:
-    body = "<rsp><data><domain><name>bücher.example</name></domain></data><succ/></rsp>"
+    body = "<rsp><data><domain><name>bücher.example</name><rcp>1</rcp></domain></data><succ/></rsp>"
     got = parse.parse_domains(parse.unwrap(body.encode("latin-1")))
     assert got[0].name == "bücher.example"
 
