@@ -96,6 +96,18 @@ class SnmpView:
         # Sorted, unique and range-checked by construction; packed as they come.
         return OidTree.from_sorted(items, self._objects)
 
+    @property
+    def discontinuity(self) -> datetime | None:
+        """When PowerMTA's traffic totals last started afresh as this view saw them."""
+        return self._discontinuity
+
+    def resume(self, previous: Snapshot | None, discontinuity: datetime | None) -> None:
+        """Continue the counters of an earlier view (a restarted poll worker): with its last
+        good snapshot and discontinuity time, a restart is not a counter reset."""
+        if previous is not None and discontinuity is not None:
+            self._previous = previous
+            self._discontinuity = discontinuity
+
     def current(self) -> OidTree:
         """The tree to answer from right now (a getter for the AgentX/SNMP handlers)."""
         return self.tree

@@ -73,6 +73,7 @@ class Carry:
     result: Any  # PollResult without its snapshot (the serving process never imports poller)
     raised: frozenset[str]
     started_at: datetime
+    discontinuity: datetime | None = None  # of the traffic totals: a restart is no reset
 
 
 NotificationHandler = Callable[[Oid, list[tuple[Oid, Value]]], None]
@@ -322,6 +323,7 @@ def child_main(
     if carry is not None:
         view.started_at = carry.started_at
         view.rules.raised = {Condition(c) for c in carry.raised}
+        view.resume(carry.result.snapshot, carry.discontinuity)
     publisher = _Publisher(conn)
     view.senders.append(publisher.notify)
     started = [time.monotonic()]
@@ -343,6 +345,7 @@ def child_main(
                 replace(result, snapshot=None),
                 frozenset(c.value for c in view.rules.raised),
                 view.started_at,
+                view.discontinuity,
             ),
         )
         publisher.flush()

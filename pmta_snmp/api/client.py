@@ -254,25 +254,31 @@ class _Core:
 
     # -- operations --------------------------------------------------------------------------
 
-    def status(self) -> _Plan[Status]:
-        if self.config.flavor == "seed":
-            return parse.parse_seed_status((yield from self.get_raw("/status.json")))
-        return parse.parse_status((yield from self.get("/status")))
+    # `warnings` collects the optional values a page left out (parse.py's rule).
 
-    def queues(self) -> _Plan[tuple[Queue, ...]]:
+    def status(self, warnings: list[str] | None = None) -> _Plan[Status]:
         if self.config.flavor == "seed":
-            return parse.parse_seed_queues((yield from self.get_raw("/queue.csv")))
-        return parse.parse_queues((yield from self.get("/queues")))
+            body = yield from self.get_raw("/status.json")
+            return parse.parse_seed_status(body, warnings=warnings)
+        return parse.parse_status((yield from self.get("/status")), warnings=warnings)
 
-    def domains(self) -> _Plan[tuple[Domain, ...]]:
+    def queues(self, warnings: list[str] | None = None) -> _Plan[tuple[Queue, ...]]:
         if self.config.flavor == "seed":
-            return parse.parse_seed_domains((yield from self.get_raw("/domain.csv")))
-        return parse.parse_domains((yield from self.get("/domains")))
+            body = yield from self.get_raw("/queue.csv")
+            return parse.parse_seed_queues(body, warnings=warnings)
+        return parse.parse_queues((yield from self.get("/queues")), warnings=warnings)
 
-    def vmtas(self) -> _Plan[tuple[Vmta, ...]]:
+    def domains(self, warnings: list[str] | None = None) -> _Plan[tuple[Domain, ...]]:
         if self.config.flavor == "seed":
-            return parse.parse_seed_vmtas((yield from self.get_raw("/vmta.csv")))
-        return parse.parse_vmtas((yield from self.get("/vmtas")))
+            body = yield from self.get_raw("/domain.csv")
+            return parse.parse_seed_domains(body, warnings=warnings)
+        return parse.parse_domains((yield from self.get("/domains")), warnings=warnings)
+
+    def vmtas(self, warnings: list[str] | None = None) -> _Plan[tuple[Vmta, ...]]:
+        if self.config.flavor == "seed":
+            body = yield from self.get_raw("/vmta.csv")
+            return parse.parse_seed_vmtas(body, warnings=warnings)
+        return parse.parse_vmtas((yield from self.get("/vmtas")), warnings=warnings)
 
     def queue_detail(self, name: str) -> _Plan[Queue | None]:
         return parse.parse_queue_detail((yield from self.get("/queueDetail", {"queue": name})))
@@ -451,10 +457,13 @@ class PmtaClient:
 
     def snapshot(self, *, with_license: bool = False) -> Snapshot:
         """Status, queues, domains and VirtualMTAs (and the license) as one Snapshot."""
-        status = self.status()
-        queues, domains, vmtas = self.queues(), self.domains(), self.vmtas()
-        status, lic, warnings = self._run(self._core.extras(status, with_license))
-        return _assemble(self._core, status, queues, domains, vmtas, lic, warnings)
+        core, noted = self._core, list[str]()
+        status = self._run(core.status(noted))
+        queues = self._run(core.queues(noted))
+        domains = self._run(core.domains(noted))
+        vmtas = self._run(core.vmtas(noted))
+        status, lic, warnings = self._run(core.extras(status, with_license))
+        return _assemble(core, status, queues, domains, vmtas, lic, _by_page(noted) + warnings)
 
 
 class AsyncPmtaClient:
@@ -528,24 +537,29 @@ class AsyncPmtaClient:
         """One poll: the pages fetched concurrently, within one total timeout."""
         import asyncio
 
-        core = self._core
+        core, noted = self._core, list[str]()
         if core.format is None and core.config.flavor == "real":
             # Negotiate the format once before fanning out.
-            status = await self._bounded(core.status())
+            status = await self._bounded(core.status(noted))
             queues, domains, vmtas = await asyncio.gather(
-                self._bounded(core.queues()),
-                self._bounded(core.domains()),
-                self._bounded(core.vmtas()),
+                self._bounded(core.queues(noted)),
+                self._bounded(core.domains(noted)),
+                self._bounded(core.vmtas(noted)),
             )
         else:
             status, queues, domains, vmtas = await asyncio.gather(
-                self._bounded(core.status()),
-                self._bounded(core.queues()),
-                self._bounded(core.domains()),
-                self._bounded(core.vmtas()),
+                self._bounded(core.status(noted)),
+                self._bounded(core.queues(noted)),
+                self._bounded(core.domains(noted)),
+                self._bounded(core.vmtas(noted)),
             )
         status, lic, warnings = await self._bounded(core.extras(status, with_license))
-        return _assemble(core, status, queues, domains, vmtas, lic, warnings)
+        return _assemble(core, status, queues, domains, vmtas, lic, _by_page(noted) + warnings)
+
+
+def _by_page(warnings: list[str]) -> list[str]:
+    """Parser warnings grouped by page (`/status: ...`), each page's in its own order."""
+    return sorted(warnings, key=lambda w: w.partition(":")[0])
 
 
 def _assemble(

@@ -17,7 +17,16 @@ import pytest
 from pmta_snmp.api import parse
 from pmta_snmp.api.errors import PmtaError, PmtaMalformed
 from pmta_snmp.mib.health import counters_restarted
-from pmta_snmp.model import Counts, Domain, Queue, QueueTypeCounts, Snapshot, Status, Vmta
+from pmta_snmp.model import (
+    Counts,
+    Domain,
+    Queue,
+    QueueTypeCounts,
+    Snapshot,
+    Status,
+    Vmta,
+    snapshot_to_dict,
+)
 from tests.unit.test_api_parse import json_env, status_tree, xml_env
 
 HOSTILE_JSON_NUMBERS = [b"1e400", b"-1e400", b"Infinity", b"-Infinity", b"NaN", b"1" + b"0" * 30]
@@ -302,8 +311,8 @@ def test_byte_counts_are_integers() -> None:
     assert Counts(kb=216528.6).bytes == 221725286
     assert isinstance(Counts(kb=216528.6).bytes, int)
     assert QueueTypeCounts("smtp", kb=0.1).bytes == 102
-    assert Queue("a/b", kb=1.5).bytes == Domain("a", kb=1.5).bytes == Vmta("v", kb=1.5).bytes == 1536
-    from pmta_snmp.model import snapshot_to_dict
+    assert Queue("a/b", kb=1.5).bytes == Domain("a", kb=1.5).bytes == 1536
+    assert Vmta("v", kb=1.5).bytes == 1536
 
     doc = snapshot_to_dict(Snapshot(status=parse_json_status(json_env(status_tree()))))
     assert doc["status"]["traffic"]["total"]["outbound"]["bytes"] == 1_536_000
