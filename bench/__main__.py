@@ -21,12 +21,14 @@ BENCHMARKS: dict[str, str] = {
     "poll": "bench.poll_build",
     "checks": "bench.checks",
     "fuzz": "bench.fuzz_agentx",
+    "fuzz_api": "bench.fuzz_api",
 }
 ALIASES: dict[str, str] = {
     "agentx_walk": "agentx",
     "walk": "agentx",
     "poll_build": "poll",
     "fuzz_agentx": "fuzz",
+    "api": "fuzz_api",
 }
 
 
