@@ -329,7 +329,9 @@ def _amount(value: Node, limit: float) -> float:
     elif type(value) is str:
         text = value.strip().replace(",", "")
         try:
-            number = float(text) if text.isascii() else math.nan
+            if not text.isascii():
+                raise ValueError(text)
+            number = float(text)
         except ValueError:
             raise _Unusable(f"is {_show(value)}, not a number") from None
     else:
@@ -772,15 +774,15 @@ class _Rows:
     def need(self, name: str, row: Mapping[str, Node], keys: str | tuple[str, ...],
              conv: Callable[[Node], _T]) -> _T:
         """A required value of the row called `name`."""
-        field = keys if isinstance(keys, str) else keys[0]
         value = _lookup(row, keys)
-        where = f"{self.row} {_show(name)}"
-        if value is _MISSING:
-            self.page.fail(where, f"has no {field}")
         try:
-            return conv(value)
+            if value is not _MISSING:
+                return conv(value)
         except _Unusable as why:
-            self.page.fail(f"{where} {field}", str(why))
+            field = keys if isinstance(keys, str) else keys[0]
+            self.page.fail(f"{self.row} {_show(name)} {field}", str(why))
+        field = keys if isinstance(keys, str) else keys[0]
+        self.page.fail(f"{self.row} {_show(name)}", f"has no {field}")
 
     def get(self, name: str, row: Mapping[str, Node], keys: str | tuple[str, ...],
             conv: Callable[[Node], _T], default: _T, *, documented: bool = True) -> _T:
@@ -868,7 +870,8 @@ def _sizes(rows: _Rows, name: str, row: Mapping[str, Node], *, documented: bool 
 
 def _queue(rows: _Rows, name: str, row: Mapping[str, Node]) -> Queue:
     events = _events(row.get("event") if "event" in row else row.get("events"))
-    retry = _lenient_text(_lookup(row, ("retryTime", "retry", "nextRetry")) or None)
+    retry_node = _lookup(row, ("retryTime", "retry", "nextRetry"))
+    retry = None if retry_node is _MISSING else _lenient_text(retry_node)
     # A real 4.0 capture lists events newest first, so the first text is the latest error.
     last_error = _last_error(row) or next((e.text for e in events if e.text), None)
     return Queue(
@@ -884,9 +887,15 @@ def _queue(rows: _Rows, name: str, row: Mapping[str, Node]) -> Queue:
     )
 
 
-def _listing(data: Node, endpoint: str, row: str) -> tuple[_Rows, list[dict[str, Node]], int]:
-    page = _Page(endpoint, None)
-    if data is None or type(data) not in (dict, list, str) or (type(data) is str and data):
+def _listing(
+    data: Node, endpoint: str, row: str, warnings: list[str] | None
+) -> tuple[_Rows, list[dict[str, Node]], int]:
+    """The rows of a listing page. No rows is `{}`, `[]` or an empty `<data/>` (""); `null`
+    is read as no rows too (the JSON shape of an empty page is [?]), with a warning."""
+    page = _Page(endpoint, warnings)
+    if data is None:
+        page.warn("data is null (read as no rows)")
+    elif type(data) not in (dict, list, str) or (type(data) is str and data):
         page.fail("data", f"is {_show(data)}, not rows")
     found, skipped = _find_rows(data, row)
     return _Rows(page, row), found, skipped
@@ -898,8 +907,7 @@ def parse_queues(data: Node, *, warnings: list[str] | None = None) -> tuple[Queu
 
 
 def _parse_queue_rows(data: Node, endpoint: str, warnings: list[str] | None) -> tuple[Queue, ...]:
-    rows, found, skipped = _listing(data, endpoint, "queue")
-    rows.page.sink = warnings
+    rows, found, skipped = _listing(data, endpoint, "queue", warnings)
     out = sorted_by_name(_queue(rows, name, r) for name, r in rows.named(found, skipped))
     rows.done()
     return out
@@ -913,8 +921,7 @@ def parse_domains(data: Node, *, warnings: list[str] | None = None) -> tuple[Dom
 def _parse_domain_rows(
     data: Node, endpoint: str, warnings: list[str] | None
 ) -> tuple[Domain, ...]:
-    rows, found, skipped = _listing(data, endpoint, "domain")
-    rows.page.sink = warnings
+    rows, found, skipped = _listing(data, endpoint, "domain", warnings)
     out = sorted_by_name(
         Domain(name=name, **_sizes(rows, name, r), last_error=_last_error(r))
         for name, r in rows.named(found, skipped)
@@ -925,8 +932,7 @@ def _parse_domain_rows(
 
 def parse_vmtas(data: Node, *, warnings: list[str] | None = None) -> tuple[Vmta, ...]:
     """`/vmtas`: rows named `vmta` (`kb`, `conn` and `domains` are [I]: not warned missing)."""
-    rows, found, skipped = _listing(data, "/vmtas", "vmta")
-    rows.page.sink = warnings
+    rows, found, skipped = _listing(data, "/vmtas", "vmta", warnings)
     out = sorted_by_name(
         Vmta(
             name=name,

@@ -219,10 +219,16 @@ def test_row_recipients_missing_or_unusable_fails_naming_the_row(page: str, valu
     assert text.startswith(f"/{page}: ") and "gmail.com/vmta-a" in text and "rcp" in text
 
 
-@pytest.mark.parametrize("data", [None, 5, "text", True])
+@pytest.mark.parametrize("data", [5, "text", True, 1.5])
 def test_listing_page_that_is_not_rows_fails(data: Any) -> None:
-    with pytest.raises(PmtaMalformed):
+    with pytest.raises(PmtaMalformed, match=r"^/domains: data is "):
         parse.parse_domains(parse.unwrap(json_env(data)))
+
+
+def test_null_listing_is_no_rows_with_a_warning() -> None:
+    warnings: list[str] = []
+    assert parse.parse_vmtas(parse.unwrap(json_env(None)), warnings=warnings) == ()
+    assert warnings == ["/vmtas: data is null (read as no rows)"]
 
 
 def test_empty_listing_pages_are_fine_in_both_formats() -> None:
