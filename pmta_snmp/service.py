@@ -71,6 +71,14 @@ def _build_quietly(build: Callable[[], OidTree]) -> OidTree:
     return tree
 
 
+def _log_warnings(warnings: tuple[str, ...]) -> None:
+    """Say what PowerMTA's answer lacked when that changes (not on every poll)."""
+    if warnings:
+        log.warning("PowerMTA's answer has %d warning(s): %s", len(warnings), "; ".join(warnings))
+    else:
+        log.info("PowerMTA's answer has no warnings any more")
+
+
 class SnmpView:
     """The current OID tree (read from any thread) and the notification rules."""
 
@@ -119,6 +127,8 @@ class SnmpView:
         if result.api_reachable and snap is not None and snap is not self._previous:
             if counters_restarted(self._previous, snap):
                 self._discontinuity = now
+            if snap.warnings != (self._previous.warnings if self._previous else ()):
+                _log_warnings(snap.warnings)
             self._previous = snap
         age = result.data_age(now)
         self.health = AgentHealth(

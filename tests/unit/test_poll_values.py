@@ -168,3 +168,46 @@ def test_exporter_serves_whole_bytes() -> None:
     assert samples[("pmta_queued_bytes", (("type", "smtp"),))] == round(99182.4 * 1024)
     byte_values = [v for (name, _), v in samples.items() if "bytes" in name]
     assert byte_values and all(v == int(v) for v in byte_values)
+
+
+def test_a_refused_show_license_is_a_counted_and_logged_warning(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Before: pmta_license_days_left just disappeared; now the refusal is counted and said."""
+    pages = Pages()
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/command":
+            return httpx.Response(403, text="Forbidden")
+        return pages.handler(request)
+
+    cfg = ClientConfig(url="http://pmta.test:8080", api_format="json", api_key="k" * 32)
+    with PmtaClient(cfg, transport=httpx.MockTransport(handler)) as c:
+        snap = c.snapshot(with_license=True)
+    assert snap.license is None and len(snap.warnings) == 1
+    assert snap.warnings[0].startswith("license: PowerMTA refused /command (HTTP 403)")
+    collector = PmtaCollector()
+    with caplog.at_level(logging.WARNING, logger="pmta_snmp.exporter"):
+        collector.update(PollResult(snap, True, snap.taken_at, snap.taken_at, 1, 0, 0, None))  # type: ignore[arg-type]
+    samples = _samples(_collector_text(collector))
+    assert samples[("pmta_poll_warnings", ())] == 1
+    assert ("pmta_license_days_left", ()) not in samples
+    assert "license: PowerMTA refused /command" in caplog.text
+
+
+def test_the_agents_log_warnings_when_they_change(caplog: pytest.LogCaptureFixture) -> None:
+    pages = Pages()
+    view = SnmpView()
+    with caplog.at_level(logging.INFO, logger="pmta_snmp.service"):
+        view.update(_result(pages))
+        pages.trees["/status"]["status"]["conn"]["smtpIn"]["max"] = "lots"
+        view.update(_result(pages))
+        view.update(_result(pages))
+        pages.trees["/status"] = status_tree()
+        view.update(_result(pages))
+    said = [r.getMessage() for r in caplog.records if "warning" in r.getMessage()]
+    assert said == [
+        "PowerMTA's answer has 1 warning(s): /status: status.conn.smtpIn.max is 'lots', "
+        "not a count (left out)",
+        "PowerMTA's answer has no warnings any more",
+    ]
