@@ -397,8 +397,12 @@ def _time(value: Node) -> datetime | None:
     return moment
 
 
-def to_time(text: str) -> datetime | None:
-    """A PowerMTA time (`YYYY-MM-DD HH:MM:SS`, local, no zone) or None."""
+def to_time(value: Node) -> datetime | None:
+    """A PowerMTA time (`YYYY-MM-DD HH:MM:SS`, local, no zone) or None (checks/queue.py reads
+    a queue's retry time with it)."""
+    if not isinstance(value, str):
+        return None
+    text = value.strip()
     m = _TIME_RE.fullmatch(text)
     if m is not None and (m.group(6) is not None or text[10:11] != "T"):
         y, mo, d, h, mi, sec = m.groups()
