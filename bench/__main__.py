@@ -18,14 +18,18 @@ from bench.common import Report, log, render_table
 # name -> module; aliases map the module names too.
 BENCHMARKS: dict[str, str] = {
     "agentx": "bench.agentx_walk",
+    "standalone": "bench.standalone_walk",
     "poll": "bench.poll_build",
     "checks": "bench.checks",
+    "micro": "bench.micro",
+    "timeouts": "bench.timeouts",
     "fuzz": "bench.fuzz_agentx",
     "fuzz_api": "bench.fuzz_api",
 }
 ALIASES: dict[str, str] = {
     "agentx_walk": "agentx",
     "walk": "agentx",
+    "standalone_walk": "standalone",
     "poll_build": "poll",
     "fuzz_agentx": "fuzz",
     "api": "fuzz_api",

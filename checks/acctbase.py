@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import nagiosplugin
 
 from pmta_snmp.argtypes import nonneg_int
+from pmta_snmp.outcomes.reasons import normalize_reason
 
 from .base import (
     Info,
@@ -117,8 +118,9 @@ class Window:
         return sum(got.get(c, 0) for c in counters)
 
     def top_reasons(self, counter: str, n: int = 3) -> list[tuple[str, int]]:
-        """The n commonest dsnDiag prefixes for `counter`."""
-        values = {k: float(c.get(counter, 0)) for k, c in self.totals("diag").items()}
+        """The n commonest dsnDiag reasons for `counter` (never the folded "(other)")."""
+        values = {k: float(c.get(counter, 0)) for k, c in self.totals("diag").items()
+                  if k != "(other)"}
         return [(k, int(v)) for k, v in top_items(values, n) if v > 0]
 
     @property
@@ -214,9 +216,9 @@ def _add_batch(buckets: MinuteBuckets, batch: dict[tuple[int, Event], int],
 
 
 def diag_key(text: str) -> str | None:
-    """A dsnDiag grouped by its first 60 characters (whitespace collapsed)."""
-    text = " ".join(text.split())
-    return text[:DIAG_CHARS] if text else None
+    """A dsnDiag normalised (no addresses, ids, varying numbers), its first 60 characters."""
+    text = normalize_reason("", text)[:DIAG_CHARS].rstrip()
+    return text or None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -314,6 +316,7 @@ class RateItems:
         rates = win.rates(dimension, self.numerator, self.denominator, args.min_volume)
         ranked = sorted(rates.values(), key=lambda r: (-(r.percent or 0.0), -r.denominator,
                                                        r.key))
+        self.names.reserve(f"{dimension}_{r.key}_{self.label}" for r in ranked)
         metrics = [
             self.names.metric(
                 (dimension, r.key, r), f"{dimension}_{r.key}_{self.label}",

@@ -13,6 +13,8 @@ nagiosplugin's sharp edges once for all of them:
   only with ``-vvv``;
 * perfdata never uses scientific notation, labels are sanitised (no spaces, dots or quotes),
   all perfdata follows one ``|`` at the end and the whole output stays under Nagios' 8 KB;
+* text that may come from input (log lines, API answers) never carries a newline, a ``|``
+  or a control character (NUL would end the output for Nagios, perfdata included);
 * ``--output zabbix`` prints only a value (or a JSON object with ``--json``) and always exits 0
   with nothing on stderr; ``--discover`` prints low-level-discovery JSON.
 
@@ -31,6 +33,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import gc
+import hashlib
 import json
 import math
 import os
@@ -196,22 +199,51 @@ def describe_range(rng: nagiosplugin.Range, unit: str = "") -> str:
 
 
 _LABEL_BAD = re.compile(r"[^A-Za-z0-9_-]+")
+#: The words of a name: runs of letters, digits, `-` and any non-ASCII character; the ASCII
+#: punctuation between them (`.`, `/`, `_`, spaces) separates them, like a domain's dots.
+_LABEL_WORD = re.compile(r"(?:[A-Za-z0-9-]|[^\x00-\x7f])+")
 
 
 def perf_label(*parts: str) -> str:
-    """A stable perfdata label: parts joined by `_`, an internationalised domain name in its
-    ASCII (punycode) form, anything but `[A-Za-z0-9_-]` -> `_`."""
-    text = "_".join(_ascii(p) for p in parts if p)
+    """A stable perfdata label: parts joined by `_`; each word of a part that is not ASCII
+    (an internationalised domain's label) in its IDNA form (`xn--bcher-kva`), anything but
+    `[A-Za-z0-9_-]` -> `_`. Different names may give one label: :class:`Labelled` tells
+    them apart."""
+    text = "_".join(p if p.isascii() else _LABEL_WORD.sub(_ascii_word, p) for p in parts if p)
     return _LABEL_BAD.sub("_", text).strip("_") or "value"
 
 
-def _ascii(part: str) -> str:
-    if part.isascii():
-        return part
+def _ascii_word(match: re.Match[str]) -> str:
+    word = match.group(0)
+    if word.isascii():
+        return word
     try:
-        return part.encode("idna").decode("ascii")
-    except UnicodeError:
-        return part
+        return word.encode("idna").decode("ascii")
+    except UnicodeError:  # not a valid IDNA label (too long, forbidden characters)
+        return "xn--" + word.encode("punycode").decode("ascii")
+
+
+def label_suffix(name: str) -> str:
+    """The short, stable suffix that tells apart names giving the same label."""
+    return hashlib.sha256(name.encode("utf-8", "surrogateescape")).hexdigest()[:6]
+
+
+def distinct_labels(names: Iterable[str]) -> dict[str, str]:
+    """A perfdata label for each name, distinct for distinct names (`a.b` and `a_b` both
+    give `a_b`): when names share a label, the first of them in sorted order keeps it and
+    the others get `_` and :func:`label_suffix`. Whatever the order of `names`, each name
+    gets the same label; it changes only when a name sorting before it with the same label
+    joins or leaves them."""
+    out = {name: perf_label(name) for name in names}
+    if len(set(out.values())) == len(out):
+        return out  # the usual case: no two names share a label
+    by_label: dict[str, list[str]] = {}
+    for name, label in out.items():
+        by_label.setdefault(label, []).append(name)
+    for label, group in by_label.items():
+        for name in sorted(group)[1:]:
+            out[name] = f"{label}_{label_suffix(name)}"
+    return out
 
 
 class Perf(nagiosplugin.Performance):  # type: ignore[misc]
@@ -421,12 +453,40 @@ _T = TypeVar("_T")
 
 class Labelled(dict[str, _T]):
     """What each per-item metric stands for, by perfdata label: labels are sanitised (no dots
-    or slashes), so a text that names the item looks it up here."""
+    or slashes), so a text that names the item looks it up here.
+
+    Two names that sanitise alike (`a.b`, `a_b`) get distinct labels: :meth:`reserve` the
+    names of a set of items first so each gets the same label whatever their order (see
+    :func:`distinct_labels`); a clash with a name not reserved gets a suffix on arrival."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._labels: dict[str, str] = {}  # name -> its label
+        self._names: dict[str, str] = {}  # label -> the name it was given to
+
+    def reserve(self, names: Iterable[str]) -> None:
+        """Fix the labels of `names`, told apart from each other (call before `metric`)."""
+        fresh = [n for n in dict.fromkeys(names) if n not in self._labels]
+        for name, label in distinct_labels(fresh).items():
+            self._claim(name, label)
+
+    def _claim(self, name: str, label: str) -> str:
+        owner = self._names.get(label)
+        if owner is not None and owner != name:
+            label = f"{label}_{label_suffix(name)}"
+        self._labels[name] = label
+        self._names.setdefault(label, name)
+        return label
+
+    def label(self, name: str) -> str:
+        """The perfdata label of `name` in this set."""
+        known = self._labels.get(name)
+        return known if known is not None else self._claim(name, perf_label(name))
 
     def metric(self, what: _T, name: str, value: float | int | None, *, context: str,
                **kw: Any) -> nagiosplugin.Metric:
         """A metric (see :func:`metric`) remembered as standing for `what`."""
-        m = metric(name, value, context=context, **kw)
+        m = metric(self.label(name), value, context=context, **kw)
         self[m.name] = what
         return m
 
@@ -529,7 +589,7 @@ def make_parser(
             help="state file name for this instance (default: a hash of the inputs)",
         )
     if connection:
-        from pmta_snmp.cli import add_connection_args  # file plugins never import the CLI
+        from pmta_snmp.cliopts import add_connection_args  # file plugins never import it
 
         add_connection_args(p)
     return p
@@ -656,7 +716,7 @@ class Run:
 
     def client_config(self) -> ClientConfig:
         """The connection options, with the API timeout capped by what -t leaves."""
-        from pmta_snmp.cli import client_config
+        from pmta_snmp.cliopts import client_config
 
         args = argparse.Namespace(**vars(self.args))
         remaining = self.remaining()
@@ -677,7 +737,9 @@ class Run:
     def api(self, what: str, call: Callable[[PmtaClient], Any]) -> Any:
         """Run one API call under a named stage: `run.api("/queues", lambda c: c.queues())`."""
         client = self.client()
-        self.enter(f"querying PowerMTA {what} at {self.args.url}")
+        from pmta_snmp.api.errors import redact_url  # loaded with the client already
+
+        self.enter(f"querying PowerMTA {what} at {redact_url(self.args.url)}")
         return call(client)
 
     def close(self) -> None:
@@ -928,9 +990,15 @@ def _json_num(value: float | int | None) -> float | int | None:
     return value
 
 
+#: Control characters (C0, DEL, C1) that whitespace folding leaves: NUL ends the output for
+#: Nagios (the perfdata is lost), ESC and BEL act on a terminal showing the output.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+
+
 def _one_line(text: str) -> str:
-    """No newlines or `|` (the perfdata separator) inside a line of text."""
-    return " ".join(str(text).replace("|", "/").split())
+    """No newlines, no control characters (shown as `?`) and no `|` (the perfdata
+    separator) inside a line of text: it may quote log lines or API answers."""
+    return _CONTROL.sub("?", " ".join(str(text).replace("|", "/").split()))
 
 
 def _fit(lines: list[str], perfdata: list[str]) -> str:

@@ -2,11 +2,16 @@
 queues, stuck queues and a growing deferred (backoff) backlog.
 
 Data comes from PowerMTA's real pages: `/status` (`status/queue/smtp/rcp`, the queue depth of
-the operating rules), `/queues` (top queues `domain/vmta` with `paused` and `mode`), `/domains`
-and `/vmtas`. Stuck and growing queues need history, kept in the plugin's state file:
+the operating rules) and `/queues` (top queues `domain/vmta` with `paused`, `mode`, `conn` and
+`retryTime`) on every run; `/domains` and `/vmtas`, which list every destination domain and
+can be large, only when an option needs them (`--domain`, `--vmta`, their per-item rules, or
+`--item-perfdata domain,vmta`). Stuck and growing queues need history, kept in the state file:
 
-* stuck: a queue above `--stuck-floor` recipients whose count did not decrease for
-  `--stuck-runs` runs or `--stuck-minutes` minutes (paused queues are reported as paused);
+* stuck: a queue above `--stuck-floor` recipients that shows no delivery progress (no
+  connections, in backoff, or its next retry still ahead) and has not decreased, seen so for
+  `--stuck-minutes` minutes of wall-clock time, however often the check runs. A queue that
+  is growing while it delivers (an injection wave) is not stuck; paused queues are reported
+  as paused. `--stuck-runs` (deprecated: it depends on the check interval) counts runs instead;
 * growing deferred backlog: real PowerMTA has no "deferred queue", so the recipients of queues
   in `backoff` mode stand for it; it alerts when it has grown without a decrease for longer
   than `--deferred-growth` (default 30 minutes).
@@ -23,7 +28,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import nagiosplugin
 
-from pmta_snmp.argtypes import nonneg_int
+from pmta_snmp.argtypes import nonneg_float, nonneg_int
 
 from .base import (
     WARNING,
@@ -48,6 +53,8 @@ from .base import (
 )
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
     from pmta_snmp.model import Domain, Queue, Status, Vmta
 
 DEFAULT_WARNING = "50000"
@@ -74,13 +81,55 @@ class QueueData(NamedTuple):
     total_source: str
 
 
+class Stuck(NamedTuple):
+    """A queue without delivery progress: for how long, over how many runs, and why."""
+
+    name: str
+    rcp: int
+    runs: int
+    seconds: float
+    why: str  # "no connections, in backoff"
+
+
 class History:
     """Findings from the state file: stuck queues and the deferred backlog's growth."""
 
     def __init__(self) -> None:
-        self.stuck: list[tuple[str, int, int, float]] = []  # name, rcp, runs, seconds
+        self.stuck: list[Stuck] = []
         self.deferred_growing_s = 0.0
         self.deferred_base = 0
+
+
+ITEM_KINDS = ("queue", "domain", "vmta")
+
+
+def item_kinds(text: str) -> tuple[str, ...]:
+    """`queue,domain` -> ("queue", "domain"); `none` -> ()."""
+    kinds = tuple(dict.fromkeys(k.strip().lower() for k in text.split(",") if k.strip()))
+    if kinds == ("none",):
+        return ()
+    bad = [k for k in kinds if k not in ITEM_KINDS]
+    if bad or not kinds:
+        raise argparse.ArgumentTypeError(
+            f"expected kinds among {', '.join(ITEM_KINDS)} (or none), not {text!r}")
+    return kinds
+
+
+def no_progress(q: Queue, now: datetime | None) -> str:
+    """Why `q` shows no delivery progress right now (`no connections, in backoff, next retry
+    at 09:35:42`), or "" when it is delivering: connected, in normal mode, no retry ahead."""
+    why = []
+    if q.conn <= 0:
+        why.append("no connections")
+    if q.mode.value == "backoff":
+        why.append("in backoff")
+    if now is not None and q.retry_time:
+        from pmta_snmp.api.parse import to_time
+
+        retry = to_time(q.retry_time)
+        if retry is not None and retry > now:
+            why.append(f"next retry at {retry:%H:%M:%S}")
+    return ", ".join(why)
 
 
 def _match(name: str, patterns: Sequence[str]) -> bool:
@@ -97,19 +146,31 @@ class QueueResource(PluginResource):
         self.history = History()
         #: perfdata label -> the item's real name
         self.names: Labelled[str] = Labelled()
-        self.stuck_info: dict[str, tuple[int, float]] = {}
+        self.stuck_info: dict[str, Stuck] = {}
 
     def item(self, label: str, name: str, value: float, context: str) -> nagiosplugin.Metric:
         """A per-item metric whose text can name the item as PowerMTA does."""
         return self.names.metric(name, label, value, context=context, min=0)
 
+    def needs(self) -> tuple[bool, bool]:
+        """Whether this run needs (/domains, /vmtas): each lists every destination domain or
+        VirtualMTA with mail, heavy on a large PowerMTA, so only when an option asks."""
+        a = self.args
+        narrowed = bool(a.vmta or a.queue)
+        domains = not narrowed and bool(
+            a.domain or a.domain_warning or a.domain_critical or "domain" in a.item_perfdata)
+        vmtas = not (a.domain or a.queue) and bool(
+            a.vmta or a.vmta_warning or a.vmta_critical or "vmta" in a.item_perfdata)
+        return domains, vmtas
+
     def fetch(self) -> QueueData:
-        """Query PowerMTA and narrow to --domain/--vmta/--queue."""
+        """Query PowerMTA (only the pages the options need) and narrow to the selection."""
         a, run = self.args, self.run
+        want_domains, want_vmtas = self.needs()
         status = run.api("/status", lambda c: c.status())
         queues = list(run.api("/queues", lambda c: c.queues()))
-        domains = list(run.api("/domains", lambda c: c.domains()))
-        vmtas = list(run.api("/vmtas", lambda c: c.vmtas()))
+        domains = list(run.api("/domains", lambda c: c.domains())) if want_domains else []
+        vmtas = list(run.api("/vmtas", lambda c: c.vmtas())) if want_vmtas else []
         run.enter("evaluating queues")
         narrowed = bool(a.domain or a.vmta or a.queue)
         if a.domain:
@@ -149,6 +210,9 @@ class QueueResource(PluginResource):
         a, run = self.args, self.run
         if a.stuck_runs == 0 and a.stuck_minutes == 0 and a.deferred_growth == 0:
             return
+        if a.stuck_runs:
+            run.note("--stuck-runs is deprecated: how many runs make a queue stuck depends on "
+                     "how often the check runs; use --stuck-minutes")
         keys = [input_key(a.url), *sorted(a.domain or ()), "|", *sorted(a.vmta or ())]
         keys += ["|", *sorted(a.queue or ())]
         state = run.state_file(*keys)
@@ -164,9 +228,14 @@ class QueueResource(PluginResource):
         old = doc.get("queues")
         old_queues: dict[str, Any] = old if isinstance(old, dict) else {}
         new: dict[str, dict[str, float]] = {}
+        # PowerMTA's own clock, for its retry times (PowerMTA-local, no zone).
+        pmta_now = data.status.runtime.time_now if data.status is not None else None
         for q in data.queues:
             if q.rcp < a.stuck_floor or q.paused:
                 continue
+            why = no_progress(q, pmta_now)
+            if not why:
+                continue  # delivering (connected, normal mode, no retry ahead): not stuck
             prev = _streak(old_queues.get(q.name), now)
             if prev is not None and q.rcp >= prev["last"]:
                 # Runs closer together than _MIN_RUN_GAP_S (a manual re-run) count once.
@@ -183,9 +252,9 @@ class QueueResource(PluginResource):
             span = now - entry["since"]
             runs = int(entry["runs"])
             by_runs = a.stuck_runs > 0 and runs >= a.stuck_runs
-            by_time = a.stuck_minutes > 0 and runs >= 2 and span >= a.stuck_minutes * 60
+            by_time = a.stuck_minutes > 0 and span >= a.stuck_minutes * 60
             if by_runs or by_time:
-                hist.stuck.append((q.name, q.rcp, runs, span))
+                hist.stuck.append(Stuck(q.name, q.rcp, runs, span, why))
         doc["queues"] = new
         deferred = sum(q.rcp for q in data.queues if q.mode.value == "backoff")
         prev_d = _streak(doc.get("deferred"), now, keys=("since", "base", "last"))
@@ -198,7 +267,7 @@ class QueueResource(PluginResource):
         if deferred > cur["base"]:
             hist.deferred_growing_s = now - cur["since"]
             hist.deferred_base = int(cur["base"])
-        hist.stuck.sort(key=lambda s: (-s[1], s[0]))
+        hist.stuck.sort(key=lambda s: (-s.rcp, s.name))
         return hist
 
     def probe(self) -> Iterator[nagiosplugin.Metric]:
@@ -223,12 +292,16 @@ class QueueResource(PluginResource):
                 "deferred_growing_minutes", round(grow_min, 1), context="deferred_growth",
                 uom="", min=0,
             )
+        # Labels of names that sanitise alike (`a.b`, `a_b`) are told apart, whatever the order.
+        self.names.reserve(f"paused {q.name}" for q in paused)
+        self.names.reserve(f"stuck {s.name}" for s in hist.stuck)
+        self.names.reserve(f"backoff {q.name}" for q in backoff)
         # One result per paused/stuck queue so the status line can name them.
         for q in paused:
             yield self.item(f"paused {q.name}", q.name, q.rcp, "paused_queue")
-        for name, rcp, runs, span in hist.stuck:
-            m = self.item(f"stuck {name}", name, rcp, "stuck_queue")
-            self.stuck_info[m.name] = (runs, span)
+        for stuck in hist.stuck:
+            m = self.item(f"stuck {stuck.name}", stuck.name, stuck.rcp, "stuck_queue")
+            self.stuck_info[m.name] = stuck
             yield m
         if a.backoff_state:
             for q in backoff:
@@ -237,8 +310,11 @@ class QueueResource(PluginResource):
         for kind, rows in (("queue", data.queues), ("domain", data.domains),
                            ("vmta", data.vmtas)):
             values = {r.name: r.rcp for r in rows}
-            top = {name for name, _ in top_items(values, n)}
             judged = getattr(a, f"{kind}_warning") or getattr(a, f"{kind}_critical")
+            shown = kind in a.item_perfdata or judged
+            top = {name for name, _ in top_items(values, n)} if shown else set()
+            # Labels for the items reported (all of them when judged): 100k rows cost seconds.
+            self.names.reserve(f"{kind}_{name}_rcpt" for name in (values if judged else top))
             for name, value in sorted(values.items(), key=lambda kv: (-kv[1], kv[0])):
                 if name in top:
                     yield self.item(f"{kind}_{name}_rcpt", name, value, f"{kind}_item")
@@ -248,7 +324,7 @@ class QueueResource(PluginResource):
             "total": data.total,
             "paused": [q.name for q in paused],
             "backoff": [q.name for q in backoff],
-            "stuck": [s[0] for s in hist.stuck],
+            "stuck": [s.name for s in hist.stuck],
             "deferred_rcpt": deferred,
             "queues": _detail_rows(data.queues, n),
             "domains": _detail_rows(data.domains, n),
@@ -266,10 +342,10 @@ class QueueResource(PluginResource):
                                          *(args.queue or ())])
 
         def stuck_text(m: nagiosplugin.Metric, ctx: object) -> str:
-            runs, span = self.stuck_info[m.name]
+            stuck = self.stuck_info[m.name]
             return (
-                f"queue {names[m.name]} stuck at {human(m.value)} rcpt "
-                f"(not decreasing for {runs} runs, {span / 60:.0f} min)"
+                f"queue {names[m.name]} stuck at {human(m.value)} rcpt (no delivery progress "
+                f"for {stuck.seconds / 60:.0f} min, {stuck.runs} runs: {stuck.why})"
             )
 
         contexts = [
@@ -424,6 +500,11 @@ def build_parser(plugin: Plugin) -> PluginParser:
     g.add_argument("--queue", action="append", metavar="DOMAIN/VMTA",
                    help="only this queue (repeatable)")
     g = p.add_argument_group("per-item thresholds (recipients; default: none)")
+    g.add_argument("--item-perfdata", type=item_kinds, default=("queue",), metavar="KINDS",
+                   help="per-item perfdata for these kinds: queue, domain, vmta (comma-separated) "
+                   "or none; a kind with a rule below always has it. domain and vmta read "
+                   "PowerMTA's /domains and /vmtas pages, large with many domains "
+                   "(default queue)")
     for kind in ("queue", "domain", "vmta"):
         g.add_argument(f"--{kind}-warning", type=parse_range, metavar="RANGE",
                        help=f"warning range for each {kind}")
@@ -437,11 +518,13 @@ def build_parser(plugin: Plugin) -> PluginParser:
     g.add_argument("--stuck-floor", type=nonneg_int, default=1000, metavar="RCPT",
                    help="only queues above this many recipients can be stuck "
                    "(default %(default)s)")
-    g.add_argument("--stuck-runs", type=nonneg_int, default=5, metavar="N",
-                   help="stuck after N runs without a decrease; 0 = off (default %(default)s)")
-    g.add_argument("--stuck-minutes", type=float, default=15.0, metavar="MIN",
-                   help="stuck after MIN minutes without a decrease; 0 = off "
-                   "(default %(default)s)")
+    g.add_argument("--stuck-minutes", type=nonneg_float, default=15.0, metavar="MIN",
+                   help="stuck after MIN minutes without delivery progress (no connections, "
+                   "in backoff, or the next retry ahead) and without a decrease, however often "
+                   "the check runs; 0 = off (default %(default)s)")
+    g.add_argument("--stuck-runs", type=nonneg_int, default=0, metavar="N",
+                   help="DEPRECATED (depends on how often the check runs; use --stuck-minutes): "
+                   "also stuck after N runs without progress; 0 = off (default %(default)s)")
     g.add_argument("--stuck-state", type=state_choice, default=WARNING, metavar="STATE",
                    help="state for a stuck queue (default warning)")
     g.add_argument("--deferred-growth", type=duration, default=1800.0, metavar="DURATION",

@@ -31,6 +31,11 @@ class PmtaSection:
     api_format: str = "auto"
     api_flavor: str = "real"
     timeout: float = 10.0
+    max_page_mib: int = 64
+    """Largest answer of one page, counted decoded (a compressed answer is expanded a step at a
+    time): a larger one fails the poll."""
+    max_poll_mib: int = 128
+    """Largest total of one poll's answers (its pages are fetched at once), counted decoded."""
 
 
 @dataclass(frozen=True)
@@ -43,6 +48,9 @@ class PollSection:
     isolation: str = "process"
     """`process`: poll and build in a child process (requests never wait for a rebuild);
     `thread`: in a thread of the agent process (fewer processes, slower worst-case answers)."""
+    worker_max_rss_mib: int = 1024
+    """With `process` isolation: a poll worker whose resident memory is above this after a poll
+    is replaced by a fresh one (carrying the last good data), so the memory goes back."""
 
 
 @dataclass(frozen=True)
@@ -220,6 +228,10 @@ def validate(cfg: Config) -> Config:
         raise ConfigError("poll.jitter must be a fraction in [0, 1)")
     if cfg.poll.isolation not in ("process", "thread"):
         raise ConfigError("poll.isolation must be process or thread")
+    if cfg.poll.worker_max_rss_mib < 1:
+        raise ConfigError("poll.worker_max_rss_mib must be at least 1")
+    if not 1 <= cfg.pmta.max_page_mib <= cfg.pmta.max_poll_mib:
+        raise ConfigError("need 1 <= pmta.max_page_mib <= pmta.max_poll_mib")
     if cfg.pmta.api_format not in ("auto", "json", "xml"):
         raise ConfigError("pmta.api_format must be auto, json or xml")
     if cfg.pmta.api_flavor not in ("real", "seed"):

@@ -2,8 +2,10 @@
 
 The same Poller and model as the SNMP agents feed a custom `prometheus_client` collector.
 Each poll result is turned into metric families once, in the poller thread
-(`PmtaCollector.update`); a scrape only copies them and adds the data age, so scrapes are
-cheap and never call PowerMTA.
+(`PmtaCollector.update`); a scrape only copies them and adds what must be true at the moment
+of the scrape: `pmta_data_age_seconds` (now minus the last good poll) and `pmta_up` (0 as well
+once no poll result came for longer than two intervals plus a poll's time: polling stalled).
+Scrapes are cheap and never call PowerMTA.
 
 Per-domain, per-VirtualMTA and per-queue series are capped at `exporter_max_series` label sets
 per metric (`pmta_snmp.config.Config`): the largest by queued recipients are kept and the rest
@@ -128,14 +130,26 @@ def _counter(name: str, doc: str, labels: Sequence[str] = ()) -> CounterMetricFa
 
 
 class PmtaCollector(Collector):
-    """A prometheus_client collector over the latest PollResult (`update` is `on_result`)."""
+    """A prometheus_client collector over the latest PollResult (`update` is `on_result`).
 
-    def __init__(self, *, max_series: int = 500, clock: Callable[[], datetime] | None = None):
+    `stale_after`: seconds after a poll attempt without a newer result for which `pmta_up`
+    reads 0 (None: never).
+    """
+
+    def __init__(
+        self,
+        *,
+        max_series: int = 500,
+        clock: Callable[[], datetime] | None = None,
+        stale_after: float | None = None,
+    ) -> None:
         self.max_series = max_series
+        self.stale_after = stale_after
         self._clock = clock or (lambda: datetime.now(UTC))
         self._lock = threading.Lock()
         self._prepared: _Prepared | None = None
         self._logged_warnings: tuple[str, ...] = ()
+        self._stalled_result: PollResult | None = None
 
     # -- poller side ---------------------------------------------------------------------
 
@@ -329,9 +343,15 @@ class PmtaCollector(Collector):
             yield _gauge("pmta_up", "1 when the last poll of the PowerMTA API succeeded.", 0)
             return
         result = prepared.result
-        yield _gauge("pmta_up", "1 when the last poll of the PowerMTA API succeeded.",
-                     1 if result.api_reachable else 0)
-        age = result.data_age(self._clock())
+        now = self._clock()
+        silence = (now - result.last_attempt).total_seconds()
+        stalled = self.stale_after is not None and silence > self.stale_after
+        if stalled and self._stalled_result is not result:  # one line per stall
+            self._stalled_result = result
+            log.error("no poll result for %.0f s: polling has stalled, pmta_up is 0", silence)
+        yield _gauge("pmta_up", "1 when the last poll of the PowerMTA API succeeded (0 too when "
+                     "polling has stalled).", 1 if result.api_reachable and not stalled else 0)
+        age = result.data_age(now)
         if age is not None:
             yield _gauge("pmta_data_age_seconds",
                          "Seconds since the exporter last reached the PowerMTA API.", age)
@@ -378,23 +398,18 @@ class Exporter:
         """Bind the listen address (OSError if taken), then start polling."""
         from prometheus_client import start_http_server
 
-        from pmta_snmp.agent import client_config_from
-        from pmta_snmp.poller import Poller
+        from pmta_snmp.api.errors import redact_url
+        from pmta_snmp.poller import poller_from
 
         self._server, self._thread = start_http_server(
             self.requested_port, addr=self.host, registry=self.registry
         )
-        poller = Poller(
-            client_config_from(self.cfg),
-            interval=self.cfg.poll.interval,
-            jitter=self.cfg.poll.jitter,
-            license_interval=self.cfg.poll.license_interval,
-            on_result=self.collector.update,
-        )
+        poller = poller_from(self.cfg, self.collector.update)
+        self.collector.stale_after = poller.stale_after
         poller.start()
         self._poller = poller
         log.info("pmta-snmp exporter: serving %s, polling %s every %gs",
-                 self.url, self.cfg.pmta.url, self.cfg.poll.interval)
+                 self.url, redact_url(self.cfg.pmta.url), self.cfg.poll.interval)
 
     def stop(self) -> None:
         """Stop polling and serving (idempotent)."""

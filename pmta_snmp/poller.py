@@ -15,11 +15,44 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
-from pmta_snmp.api import AsyncPmtaClient, ClientConfig, PmtaError
+from pmta_snmp.api import AsyncPmtaClient, ClientConfig, PmtaError, load_api_key
+from pmta_snmp.api.client import MIB
+from pmta_snmp.api.errors import redact_url
+from pmta_snmp.config import Config
 from pmta_snmp.model import License, Snapshot
 
+if TYPE_CHECKING:
+    import httpx
+
 log = logging.getLogger(__name__)
+
+POLL_STAGES = 3
+"""A poll asks `/status`, then the other pages at once, then the license: at most this many
+client timeouts in a row, which bounds one poll (`Poller.poll_deadline`)."""
+MAX_ERROR_CHARS = 300
+"""An unexpected exception's text is cut to this in LastError and the log line."""
+
+
+def stale_after(interval: float, timeout: float, jitter: float = 0.0) -> float:
+    """Seconds without any poll result (good or bad) after which polling counts as stalled:
+    two poll intervals (with their jitter) plus the longest one poll may take."""
+    return 2 * interval * (1 + jitter) + POLL_STAGES * timeout
+
+
+def describe_failure(exc: BaseException) -> str:
+    """The LastError text of a poll that failed: a PmtaError's own message, otherwise the
+    exception's type and text (an unexpected failure is still only a failed poll)."""
+    if isinstance(exc, PmtaError):
+        return str(exc)
+    text = " ".join(str(exc).split())
+    what = f"unexpected {type(exc).__name__} while polling"
+    message = f"{what}: {text}" if text else what
+    if len(message) > MAX_ERROR_CHARS:
+        message = message[: MAX_ERROR_CHARS - 3] + "..."
+    return message
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,7 +77,12 @@ class PollResult:
 
 
 class Poller:
-    """Polls every `interval` seconds (± jitter) until stopped."""
+    """Polls every `interval` seconds (± jitter) until stopped.
+
+    Nothing that happens in a poll ends the polling: any exception is a failed poll, with its
+    text in `last_error`. `on_poll_start` is called in the poller thread as each poll begins
+    (the worker times its polls with it); `transport` replaces the HTTP transport (tests).
+    """
 
     def __init__(
         self,
@@ -54,19 +92,36 @@ class Poller:
         jitter: float = 0.1,
         license_interval: float = 3600.0,
         on_result: Callable[[PollResult], object] | None = None,
+        on_poll_start: Callable[[], object] | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.config = config
         self.interval = interval
         self.jitter = jitter
         self.license_interval = license_interval
         self.on_result = on_result
+        self.on_poll_start = on_poll_start
         self.result: PollResult | None = None
+        self.died: BaseException | None = None
+        """What ended the polling thread, if anything did (it should not: see `alive`)."""
+        self._transport = transport
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
         self._license: License | None = None
         self._license_at: float | None = None
         self._rng = random.Random()  # noqa: S311 - poll jitter, not cryptography
+        self._secret = urlsplit(config.url).password or ""
+
+    @property
+    def poll_deadline(self) -> float:
+        """The longest one poll may take before it counts as timed out."""
+        return POLL_STAGES * self.config.timeout
+
+    @property
+    def stale_after(self) -> float:
+        """Seconds without a poll result after which this poller counts as stalled."""
+        return stale_after(self.interval, self.config.timeout, self.jitter)
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -82,15 +137,29 @@ class Poller:
         if self._thread is not None:
             self._thread.join(timeout)
 
+    @property
+    def alive(self) -> bool:
+        """True while the polling thread runs (False before `start` and once it ended)."""
+        return self._thread is not None and self._thread.is_alive()
+
     def poll_now(self) -> None:
         """Ask for a poll without waiting for the interval."""
         self._wake.set()
 
     def _thread_main(self) -> None:
-        asyncio.run(self._run())
+        try:
+            while not self._stop.is_set():
+                try:
+                    asyncio.run(self._run())
+                except Exception:  # the loop itself failed (never a poll): start it again
+                    log.exception("the poll loop failed; starting it again")
+                    self._stop.wait(max(0.05, self.interval))
+        except BaseException as exc:  # SystemExit, KeyboardInterrupt: the thread ends
+            self.died = exc
+            log.error("the poll thread ends: %r", exc)
 
     async def _run(self) -> None:
-        async with AsyncPmtaClient(self.config) as client:
+        async with AsyncPmtaClient(self.config, transport=self._transport) as client:
             while not self._stop.is_set():
                 await self.poll_once(client)
                 delay = self.interval * (1 + self._rng.uniform(-self.jitter, self.jitter))
@@ -99,8 +168,28 @@ class Poller:
 
     # -- one poll ------------------------------------------------------------------------------
 
+    async def _snapshot(self, client: AsyncPmtaClient, with_license: bool) -> Snapshot:
+        try:
+            async with asyncio.timeout(self.poll_deadline):
+                return await client.snapshot(with_license=with_license)
+        except TimeoutError:
+            raise PmtaError(
+                f"the poll took longer than {self.poll_deadline:g} s "
+                f"({POLL_STAGES} x the API timeout)"
+            ) from None
+
+    def _scrub(self, text: str) -> str:
+        """`text` without the password of the configured URL (never shown anywhere)."""
+        return text.replace(self._secret, "***") if self._secret else text
+
     async def poll_once(self, client: AsyncPmtaClient) -> PollResult:
-        """Poll once, update counters, log state changes, hand the result on."""
+        """Poll once, update counters, log state changes, hand the result on.
+
+        Any exception of the poll (the API, the parser, a bug) makes a failed poll whose
+        `last_error` says what happened: the previous good data stays and polling goes on.
+        """
+        if self.on_poll_start is not None:
+            self.on_poll_start()
         now = datetime.now(UTC)
         prev = self.result
         loop_time = asyncio.get_running_loop().time()
@@ -108,8 +197,9 @@ class Poller:
             self._license_at is None or loop_time - self._license_at >= self.license_interval
         )
         try:
-            snap = await client.snapshot(with_license=want_license)
-        except PmtaError as exc:
+            snap = await self._snapshot(client, want_license)
+        except Exception as exc:
+            error = self._scrub(describe_failure(exc))
             result = PollResult(
                 snapshot=prev.snapshot if prev else None,
                 api_reachable=False,
@@ -118,10 +208,14 @@ class Poller:
                 successes=prev.successes if prev else 0,
                 failures=(prev.failures if prev else 0) + 1,
                 consecutive_failures=(prev.consecutive_failures if prev else 0) + 1,
-                last_error=str(exc),
+                last_error=error,
             )
-            if prev is None or prev.api_reachable or prev.last_error != str(exc):
-                log.warning("PowerMTA API unreachable, serving last good data: %s", exc)
+            if prev is None or prev.api_reachable or prev.last_error != error:
+                if isinstance(exc, PmtaError):
+                    log.warning("PowerMTA API unreachable, serving last good data: %s", error)
+                else:  # not an API failure: keep the traceback for a bug report
+                    log.error("poll failed, serving last good data: %s", error,
+                              exc_info=exc)
         else:
             if want_license:
                 self._license_at = loop_time
@@ -142,7 +236,7 @@ class Poller:
             if prev is None or not prev.api_reachable:
                 log.info(
                     "PowerMTA API reachable at %s: %d queues, %d recipients queued",
-                    self.config.url,
+                    redact_url(self.config.url),
                     len(snap.queues),
                     snap.status.queued_recipients,
                 )
@@ -153,3 +247,37 @@ class Poller:
             except Exception:  # a consumer bug must not stop polling
                 log.exception("processing a poll result failed")
         return result
+
+
+def client_config_from(cfg: Config) -> ClientConfig:
+    """The API client settings of the agent configuration."""
+    p = cfg.pmta
+    return ClientConfig(
+        url=p.url,
+        api_key=load_api_key(p.api_key_file),
+        ca_file=p.ca_file,
+        insecure=p.insecure,
+        api_format=p.api_format,  # type: ignore[arg-type]
+        flavor=p.api_flavor,  # type: ignore[arg-type]
+        timeout=p.timeout,
+        connect_timeout=min(5.0, p.timeout),
+        max_page_bytes=p.max_page_mib * MIB,
+        max_poll_bytes=p.max_poll_mib * MIB,
+    )
+
+
+def poller_from(
+    cfg: Config,
+    on_result: Callable[[PollResult], object],
+    *,
+    on_poll_start: Callable[[], object] | None = None,
+) -> Poller:
+    """A Poller with the agent configuration's API and timing settings."""
+    return Poller(
+        client_config_from(cfg),
+        interval=cfg.poll.interval,
+        jitter=cfg.poll.jitter,
+        license_interval=cfg.poll.license_interval,
+        on_result=on_result,
+        on_poll_start=on_poll_start,
+    )

@@ -1,8 +1,11 @@
 """The SNMP view of PowerMTA: poll results -> immutable OID trees and notifications.
 
 Shared by the AgentX subagent and the standalone agent. `SnmpView.update` runs in the poller's
-thread: it builds the next tree off the request path and swaps it in with one reference
-assignment, then hands raise/clear notifications to the registered senders.
+thread (or the poll worker): it builds the next tree off the request path and swaps it in with
+one reference assignment, then hands raise/clear notifications to the registered senders.
+`PollWatch` is the serving side: it serves each delivered tree with its health objects computed
+when read (`pmta_snmp.mib.live`), notices when trees stop arriving, and then raises pmtaApiLost
+itself.
 """
 
 from __future__ import annotations
@@ -19,9 +22,11 @@ from pmta_snmp.mib.layout import (
     Notification,
     base_oid,
     iter_varbinds,
+    layout,
     notification_varbinds,
     object_prefixes,
 )
+from pmta_snmp.mib.live import LiveHealth
 from pmta_snmp.mib.snapshot import Oid, OidTree, Value
 from pmta_snmp.model import Snapshot
 from pmta_snmp.notify import Condition, Event, Rules
@@ -166,3 +171,105 @@ class SnmpView:
                 sender(trap_oid, varbinds[1:])
             except Exception:  # one broken sink must not stop the others
                 log.exception("sending %s failed", name.value)
+
+
+class PollWatch:
+    """The serving side of polling, the same for a poll worker and a poll thread.
+
+    `arrived` takes every tree the poller delivers and serves it with live health
+    (`LiveHealth`); `notification` forwards the poller's notifications; `check`, called
+    periodically, notices that no tree came for `stale_after` seconds: pmtaAgentApiReachable
+    then reads false and pmtaApiLost is sent, by this side, since the poller cannot. Raise and
+    clear stay one pair per fault: a stall raised here is cleared here by the next tree that
+    reached the API, unless the poller's own rules raise the API condition meanwhile (their
+    pmtaApiLost is then not sent a second time, and their pmtaApiRestored clears it). All
+    methods run on the agent's event loop; `current` may be called from any thread.
+    """
+
+    def __init__(
+        self,
+        initial: OidTree,
+        send: NotificationSender,
+        *,
+        stale_after: float,
+        thresholds: Thresholds | None = None,
+        enterprise: int = ENTERPRISE,
+        live: LiveHealth | None = None,
+    ) -> None:
+        self.live = live or LiveHealth(stale_after=stale_after, enterprise=enterprise)
+        self.tree: OidTree = self.live.install(initial, api_reachable=False, last_success=None)
+        self._send = send
+        self._thresholds = thresholds or Thresholds()
+        self._enterprise = enterprise
+        self._lost_oid = layout(enterprise).oid(Notification.API_LOST)
+        self._owns_lost = False  # pmtaApiLost sent here for a stall, not yet cleared
+        self._poller_raised = False  # the poller's rules hold the API condition raised
+        self._consecutive = 0
+        self._last_error = ""
+        self._stall_logged = False
+
+    def current(self) -> OidTree:
+        """The tree to answer from right now (any thread)."""
+        return self.tree
+
+    def arrived(
+        self,
+        tree: OidTree,
+        *,
+        api_reachable: bool,
+        last_success: datetime | None,
+        consecutive_failures: int,
+        last_error: str,
+        api_raised: bool,
+    ) -> None:
+        """A tree from the poller (before the notifications of the same poll)."""
+        silence = self.live.silence()
+        self.tree = self.live.install(
+            tree, api_reachable=api_reachable, last_success=last_success
+        )
+        if self._stall_logged:
+            self._stall_logged = False
+            log.warning("poll results arrive again after %.0f s without", silence)
+        self._poller_raised = api_raised
+        self._consecutive = consecutive_failures
+        self._last_error = last_error
+        if self._owns_lost and api_reachable and not api_raised:
+            self._owns_lost = False
+            self._notify(Notification.API_RESTORED, consecutive_failures, last_error)
+
+    def notification(self, trap_oid: Oid, varbinds: list[tuple[Oid, Value]]) -> None:
+        """A notification from the poller's rules: sent on, unless it is the pmtaApiLost of a
+        fault already raised here (the poller's rules now hold it; their clear will come)."""
+        if trap_oid == self._lost_oid and self._owns_lost:
+            self._owns_lost = False
+            return
+        self._send(trap_oid, varbinds)
+
+    def check(self) -> bool:
+        """Whether polling has stalled; raise pmtaApiLost the first time (unless raised)."""
+        if not self.live.stalled():
+            return False
+        if not self._stall_logged:
+            self._stall_logged = True
+            log.error("%s", self.live.stall_text())
+        if not self._owns_lost and not self._poller_raised:
+            self._owns_lost = True
+            self._notify(Notification.API_LOST, self._consecutive, self.live.stall_text())
+        return True
+
+    def _notify(self, name: Notification, consecutive: int, error: str) -> None:
+        health = AgentHealth(
+            api_reachable=self.live.reachable(),
+            consecutive_failures=consecutive,
+            last_error=error,
+        )
+        varbinds = notification_varbinds(
+            name, None, health, thresholds=self._thresholds, enterprise=self._enterprise
+        )
+        trap_oid = varbinds[0][1].value
+        assert isinstance(trap_oid, tuple)
+        log.warning("notification %s: %s", name.value, error or "PowerMTA API ok")
+        try:
+            self._send(trap_oid, varbinds[1:])
+        except Exception:  # a broken sink must not stop the watch
+            log.exception("sending %s failed", name.value)

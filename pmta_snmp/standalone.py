@@ -1,17 +1,19 @@
-"""Standalone SNMP agent for hosts without snmpd: serves the OidTree with pysnmp 7 (asyncio).
+"""Standalone SNMP agent for hosts without snmpd: serves the OidTree itself (pysnmp 7 for v3).
 
 The AgentX subagent is the main path; this agent answers the same immutable OID tree by itself.
 
-- SNMPv2c with one read-only community, SNMPv3 USM users at authPriv only (SHA-1/SHA-2
-  authentication, AES privacy). SNMPv1 is not served (it cannot carry Counter64): v1 messages are
-  dropped unanswered. Nothing is ever writable: every Set fails with noAccess.
-- Requests are answered by `_TreeInstrumentation`, a pysnmp MIB instrumentation controller that
-  looks the OIDs up in the current `OidTree` by binary search, registered as the default
-  context of an `SnmpContext` served by pysnmp's Get/Next/Set command responders and by
-  `_BulkResponder` (GetBulk in one pass, cut to fit the manager's message size). The tree is
-  fetched from `tree_getter` once per request, so a tree swap after a poll is seen by the next
-  request; nothing is built or copied per request.
-- Only OIDs under 1.3.6.1 (`VIEW_ROOT`, the VACM read view) are served.
+- SNMPv1 and SNMPv2c with one read-only community, SNMPv3 USM users at authPriv only (SHA-1/SHA-2
+  authentication, AES privacy). Nothing is ever writable: every Set fails with noAccess (v1:
+  noSuchName). SNMPv1 managers get no Counter64 (RFC 3584 §4.2.2.1: GetNext skips them, Get
+  answers noSuchName).
+- One UDP socket, one protocol (`_AgentProtocol`): v1/v2c messages are decoded, answered from
+  the tree and encoded right there (`pmta_snmp.snmpfast`, BER in `pmta_snmp.ber`); v3 messages
+  go to pysnmp, which does what it is for (message processing, USM authentication and privacy)
+  and hands the decrypted PDU to `_V3Responder`, which answers from the tree the same way. The
+  tree is fetched from `tree_getter` once per request, so a tree swap after a poll is seen by
+  the next request; nothing is built or copied per request beyond the answer.
+- Only OIDs under 1.3.6.1 (`VIEW_ROOT`, the read view) are served. GetBulk answers are cut to
+  the manager's maximum message size (v3 msgMaxSize; v1/v2c: a UDP datagram).
 - Notifications go out as SNMPv2c traps (sysUpTime.0, snmpTrapOID.0, then the objects) to every
   configured trap target, from a separate UDP socket.
 - Safe by default: the community `public` on a non-loopback address is refused unless
@@ -28,17 +30,16 @@ import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, cast
 
 from pysnmp.carrier.asyncio.dgram import udp, udp6
 from pysnmp.entity import config as pysnmp_config
 from pysnmp.entity.engine import SnmpEngine
-from pysnmp.entity.rfc3413 import cmdrsp
-from pysnmp.entity.rfc3413.context import SnmpContext
+from pysnmp.proto import error as pysnmp_error
 from pysnmp.proto import rfc1902, rfc1905
 from pysnmp.proto.api import v2c
-from pysnmp.smi import error as smi_error
 
+from pmta_snmp.ber import Tag, encode_tlv
 from pmta_snmp.config import ConfigError, SnmpSection, SnmpUser, read_secret
 from pmta_snmp.mib.snapshot import (
     Oid,
@@ -48,6 +49,20 @@ from pmta_snmp.mib.snapshot import (
     Value,
     check_oid,
     check_value,
+    oid_key,
+)
+from pmta_snmp.snmpfast import (
+    SNMP_V2C,
+    SNMP_V3,
+    UDP_MAX_MESSAGE_SIZE,
+    VIEW_ROOT,
+    Answer,
+    CommunityResponder,
+    ErrorStatus,
+    RequestVarBind,
+    TreeResponder,
+    message_version,
+    name_tlv,
 )
 
 __all__ = [
@@ -61,22 +76,17 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-# pysnmp's BER encoder (pyasn1 ships no type hints; mypy only ignores pysnmp's missing ones).
+# pyasn1 (pysnmp's ASN.1 library) ships no type hints; mypy only ignores pysnmp's missing ones.
 _ber_encoder: Any = importlib.import_module("pyasn1.codec.ber.encoder")
+_univ: Any = importlib.import_module("pyasn1.type.univ")
 
 DEFAULT_COMMUNITY: Final = "public"
-VIEW_ROOT: Final[Oid] = (1, 3, 6, 1)
-"""The read view: every served OID lies under it (the VACM view of every principal)."""
-_VIEW_END: Final[Oid] = (1, 3, 6, 2)
 
 SYS_UPTIME_0: Final[Oid] = (1, 3, 6, 1, 2, 1, 1, 3, 0)
 SNMP_TRAP_OID_0: Final[Oid] = (1, 3, 6, 1, 6, 3, 1, 1, 4, 1, 0)
 
-_COMMUNITY_INDEX: Final = "pmta-snmp-ro"
-_SECURITY_MODEL_V2C: Final = 2
 _SECURITY_MODEL_USM: Final = 3
 _SECURITY_LEVEL_AUTH_PRIV: Final = 3
-_MP_MODEL_V1: Final = 0
 _MIN_USM_KEY_LEN: Final = 8  # RFC 3414 §11.2: passphrases of at least 8 octets
 
 # Config names (case-insensitive, '-' and '_' ignored) → pysnmp USM protocol ids.
@@ -261,223 +271,177 @@ def _load_user(user: SnmpUser) -> _UsmUser:
     return _UsmUser(user.name, auth, keys[0], priv, keys[1])
 
 
-# --- the instrumentation controller ------------------------------------------------------
-
-_VIEW_ROOT_NAME: Final = rfc1902.ObjectName(VIEW_ROOT)
-_REQUEST_CONTEXT: Final = "rfc3412.receiveMessage:request"
+# --- the listening socket -----------------------------------------------------------------
 
 
-def _successor(tree: OidTree, oid: Oid) -> tuple[Oid, Value] | None:
-    """The first entry after `oid` inside the view, or None (endOfMibView)."""
-    if oid < VIEW_ROOT:
-        return tree.next_after(VIEW_ROOT, True, _VIEW_END)
-    if oid < _VIEW_END:
-        return tree.next_after(oid, False, _VIEW_END)
-    return None
+class _AgentProtocol(asyncio.DatagramProtocol):
+    """The protocol of the listening socket: SNMPv1/v2c messages are answered here, from the
+    tree, by `CommunityResponder`; SNMPv3 messages go to pysnmp's transport (USM, then
+    `_V3Responder`), which sends its answers through the same socket."""
+
+    def __init__(self, community: CommunityResponder, v3: Any) -> None:
+        self._community = community
+        self._v3 = v3  # pysnmp's UdpAsyncioTransport, itself an asyncio DatagramProtocol
+        self.transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.DatagramTransport, transport)
+        self._v3.connection_made(transport)
+
+    def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
+        # An exception escaping here would make asyncio close the socket: none may.
+        try:
+            version = message_version(data)
+            if version == SNMP_V3:
+                self._v3.datagram_received(data, addr)
+            elif version is not None and version <= SNMP_V2C:
+                reply = self._community.answer(data)
+                if reply is not None and self.transport is not None:
+                    self.transport.sendto(reply, addr)
+        except Exception:
+            log.exception("standalone agent: a request from %s failed", addr[0])
+
+    def error_received(self, exc: Exception) -> None:
+        log.debug("standalone agent: socket error: %s", exc)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._v3.connection_lost(exc)
 
 
-_VARBIND_OVERHEAD: Final = 12  # tag and length octets of varbind, name and value, rounded up
-_FIXED_SIZES: Final[dict[SnmpType, int]] = {
-    SnmpType.INTEGER: 4,
-    SnmpType.COUNTER32: 5,
-    SnmpType.GAUGE32: 5,
-    SnmpType.TIME_TICKS: 5,
-    SnmpType.COUNTER64: 9,
-    SnmpType.NULL: 0,
+_V3_TAGS: Final = {  # the PDU types we answer, as pysnmp's types and as their BER tags
+    rfc1905.GetRequestPDU.tagSet: Tag.GET,
+    rfc1905.GetNextRequestPDU.tagSet: Tag.GET_NEXT,
+    rfc1905.GetBulkRequestPDU.tagSet: Tag.GET_BULK,
+    rfc1905.SetRequestPDU.tagSet: Tag.SET,
 }
+_V3_PDU_TYPES: Final = tuple(_V3_TAGS)
+_VIEW_ROOT_NAME: Final = rfc1902.ObjectName(VIEW_ROOT)
+# The scoped PDU beside its varbinds: its SEQUENCE, PDU and varbind-list headers (5 octets
+# each at most), request-id, error-status and error-index (6 each); plus a margin for the
+# response's security parameters, which pysnmp estimates from the request's.
+_SCOPED_PDU_OVERHEAD: Final = 3 * 5 + 3 * 6 + 32
+_V3_MAX_SCOPED_PDU: Final = UDP_MAX_MESSAGE_SIZE - 256  # the header and USM around it
 
 
-def _oid_size(oid: Oid) -> int:
-    """An upper bound of the BER content length of `oid`."""
-    return sum(1 if s < 128 else (s.bit_length() + 6) // 7 for s in oid)
+class _V3Responder:
+    """Answers the PDUs of SNMPv3 requests that pysnmp has authenticated and decrypted, from
+    the tree, and hands the response back to pysnmp to encrypt, sign and send.
 
-
-def _value_size(value: Value) -> int:
-    """An upper bound of the BER content length of `value`."""
-    fixed = _FIXED_SIZES.get(value.type)
-    if fixed is not None:
-        return fixed
-    v = value.value
-    if isinstance(v, bytes):
-        return len(v)
-    if isinstance(v, tuple):
-        return _oid_size(v) + 2
-    return 0
-
-
-class _TreeInstrumentation:
-    """A pysnmp MIB instrumentation controller (duck-typed `AbstractMibInstrumController`)
-    answering Get, GetNext and (through `_BulkResponder`) GetBulk from the current OidTree.
-
-    pysnmp's command responders call `read_variables` / `read_next_variables` /
-    `write_variables` with the request's (ObjectName, value) pairs and the keyword context
-    (`snmpEngine`, `acFun` = the responder's VACM check, `cbCtx`) and expect a list of
-    (name, value) pairs back, or an `smi.error` exception naming the failing index.
+    Registered with pysnmp's message dispatcher as the application for Get, GetNext, GetBulk
+    and Set. The varbinds are the same BER the v1/v2c path sends: they ride in the response
+    PDU as one pre-encoded value (a pyasn1 `Any`), so pysnmp never builds an object per value.
     """
 
-    def __init__(self, tree_getter: Callable[[], OidTree]) -> None:
-        self._tree_getter = tree_getter
-
-    # Access control: once per call, not per varbind. The view is one subtree (VIEW_ROOT) and
-    # the controller never answers outside it, so one VACM check on the view root decides for
-    # every varbind. SNMPv3 must be authPriv: USM already refuses lower levels for our users,
-    # and pysnmp's VACM access lookup may fall back to entries of another security level, so
-    # the level is checked here as well.
-    def _authorize(self, context: dict[str, Any]) -> None:
-        ac_fun = context.get("acFun")
-        if ac_fun is None:  # called by pysnmp internals, not for a request
-            return
-        context["idx"] = 0
-        engine = context["snmpEngine"]
-        request = engine.observer.get_execution_context(_REQUEST_CONTEXT)
-        if (
-            request["securityModel"] == _SECURITY_MODEL_USM
-            and request["securityLevel"] != _SECURITY_LEVEL_AUTH_PRIV
-        ):
-            raise smi_error.AuthorizationError(name=_VIEW_ROOT_NAME, idx=0)
-        if ac_fun("read", (_VIEW_ROOT_NAME, None), **context):  # True = not in view
-            raise smi_error.AuthorizationError(name=_VIEW_ROOT_NAME, idx=0)
-
-    def _tree(self) -> OidTree:
-        try:
-            return self._tree_getter()
-        except Exception:
-            log.exception("standalone agent: the OID tree getter failed")
-            raise smi_error.GenError(idx=0) from None
-
-    def read_variables(self, *var_binds: Any, **context: Any) -> list[tuple[Any, Any]]:
-        """Get: the value, else noSuchInstance under a known object, else noSuchObject."""
-        self._authorize(context)
-        tree = self._tree()
-        out: list[tuple[Any, Any]] = []
-        for name, _ in var_binds:
-            oid: Oid = name.asTuple()
-            in_view = VIEW_ROOT <= oid < _VIEW_END
-            value = tree.get(oid) if in_view else None
-            if value is not None:
-                out.append((name, _CONVERTERS[value.type](value.value)))
-            elif in_view and tree.has_object(oid):
-                out.append((name, rfc1905.noSuchInstance))
-            else:
-                out.append((name, rfc1905.noSuchObject))
-        return out
-
-    def read_next_variables(self, *var_binds: Any, **context: Any) -> list[tuple[Any, Any]]:
-        """GetNext: the first OID after each name, or the name with endOfMibView."""
-        self._authorize(context)
-        tree = self._tree()
-        out: list[tuple[Any, Any]] = []
-        for name, _ in var_binds:
-            found = _successor(tree, name.asTuple())
-            if found is None:
-                out.append((name, rfc1905.endOfMibView))
-            else:
-                value = found[1]
-                out.append((rfc1902.ObjectName(found[0]), _CONVERTERS[value.type](value.value)))
-        return out
-
-    def read_bulk_variables(
-        self,
-        non_repeaters: list[tuple[Any, Any]],
-        repeaters: list[tuple[Any, Any]],
-        max_repetitions: int,
-        *,
-        max_varbinds: int,
-        max_bytes: int,
-        **context: Any,
-    ) -> list[tuple[Any, Any]]:
-        """GetBulk in one pass (RFC 3416 §4.2.3): the successors of the non-repeaters, then up
-        to `max_repetitions` rows of successors of the repeaters. A repeater at the end keeps
-        answering endOfMibView; the first row where every repeater is at the end is the last.
-        The response stops before `max_varbinds` varbinds or about `max_bytes` encoded octets
-        (a response pysnmp cannot send whole would be dropped)."""
-        self._authorize(context)
-        tree = self._tree()
-        out: list[tuple[Any, Any]] = []
-        budget = max_bytes
-        for name, _ in non_repeaters:
-            oid: Oid = name.asTuple()
-            found = _successor(tree, oid)
-            if found is None:
-                out.append((name, rfc1905.endOfMibView))
-                budget -= _oid_size(oid) + _VARBIND_OVERHEAD
-            else:
-                value = found[1]
-                out.append((rfc1902.ObjectName(found[0]), _CONVERTERS[value.type](value.value)))
-                budget -= _oid_size(found[0]) + _value_size(value) + _VARBIND_OVERHEAD
-        if budget < 0:  # RFC 3416 §4.2.3: not even the non-repeaters fit
-            raise smi_error.TooBigError(idx=0)
-        names: list[Any] = [name for name, _ in repeaters]
-        oids: list[Oid] = [name.asTuple() for name in names]
-        at_end = [False] * len(oids)
-        for _ in range(max_repetitions if oids else 0):
-            for i, oid in enumerate(oids):
-                if len(out) >= max_varbinds:
-                    return out
-                found = None if at_end[i] else _successor(tree, oid)
-                if found is None:
-                    at_end[i] = True
-                    budget -= _oid_size(oid) + _VARBIND_OVERHEAD
-                    if budget < 0:
-                        return out
-                    out.append((names[i], rfc1905.endOfMibView))
-                    continue
-                next_oid, value = found
-                budget -= _oid_size(next_oid) + _value_size(value) + _VARBIND_OVERHEAD
-                if budget < 0:
-                    return out
-                names[i] = rfc1902.ObjectName(next_oid)
-                oids[i] = next_oid
-                out.append((names[i], _CONVERTERS[value.type](value.value)))
-            if all(at_end):
-                break
-        return out
-
-    def write_variables(self, *var_binds: Any, **context: Any) -> list[tuple[Any, Any]]:
-        """Set: never. No principal has a write view, so RFC 3416 §4.2.5 says noAccess."""
-        name = var_binds[0][0] if var_binds else _VIEW_ROOT_NAME
-        raise smi_error.NoAccessError(name=name, idx=0)
-
-
-_MAX_BULK_VARBINDS: Final = 100  # like net-snmp's maxGetbulkResponses
-_PDU_OVERHEAD: Final = 128  # request-id, error fields, context engine id/name, headers
-
-
-class _BulkResponder(cmdrsp.BulkCommandResponder):  # type: ignore[misc]
-    """GetBulk answered by one `read_bulk_variables` call instead of pysnmp's one
-    `read_next_variables` call per repetition; stops at the end of the MIB view and before the
-    response outgrows the manager's maximum message size."""
-
-    max_varbinds = _MAX_BULK_VARBINDS
-
-    def handle_management_operation(
-        self, snmpEngine: Any, stateReference: Any, contextName: Any, PDU: Any
-    ) -> None:
-        non_repeaters = max(int(v2c.apiBulkPDU.get_non_repeaters(PDU)), 0)
-        max_repetitions = max(int(v2c.apiBulkPDU.get_max_repetitions(PDU)), 0)
-        var_binds = list(v2c.apiPDU.get_varbinds(PDU))
-        n = min(non_repeaters, len(var_binds))
-        instrum = self.snmpContext.get_mib_instrum(contextName)
-        context = {"snmpEngine": snmpEngine, "acFun": self.verify_access, "cbCtx": self.cbCtx}
-        rsp = instrum.read_bulk_variables(
-            var_binds[:n],
-            var_binds[n:],
-            max_repetitions,
-            max_varbinds=max(self.max_varbinds, n),
-            max_bytes=self._max_response_size(stateReference) - _PDU_OVERHEAD,
-            **context,
+    def __init__(self, engine: Any, responder: TreeResponder) -> None:
+        self._responder = responder
+        self._engine_id = engine.snmpEngineID
+        engine.message_dispatcher.register_context_engine_id(
+            self._engine_id, _V3_PDU_TYPES, self.process_pdu
         )
-        self.send_varbinds(snmpEngine, stateReference, 0, 0, rsp)
-        self.release_state_information(stateReference)
 
-    def _max_response_size(self, state_reference: Any) -> int:
-        # The request's maxSizeResponseScopedPDU, kept by CommandResponderBase.process_pdu in
-        # its private per-request table (index 9); 65507 - 128 (pysnmp's v2c value) otherwise.
-        pending: Any = getattr(self, "_CommandResponderBase__pendingReqs", None) or {}
+    def close(self, engine: Any) -> None:
+        """Unregister from the engine's dispatcher."""
+        engine.message_dispatcher.unregister_context_engine_id(self._engine_id, _V3_PDU_TYPES)
+
+    def process_pdu(
+        self,
+        engine: Any,
+        mp_model: Any,
+        security_model: Any,
+        security_name: Any,
+        security_level: Any,
+        context_engine_id: Any,
+        context_name: Any,
+        pdu_version: Any,
+        pdu: Any,
+        max_size_response_scoped_pdu: Any,
+        state_reference: Any,
+    ) -> None:
+        """pysnmp's application callback (RFC 3412 §4.2.2.1.3, its processPdu arguments in
+        order) for one request PDU."""
         try:
-            return int(pending[state_reference][9])
-        except (KeyError, TypeError, IndexError, ValueError):
-            return 65507 - 128
+            if bytes(context_name):
+                log.debug("standalone agent: SNMPv3 request for an unknown context dropped")
+                return
+            rsp = self._response(
+                engine, int(security_model), security_name, int(security_level),
+                context_engine_id, pdu, int(max_size_response_scoped_pdu),
+            )
+            engine.message_dispatcher.return_response_pdu(
+                engine, mp_model, security_model, security_name, security_level,
+                context_engine_id, context_name, pdu_version, rsp, max_size_response_scoped_pdu,
+                state_reference, {},
+            )
+        except pysnmp_error.StatusInformation as exc:  # pysnmp refused to send it
+            log.debug("standalone agent: SNMPv3 response not sent: %s", exc)
+        except Exception:
+            log.exception("standalone agent: an SNMPv3 request failed")
+
+    def _allowed(self, engine: Any, model: int, name: Any, level: int) -> bool:
+        # Our users are authPriv: USM already refuses lower levels for them, and pysnmp's
+        # VACM lookup may fall back to entries of another level, so the level is checked too.
+        if model != _SECURITY_MODEL_USM or level != _SECURITY_LEVEL_AUTH_PRIV:
+            return False
+        try:
+            engine.access_control_model[_VACM_ID].is_access_allowed(
+                engine, model, name, level, "read", b"", _VIEW_ROOT_NAME
+            )
+        except pysnmp_error.StatusInformation:
+            return False
+        return True
+
+    def _response(
+        self,
+        engine: Any,
+        model: int,
+        name: Any,
+        level: int,
+        context_engine_id: Any,
+        pdu: Any,
+        max_scoped_pdu: int,
+    ) -> Any:
+        request = v2c.apiPDU.get_varbinds(pdu)
+        varbinds: list[RequestVarBind] = []
+        for oid, _ in request:
+            key = oid_key(tuple(oid))
+            varbinds.append(RequestVarBind(key, name_tlv(key)))
+        kind = _V3_TAGS[pdu.tagSet]
+        budget = (
+            min(max_scoped_pdu, _V3_MAX_SCOPED_PDU)
+            - _SCOPED_PDU_OVERHEAD
+            - len(bytes(context_engine_id))
+        )
+        if not self._allowed(engine, model, name, level):
+            answer = Answer(ErrorStatus.AUTHORIZATION_ERROR, 1 if varbinds else 0, None)
+        elif kind == Tag.GET_BULK:
+            answer = self._responder.answer(
+                kind,
+                varbinds,
+                int(v2c.apiBulkPDU.get_non_repeaters(pdu)),
+                int(v2c.apiBulkPDU.get_max_repetitions(pdu)),
+                v1=False,
+                budget=budget,
+            )
+        else:
+            answer = self._responder.answer(kind, varbinds, v1=False, budget=budget)
+        rsp = v2c.apiPDU.get_response(pdu)
+        v2c.apiPDU.set_error_status(rsp, answer.error_status)
+        v2c.apiPDU.set_error_index(rsp, answer.error_index)
+        if answer.varbinds is None:  # an error: the request's varbinds go back
+            v2c.apiPDU.set_varbinds(rsp, request)
+        else:
+            rsp.setComponentByPosition(
+                _PDU_VARBINDS,
+                _univ.Any(encode_tlv(Tag.SEQUENCE, answer.varbinds)),
+                verifyConstraints=False,
+                matchTags=False,
+                matchConstraints=False,
+            )
+        return rsp
+
+
+_VACM_ID: Final = 3  # pysnmp's RFC 3415 access control model
+_PDU_VARBINDS: Final = 3  # variable-bindings, the fourth component of every RFC 3416 PDU
 
 
 # --- notifications -----------------------------------------------------------------------
@@ -549,7 +513,10 @@ class StandaloneAgent:
             )
             targets.append(_TrapTarget(endpoint, trap_community))
         self._targets = tuple(targets)
+        self.responder = TreeResponder(tree_getter)
+        self._community_responder = CommunityResponder(self.responder, community.encode("utf-8"))
         self._engine: Any = None
+        self._v3: _V3Responder | None = None
         self._sock: socket.socket | None = None
         self._bound: tuple[str, int] | None = None
         self._started_at = time.monotonic()
@@ -575,7 +542,7 @@ class StandaloneAgent:
         return int((time.monotonic() - self._started_at) * 100) % 2**32
 
     async def start(self) -> None:
-        """Bind the socket and register the agent with pysnmp in the running event loop."""
+        """Bind the socket, set up pysnmp for SNMPv3 and start answering, in the running loop."""
         if self._engine is not None:
             raise RuntimeError("the standalone agent is already started")
         loop = asyncio.get_running_loop()
@@ -594,12 +561,10 @@ class StandaloneAgent:
 
         engine = SnmpEngine()
         try:
-            transport = self._configure(engine, loop, sock)
-            # pysnmp creates the asyncio endpoint in a task: wait for it, so that the agent
-            # answers once start() returns and stop() right after closes a real transport.
-            endpoint = getattr(transport, "_lport", None)
-            if isinstance(endpoint, asyncio.Future):
-                await endpoint
+            v3_transport = self._configure(engine, loop)
+            protocol = _AgentProtocol(self._community_responder, v3_transport)
+            # Once this returns the agent answers, and stop() closes a real transport.
+            await loop.create_datagram_endpoint(lambda: protocol, sock=sock)
             await self._open_trap_endpoints(loop)
         except BaseException:
             sock.close()
@@ -611,7 +576,7 @@ class StandaloneAgent:
         self._sock = sock
         self._started_at = time.monotonic()
         log.info(
-            "standalone SNMP agent listening on %s:%d (v2c community, %d v3 user(s), "
+            "standalone SNMP agent listening on %s:%d (v1/v2c community, %d v3 user(s), "
             "%d trap target(s))",
             self._bound[0],
             self._bound[1],
@@ -619,19 +584,13 @@ class StandaloneAgent:
             len(self._targets),
         )
 
-    def _configure(self, engine: Any, loop: asyncio.AbstractEventLoop, sock: socket.socket) -> Any:
-        """Configure the pysnmp engine; returns its UDP transport."""
-        # SNMPv1 cannot carry Counter64 and is not offered: drop v1 messages unanswered.
-        engine.message_processing_subsystems.pop(_MP_MODEL_V1, None)
+    def _configure(self, engine: Any, loop: asyncio.AbstractEventLoop) -> Any:
+        """Set pysnmp up for SNMPv3 (USM users, their VACM view, our PDU application); returns
+        its UDP transport, to which the listening socket's protocol hands v3 messages."""
         transport_cls = udp6.Udp6AsyncioTransport if self._listen.ipv6 else udp.UdpAsyncioTransport
         domain = udp6.DOMAIN_NAME if self._listen.ipv6 else udp.DOMAIN_NAME
-        transport = transport_cls(loop=loop).open_server_mode(sock=sock)
+        transport = transport_cls(loop=loop)
         pysnmp_config.add_transport(engine, domain, transport)
-
-        pysnmp_config.add_v1_system(engine, _COMMUNITY_INDEX, self._community)
-        pysnmp_config.add_vacm_user(
-            engine, _SECURITY_MODEL_V2C, _COMMUNITY_INDEX, "noAuthNoPriv", readSubTree=VIEW_ROOT
-        )
         for user in self._users:
             pysnmp_config.add_v3_user(
                 engine,
@@ -644,14 +603,7 @@ class StandaloneAgent:
             pysnmp_config.add_vacm_user(
                 engine, _SECURITY_MODEL_USM, user.name, "authPriv", readSubTree=VIEW_ROOT
             )
-
-        context = SnmpContext(engine)
-        context.unregister_context_name(b"")
-        context.register_context_name(b"", _TreeInstrumentation(self._tree_getter))
-        cmdrsp.GetCommandResponder(engine, context)
-        cmdrsp.NextCommandResponder(engine, context)
-        _BulkResponder(engine, context)
-        cmdrsp.SetCommandResponder(engine, context)
+        self._v3 = _V3Responder(engine, self.responder)
         return transport
 
     async def _open_trap_endpoints(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -683,8 +635,10 @@ class StandaloneAgent:
             sock.close()  # normally closed with its transport already; then a no-op
         self._bound = None
 
-    @staticmethod
-    def _close_engine(engine: Any) -> None:
+    def _close_engine(self, engine: Any) -> None:
+        v3, self._v3 = self._v3, None
+        if v3 is not None:
+            v3.close(engine)
         dispatcher = engine.transport_dispatcher
         if dispatcher is not None:
             dispatcher.close_dispatcher()

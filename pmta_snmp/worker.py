@@ -11,8 +11,12 @@ and swaps one reference (`OidTree.from_buffer`: no copy, no per-value objects). 
 and a summary of each poll travel over the same socket as small pickled messages.
 
 The parent keeps serving the last tree while the child is gone and starts a new one with
-backoff; the child exits when the parent closes the socket (or dies). Without `memfd` (not
-Linux) the packed bytes travel over the socket instead.
+backoff; the child exits when the parent closes the socket (or dies), when its poll thread has
+ended (it must not sit there publishing nothing), and after a poll that left it above its memory
+limit (`poll.worker_max_rss_mib`: a fresh process gives the memory back; it says why first and
+is replaced at once). The serving side kills a child that sent no tree for a long time
+(`TreeWorker.kill_stalled`). Without `memfd` (not Linux) the packed bytes travel over the socket
+instead.
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from multiprocessing.connection import Connection
 from multiprocessing.reduction import recv_handle, send_handle
-from typing import Any
+from typing import Any, Protocol
 
 from pmta_snmp.config import Config
 from pmta_snmp.mib.snapshot import Oid, OidTree, Value
@@ -41,6 +45,9 @@ from pmta_snmp.mib.snapshot import Oid, OidTree, Value
 log = logging.getLogger(__name__)
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+MIB = 1024 * 1024
+CHECK_EVERY = 0.25
+"""Seconds between the child's checks of its poll thread and of a pending planned exit."""
 CHILD_NICE = 10
 """The child's nice increment. Where the child and the request path share a CPU, the kernel
 lets a waking request preempt the child at once; the child still gets its small share when
@@ -84,6 +91,7 @@ class TreeWorker:
 
     Use from one asyncio loop: `start()`, `current()` (any thread), `await stop()`.
     `on_notification` is called on the loop for every raise/clear the child's rules send;
+    `on_tree` with every tree the child delivers (the agent serves it with live health);
     `on_published` after every swapped tree (used by benchmarks and logs).
     """
 
@@ -93,6 +101,7 @@ class TreeWorker:
         initial: OidTree,
         *,
         on_notification: NotificationHandler | None = None,
+        on_tree: Callable[[OidTree, Published], None] | None = None,
         on_published: Callable[[Published], None] | None = None,
         restart_initial: float = 1.0,
         restart_max: float = 30.0,
@@ -100,8 +109,11 @@ class TreeWorker:
         self.cfg = cfg
         self.tree = initial
         self.on_notification = on_notification
+        self.on_tree = on_tree
         self.on_published = on_published
         self.restarts = 0
+        self.spawned_at = time.monotonic()
+        """When the current child was started (monotonic)."""
         self._restart_initial = restart_initial
         self._restart_max = restart_max
         self._proc: subprocess.Popen[bytes] | None = None
@@ -113,6 +125,7 @@ class TreeWorker:
         self._awaiting: tuple[str, Published | None] | None = None
         self._carry: Carry | None = None
         self._snapshot_fd: int | None = None
+        self._exit_reason: str | None = None
 
     def current(self) -> OidTree:
         """The tree to answer from right now."""
@@ -170,9 +183,26 @@ class TreeWorker:
         }
         conn.send((self.cfg, levels, bool(root.handlers), self._carry, snap_fd))
         self._proc, self._conn = proc, conn
+        self.spawned_at = time.monotonic()
         assert self._loop is not None
         self._loop.add_reader(conn.fileno(), self._readable)
         log.debug("poll worker started (pid %s)", proc.pid)
+
+    @property
+    def pid(self) -> int | None:
+        """The process id of the current child (None while there is none)."""
+        return None if self._proc is None else self._proc.pid
+
+    def kill_stalled(self, why: str) -> None:
+        """Kill a child that stopped delivering trees (hung, or stopped with SIGSTOP: SIGKILL
+        ends both); it is then replaced like a child that died."""
+        proc = self._proc
+        if proc is None or self._stopping:
+            return
+        log.error("poll worker (pid %s) %s: killing it", proc.pid, why)
+        self.spawned_at = time.monotonic()  # one kill: its replacement gets its own time
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
 
     def _set_snapshot_fd(self, fd: int | None) -> None:
         if self._snapshot_fd is not None:
@@ -226,6 +256,8 @@ class TreeWorker:
             self._awaiting = ("snapshot", None)
         elif kind == "notify" and self.on_notification is not None:
             self.on_notification(msg[1], msg[2])
+        elif kind == "exit":
+            self._exit_reason = str(msg[1])
 
     def _install_fd(self, info: Published, fd: int) -> None:
         try:
@@ -241,6 +273,8 @@ class TreeWorker:
         if info.carry is not None:
             self._carry = info.carry
         self._delay = self._restart_initial
+        if self.on_tree is not None:
+            self.on_tree(self.tree, info)
         if self.on_published is not None:
             self.on_published(info)
 
@@ -262,6 +296,12 @@ class TreeWorker:
         if self._stopping:
             return
         self.restarts += 1
+        assert self._loop is not None
+        reason, self._exit_reason = self._exit_reason, None
+        if reason is not None and code in (0, None):  # a planned exit: replace it at once
+            log.warning("poll worker (pid %s) restarting: %s", proc.pid if proc else "?", reason)
+            self._restart_handle = self._loop.call_later(self._restart_initial, self._restart)
+            return
         # SIGTERM is how service managers stop the whole group (systemd's KillMode=control-
         # group): the agent itself is most likely stopping too, so that is no error.
         level = logging.INFO if code == -signal.SIGTERM else logging.ERROR
@@ -270,7 +310,6 @@ class TreeWorker:
             "poll worker gone (%s%s): serving the last tree, restarting in %gs",
             why, "" if code is None else f", exit code {code}", self._delay,
         )
-        assert self._loop is not None
         self._restart_handle = self._loop.call_later(self._delay, self._restart)
         self._delay = min(self._delay * 2, self._restart_max)
 
@@ -292,8 +331,7 @@ def main(argv: list[str]) -> int:
         return 1
     if carry is not None:
         carry = replace(carry, result=replace(carry.result, snapshot=_read_snapshot(snapshot_fd)))
-    child_main(conn, cfg, levels, log_to_stderr, carry)
-    return 0
+    return child_main(conn, cfg, levels, log_to_stderr, carry)
 
 
 def child_main(
@@ -302,8 +340,9 @@ def child_main(
     levels: dict[str, int],
     log_to_stderr: bool,
     carry: Carry | None = None,
-) -> None:
-    """Poll, build, publish until the parent says stop or goes away."""
+) -> int:
+    """Poll, build, publish until the parent says stop or goes away (0), the poll thread
+    ended (1), or a poll left the process above its memory limit (0, after saying so)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's Ctrl-C is for the parent
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     with contextlib.suppress(OSError):
@@ -314,9 +353,8 @@ def child_main(
         if name:
             logging.getLogger(name).setLevel(level)
 
-    from pmta_snmp.agent import poller_from
     from pmta_snmp.notify import Condition
-    from pmta_snmp.poller import PollResult
+    from pmta_snmp.poller import PollResult, poller_from
     from pmta_snmp.service import SnmpView
 
     view = SnmpView(thresholds=cfg.thresholds, enterprise=cfg.enterprise)
@@ -328,6 +366,8 @@ def child_main(
     view.senders.append(publisher.notify)
     started = [time.monotonic()]
     carried = [carry.result.snapshot if carry is not None else None]
+    leaving = PlannedExit()
+    max_rss = cfg.poll.worker_max_rss_mib * MIB
 
     def on_result(result: PollResult) -> None:
         poll_ended = time.monotonic()
@@ -353,29 +393,76 @@ def child_main(
         if publisher.memfd and result.snapshot is not None and result.snapshot is not carried[0]:
             carried[0] = result.snapshot
             publisher.snapshot(result.snapshot)
+        rss = _rss_bytes()
+        if rss is not None and rss > max_rss and leaving.reason is None:
+            reason = (
+                f"its memory after a poll ({rss // MIB} MiB) is above poll.worker_max_rss_mib "
+                f"({max_rss // MIB} MiB); a new worker gives it back"
+            )
+            publisher.exit(reason)  # from this thread: the only one that sends
+            leaving.set(reason)
 
-    poller = poller_from(cfg, on_result)
+    def poll_started() -> None:
+        started[0] = time.monotonic()
+
+    poller = poller_from(cfg, on_result, on_poll_start=poll_started)
     if carry is not None:
         poller.result = carry.result
-    original = poller.poll_once
-
-    async def timed_poll_once(client: Any) -> PollResult:
-        started[0] = time.monotonic()
-        return await original(client)
-
-    poller.poll_once = timed_poll_once  # type: ignore[method-assign]
     poller.start()
     try:
-        while True:
-            try:
-                msg = conn.recv()
-            except (EOFError, OSError):
-                break  # the parent is gone
-            if msg[0] == "stop":
-                break
+        return serve(conn, poller, leaving)
     finally:
-        poller.stop()
+        poller.stop(2.0)  # a poll still running ends with the process (a daemon thread)
         conn.close()
+
+
+class PlannedExit:
+    """A planned exit asked for by the poll thread (which has told the parent why), read by
+    the main thread."""
+
+    def __init__(self) -> None:
+        self.reason: str | None = None
+
+    def set(self, reason: str) -> None:
+        self.reason = reason
+
+
+class _PollThread(Protocol):
+    @property
+    def alive(self) -> bool: ...
+    @property
+    def died(self) -> BaseException | None: ...
+
+
+def serve(conn: Connection, poller: _PollThread, leaving: PlannedExit | None = None) -> int:
+    """The child's main thread while the poller runs: wait for the parent's `stop` while
+    watching the poll thread (this thread only receives). The exit code: 0 when told to stop,
+    when the parent is gone or for a planned exit (`leaving`), 1 when the poll thread ended: a
+    worker that cannot poll must not stay and publish nothing, the agent starts a new one."""
+    while True:
+        if leaving is not None and leaving.reason is not None:
+            return 0
+        if not poller.alive:
+            log.error("poll worker: the poll thread ended (%r); exiting for a new worker",
+                      poller.died)
+            return 1
+        try:
+            if not conn.poll(CHECK_EVERY):
+                continue
+            msg = conn.recv()
+        except (EOFError, OSError):
+            return 0  # the parent is gone
+        if msg[0] == "stop":
+            return 0
+
+
+def _rss_bytes() -> int | None:
+    """This process's resident memory now (Linux), or None where it cannot be read."""
+    try:
+        with open("/proc/self/statm", "rb") as fh:
+            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 class _Publisher:
@@ -403,6 +490,11 @@ class _Publisher:
         for msg in held:
             with contextlib.suppress(OSError):
                 self.conn.send(msg)
+
+    def exit(self, reason: str) -> None:
+        """Tell the parent that this worker leaves, and why (it then replaces it at once)."""
+        with contextlib.suppress(OSError):
+            self.conn.send(("exit", reason))
 
     def snapshot(self, snapshot: object) -> None:
         """Pass the last good snapshot up, for a restarted child (pickled into a memfd)."""

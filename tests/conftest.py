@@ -13,6 +13,7 @@ import tarfile
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 
@@ -31,7 +32,9 @@ def _fetch_ietf_mibs(dest: Path) -> None:
     """`npm pack net-snmp` into a temporary dir and extract the base modules into `dest`."""
     npm = shutil.which("npm")
     if npm is None:
-        pytest.skip("npm is not installed: cannot fetch the IETF base MIBs (npm package net-snmp)")
+        missing_requirement(
+            "npm is not installed: cannot fetch the IETF base MIBs (npm package net-snmp)"
+        )
     dest.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=dest.parent) as tmp:
         proc = subprocess.run(
@@ -80,7 +83,7 @@ def snmp_tool_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str
     """Environment for smilint/snmptranslate: no user or system snmp.conf, scratch state dir."""
     for tool in ("smilint", "snmptranslate"):
         if shutil.which(tool) is None:
-            pytest.skip(f"{tool} is not installed (Debian packages smitools and snmp)")
+            missing_requirement(f"{tool} is not installed (Debian packages smitools and snmp)")
     scratch = tmp_path_factory.mktemp("snmp-tools")
     env = dict(os.environ)
     env.update(
@@ -116,7 +119,9 @@ from pmta_snmp.netsnmp import (  # noqa: E402
 def _require_netsnmp(*extra: str) -> None:
     missing = missing_netsnmp_tools(*extra)
     if missing:
-        pytest.skip(f"net-snmp tools not installed: {', '.join(missing)} (Debian: snmpd, snmp)")
+        missing_requirement(
+            f"net-snmp tools not installed: {', '.join(missing)} (Debian: snmpd, snmp)"
+        )
 
 
 @pytest.fixture
@@ -171,7 +176,7 @@ def loop_thread() -> Iterator[LoopThread]:
 # --- end of snmpd fixtures (agentx) ---
 
 
-# --- The accounting tally's C scanner ---------------------------------------------------
+# --- What ./run provides: skipped on a developer's machine, failed under CI --------------
 
 
 def require_c_scanner() -> object:
@@ -181,7 +186,27 @@ def require_c_scanner() -> object:
 
     module = speedups()
     if module is None:
-        if os.environ.get("CI"):
-            pytest.fail("the C scanner pmta_snmp._csvtally was not built")
-        pytest.skip("the C scanner pmta_snmp._csvtally is not built")
+        missing_requirement("the C scanner pmta_snmp._csvtally is not built")
     return module
+
+
+def missing_requirement(reason: str) -> NoReturn:
+    """A program, package or build that `./run test` provides is missing: skip the test on a
+    developer's machine, fail it under CI (CI set, as .ci/run does), where a skip would hide a
+    broken setup behind a green run."""
+    if os.environ.get("CI"):
+        pytest.fail(f"{reason}; ./run installs it, so under CI this is a broken setup",
+                    pytrace=False)
+    pytest.skip(reason)
+
+
+# --- Hypothesis: no timing in property tests ---------------------------------------------
+# A property holds or fails whatever the machine's speed: no per-example deadline and no
+# "generation too slow" health check, for every test, also those without their own settings.
+from hypothesis import HealthCheck, settings  # noqa: E402
+
+settings.register_profile(
+    "pmta-snmp", deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.load_profile("pmta-snmp")
+# --- end of Hypothesis ---

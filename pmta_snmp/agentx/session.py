@@ -3,12 +3,15 @@
 Master requests are answered by the connection's reader thread from the tree current at
 arrival (see handlers.py): a request never waits on a poll or on the event loop. The session
 keeps itself alive across master restarts with exponential backoff and jitter, and logs one
-line per state change, never per request.
+line per state change, never per request. Notifications given to `notify_later` while the
+master is away are kept (a bounded queue, in order) and sent once the session is registered
+again, so a condition raised during a master restart is not lost.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import dataclasses
 import logging
@@ -135,6 +138,14 @@ class SessionStatus:
     since: float
     """time.time() of the last change of `connected`."""
     parse_errors: int
+    pending_notifications: int = 0
+    """Notifications kept until the session is registered again (see `notify_later`)."""
+    dropped_notifications: int = 0
+    """Kept notifications given up: the oldest when more than the queue holds, or refused."""
+
+
+#: Notifications kept while the master is away, at most (the oldest are dropped first).
+DEFAULT_MAX_PENDING: Final = 100
 
 
 def parse_address(address: str) -> tuple[str, str, int]:
@@ -351,6 +362,7 @@ class AgentXSession:
         network_byte_order: bool = True,
         max_bulk_varbinds: int = DEFAULT_MAX_BULK_VARBINDS,
         send_timeout: float = 5.0,
+        max_pending: int = DEFAULT_MAX_PENDING,
     ) -> None:
         self._registrations = tuple(
             s if isinstance(s, Registration) else Registration(tuple(s)) for s in subtrees
@@ -390,6 +402,12 @@ class AgentXSession:
         self._last_error: str | None = None
         self._since = time.time()
         self._parse_errors = 0
+        # notifications kept until they are sent (notify_later), oldest first
+        self._pending: collections.deque[tuple[VarBind, ...]] = collections.deque()
+        self._max_pending = max(1, max_pending)
+        self._pending_event = asyncio.Event()
+        self._dropped = 0
+        self._kept_away = 0  # of the pending ones, given while not registered
 
     # --- tree -------------------------------------------------------------
 
@@ -422,6 +440,8 @@ class AgentXSession:
             last_error=self._last_error,
             since=self._since,
             parse_errors=self._parse_errors,
+            pending_notifications=len(self._pending),
+            dropped_notifications=self._dropped,
         )
 
     @property
@@ -581,6 +601,8 @@ class AgentXSession:
             registered = True
             self._last_error = None
             self._set_connected(True)
+            if self._pending:
+                self._pending_event.set()  # kept while the master was away: send them now
             log.info(
                 "AgentX registered %s",
                 ", ".join(_dotted(r.subtree) for r in self._registrations),
@@ -603,11 +625,13 @@ class AgentXSession:
         return registered
 
     async def _serve(self, conn: _Connection) -> str | None:
-        """Ping while connected; returns why the connection ended, None on stop."""
+        """Ping and send kept notifications while connected; returns why the connection
+        ended, None on stop."""
         stop_wait = asyncio.create_task(self._stop_event.wait())
-        waiters: set[asyncio.Future[Any]] = {conn.lost, stop_wait}
+        pending_wait = asyncio.create_task(self._pending_event.wait())
         try:
             while True:
+                waiters: set[asyncio.Future[Any]] = {conn.lost, stop_wait, pending_wait}
                 done, _ = await asyncio.wait(
                     waiters,
                     timeout=self._ping_interval,
@@ -618,6 +642,13 @@ class AgentXSession:
                 if stop_wait in done:
                     await self._close(conn, CloseReason.SHUTDOWN)
                     return None
+                if pending_wait in done:
+                    self._pending_event.clear()
+                    pending_wait = asyncio.create_task(self._pending_event.wait())
+                    ended = await self._send_pending(conn)
+                    if ended is not None:
+                        return ended
+                    continue
                 try:
                     resp = await self._request(conn, Ping())
                 except AgentXTimeout:
@@ -628,6 +659,7 @@ class AgentXSession:
                     return f"Ping answered {_error_name(resp.error)}"
         finally:
             stop_wait.cancel()
+            pending_wait.cancel()
 
     async def _close(self, conn: _Connection, reason: CloseReason) -> None:
         pid = conn.next_packet_id()
@@ -739,6 +771,68 @@ class AgentXSession:
 
     # --- notifications ----------------------------------------------------
 
+    def notify_later(
+        self, trap_oid: Oid, varbinds: Sequence[VarBind] = (), *, sys_uptime: bool = False
+    ) -> None:
+        """Send a notification as soon as the session is registered: now when it is, else
+        after the next registration. Never raises and never blocks; call it on the
+        session's loop.
+
+        Kept notifications go out in order, each at least once (one sent just as the
+        connection broke may arrive twice); sysUpTime.0 (with `sys_uptime`) is the time of
+        this call, not of the sending. At most `max_pending` are kept, the oldest dropped
+        first; one the master refuses is dropped (logged)."""
+        vbs = self._notification_varbinds(trap_oid, varbinds, sys_uptime)
+        if len(self._pending) >= self._max_pending:
+            self._pending.popleft()
+            self._dropped += 1
+            log.warning(
+                "AgentX: %d notifications waiting for the master; the oldest is dropped",
+                self._max_pending,
+            )
+        self._pending.append(vbs)
+        if not self._connected:
+            self._kept_away += 1
+            log.info(
+                "AgentX master %s not registered: notification %s kept until it is "
+                "(%d waiting)", self._address, _dotted(trap_oid), len(self._pending),
+            )
+        self._pending_event.set()
+
+    async def _send_pending(self, conn: _Connection) -> str | None:
+        """Send the kept notifications in order; why the connection ended, if it did."""
+        sent = 0
+        while self._pending:
+            vbs = self._pending[0]
+            try:
+                resp = await self._request(conn, Notify(vbs))
+            except AgentXTimeout:
+                return "master did not answer Notify"  # kept: sent again after reconnecting
+            except AgentXConnectionLost:
+                return await conn.lost  # kept
+            self._pending.popleft()
+            if resp.error:
+                self._dropped += 1
+                log.warning("AgentX master refused notification %s: %s; dropped",
+                            _dotted(_trap_oid_of(vbs)), _error_name(resp.error))
+            else:
+                sent += 1
+        if self._kept_away:
+            log.info("AgentX: sent %d notification(s) kept while the master was away", sent)
+            self._kept_away = 0
+        return None
+
+    def _notification_varbinds(
+        self, trap_oid: Oid, varbinds: Sequence[VarBind], sys_uptime: bool
+    ) -> tuple[VarBind, ...]:
+        """[sysUpTime.0,] snmpTrapOID.0, then `varbinds`: the body of a Notify."""
+        vbs: list[VarBind] = []
+        if sys_uptime:
+            vbs.append(VarBind(SYS_UPTIME_0, Value(SnmpType.TIME_TICKS, self._uptime())))
+        vbs.append(VarBind(SNMP_TRAP_OID_0, Value(SnmpType.OBJECT_IDENTIFIER, tuple(trap_oid))))
+        vbs.extend(varbinds)
+        return tuple(vbs)
+
     async def notify(
         self,
         trap_oid: Oid,
@@ -756,13 +850,9 @@ class AgentXSession:
         """
         conn = self._conn
         if conn is None or conn.closed or not self._connected:
-            raise AgentXNotConnected("no registered AgentX session")
-        vbs: list[VarBind] = []
-        if sys_uptime:
-            vbs.append(VarBind(SYS_UPTIME_0, Value(SnmpType.TIME_TICKS, self._uptime())))
-        vbs.append(VarBind(SNMP_TRAP_OID_0, Value(SnmpType.OBJECT_IDENTIFIER, tuple(trap_oid))))
-        vbs.extend(varbinds)
-        resp = await self._request(conn, Notify(tuple(vbs)), timeout)
+            raise AgentXNotConnected("no registered AgentX session (notify_later keeps it)")
+        vbs = self._notification_varbinds(trap_oid, varbinds, sys_uptime)
+        resp = await self._request(conn, Notify(vbs), timeout)
         if resp.error:
             raise AgentXResponseError("Notify refused", resp)
         return resp
@@ -770,3 +860,11 @@ class AgentXSession:
 
 def _dotted(oid: Oid) -> str:
     return ".".join(map(str, oid))
+
+
+def _trap_oid_of(vbs: Sequence[VarBind]) -> Oid:
+    """The snmpTrapOID.0 value of a notification's varbinds."""
+    for vb in vbs:
+        if vb.name == SNMP_TRAP_OID_0 and isinstance(vb.value.value, tuple):
+            return vb.value.value
+    return ()

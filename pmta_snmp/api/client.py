@@ -10,11 +10,12 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
-from collections.abc import Generator, Mapping
+import zlib
+from collections.abc import Generator, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple, TypeVar
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import SplitResult, unquote, urljoin, urlsplit
 
 import httpx
 
@@ -29,6 +30,7 @@ from pmta_snmp.api.errors import (
     PmtaTimeout,
     PmtaUnreachable,
     excerpt,
+    redact_url,
 )
 from pmta_snmp.model import Domain, License, Queue, Snapshot, Status, Vmta
 
@@ -40,8 +42,15 @@ ApiFlavor = Literal["real", "seed"]
 T = TypeVar("T")
 
 API_KEY_ENV = "PMTA_API_KEY"
-MAX_BODY_BYTES = 256 * 1024 * 1024
+MIB = 1024 * 1024
+DEFAULT_MAX_PAGE_BYTES = 64 * MIB
+"""Largest answer (decoded) of one page; `pmta.max_page_mib` in the agent's configuration."""
+DEFAULT_MAX_POLL_BYTES = 128 * MIB
+"""Largest total of the answers (decoded) of one poll, whose pages are fetched at once;
+`pmta.max_poll_mib`."""
 _MAX_REDIRECTS = 3
+_DECODE_STEP = MIB
+"""Decoded bytes per step of a compressed answer: a gzip bomb never expands by more at once."""
 
 
 def load_api_key(
@@ -66,9 +75,13 @@ def load_api_key(
     return key or None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class ClientConfig:
-    """Where and how to reach PowerMTA's HTTP management interface."""
+    """Where and how to reach PowerMTA's HTTP management interface.
+
+    Credentials in `url` (`http://user:password@host:port`) are sent as HTTP Basic
+    authentication and shown nowhere (messages, logs, repr); nor is the API key.
+    """
 
     url: str = "http://127.0.0.1:8080"
     api_key: str | None = field(default=None, repr=False)
@@ -78,11 +91,23 @@ class ClientConfig:
     flavor: ApiFlavor = "real"
     connect_timeout: float = 5.0
     timeout: float = 10.0
+    max_page_bytes: int = DEFAULT_MAX_PAGE_BYTES
+    max_poll_bytes: int = DEFAULT_MAX_POLL_BYTES
 
     def __post_init__(self) -> None:
         parts = urlsplit(self.url)
-        if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise PmtaError(f"URL {self.url!r} must look like http(s)://host:port")
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise PmtaError(f"URL {redact_url(self.url)!r} must look like http(s)://host:port")
+        if self.max_page_bytes <= 0 or self.max_poll_bytes <= 0:
+            raise PmtaError("the answer size limits must be positive")
+
+    def __repr__(self) -> str:
+        shown = [
+            f"{f.name}={redact_url(self.url) if f.name == 'url' else getattr(self, f.name)!r}"
+            for f in dataclasses.fields(self)
+            if f.name != "api_key"
+        ]
+        return f"ClientConfig({', '.join(shown)})"
 
 
 # The request and response of a plan are NamedTuples, not dataclasses: making a dataclass
@@ -118,7 +143,14 @@ class _Core:
 
     def __init__(self, config: ClientConfig) -> None:
         self.config = config
-        self.base = config.url.rstrip("/") + "/"
+        parts = urlsplit(config.url)
+        # Credentials in the URL become HTTP Basic authentication of the pools; the URL that
+        # requests, messages and logs use has none.
+        self.auth: tuple[str, str] | None = None
+        if parts.username is not None or parts.password is not None:
+            self.auth = (unquote(parts.username or ""), unquote(parts.password or ""))
+        netloc = parts.netloc.rpartition("@")[2]
+        self.base = parts._replace(netloc=netloc).geturl().rstrip("/") + "/"
         self.format: Literal["json", "xml"] | None = (
             None if config.api_format == "auto" else config.api_format
         )
@@ -126,7 +158,12 @@ class _Core:
     # -- transport settings ----------------------------------------------------------------
 
     def headers(self) -> dict[str, str]:
-        h = {"User-Agent": f"pmta-snmp/{__version__}", "Accept": "application/json, text/xml"}
+        h = {
+            "User-Agent": f"pmta-snmp/{__version__}",
+            "Accept": "application/json, text/xml",
+            # Only what _Decoder can expand a step at a time.
+            "Accept-Encoding": "gzip, deflate",
+        }
         if self.config.api_key:
             h["X-API-Key"] = self.config.api_key
         return h
@@ -138,7 +175,11 @@ class _Core:
             return False
         import ssl
 
-        return ssl.create_default_context(cafile=self.config.ca_file)
+        try:
+            return ssl.create_default_context(cafile=self.config.ca_file)
+        except (OSError, ssl.SSLError) as exc:  # a missing or unreadable CA file is no bug
+            reason = getattr(exc, "strerror", None) or str(exc)
+            raise PmtaError(f"cannot use the CA file {self.config.ca_file}: {reason}") from None
 
     def timeout(self) -> httpx.Timeout:
         c = self.config
@@ -154,6 +195,7 @@ class _Core:
             "verify": self.verify() if tls else False,
             "timeout": self.timeout(),
             "follow_redirects": False,
+            "auth": self.auth,
         }
 
     # -- request plans ---------------------------------------------------------------------
@@ -164,7 +206,8 @@ class _Core:
         return ("json", "xml")
 
     def _send(self, req: _Req) -> _Plan[_Resp]:
-        """Yield a request, following same-host redirects (5.0 redirects HTTP to HTTPS)."""
+        """Yield a request, following redirects that stay at the origin of --url (5.0 redirects
+        HTTP to HTTPS on the same port); any other is refused, see `_redirect_refusal`."""
         for _ in range(_MAX_REDIRECTS + 1):
             resp = yield req
             if resp.status not in (301, 302, 303, 307, 308):
@@ -172,15 +215,16 @@ class _Core:
             location = resp.headers.get("location", "")
             target = urljoin(req.url, location)
             old, new = urlsplit(req.url), urlsplit(target)
-            if not location or new.hostname != old.hostname:
+            refusal = _redirect_refusal(old, new) if location else "it names no target"
+            if refusal:
+                shown = redact_url(target) if location else "(nowhere)"
                 raise PmtaHTTPError(
-                    f"{old.path} redirected to {location or '(nowhere)'}: not following a "
-                    "redirect to another host (fix --url)",
+                    f"{old.path or '/'} redirected to {shown}: not followed, {refusal} (fix --url)",
                     resp.status,
                 )
             if old.scheme == "http" and new.scheme == "https":
                 # Remember the HTTPS base so later requests skip the redirect.
-                self.base = f"https://{new.netloc}/"
+                self.base = f"https://{new.netloc}{urlsplit(self.base).path}"
             req = _Req(req.method, target, req.params, req.multipart)
         raise PmtaHTTPError(f"too many redirects from {urlsplit(req.url).path}", 310)
 
@@ -322,7 +366,7 @@ class _Core:
 
 def _map_transport_error(exc: httpx.HTTPError, url: str) -> PmtaError:
     where = urlsplit(url)
-    target = f"{where.scheme}://{where.netloc}"
+    target = f"{where.scheme}://{where.netloc.rpartition('@')[2]}"
     if isinstance(exc, httpx.TimeoutException):
         kind = "connecting to" if isinstance(exc, httpx.ConnectTimeout) else "waiting for"
         return PmtaTimeout(f"timed out {kind} PowerMTA at {target}{where.path}")
@@ -340,24 +384,149 @@ def _map_transport_error(exc: httpx.HTTPError, url: str) -> PmtaError:
     return PmtaUnreachable(f"HTTP error talking to {target}: {type(exc).__name__}: {text}")
 
 
-class _Body:
-    """The chunks of one answer, at most MAX_BODY_BYTES of them."""
+def _redirect_refusal(old: SplitResult, new: SplitResult) -> str | None:
+    """Why a redirect from `old` to `new` is not followed, or None when it stays at the origin
+    (scheme, host, port) of --url, or only moves from HTTP to HTTPS on the same host and port.
+    The API key and any credentials go only there: a redirect never carries them elsewhere."""
+    if new.scheme not in ("http", "https"):
+        return f"a redirect to {new.scheme or 'no'} scheme"
+    if old.scheme == "https" and new.scheme == "http":
+        return "a downgrade from HTTPS to plain HTTP"
+    if new.username is not None or new.password is not None:
+        return "a redirect carrying credentials"
+    if (new.hostname or "") != (old.hostname or ""):
+        return "a redirect to another host (the API key is only sent to the host of --url)"
+    try:
+        old_port, new_port = old.port, new.port
+    except ValueError:
+        return "a redirect to a malformed port"
+    same_port = (new_port or _DEFAULT_PORTS[new.scheme]) == (old_port or _DEFAULT_PORTS[old.scheme])
+    defaults = old_port is None and new_port is None
+    upgrade = (old.scheme, new.scheme) == ("http", "https") and defaults
+    if not (same_port or upgrade):
+        return "a redirect to another port (the API key is only sent to the port of --url)"
+    return None
 
-    def __init__(self, url: str) -> None:
-        self.url = url
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+class _Budget:
+    """What one poll (or one plugin call) may still read, over all its pages at once."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.left = limit
+
+
+class _Decoder:
+    """Expands a Content-Encoding (gzip, deflate) a bounded step at a time, so the size limits
+    count decoded bytes and a small compressed answer cannot expand all at once."""
+
+    def __init__(self, encoding: str) -> None:
+        self.encoding = encoding.strip().lower()
+        self._z: Any = None
+        if self.encoding in ("gzip", "x-gzip"):
+            self._z = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        elif self.encoding == "deflate":
+            self._z = zlib.decompressobj()
+        elif self.encoding not in ("", "identity"):
+            raise PmtaMalformed(f"answer in an unsupported Content-Encoding {self.encoding!r}")
+        self._started = False
+
+    def decode(self, data: bytes) -> Iterator[bytes]:
+        """The decoded bytes of `data`, in pieces of at most _DECODE_STEP."""
+        if self._z is None:
+            if data:
+                yield data
+            return
+        try:
+            while True:
+                if self._z.eof:
+                    if self.encoding == "deflate":
+                        return  # the stream is complete; nothing may follow
+                    data = self._z.unused_data + data  # another gzip member may follow
+                    if not data:
+                        return
+                    self._z = zlib.decompressobj(16 + zlib.MAX_WBITS)
+                elif not data:
+                    return
+                out = self._first(data)
+                data = self._z.unconsumed_tail  # input held back by the step limit
+                if out:
+                    yield out
+                while len(out) == _DECODE_STEP and not data and not self._z.eof:
+                    out = self._z.decompress(b"", _DECODE_STEP)  # output still pending
+                    if out:
+                        yield out
+        except zlib.error as exc:
+            raise PmtaMalformed(f"answer with a broken {self.encoding} encoding ({exc})") from None
+
+    def _first(self, data: bytes) -> bytes:
+        if self._started or self.encoding != "deflate":
+            self._started = True
+            out: bytes = self._z.decompress(data, _DECODE_STEP)
+            return out
+        self._started = True
+        try:
+            out = self._z.decompress(data, _DECODE_STEP)
+        except zlib.error:  # "deflate" without its zlib header, as some servers send it
+            self._z = zlib.decompressobj(-zlib.MAX_WBITS)
+            out = self._z.decompress(data, _DECODE_STEP)
+        return out
+
+
+class _Body:
+    """The decoded chunks of one answer, within the page limit and the poll's budget."""
+
+    def __init__(self, url: str, config: ClientConfig, budget: _Budget) -> None:
+        self.path = urlsplit(url).path or "/"
+        self.limit = config.max_page_bytes
+        self.budget = budget
         self.chunks: list[bytes] = []
         self.size = 0
 
+    def start(self, resp: httpx.Response) -> _Decoder:
+        """Check the announced size; the decoder of the answer's Content-Encoding."""
+        length = resp.headers.get("content-length", "")
+        if length.isdigit() and int(length) > min(self.limit, self.budget.left):
+            self._over(int(length))
+        if resp.is_stream_consumed:  # built from bytes in memory (a mock): already decoded
+            return _Decoder("")
+        return _Decoder(resp.headers.get("content-encoding", ""))
+
+    @staticmethod
+    def in_memory(resp: httpx.Response) -> list[bytes] | None:
+        """The content of an answer built from bytes in memory (no stream to read), or None."""
+        return [resp.content] if resp.is_stream_consumed else None
+
     def add(self, chunk: bytes) -> None:
         self.size += len(chunk)
-        if self.size > MAX_BODY_BYTES:
-            raise PmtaMalformed(
-                f"answer from {urlsplit(self.url).path} exceeds {MAX_BODY_BYTES} bytes"
-            )
+        self.budget.left -= len(chunk)
+        if self.size > self.limit or self.budget.left < 0:
+            self._over(self.size)
         self.chunks.append(chunk)
 
+    def _over(self, size: int) -> None:
+        self.chunks.clear()
+        if size > self.limit:
+            raise PmtaMalformed(
+                f"answer from {self.path} exceeds {_size(self.limit)} (the page limit, "
+                "pmta.max_page_mib)"
+            )
+        raise PmtaMalformed(
+            f"answers of one poll exceed {_size(self.budget.limit)} in all at {self.path} "
+            "(the poll limit, pmta.max_poll_mib)"
+        )
+
     def resp(self, resp: httpx.Response) -> _Resp:
-        return _Resp(resp.status_code, resp.headers, b"".join(self.chunks))
+        body = b"".join(self.chunks)
+        self.chunks.clear()
+        return _Resp(resp.status_code, resp.headers, body)
+
+
+def _size(n: int) -> str:
+    return f"{n // MIB} MiB" if n % MIB == 0 else f"{n} bytes"
 
 
 class PmtaClient:
@@ -392,17 +561,18 @@ class PmtaClient:
         """The format that worked (`json` or `xml`), once known."""
         return self._core.format
 
-    def _run(self, plan: _Plan[T]) -> T:
+    def _run(self, plan: _Plan[T], budget: _Budget | None = None) -> T:
         deadline = time.monotonic() + self._core.config.timeout
+        budget = budget or _Budget(self._core.config.max_poll_bytes)
         try:
             req = next(plan)
             while True:
-                req = plan.send(self._send(req, deadline))
+                req = plan.send(self._send(req, deadline, budget))
         except StopIteration as stop:
             result: T = stop.value
             return result
 
-    def _send(self, req: _Req, deadline: float) -> _Resp:
+    def _send(self, req: _Req, deadline: float, budget: _Budget) -> _Resp:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise PmtaTimeout(f"timed out waiting for PowerMTA ({urlsplit(req.url).path})")
@@ -412,9 +582,11 @@ class PmtaClient:
             with self._http(req.url).stream(
                 req.method, req.url, params=req.params, files=req.files(), timeout=timeout
             ) as resp:
-                body = _Body(req.url)
-                for chunk in resp.iter_bytes():
-                    body.add(chunk)
+                body = _Body(req.url, cfg, budget)
+                decoder = body.start(resp)
+                for chunk in body.in_memory(resp) or resp.iter_raw():
+                    for part in decoder.decode(chunk):
+                        body.add(part)
                     if time.monotonic() > deadline:
                         raise PmtaTimeout(
                             f"timed out reading PowerMTA's answer ({urlsplit(req.url).path})"
@@ -456,13 +628,15 @@ class PmtaClient:
         return self._run(self._core.version())
 
     def snapshot(self, *, with_license: bool = False) -> Snapshot:
-        """Status, queues, domains and VirtualMTAs (and the license) as one Snapshot."""
+        """Status, queues, domains and VirtualMTAs (and the license) as one Snapshot, within
+        one byte budget (`max_poll_bytes`)."""
         core, noted = self._core, list[str]()
-        status = self._run(core.status(noted))
-        queues = self._run(core.queues(noted))
-        domains = self._run(core.domains(noted))
-        vmtas = self._run(core.vmtas(noted))
-        status, lic, warnings = self._run(core.extras(status, with_license))
+        budget = _Budget(core.config.max_poll_bytes)
+        status = self._run(core.status(noted), budget)
+        queues = self._run(core.queues(noted), budget)
+        domains = self._run(core.domains(noted), budget)
+        vmtas = self._run(core.vmtas(noted), budget)
+        status, lic, warnings = self._run(core.extras(status, with_license), budget)
         return _assemble(core, status, queues, domains, vmtas, lic, _by_page(noted) + warnings)
 
 
@@ -493,33 +667,41 @@ class AsyncPmtaClient:
         for pool in self._pools.values():
             await pool.aclose()
 
-    async def _run(self, plan: _Plan[T]) -> T:
+    async def _run(self, plan: _Plan[T], budget: _Budget) -> T:
         try:
             req = next(plan)
             while True:
-                req = plan.send(await self._send(req))
+                req = plan.send(await self._send(req, budget))
         except StopIteration as stop:
             result: T = stop.value
             return result
 
-    async def _send(self, req: _Req) -> _Resp:
+    async def _send(self, req: _Req, budget: _Budget) -> _Resp:
         try:
             async with self._http(req.url).stream(
                 req.method, req.url, params=req.params, files=req.files()
             ) as resp:
-                body = _Body(req.url)
-                async for chunk in resp.aiter_bytes():
-                    body.add(chunk)
+                body = _Body(req.url, self._core.config, budget)
+                decoder = body.start(resp)
+                memory = body.in_memory(resp)
+                for chunk in memory or ():
+                    for part in decoder.decode(chunk):
+                        body.add(part)
+                if memory is None:
+                    async for chunk in resp.aiter_raw():
+                        for part in decoder.decode(chunk):
+                            body.add(part)
                 return body.resp(resp)
         except httpx.HTTPError as exc:
             raise _map_transport_error(exc, req.url) from None
 
-    async def _bounded(self, plan: _Plan[T]) -> T:
+    async def _bounded(self, plan: _Plan[T], budget: _Budget | None = None) -> T:
         import asyncio  # only the agent's poller uses the async client: keep plugins fast
 
+        budget = budget or _Budget(self._core.config.max_poll_bytes)
         try:
             async with asyncio.timeout(self._core.config.timeout):
-                return await self._run(plan)
+                return await self._run(plan, budget)
         except TimeoutError:
             raise PmtaTimeout(
                 f"timed out after {self._core.config.timeout:g} s waiting for PowerMTA"
@@ -538,22 +720,23 @@ class AsyncPmtaClient:
         import asyncio
 
         core, noted = self._core, list[str]()
+        budget = _Budget(core.config.max_poll_bytes)  # the pages arrive at once: one budget
         if core.format is None and core.config.flavor == "real":
             # Negotiate the format once before fanning out.
-            status = await self._bounded(core.status(noted))
+            status = await self._bounded(core.status(noted), budget)
             queues, domains, vmtas = await asyncio.gather(
-                self._bounded(core.queues(noted)),
-                self._bounded(core.domains(noted)),
-                self._bounded(core.vmtas(noted)),
+                self._bounded(core.queues(noted), budget),
+                self._bounded(core.domains(noted), budget),
+                self._bounded(core.vmtas(noted), budget),
             )
         else:
             status, queues, domains, vmtas = await asyncio.gather(
-                self._bounded(core.status(noted)),
-                self._bounded(core.queues(noted)),
-                self._bounded(core.domains(noted)),
-                self._bounded(core.vmtas(noted)),
+                self._bounded(core.status(noted), budget),
+                self._bounded(core.queues(noted), budget),
+                self._bounded(core.domains(noted), budget),
+                self._bounded(core.vmtas(noted), budget),
             )
-        status, lic, warnings = await self._bounded(core.extras(status, with_license))
+        status, lic, warnings = await self._bounded(core.extras(status, with_license), budget)
         return _assemble(core, status, queues, domains, vmtas, lic, _by_page(noted) + warnings)
 
 

@@ -54,3 +54,20 @@ def excerpt(body: bytes | str, limit: int = 80) -> str:
         return f"(blank start of a {len(body)}-byte body)" if more else "(empty body)"
     more = more or len(text) > limit
     return repr(text[:limit] + ("..." if more else ""))
+
+
+def redact_url(url: str) -> str:
+    """`url` with its user information (`user:password@`) replaced by `***@`: credentials
+    given in `--url` never reach a message, a log line or an SNMP object."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return url
+    end = len(rest)
+    for stop in "/?#":
+        at = rest.find(stop)
+        if at != -1:
+            end = min(end, at)
+    netloc = rest[:end]
+    if "@" not in netloc:
+        return url
+    return f"{scheme}://***@{netloc.rpartition('@')[2]}{rest[end:]}"

@@ -19,6 +19,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Final
 
+from pmta_snmp.cliopts import add_connection_args
+
 __all__ = [
     "PLUGIN_MODULES",
     "ZABBIX_ONLY_DESTS",
@@ -43,15 +45,12 @@ _HOST_DESTS: Final[frozenset[str]] = frozenset({"state_dir", "acct_file", "logfi
 @lru_cache(maxsize=1)
 def shared_dests() -> frozenset[str]:
     """Options that mean the same in every plugin that has them: the PowerMTA connection
-    options (`pmta_snmp.cli.add_connection_args`), the accounting file, the main log and the
-    state directory (properties of a PowerMTA host, not of one check).
+    options (`pmta_snmp.cliopts.add_connection_args`), the accounting file, the main log and
+    the state directory (properties of a PowerMTA host, not of one check).
 
     They get one custom variable for all plugins (`pmta_url`), where plugin-specific ones are
-    prefixed with the plugin (`pmta_queue_warning`). Computed on first use (pmta_snmp.cli may
-    import this package).
+    prefixed with the plugin (`pmta_queue_warning`). Computed on first use.
     """
-    from pmta_snmp.cli import add_connection_args
-
     parser = argparse.ArgumentParser(add_help=False)
     add_connection_args(parser)
     return frozenset(a.dest for a in parser._actions) | _HOST_DESTS

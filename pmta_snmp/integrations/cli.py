@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from pmta_snmp.argtypes import nonneg_int
+from pmta_snmp.cliopts import add_agent_args, agent_config, setup_logging
 
 __all__ = ["GENERATORS", "cmd_exporter", "cmd_gen", "register"]
 
@@ -89,15 +90,14 @@ def cmd_exporter(args: argparse.Namespace) -> int:
     """Run the Prometheus endpoint until SIGTERM/SIGINT."""
     import asyncio
 
-    from pmta_snmp.cli import _agent_config, _setup_logging
     from pmta_snmp.exporter import config_with_listen, run_exporter
 
-    cfg = config_with_listen(_agent_config(args), args.exporter_listen)
+    cfg = config_with_listen(agent_config(args), args.exporter_listen)
     if args.max_series is not None:
         from dataclasses import replace
 
         cfg = replace(cfg, exporter_max_series=args.max_series)
-    _setup_logging(args.verbose)
+    setup_logging(args.verbose)
 
     def ready(url: str) -> None:
         print(f"pmta-snmp exporter: serving {url}", file=sys.stderr, flush=True)
@@ -108,8 +108,6 @@ def cmd_exporter(args: argparse.Namespace) -> int:
 
 def register(sub: Any) -> None:
     """Add `gen` and `exporter` to the subparsers action of `pmta-snmp`."""
-    from pmta_snmp.cli import _add_agent_args
-
     p = sub.add_parser(
         "gen",
         help="write Icinga 2, Nagios or Zabbix configuration for the plugins and the MIB",
@@ -133,7 +131,7 @@ def register(sub: Any) -> None:
         description="Poll PowerMTA like the agents do and serve the metrics in the "
         "Prometheus text format.",
     )
-    _add_agent_args(p)
+    add_agent_args(p)
     p.add_argument(
         "--listen",
         dest="exporter_listen",

@@ -80,6 +80,11 @@ MACROS: Final[tuple[tuple[str, str, str], ...]] = (
     ("{$PMTA.NODATA.TIMEOUT}", "10m", "No SNMP answer from the pmta-snmp agent for this long."),
     ("{$PMTA.LICENSE.DAYS.WARN}", "30", "License days left below which to warn."),
     ("{$PMTA.LICENSE.DAYS.CRIT}", "7", "License days left below which it is critical."),
+    (
+        "{$PMTA.LICENSE.NODATA.TIMEOUT}",
+        "3h",
+        "No license days left from the agent for this long (the item is polled hourly).",
+    ),
     ("{$PMTA.LLD.VMTA.MATCHES}", ".*", "Discover VirtualMTAs whose name matches."),
     ("{$PMTA.LLD.VMTA.NOT_MATCHES}", "CHANGE_IF_NEEDED", "Skip VirtualMTAs whose name matches."),
     ("{$PMTA.LLD.DOMAIN.MATCHES}", ".*", "Discover destination domains whose name matches."),
@@ -107,7 +112,8 @@ class Trigger:
     priority: str
     description: str = ""
     depends_on: str | None = None
-    """Name of a trigger of the same item this one depends on (warning under critical)."""
+    """Name of a trigger this one depends on (warning under critical): of the same item, or
+    for a scalar item's trigger, of any scalar item."""
 
 
 @dataclass(frozen=True)
@@ -142,6 +148,8 @@ class Discovery:
 
 
 _CHANGE: Final = ("CHANGE_PER_SECOND", "")
+NODATA_TRIGGER: Final = "pmta-snmp: no SNMP data for {$PMTA.NODATA.TIMEOUT}"
+"""The agent does not answer at all: the triggers about missing data depend on it."""
 _KB: Final = ("MULTIPLIER", "1024")
 _HEARTBEAT: Final = ("DISCARD_UNCHANGED_HEARTBEAT", "1d")
 
@@ -211,7 +219,9 @@ SCALAR_ITEMS: Final[tuple[Item, ...]] = (
          "UNSIGNED", component="spool"),
     Item("pmtaLicenseDaysLeft", "pmta.license.days", "PowerMTA: license days left", "FLOAT",
          units="!days", delay="1h", component="license",
-         description="Days until the license expires; 2147483647 when it never expires.",
+         description="Days until the license expires; 2147483647 when it never expires. No "
+         "value (noSuchInstance, the item unsupported) when the agent could not read the "
+         "license.",
          triggers=(
              Trigger("PowerMTA: license expires in less than {$PMTA.LICENSE.DAYS.CRIT} days",
                      "last({item})<{$PMTA.LICENSE.DAYS.CRIT}", "HIGH",
@@ -221,6 +231,14 @@ SCALAR_ITEMS: Final[tuple[Item, ...]] = (
                      "Renew the PowerMTA license.",
                      depends_on="PowerMTA: license expires in less than "
                      "{$PMTA.LICENSE.DAYS.CRIT} days"),
+             Trigger("PowerMTA: no license data for {$PMTA.LICENSE.NODATA.TIMEOUT}",
+                     "nodata({item},{$PMTA.LICENSE.NODATA.TIMEOUT})=1", "WARNING",
+                     "pmtaLicenseDaysLeft has no instance (noSuchInstance): the agent could "
+                     "not read the license, so an expiring license would go unnoticed (and "
+                     "check_snmp would say OK). Give the agent an API key allowed to run "
+                     "`show license` (api_key_file in the [pmta] section of its configuration); "
+                     "the agent's log says why the license could not be read.",
+                     depends_on=NODATA_TRIGGER),
          )),
     Item("pmtaLicenseExpires", "pmta.license.expires", "PowerMTA: license expiry date", "CHAR",
          delay="1h", preprocessing=(_HEARTBEAT,), component="license"),
@@ -237,7 +255,7 @@ SCALAR_ITEMS: Final[tuple[Item, ...]] = (
              Trigger("pmta-snmp: PowerMTA API unreachable", "last({item})=2", "HIGH",
                      "The agent's last poll of the PowerMTA HTTP API failed; see "
                      "pmta.agent.last_error. The SNMP data is the last good poll."),
-             Trigger("pmta-snmp: no SNMP data for {$PMTA.NODATA.TIMEOUT}",
+             Trigger(NODATA_TRIGGER,
                      "nodata({item},{$PMTA.NODATA.TIMEOUT})=1", "AVERAGE",
                      "The pmta-snmp agent (AgentX subagent or standalone) does not answer."),
          )),
@@ -350,17 +368,18 @@ def _trigger(t: Trigger, key: str, path: str) -> dict[str, YamlValue]:
     return doc
 
 
-def _triggers(item: Item, path: str) -> list[dict[str, YamlValue]]:
-    by_name = {t.name: t for t in item.triggers}
+def _triggers(item: Item, path: str, others: Sequence[Item] = ()) -> list[dict[str, YamlValue]]:
+    """The triggers of `item`; a dependency names a trigger of `item` or of `others`."""
+    by_name = {t.name: (t, i.key) for i in (item, *others) for t in i.triggers}
     out = []
     for t in item.triggers:
         doc = _trigger(t, item.key, path)
         if t.depends_on is not None:
-            dep = by_name[t.depends_on]
+            dep, key = by_name[t.depends_on]
             doc["dependencies"] = [
                 {
                     "name": dep.name,
-                    "expression": dep.expression.replace("{item}", f"/{TEMPLATE_NAME}/{item.key}"),
+                    "expression": dep.expression.replace("{item}", f"/{TEMPLATE_NAME}/{key}"),
                 }
             ]
         out.append(doc)
@@ -442,7 +461,7 @@ def template(enterprise: int = ENTERPRISE) -> dict[str, YamlValue]:
     for item in SCALAR_ITEMS:
         oid = _object_oid(item.obj, enterprise, Kind.SCALAR) + ".0"
         doc = _item(item, oid, "item")
-        triggers = _triggers(item, f"item/{item.key}")
+        triggers = _triggers(item, f"item/{item.key}", SCALAR_ITEMS)
         if triggers:
             doc["triggers"] = triggers
         items.append(doc)

@@ -24,8 +24,9 @@ class AgentHealth:
     Times are aware datetimes (UTC is what the MIB shows; others are converted).
     `counter_discontinuity` is when PowerMTA's totals last started afresh as the agent saw it
     (its first good poll, or a PowerMTA restart, see `counters_restarted`): it becomes
-    `pmtaTrafficDiscontinuityTime`. `data_age_seconds` is the age of the served snapshot when
-    the poller last rebuilt the view (after every poll, good or bad).
+    `pmtaTrafficDiscontinuityTime`. `data_age_seconds` is the age of the snapshot when the
+    tree was built; the agents serve pmtaAgentDataAge, pmtaAgentApiReachable and
+    pmtaAgentLastError computed when they are read instead (`pmta_snmp.mib.live`).
     """
 
     api_reachable: bool = False

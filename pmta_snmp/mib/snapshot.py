@@ -11,7 +11,7 @@ import mmap
 import struct
 from array import array
 from bisect import bisect_right
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from enum import IntEnum
 from itertools import accumulate, pairwise
@@ -21,6 +21,8 @@ from typing import Final
 __all__ = [
     "MAX_OCTET_STRING_LEN",
     "MAX_OID_LEN",
+    "LiveTree",
+    "LiveValue",
     "Oid",
     "OidTree",
     "OidTreeError",
@@ -370,6 +372,70 @@ class OidTree:
             return False
         obj = objs[i]
         return oid[: len(obj)] == obj
+
+
+LiveValue = Callable[[], "Value | None"]
+"""Computes a value when it is read; None means the value stored in the tree."""
+
+
+class LiveTree(OidTree):
+    """An OidTree whose values at a few OIDs are computed each time they are read.
+
+    For values that must be true when a manager asks, not when the tree was built (the age of
+    the data). It shares the packed buffer of `base` (nothing is copied) and answers every
+    lookup like it; only `value`, `item` and `raw` at the live indices call their function.
+    The OIDs never change, only those values. `to_bytes` gives the base tree's stored values.
+    A front end that caches work per tree caches it per `base` and reads `live_indices`
+    through `raw` or `value` on each request.
+    """
+
+    __slots__ = ("_live", "base")
+
+    _live: dict[int, LiveValue]
+    base: OidTree
+
+    @classmethod
+    def over(cls, base: OidTree, values: Mapping[Oid, LiveValue]) -> LiveTree:
+        """`base` with the values at `values`' OIDs computed when read (OIDs that `base` does
+        not hold are left out: a live value never adds an instance)."""
+        if isinstance(base, LiveTree):
+            base = base.base
+        tree = cls.__new__(cls)
+        for name in OidTree.__slots__:
+            setattr(tree, name, getattr(base, name))
+        tree._hint = 0
+        tree.base = base
+        live: dict[int, LiveValue] = {}
+        for oid, get in values.items():
+            i = base.index(oid)
+            if i is not None:
+                live[i] = get
+        tree._live = live
+        return tree
+
+    @property
+    def live_indices(self) -> frozenset[int]:
+        """Indices whose value is computed when read."""
+        return frozenset(self._live)
+
+    def value(self, i: int) -> Value:
+        """The value at index `i`, computed now where it is live."""
+        get = self._live.get(i)
+        if get is not None:
+            value = get()
+            if value is not None:
+                return value
+        return OidTree.value(self, i)
+
+    def raw(self, i: int) -> tuple[int, bytes, bytes]:
+        """(type, key, data) at index `i`, computed now where it is live."""
+        get = self._live.get(i)
+        if get is not None:
+            value = get()
+            if value is not None:
+                return value.type, self.key(i), encode_value(value)
+        doff = self._doff  # OidTree.raw inlined: this is every AgentX answer's path
+        return self._types[i], self.key(i), self._data[doff[i]:doff[i + 1]]
 
 
 # -- the packed form ---------------------------------------------------------------------------

@@ -79,7 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
         default="5.0",
         help="accounting columns: 4.0 (Unix times, timeImprinted), 4.5/5.0, 5.5",
     )
-    p.add_argument("--acct-records", default="d,b,t,tq", help="record types (d,b,t,tq,r)")
+    p.add_argument("--acct-records", default="d,b,t,tq",
+                   help="record types (d,b,t,tq,r,f; f: feedback-loop complaint reports)")
     p.add_argument(
         "--acct-max-size",
         type=int,

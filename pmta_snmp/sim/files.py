@@ -11,10 +11,11 @@ from __future__ import annotations
 import os
 import random
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import date
 from pathlib import Path
 
+from pmta_snmp.sim.replies import BOUNCES, DEFERRALS, FEEDBACK, LISTED, Bounce, fill
 from pmta_snmp.sim.state import (
     HOUR_TICKS,
     STORM_VMTA,
@@ -65,53 +66,16 @@ ACCT_LAYOUTS: dict[str, list[str]] = {
     "5.5": _FIELDS_55,
 }
 """Accounting columns for `records d,b` with `record-fields *` per PowerMTA version (§3.4)."""
-RECORD_TYPES = ("d", "b", "t", "tq", "r")
+RECORD_TYPES = ("d", "b", "t", "tq", "r", "f")
 DEFAULT_RECORDS = ("d", "b", "t", "tq")
 DEFAULT_ACCT_MAX_SIZE = 250 * 1024 * 1024
 """PowerMTA's default `max-size 250M`."""
-
-# bounceCat, dsnStatus, dsnDiag (categories from §3.7; texts made up in the usual shapes).
-_BOUNCES: tuple[tuple[str, str, str, float], ...] = (
-    (
-        "bad-mailbox",
-        "5.1.1 (bad destination mailbox address)",
-        "smtp;550 5.1.1 <{rcpt}>: Recipient address rejected: User unknown",
-        0.55,
-    ),
-    (
-        "inactive-mailbox",
-        "5.2.1 (mailbox disabled, not accepting messages)",
-        "smtp;550 5.2.1 The email account that you tried to reach is disabled",
-        0.15,
-    ),
-    (
-        "bad-domain",
-        "5.1.2 (bad destination system address)",
-        "smtp;550 5.1.2 Host unknown, domain not found",
-        0.05,
-    ),
-    ("quota-issues", "5.2.2 (mailbox full)", "smtp;552 5.2.2 Mailbox full, quota exceeded", 0.10),
-    (
-        "policy-related",
-        "5.7.1 (delivery not authorized, message refused)",
-        "smtp;550 5.7.1 Message rejected due to local policy",
-        0.06,
-    ),
-    (
-        "spam-related",
-        "5.7.1 (delivery not authorized, message refused)",
-        "smtp;554 5.7.1 Message blocked as spam, see https://postmaster.example.com/",
-        0.06,
-    ),
-    (
-        "message-expired",
-        "4.4.7 (delivery time expired)",
-        "smtp;421 4.4.2 connection timed out",
-        0.03,
-    ),
-)
-_STORM_BOUNCES = _BOUNCES[:3]
-"""bounce-storm: a stale list: hard categories only (§3.7 hard class)."""
+FBL_FIELDS = ("repSourceIp", "feedbackType", "format", "userAgent", "reportingMta",
+              "reportedDomain")
+"""The `f` (feedback-loop report) fields (§3.4), added to the header when `f` is recorded."""
+HARD_CATEGORIES = frozenset({"bad-mailbox", "bad-domain", "inactive-mailbox", "invalid-sender",
+                             "routing-errors"})
+"""bounce-storm: a stale list bounces hard only (§3.7 hard class)."""
 _NAMES = ("jane", "john", "sam", "kim", "alex", "maria", "li", "omar", "eva", "noah")
 
 
@@ -120,6 +84,24 @@ def _quote(name: str, value: str) -> str:
     if any(c in value for c in ',"\r\n') or (name == "dlvEsmtpAvailable" and value):
         return '"' + value.replace('"', '""') + '"'
     return value
+
+
+_LOCAL_ERROR = re.compile(r"E[A-Z]{4,} connecting to |(?:connect|message) rate limit reached")
+
+
+def _event_diag(text: str) -> str | None:
+    """[?] The dsnDiag of a queue event: the remote reply it quotes ("smtp;..."), or a local
+    error as PowerMTA words it (ETIMEDOUT connecting to ..., connect rate limit reached)."""
+    if text.count('"') >= 2:
+        return "smtp;" + text.split('"')[1]
+    return text if _LOCAL_ERROR.match(text) else None
+
+
+def _bounce_table(replies: str, *, storm: bool) -> tuple[Bounce, ...]:
+    table = BOUNCES[replies]
+    if storm:
+        table = tuple(b for b in table if b.cat in HARD_CATEGORIES)
+    return table
 
 
 class AcctWriter:
@@ -148,6 +130,8 @@ class AcctWriter:
         self.header = list(ACCT_LAYOUTS[layout])
         if "r" in self.records and layout != "4.0":
             self.header.append("rcvSmtpUser")  # `r` field, 4.5+ (§3.4); the union of fields
+        if "f" in self.records:
+            self.header.extend(FBL_FIELDS)
         self.written: dict[str, int] = dict.fromkeys(RECORD_TYPES, 0)
         self._time_cache: dict[int, str] = {}
         directory.mkdir(parents=True, exist_ok=True)
@@ -331,12 +315,18 @@ class FileSink:
                     "totalSecondsQueued": str(epoch - queued),
                 },
             )
-        table = _STORM_BOUNCES if v.name == STORM_VMTA and q.bounce_p > 0.1 else _BOUNCES
-        weights = [w for *_, w in table]
+        listed = self.state.listed(q, out.start)
+        storm = v.name == STORM_VMTA and q.bounce_p > 0.1
+        table = _bounce_table(d.replies, storm=storm)
+        weights = [b.weight for b in table]
+        fields = {"domain": d.name, "mx": d.mx, "ip": v.source_ip, "sender": v.sending_domain}
         for _ in range(out.bounced):
             epoch = start + rng.randrange(TICK_SECONDS)
-            cat, status, diag, _w = rng.choices(table, weights)[0]
             who = rcpt()
+            if listed and LISTED[d.replies].kind == "b":
+                cat, status, diag = LISTED[d.replies][1:]
+            else:
+                cat, status, diag, _w = rng.choices(table, weights)[0]
             queued = epoch - (
                 rng.randint(86400, 4 * 86400) if cat == "message-expired" else rng.randint(1, 600)
             )
@@ -348,23 +338,36 @@ class FileSink:
                     "rcpt": who,
                     "dsnAction": "failed",
                     "dsnStatus": status,
-                    "dsnDiag": diag.format(rcpt=who),
+                    "dsnDiag": "smtp;" + fill(diag, rng, rcpt=who, **fields),
                     "bounceCat": cat,
                 },
             )
-        last = q.events[0].text if q.events else "421 4.7.0 Try again later, closing connection."
-        reply = last.split('"')[1] if last.count('"') >= 2 else "421 4.7.0 Try again later"
+        # A queue that cannot deliver (stuck, backlog) repeats its latest error; other queues
+        # get their receiver's replies.
+        latest = next((x for x in map(_event_diag, (e.text for e in q.events)) if x),
+                      "smtp;421 4.7.0 Try again later, closing connection.")
+        special = q.role != "normal"
+        deferrals = DEFERRALS[d.replies]
+        defer_weights = [w for _, w in deferrals]
         for _ in range(out.deferred):
             epoch = start + rng.randrange(TICK_SECONDS)
+            who = rcpt()
+            if special:
+                diag = latest
+            elif listed and LISTED[d.replies].kind == "t":
+                diag = "smtp;" + fill(LISTED[d.replies].diag, rng, rcpt=who, **fields)
+            else:
+                diag = "smtp;" + fill(rng.choices(deferrals, defer_weights)[0][0], rng,
+                                      rcpt=who, **fields)
             add(
                 "t",
                 epoch,
                 epoch - rng.randint(60, 3600),
                 {
-                    "rcpt": rcpt(),
+                    "rcpt": who,
                     "dsnAction": "delayed",
                     "dsnStatus": "4.0.0 (undefined status)",
-                    "dsnDiag": f"smtp;{reply}",
+                    "dsnDiag": diag,
                     "bounceCat": "",  # a real `t` row had it empty (§3.5)
                 },
             )
@@ -380,10 +383,12 @@ class FileSink:
                     "timeImprinted": "",
                     "orig": "",
                     "dsnStatus": "4.0.0 (undefined status)",
-                    "dsnDiag": f"smtp;{reply}",
+                    "dsnDiag": latest,
                     "jobId": "",
                 },
             )
+        if "f" in acct.records:
+            self._feedback(rng, out, rows, rcpt, listed=listed)
         for _ in range(out.arrived if "r" in acct.records else 0):
             epoch = start + rng.randrange(TICK_SECONDS)
             add(
@@ -400,6 +405,36 @@ class FileSink:
                     "dlvType": "",
                 },
             )
+
+    def _feedback(self, rng: random.Random, out: Outcome,
+                  rows: list[tuple[float, int, dict[str, str]]], rcpt: Callable[[], str], *,
+                  listed: bool) -> None:
+        """`f` records: complaints about this tick's deliveries, at the provider's rate (three
+        times it from a listed IP, whose complaints got it listed)."""
+        assert self.acct is not None
+        q, d, v = out.queue, out.queue.domain, out.queue.vmta
+        loop = FEEDBACK.get(d.replies)
+        if loop is None or not out.delivered:
+            return
+        rate = loop.rate * (3 if listed else 1)
+        for _ in range(out.delivered):
+            if rng.random() >= rate:
+                continue
+            epoch = int(out.start) + rng.randrange(TICK_SECONDS)
+            row = {
+                "type": "f",
+                "timeLogged": self.acct.time(epoch),
+                "orig": f"bounces@{v.sending_domain}",
+                "rcpt": rcpt(),
+                "repSourceIp": v.source_ip,
+                "feedbackType": "abuse",
+                "format": loop.format,
+                "userAgent": loop.user_agent,
+                "reportingMta": loop.reporting_mta,
+                "reportedDomain": v.sending_domain,
+                "jobId": q.job,
+            }
+            rows.append((epoch, len(rows), row))
 
     # --------------------------------------------------------------------------------- lines
     def _synthetic_lines(self, rng: random.Random, out: Outcome) -> list[tuple[float, str]]:

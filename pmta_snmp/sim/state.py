@@ -15,6 +15,7 @@ from datetime import UTC, date, datetime, timedelta, timezone, tzinfo
 from typing import Any
 
 from pmta_snmp import model
+from pmta_snmp.sim.replies import EVENT_REPLIES, LISTED, PROVIDER, fill
 
 TICK_SECONDS = 10
 """Simulated seconds per evolution step; state changes only at tick boundaries."""
@@ -32,6 +33,7 @@ SCENARIOS: tuple[str, ...] = (
     "backlog",
     "stuck",
     "bounce-storm",
+    "blocklisted",
     "tls-failures",
     "license-expiring",
     "license-expired",
@@ -64,6 +66,10 @@ STUCK_QUEUE = "example.org/vmta-c"
 STUCK_RCP = 1234
 STUCK_RETRY = 600
 STORM_VMTA = "vmta-d"
+LISTED_VMTA = "vmta-a"
+"""blocklisted: this VirtualMTA's source IP gets listed (Spamhaus ZEN, Outlook.com's list)..."""
+LISTED_TICK = 30
+"""...five simulated minutes after the start time."""
 TLS_CLEAR_DOMAIN = "example.net"
 """tls-failures: offers STARTTLS, handshake fails, delivered in clear."""
 TLS_OLD_DOMAIN = "example.org"
@@ -90,6 +96,13 @@ class DomainInfo:
     mx_ip: str
     esmtp: str
     tls: tuple[str, str] | None
+    replies: str = "other"
+    """Reply family (pmta_snmp.sim.replies): how the receiver words its answers."""
+
+    @property
+    def provider(self) -> str:
+        """The mailbox provider id (the outcomes provider map's name for it)."""
+        return PROVIDER[self.replies]
 
 
 @dataclass(slots=True)
@@ -272,23 +285,34 @@ _DOMAINS: tuple[tuple[str, str, int, tuple[str, str] | None, dict[str, float]], 
     ("example.com", "mx1.example.com", 40, _TLS13, {"vmta-a": 1, "vmta-c": 1}),
     ("example.net", "mx2.example.net", 61, _TLS12, {"vmta-b": 1, "vmta-c": 1}),
     ("example.org", "mx.example.org", 70, _TLS12, {"vmta-c": 0.5}),
-    ("shop.example.com", "mx.shop.example.com", 80, None, {"vmta-a": 0.5}),
-    ("corp.example.org", "mail.corp.example.org", 81, _TLS12, {"vmta-c": 0.3}),
+    # A company's own domains hosted by Google Workspace and by Microsoft 365 (their MX).
+    ("shop.example.com", "aspmx.l.google.com", 80, _TLS13, {"vmta-a": 0.5}),
+    ("corp.example.org", "corp-example-org.mail.protection.outlook.com", 81, _TLS12,
+     {"vmta-c": 0.3}),
     ("lists.example.net", "mx.lists.example.net", 82, None, {"vmta-b": 0.3}),
     # IDN: one UTF-8 name and one punycode name (münchen.example).
     ("bücher.example", "mx.xn--bcher-kva.example", 90, _TLS12, {"vmta-a": 0.3}),
     ("xn--mnchen-3ya.example", "mx.xn--mnchen-3ya.example", 91, _TLS12, {"vmta-b": 0.3}),
 )
 
-_DEFER_REPLIES: tuple[str, ...] = (
-    "421 4.7.0 Try again later, closing connection.",
-    "421 4.7.28 Our system has detected an unusual rate of mail, try later",
-    "451 4.3.2 Please try again later",
-)
+_REPLIES: dict[str, str] = {
+    "gmail.com": "gmail",
+    "shop.example.com": "gmail",
+    "yahoo.com": "yahoo",
+    "aol.com": "yahoo",
+    "outlook.com": "microsoft",
+    "hotmail.com": "microsoft",
+    "corp.example.org": "microsoft365",
+    "icloud.com": "apple",
+    "gmx.net": "gmx",
+    "web.de": "gmx",
+}
+"""Reply family of a domain (pmta_snmp.sim.replies); the rest answer like self-hosted MTAs."""
 
 
 def _reply_event(rng: random.Random, q: QueueState) -> str:
-    """One documented deferral text (UG "Common Last Errors", real 4.0 captures)."""
+    """One documented deferral text (UG "Common Last Errors", real 4.0 captures) with the
+    receiver's reply in its provider's words."""
     d, v = q.domain, q.vmta
     pick = rng.randrange(5)
     if pick == 0:
@@ -297,7 +321,8 @@ def _reply_event(rng: random.Random, q: QueueState) -> str:
         return "message rate limit reached (based on queue's max-msg-rate in configuration)"
     if pick == 2:
         return f"ETIMEDOUT connecting to {d.mx} ({d.mx_ip})"
-    reply = _DEFER_REPLIES[rng.randrange(len(_DEFER_REPLIES))]
+    replies = EVENT_REPLIES[d.replies]
+    reply = replies[rng.randrange(len(replies))].format(ip=v.source_ip)
     if pick == 3:
         return (
             f'skip of MX requested: "{reply}" received from {d.mx} ({d.mx_ip}) '
@@ -405,7 +430,7 @@ class SimState:
             self.vmta_infos[v.name] = v
         for name, mx, octet, tls, per_vmta in _DOMAINS:
             esmtp = _STARTTLS if tls else _PLAIN
-            info = DomainInfo(name, mx, f"192.0.2.{octet}", esmtp, tls)
+            info = DomainInfo(name, mx, f"192.0.2.{octet}", esmtp, tls, _REPLIES.get(name, "other"))
             for vname, rate in per_vmta.items():
                 v = self.vmta_infos[vname]
                 drain = 0.03
@@ -589,20 +614,34 @@ class SimState:
     ) -> tuple[int, int, int]:
         """Attempt a share of the queue: returns (bounced, deferred, delivered)."""
         attempted = min(q.rcp + a, int((q.rcp + a) * q.drain + rng.random()))
+        bounce_p, defer_p = q.bounce_p, q.defer_p
+        listed = self.listed(q, start)
+        if listed:  # most attempts refused: 5xx where the list is used, else deferred
+            bounce_p, defer_p = (0.85, 0.02) if LISTED[q.domain.replies].kind == "b" else (
+                0.02, 0.60)
         b = t = 0
         for _ in range(attempted):
             r = rng.random()
-            if r < q.bounce_p:
+            if r < bounce_p:
                 b += 1
-            elif r < q.bounce_p + q.defer_p:
+            elif r < bounce_p + defer_p:
                 t += 1
         q.conn = 0 if attempted == 0 else min(q.max_conn, 1 + attempted // 4)
         if t:
             self._set_retry(q, start + TICK_SECONDS + rng.randint(30, 90))
-            if rng.random() < 0.5:
-                epoch = start + rng.randint(0, TICK_SECONDS - 1)
-                self._event(res, q, epoch, _reply_event(rng, q))
+        if listed and (b or t):
+            epoch = start + rng.randint(0, TICK_SECONDS - 1)
+            self._event(res, q, epoch, _backoff_text(q, listed_reply(q, rng)))
+        elif t and rng.random() < 0.5:
+            epoch = start + rng.randint(0, TICK_SECONDS - 1)
+            self._event(res, q, epoch, _reply_event(rng, q))
         return b, t, attempted - b - t
+
+    def listed(self, q: QueueState, start: float) -> bool:
+        """blocklisted: whether the queue's source IP is listed in the tick starting at
+        `start`."""
+        return (self.scenario == "blocklisted" and q.vmta.name == LISTED_VMTA
+                and start >= self.t0 + LISTED_TICK * TICK_SECONDS)
 
     def _step_backlog(
         self, rng: random.Random, res: TickResult, q: QueueState, k: int, start: float
@@ -888,6 +927,13 @@ class SimState:
             taken_at=datetime.fromtimestamp(int(self.now), UTC),
             source=source,
         )
+
+
+def listed_reply(q: QueueState, rng: random.Random) -> str:
+    """The reply a listed source IP gets from the queue's receiver (one line)."""
+    d, v = q.domain, q.vmta
+    return fill(LISTED[d.replies].diag, rng, ip=v.source_ip, mx=d.mx, domain=d.name,
+                sender=v.sending_domain, rcpt=f"postmaster@{d.name}")
 
 
 def _backoff_text(q: QueueState, reply: str) -> str:

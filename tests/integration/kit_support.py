@@ -17,9 +17,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from pmta_snmp.integrations import PLUGIN_MODULES
+from tests.conftest import missing_requirement
 
 REPO = Path(__file__).resolve().parents[2]
 CONTRIB = REPO / "contrib"
@@ -39,10 +38,10 @@ def find_program(name: str) -> str | None:
 
 
 def require_program(name: str, package: str) -> str:
-    """The program's path, or skip the test naming the Debian package."""
+    """The program's path, or skip the test naming the Debian package (fail it under CI)."""
     path = find_program(name)
     if path is None:
-        pytest.skip(f"{name} is not installed (Debian package {package})")
+        missing_requirement(f"{name} is not installed (Debian package {package})")
     return path
 
 

@@ -133,7 +133,9 @@ def test_agentx_process_serves_sim_and_closes_on_sigterm(
         assert depth.value == str(truth.status.queued_recipients)
         days = master.get(inst("pmtaLicenseDaysLeft"))[0]
         assert days.type == "INTEGER" and int(days.value) > 0  # license read with the key
-        time.sleep(3.5)  # several polls: none of them may log
+        # Several polls (counted, not slept for): none of them may log.
+        wait_for(lambda: int(master.get(inst("pmtaAgentPollSuccesses"))[0].value) >= 5, 60,
+                 "five polls")
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(10) == 0
         after = master.get(inst("pmtaSmtpQueueRcpt"))[0]

@@ -6,6 +6,7 @@ Values are compared with the simulator's own truth (`Simulator.snapshot()`), val
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -123,6 +124,12 @@ def test_missing_row_is_no_such_instance(agent_run: Running) -> None:
     assert vb.type == "noSuchInstance"
 
 
+def test_license_days_left_is_no_such_instance_without_license_data(agent_run: Running) -> None:
+    """No API key, no `show license`: no instance, as the MIB's DESCRIPTION says (and the
+    Zabbix template's "no license data" trigger watches for)."""
+    assert get_value(agent_run.master, "pmtaLicenseDaysLeft").type == "noSuchInstance"
+
+
 def test_api_down_keeps_last_data_marks_age_and_traps_once(
     agent_run: Running, trap_receiver: TrapReceiver
 ) -> None:
@@ -135,10 +142,11 @@ def test_api_down_keeps_last_data_marks_age_and_traps_once(
         lambda vbs: any(vb.value.endswith(lost_oid) for vb in vbs), timeout=10
     )
     assert trap is not None
-    time.sleep(2.5)
+    # Two more failed polls (counted, not slept for), so the data is at least 2 s old.
+    wait_until(lambda: int(get_value(master, "pmtaAgentPollFailures").value) >= 3, 30,
+               "more failed polls")
     assert get_value(master, "pmtaSmtpQueueRcpt").value == depth  # last good data served
     assert int(get_value(master, "pmtaAgentDataAge").value.split()[0]) >= 2
-    assert int(get_value(master, "pmtaAgentPollFailures").value) >= 2
     assert get_value(master, "pmtaAgentLastError").value != ""
     lost = [t for t in trap_receiver.traps() if any(vb.value.endswith(lost_oid) for vb in t)]
     assert len(lost) == 1  # raised once, not per failed poll
@@ -148,3 +156,34 @@ def test_api_down_keeps_last_data_marks_age_and_traps_once(
     assert trap_receiver.wait_for(
         lambda vbs: any(vb.value.endswith(restored_oid) for vb in vbs), timeout=10
     )
+
+
+def test_a_trap_raised_while_snmpd_is_down_arrives_once_it_is_back(
+    agent_run: Running, trap_receiver: TrapReceiver, caplog: pytest.LogCaptureFixture
+) -> None:
+    """pmtaApiLost is raised once per outage: raised while snmpd restarts, it used to be
+    dropped (and never raised again). The AgentX session keeps it and sends it, and the
+    pmtaApiRestored after it, in order, once registered again."""
+    caplog.set_level(logging.INFO)
+    lost_oid, restored_oid = dotted(LAY.oid("pmtaApiLost")), dotted(LAY.oid("pmtaApiRestored"))
+
+    def handed_to_snmp(oid: str) -> bool:
+        # The agent gave the notification to the AgentX side (which keeps it, or said it
+        # could not send it): the condition was raised while snmpd was down.
+        return any(oid in r.getMessage() for r in caplog.records)
+
+    def traps_of(oid: str) -> int:
+        return sum(any(vb.value.endswith(oid) for vb in t) for t in trap_receiver.traps())
+
+    agent_run.master.stop()
+    agent_run.sim.set_fault("down")
+    wait_until(lambda: handed_to_snmp(lost_oid), 20, "pmtaApiLost raised")
+    agent_run.sim.set_fault("none")
+    wait_until(lambda: handed_to_snmp(restored_oid), 20, "pmtaApiRestored raised")
+    assert traps_of(lost_oid) == traps_of(restored_oid) == 0  # nothing could be sent
+    agent_run.master.start()
+    trap_receiver.wait_for(lambda vbs: any(vb.value.endswith(restored_oid) for vb in vbs),
+                           timeout=60)
+    order = [oid for t in trap_receiver.traps() for oid in (lost_oid, restored_oid)
+             if any(vb.value.endswith(oid) for vb in t)]
+    assert order == [lost_oid, restored_oid]  # each once, in the order they were raised

@@ -464,3 +464,25 @@ def test_workers_start_when_time_allows(
     assert len(pools) == 1, "no worker processes for a backlog with time to spare"
     assert out.code == 0, out.line
     assert int(out.value("warning_lines")) == lines, out.line
+
+
+def test_control_bytes_in_a_log_line_never_reach_the_output(tmp_path: Path) -> None:
+    """NUL, ESC, BEL, DEL and a C1 control in a matched line: Nagios would cut the output at
+    the NUL and lose the perfdata; each is shown as `?` and the perfdata stays."""
+    from tests.integration.test_checks_support import python_executable
+
+    path = tmp_path / "log"
+    path.write_bytes(NORMAL.encode())
+    argv = [python_executable(), "-m", "pmta_snmp.checks.log", "-l", str(path), "--state-dir",
+            str(tmp_path / "state"), "--critical-pattern", "are now disabled"]
+    subprocess.run(argv, capture_output=True, check=False)  # first run: from the end
+    with path.open("ab") as fh:
+        fh.write(b"2025-01-14 09:13:35 All SMTP sources for queue \x00\x1b[31mexample.net\x07"
+                 b"/vmta-c\xc2\x9b are now disabled.\x7f\n")
+    proc = subprocess.run(argv, capture_output=True, check=False)
+    assert proc.returncode == 2, proc
+    out = proc.stdout.decode("utf-8")
+    assert not [c for c in out if c != "\n" and (ord(c) < 0x20 or 0x7f <= ord(c) <= 0x9f)], out
+    assert ("last critical: 2025-01-14 09:13:35 All SMTP sources for queue ??[31mexample.net?"
+            "/vmta-c? are now disabled.?") in out.splitlines()[0]
+    assert "critical_lines=1;" in out.rsplit("|", 1)[1]

@@ -38,7 +38,7 @@ def healthy(fake: FakePmta, total: int = 1200) -> None:
 def test_ok_names_total_and_top_queues(fake_pmta: FakePmta, tmp_path: Path,
                                        capsys: pytest.CaptureFixture[str]) -> None:
     healthy(fake_pmta)
-    out = run(capsys, fake_pmta, tmp_path)
+    out = run(capsys, fake_pmta, tmp_path, "--item-perfdata", "queue,domain,vmta")
     assert out.code == 0
     assert out.line.startswith(
         "PMTA QUEUE OK - 1,200 recipients queued; top: gmail.com/vmta1 700, yahoo.com/vmta2 400"
@@ -49,6 +49,33 @@ def test_ok_names_total_and_top_queues(fake_pmta: FakePmta, tmp_path: Path,
     assert out.value("vmta_vmta1_rcpt") == "800"
     assert out.out.count("|") == 1
     assert out.err == ""
+
+
+def test_fetches_only_the_pages_the_options_need(fake_pmta: FakePmta, tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    """/domains and /vmtas list every destination domain and VirtualMTA (100k rows on a big
+    PowerMTA): a run reads them only when an option needs them."""
+    healthy(fake_pmta)
+
+    def pages(*argv: str) -> set[str]:
+        fake_pmta.requests.clear()
+        out = run(capsys, fake_pmta, tmp_path, *argv)
+        assert out.code == 0, out.line
+        return set(fake_pmta.requests)
+
+    out = run(capsys, fake_pmta, tmp_path)
+    assert not [k for k in out.perf if k.startswith(("domain_", "vmta_"))]
+    assert pages() == {"/status", "/queues"}
+    assert pages("--queue", "gmail.com/*") == {"/status", "/queues"}
+    assert pages("--domain", "gmail.com") == {"/status", "/queues", "/domains"}
+    assert pages("--vmta", "vmta1") == {"/status", "/queues", "/vmtas"}
+    assert pages("--domain", "gmail.com", "--vmta", "vmta1") == {"/status", "/queues"}
+    assert pages("--domain-warning", "5000") == {"/status", "/queues", "/domains"}
+    assert pages("--vmta-critical", "5000") == {"/status", "/queues", "/vmtas"}
+    assert pages("--item-perfdata", "domain") == {"/status", "/queues", "/domains"}
+    assert pages("--item-perfdata", "none") == {"/status", "/queues"}
+    out = run(capsys, fake_pmta, tmp_path, "--item-perfdata", "jobs")
+    assert out.code == 3 and "expected kinds among queue, domain, vmta" in out.line
 
 
 @pytest.mark.parametrize(
@@ -64,7 +91,7 @@ def test_default_thresholds_follow_the_operating_rules(
     total: int, code: int, word: str, hint: str,
 ) -> None:
     set_pages(fake_pmta, total, [("gmail.com/vmta1", total)])
-    out = run(capsys, fake_pmta, tmp_path, "--stuck-runs", "0", "--stuck-minutes", "0")
+    out = run(capsys, fake_pmta, tmp_path, "--stuck-minutes", "0")
     assert out.code == code
     assert out.line.startswith(f"PMTA QUEUE {word} - {total:,} recipients queued")
     assert hint in out.line
@@ -138,32 +165,141 @@ def test_per_item_thresholds_name_the_worst(fake_pmta: FakePmta, tmp_path: Path,
     assert [k for k in out.perf if k.startswith("queue_")] == ["queue_gmail_com_vmta1_rcpt"]
 
 
-def test_stuck_queue_detected_across_runs(fake_pmta: FakePmta, tmp_path: Path,
-                                          capsys: pytest.CaptureFixture[str],
-                                          monkeypatch: pytest.MonkeyPatch) -> None:
+def test_perfdata_labels_encode_each_name_and_never_collide(
+        fake_pmta: FakePmta, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    set_pages(fake_pmta, 3_000, [("a.b.example/vmta1", 1_200, {"paused": "yes"}),
+                                 ("a_b.example/vmta1", 1_000, {"paused": "yes"}),
+                                 ("bücher.example/vmta1", 800)])
+    out = run(capsys, fake_pmta, tmp_path)
+    # The internationalised domain's own label is encoded, not the whole metric name.
+    assert out.value("queue_xn--bcher-kva_example_vmta1_rcpt") == "800"
+    # `a.b` and `a_b` both sanitise to a_b: the first by name keeps the label, the other
+    # gets a stable suffix, and each value stays with its own queue.
+    assert out.value("queue_a_b_example_vmta1_rcpt") == "1200"
+    other = [k for k in out.perf if k.startswith("queue_a_b_example_vmta1_rcpt_")]
+    assert len(other) == 1 and out.value(other[0]) == "1000"
+    assert "queue a.b.example/vmta1 paused (1,200 rcpt)" in out.line
+    assert "queue a_b.example/vmta1 paused (1,000 rcpt)" in out.line
+    # The same labels on the next run, whatever the order of the rows.
+    set_pages(fake_pmta, 3_000, [("a_b.example/vmta1", 1_300), ("a.b.example/vmta1", 1_200),
+                                 ("bücher.example/vmta1", 800)])
+    again = run(capsys, fake_pmta, tmp_path)
+    assert again.value(other[0]) == "1300" and again.value("queue_a_b_example_vmta1_rcpt") == \
+        "1200"
+
+
+IDLE = {"conn": 0, "mode": "backoff"}
+
+
+def test_stuck_queue_shows_no_progress_for_the_minutes(
+        fake_pmta: FakePmta, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
     now = [1_700_000_000.0]
     monkeypatch.setattr(queue_mod, "clock", lambda: now[0])
-    set_pages(fake_pmta, 9_000, [("gmail.com/vmta1", 5_000), ("yahoo.com/vmta2", 4_000)])
-    args = ("--stuck-runs", "3", "--stuck-minutes", "0")
-    assert run(capsys, fake_pmta, tmp_path, *args).code == 0
-    now[0] += 60
-    assert run(capsys, fake_pmta, tmp_path, *args).code == 0
+    set_pages(fake_pmta, 9_000, [("gmail.com/vmta1", 5_000, IDLE),
+                                 ("yahoo.com/vmta2", 4_000, IDLE)])
+    for minutes in (5, 5):
+        assert run(capsys, fake_pmta, tmp_path).code == 0
+        now[0] += minutes * 60
     # A manual re-run seconds later does not count as a run.
     now[0] += 5
-    assert run(capsys, fake_pmta, tmp_path, *args).code == 0
-    now[0] += 60
+    assert run(capsys, fake_pmta, tmp_path).code == 0
+    now[0] += 6 * 60
     # yahoo drains, gmail does not.
-    set_pages(fake_pmta, 8_500, [("gmail.com/vmta1", 5_000), ("yahoo.com/vmta2", 3_500)])
-    out = run(capsys, fake_pmta, tmp_path, *args)
+    set_pages(fake_pmta, 8_500, [("gmail.com/vmta1", 5_000, IDLE),
+                                 ("yahoo.com/vmta2", 3_500, IDLE)])
+    out = run(capsys, fake_pmta, tmp_path)
     assert out.code == 1
     assert out.line.endswith(
-        "queue gmail.com/vmta1 stuck at 5,000 rcpt (not decreasing for 3 runs, 2 min)"
+        "queue gmail.com/vmta1 stuck at 5,000 rcpt (no delivery progress for 16 min, 4 runs: "
+        "no connections, in backoff)"
     )
     assert out.value("stuck") == "1"
     # Once it decreases it is no longer stuck.
     now[0] += 60
-    set_pages(fake_pmta, 8_400, [("gmail.com/vmta1", 4_900), ("yahoo.com/vmta2", 3_500)])
-    assert run(capsys, fake_pmta, tmp_path, *args).code == 0
+    set_pages(fake_pmta, 8_400, [("gmail.com/vmta1", 4_900, IDLE),
+                                 ("yahoo.com/vmta2", 3_500, IDLE)])
+    assert run(capsys, fake_pmta, tmp_path).code == 0
+
+
+@pytest.mark.parametrize("interval_min", [1, 4, 8])
+def test_stuck_does_not_depend_on_how_often_the_check_runs(
+        fake_pmta: FakePmta, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch, interval_min: int) -> None:
+    start = 1_700_000_000.0
+    now = [start]
+    monkeypatch.setattr(queue_mod, "clock", lambda: now[0])
+    set_pages(fake_pmta, 5_000, [("gmail.com/vmta1", 5_000, {"conn": 0})])
+    while True:
+        out = run(capsys, fake_pmta, tmp_path)
+        elapsed = (now[0] - start) / 60
+        if elapsed < 15:
+            assert out.code == 0, (elapsed, out.line)
+        else:
+            assert out.code == 1 and "gmail.com/vmta1 stuck at 5,000 rcpt" in out.line
+            assert f"no delivery progress for {elapsed:.0f} min" in out.line
+            break
+        now[0] += interval_min * 60
+
+
+def test_a_growing_queue_that_delivers_is_not_stuck(
+        fake_pmta: FakePmta, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """An injection wave: the queue grows for half an hour while PowerMTA delivers from it
+    (connections, normal mode, no retry ahead). Not decreasing is not being stuck."""
+    now = [1_700_000_000.0]
+    monkeypatch.setattr(queue_mod, "clock", lambda: now[0])
+    for minute in range(0, 31):
+        rcp = 5_000 + 400 * minute
+        set_pages(fake_pmta, rcp, [("gmail.com/vmta1", rcp, {
+            "conn": 12, "mode": "normal", "retryTime": "2025-01-14 09:29:10"})])
+        out = run(capsys, fake_pmta, tmp_path, "--stuck-minutes", "10")
+        assert out.code == 0, (minute, out.line)
+        assert out.value("stuck") == "0"
+        now[0] += 60
+
+
+def test_a_retry_time_ahead_is_no_progress(
+        fake_pmta: FakePmta, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    now = [1_700_000_000.0]
+    monkeypatch.setattr(queue_mod, "clock", lambda: now[0])
+    # PowerMTA's clock says 09:30:00 (timeNow of /status); its next retry is at 09:45:00.
+    ahead = {"conn": 2, "mode": "normal", "retryTime": "2025-01-14 09:45:00"}
+    past = {"conn": 2, "mode": "normal", "retryTime": "2025-01-14 09:29:00"}
+    set_pages(fake_pmta, 4_000, [("gmail.com/vmta1", 2_000, ahead),
+                                 ("yahoo.com/vmta2", 2_000, past)])
+    assert run(capsys, fake_pmta, tmp_path, "--stuck-minutes", "10").code == 0
+    now[0] += 11 * 60
+    out = run(capsys, fake_pmta, tmp_path, "--stuck-minutes", "10")
+    assert out.code == 1
+    assert out.line.endswith(
+        "queue gmail.com/vmta1 stuck at 2,000 rcpt (no delivery progress for 11 min, 2 runs: "
+        "next retry at 09:45:00)")
+    assert "yahoo.com" not in out.line
+
+
+def test_stuck_runs_still_works_but_is_deprecated(
+        fake_pmta: FakePmta, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    now = [1_700_000_000.0]
+    monkeypatch.setattr(queue_mod, "clock", lambda: now[0])
+    set_pages(fake_pmta, 5_000, [("gmail.com/vmta1", 5_000, IDLE)])
+    args = ("--stuck-runs", "3", "--stuck-minutes", "0")
+    for _ in range(2):
+        out = run(capsys, fake_pmta, tmp_path, *args)
+        assert out.code == 0 and "--stuck-runs is deprecated" in out.out
+        now[0] += 60
+    out = run(capsys, fake_pmta, tmp_path, *args)
+    assert out.code == 1 and out.line.endswith("(no delivery progress for 2 min, 3 runs: "
+                                               "no connections, in backoff)")
+    assert "--stuck-runs is deprecated: how many runs make a queue stuck depends on how often " \
+        "the check runs; use --stuck-minutes" in out.out
+    with pytest.raises(SystemExit):
+        run(capsys, fake_pmta, tmp_path, "--help")
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--stuck-runs N DEPRECATED (depends on how often the check runs; use " \
+        "--stuck-minutes)" in text
 
 
 def test_stuck_by_minutes_and_floor(fake_pmta: FakePmta, tmp_path: Path,
@@ -171,13 +307,14 @@ def test_stuck_by_minutes_and_floor(fake_pmta: FakePmta, tmp_path: Path,
                                     monkeypatch: pytest.MonkeyPatch) -> None:
     now = [1_700_000_000.0]
     monkeypatch.setattr(queue_mod, "clock", lambda: now[0])
-    set_pages(fake_pmta, 5_500, [("gmail.com/vmta1", 5_000), ("tiny.example/vmta1", 500)])
-    args = ("--stuck-runs", "0", "--stuck-minutes", "10")
+    set_pages(fake_pmta, 5_500, [("gmail.com/vmta1", 5_000, IDLE),
+                                 ("tiny.example/vmta1", 500, IDLE)])
+    args = ("--stuck-minutes", "10")
     assert run(capsys, fake_pmta, tmp_path, *args).code == 0
     now[0] += 11 * 60
     out = run(capsys, fake_pmta, tmp_path, *args, "--stuck-state", "critical")
     assert out.code == 2
-    assert "queue gmail.com/vmta1 stuck at 5,000 rcpt (not decreasing for 2 runs, 11 min)" \
+    assert "queue gmail.com/vmta1 stuck at 5,000 rcpt (no delivery progress for 11 min" \
         in out.line
     assert "tiny.example" not in out.line  # below --stuck-floor 1000
 
@@ -187,7 +324,7 @@ def test_growing_deferred_backlog(fake_pmta: FakePmta, tmp_path: Path,
                                   monkeypatch: pytest.MonkeyPatch) -> None:
     now = [1_700_000_000.0]
     monkeypatch.setattr(queue_mod, "clock", lambda: now[0])
-    off = ("--stuck-runs", "0", "--stuck-minutes", "0")
+    off = ("--stuck-minutes", "0",)
     for minute, rcp in ((0, 1_000), (10, 1_500), (20, 2_000), (31, 2_600)):
         now[0] = 1_700_000_000.0 + minute * 60
         set_pages(fake_pmta, rcp + 100, [("gmail.com/vmta1", rcp, {"mode": "backoff"}),
@@ -208,7 +345,8 @@ def test_zabbix_value_json_and_discovery(fake_pmta: FakePmta, tmp_path: Path,
                                   ("yahoo.com/vmta2", 2_000, {"paused": True})])
     out = run(capsys, fake_pmta, tmp_path, "--output", "zabbix")
     assert (out.code, out.out, out.err) == (0, "62000\n", "")
-    out = run(capsys, fake_pmta, tmp_path, "--output", "zabbix", "--json")
+    out = run(capsys, fake_pmta, tmp_path, "--output", "zabbix", "--json",
+              "--item-perfdata", "queue,domain")
     doc = json.loads(out.out)
     assert out.code == 0 and out.err == ""
     assert doc["status"] == 1 and doc["state"] == "WARNING"
@@ -317,6 +455,40 @@ def test_unreadable_state_is_unknown(fake_pmta: FakePmta, tmp_path: Path,
     out = run(capsys, fake_pmta, tmp_path, "--instance", "x")
     assert out.code == 3
     assert out.line.startswith("PMTA QUEUE UNKNOWN - cannot read state file")
+
+
+def test_state_directory_writable_by_others_is_refused_in_one_line(
+        fake_pmta: FakePmta, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    healthy(fake_pmta)
+    state_dir = tmp_path / "state"
+    state_dir.mkdir()
+    os.chmod(state_dir, 0o777)
+    out = run(capsys, fake_pmta, tmp_path, "--instance", "main")
+    assert out.code == 3
+    assert out.out == (
+        f"PMTA QUEUE UNKNOWN - state directory {state_dir} is writable by others (mode 0777, "
+        f"owner uid {os.geteuid()}): another user could plant links there; refused "
+        f"(chmod go-w {state_dir}, or use a private --state-dir)\n"
+    )
+    assert list(state_dir.iterdir()) == []
+
+
+def test_planted_lock_symlink_is_refused_not_followed(
+        fake_pmta: FakePmta, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    healthy(fake_pmta)
+    state_dir = tmp_path / "state"
+    state_dir.mkdir()
+    os.chmod(state_dir, 0o1777)  # shared like /tmp: accepted, but no link is followed
+    victim = tmp_path / "etc" / "cron.d" / "evil"
+    victim.parent.mkdir(parents=True)
+    (state_dir / "check_pmta_queue-main.json.lock").symlink_to(victim)
+    out = run(capsys, fake_pmta, tmp_path, "--instance", "main")
+    assert out.code == 3
+    assert out.line.startswith(
+        f"PMTA QUEUE UNKNOWN - lock file {state_dir}/check_pmta_queue-main.json.lock is a "
+        "symbolic link; refused")
+    assert len(out.out.splitlines()) == 1 and out.err == ""
+    assert not victim.exists()
 
 
 def test_output_stays_under_8kb(fake_pmta: FakePmta, tmp_path: Path,

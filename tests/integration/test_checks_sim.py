@@ -130,20 +130,20 @@ def test_stuck_and_backlog_queues(sim_factory: Factory, tmp_path: Path,
     for _ in range(4):
         for name, sim in (("stuck", stuck), ("backlog", backlog)):
             outs[name] = plugin(capsys, queue.main, tmp_path / name, "--url", sim.url,
-                                "--stuck-runs", "4", "--stuck-minutes", "0")
+                                "--stuck-minutes", "30")
             sim.advance(600)
         now[0] += 600
     assert outs["stuck"].code == 1
-    assert "queue example.org/vmta-c stuck at 1,234 rcpt (not decreasing for 4 runs, 30 min)" \
-        in outs["stuck"].line
-    # The growing backlog queue is not decreasing either: it counts as stuck, but its
-    # growth is not yet above 30 minutes (30 exactly).
+    assert ("queue example.org/vmta-c stuck at 1,234 rcpt (no delivery progress for 30 min, "
+            "4 runs: no connections, in backoff") in outs["stuck"].line
+    # The growing backlog queue has no connections either (PowerMTA backed off): it counts as
+    # stuck, but its growth is not yet above 30 minutes (30 exactly).
     assert outs["backlog"].code == 1
     assert "queue yahoo.com/vmta-b stuck at" in outs["backlog"].line
     assert "growing for" not in outs["backlog"].line
     now[0] -= 540  # the next run 31 minutes after the first
     out = plugin(capsys, queue.main, tmp_path / "backlog", "--url", backlog.url,
-                 "--stuck-runs", "0", "--stuck-minutes", "0")
+                 "--stuck-minutes", "0")
     assert out.code == 1
     assert "deferred (backoff) recipients growing for 31 min (from " in out.line
     # The stuck queue's log says so too.

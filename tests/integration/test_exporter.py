@@ -15,12 +15,11 @@ import threading
 import time
 import urllib.request
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
-
-pytest.importorskip("prometheus_client", reason="prometheus_client is not installed (pip)")
-from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.parser import text_string_to_metric_families  # a dependency: no skip
 
 from pmta_snmp.config import Config, PmtaSection, PollSection
 from pmta_snmp.exporter import OTHER, Exporter, run_exporter
@@ -229,3 +228,73 @@ def test_the_exporter_command_serves_and_stops_on_sigterm(sim: Simulator, tmp_pa
             proc.wait(5)
     assert proc.returncode == 0, err
     assert f"serving http://127.0.0.1:{port}/metrics" in err
+
+
+def test_pmta_up_and_the_data_age_are_true_at_the_scrape_when_polling_stalls() -> None:
+    """The families are built after each poll; what a scrape adds is true at the scrape: the
+    age of the data, and `pmta_up` 0 once no poll result came for longer than `stale_after`
+    (a poll thread that hangs delivers none, so nothing built after a poll could say so)."""
+    from datetime import UTC, datetime, timedelta
+
+    from pmta_snmp.exporter import PmtaCollector
+    from pmta_snmp.model import Snapshot, Status
+    from pmta_snmp.poller import PollResult, stale_after
+
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    clock = [t0]
+    collector = PmtaCollector(clock=lambda: clock[0], stale_after=stale_after(1.0, 2.0))
+    assert collector.stale_after == 8.0  # two intervals and three API timeouts
+
+    def sample(name: str) -> float | None:
+        for family in collector.collect():
+            for s in family.samples:
+                if s.name == name and not s.labels:
+                    return float(s.value)
+        return None
+
+    collector.update(PollResult(Snapshot(Status()), True, t0, t0, 1, 0, 0, None))
+    clock[0] = t0 + timedelta(seconds=7.5)
+    assert sample("pmta_up") == 1 and sample("pmta_data_age_seconds") == 7.5
+    clock[0] = t0 + timedelta(seconds=30)
+    assert sample("pmta_up") == 0 and sample("pmta_data_age_seconds") == 30
+    assert sample("pmta_poll_consecutive_errors") == 0  # what the last result said
+    later = t0 + timedelta(seconds=31)
+    collector.update(PollResult(Snapshot(Status()), True, later, later, 2, 0, 0, None))
+    clock[0] = later
+    assert sample("pmta_up") == 1 and sample("pmta_data_age_seconds") == 0
+
+
+def test_a_hung_poll_gives_pmta_up_0_and_a_growing_age(
+    sim: Simulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The exporter's poll stuck in the parser (as a pathological answer could hold it):
+    `/metrics` says the data is stale and how old, instead of `pmta_up 1` for ever."""
+    from pmta_snmp.api import parse
+
+    real = parse.parse_status
+    hang, release = threading.Event(), threading.Event()
+
+    def parse_status(data: object) -> object:
+        if hang.is_set():
+            release.wait(60)
+        return real(data)
+
+    monkeypatch.setattr(parse, "parse_status", parse_status)
+    cfg = replace(config(sim, tmp_path), pmta=replace(config(sim, tmp_path).pmta, timeout=1.0))
+    try:
+        with Exporter(cfg, listen="127.0.0.1:0") as exporter:
+            scrape_when_up(exporter.url)
+            hang.set()
+
+            def stale() -> Samples | None:
+                samples, _ = scrape(exporter.url)
+                return samples if samples[("pmta_up", ())] == 0 else None
+
+            got = wait_until(stale, timeout=30)
+            assert got is not None, "pmta_up stayed 1 while no poll ended"
+            assert value(got, "pmta_data_age_seconds") >= 4  # more than the 5 s stall time
+            hang.clear()
+            release.set()
+            scrape_when_up(exporter.url, timeout=30)
+    finally:
+        release.set()

@@ -171,6 +171,20 @@ def test_shipped_file_is_the_default_rendering(pmta_mib_file: Path) -> None:
     assert text.count(str(ENTERPRISE)) == 1
 
 
+def test_license_days_left_documents_its_missing_instance(
+    mib_dirs: dict[int, Path], ietf_mib_dir: Path, snmp_tool_env: dict[str, str]
+) -> None:
+    """With no license data the agent serves no instance, and check_snmp calls that OK: the
+    DESCRIPTION an NMS shows (snmptranslate -Td) must say so and what to do."""
+    out = _translate(mib_dirs[ENTERPRISE], ietf_mib_dir, snmp_tool_env, "-Td",
+                     f"{MIB_MODULE}::pmtaLicenseDaysLeft")
+    text = " ".join(out.split())
+    assert "No instance (a Get answers noSuchInstance) while the agent has no license data" \
+        in text
+    assert "no API key is configured" in text and "check_snmp" in text
+    assert "'no license data' trigger" in text
+
+
 @pytest.mark.parametrize("enterprise", [ENTERPRISE, REBASED_ENTERPRISE])
 def test_snmptranslate_resolves_a_column_to_the_layout_oid(
     enterprise: int, mib_dirs: dict[int, Path], ietf_mib_dir: Path, snmp_tool_env: dict[str, str]

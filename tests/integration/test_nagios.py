@@ -17,6 +17,7 @@ import pytest
 
 from pmta_snmp.integrations import PLUGIN_MODULES
 from pmta_snmp.sim import Simulator
+from tests.conftest import missing_requirement
 from tests.integration.kit_support import (
     CONTRIB,
     install_plugins,
@@ -38,7 +39,9 @@ class Nagios:
         self.exe = require_program("nagios4", "nagios4-core")
         missing = [f for f in STOCK_FILES if not (STOCK / f).is_file()]
         if missing:
-            pytest.skip(f"stock Nagios objects missing in {STOCK}: {missing} (nagios4-common)")
+            missing_requirement(
+                f"stock Nagios objects missing in {STOCK}: {missing} (nagios4-common)"
+            )
         self.root = root
         self.plugins = install_plugins(root / "plugins")
         (root / "checkresults").mkdir()

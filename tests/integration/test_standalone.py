@@ -26,14 +26,19 @@ import pytest
 
 from pmta_snmp.config import ConfigError, SnmpSection, SnmpUser, TrapTarget
 from pmta_snmp.mib.snapshot import Oid, OidTree, SnmpType, Value
+from pmta_snmp.netsnmp import LoopThread, SnmpdMaster
 from pmta_snmp.standalone import StandaloneAgent
+from tests.conftest import missing_requirement
 
-pytestmark = [
-    pytest.mark.snmpd,
-    pytest.mark.skipif(
-        shutil.which("snmpwalk") is None, reason="net-snmp tools are not installed (package snmp)"
-    ),
-]
+pytestmark = pytest.mark.snmpd
+
+
+@pytest.fixture(autouse=True)
+def _net_snmp_tools() -> None:
+    """Every test here drives snmpwalk/snmpget (skipped without them, failed under CI)."""
+    if shutil.which("snmpwalk") is None:
+        missing_requirement("net-snmp tools are not installed (package snmp)")
+
 
 T = TypeVar("T")
 BASE: Oid = (1, 3, 6, 1, 4, 1, 32473, 99)
@@ -244,14 +249,21 @@ class Tools:
         )
 
     def v2c(
-        self, cmd: str, served: Served, *args: str, community: str = "public", wait: str = "2"
+        self,
+        cmd: str,
+        served: Served,
+        *args: str,
+        community: str = "public",
+        wait: str = "2",
+        version: str = "2c",
     ) -> subprocess.CompletedProcess[str]:
-        """`cmd -v2c -c COMMUNITY -On -m '' ARGS…`; the last of ARGS are the OIDs."""
+        """`cmd -v2c -c COMMUNITY -On -m '' ARGS…`; the last of ARGS are the OIDs (and, for
+        snmpset, their types and values)."""
         opts = [a for a in args if a.startswith("-")]
         oids = [a for a in args if not a.startswith("-")]
         return self.run(
             cmd,
-            "-v2c",
+            f"-v{version}",
             "-c",
             community,
             "-On",
@@ -265,6 +277,12 @@ class Tools:
             served.target,
             *oids,
         )
+
+    def v1(
+        self, cmd: str, served: Served, *args: str, community: str = "public", wait: str = "2"
+    ) -> subprocess.CompletedProcess[str]:
+        """`cmd -v1 ...`, as `v2c`."""
+        return self.v2c(cmd, served, *args, community=community, wait=wait, version="1")
 
     def v3(
         self,
@@ -409,6 +427,101 @@ def test_bulk_responses_fit_the_message_size(
     assert lines(tools.v3("snmpbulkwalk", served, "ops", "-Cr100", dotted(BASE))) == expected
 
 
+class Relay:
+    """A UDP relay between the tools and an agent that notes the size of every answer: what
+    the manager receives, measured outside the agent."""
+
+    def __init__(self, agent_port: int) -> None:
+        self.agent = ("127.0.0.1", agent_port)
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.settimeout(0.2)
+        self.port: int = self.sock.getsockname()[1]
+        self.sizes: list[int] = []
+        self._client: tuple[str, int] | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="udp-relay", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                data, addr = self.sock.recvfrom(65535)
+            except TimeoutError:
+                continue
+            if addr == self.agent:
+                self.sizes.append(len(data))
+                if self._client is not None:
+                    self.sock.sendto(data, self._client)
+            else:
+                self._client = addr
+                self.sock.sendto(data, self.agent)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        self.sock.close()
+
+
+@pytest.fixture
+def relay() -> Iterator[Callable[[int], Relay]]:
+    relays: list[Relay] = []
+
+    def make(port: int) -> Relay:
+        relays.append(Relay(port))
+        return relays[-1]
+
+    yield make
+    for r in relays:
+        r.close()
+
+
+def test_bulk_replies_fit_the_managers_max_message_size(
+    serve: Callable[..., Served],
+    tools: Tools,
+    secrets: dict[str, str],
+    relay: Callable[[int], Relay],
+) -> None:
+    """SNMPv3 carries the manager's msgMaxSize (net-snmp: sendMessageMaxSize); every GetBulk
+    answer stays within it, cut short wherever the next varbind would not fit."""
+    column = (*TABLE_ENTRY, 1)
+    texts = [f"{i:03d}-" + chr(65 + i % 26) * (20 + 3 * i) for i in range(60)]
+    items = [((*column, i), Value(SnmpType.OCTET_STRING, t.encode())) for i, t in enumerate(texts)]
+    users = (SnmpUser("ops", "sha", secrets["auth"], "aes", secrets["priv"]),)
+    served = serve(
+        SnmpSection(listen="udp:127.0.0.1:0", users=users), tree=OidTree(items, [column])
+    )
+    expected = [f'{dotted((*column, i))} = STRING: "{t}"' for i, t in enumerate(texts)]
+    expected.append(f"{dotted(items[-1][0])} = {END_OF_VIEW}")
+    through = Served(served.agent, served.source, served.loop)
+    for max_size in (484, 1000, 4000):
+        r = relay(served.port)
+        through_relay = _RelayedTarget(through, r.port)
+        out = lines(tools.v3("snmpbulkwalk", through_relay, "ops", "-Cr100",
+                             f"--sendMessageMaxSize={max_size}", dotted(BASE)))
+        assert out == expected
+        assert r.sizes and max(r.sizes) <= max_size
+        assert max(r.sizes) > max_size - 500  # full answers, not a varbind at a time
+    # v1/v2c messages say nothing of a size: an answer must fit one UDP datagram
+    r = relay(served.port)
+    assert lines(tools.v2c("snmpbulkwalk", _RelayedTarget(through, r.port), "-Cr100",
+                           dotted(BASE))) == expected
+    assert len(r.sizes) == 1  # all 60 in one answer
+    assert r.sizes[0] <= 65507
+
+
+class _RelayedTarget(Served):
+    """A Served whose target is a relay in front of the agent."""
+
+    def __init__(self, served: Served, port: int) -> None:
+        super().__init__(served.agent, served.source, served.loop)
+        self._port = port
+
+    @property
+    def port(self) -> int:
+        return self._port
+
+
 def test_get_values_and_exceptions(serve: Callable[..., Served], tools: Tools) -> None:
     served = serve()
     missing_row = (*TABLE_ENTRY, 2, *str_index("nope.example"))
@@ -497,34 +610,111 @@ def test_v3_authpriv_users(
     assert lines(tools.v2c("snmpget", served, dotted((*SCALARS, 1, 0)))) == [WALK_LINES[0]]
 
 
-def test_wrong_community_and_snmpv1_get_no_answer(
+def test_wrong_community_gets_no_answer(
     serve: Callable[..., Served], tools: Tools, secrets: dict[str, str]
 ) -> None:
     served = serve(SnmpSection(listen="udp:127.0.0.1:0", community_file=secrets["community"]))
     oid = dotted((*SCALARS, 1, 0))
     assert lines(tools.v2c("snmpget", served, oid, community="s3cret-community")) == [WALK_LINES[0]]
-    for community in ("public", "wrong"):
-        proc = tools.v2c("snmpget", served, oid, community=community, wait="0.5")
-        assert proc.returncode != 0
-        assert proc.stdout == ""
-        assert "Timeout: No Response" in proc.stderr
-    v1 = tools.run(
-        "snmpget",
-        "-v1",
-        "-c",
-        "s3cret-community",
-        "-On",
-        "-m",
-        "",
-        "-t",
-        "0.5",
-        "-r",
-        "0",
-        served.target,
-        oid,
-    )
-    assert v1.returncode != 0
-    assert "Timeout: No Response" in v1.stderr
+    assert lines(tools.v1("snmpget", served, oid, community="s3cret-community")) == [WALK_LINES[0]]
+    for community in ("public", "wrong", "s3cret-communit"):
+        for proc in (
+            tools.v2c("snmpget", served, oid, community=community, wait="0.5"),
+            tools.v1("snmpget", served, oid, community=community, wait="0.5"),
+        ):
+            assert proc.returncode != 0
+            assert proc.stdout == ""
+            assert "Timeout: No Response" in proc.stderr
+
+
+# --- SNMPv1 ---------------------------------------------------------------------------------
+
+COUNTER64_OIDS = {oid for oid, value, _ in SCALAR_ROWS + table_items(TABLE_ROWS)
+                  if value.type is SnmpType.COUNTER64}
+V1_WALK_LINES = [line for line in WALK_LINES
+                 if "Counter64" not in line]  # RFC 3584 §4.2.2.1: v1 never sees Counter64
+
+
+def test_snmpget_v1(serve: Callable[..., Served], tools: Tools) -> None:
+    served = serve()
+    oids = [dotted(oid) for oid, _, _ in SCALAR_ROWS if oid not in COUNTER64_OIDS]
+    expected = [f"{dotted(oid)} = {text}" for oid, _, text in SCALAR_ROWS
+                if oid not in COUNTER64_OIDS]
+    assert lines(tools.v1("snmpget", served, *oids)) == expected
+
+
+def test_v1_walk_skips_counter64(serve: Callable[..., Served], tools: Tools) -> None:
+    served = serve()
+    assert len(V1_WALK_LINES) == len(WALK_LINES) - 4  # a scalar and three table cells
+    assert lines(tools.v1("snmpwalk", served, dotted(BASE))) == [*V1_WALK_LINES, "End of MIB"]
+    # GetNext of the OID before a Counter64 answers the one after it
+    before = dotted((*SCALARS, 8, 0))
+    assert lines(tools.v1("snmpgetnext", served, before)) == [
+        f"{dotted((*SCALARS, 10, 0))} = NULL"
+    ]
+    # a whole Counter64 column is stepped over
+    assert lines(tools.v1("snmpgetnext", served, dotted((*TABLE_ENTRY, 2)))) == [
+        f"{dotted((*TABLE_ENTRY, 3, *str_index('alpha')))} = Gauge32: 0"
+    ]
+
+
+def test_v1_get_of_counter64_is_no_such_name(serve: Callable[..., Served], tools: Tools) -> None:
+    served = serve()
+    counter = dotted((*SCALARS, 9, 0))
+    proc = tools.v1("snmpget", served, counter)
+    assert proc.returncode != 0
+    assert proc.stdout == ""
+    assert "Reason: (noSuchName)" in proc.stderr
+    assert f"Failed object: {counter}" in proc.stderr
+    # the error index names the Counter64 among others (net-snmp then asks for the rest)
+    proc = tools.v1("snmpget", served, dotted((*SCALARS, 1, 0)), counter)
+    assert f"Failed object: {counter}" in proc.stderr
+    assert proc.stdout.splitlines() == [WALK_LINES[0]]
+    # v2c still gets it
+    assert lines(tools.v2c("snmpget", served, counter)) == [
+        f"{counter} = Counter64: 18446744073709551615"
+    ]
+
+
+def test_v1_errors_are_v1_error_statuses(serve: Callable[..., Served], tools: Tools) -> None:
+    """RFC 3584 §4.4: a v1 manager gets noSuchName where v2c has noAccess, noSuchObject,
+    noSuchInstance or endOfMibView."""
+    served = serve()
+    for args in (
+        ("snmpset", dotted((*SCALARS, 1, 0)), "i", "5"),  # v2c: noAccess
+        ("snmpget", dotted((*SCALARS, 99, 0))),  # v2c: noSuchObject
+        ("snmpget", dotted((*TABLE_ENTRY, 2, *str_index("nope")))),  # v2c: noSuchInstance
+        ("snmpgetnext", ".1.4"),  # v2c: endOfMibView
+    ):
+        proc = tools.v1(*args[:1], served, *args[1:])
+        assert proc.returncode != 0, args
+        assert "Reason: (noSuchName) There is no such variable name in this MIB." in proc.stderr
+        assert f"Failed object: {args[1]}" in proc.stderr
+
+
+CHECK_SNMP = "/usr/lib/nagios/plugins/check_snmp"
+
+
+@pytest.mark.skipif(
+    not os.access(CHECK_SNMP, os.X_OK),
+    reason="check_snmp not installed (Debian: monitoring-plugins-standard)",
+)
+def test_check_snmp_with_its_defaults(serve: Callable[..., Served], tools: Tools) -> None:
+    """monitoring-plugins' check_snmp asks with SNMPv1 and the community public by default."""
+    served = serve()
+    gauge = dotted((*SCALARS, 6, 0))
+
+    def check(*args: str) -> subprocess.CompletedProcess[str]:
+        return tools.run(CHECK_SNMP, "-H", "127.0.0.1", "-p", str(served.port), *args)
+
+    ok = check("-o", gauge)
+    assert (ok.returncode, ok.stdout.split("|")[0].strip()) == (0, "SNMP OK - 123456")
+    warn = check("-o", gauge, "-w", "100000", "-c", "200000")
+    assert (warn.returncode, warn.stdout.split("|")[0].strip()) == (1, "SNMP WARNING - *123456*")
+    crit = check("-o", gauge, "-w", "10", "-c", "100")
+    assert crit.returncode == 2
+    text = check("-o", dotted((*SCALARS, 2, 0)), "-r", r"PowerMTA 6\.0r1")
+    assert (text.returncode, text.stdout.strip()) == (0, 'SNMP OK - "PowerMTA 6.0r1" |')
 
 
 def test_set_is_refused(
@@ -704,6 +894,23 @@ def test_public_community_on_a_non_loopback_address_is_refused(
     assert out == [WALK_LINES[0]]
 
 
+def test_ipv6_listen_serves_v1_v2c_and_v3(
+    serve: Callable[..., Served], tools: Tools, secrets: dict[str, str]
+) -> None:
+    users = (SnmpUser("ops", "sha", secrets["auth"], "aes", secrets["priv"]),)
+    served = serve(SnmpSection(listen="udp6:[::1]:0", users=users))
+    assert served.agent.address[0] == "::1"
+    target = f"udp6:[::1]:{served.port}"
+    oid = dotted((*SCALARS, 1, 0))
+    common = ["-On", "-m", "", "-t", "2", "-r", "1"]
+    for version in ("-v1", "-v2c"):
+        out = tools.run("snmpget", version, "-c", "public", *common, target, oid)
+        assert lines(out) == [WALK_LINES[0]]
+    out = tools.run("snmpget", "-v3", "-l", "authPriv", "-u", "ops", "-a", "SHA", "-A", AUTH_PASS,
+                    "-x", "AES", "-X", PRIV_PASS, *common, target, oid)
+    assert lines(out) == [WALK_LINES[0]]
+
+
 def test_stop_releases_the_port(serve: Callable[..., Served], tools: Tools) -> None:
     served = serve()
     port = served.port
@@ -717,3 +924,66 @@ def test_stop_releases_the_port(serve: Callable[..., Served], tools: Tools) -> N
     )
     assert "Timeout: No Response" in proc.stderr
     served.run(served.agent.stop)  # a second stop is harmless
+
+
+# --- the same walk as the AgentX subagent behind snmpd ----------------------------------------
+
+
+@pytest.fixture(scope="module")
+def sim_tree() -> OidTree:
+    """The tree the agents build for the simulator at 2,000 domains (about 34k values)."""
+    from datetime import UTC, datetime
+
+    from pmta_snmp.poller import PollResult
+    from pmta_snmp.service import SnmpView
+    from pmta_snmp.sim import Simulator
+
+    snapshot = Simulator("scale", domains=2000, vmtas=20, speed=0).snapshot()
+    view = SnmpView()
+    now = datetime.now(UTC)
+    view.update(PollResult(snapshot, True, now, now, 1, 0, 0, None))
+    return view.tree
+
+
+def test_walks_of_2000_domains_equal_the_agentx_walk(
+    serve: Callable[..., Served],
+    tools: Tools,
+    secrets: dict[str, str],
+    sim_tree: OidTree,
+    snmpd_factory: Callable[..., SnmpdMaster],
+    loop_thread: LoopThread,
+) -> None:
+    """snmpbulkwalk and snmpwalk (v2c), snmpbulkwalk (v3 authPriv) and snmpwalk (v1, without
+    the Counter64 objects) of the standalone agent print what snmpbulkwalk through snmpd and
+    our AgentX subagent prints for the same tree: the same OIDs, types and values."""
+    from pmta_snmp.agentx.session import AgentXSession
+    from pmta_snmp.mib.layout import layout
+
+    base = layout().base
+    master = snmpd_factory()
+
+    async def start() -> AgentXSession:
+        session = AgentXSession([base], lambda: sim_tree, address=master.agentx_address)
+        session.start()
+        assert await session.wait_connected(10), session.status
+        return session
+
+    session = loop_thread.call(start())
+    try:
+        reference = master.run_client("snmpbulkwalk", "-Cr25", dotted(base), timeout=5)
+    finally:
+        loop_thread.call(session.stop())
+    expected = [line.rstrip() for line in reference.splitlines()]
+    assert len(expected) == len(sim_tree) > 30_000
+
+    users = (SnmpUser("ops", "sha256", secrets["auth"], "aes", secrets["priv"]),)
+    served = serve(SnmpSection(listen="udp:127.0.0.1:0", users=users), tree=sim_tree)
+    end = f"{expected[-1].split(' = ')[0]} = {END_OF_VIEW}"  # nothing after us in this view
+    assert lines(tools.v2c("snmpbulkwalk", served, "-Cr25", dotted(base))) == [*expected, end]
+    assert lines(tools.v2c("snmpwalk", served, dotted(base))) == [*expected, end]
+    assert lines(
+        tools.v3("snmpbulkwalk", served, "ops", "-Cr25", dotted(base), auth="SHA-256")
+    ) == [*expected, end]
+    v1 = [line for line in expected if " = Counter64: " not in line]
+    assert len(v1) < len(expected)
+    assert lines(tools.v1("snmpwalk", served, dotted(base))) == [*v1, "End of MIB"]

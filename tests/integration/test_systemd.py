@@ -22,6 +22,7 @@ import pytest
 
 from pmta_snmp import cli
 from pmta_snmp.integrations.cli import register
+from tests.conftest import missing_requirement
 from tests.integration.kit_support import CONTRIB, require_program
 
 UNIT_DIR = CONTRIB / "systemd"
@@ -32,7 +33,7 @@ SYSTEM_UNITS = Path("/usr/lib/systemd/system")
 def make_root(tmp_path: Path, units: list[Path]) -> Path:
     root = tmp_path / "root"
     if not SYSTEM_UNITS.is_dir():
-        pytest.skip(f"{SYSTEM_UNITS} missing (Debian package systemd)")
+        missing_requirement(f"{SYSTEM_UNITS} missing (Debian package systemd)")
     shutil.copytree(SYSTEM_UNITS, root / "usr/lib/systemd/system", symlinks=True)
     etc = root / "etc/systemd/system"
     etc.mkdir(parents=True)

@@ -6,19 +6,25 @@ Runs the real child (spawn) against the simulator; the parent side runs on a Loo
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import os
 import signal
+import socket
 import time
 from collections.abc import Callable, Iterator
+from multiprocessing.connection import Connection
 
 import pytest
 
+from pmta_snmp.agent import Backend
 from pmta_snmp.config import Config, PmtaSection, PollSection, Thresholds
 from pmta_snmp.mib.layout import layout
 from pmta_snmp.mib.snapshot import Oid, OidTree, SnmpType, Value
 from pmta_snmp.netsnmp import LoopThread
 from pmta_snmp.sim import Simulator
-from pmta_snmp.worker import Published, TreeWorker
+from pmta_snmp.worker import PlannedExit, Published, TreeWorker, serve
+from tests.reliability._hostile import HostileApi
 
 LAY = layout()
 trees_at_notes: list[OidTree] = []  # the tree served when each notification was forwarded
@@ -198,9 +204,190 @@ def test_child_exits_when_the_parent_goes_away(sim: Simulator, loop_thread: Loop
         # what the child sees when its parent dies: the control socket closes
         conn = worker._conn
         assert conn is not None
-        loop_thread.loop.call_soon_threadsafe(worker._detach)
-        time.sleep(0.2)
+        async def detach() -> None:
+            worker._detach()
+
+        loop_thread.call(detach())  # detached before the socket closes, not a sleep later
         conn.close()
         assert proc.wait(10) is not None, "child kept running without its parent"
     finally:
         stop_worker(loop_thread, worker)
+
+
+# --- a worker never sits there publishing nothing -------------------------------------------
+
+
+def test_answers_that_broke_the_poll_thread_are_failed_polls_and_trees_keep_coming(
+    sim: Simulator, loop_thread: LoopThread
+) -> None:
+    """A number 1e400 in /status used to end the child's poll thread for good: no tree after
+    it, the last one saying "reachable" for ever. Now each such answer is a failed poll the
+    child publishes, and the next good answer is served again."""
+    with HostileApi(sim.url) as api:
+        cfg = Config(pmta=PmtaSection(url=api.url, timeout=3),
+                     poll=PollSection(interval=0.5, jitter=0))
+        worker, published, _ = make_worker(loop_thread, cfg)
+        try:
+            assert wait_until(lambda: len(published) >= 1), "no tree published"
+            for mode in ("inf", "nan", "deep"):
+                api.mode = mode
+                n = len(published)
+                assert wait_until(lambda n=n: len(published) >= n + 2), f"{mode}: no tree after"
+                assert value_of(worker.current(), "pmtaAgentApiReachable") == Value(
+                    SnmpType.INTEGER, 2), mode
+                error = value_of(worker.current(), "pmtaAgentLastError")
+                assert error is not None and error.value, mode
+                api.mode = "good"
+                assert wait_until(lambda: value_of(worker.current(), "pmtaAgentApiReachable")
+                                  == Value(SnmpType.INTEGER, 1)), f"{mode}: not back"
+            assert worker.restarts == 0
+        finally:
+            stop_worker(loop_thread, worker)
+
+
+class _Thread:
+    """What `serve` watches of the poller: whether its thread runs, and what ended it."""
+
+    def __init__(self, alive: bool, died: BaseException | None = None) -> None:
+        self.alive = alive
+        self.died = died
+
+
+def test_a_child_whose_poll_thread_ended_exits_so_that_a_new_one_is_started() -> None:
+    ours, theirs = socket.socketpair()
+    parent, child = Connection(ours.detach()), Connection(theirs.detach())
+    try:
+        assert serve(child, _Thread(alive=False, died=SystemExit(3))) == 1
+        # A planned exit (the poll thread told the parent why): a clean exit.
+        leaving = PlannedExit()
+        leaving.set("over its memory limit")
+        assert serve(child, _Thread(alive=True), leaving) == 0
+        assert not parent.poll(0)  # the main thread sends nothing: one sender only
+        # The parent says stop: a clean exit.
+        parent.send(("stop",))
+        assert serve(child, _Thread(alive=True)) == 0
+    finally:
+        parent.close()
+        child.close()
+
+
+def gone_or_zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            return "zombie" in fh.read()
+    except FileNotFoundError:
+        return True
+
+
+def test_a_child_that_stopped_sending_trees_is_killed_and_replaced(
+    sim: Simulator, loop_thread: LoopThread
+) -> None:
+    """SIGSTOP stands for a worker that hangs: the agent reads the stall (unreachable, the data
+    age growing, pmtaApiLost), kills the worker after `stalled_restart` and the new one serves
+    on (pmtaApiRestored)."""
+    cfg = Config(pmta=PmtaSection(url=sim.url, timeout=1), poll=PollSection(interval=1, jitter=0))
+    sent: list[Oid] = []
+
+    async def send(trap_oid: Oid, _varbinds: list[tuple[Oid, Value]]) -> None:
+        sent.append(trap_oid)
+
+    backend = Backend(cfg, send, stalled_restart=10)
+    assert backend.stale_after == 5  # two intervals and three API timeouts
+
+    async def start() -> None:
+        backend.start()
+
+    loop_thread.call(start())
+    stopped: int | None = None
+    try:
+        def reads(name: str) -> Value | None:
+            return value_of(backend.current(), name)
+
+        assert wait_until(lambda: reads("pmtaAgentApiReachable") == Value(SnmpType.INTEGER, 1))
+        worker = backend.worker
+        assert worker is not None and worker.pid is not None
+        stopped = worker.pid
+        os.kill(stopped, signal.SIGSTOP)
+        assert wait_until(lambda: reads("pmtaAgentApiReachable") == Value(SnmpType.INTEGER, 2))
+        age = reads("pmtaAgentDataAge")
+        assert age is not None and isinstance(age.value, int) and age.value >= 5
+        assert wait_until(lambda: LAY.oid("pmtaApiLost") in sent, 5)
+        assert wait_until(lambda: worker.restarts == 1, 20), "the stalled worker was not replaced"
+        assert worker.pid != stopped
+        assert gone_or_zombie(stopped)
+        assert wait_until(lambda: reads("pmtaAgentApiReachable") == Value(SnmpType.INTEGER, 1))
+        assert wait_until(lambda: LAY.oid("pmtaApiRestored") in sent, 5)
+        assert sent.count(LAY.oid("pmtaApiLost")) == 1
+    finally:
+        if stopped is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(stopped, signal.SIGCONT)
+        loop_thread.call(backend.stop())
+
+
+def test_a_worker_over_its_memory_limit_is_replaced_and_carries_on(
+    sim: Simulator, loop_thread: LoopThread, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Every worker is above a 1 MiB limit after a poll: each one leaves after its poll, says
+    why, and the next one goes on from its counters and data (no error, no backoff)."""
+    cfg = Config(pmta=PmtaSection(url=sim.url, timeout=3),
+                 poll=PollSection(interval=0.5, jitter=0, worker_max_rss_mib=1))
+    caplog.set_level(logging.WARNING, "pmta_snmp.worker")
+    worker, published, _ = make_worker(loop_thread, cfg)
+    try:
+        assert wait_until(lambda: worker.restarts >= 3, 30), "no planned restarts"
+        assert wait_until(lambda: len(published) >= 4)
+        successes = value_of(worker.current(), "pmtaAgentPollSuccesses")
+        assert successes is not None and isinstance(successes.value, int)
+        assert successes.value >= 3  # counted on across the workers
+        assert value_of(worker.current(), "pmtaAgentApiReachable") == Value(SnmpType.INTEGER, 1)
+    finally:
+        stop_worker(loop_thread, worker)
+    text = caplog.text
+    assert "restarting: its memory after a poll" in text and "worker_max_rss_mib" in text
+    assert "poll worker gone" not in text  # not an error, and not backed off
+
+
+def test_a_poll_thread_that_ended_is_replaced_and_counts_on(
+    sim: Simulator, loop_thread: LoopThread, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`isolation = "thread"`: nothing a poll raises ends the poll thread, but should it end
+    anyway (here: SystemExit from inside a poll), the agent starts a new one, which goes on
+    from the old one's counters."""
+    from pmta_snmp.api import parse
+
+    real = parse.parse_status
+    polls = [0]
+
+    def parse_status(data: object) -> object:
+        polls[0] += 1
+        if polls[0] == 3:
+            raise SystemExit("the poll thread ends here")
+        return real(data)
+
+    monkeypatch.setattr(parse, "parse_status", parse_status)
+    cfg = Config(pmta=PmtaSection(url=sim.url, timeout=2),
+                 poll=PollSection(interval=0.3, jitter=0, isolation="thread"))
+
+    async def send(_trap_oid: Oid, _varbinds: list[tuple[Oid, Value]]) -> None:
+        pass
+
+    backend = Backend(cfg, send)
+
+    async def start() -> None:
+        backend.start()
+
+    loop_thread.call(start())
+    try:
+        first = backend.poller
+        assert wait_until(lambda: backend.poller is not first), "the dead thread was not replaced"
+        assert first is not None and not first.alive and isinstance(first.died, SystemExit)
+
+        def successes() -> int:
+            got = value_of(backend.current(), "pmtaAgentPollSuccesses")
+            return got.value if got is not None and isinstance(got.value, int) else 0
+
+        assert wait_until(lambda: successes() >= 4), "no polls after the replacement"
+        assert value_of(backend.current(), "pmtaAgentApiReachable") == Value(SnmpType.INTEGER, 1)
+    finally:
+        loop_thread.call(backend.stop())

@@ -28,7 +28,11 @@ import pytest
 import yaml
 
 from pmta_snmp.netsnmp import free_tcp_port
+from tests.conftest import missing_requirement
 from tests.integration.kit_support import CONTRIB, require_program
+
+# Hang detection: PostgreSQL, the Zabbix schema and the frontend take 30-40 s to set up.
+pytestmark = pytest.mark.timeout(600)
 
 FRONTEND = Path("/usr/share/zabbix")
 SCHEMA = Path("/usr/share/zabbix-server-pgsql")
@@ -68,7 +72,7 @@ RULES: dict[str, dict[str, bool]] = {
 
 def _require_file(path: Path, package: str) -> None:
     if not path.exists():
-        pytest.skip(f"{path} is missing (Debian package {package})")
+        missing_requirement(f"{path} is missing (Debian package {package})")
 
 
 def _as_postgres(cmd: list[str]) -> list[str]:
@@ -102,7 +106,7 @@ class ZabbixError(Exception):
 def zabbix() -> Iterator[Frontend]:
     initdbs = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
     if not initdbs:
-        pytest.skip("PostgreSQL is not installed (Debian package postgresql)")
+        missing_requirement("PostgreSQL is not installed (Debian package postgresql)")
     pg_bin = Path(initdbs[-1]).parent
     _require_file(FRONTEND / "api_jsonrpc.php", "zabbix-frontend-php")
     _require_file(SCHEMA / "schema.sql.gz", "zabbix-server-pgsql")
@@ -213,6 +217,29 @@ def test_the_shipped_template_imports(zabbix: Frontend) -> None:
     # An operator importing it again (an upgrade) changes nothing and fails nothing.
     assert zabbix.call("configuration.import",
                        {"format": "yaml", "source": text, "rules": RULES}) is True
+
+
+def test_no_license_data_trigger_imports_with_its_dependency(zabbix: Frontend) -> None:
+    """The frontend accepts the nodata trigger on pmta.license.days and its dependency on the
+    agent's own nodata trigger (another item's), and keeps both as written."""
+    text, _ = shipped()
+    assert zabbix.call("configuration.import",
+                       {"format": "yaml", "source": text, "rules": RULES}) is True
+    triggers = zabbix.call("trigger.get", {
+        "filter": {"description": "PowerMTA: no license data for "
+                                  "{$PMTA.LICENSE.NODATA.TIMEOUT}"},
+        "templated": True, "expandExpression": True,
+        "output": ["description", "expression", "priority"],
+        "selectDependencies": ["description"], "selectItems": ["key_"],
+    })
+    assert len(triggers) == 1
+    (trigger,) = triggers
+    assert [i["key_"] for i in trigger["items"]] == ["pmta.license.days"]
+    # expandExpression also resolves the template's macro: three hours without a value.
+    assert trigger["expression"] == "nodata(/PowerMTA by SNMP/pmta.license.days,3h)=1"
+    assert trigger["priority"] == "2"  # WARNING
+    assert [d["description"] for d in trigger["dependencies"]] == [
+        "pmta-snmp: no SNMP data for {$PMTA.NODATA.TIMEOUT}"]
 
 
 def test_a_broken_template_is_refused(zabbix: Frontend) -> None:

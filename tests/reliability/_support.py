@@ -204,6 +204,47 @@ def run_plugin(module: str, argv: Sequence[str], *, timeout: float = 60,
                      env=env)
 
 
+def bytes_read(pid: int) -> int:
+    """Bytes read so far by process `pid` and its living descendants (`rchar` of
+    /proc/PID/io: start-up included, about 2 MB for a plugin; 0 once gone)."""
+    total = 0
+    try:
+        for line in Path(f"/proc/{pid}/io").read_text().splitlines():
+            if line.startswith("rchar:"):
+                total += int(line.split()[1])
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            children = (task / "children").read_text().split()
+            total += sum(bytes_read(int(child)) for child in children)
+    except (OSError, ValueError):
+        pass  # gone meanwhile
+    return total
+
+
+def run_plugin_paused(module: str, argv: Sequence[str], *, after_bytes: int, pause: float,
+                      env: dict[str, str] | None = None, timeout: float = 60) -> PluginOutcome:
+    """`python -m pmta_snmp.checks.<module> ARGV`, stopped (SIGSTOP) for `pause` seconds once
+    it has read `after_bytes`: with a pause longer than its -t, the run is cut by its timeout
+    in the middle of its input however fast the machine (a run that ends before reading that
+    much is not paused). No wall time or RSS is measured."""
+    proc = subprocess.Popen([PYTHON, "-m", f"pmta_snmp.checks.{module}", *argv],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env=env if env is not None else agent_env())
+    try:
+        while proc.poll() is None and bytes_read(proc.pid) < after_bytes:
+            time.sleep(0.001)
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGSTOP)
+            time.sleep(pause)
+            os.kill(proc.pid, signal.SIGCONT)
+        out, err = proc.communicate(timeout=timeout)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return PluginOutcome(proc.returncode, out.decode("utf-8", "replace"),
+                         err.decode("utf-8", "replace"))
+
+
 def assert_one_clean_unknown_line(out: PluginOutcome, what: str) -> None:
     """Exit 3, one `PMTA <NAME> UNKNOWN - ...` line, no traceback anywhere."""
     assert out.code == 3, f"{what}: exit {out.code}\n{out.out}\n{out.err}"
@@ -217,7 +258,9 @@ def assert_one_clean_unknown_line(out: PluginOutcome, what: str) -> None:
 class CutProxy:
     """A TCP proxy on 127.0.0.1 in front of `upstream_port`. While `cut` is set it forwards
     only half of the first answer chunk of each response and then resets both connections:
-    PowerMTA killed in the middle of an answer (headers and part of the body sent)."""
+    PowerMTA killed in the middle of an answer (headers and part of the body sent). With
+    `stall_after` set, each connection's answers stop after that many bytes until the proxy
+    stops: PowerMTA hanging in the middle of a big answer."""
 
     def __init__(self, upstream_port: int) -> None:
         import socket
@@ -225,6 +268,7 @@ class CutProxy:
 
         self.upstream_port = upstream_port
         self.cut = False
+        self.stall_after: int | None = None
         self.cuts = 0
         self._stop = threading.Event()
         self._listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -269,6 +313,7 @@ class CutProxy:
     def _pump(self, src: Any, dst: Any, answer: bool) -> None:
         import socket
 
+        forwarded = 0
         try:
             while not self._stop.is_set():
                 data = src.recv(65536)
@@ -276,6 +321,12 @@ class CutProxy:
                     with contextlib.suppress(OSError):
                         dst.shutdown(socket.SHUT_WR)
                     return
+                if answer and self.stall_after is not None \
+                        and forwarded + len(data) > self.stall_after:
+                    dst.sendall(data[: self.stall_after - forwarded])
+                    self._stop.wait()
+                    return
+                forwarded += len(data)
                 if answer and self.cut:
                     dst.sendall(data[: max(1, len(data) // 2)])
                     self.cuts += 1

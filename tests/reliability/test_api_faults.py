@@ -22,10 +22,13 @@ from functools import partial
 import pytest
 
 from pmta_snmp.agent import run_agentx
+from pmta_snmp.api import ClientConfig
 from pmta_snmp.config import AgentXSection, Config, PmtaSection, PollSection, Thresholds
 from pmta_snmp.mib.layout import layout
 from pmta_snmp.netsnmp import LoopThread, SnmpClientError, SnmpdMaster, TrapReceiver
+from pmta_snmp.poller import Poller, PollResult
 from pmta_snmp.sim import Simulator
+from tests.reliability._hostile import MODES, HostileApi
 from tests.reliability._support import (
     CutProxy,
     assert_one_clean_unknown_line,
@@ -222,3 +225,95 @@ def test_plugin_timeout_names_the_stage_on_a_slow_api(env: Env) -> None:
     assert_one_clean_unknown_line(out, "slow -t 1")
     assert "timed out after 1 s while querying PowerMTA /status" in out.line, out.line
     assert out.seconds < 1.5 + 0.5, out.seconds  # + interpreter start-up
+
+
+# --- the poller against answers no PowerMTA should send --------------------------------------
+
+HOSTILE_MODES = [m for m in MODES if m != "good"]
+
+
+class Polls:
+    """A Poller in this process, its results as they come."""
+
+    def __init__(self, url: str, **config: object) -> None:
+        self.results: list[PollResult] = []
+        self.poller = Poller(ClientConfig(url=url, timeout=2.0, **config),  # type: ignore[arg-type]
+                             interval=0.2, jitter=0, on_result=self.results.append)
+
+    def next_result(self, timeout: float = 20) -> PollResult:
+        """The result of a poll that started after this call."""
+        n = len(self.results)
+        assert wait_until(lambda: len(self.results) >= n + 2, timeout), (
+            f"no poll result in {timeout}s: the polling ended")
+        return self.results[-1]
+
+
+@pytest.fixture
+def hostile(env: Env) -> Iterator[HostileApi]:
+    with HostileApi(env.sim.url, huge_bytes=3 << 20, bomb_bytes=32 << 20) as api:
+        yield api
+
+
+@pytest.mark.timeout(180)
+def test_the_poller_survives_every_hostile_answer_and_recovers(hostile: HostileApi) -> None:
+    """1e400, NaN, deep nesting, oversized and compressed-bomb answers, garbage, redirects
+    elsewhere: each is one more failed poll whose reason is in last_error, the last good data
+    stays, and the next good answer is a good poll again. None of them ends the polling."""
+    polls = Polls(hostile.url, max_page_bytes=1 << 20, max_poll_bytes=2 << 20)
+    polls.poller.start()
+    try:
+        good = polls.next_result()
+        assert good.api_reachable and good.snapshot is not None
+        for mode in HOSTILE_MODES:
+            hostile.mode = mode
+            bad = polls.next_result()
+            assert not bad.api_reachable, mode
+            assert bad.last_error, mode
+            assert bad.snapshot is not None, mode  # the last good data stays
+            assert bad.consecutive_failures >= 1, mode
+            hostile.mode = "good"
+            back = polls.next_result()
+            assert back.api_reachable, (mode, back.last_error)
+            assert back.successes > bad.successes, mode
+            assert polls.poller.alive, mode
+    finally:
+        polls.poller.stop()
+    assert hostile.elsewhere.seen == []  # the redirect to another port was not followed
+
+
+@pytest.mark.parametrize(
+    "failure",
+    [RuntimeError("a bug"), KeyError("rcp"), RecursionError("too deep"),
+     OverflowError("cannot convert float infinity to integer"), MemoryError()],
+    ids=lambda e: type(e).__name__,
+)
+def test_any_exception_in_a_poll_is_a_failed_poll(
+    env: Env, monkeypatch: pytest.MonkeyPatch, failure: Exception
+) -> None:
+    """Whatever the parser (or anything else in a poll) raises: a failed poll that says what
+    happened, and polling goes on."""
+    from pmta_snmp.api import parse
+
+    real = parse.parse_status
+    broken = [True]
+
+    def parse_status(data: object) -> object:
+        if broken[0]:
+            raise failure
+        return real(data)
+
+    monkeypatch.setattr(parse, "parse_status", parse_status)
+    polls = Polls(env.sim.url)
+    polls.poller.start()
+    try:
+        bad = polls.next_result()
+        assert not bad.api_reachable and bad.failures >= 1
+        assert bad.last_error is not None and type(failure).__name__ in bad.last_error
+        if str(failure):
+            assert str(failure).strip("'") in bad.last_error
+        broken[0] = False
+        good = polls.next_result()
+        assert good.api_reachable and good.snapshot is not None
+        assert good.failures >= bad.failures and good.consecutive_failures == 0
+    finally:
+        polls.poller.stop()

@@ -12,7 +12,6 @@ runs the same for a million inputs); here they run at test size with their own s
 from __future__ import annotations
 
 import random
-import time
 from collections import Counter
 
 import pytest
@@ -40,7 +39,6 @@ def test_seed_corpus_has_every_pdu_type_in_both_byte_orders() -> None:
 def test_decoder_survives_100k_random_and_mutated_inputs() -> None:
     rng = random.Random(20250114)  # fixed seed: a failure is reproducible
     stats: Counter[str] = Counter()
-    t0 = time.monotonic()
 
     def check(data: bytes) -> None:
         """decode_packet on `data`: only AgentXParseError; a decoded PDU re-encodes sanely."""
@@ -61,14 +59,11 @@ def test_decoder_survives_100k_random_and_mutated_inputs() -> None:
     while n < TOTAL:
         check(mutate(rng, rng.choice(SEEDS)))
         n += 1
-    elapsed = time.monotonic() - t0
-    assert n >= 100_000
     # The corpus must exercise all outcomes, or it tests nothing.
     assert stats["parse_error"] > 10_000, stats
     assert stats["decoded"] > 5_000, stats
     assert stats["incomplete"] > 1_000, stats
-    assert elapsed < 30, f"{n} inputs took {elapsed:.1f}s"
-    print(f"fuzz: {n} inputs in {elapsed:.1f}s: {dict(stats)}")
+    print(f"fuzz: {n} inputs: {dict(stats)}")  # the decoder's speed: `./run bench fuzz`
 
 
 @pytest.mark.parametrize("seed", range(3))

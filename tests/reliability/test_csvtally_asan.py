@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REPO_ROOT as REPO
+from tests.conftest import missing_requirement
 
 SOURCE = REPO / "pmta_snmp" / "_csvtally.c"
 CASES = 30_000
@@ -105,15 +106,16 @@ def _run(libasan: str, module_dir: Path, seed: int, cases: int
 def libasan() -> str:
     """The path of gcc's AddressSanitizer runtime, to preload into the child Python."""
     if shutil.which("gcc") is None:
-        pytest.skip("gcc is not installed")
+        missing_requirement("gcc is not installed (Debian package gcc)")
     path = subprocess.run(["gcc", "-print-file-name=libasan.so"], capture_output=True,
                           text=True, check=False).stdout.strip()
     if not Path(path).is_file():
-        pytest.skip("gcc has no libasan")
+        missing_requirement("gcc has no libasan (Debian: libasan of gcc, with gcc)")
     return path
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(300)  # hang detection: about 10 s (the build included)
 def test_random_inputs_under_sanitizers(libasan: str, tmp_path: Path) -> None:
     module_dir = _compile(SOURCE, tmp_path / "asan")
     res = _run(libasan, module_dir, seed=2741, cases=CASES)

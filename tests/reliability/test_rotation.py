@@ -138,17 +138,20 @@ class Rig(Generic[TruthT, RunsT]):
         for kind in kinds:
             self.truth.write_batch(rotate=kind)
 
-    def run_during_churn(self, kinds: list[str], seed: int, seconds: float) -> None:
-        """Runs back to back for `seconds` while a writer rotates by `kinds` every ~0.1 s;
-        then `finish`."""
+    def run_during_churn(self, kinds: list[str], seed: int, rotations: int,
+                         runs: int = 5) -> None:
+        """Runs back to back while a writer rotates by `kinds` every ~0.1 s, until it has
+        rotated `rotations` times and at least `runs` runs were made (counts, not seconds: a
+        slow machine takes longer, not less); then `finish`."""
         churn = Churn(self.truth, kinds, seed=seed, rotate_every=0.1)
         churn.start()
-        t_end = time.monotonic() + seconds
         try:
-            while time.monotonic() < t_end:
+            while churn.is_alive() and (
+                sum(self.file.rotations.values()) < rotations or self.runs.runs < runs
+            ):
                 self.runs.run()
         finally:
-            churn.stop()
+            churn.stop()  # raises what ended the writer early
         self.finish()
         print(f"\n{self.file.path.name}: {self.runs.runs} runs ({self.runs.missing} saw the "
               f"instant of a rename), rotations {self.file.rotations}, "
@@ -194,8 +197,7 @@ def test_log_rotations_between_runs(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_log_rotations_during_runs(tmp_path: Path) -> None:
     rig = log_rig(tmp_path, seed=2)
-    rig.run_during_churn(NUMBERED, seed=3, seconds=6)
-    assert sum(rig.file.rotations.values()) >= 20
+    rig.run_during_churn(NUMBERED, seed=3, rotations=40)
     assert rig.runs.sums == rig.truth.counts, (rig.runs.sums, rig.truth.counts)
 
 
@@ -214,8 +216,7 @@ def test_accounting_rotations_between_runs(tmp_path: Path, kinds: list[str]) -> 
 @pytest.mark.parametrize("kinds", [NUMBERED, DATED], ids=["numbered", "dated"])
 def test_accounting_rotations_during_runs(tmp_path: Path, kinds: list[str]) -> None:
     rig = acct_rig(tmp_path, seed=5)
-    rig.run_during_churn(kinds, seed=6, seconds=5)
-    assert sum(rig.file.rotations.values()) >= 15
+    rig.run_during_churn(kinds, seed=6, rotations=30)
     rig.runs.assert_matches(rig.truth)
 
 

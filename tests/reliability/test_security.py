@@ -20,7 +20,6 @@ import secrets
 import shutil
 import stat
 import subprocess
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -30,6 +29,7 @@ from pmta_snmp.api import ClientConfig, PmtaClient, PmtaError
 from pmta_snmp.mib.layout import layout
 from pmta_snmp.netsnmp import SnmpdMaster, free_udp_port, missing_netsnmp_tools, udp_port_bound
 from pmta_snmp.sim import Simulator
+from tests.conftest import missing_requirement
 from tests.reliability._support import (
     PYTHON,
     REPO,
@@ -48,6 +48,8 @@ FAULTS: list[tuple[str, str | None]] = [
     ("slow", None),
 ]
 AGENT_FAULTS = [("500", None), ("malformed", "garbage"), ("reset", None)]
+UNREACHABLE = "PowerMTA API unreachable"  # the poller's log line on a failed poll
+REACHABLE = "PowerMTA API reachable at"  # ... and when the API answers again
 
 
 def new_key() -> str:
@@ -104,16 +106,19 @@ def test_agent_never_shows_the_api_key(
         ps = (subprocess.run(["ps", "-ww", "-o", "args=", "-p", str(agent.pid)],
                              capture_output=True, text=True, check=False).stdout
               if shutil.which("ps") else "")  # /proc/PID/cmdline above is what ps shows
-        for fault, variant in AGENT_FAULTS:
+        # Each fault until its failed poll is logged with the error text, then back until the
+        # recovery is logged (counted, not slept for: a slow machine polls later, not less).
+        for i, (fault, variant) in enumerate(AGENT_FAULTS, start=1):
             keyed_sim.set_fault(fault, variant=variant)
-            time.sleep(1.2)  # a failed poll or two: logged at -vv with the error text
+            assert wait_until(lambda i=i: agent.log_text().count(UNREACHABLE) == i, 60), \
+                agent.log_text()
             keyed_sim.set_fault("none")
-            time.sleep(1.1)
+            assert wait_until(lambda i=i: agent.log_text().count(REACHABLE) == i + 1, 60), \
+                agent.log_text()
         environ = Path(f"/proc/{agent.pid}/environ").read_bytes()
     finally:
         agent.stop()
     log = agent.log_text()
-    assert "unreachable" in log and "reachable at" in log  # the faults were seen and logged
     assert_no_key(key, log, " ".join(argv), ps)
     assert (key.encode() in environ) == (via == "env")  # the only place it may be
 
@@ -299,7 +304,7 @@ def test_snmp_set_through_snmpd_is_refused(
     snmpd_factory: Callable[..., SnmpdMaster], tmp_path: Path
 ) -> None:
     if missing_netsnmp_tools("snmpset"):
-        pytest.skip("snmpset is not installed (Debian: snmp)")
+        missing_requirement("snmpset is not installed (Debian: snmp)")
     sim = Simulator(scenario="healthy", seed=1, speed=0, domains=10, vmtas=2).start()
     master = snmpd_factory(extra_config="rwcommunity private 127.0.0.1")
     agent = Background(

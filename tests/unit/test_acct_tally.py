@@ -363,6 +363,7 @@ def _csv_soup(draw: st.DrawFn) -> bytes:
     return b"".join(parts)
 
 
+@pytest.mark.timeout(300)  # hang detection: 5-10 s
 @settings(max_examples=300, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=_csv_soup(), chunk=st.sampled_from([1, 64, 1 << 20]))

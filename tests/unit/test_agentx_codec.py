@@ -529,6 +529,7 @@ def test_round_trip_any_pdu(pdu: Pdu, tail: bytes) -> None:
     assert rest == tail
 
 
+@pytest.mark.timeout(300)  # hang detection: 5-15 s
 @settings(max_examples=2000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.binary(max_size=200) | framed_garbage | st.lists(framed_garbage).map(b"".join))
 def test_random_bytes_raise_only_parse_error(data: bytes) -> None:

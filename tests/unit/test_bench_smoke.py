@@ -9,6 +9,7 @@ from __future__ import annotations
 import pytest
 
 import bench.fuzz_agentx as fuzz
+from bench import micro
 from bench.__main__ import main
 from bench.common import Report, Row, percentile, render_table
 
@@ -54,3 +55,13 @@ def test_percentile_is_nearest_rank() -> None:
 
 def test_unknown_benchmark_name_is_a_usage_error() -> None:
     assert main(["no-such-benchmark"]) == 2
+
+
+def test_micro_benchmark_rows_at_small_size() -> None:
+    report = Report(section="micro")
+    micro.oid_tree(report, 1, sizes=(10, 100))
+    micro.reassembly(report, 1)
+    measures = [row.measure for _, row in report.rows]
+    assert len(measures) == 6 and "walk cost per step, 1,000 vs 100 OIDs" in measures
+    assert all(row.ratio is not None for _, row in report.rows)
+    assert not report.crashed

@@ -18,6 +18,7 @@ from pmta_snmp.checks import base
 from pmta_snmp.checks.base import (
     MAX_OUTPUT_BYTES,
     Flag,
+    Labelled,
     Perf,
     Plugin,
     PmtaCheck,
@@ -25,9 +26,11 @@ from pmta_snmp.checks.base import (
     Summary,
     Threshold,
     describe_range,
+    distinct_labels,
     duration,
     fmt_num,
     fmt_range,
+    label_suffix,
     make_parser,
     metric,
     parse_min_range,
@@ -79,9 +82,39 @@ def test_labels_are_sanitised() -> None:
     assert perf_label("queue", "gmail.com/vmta-1") == "queue_gmail.com/vmta-1".replace(
         ".", "_").replace("/", "_")
     assert perf_label("domain", "bücher.example") == "domain_xn--bcher-kva_example"
-    assert perf_label("domain", "b\u00fccher..bad") == "domain_b_cher_bad"
+    assert perf_label("domain", "b\u00fccher..bad") == "domain_xn--bcher-kva_bad"
     assert perf_label("a b", "c'd=e") == "a_b_c_d_e"
     assert perf_label("...") == "value"
+
+
+def test_label_encodes_each_word_of_a_name_not_the_whole() -> None:
+    """A plugin builds labels as one text (`domain_<name>_rcpt`): the internationalised
+    domain's own labels are encoded, the prefix and suffix stay readable."""
+    assert perf_label("domain_bücher.example_rcpt") == "domain_xn--bcher-kva_example_rcpt"
+    assert perf_label("queue_bücher.example/vmta-ü_rcpt") == (
+        "queue_xn--bcher-kva_example_xn--vmta--ova_rcpt")
+    long = "é" + "a" * 70  # too long for an IDNA label: punycode all the same
+    assert perf_label(f"domain_{long}.com_rcpt") == (
+        f"domain_xn--{long.encode('punycode').decode()}_com_rcpt")
+
+
+def test_names_that_sanitise_alike_get_distinct_stable_labels() -> None:
+    names = ["domain_a.b_rcpt", "domain_a_b_rcpt", "domain_a/b_rcpt", "domain_c.d_rcpt"]
+    labels = distinct_labels(names)
+    assert labels["domain_a.b_rcpt"] == "domain_a_b_rcpt"  # the first in sorted order
+    assert labels["domain_a/b_rcpt"] == f"domain_a_b_rcpt_{label_suffix('domain_a/b_rcpt')}"
+    assert labels["domain_a_b_rcpt"] == f"domain_a_b_rcpt_{label_suffix('domain_a_b_rcpt')}"
+    assert labels["domain_c.d_rcpt"] == "domain_c_d_rcpt"  # no clash: no suffix
+    assert len(set(labels.values())) == len(names)
+    assert distinct_labels(reversed(names)) == labels  # the order does not matter
+    items: Labelled[str] = Labelled()
+    items.reserve(reversed(names))
+    metrics = [items.metric(n, n, 1, context="x") for n in names]
+    assert [m.name for m in metrics] == [labels[n] for n in names]
+    assert {items[m.name] for m in metrics} == set(names)  # each label names its own item
+    # A clash with a name not reserved still gets its own label.
+    late = items.metric("domain_a-b_rcpt?", "domain_a b_rcpt", 2, context="x")
+    assert late.name not in labels.values() and items[late.name] == "domain_a-b_rcpt?"
 
 
 def test_perf_formatting() -> None:
@@ -186,9 +219,9 @@ def test_unexpected_error_is_one_unknown_line(capsys: pytest.CaptureFixture[str]
 
 
 def test_fractional_timeout_names_the_stage(capsys: pytest.CaptureFixture[str]) -> None:
-    start = time.monotonic()
-    code, out, _ = run(capsys, "--sleep", "3", "-t", "0.25")
-    assert time.monotonic() - start < 2
+    # The resource sleeps an hour: the run returning at all is the -t alarm cutting it
+    # (a plugin without it would hang until pytest's own timeout).
+    code, out, _ = run(capsys, "--sleep", "3600", "-t", "0.25")
     assert code == 3
     assert out == "PMTA TEST UNKNOWN - timed out after 0.25 s while measuring the thing\n"
 
@@ -265,6 +298,69 @@ def test_zabbix_value_and_json(capsys: pytest.CaptureFixture[str]) -> None:
     assert doc == {"status": 2, "state": "CRITICAL",
                    "summary": "value is 25 (critical above 20)",
                    "metrics": {"value": 25.0, "flag": 0}, "details": {}}
+
+
+# -- text from input (log lines, API answers) in the output -----------------------------------
+
+#: A log line as hostile input: NUL, BEL, ESC colour codes, DEL, a C1 CSI, a `|`, a newline.
+HOSTILE = "ETIMEDOUT\x00 to mx\x07 \x1b[31mred\x1b[0m \x7f\x9b2J a|b\nnext"
+SHOWN = "ETIMEDOUT? to mx? ?[31mred?[0m ??2J a/b next"
+
+
+class _Echo(nagiosplugin.Resource):  # type: ignore[misc]
+    """Says the text of --text in every place a plugin prints input text."""
+
+    def __init__(self, args: argparse.Namespace, run: Run) -> None:
+        self.args, self.run = args, run
+
+    def probe(self) -> Iterator[nagiosplugin.Metric]:
+        if self.args.fail:
+            raise base.PluginError(f"cannot parse {self.args.text}")
+        self.run.note(f"note {self.args.text}")
+        self.run.long.append(f"line {self.args.text}")
+        yield metric("seen", 1, context="seen")
+
+
+def _echo_parser(plugin: Plugin) -> base.PluginParser:
+    p = make_parser(plugin, warning="0", critical=None, threshold_help="lines",
+                    connection=False, state=False)
+    p.add_argument("--text", default="")
+    p.add_argument("--fail", action="store_true")
+    return p
+
+
+def _echo_check(args: argparse.Namespace, run: Run) -> nagiosplugin.Check:
+    return PmtaCheck(_Echo(args, run),
+                     Threshold("seen", args.warning, None, lambda m, c: f"seen {args.text}"),
+                     Summary())
+
+
+ECHO = Plugin("ECHO", "check_pmta_echo", "echoes input text", _echo_parser, _echo_check)
+
+
+def _assert_no_controls(out: str) -> None:
+    assert not [c for c in out if c != "\n" and (ord(c) < 0x20 or 0x7f <= ord(c) <= 0x9f)], out
+
+
+def test_control_bytes_of_input_never_reach_the_output(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    code = run_plugin(ECHO, ["--text", HOSTILE, "-v"])
+    out = capsys.readouterr().out
+    _assert_no_controls(out)
+    assert code == 1
+    assert out == (f"PMTA ECHO WARNING - seen {SHOWN} (warning above 0)\n"
+                   f"WARNING: seen {SHOWN} (warning above 0)\n"
+                   f"note {SHOWN}\n"
+                   f"line {SHOWN}\n"
+                   "| seen=1;0\n")  # the perfdata survives: no NUL cut the output before it
+    code = run_plugin(ECHO, ["--text", HOSTILE, "--fail"])
+    out = capsys.readouterr().out
+    assert (code, out) == (3, f"PMTA ECHO UNKNOWN - cannot parse {SHOWN}\n")
+    for zabbix in (["--output", "zabbix"], ["--json"]):
+        assert run_plugin(ECHO, ["--text", HOSTILE, "--fail", *zabbix]) == 0
+        out = capsys.readouterr().out
+        _assert_no_controls(out)
+        assert SHOWN in (json.loads(out)["error"] if "--json" in zabbix else out)
 
 
 def test_cold_start_imports_nothing_heavy() -> None:

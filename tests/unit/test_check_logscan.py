@@ -282,8 +282,12 @@ def test_fanout_keeps_its_workers_busy_to_the_end(
     monkeypatch.setattr(Fanout, "_to_worker", counting)
     real_local = Fanout._local
 
-    def slow_local(self: Fanout, data: bytes) -> Scanner:  # this process is the busy one
-        time.sleep(0.003)
+    def slow_local(self: Fanout, data: bytes) -> Scanner:
+        # This process is the busy one: by the time it is done, the workers have finished
+        # what they held (waited for, so the outcome is not a race with their speed).
+        for job, _ in self._pending:
+            if job is not None:
+                job.wait(60)
         return real_local(self, data)
 
     monkeypatch.setattr(Fanout, "_local", slow_local)

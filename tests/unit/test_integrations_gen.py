@@ -216,7 +216,8 @@ def _walk(node: Any) -> Iterator[dict[str, Any]]:
 
 
 def test_zabbix_yaml_parses_to_the_template_structure() -> None:
-    yaml = pytest.importorskip("yaml", reason="PyYAML is not installed (pip: pyyaml)")
+    import yaml  # a test dependency (pyproject [test]): no skip
+
     text = (CONTRIB / "zabbix" / zabbix.TEMPLATE_FILE).read_text(encoding="utf-8")
     doc = yaml.safe_load(text)
     assert doc == zabbix.template()
@@ -309,6 +310,29 @@ def test_zabbix_triggers_macros_and_value_maps_are_consistent() -> None:
     for node in _walk(tpl):
         if "valuemap" in node:
             assert node["valuemap"]["name"] in valuemaps
+
+
+def test_zabbix_triggers_on_missing_license_data() -> None:
+    """pmtaLicenseDaysLeft is noSuchInstance when the agent could not read the license (the
+    Zabbix item turns unsupported and gets no values): a trigger says so, unless the agent
+    answers nothing at all (its own trigger covers that)."""
+    (tpl,) = zabbix.template()["zabbix_export"]["templates"]  # type: ignore[index]
+    items = {i["key"]: i for i in tpl["items"]}
+    by_name = {t["name"]: t for i in tpl["items"] for t in i.get("triggers", [])}
+    item = f"/{zabbix.TEMPLATE_NAME}"
+    (nodata,) = [t for t in items["pmta.license.days"]["triggers"]
+                 if t["expression"].startswith("nodata(")]
+    assert nodata["expression"] == (
+        f"nodata({item}/pmta.license.days,{{$PMTA.LICENSE.NODATA.TIMEOUT}})=1")
+    assert nodata["name"] == "PowerMTA: no license data for {$PMTA.LICENSE.NODATA.TIMEOUT}"
+    assert nodata["priority"] == "WARNING"
+    assert "noSuchInstance" in nodata["description"] and "API key" in nodata["description"]
+    (dep,) = nodata["dependencies"]
+    agent_down = by_name[dep["name"]]
+    assert dep["expression"] == agent_down["expression"] == (
+        f"nodata({item}/pmta.agent.api_reachable,{{$PMTA.NODATA.TIMEOUT}})=1")
+    macros = {m["macro"]: m["value"] for m in tpl["macros"]}
+    assert macros["{$PMTA.LICENSE.NODATA.TIMEOUT}"] == "3h"  # three hourly polls
 
 
 def test_zabbix_yaml_quotes_safely() -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta, timezone
 from itertools import pairwise
@@ -506,7 +505,8 @@ def test_thresholds_are_validated() -> None:
 # --- scale -----------------------------------------------------------------------------
 
 
-def test_ten_thousand_domains_build_quickly() -> None:
+def test_ten_thousand_domains_and_30k_queues_build_every_row() -> None:
+    """Every row at scale (how fast: the build step of `./run bench poll`)."""
     domains = tuple(Domain(f"d{i}.example.com", rcp=i) for i in range(10_000))
     queues = tuple(
         Queue(f"d{i}.example.com/vmta{j}", rcp=i, last_error="4.4.1 timeout")
@@ -514,9 +514,8 @@ def test_ten_thousand_domains_build_quickly() -> None:
         for j in range(3)
     )
     snap = make_snapshot(domains=domains, queues=queues)
-    start = time.perf_counter()
     out = build_varbinds(snap, HEALTH, today=TODAY)
-    elapsed = time.perf_counter() - start
     assert dict(out)[at("pmtaQueueCount")] == Value(G, 30_000)
+    assert dict(out)[at("pmtaDomainCount")] == Value(G, 10_000)
     assert len(out) > 30_000 * 8
-    assert elapsed < 5.0  # ~0.5 s on the project's machines; generous for slow CI
+    assert all(a[0] < b[0] for a, b in pairwise(out))  # ascending, unique

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import random
-import time
 
 import pytest
 from hypothesis import given, settings
@@ -176,7 +175,8 @@ def test_next_after_matches_linear_scan(
     assert (found[0] if found else None) == expected
 
 
-def test_building_100k_oids_is_fast_and_walk_is_logarithmic() -> None:
+def test_100k_shuffled_oids_build_and_walk_in_order() -> None:
+    """A domain-table-sized tree (how fast it builds and walks: `./run bench micro`)."""
     rnd = random.Random(1)
     items = []
     for row in range(10_000):
@@ -184,17 +184,11 @@ def test_building_100k_oids_is_fast_and_walk_is_logarithmic() -> None:
         for col in range(1, 11):
             items.append(((*BASE, 2, 1, col, *index), Value(SnmpType.COUNTER64, row)))
     rnd.shuffle(items)
-    t0 = time.perf_counter()
     tree = OidTree(items, [(*BASE, 2, 1, c) for c in range(1, 11)])
-    build = time.perf_counter() - t0
     assert len(tree) == 100_000
-    assert build < 3.0, f"building 100k OIDs took {build:.2f}s"
-    t0 = time.perf_counter()
-    n = 0
+    walked = []
     found = tree.next_after(BASE)
     while found is not None:
-        n += 1
+        walked.append(found)
         found = tree.next_after(found[0])
-    walk = time.perf_counter() - t0
-    assert n == 100_000
-    assert walk < 3.0, f"walking 100k OIDs took {walk:.2f}s"
+    assert walked == sorted(items)

@@ -111,6 +111,7 @@ def test_bounce_storm_is_hard_bounces_from_one_source_ip(tmp_path: Path) -> None
             per_ip.setdefault(r["dlvSourceIp"], Counter())[r["type"]] += 1
             if r["type"] == "b" and r["dlvSourceIp"] == "203.0.113.66":
                 assert r["bounceCat"] in HARD and r["orig"].endswith("@promo.example.org")
+    assert "203.0.113.66" in per_ip and len(per_ip) > 1, per_ip  # else the loop checks nothing
     for ip, c in per_ip.items():
         rate = c["b"] / (c["b"] + c["d"])
         assert (rate > 0.2) if ip == "203.0.113.66" else (rate < 0.05), (ip, rate)

@@ -14,6 +14,8 @@ import httpx
 import pytest
 
 from pmta_snmp.sim import Simulator
+from pmta_snmp.sim import simulator as simulator_module
+from tests._clock import FakeTime
 from tests.unit._sim_helpers import API_KEY, client, command, get_json, get_xml, running
 
 
@@ -114,7 +116,10 @@ def test_api_slow_answers_after_the_delay() -> None:
     with running(scenario="api-slow", slow_delay=0.4) as sim, client(sim) as c:
         t0 = time.monotonic()
         assert c.get("/status?format=json").status_code == 200
+        # A lower bound only: the answer cannot come before the delay, however fast the
+        # machine (a slow one just makes this larger).
         assert time.monotonic() - t0 >= 0.4
+        sim.set_fault("slow", delay=3600)  # far beyond the client's timeout
         with pytest.raises(httpx.ReadTimeout):
             c.get("/status?format=json", timeout=0.1)
 
@@ -159,7 +164,7 @@ def test_control_endpoint_switches_faults() -> None:
         r = c.post("/_sim/fault", data={"fault": "down", "duration": "1.5"})
         assert r.status_code == 200
         outcomes: list[str] = []
-        deadline = time.monotonic() + 6
+        deadline = time.monotonic() + 30  # hang detection: the fault lasts 1.5 s
         while time.monotonic() < deadline and outcomes[-2:] != ["refused", "ok"]:
             try:
                 with client(sim) as fresh:
@@ -182,29 +187,44 @@ def test_control_endpoint_advances_time_and_serves_the_truth() -> None:
         assert truth["status"]["queued_recipients"] == sim.snapshot().status.queued_recipients
 
 
-def test_speed_runs_the_clock_faster_than_real_time() -> None:
-    with running(speed=600, start_time=datetime(2025, 1, 14, 9, 0).astimezone()) as sim:
-        time.sleep(0.3)
-        elapsed = sim.now() - datetime(2025, 1, 14, 9, 0)
-        assert timedelta(seconds=100) < elapsed < timedelta(seconds=600)
+def test_speed_runs_the_clock_faster_than_real_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = FakeTime()
+    monkeypatch.setattr(simulator_module, "time", clock)  # the simulator's real-time clock
+    start = datetime(2025, 1, 14, 9, 0)
+    with running(speed=600, start_time=start.astimezone()) as sim:
+        assert sim.now() == start
+        clock.advance(0.5)
+        assert sim.now() == start + timedelta(seconds=300)  # 600 simulated s per real s
+        clock.advance(1.5)
+        assert sim.now() == start + timedelta(seconds=1200)
 
 
-def test_stop_interrupts_slow_answers() -> None:
+def test_stop_interrupts_slow_answers(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An answer delayed by an hour: the request ends when the simulator stops (a stop that
+    waited for the answer would leave the request running past the generous join below)."""
     errors: list[Exception] = []
-    with running(scenario="api-slow", slow_delay=30) as sim:
+    answered: list[int] = []
+    with running(scenario="api-slow", slow_delay=3600) as sim:
+        arrived = threading.Event()
+        handle = sim.app.handle
+
+        def handle_and_tell(req: Any) -> Any:
+            resp = handle(req)
+            arrived.set()
+            return resp
+
+        monkeypatch.setattr(sim.app, "handle", handle_and_tell)
 
         def call() -> None:
             try:
                 with client(sim) as c:
-                    c.get("/status?format=json", timeout=20)
+                    answered.append(c.get("/status?format=json", timeout=600).status_code)
             except httpx.HTTPError as exc:
                 errors.append(exc)
 
         worker = threading.Thread(target=call)
         worker.start()
-        time.sleep(0.3)
-        t0 = time.monotonic()
+        assert arrived.wait(60)  # the request is in the delay now
         sim.stop()
-        worker.join(10)
-    assert not worker.is_alive() and errors
-    assert time.monotonic() - t0 < 5
+        worker.join(60)  # hang detection: the delay is an hour
+    assert not worker.is_alive() and errors and not answered

@@ -6,7 +6,6 @@ import json
 import multiprocessing
 import os
 import stat
-import time
 from pathlib import Path
 
 import pytest
@@ -17,9 +16,11 @@ from pmta_snmp.state import (
     StateError,
     StateFile,
     StateLockTimeout,
+    StateUnsafe,
     default_state_dir,
     state_path,
 )
+from tests._clock import FakeTime
 
 
 def test_missing_file_loads_empty(tmp_path: Path) -> None:
@@ -113,16 +114,45 @@ def test_lock_is_reentrant_within_one_object(tmp_path: Path) -> None:
         assert sf.load() == {"a": 1}
 
 
-def test_lock_wait_is_bounded(tmp_path: Path) -> None:
+def test_lock_wait_is_bounded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A held lock is waited for lock_timeout seconds of the (fake) clock, in short polls,
+    then refused with StateLockTimeout; the waiter gets the lock once it is free."""
+    clock = FakeTime()
+    monkeypatch.setattr(state_mod, "time", clock)
     holder = StateFile(tmp_path / "s.json")
     waiter = StateFile(tmp_path / "s.json", lock_timeout=0.3)
     with holder.lock():
-        started = time.monotonic()
-        with pytest.raises(StateLockTimeout, match="locked by another process"):
+        with pytest.raises(StateLockTimeout, match=r"locked by another process \(waited 0.3s"):
             waiter.load()
-        elapsed = time.monotonic() - started
-    assert 0.25 <= elapsed < 2.0
+        assert sum(clock.sleeps) == pytest.approx(0.3)  # it waited the whole timeout ...
+        assert len(clock.sleeps) > 1 and max(clock.sleeps) <= state_mod._LOCK_POLL_S  # polling
+        clock.sleeps.clear()
+        with pytest.raises(StateLockTimeout):
+            StateFile(tmp_path / "s.json", lock_timeout=0).load()
+        assert clock.sleeps == []  # lock_timeout 0: refused at once, no wait
     assert waiter.load() == {}  # free again
+    assert clock.sleeps == []  # a free lock is taken without waiting
+
+
+def test_lock_is_taken_as_soon_as_the_holder_lets_go(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clock = FakeTime()
+    monkeypatch.setattr(state_mod, "time", clock)
+    holder = StateFile(tmp_path / "s.json")
+    held = holder.lock()
+    held.__enter__()
+    real_sleep = clock.sleep
+
+    def sleep_then_release(seconds: float) -> None:
+        real_sleep(seconds)
+        if len(clock.sleeps) == 3:  # the holder finishes during the waiter's third poll
+            held.__exit__(None, None, None)
+
+    monkeypatch.setattr(clock, "sleep", sleep_then_release)
+    StateFile(tmp_path / "s.json", lock_timeout=10).save({"n": 1})
+    assert len(clock.sleeps) == 3  # got it on the next poll, not after the timeout
+    assert holder.load() == {"n": 1}
 
 
 def _increment(path: str, times: int) -> None:
@@ -224,3 +254,90 @@ def test_state_dir_env_override_and_state_path(
     assert a.parent == tmp_path and a != b
     assert a.name.startswith("check_pmta_log-") and a.suffix == ".json"
     assert state_path("../../evil name").parent == tmp_path
+
+
+# -- a state directory another user could write to (plugins often run as root) -------------
+# Tests run as root, which bypasses permission checks: the refusal is tested on the real mode
+# bits and owners, the symlink refusal on real symlinks (O_NOFOLLOW stops root too).
+
+
+def _shared_dir(tmp_path: Path, mode: int, uid: int | None = None) -> Path:
+    directory = tmp_path / "shared"
+    directory.mkdir()
+    os.chmod(directory, mode)
+    if uid is not None:
+        os.chown(directory, uid, -1)
+    return directory
+
+
+@pytest.mark.parametrize("mode", [0o777, 0o775, 0o757])
+def test_directory_writable_by_others_is_refused(tmp_path: Path, mode: int) -> None:
+    directory = _shared_dir(tmp_path, mode)
+    sf = StateFile(directory / "s.json")
+    with pytest.raises(StateUnsafe, match=r"state directory .* is writable by .*refused") as err:
+        sf.save({"x": 1})
+    assert "\n" not in str(err.value)
+    with pytest.raises(StateUnsafe):
+        sf.load()
+    assert list(directory.iterdir()) == []  # nothing created there
+
+
+def test_sticky_directory_owned_by_us_or_root_is_accepted(tmp_path: Path) -> None:
+    directory = _shared_dir(tmp_path, 0o1777)  # like /tmp
+    sf = StateFile(directory / "s.json")
+    sf.save({"x": 1})
+    assert sf.load() == {"x": 1}
+
+
+def test_sticky_directory_owned_by_another_user_is_refused(tmp_path: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("giving a directory to another user needs root")
+    directory = _shared_dir(tmp_path, 0o1777, uid=65534)
+    with pytest.raises(StateUnsafe, match="owner uid 65534"):
+        StateFile(directory / "s.json").save({"x": 1})
+
+
+def test_private_directory_of_another_owner_is_not_refused(tmp_path: Path) -> None:
+    """Only write access for others matters: root using nagios' 0700 directory is fine."""
+    if os.geteuid() != 0:
+        pytest.skip("giving a directory to another user needs root")
+    directory = _shared_dir(tmp_path, 0o700, uid=65534)
+    StateFile(directory / "s.json").save({"x": 1})
+
+
+@pytest.mark.parametrize("which", ["s.json.lock", "s.json"])
+def test_planted_symlink_is_refused_not_followed(tmp_path: Path, which: str) -> None:
+    directory = _shared_dir(tmp_path, 0o1777)
+    victim = tmp_path / "etc" / "victim"
+    victim.parent.mkdir()
+    (directory / which).symlink_to(victim)
+    sf = StateFile(directory / "s.json")
+    with pytest.raises(StateUnsafe, match=r"is a symbolic link; refused"):
+        sf.load()
+    if which == "s.json.lock":
+        with pytest.raises(StateUnsafe, match=r"is a symbolic link; refused"):
+            sf.save({"x": 1})
+    else:  # a save renames its new file over the link itself, never writes through it
+        sf.save({"x": 1})
+        assert not (directory / which).is_symlink()
+    assert not victim.exists()  # nothing created through the link
+
+
+def test_symlink_to_an_existing_file_is_not_read(tmp_path: Path) -> None:
+    secret = tmp_path / "secret.json"
+    secret.write_text('{"password": "x"}')
+    (tmp_path / "s.json").symlink_to(secret)
+    with pytest.raises(StateUnsafe, match="symbolic link"):
+        StateFile(tmp_path / "s.json").load()
+    assert secret.read_text() == '{"password": "x"}'
+
+
+def test_file_of_another_user_in_a_sticky_directory_is_refused(tmp_path: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("giving a file to another user needs root")
+    directory = _shared_dir(tmp_path, 0o1777)
+    planted = directory / "s.json"
+    planted.write_text('{"offset": 123456}')
+    os.chown(planted, 65534, -1)
+    with pytest.raises(StateUnsafe, match="belongs to uid 65534"):
+        StateFile(planted).load()

@@ -1,0 +1,116 @@
+"""Health objects computed when a manager reads them, over whatever tree is served.
+
+A tree is built after a poll, so an age stored in it is true only at that moment, and a poller
+that stopped delivering trees would leave "reachable, 0 seconds old" in place for good. Every
+front end (the AgentX subagent, the standalone agent) therefore serves the tree that
+`LiveHealth.install` returns: the same packed tree with `pmtaAgentDataAge` (now minus the last
+good poll), `pmtaAgentApiReachable` (false as well once no poll result came for `stale_after`
+seconds) and `pmtaAgentLastError` (then saying so) computed on each read. One mechanism, so the
+front ends cannot disagree.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Final
+
+from pmta_snmp.mib.layout import ENTERPRISE, gauge32, layout, utf8_text
+from pmta_snmp.mib.snapshot import LiveTree, LiveValue, Oid, OidTree, SnmpType, Value
+
+__all__ = ["LIVE_OBJECTS", "LiveHealth"]
+
+LIVE_OBJECTS: Final = ("pmtaAgentApiReachable", "pmtaAgentDataAge", "pmtaAgentLastError")
+"""The scalars whose value is computed when read."""
+
+_TRUE: Final = Value(SnmpType.INTEGER, 1)  # TruthValue
+_FALSE: Final = Value(SnmpType.INTEGER, 2)
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class LiveHealth:
+    """The serving side's knowledge of the newest tree, and the live values drawn from it.
+
+    `install` is called with every tree the poller delivers (good poll or failed); the
+    returned tree is what the front ends answer from until the next one. `clock` is
+    monotonic (the silence between trees), `wall` the UTC clock the poll times are in.
+    """
+
+    def __init__(
+        self,
+        *,
+        stale_after: float,
+        enterprise: int = ENTERPRISE,
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], datetime] = _utc_now,
+    ) -> None:
+        self.stale_after = stale_after
+        self._clock = clock
+        self._wall = wall
+        self.received = clock()
+        """When the last tree arrived (the start counts as one: nothing is due before)."""
+        self.api_reachable = False
+        self.last_success: datetime | None = None
+        lay = layout(enterprise)
+        providers: dict[str, LiveValue] = {
+            "pmtaAgentApiReachable": self._reachable_value,
+            "pmtaAgentDataAge": self._age_value,
+            "pmtaAgentLastError": self._error_value,
+        }
+        self._values: dict[Oid, LiveValue] = {
+            lay.instance(name): providers[name] for name in LIVE_OBJECTS
+        }
+
+    def install(
+        self, tree: OidTree, *, api_reachable: bool, last_success: datetime | None
+    ) -> LiveTree:
+        """Take note of a new tree from the poller; the tree to serve in its place."""
+        self.api_reachable = api_reachable
+        self.last_success = last_success
+        self.received = self._clock()
+        return LiveTree.over(tree, self._values)
+
+    # -- what is true now ---------------------------------------------------------------------
+
+    def silence(self) -> float:
+        """Seconds since the last tree arrived."""
+        return max(0.0, self._clock() - self.received)
+
+    def stalled(self) -> bool:
+        """True when no poll result arrived for more than `stale_after` seconds."""
+        return self.silence() > self.stale_after
+
+    def reachable(self) -> bool:
+        """The last poll reached the API, and polling has not stalled since."""
+        return self.api_reachable and not self.stalled()
+
+    def data_age(self) -> float | None:
+        """Seconds since the last good poll (None before the first)."""
+        if self.last_success is None:
+            return None
+        age = (self._wall() - self.last_success).total_seconds()
+        return max(0.0, age) if math.isfinite(age) else None
+
+    def stall_text(self) -> str:
+        """pmtaAgentLastError while stalled."""
+        return (
+            f"no poll result for {int(self.silence())} s (more than {self.stale_after:g} s): "
+            "polling has stalled, serving the last data"
+        )
+
+    # -- the live values ------------------------------------------------------------------------
+
+    def _reachable_value(self) -> Value:
+        return _TRUE if self.reachable() else _FALSE
+
+    def _age_value(self) -> Value | None:
+        age = self.data_age()
+        return None if age is None else gauge32(int(age))
+
+    def _error_value(self) -> Value | None:
+        return utf8_text(self.stall_text()) if self.stalled() else None
