@@ -24,6 +24,7 @@ BENCHMARKS: dict[str, str] = {
     "micro": "bench.micro",
     "timeouts": "bench.timeouts",
     "fuzz": "bench.fuzz_agentx",
+    "fuzz_api": "bench.fuzz_api",
 }
 ALIASES: dict[str, str] = {
     "agentx_walk": "agentx",
@@ -31,6 +32,7 @@ ALIASES: dict[str, str] = {
     "standalone_walk": "standalone",
     "poll_build": "poll",
     "fuzz_agentx": "fuzz",
+    "api": "fuzz_api",
 }
 
 

@@ -359,11 +359,11 @@ def test_a_poll_thread_that_ended_is_replaced_and_counts_on(
     real = parse.parse_status
     polls = [0]
 
-    def parse_status(data: object) -> object:
+    def parse_status(data: object, **kw: object) -> object:
         polls[0] += 1
         if polls[0] == 3:
             raise SystemExit("the poll thread ends here")
-        return real(data)
+        return real(data, **kw)
 
     monkeypatch.setattr(parse, "parse_status", parse_status)
     cfg = Config(pmta=PmtaSection(url=sim.url, timeout=2),
