@@ -25,6 +25,7 @@ BENCHMARKS: dict[str, str] = {
     "micro": "bench.micro",
     "timeouts": "bench.timeouts",
     "fuzz": "bench.fuzz_agentx",
+    "fuzz_api": "bench.fuzz_api",
 }
 ALIASES: dict[str, str] = {
     "agentx_walk": "agentx",
@@ -33,6 +34,7 @@ ALIASES: dict[str, str] = {
     "poll_build": "poll",
     "fuzz_agentx": "fuzz",
     "accounting": "acct",
+    "api": "fuzz_api",
 }
 
 

@@ -1,5 +1,9 @@
 """check_pmta_log: problems in PowerMTA's main log since the last run, check_logfiles-style.
 
+The default classes are PowerMTA's LOCAL failures (startup and configuration errors, disk and
+spool, license, resources, the local resolver, all sources of a queue disabled); remote
+servers' replies are normal traffic and the deferral plugin's job (logscan.DEFAULT_PATTERNS).
+
 Each log keeps its seek state (offset, device+inode, size and content fingerprints) in the
 plugin's state file (pmta_snmp.logtail). The first run starts at the end (`--from-start` reads
 the whole file); a rotation by rename, copytruncate or compression is detected and the rest of
@@ -15,6 +19,7 @@ matches found so far are reported, and the rest is read next run.
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import Iterator, Sequence
 
 import nagiosplugin
@@ -47,7 +52,14 @@ class LogResource(PluginResource):
 
     def probe(self) -> Iterator[nagiosplugin.Metric]:
         run = self.run
+        started = time.monotonic()
         scanner = self.scanner = scan_logs(run, self.args, DEFAULT_PATTERNS)
+        engine = scanner.patterns.engine_used
+        # -v: what this run read, and which engine found the patterns' needles.
+        run.long.append(
+            f"log: {human(scanner.bytes / 1e6, 1)} MB, {human(scanner.lines)} lines scanned in "
+            f"{time.monotonic() - started:.2f} s"
+            + ("" if engine is None else f" (needles found by {engine})"))
         c = scanner.classes
         yield metric("critical_lines", c["critical"].count, context="critical_lines", min=0)
         yield metric("warning_lines", c["warning"].count, context="warning_lines", min=0)

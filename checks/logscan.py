@@ -3,21 +3,18 @@
 Patterns are case-insensitive regexes in four classes, as in check_logfiles: a line matching
 an `exclude` pattern is ignored, else the first class that matches counts it (`critical`, then
 `warning`, then `ok`); an `ok` line clears the critical and warning lines seen before it in the
-same run (the problem was followed by its recovery).
+same run (the problem was followed by its recovery). `excluded_lines` counts the lines an
+exclude pattern kept from being counted.
 
-Speed: Python's `re` is slow on an alternation of many patterns (it tries every branch at every
-position, ~10-30 MB/s), so each pattern contributes a required literal, its *needle*, found with
-`bytes.find` on the lowercased block (GB/s); only the lines holding a needle are then matched
-with the real regexes. A pattern without a usable literal (3+ ASCII characters) is searched
-with its regex over the whole block, which is correct but slow.
-
-The needles come from the literal analysis of pmta_snmp.logtail.LineScanner. LineScanner.scan()
-itself is not used: it is as fast on the default patterns, but one pattern without a literal
-turns its whole scan into a regex search of every line with every pattern (measured 3x slower
-than here, where only that pattern is searched directly); it reports every pattern a line
-matches where the classes need the first one; and its `exclude` patterns would need literals
-of their own, which would change what `excluded_lines` counts (excluded lines that hold a
-needle of another class).
+Speed: Python's `re` tries every pattern at every position (10-30 MB/s), so each pattern
+contributes the literals one of which every match holds, its *needles*
+(pmta_snmp.logtail's literal analysis). One engine pass per slice finds all needles
+(Hyperscan's literal matcher when installed, else `bytes.find` per needle); only the lines
+holding a needle are matched with the real regexes, and a pattern that is plain text needs no
+regex at all. Classes are sets of lines combined with integer bit operations in C. Where most
+lines hold a needle (an incident), the slice is not searched hit by hit: each needle becomes a
+flag byte per line through bytes operations over the whole slice. A pattern without a usable
+literal (3+ ASCII characters) is searched line by line, which is exact but slow.
 
 The defaults for PowerMTA's main log are below, in one place, with their sources.
 """
@@ -25,43 +22,62 @@ The defaults for PowerMTA's main log are below, in one place, with their sources
 from __future__ import annotations
 
 import argparse
+import contextlib
+import operator
+import os
 import re
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from itertools import compress, islice, repeat
+from typing import Any, Protocol
 
 from .base import PluginError, PluginParser, Run, human, input_key, usage_error
-
-if TYPE_CHECKING:
-    from pmta_snmp.logtail import Block
 
 DEFAULT_LOG = "/var/log/pmta/log"
 
 CLASSES = ("critical", "warning", "exclude", "ok")
 
-# Default patterns for PowerMTA's main log (pmta-formats.md §4 and the operating rules of §5).
-# [D] documented PowerMTA text; [R] the operating rules' keywords; [U] UNDOCUMENTED wording:
-# PowerMTA's documentation shows no example line, so the pattern is our guess (tune it in a
-# --pattern-file when your PowerMTA writes something else).
+# Default patterns for PowerMTA's main log: LOCAL failures only. Remote servers' replies
+# (`Error: "421 ..."`, ETIMEDOUT/ECONNREFUSED/EDISCON to a remote host, StatusDnsQueryFailed for
+# one domain, TLS handshakes) are normal traffic and the deferral and TLS plugins' job.
+# [D] documented PowerMTA text (pmta-formats.md §4); [R] the operating rules' keywords (§5);
+# [E] the operating system's error text (strerror), which PowerMTA quotes; [U] UNDOCUMENTED
+# wording: PowerMTA's documentation shows no example line, so the pattern is our guess (tune
+# it in a --pattern-file when your PowerMTA writes something else).
 DEFAULT_PATTERNS: dict[str, list[str]] = {
     "critical": [
         r"\bfatal\b",  # [R] any FATAL
         r"startup error",  # [D] UG §4.2.1 "Startup error: No logging file specified"
+        # [U] configuration errors (a start or `pmta reload` refused)
+        # (spelled out, so each alternative is its own needle: "configuration" alone is in
+        # every "rate limit reached (based on ... in configuration)" line)
+        r"config error|configuration error|config file error|configuration file error"
+        r"|error in config|error in the config|error reading config|error loading config"
+        r"|error parsing config|unknown directive|invalid directive",
         r"are now disabled",  # [D] real 4.0 "All SMTP sources for queue d/v are now disabled."
-        r"licen[cs]e\b.{0,60}\bexpired|\bexpired\b.{0,60}\blicen[cs]e",  # [U] license expired
+        # [U] license expired, invalid or missing ("License expired on 2025-01-14")
+        r"\blicen[cs]e\b.{0,60}\b(?:expired|invalid|not valid|not found|missing)\b"
+        r"|\b(?:expired|invalid|no valid)\b.{0,60}\blicen[cs]e\b",
+        # [E] disk and spool: ENOSPC, EDQUOT, EROFS, EIO
+        r"no space left on device|disk quota exceeded|read-only file system"
+        r"|input/output error",
+        # [U] the spool itself ("error writing spool file", "spool directory ... is full")
+        r"\bspool\b.{0,80}\b(?:error|fail(?:ed|ure)?|full|corrupt(?:ed)?)\b"
+        r"|\b(?:error|fail(?:ed|ure)?|cannot|unable to)\b.{0,80}\bspool\b",
+        # [E] resources: EMFILE/ENFILE, ENOMEM; a port taken at start (EADDRINUSE)
+        r"too many open files|cannot allocate memory|out of memory|address already in use",
     ],
     "warning": [
-        r"\berror\b",  # [R] any ERROR; real lines say "Error: ..." [D]
-        r"etimedout",  # [D] "ETIMEDOUT connecting to <host> (<ip>)"
-        r"econnrefused",  # [D] "ECONNREFUSED connecting to <domain> (<ip>)" (Windows: WSA...)
-        r"ediscon",  # [D] "EDISCON in connection to <domain> (<ip>)"
-        r"statusdnsqueryfailed",  # [D] "StatusDnsQueryFailed resolving <domain>"
-        r"unable to route",  # [U] [R] wording undocumented
-        r"connection refused",  # [R]
-        r"tls handshake failed",  # [U] [R] TLS handshake failure wording undocumented
+        # [U] the local DNS resolver failing for every domain (not one domain's name servers)
+        r"\bresolver\b.{0,80}\b(?:fail(?:ed|ure|s)?|error|timed? ?out|not responding"
+        r"|unreachable|refused)\b|\bno dns servers?\b|\bno name ?servers?\b|\bresolv\.conf\b",
+        r"cannot assign requested address",  # [E] EADDRNOTAVAIL: a source IP not on this host
     ],
-    "exclude": [],
+    # [D] a remote server's reply quoted by PowerMTA (`Error: "<reply>" while connected from
+    # … to …`, `skip of MX requested: "<reply>" received from <mx> …`): "451 4.3.5 Server
+    # configuration error" or "out of memory" there is the remote host's problem.
+    "exclude": [r'"\s+(?:while connected|received) from\b'],
     "ok": [],
 }
 
@@ -154,6 +170,9 @@ def parse_pattern_file(text: str, source: str) -> dict[str, list[str]]:
 # Needles: a literal every match of a pattern contains
 # ---------------------------------------------------------------------------------------------
 
+#: Characters with a meaning in a regex (but `|`): a pattern without any is plain text.
+_REGEX_SYNTAX = frozenset(".^$*+?{}[]\\()")
+
 
 def needles(pattern: str) -> list[bytes] | None:
     """Lowercase literals, one of which every match of `pattern` contains; None when the
@@ -167,22 +186,32 @@ def needles(pattern: str) -> list[bytes] | None:
     return _required_literals(compiled)
 
 
+def plain_literal(pattern: str, found: Sequence[bytes] | None) -> bool:
+    """Whether `pattern` is plain text or `|` between plain texts, and `found` are exactly
+    those texts: a line matches it when it holds one of its needles."""
+    if found is None or _REGEX_SYNTAX.intersection(pattern):
+        return False
+    return {alt.encode("utf-8").lower() for alt in pattern.split("|")} == set(found)
+
+
 # ---------------------------------------------------------------------------------------------
-# Compiled pattern set and the scanner
+# Compiled pattern set
 # ---------------------------------------------------------------------------------------------
 
 
-def _compile(patterns: Sequence[str], klass: str) -> re.Pattern[bytes] | None:
-    """One alternation of the class's patterns; PatternError names the pattern at fault."""
+def _compile(patterns: Sequence[str], klass: str) -> None:
+    """Check the class's patterns alone and in one alternation (the pattern-file format has
+    always accepted only patterns that combine); PatternError names the pattern at fault."""
     if not patterns:
-        return None
+        return
     for p in patterns:
         error = regex_error(p)
         if error is not None:
             raise PatternError(f"bad {klass} pattern {shown(p)}: {error}", klass=klass,
                                pattern=p)
     try:
-        return re.compile(_alternation(patterns), re.IGNORECASE)
+        re.compile(_alternation(patterns), re.IGNORECASE)
+        return
     except re.error:
         pass
     # Each pattern is fine alone, not beside the others (a group name used twice, ...).
@@ -201,46 +230,365 @@ def _alternation(patterns: Sequence[str]) -> bytes:
     return b"|".join(b"(?:" + p.encode("utf-8") + b")" for p in patterns)
 
 
+@dataclass(frozen=True)
+class Pattern:
+    """One pattern of a class: its regex over a line's bytes and the needles found for it.
+
+    `needle_ids` index PatternSet.needles (one of them is in every matching line); None when
+    the pattern has no needle and is searched line by line. `literal`: holding a needle is
+    matching (the pattern is plain text, or `|` between plain texts), so no regex runs.
+    """
+
+    klass: str
+    text: str
+    regex: re.Pattern[bytes]
+    needle_ids: tuple[int, ...] | None
+    literal: bool
+
+
 @dataclass
 class PatternSet:
-    """Compiled classes plus the pre-filter: needles and the patterns that lack one."""
+    """The classes' patterns, their needles and the engine that finds the needles."""
 
-    sources: dict[str, list[str]]
-    regex: dict[str, re.Pattern[bytes] | None]
+    patterns: list[Pattern]
     needles: list[bytes]
-    direct: list[re.Pattern[bytes]]
+    #: needles[:hit_needles] are the counted classes' (the hit search's); the rest exclude's.
+    hit_needles: int
+
+    def __post_init__(self) -> None:
+        self._finder: NeedleFinder | None = None
+        #: Patterns of the counted classes without a needle: every line is searched.
+        self.direct = [p for p in self.patterns if p.needle_ids is None and p.klass != "exclude"]
 
     @classmethod
     def build(cls, classes: Mapping[str, Sequence[str]]) -> PatternSet:
         """Compile `classes` (class -> regex texts); raises PatternError on a bad regex."""
-        sources = {k: list(classes.get(k, ())) for k in CLASSES}
-        regex = {k: _compile(v, k) for k, v in sources.items()}
-        found: set[bytes] = set()
-        direct: list[re.Pattern[bytes]] = []
-        for klass in ("critical", "warning", "ok"):
-            for p in sources[klass]:
-                got = needles(p)
-                if got is None:
-                    direct.append(re.compile(p.encode("utf-8"), re.IGNORECASE))
-                else:
-                    found.update(got)
-        # A needle that contains another is redundant: its lines hold the shorter one.
-        kept = [n for n in found if not any(o != n and o in n for o in found)]
-        return cls(sources, regex, sorted(kept, key=len, reverse=True), direct)
+        found: dict[bytes, int] = {}
+        out: list[Pattern] = []
+        hit_needles = 0
+        # The counted classes' needles first: the hit search looks for those only (an exclude
+        # pattern matters on the lines a class counted, which its regex checks).
+        for klass in ("critical", "warning", "ok", "exclude"):
+            if klass == "exclude":
+                hit_needles = len(found)
+            texts = list(classes.get(klass, ()))
+            _compile(texts, klass)
+            for text in texts:
+                got = needles(text)
+                ids: tuple[int, ...] | None = None
+                if got is not None:
+                    # A needle across a line end is never inside a line: such a pattern
+                    # matches no line, and keeps no needle that could be found.
+                    ids = tuple(found.setdefault(n, len(found)) for n in got if b"\n" not in n)
+                    if not ids:
+                        continue
+                regex = re.compile(text.encode("utf-8"), re.IGNORECASE)
+                literal = ids is not None and plain_literal(text, got)
+                out.append(Pattern(klass, text, regex, ids, literal))
+        return cls(out, list(found), hit_needles)
+
+    def finder(self) -> NeedleFinder:
+        """The needle engine, made when the first bytes are scanned (a run that reads
+        nothing new never loads it)."""
+        if self._finder is None:
+            self._finder = make_finder(self.needles, self.hit_needles)
+        return self._finder
+
+    @property
+    def engine(self) -> str:
+        """Which engine finds the needles: `hyperscan` or `python`."""
+        return self.finder().engine
+
+    @property
+    def engine_used(self) -> str | None:
+        """The engine, if this run scanned anything (else None: it was never loaded)."""
+        return None if self._finder is None else self._finder.engine
+
+    def of(self, klass: str) -> list[Pattern]:
+        """The patterns of one class, in the order given."""
+        return [p for p in self.patterns if p.klass == klass]
+
+
+# ---------------------------------------------------------------------------------------------
+# Needle engines
+# ---------------------------------------------------------------------------------------------
+
+#: Set (to anything) to scan without Hyperscan, as on a machine without it (also turns off the
+#: accounting's C scanner: pmta_snmp.acct.tally.PURE_PYTHON_ENV).
+PURE_PYTHON_ENV = "PMTA_SNMP_PURE_PYTHON"
+
+
+class NeedleFinder(Protocol):
+    """Finds the needles (lowercase literals, matched in any ASCII case) in a slice."""
+
+    engine: str
+
+    def hits(self, data: bytes, limit: int) -> list[tuple[int, int]] | None:
+        """(end offset, needle id) of needle occurrences; None after more than `limit`."""
+
+    def present(self, data: bytes) -> list[int]:
+        """Ids of the needles that occur in `data`."""
+
+
+def make_finder(needles: Sequence[bytes], hit_needles: int | None = None) -> NeedleFinder:
+    """Hyperscan when it is installed and runs on this CPU, else the pure-Python finder.
+    `hits` looks for needles[:hit_needles] (default all), `present` for all of them."""
+    hit = len(needles) if hit_needles is None else hit_needles
+    if needles and not os.environ.get(PURE_PYTHON_ENV):
+        with contextlib.suppress(Exception):  # not installed, or a CPU it does not support
+            return HyperscanFinder(needles, hit)
+    return PythonFinder(needles, hit)
+
+
+class HyperscanFinder:
+    """Hyperscan's literal matcher: all needles in one pass at several GB/s."""
+
+    engine = "hyperscan"
+
+    def __init__(self, needles: Sequence[bytes], hit_needles: int) -> None:
+        import hyperscan
+
+        ids = list(range(len(needles)))
+        self._all: hyperscan.Database | None = None
+        if hit_needles:
+            self._all = hyperscan.Database()
+            self._all.compile(expressions=list(needles[:hit_needles]), ids=ids[:hit_needles],
+                              flags=hyperscan.HS_FLAG_CASELESS, literal=True)
+        self._first = hyperscan.Database()
+        self._first.compile(expressions=list(needles), ids=ids,
+                            flags=hyperscan.HS_FLAG_CASELESS | hyperscan.HS_FLAG_SINGLEMATCH,
+                            literal=True)
+        self._stopped = hyperscan.ScanTerminated
+
+    def hits(self, data: bytes, limit: int) -> list[tuple[int, int]] | None:
+        out: list[tuple[int, int]] = []
+        add = out.append
+
+        def on(nid: int, _start: int, end: int, _flags: int, _ctx: object) -> bool:
+            add((end, nid))
+            return len(out) > limit
+
+        if self._all is None:
+            return out
+        try:
+            self._all.scan(data, match_event_handler=on)
+        except self._stopped:
+            return None
+        return out
+
+    def present(self, data: bytes) -> list[int]:
+        out: list[int] = []
+        add = out.append
+
+        def on(nid: int, _start: int, _end: int, _flags: int, _ctx: object) -> None:
+            add(nid)
+
+        self._first.scan(data, match_event_handler=on)
+        return out
+
+
+class PythonFinder:
+    """`bytes.find` on the lowercased slice, one pass per needle (fast for a few needles)."""
+
+    engine = "python"
+
+    def __init__(self, needles: Sequence[bytes], hit_needles: int) -> None:
+        self.needles = list(needles)
+        self.hit_needles = hit_needles
+
+    def hits(self, data: bytes, limit: int) -> list[tuple[int, int]] | None:
+        out: list[tuple[int, int]] = []
+        low = data.lower()
+        find = low.find
+        for nid, needle in enumerate(self.needles[:self.hit_needles]):
+            pos = find(needle)
+            while pos >= 0:
+                out.append((pos + len(needle), nid))
+                if len(out) > limit:
+                    return None
+                end = find(b"\n", pos)  # the next occurrence that is on another line
+                pos = find(needle, end + 1) if end >= 0 else -1
+        return out
+
+    def present(self, data: bytes) -> list[int]:
+        low = data.lower()
+        return [nid for nid, needle in enumerate(self.needles) if needle in low]
+
+
+# ---------------------------------------------------------------------------------------------
+# The scanner
+# ---------------------------------------------------------------------------------------------
 
 
 @dataclass
 class ClassCount:
-    """Lines counted for one class in this run, with the last (and first) of them."""
+    """Lines counted for one class in this run, with the last of them."""
 
     count: int = 0
-    first: str | None = None
     last: str | None = None
     recent: list[str] = field(default_factory=list)
 
 
+class _Lines(Protocol):
+    """The candidate lines of one slice, in order. A set of them is an int with bit 8*i set
+    for line i (so `int.from_bytes` of one flag byte per line is a set, and `|`, `&`,
+    `bit_count()` are set operations done in C)."""
+
+    slots: int
+    #: Whether with_needle() knows every needle (else only the counted classes').
+    all_needles: bool
+
+    def with_needle(self, nid: int) -> int: ...
+    def line(self, slot: int) -> bytes: ...
+    def lines_at(self, slots: list[int]) -> Iterable[bytes]: ...
+    def searched(self, pattern: Pattern) -> int: ...
+
+
+def _mask(flags: Iterable[int]) -> int:
+    """The set of the slots whose flag is true."""
+    return int.from_bytes(bytes(flags), "little")
+
+
+def _slots(mask: int, size: int) -> list[int]:
+    """The slots in `mask`, in order."""
+    return list(compress(range(size), mask.to_bytes(size, "little")))
+
+
+def _last(mask: int, k: int) -> list[int]:
+    """The last `k` slots of `mask`, in order."""
+    out: list[int] = []
+    while mask and len(out) < k:
+        slot = (mask.bit_length() - 1) >> 3
+        out.append(slot)
+        mask ^= 1 << (slot << 3)
+    return out[::-1]
+
+
+class _Sparse:
+    """The lines that hold a needle hit, found from the hits (few lines of the slice)."""
+
+    all_needles = False  # the hits are the counted classes' needles only
+
+    def __init__(self, data: bytes, hits: list[tuple[int, int]]) -> None:
+        self.data = data
+        self.starts: list[int] = []
+        self.ends: list[int] = []
+        self.masks: dict[int, int] = {}
+        hits.sort()
+        rfind, find, size = data.rfind, data.find, len(data)
+        start = end = -1
+        bit = 0
+        for at, nid in hits:  # `at` is just after the needle
+            if not start < at <= end:  # not on the line of the previous hit
+                start = rfind(b"\n", 0, at) + 1
+                end = find(b"\n", at)
+                if end < 0:
+                    end = size
+                bit = 1 << (len(self.starts) << 3)
+                self.starts.append(start)
+                self.ends.append(end)
+            self.masks[nid] = self.masks.get(nid, 0) | bit
+        self.slots = len(self.starts)
+
+    def with_needle(self, nid: int) -> int:
+        return self.masks.get(nid, 0)
+
+    def line(self, slot: int) -> bytes:
+        return self.data[self.starts[slot]:self.ends[slot]]
+
+    def lines_at(self, slots: list[int]) -> Iterable[bytes]:
+        return map(self.line, slots)
+
+    def searched(self, pattern: Pattern) -> int:  # pragma: no cover - dense mode does
+        raise AssertionError("patterns without a needle are searched in dense mode")
+
+
+class _Dense:
+    """Every line of the slice (needles are dense there: an incident). A needle's lines come
+    from bytes operations over the whole slice (each occurrence replaced by a mark, all but
+    marks and line ends deleted: one flag byte per line), not from locating each hit."""
+
+    all_needles = True
+
+    def __init__(self, data: bytes, finder: NeedleFinder, needles: list[bytes],
+                 lines: int | None = None) -> None:
+        self.data = data
+        self._needles = needles
+        self._present = set(finder.present(data)) if needles else set()
+        self._masks: dict[int, int] = {}
+        self._low: bytes | None = None
+        self._lines: list[bytes] | None = None
+        if lines is None:  # counted from a needle's flags (one byte per line) when there is one
+            if self._present:
+                nid = min(self._present)
+                flags = self._flags(needles[nid])
+                self._masks[nid] = int.from_bytes(flags, "little")
+                lines = len(flags)
+            else:
+                lines = _count_lines(data)
+        self.slots = lines
+
+    def with_needle(self, nid: int) -> int:
+        if nid not in self._present:
+            return 0
+        mask = self._masks.get(nid)
+        if mask is None:
+            mask = self._masks[nid] = int.from_bytes(self._flags(self._needles[nid]), "little")
+        return mask
+
+    def _flags(self, needle: bytes) -> bytes:
+        """One byte per line: 1 where the line holds `needle`."""
+        if self._low is None:
+            self._low = self.data.lower()
+            if not self._low.endswith(b"\n"):
+                self._low += b"\n"
+        low = self._low
+        if _MARK in low:  # the mark is taken: test line by line
+            return bytes(map(operator.contains, low.split(b"\n")[:-1], repeat(needle)))
+        marked = low.replace(needle, _MARK).translate(None, _NOT_MARK_OR_EOL)
+        while _MARK * 2 in marked:  # a line holding the needle twice
+            marked = marked.replace(_MARK * 2, _MARK)
+        return marked.replace(_MARK + b"\n", b"\x01").replace(b"\n", b"\x00")
+
+    def _all(self) -> list[bytes]:
+        if self._lines is None:
+            self._lines = self.data.split(b"\n")
+        return self._lines
+
+    def line(self, slot: int) -> bytes:
+        if self._lines is None and self.slots - slot <= 32:
+            # One of the last lines (the usual ask): found back from the end.
+            data = self.data
+            end = len(data) - 1 if data.endswith(b"\n") else len(data)
+            for _ in range(self.slots - 1 - slot):
+                end = data.rfind(b"\n", 0, end)
+            return data[data.rfind(b"\n", 0, end) + 1:end]
+        return self._all()[slot]
+
+    def lines_at(self, slots: list[int]) -> Iterable[bytes]:
+        return map(self._all().__getitem__, slots)
+
+    def searched(self, pattern: Pattern) -> int:
+        return _mask(map(bool, map(pattern.regex.search, islice(self._all(), self.slots))))
+
+
+def _count_lines(data: bytes) -> int:
+    """Lines in a slice of complete lines (a last one may lack its line end)."""
+    return data.count(b"\n") + (0 if data.endswith(b"\n") or not data else 1)
+
+
+_MARK = b"\x01"
+_NOT_MARK_OR_EOL = bytes(b for b in range(256) if b not in _MARK + b"\n")
+
+
 class Scanner:
-    """Feed blocks of complete lines; counts and last lines per class accumulate."""
+    """Feed blocks of complete lines; counts and last lines per class accumulate.
+
+    Per slice, one pass of the needle engine finds the lines holding a needle; a pattern
+    matches the lines holding one of its needles (a plain-text pattern) or those of them its
+    regex matches; classes are sets of lines combined in C (exclude, then critical, warning,
+    ok). Where needles are dense (an incident), the slice is split into lines once and each
+    needle is tested over the whole list in C, so no Python code runs per matching line."""
 
     def __init__(self, patterns: PatternSet, *, keep_recent: int = 5) -> None:
         self.patterns = patterns
@@ -249,12 +597,14 @@ class Scanner:
         self.lines = 0
         self.bytes = 0
         self.cleared = 0  # critical/warning lines cleared by a later ok line
-        self.ok_seen = False  # an ok line cleared what came before (for merge())
+        self._counted = [p for p in patterns.patterns if p.klass != "exclude"]
+        self._exclude = patterns.of("exclude")
+        self._dense = bool(patterns.direct)  # the last slice was dense: so is the next, likely
 
     def feed(self, data: bytes, deadline: float | None = None) -> int:
-        """Scan one block of complete lines (in slices that stay in the CPU cache); returns
-        the bytes scanned: all, or when `deadline` (time.monotonic()) passes, the whole lines
-        of the slices scanned by then (at least one)."""
+        """Scan one block of complete lines in slices; returns the bytes scanned: all, or
+        when `deadline` (time.monotonic()) passes, the whole lines of the slices scanned by
+        then (at least one)."""
         size = len(data)
         if size <= _SLICE:
             self._count_and_scan(data)
@@ -273,91 +623,101 @@ class Scanner:
 
     def _count_and_scan(self, data: bytes) -> None:
         self.bytes += len(data)
-        self.lines += data.count(b"\n") + (0 if data.endswith(b"\n") or not data else 1)
-        self._scan(data)
-
-    def _scan(self, data: bytes) -> None:
-        spans = self._candidates(data)
-        if not spans:
+        if self._dense and self._counted:
+            self.lines += self._scan(data, None)
             return
-        rx = self.patterns.regex
-        exclude, crit, warn, ok = rx["exclude"], rx["critical"], rx["warning"], rx["ok"]
-        for start in sorted(spans):
-            line = data[start:spans[start]]
-            if exclude is not None and exclude.search(line):
-                self._count("exclude", line)
-            elif crit is not None and crit.search(line):
-                self._count("critical", line)
-            elif warn is not None and warn.search(line):
-                self._count("warning", line)
-            elif ok is not None and ok.search(line):
-                self._count("ok", line)
-                self._clear()
+        lines = _count_lines(data)
+        self.lines += lines
+        if self._counted:
+            self._scan(data, lines)
 
-    def _candidates(self, data: bytes) -> dict[int, int]:
-        """Line start -> line end for every line holding a needle or a direct match."""
-        spans: dict[int, int] = {}
-        size = len(data)
-        if self.patterns.needles:
-            low = data.lower()
-            find, rfind = low.find, low.rfind
-            for needle in self.patterns.needles:
-                pos = find(needle)
-                while pos >= 0:
-                    start = rfind(b"\n", 0, pos) + 1
-                    end = find(b"\n", pos)
-                    if end < 0:
-                        end = size
-                    spans[start] = end
-                    pos = find(needle, end + 1)
-        for pattern in self.patterns.direct:
-            for m in pattern.finditer(data):
-                start = data.rfind(b"\n", 0, m.start()) + 1
-                end = data.find(b"\n", m.end())
-                spans[start] = size if end < 0 else end
-        return spans
+    def _scan(self, data: bytes, lines: int | None) -> int:
+        """Count the classes' lines of one slice (`lines` long, counted here when None);
+        returns its lines."""
+        finder = self.patterns.finder()
+        view: _Lines
+        if lines is None:
+            view = _Dense(data, finder, self.patterns.needles)
+            lines = view.slots
+        else:
+            # Past about one hit in six lines, splitting the slice costs less than locating
+            # each hit's line.
+            hits = finder.hits(data, lines // 6 + 16)
+            if hits == []:
+                return lines
+            view = _Dense(data, finder, self.patterns.needles, lines) if hits is None else \
+                _Sparse(data, hits)
+        candidates = self._classify(view)
+        if not self.patterns.direct:
+            self._dense = isinstance(view, _Dense) and candidates.bit_count() * 8 > lines
+        return lines
 
-    def _count(self, klass: str, raw: bytes) -> None:
+    def _matching(self, view: _Lines, pattern: Pattern, among: int = -1) -> int:
+        """The lines `pattern` matches, of those in `among` (all by default). A pattern without
+        needles, or whose needles the view does not know (an exclude pattern on a sparse
+        slice), is checked with its regex on each line of `among`."""
+        if pattern.needle_ids is None or (among >= 0 and not view.all_needles):
+            if among < 0:
+                return view.searched(pattern)
+            ids = among
+        else:
+            ids = 0
+            for nid in pattern.needle_ids:
+                ids |= view.with_needle(nid)
+            ids &= among
+            if pattern.literal:
+                return ids
+        if not ids:
+            return 0
+        slots = _slots(ids, view.slots)
+        search = pattern.regex.search
+        flags = bytearray(view.slots)
+        for slot in compress(slots, map(search, view.lines_at(slots))):
+            flags[slot] = 1
+        return int.from_bytes(flags, "little")
+
+    def _classify(self, view: _Lines) -> int:
+        """Count the classes' lines of a slice; returns the lines any counted class matched."""
+        found = {"critical": 0, "warning": 0, "ok": 0}
+        for pattern in self._counted:
+            found[pattern.klass] |= self._matching(view, pattern)
+        crit, warn, ok = found["critical"], found["warning"], found["ok"]
+        counted = crit | warn | ok
+        if not counted:
+            return 0
+        excluded = 0
+        for pattern in self._exclude:
+            excluded |= self._matching(view, pattern, counted & ~excluded)
+        if excluded:
+            self.classes["exclude"].count += excluded.bit_count()
+            crit &= ~excluded
+        warn &= ~(crit | excluded)
+        ok &= ~(crit | warn | excluded)
+        if ok:
+            # The last ok line clears every critical and warning line before it.
+            last_ok = (ok.bit_length() - 1) >> 3
+            below = (1 << (last_ok << 3)) - 1
+            self._clear()
+            self.cleared += (crit & below).bit_count() + (warn & below).bit_count()
+            crit &= ~below
+            warn &= ~below
+        for klass, ids in (("critical", crit), ("warning", warn), ("ok", ok)):
+            if ids:
+                self._add(klass, ids, view)
+        return counted
+
+    def _add(self, klass: str, ids: int, view: _Lines) -> None:
         entry = self.classes[klass]
-        entry.count += 1
-        if klass == "exclude":
-            return
-        text = _text(raw)
-        if entry.first is None:
-            entry.first = text
-        entry.last = text
+        entry.count += ids.bit_count()
+        texts = [_text(view.line(slot)) for slot in _last(ids, max(1, self.keep_recent))]
+        entry.last = texts[-1]
         if self.keep_recent:
-            entry.recent.append(text)
-            if len(entry.recent) > self.keep_recent:
-                del entry.recent[0]
+            entry.recent = (entry.recent + texts)[-self.keep_recent:]
 
     def _clear(self) -> None:
-        self.ok_seen = True
         for klass in ("critical", "warning"):
-            entry = self.classes[klass]
-            self.cleared += entry.count
+            self.cleared += self.classes[klass].count
             self.classes[klass] = ClassCount()
-
-    def merge(self, later: Scanner) -> None:
-        """Add the results of a scanner that read the data right after this one's."""
-        if later.ok_seen:
-            self._clear()
-        for klass in CLASSES:
-            mine, theirs = self.classes[klass], later.classes[klass]
-            mine.count += theirs.count
-            mine.first = mine.first if mine.first is not None else theirs.first
-            mine.last = theirs.last if theirs.last is not None else mine.last
-            if self.keep_recent:
-                mine.recent = (mine.recent + theirs.recent)[-self.keep_recent:]
-        self.lines += later.lines
-        self.bytes += later.bytes
-        self.cleared += later.cleared
-
-    def __getstate__(self) -> dict[str, Any]:
-        # Sent back from worker processes without the compiled patterns.
-        state = dict(self.__dict__)
-        state["patterns"] = None
-        return state
 
     def count(self, klass: str) -> int:
         """Lines of `klass` counted (after ok clears)."""
@@ -426,15 +786,13 @@ def tail_log(path: str, state: object, patterns: PatternSet, *, from_start: bool
                         deadline=deadline)
     scan = scanner if scanner is not None else Scanner(patterns)
     cut = False
-    with Fanout(scan, deadline=deadline) as fanout:
-        for block in reader.blocks():
-            done = fanout.feed(block)
-            if done < len(block.data):
-                # The deadline passed inside this block (1 MiB of matching lines can take a
-                # quarter of a second): the state points after what was scanned.
-                reader.rewind(block, block.start + done)
-                cut = True
-                break
+    for block in reader.blocks():
+        done = scan.feed(block.data, deadline)
+        if done < len(block.data):
+            # The deadline passed inside this block: the state points after what was scanned.
+            reader.rewind(block, block.start + done)
+            cut = True
+            break
     result = LogRead(
         path, scan, first_run=reader.first_run, from_start=from_start, rotated=reader.rotated,
         truncated=reader.truncated, missing=reader.missing, lost=reader.lost,
@@ -524,172 +882,3 @@ def scan_logs(run: Run, args: argparse.Namespace, defaults: Mapping[str, Sequenc
         for event in read.events():
             run.note(event)
     return scanner
-
-
-# ---------------------------------------------------------------------------------------------
-# Large backlogs: blocks scanned in worker processes too
-# ---------------------------------------------------------------------------------------------
-
-#: A run that has scanned this much starts worker processes for the rest (a catch-up after
-#: downtime, --from-start on a big log): `re` and `bytes.find` hold the GIL, threads would not
-#: help. Below it (every normal run) no process is started.
-PARALLEL_AFTER = 12 << 20
-#: Upper bound of worker processes.
-MAX_WORKERS = 4
-#: Worker processes start only while at least this much time is left before the deadline:
-#: starting them (a fork each, the pool's threads, the patterns compiled again in each) and
-#: collecting their last blocks costs 0.1-0.5 s on a busy host, which a short -t cannot
-#: amortise. Such a run scans in this process alone and leaves the rest to the next run.
-POOL_MIN_REMAINING_S = 1.0
-
-_worker_patterns: PatternSet | None = None
-_worker_files: dict[str, int] = {}
-_COMPRESSED = (".gz", ".bz2", ".xz")
-
-
-def _worker_init(sources: dict[str, list[str]]) -> None:
-    global _worker_patterns  # noqa: PLW0603 - one compiled set per worker process
-    _worker_patterns = PatternSet.build(sources)
-
-
-def _worker_scan(path: str, key: str, start: int, length: int, edges: bytes
-                 ) -> Scanner | None:
-    """Read a block from the file itself (no copy through a pipe) and scan it; None when the
-    file is not the one the parent read (rotated meanwhile) or the bytes differ."""
-    import os
-
-    assert _worker_patterns is not None
-    fd = _worker_files.get(key)
-    if fd is None:
-        try:
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        except OSError:
-            return None
-        st = os.fstat(fd)
-        if f"{st.st_dev}:{st.st_ino}" != key:
-            os.close(fd)
-            return None
-        _worker_files[key] = fd
-    data = os.pread(fd, length, start)
-    if len(data) != length or data[:64] + data[-64:] != edges:
-        return None
-    scanner = Scanner(_worker_patterns)
-    scanner.feed(data)
-    return scanner
-
-
-class Fanout:
-    """Feeds blocks to a Scanner; past PARALLEL_AFTER bytes, also to worker processes.
-
-    A worker reads its block from the file by offset (cheaper than sending it through a pipe)
-    and checks it got the same bytes; otherwise, and for compressed files, the block is
-    scanned here. Results are merged in block order (an ok line clears only what came before
-    it). At most two blocks per worker are in flight, so the reader never runs far ahead;
-    the workers are terminated on exit, also when a timeout interrupts the run.
-
-    With a `deadline` (time.monotonic(), the reader's): the workers are started only while
-    POOL_MIN_REMAINING_S are left, and a block goes to a worker only if, at the scan rate
-    measured here, it is done before the deadline; so stopping there never waits long for them.
-    """
-
-    def __init__(self, scanner: Scanner, *, workers: int | None = None,
-                 deadline: float | None = None) -> None:
-        import os
-
-        self.scanner = scanner
-        cpus = os.cpu_count() or 1
-        self.workers = min(MAX_WORKERS, cpus) - 1 if workers is None else workers
-        self.deadline = deadline
-        self.fed = 0
-        self._pool: Any = None
-        # In block order: (AsyncResult, data) for a worker's block, (None, Scanner) for ours.
-        self._pending: list[tuple[Any, Any]] = []
-        # Blocks scanned here, for the scan rate: bytes and seconds.
-        self._local_bytes = 0
-        self._local_s = 0.0
-
-    def __enter__(self) -> Fanout:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        try:
-            if exc[0] is None:
-                self._drain(all_of_them=True)
-        finally:
-            if self._pool is not None:
-                self._pool.terminate()
-                self._pool.join()
-                self._pool = None
-
-    def feed(self, block: Block) -> int:
-        """Scan one block here or in a worker; the bytes of it taken: all, or when the
-        deadline passes while it is scanned here (and no worker holds a later block), the
-        lines scanned by then."""
-        data = block.data
-        self.fed += len(data)
-        if not self._to_worker(block):
-            if self._pending:
-                self._pending.append((None, self._local(data)))
-                # Collect finished worker blocks, or the workers would stay "in flight" and
-                # every later block would be scanned here alone.
-                self._drain(all_of_them=False)
-                return len(data)
-            return self._timed(self.scanner, data, self.deadline)
-        job = self._pool.apply_async(
-            _worker_scan,
-            (block.source, block.key, block.start, len(data), data[:64] + data[-64:]),
-        )
-        self._pending.append((job, data))
-        self._drain(all_of_them=False)
-        return len(data)
-
-    def _to_worker(self, block: Block) -> bool:
-        """Whether `block` goes to a worker (starting the workers first if need be)."""
-        if (self.workers < 1 or self.fed <= PARALLEL_AFTER
-                or block.source.lower().endswith(_COMPRESSED)):
-            return False
-        if self._pool is None:
-            if not self._time_left(POOL_MIN_REMAINING_S):
-                return False
-            import multiprocessing
-
-            ctx = multiprocessing.get_context("fork")
-            self._pool = ctx.Pool(self.workers, _worker_init, (self.scanner.patterns.sources,))
-        in_flight = sum(1 for job, _ in self._pending if job is not None)
-        if in_flight >= 2 * self.workers:
-            return False
-        # Each worker scans its blocks in turn: this one is done after those queued before it.
-        ahead = in_flight // self.workers + 1
-        return self._time_left(ahead * self._scan_s(len(block.data)))
-
-    def _time_left(self, seconds: float) -> bool:
-        return self.deadline is None or self.deadline - time.monotonic() >= seconds
-
-    def _scan_s(self, size: int) -> float:
-        """Seconds a scan of `size` bytes takes at the rate measured here (0 before any)."""
-        if not self._local_bytes:
-            return 0.0
-        return size * self._local_s / self._local_bytes
-
-    def _timed(self, scanner: Scanner, data: bytes, deadline: float | None = None) -> int:
-        t0 = time.monotonic()
-        done = scanner.feed(data, deadline)
-        self._local_s += time.monotonic() - t0
-        self._local_bytes += done
-        return done
-
-    def _local(self, data: bytes) -> Scanner:
-        local = Scanner(self.scanner.patterns, keep_recent=self.scanner.keep_recent)
-        self._timed(local, data)
-        return local
-
-    def _drain(self, *, all_of_them: bool) -> None:
-        while self._pending:
-            job, payload = self._pending[0]
-            if job is not None:
-                if not all_of_them and not job.ready():
-                    return
-                result = job.get()
-                payload = result if result is not None else self._local(payload)
-            self._pending.pop(0)
-            self.scanner.merge(payload)

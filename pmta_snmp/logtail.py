@@ -60,6 +60,9 @@ HEAD_LEN = 1024
 TAIL_LEN = 64
 #: A "line" longer than this is handed out unterminated rather than buffered without bound.
 MAX_LINE = 16 << 20
+#: New listings of the rotated files one run makes when rotations shift them while it looks
+#: for the file it was reading or reads the ones after it.
+_RELISTS = 5
 #: How far back the first run looks for the last line end before giving up.
 _FIRST_RUN_SCAN = 1 << 20
 
@@ -869,55 +872,70 @@ class TailReader(_ReaderBase):
             self.rotated = True
 
         found = self._find_rest(st, live, opened)
-        if found is None:
+        for _ in range(_RELISTS):
+            if found is not None:
+                break
             # A rotation under way (a file renamed, compressed or removed between listing the
-            # directory and opening it) hides the file for an instant: look once more.
+            # directory and opening it) hides the file for an instant: look again.
             found = self._find_rest(st, live, opened)
         if found is not None:
             rest, newer = found
             yield from self._read(rest, st.offset, final=True, continues=True)
-            done = {rest.key}
+            done = {rest.key: rest.head}
             shifted = yield from self._read_newer(newer, live, done, opened)
-            if shifted and not self.timed_out:
+            for _ in range(_RELISTS):
+                if not shifted or self.timed_out:
+                    break
                 # A name did not hold the file it held when we listed the directory: the
                 # rotations were shifted meanwhile (log.1 -> log.2 -> ...). List again from the
                 # rest's current place, so a file moved past a name we had already passed is
                 # not skipped.
-                yield from self._read_newer(self._relist_newer(rest), live, done, opened)
+                shifted = yield from self._read_newer(self._relist_newer(rest), live, done,
+                                                      opened)
+            if shifted:
+                # Still shifting after every new listing: the live file waits for the next
+                # run, which goes on after the last rotation read here.
+                return
         else:
             self.lost = True
         if live is not None and not self.timed_out:
             yield from self._read(live, 0, final=False, continues=False)
 
-    def _read_newer(self, newer: list[Path], live: _File | None, done: set[str],
-                    opened: list[_File]) -> Generator[Block, None, bool]:
-        """Read the rotations in `newer` (oldest first) that are not `live` nor in `done`;
-        returns True when a name no longer held what the listing saw (a rotation ran)."""
-        shifted = False
-        for path in newer:
+    def _read_newer(self, newer: list[tuple[Path, int]], live: _File | None,
+                    done: dict[str, bytes], opened: list[_File]
+                    ) -> Generator[Block, None, bool]:
+        """Read, in order, the rotations in `newer` (oldest first, with the inode each name had
+        when listed) up to the live file, skipping those in `done` (key -> head of the files
+        read); returns True, having read only those before it, when a name no longer holds
+        what the listing saw (a rotation ran meanwhile: list again)."""
+        for path, listed in newer:
             if self.timed_out:
-                return shifted
+                return False
             f = _open(os.fspath(path), sibling=True)
             if f is None:
-                shifted = True  # renamed or compressed away since the listing
-                continue
+                return True  # renamed or compressed away since the listing
             if live is not None and (f.key == live.key or (live.head and f.head == live.head)):
                 # The live file was rotated (renamed, or renamed and compressed) after we
                 # opened it: it is read below, once, from the descriptor we hold. (Had it
                 # been truncated instead, that read notices and the copy is read next run.)
+                # The rotations after it hold later lines: the next run reads them after the
+                # rest of this one, so none is read here (they would be read twice).
                 f.close()
-                shifted = True
+                return f.inode != listed
+            if f.key in done or (f.head and f.head in done.values()):
+                f.close()  # read already (a new listing starts with them), or compressed since
                 continue
-            if f.key in done:
+            if f.inode != listed:
+                # The name holds another rotation now (log.2 became log.3): what it held must
+                # be read first, so the state, after the last file read, passes no line.
                 f.close()
-                shifted = True
-                continue
+                return True
             opened.append(f)
-            done.add(f.key)
+            done[f.key] = f.head
             yield from self._read(f, 0, final=True, continues=False)
-        return shifted
+        return False
 
-    def _relist_newer(self, rest: _File) -> list[Path]:
+    def _relist_newer(self, rest: _File) -> list[tuple[Path, int]]:
         """The rotations newer than `rest` in a fresh listing, found by its inode (a rename
         keeps it); [] when it is not among the rotated siblings any more."""
         siblings = rotated_siblings(self.path)
@@ -931,7 +949,7 @@ class TailReader(_ReaderBase):
         return []
 
     def _find_rest(self, st: TailState, live: _File | None,
-                   opened: list[_File]) -> tuple[_File, list[Path]] | None:
+                   opened: list[_File]) -> tuple[_File, list[tuple[Path, int]]] | None:
         """Find the file we were reading (renamed, copied or compressed) and the rotations
         made after it, oldest first."""
         siblings = rotated_siblings(self.path)
@@ -984,18 +1002,19 @@ class TailReader(_ReaderBase):
         except OSError:
             return -1
 
-    def _newer(self, siblings: list[Path], index: int) -> list[Path]:
-        """Rotations newer than ``siblings[index]``, oldest first, one per rank (plain wins)."""
+    def _newer(self, siblings: list[Path], index: int) -> list[tuple[Path, int]]:
+        """Rotations newer than ``siblings[index]``, oldest first, one per rank (plain wins),
+        each with its inode now (-1 when gone already)."""
         live_name = os.path.basename(self.path)
         found_rank = _rotation_rank(live_name, siblings[index].name)
         seen: set[tuple[int, tuple[int, ...]]] = set()
-        newer: list[Path] = []
+        newer: list[tuple[Path, int]] = []
         for path in siblings[:index]:
             rank = _rotation_rank(live_name, path.name)
             if rank is None or rank == found_rank or rank in seen:
                 continue
             seen.add(rank)
-            newer.append(path)
+            newer.append((path, self._inode_of(path)))
         newer.reverse()
         return newer
 

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
+
+from tests.integration.kit_support import require_program
 
 ROOT = Path(__file__).resolve().parents[2]
 RULES = ROOT / "contrib" / "prometheus" / "pmta-alerts.yml"
@@ -18,12 +18,7 @@ RULE_TESTS = ROOT / "contrib" / "prometheus" / "pmta-alerts.test.yml"
 
 
 def _promtool() -> str:
-    path = shutil.which("promtool")
-    if path is None:
-        if os.environ.get("CI"):
-            pytest.fail("promtool is missing: ./run installs the Debian package prometheus")
-        pytest.skip("promtool is not installed (Debian package prometheus)")
-    return path
+    return require_program("promtool", "prometheus")
 
 
 def _alerts() -> list[dict[str, Any]]:

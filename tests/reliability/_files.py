@@ -14,10 +14,10 @@ from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
-# Main-log lines: default check_pmta_log classes (warning: ETIMEDOUT; critical: "are now
-# disabled"), plus a plain line.
+# Main-log lines: default check_pmta_log classes (warning: a source address missing on this
+# host, EADDRNOTAVAIL; critical: "are now disabled"), plus a plain line.
 NORMAL = "{ts} delivered to mx.example.com for example.com/vmta-a {n}\n"
-WARN = "{ts} ETIMEDOUT connecting to mx.example.org (192.0.2.40) {n}\n"
+WARN = "{ts} bind 198.51.100.21: Cannot assign requested address {n}\n"
 CRIT = "{ts} All SMTP sources for queue example.net/vmta-c are now disabled. {n}\n"
 
 ACCT_FIELDS = [

@@ -419,3 +419,37 @@ def test_rotations_shifted_between_listing_and_opening_skip_nothing(
     assert hook.fired
     second, _ = tail_once(log_file, state)
     assert_each_read_once(first, second, 101, 300)
+
+
+def test_rotations_shifted_twice_while_a_run_reads_the_newer_files(
+    log_file: Path, tail_state: TailState
+) -> None:
+    """Two rename rotations while a run reads the rotations newer than its rest, each right
+    before it opens a name it listed (that name then holds a newer file): no line lost, none
+    read twice, and none newer than the live file the run opened is read by it."""
+    rename_rotation(log_file, numbered_lines(151, 200))  # the rest (..150) is log.1
+    rename_rotation(log_file, numbered_lines(201, 250))
+    rename_rotation(log_file, numbered_lines(251, 300))  # rest log.3, then log.2, log.1, live
+    rotations = [numbered_lines(351, 400), numbered_lines(301, 350)]
+    opened: list[str] = []
+    original = logtail._open
+
+    def hooked(p: str, *, sibling: bool = False) -> logtail._File | None:
+        name = os.path.basename(p)
+        opened.append(name)
+        # Before the first look at log.2 (a newer file), then before log.3 is opened again
+        # (after the rest was found there): one rotation each.
+        if sibling and ((name == "log.2" and opened.count(name) == 1)
+                        or (name == "log.3" and opened.count(name) == 2)):
+            rename_rotation(log_file, rotations.pop())
+        return original(p, sibling=sibling)
+
+    logtail._open = hooked  # type: ignore[assignment]
+    try:
+        first, state = tail_once(log_file, tail_state)
+    finally:
+        logtail._open = original
+    assert rotations == []
+    second, _ = tail_once(log_file, state)
+    assert_each_read_once(first, second, 101, 400)
+    assert max(first) <= 300  # 301.. came after the live file this run had opened
