@@ -21,6 +21,7 @@ BENCHMARKS: dict[str, str] = {
     "standalone": "bench.standalone_walk",
     "poll": "bench.poll_build",
     "checks": "bench.checks",
+    "acct": "bench.acct",
     "micro": "bench.micro",
     "timeouts": "bench.timeouts",
     "fuzz": "bench.fuzz_agentx",
@@ -32,6 +33,7 @@ ALIASES: dict[str, str] = {
     "standalone_walk": "standalone",
     "poll_build": "poll",
     "fuzz_agentx": "fuzz",
+    "accounting": "acct",
     "api": "fuzz_api",
 }
 
