@@ -1,8 +1,9 @@
 """PowerMTA HTTP management API client over httpx, sync (checks) and async (agent).
 
 Both clients drive the same request plans: each operation is a generator that yields the HTTP
-requests it needs and receives the responses, so format negotiation, redirects, error mapping
-and parsing exist once. Only the sending differs.
+requests it needs and receives the responses (or, thrown in, the PmtaError of a request that
+failed), so format negotiation, redirects, error mapping, the list commands' fallback to the
+pages and parsing exist once. Only the sending differs.
 """
 
 from __future__ import annotations
@@ -668,13 +669,23 @@ class PmtaClient:
         """The format that worked (`json` or `xml`), once known."""
         return self._core.format
 
+    @property
+    def lists_by_command(self) -> bool:
+        """Whether the next list is asked from a list command (an API key, not refused)."""
+        return self._core.lists_by_command()
+
     def _run(self, plan: _Plan[T], budget: _Budget | None = None) -> T:
         deadline = time.monotonic() + self._core.config.timeout
         budget = budget or _Budget(self._core.config.max_poll_bytes)
         try:
             req = next(plan)
             while True:
-                req = plan.send(self._send(req, deadline, budget))
+                try:
+                    resp = self._send(req, deadline, budget)
+                except PmtaError as exc:  # the plan may handle it (a list command's fallback)
+                    req = plan.throw(exc)
+                else:
+                    req = plan.send(resp)
         except StopIteration as stop:
             result: T = stop.value
             return result
@@ -798,7 +809,12 @@ class AsyncPmtaClient:
         try:
             req = next(plan)
             while True:
-                req = plan.send(await self._send(req, budget))
+                try:
+                    resp = await self._send(req, budget)
+                except PmtaError as exc:  # the plan may handle it (a list command's fallback)
+                    req = plan.throw(exc)
+                else:
+                    req = plan.send(resp)
         except StopIteration as stop:
             result: T = stop.value
             return result
