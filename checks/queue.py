@@ -84,7 +84,8 @@ class QueueData(NamedTuple):
     total_source: str
     lists: dict[str, ListCompleteness]
     """How complete PowerMTA's lists were, by kind (`queue`, `domain`, `vmta`), as read."""
-    max_list_items: int
+    coverage: list[str]
+    """A line per list whose per-item rules may miss rows."""
 
 
 class Stuck(NamedTuple):
@@ -182,14 +183,17 @@ class QueueResource(PluginResource):
 
         rows, lists["queue"] = run.api(what("queue"), lambda c: c.queue_list(status))
         queues = list(rows)
+        coverage = _coverage("queue", lists["queue"], queues, status, a.max_list_items)
         domains: list[Domain] = []
         vmtas: list[Vmta] = []
         if want_domains:
             rows, lists["domain"] = run.api(what("domain"), lambda c: c.domain_list(status))
             domains = list(rows)
+            coverage += _coverage("domain", lists["domain"], domains, status, a.max_list_items)
         if want_vmtas:
             rows, lists["vmta"] = run.api(what("vmta"), lambda c: c.vmta_list(status))
             vmtas = list(rows)
+            coverage += _coverage("vmta", lists["vmta"], vmtas, status, a.max_list_items)
         run.enter("evaluating queues")
         narrowed = bool(a.domain or a.vmta or a.queue)
         if a.domain:
@@ -222,8 +226,7 @@ class QueueResource(PluginResource):
             total, source = sum(q.rcp for q in queues), "queues"
         else:
             total, source = status.queued_recipients, "status"
-        return QueueData(status, queues, domains, vmtas, total, source, lists,
-                         a.max_list_items)
+        return QueueData(status, queues, domains, vmtas, total, source, lists, coverage)
 
     def update_history(self, data: QueueData) -> None:
         """Stuck queues and deferred growth from the state file (read-modify-write)."""
@@ -355,7 +358,8 @@ class QueueResource(PluginResource):
             for kind, found in data.lists.items()
         }
         run.primary = "rcpt"
-        run.long.extend(_coverage_lines(data))
+        for line in data.coverage:
+            run.note(line)
         run.long.extend(_long_lines(data, n))
 
     def contexts(self) -> list[nagiosplugin.Context]:
@@ -452,30 +456,37 @@ _RULES = {
 }
 
 
-def _coverage_lines(data: QueueData) -> list[str]:
-    """A line per list whose per-item rules may miss rows: PowerMTA has more than it listed,
-    or it gave no count and the list is as long as the page (or --max-list-items) allows."""
+def _coverage(
+    kind: str,
+    found: ListCompleteness,
+    rows: Sequence[Queue | Domain | Vmta],
+    status: Status,
+    max_list_items: int,
+) -> list[str]:
+    """A line when the per-item rules of `kind` may miss rows: PowerMTA has more than it
+    listed, or it gave no count while the list is as long as a page (or --max-list-items)
+    allows and its rows lack some of the queued recipients."""
     from pmta_snmp.api.client import PAGE_DEFAULT_ITEMS
 
-    lines = []
-    for kind, found in data.lists.items():
-        by_page = found.source.value == "page"
-        full = PAGE_DEFAULT_ITEMS if by_page else data.max_list_items
-        if found.complete or not (found.missing or found.listed >= full):
-            continue
-        where = f"/{kind}s" if by_page else f"show {kind}s --maxitems={data.max_list_items}"
-        if found.missing:
-            some = "at least " if not found.exact else ""
-            seen = (f"only {found.listed} of {some}{found.known} {kind}s listed by {where}: "
-                    f"the {_RULES[kind]} cannot see the other {some}{found.missing}")
-        else:
-            seen = (f"{found.listed} {kind}s listed by {where}, which may not be all: the "
-                    f"{_RULES[kind]} may miss others")
-        hint = ("give the plugin an API key (--api-key-file or PMTA_API_KEY) to list them all "
-                "through POST /command, or raise http-default-max-items in PowerMTA's config"
-                if by_page else "raise --max-list-items")
-        lines.append(f"{seen}; {hint}")
-    return lines
+    by_page = found.source.value == "page"
+    if found.complete:
+        return []
+    if not found.missing:
+        full = PAGE_DEFAULT_ITEMS if by_page else max_list_items
+        if found.listed < full or sum(r.rcp for r in rows) >= status.queued_recipients:
+            return []
+    where = f"/{kind}s" if by_page else f"show {kind}s --maxitems={max_list_items}"
+    if found.missing:
+        some = "at least " if not found.exact else ""
+        seen = (f"only {found.listed} of {some}{found.known} {kind}s listed by {where}: "
+                f"the {_RULES[kind]} miss {some}{found.missing}")
+    else:
+        seen = (f"{found.listed} {kind}s listed by {where}, which may not be all: the "
+                f"{_RULES[kind]} may miss others")
+    hint = ("give the plugin an API key (--api-key-file or PMTA_API_KEY) to list them all "
+            "through POST /command, or raise http-default-max-items in PowerMTA's config"
+            if by_page else "raise --max-list-items")
+    return [f"{seen}; {hint}"]
 
 
 def _long_lines(data: QueueData, n: int) -> list[str]:

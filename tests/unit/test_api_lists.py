@@ -177,7 +177,7 @@ def test_command_rows_without_kb_or_conn_warn_nothing() -> None:
 
 
 def test_an_unreadable_command_shape_fails_rather_than_reading_as_empty() -> None:
-    with pytest.raises(PmtaMalformed, match="no domain rows .* footer says 2 are shown"):
+    with pytest.raises(PmtaMalformed, match=r"no domain rows .* footer says 2 are shown"):
         parse_command_domains({"weird": {"a": 1}}, "2 of 2 domains shown.")
     rows, footer = parse_command_domains({}, "0 of 0 domains shown.")
     assert rows == () and footer == (0, 0)
