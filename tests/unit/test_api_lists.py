@@ -102,6 +102,9 @@ class FakePmta:
             if self.command_status != 200:
                 return httpx.Response(self.command_status, text="<html>no</html>")
             words = fields["command"].split()
+            if words[1] == "license":
+                env = {"data": {}, "status": "success", "message": "  expires: never\n"}
+                return httpx.Response(200, content=json.dumps(env).encode())
             kind = {"queues": "queue", "domains": "domain", "vmtas": "vmta"}[words[1]]
             n = int(words[2].partition("=")[2]) if len(words) > 2 else 20
             rows = self.rows(kind)
