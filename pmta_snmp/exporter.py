@@ -34,6 +34,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector, CollectorRegistry
 
+from pmta_snmp.metrics import by_name
 from pmta_snmp.model import QueueMode, Snapshot, warning_kinds
 
 if TYPE_CHECKING:
@@ -54,6 +55,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+_CATALOGUE: Final = by_name()
 OTHER: Final = "(other)"
 """Label value of the series that sums the items beyond the cap."""
 
@@ -370,14 +372,8 @@ class PmtaCollector(Collector):
 
 def _list_families(snap: Snapshot) -> Iterator[Metric]:
     """How complete the per-item lists are: rows listed (and where from), rows known."""
-    listed = _labelled_gauge(
-        "pmta_list_rows", "Rows PowerMTA listed per list; source: command (POST /command list "
-        "commands, every row up to pmta.max_list_items) or page (the web pages' top "
-        "http-default-max-items rows).", ("list", "source"))
-    known = _labelled_gauge(
-        "pmta_list_rows_known", "Rows PowerMTA has per list by its own count (queues without "
-        "one: at least one per domain with mail queued); absent when it gave none. Above "
-        "pmta_list_rows: rows are missing.", ("list",))
+    listed, known = (_labelled_gauge(m.name, m.help, m.labels) for m in (
+        _CATALOGUE["pmta_list_rows"], _CATALOGUE["pmta_list_rows_known"]))
     lists = snap.lists
     for kind, found in (("queue", lists.queues), ("domain", lists.domains),
                         ("vmta", lists.vmtas)):
