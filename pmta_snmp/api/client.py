@@ -65,9 +65,6 @@ DEFAULT_MAX_POLL_BYTES = 128 * MIB
 DEFAULT_MAX_LIST_ITEMS = 10_000
 """`--maxitems` of the list commands (`pmta.max_list_items`): a list of PowerMTA's is read
 whole up to this many rows, the top ones by recipients beyond (see the README)."""
-MAX_LIST_ITEMS_LIMIT = MAX_LIST_ITEMS
-"""Largest `max_list_items` accepted: a list that long is megabytes per poll for PowerMTA to
-build and for every consumer to hold."""
 PAGE_DEFAULT_ITEMS: Final = 10
 """PowerMTA's default `http-default-max-items`: rows on a listing page."""
 COMMAND_RETRY_SECONDS: Final = 600.0
@@ -129,8 +126,8 @@ class ClientConfig:
             raise PmtaError(f"URL {redact_url(self.url)!r} must look like http(s)://host:port")
         if self.max_page_bytes <= 0 or self.max_poll_bytes <= 0:
             raise PmtaError("the answer size limits must be positive")
-        if not 0 <= self.max_list_items <= MAX_LIST_ITEMS_LIMIT:
-            raise PmtaError(f"max_list_items must be 0..{MAX_LIST_ITEMS_LIMIT}")
+        if not 0 <= self.max_list_items <= MAX_LIST_ITEMS:  # megabytes per poll already
+            raise PmtaError(f"max_list_items must be 0..{MAX_LIST_ITEMS}")
 
     def __repr__(self) -> str:
         shown = [
@@ -427,6 +424,7 @@ class _Core:
             return None
         if warnings is not None:
             warnings.extend(noted)
+        self.commands_refused = None  # they work (again)
         return Listing(rows, ListSource.COMMAND, footer)
 
     def _refused(self, why: str) -> None:
@@ -976,7 +974,8 @@ def _assemble(
         if text is not None:
             noted.append(text)
     refused = core.commands_refused
-    if refused is not None and core.config.api_key and core.config.max_list_items > 0:
+    by_page = any(x.source is ListSource.PAGE for x in (queues, domains, vmtas))
+    if refused is not None and by_page and core.config.api_key and core.config.max_list_items:
         noted.append(f"/command: lists read from the pages instead of the list commands: "
                      f"{refused[1]}")
     return Snapshot(

@@ -15,6 +15,7 @@ import pytest
 
 from pmta_snmp.api import AsyncPmtaClient, ClientConfig, PmtaClient, PmtaError, PmtaMalformed
 from pmta_snmp.api.client import (
+    COMMAND_RETRY_SECONDS,
     DEFAULT_MAX_LIST_ITEMS,
     Listing,
     completeness,
@@ -393,3 +394,16 @@ def test_max_list_items_setting_is_bounded_and_the_defaults_agree() -> None:
         load_config(environ={"PMTA_SNMP_PMTA_MAX_LIST_ITEMS": "2000000"})
     with pytest.raises(PmtaError, match="max_list_items"):
         ClientConfig(max_list_items=-1)
+
+
+def test_after_the_retry_period_a_key_now_accepted_lists_whole_again() -> None:
+    pmta = FakePmta(command_status=403)
+    with client(pmta, api_key=KEY) as c:
+        assert c.snapshot().lists.source == "page"
+        refused = c._core.commands_refused
+        assert refused is not None
+        pmta.command_status = 200  # the key was added to PowerMTA's config
+        c._core.commands_refused = (refused[0] - COMMAND_RETRY_SECONDS, refused[1])
+        snap = c.snapshot()
+    assert snap.lists.source == "command" and len(snap.domains) == 25
+    assert not any(w.startswith("/command") for w in snap.warnings)
