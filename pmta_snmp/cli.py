@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from pmta_snmp import __version__
 from pmta_snmp.cliopts import (  # add_connection_args, client_config: also used from here
+    add_acct_args,
     add_agent_args,
     add_connection_args,
     agent_config,
@@ -209,6 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("agentx", help="run the AgentX subagent behind the system snmpd")
     add_agent_args(p)
+    add_acct_args(p)
     p.add_argument(
         "--agentx-socket",
         metavar="PATH",
@@ -218,6 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("agent", help="run the standalone SNMP agent (no snmpd needed)")
     add_agent_args(p)
+    add_acct_args(p)
     p.add_argument("--listen", metavar="udp:HOST:PORT", help="default udp:127.0.0.1:1161")
     p.set_defaults(func=cmd_agent)
 

@@ -123,7 +123,7 @@ def add_agent_args(p: argparse.ArgumentParser) -> None:
 
 
 def add_acct_args(p: argparse.ArgumentParser) -> None:
-    """The deliverability outcomes options (the exporter; the agents may add them too)."""
+    """The deliverability outcomes options of the exporter and the agents."""
     g = p.add_argument_group("deliverability outcomes from the accounting files "
                              "(override [acct] of the config file)")
     g.add_argument("--acct-file", metavar="GLOB",

@@ -141,6 +141,10 @@ class AcctSection:
     backfill: float = 86400.0
     """Seconds of existing records read back on the first start (0: from the end)."""
     interval: float = 5.0
+    save_interval: float = 30.0
+    """Seconds between saves of the reading position with the counters. The agents' MIB
+    tables show the counters as last saved (so a restart never makes one go back): they are
+    at most this much older than the files."""
     max_source_ips: int = 500
     max_sending_domains: int = 500
     max_source_ip_series: int = 2000
@@ -273,6 +277,8 @@ def validate(cfg: Config) -> Config:
         raise ConfigError("acct.backfill must be 0 or more seconds")
     if a.interval <= 0:
         raise ConfigError("acct.interval must be more than 0 seconds")
+    if a.save_interval <= 0:
+        raise ConfigError("acct.save_interval must be more than 0 seconds")
     for key in ("max_source_ips", "max_sending_domains", "max_source_ip_series",
                 "max_complaint_domains"):
         if getattr(a, key) < 0:

@@ -112,7 +112,7 @@ class EngineSettings:
     @classmethod
     def from_config(cls, section: Any, **changes: Any) -> EngineSettings:
         """From the config's ``[acct]`` section (pmta_snmp.config.AcctSection)."""
-        keys = ("files", "state_dir", "backfill", "interval", "max_source_ips",
+        keys = ("files", "state_dir", "backfill", "interval", "save_interval", "max_source_ips",
                 "max_sending_domains", "max_source_ip_series", "max_complaint_domains",
                 "providers_file", "reasons_file")
         values = {k: getattr(section, k) for k in keys}
@@ -315,6 +315,7 @@ class OutcomesEngine:
             except (StateError, OSError) as exc:
                 raise ValueError(f"outcomes state: {exc}") from exc
         self._view = self._build_view()
+        self._saved_view = self._view
 
     # -- state -------------------------------------------------------------------------
 
@@ -389,7 +390,9 @@ class OutcomesEngine:
             return
         with self._lock:
             doc = self._document()
+            view = self._view
         self._file().save(doc)
+        self._saved_view = view
         self._last_save = time.monotonic()
 
     def _document(self) -> dict[str, Any]:
@@ -414,6 +417,13 @@ class OutcomesEngine:
     def view(self) -> OutcomesView:
         """The counters as of the last pass."""
         return self._view
+
+    @property
+    def saved_view(self) -> OutcomesView:
+        """The counters as of the last save (or the state loaded at start): what a restart
+        continues from, so a publisher that must never show a counter go back (SNMP's
+        Counter64 across a restarted worker) shows this one. Without persistence: `view`."""
+        return self._saved_view if self.settings.persist else self._view
 
     def read(self, *, budget: float | None = None) -> bool:
         """One pass over the new records (at most ``budget`` seconds of reading, default
