@@ -511,19 +511,20 @@ class _OutcomeRow:
     hour_complaint_rate: int
     hour_blocklist_rejections: int
     day_complaint_rate: int = 0
+    day_delivered: int = 0
     top_blocklist: str = ""
 
     @classmethod
     def of(cls, name: str, total: ResultCounts, hour: ResultCounts, *, complaints: int,
            complaints_hour: int, blocklist: int, blocklist_hour: int, description: str = "",
            family: int = 0, address: bytes = b"", day_complaint_rate: int = 0,
-           top_blocklist: str = "") -> _OutcomeRow:
+           day_delivered: int = 0, top_blocklist: str = "") -> _OutcomeRow:
         """A row from counts; the last-hour rates as the view defines them."""
         return cls(
             name, description, family, address, total, complaints, blocklist,
             hour.final, hour.delivered, hour.rate("hard_bounce"), hour.rate("block_bounce"),
             hour.rate("deferred"), hundredths_of_percent(complaints_hour, hour.delivered),
-            blocklist_hour, day_complaint_rate, top_blocklist,
+            blocklist_hour, day_complaint_rate, day_delivered, top_blocklist,
         )
 
 
@@ -533,7 +534,7 @@ def _provider_rows(view: OutcomesView) -> list[_OutcomeRow]:
             p.provider, p.total, p.last_hour, complaints=p.complaints,
             complaints_hour=p.complaints_last_hour, blocklist=p.blocklist_rejections,
             blocklist_hour=p.blocklist_rejections_last_hour, description=p.description,
-            day_complaint_rate=p.complaint_rate_last_day(),
+            day_complaint_rate=p.complaint_rate_last_day(), day_delivered=p.last_day.delivered,
         )
         for p in view.providers
     ]
@@ -614,6 +615,7 @@ _PROVIDER_TABLE: Final[_Table[_OutcomeRow]] = _Table(
         (3, "pmtaProviderDescription", _U, "description", _texts(MAX_TEXT_OCTETS)),
         *_outcome_columns(_PROVIDER_ENTRY, "Provider"),
         (19, "pmtaProviderLastDayComplaintRate", _G, "day_complaint_rate", _gauges),
+        (20, "pmtaProviderLastDayDelivered", _G, "day_delivered", _gauges),
     ),
     _provider_rows,
     lambda row: encode_string_index(row.name, MAX_PROVIDER_OCTETS),
