@@ -436,8 +436,10 @@ class OutcomesEngine:
         state = self.acct_state
         if state is None:  # a first start: read back `backfill` seconds, found by time
             since = now - self.settings.backfill
-            self.since_minute = epoch_minute(since)
             if self.settings.backfill > 0:
+                # The seek lands a little early (records are in logging order give or take a
+                # second): older records are left out while the read-back lasts.
+                self.since_minute = epoch_minute(since)
                 state = state_since(self.settings.files, since - 60)
         spec = TallySpec.of(TALLY_FIELDS, since_minute=self.since_minute,
                             delay_bounds=DELAY_BOUNDS)
@@ -463,6 +465,7 @@ class OutcomesEngine:
         caught_up = not reader.timed_out
         if caught_up:
             self.backfilling = False
+            self.since_minute = None  # from now on every new record counts
         self.lag = 0.0 if caught_up or self.newest is None else max(0.0, now - self.newest)
         self.updated = datetime.fromtimestamp(now, UTC)
         self.recent.prune(epoch_minute(now))
