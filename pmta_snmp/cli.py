@@ -112,14 +112,13 @@ def _read_outcomes(args: argparse.Namespace) -> OutcomesView:
 def cmd_poll(args: argparse.Namespace) -> int:
     """Poll PowerMTA once and print the normalised snapshot (and the outcomes of the
     accounting files with --acct-file)."""
-    from pmta_snmp.api import PmtaClient, PmtaError
-    from pmta_snmp.model import snapshot_to_dict
-
     if args.no_api and not args.acct_file:
         print("pmta-snmp poll: --no-api needs --acct-file", file=sys.stderr)
         return 2
     snap = None
     if not args.no_api:
+        from pmta_snmp.api import PmtaClient, PmtaError
+
         try:
             with PmtaClient(client_config(args)) as client:
                 snap = client.snapshot(with_license=args.license)
@@ -128,6 +127,8 @@ def cmd_poll(args: argparse.Namespace) -> int:
             return 2
     view = _read_outcomes(args) if args.acct_file else None
     if args.json:
+        from pmta_snmp.model import snapshot_to_dict
+
         doc: dict[str, object] = snapshot_to_dict(snap) if snap is not None else {}
         if view is not None:
             doc["outcomes"] = view.to_dict()

@@ -284,6 +284,13 @@ def _add(table: dict[tuple[str, ...], int], key: tuple[str, ...], n: int) -> Non
     table[key] = table.get(key, 0) + n
 
 
+#: Where the records of one (type, values) are counted: the cumulative (table, key)
+#: increments, the recent slots' (keys, counter) marks, the delay sum's key.
+_Plan = tuple[list[tuple[dict[tuple[str, ...], int], tuple[str, ...]]],
+              tuple[tuple[tuple[tuple[str, str], ...], int], ...],
+              tuple[str, ...] | None]
+
+
 class OutcomesEngine:
     """Deliverability counters from accounting files (see the module docstring)."""
 
@@ -332,6 +339,7 @@ class OutcomesEngine:
         self.series_cap = _Capped(s.max_source_ip_series)
         self.complaint_cap = _Capped(s.max_complaint_domains)
         self.newest: float | None = None
+        self._plans: dict[tuple[str, tuple[str, ...]], _Plan] = {}
         self.lag = 0.0
         self.updated: datetime | None = None
 
@@ -446,8 +454,10 @@ class OutcomesEngine:
         state = self.acct_state
         if state is None:  # a first start: read back `backfill` seconds, found by time
             since = now - self.settings.backfill
-            self.since_minute = epoch_minute(since)
             if self.settings.backfill > 0:
+                # The seek lands a little early (records are in logging order give or take a
+                # second): older records are left out while the read-back lasts.
+                self.since_minute = epoch_minute(since)
                 state = state_since(self.settings.files, since - 60)
         spec = TallySpec.of(TALLY_FIELDS, since_minute=self.since_minute,
                             delay_bounds=DELAY_BOUNDS)
@@ -473,80 +483,111 @@ class OutcomesEngine:
         caught_up = not reader.timed_out
         if caught_up:
             self.backfilling = False
+            self.since_minute = None  # from now on every new record counts
         self.lag = 0.0 if caught_up or self.newest is None else max(0.0, now - self.newest)
         self.updated = datetime.fromtimestamp(now, UTC)
         self.recent.prune(epoch_minute(now))
         return caught_up
 
     def _add(self, counts: TallyCounts, now_minute: int) -> None:
-        """Classify each distinct key once and add its count everywhere it belongs."""
+        """Add one chunk of counts: keys differ by minute, so the cumulative counters are
+        added per distinct (type, values) -- classified once, through a cache of plans --
+        and only the recent slots per minute."""
+        c = self.counters
+        totals: dict[tuple[str, tuple[str, ...]], int] = {}
+        newest = -1
+        for (kind, minute, values), n in counts.items():
+            kv = (kind, values)
+            totals[kv] = totals.get(kv, 0) + n
+            if minute is not None and minute > newest:
+                newest = minute
+        if newest >= 0 and (self.newest is None or newest * 60 + 59 > self.newest):
+            self.newest = newest * 60 + 59
+        delays: dict[tuple[str, tuple[str, ...]], float] = {}
+        for (kind, _, values), seconds in counts.sums.items():
+            delays[(kind, values)] = delays.get((kind, values), 0.0) + seconds
+        plans = self._plans
+        if len(plans) > 200_000:
+            plans.clear()
+        for kv, n in totals.items():
+            plan = plans.get(kv)
+            if plan is None:
+                plan = plans[kv] = self._plan(*kv)
+            _add(c.records, (kv[0],), n)
+            for table, key in plan[0]:
+                table[key] = table.get(key, 0) + n
+            if plan[2] is not None:
+                total = delays.get(kv)
+                if total:
+                    _add(c.delay_sums, plan[2], int(total))
+        recent: dict[tuple[int, tuple[tuple[tuple[str, str], ...], int]], int] = {}
+        for (kind, minute, values), n in counts.items():
+            marks = plans[(kind, values)][1]
+            if marks:
+                when = now_minute if minute is None else minute
+                for mark in marks:
+                    rk = (when, mark)
+                    recent[rk] = recent.get(rk, 0) + n
+        add = self.recent.add
+        for (when, (keys, index)), n in recent.items():
+            add(when, keys, index, n)
+
+    def _plan(self, kind: str, values: tuple[str, ...]) -> _Plan:
+        """Where the records of one (type, values) are counted."""
         c = self.counters
         clf = self.classifier
-        recent = self.recent
-        newest = self.newest
-        for key, n in counts.items():
-            kind, minute, values = key
-            _add(c.records, (kind,), n)
-            if minute is not None:
-                end = minute * 60 + 59
-                if newest is None or end > newest:
-                    newest = end
-            when = now_minute if minute is None else minute
-            if kind == "f":
-                self._add_feedback(values, when, n)
-                continue
-            if kind not in ("d", "b", "t"):
-                continue
-            rcpt_domain, host, ip_raw, vmta_raw, sender = values[:5]
-            provider = clf.provider(rcpt_domain, host)
-            delay_piece = ""
-            if kind == "d":
-                result, reason, blocklist = "delivered", None, None
+        if kind == "f":
+            return self._feedback_plan(values)
+        if kind not in ("d", "b", "t"):
+            return [], (), None
+        rcpt_domain, host, ip_raw, vmta_raw, sender = values[:5]
+        provider = clf.provider(rcpt_domain, host)
+        delay_piece = ""
+        if kind == "d":
+            result, reason, blocklist = "delivered", None, None
+            delay_piece = values[5]
+        else:
+            cat, status, diag = values[-3:]
+            failure = clf.failure(kind, cat, status, diag)
+            result, reason, blocklist = failure.result, failure.reason, failure.blocklist
+            if kind == "b":
                 delay_piece = values[5]
-            else:
-                cat, status, diag = values[-3:]
-                failure = clf.failure(kind, cat, status, diag)
-                result, reason, blocklist = failure.result, failure.reason, failure.blocklist
-                if kind == "b":
-                    delay_piece = values[5]
-            ip = self.ip_cap(_label(ip_raw))
-            vmta = _label(vmta_raw)
-            domain = self.domain_cap(_label(sender))
-            _add(c.outcomes, (provider, result), n)
-            _add(c.ips, (ip, result), n)
-            _add(c.sending, (domain, result), n)
-            series = self.series_cap("\0".join((ip, vmta, provider)))
-            if series == OTHER:
-                _add(c.ip_outcomes, (OTHER, OTHER, OTHER, result), n)
-            else:
-                _add(c.ip_outcomes, (ip, vmta, provider, result), n)
-            keys = [("provider", provider), ("ip", ip), ("domain", domain)]
-            recent.add(when, keys, _RESULT_INDEX[result], n)
-            if reason is not None:
-                _add(c.reasons, (provider, reason), n)
-            if blocklist is not None:
-                _add(c.blocklists, (ip, blocklist, provider), n)
-                recent.add(when, keys[:2], _BLOCKLIST, n)
-            if delay_piece:
-                _add(c.delay_counts, (provider, delay_piece), n)
-                total = counts.sums.get(key)
-                if total:
-                    _add(c.delay_sums, (provider,), int(total))
-        self.newest = newest
+        ip = self.ip_cap(_label(ip_raw))
+        vmta = _label(vmta_raw)
+        domain = self.domain_cap(_label(sender))
+        series = self.series_cap("\0".join((ip, vmta, provider)))
+        steps: list[tuple[dict[tuple[str, ...], int], tuple[str, ...]]] = [
+            (c.outcomes, (provider, result)), (c.ips, (ip, result)),
+            (c.sending, (domain, result)),
+            (c.ip_outcomes, (OTHER, OTHER, OTHER, result) if series == OTHER
+             else (ip, vmta, provider, result))]
+        keys = (("provider", provider), ("ip", ip), ("domain", domain))
+        # One mark per dimension: per minute there are few distinct (dimension, key) pairs.
+        marks: list[tuple[tuple[tuple[str, str], ...], int]] = [
+            ((k,), _RESULT_INDEX[result]) for k in keys]
+        if reason is not None:
+            steps.append((c.reasons, (provider, reason)))
+        if blocklist is not None:
+            steps.append((c.blocklists, (ip, blocklist, provider)))
+            marks += [((k,), _BLOCKLIST) for k in keys[:2]]
+        delay_key = None
+        if delay_piece:
+            steps.append((c.delay_counts, (provider, delay_piece)))
+            delay_key = (provider,)
+        return steps, tuple(marks), delay_key
 
-    def _add_feedback(self, values: tuple[str, ...], when: int, n: int) -> None:
+    def _feedback_plan(self, values: tuple[str, ...]) -> _Plan:
         rcpt_domain, sender, _vmta, rep_ip, ftype, fmt, reporting, reported = values
         if not is_complaint(ftype):
-            return
+            return [], (), None
         c = self.counters
         provider = self.classifier.complaint_provider(rcpt_domain, reporting, fmt)
         sender = _label(sender or reported.strip().rstrip(".").lower())
-        domain = self.complaint_cap(sender)
         ip = self.ip_cap(_label(rep_ip))
-        _add(c.complaints, (provider, domain), n)
-        _add(c.ip_complaints, (ip,), n)
-        keys = [("provider", provider), ("ip", ip), ("domain", self.domain_cap(sender))]
-        self.recent.add(when, keys, _COMPLAINT, n)
+        steps = [(c.complaints, (provider, self.complaint_cap(sender))),
+                 (c.ip_complaints, (ip,))]
+        keys = (("provider", provider), ("ip", ip), ("domain", self.domain_cap(sender)))
+        return steps, tuple(((k,), _COMPLAINT) for k in keys), None
 
     # -- the view ------------------------------------------------------------------------
 

@@ -18,6 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from pmta_snmp.config import AcctSection, Config, PmtaSection, PollSection
 from pmta_snmp.exporter import Exporter
+from pmta_snmp.metrics import by_name
 from pmta_snmp.sim import Simulator
 from tests.integration.kit_support import wait_until
 
@@ -70,6 +71,26 @@ def scraped(url: str) -> dict[str, Counter[object]]:
     return out
 
 
+def catalogued(url: str) -> None:
+    """Every outcome family served is in the catalogue with its type, HELP and labels; the
+    delay histogram and the lag are there."""
+    with urllib.request.urlopen(url, timeout=10) as resp:
+        families = list(text_string_to_metric_families(resp.read().decode()))
+    catalogue = by_name()
+    names = set()
+    for family in families:
+        name = f"{family.name}_total" if family.type == "counter" else family.name
+        assert name in catalogue, name
+        assert (catalogue[name].kind, catalogue[name].help) == (family.type,
+                                                                family.documentation), name
+        labels = {k for smp in family.samples for k in smp.labels if k != "le"}
+        assert labels <= set(catalogue[name].labels), (name, labels)
+        names.add(name)
+    assert {"pmta_delivery_delay_seconds", "pmta_acct_lag_seconds",
+            "pmta_outcome_reasons_total", "pmta_source_ip_outcomes_total",
+            "pmta_sending_domain_outcomes_total"} <= names
+
+
 @pytest.fixture
 def sim(tmp_path: Path) -> Iterator[Simulator]:
     simulator = Simulator("blocklisted", speed=0, domains=60, acct_dir=tmp_path / "acct",
@@ -109,6 +130,7 @@ def test_exporter_counts_equal_the_files_across_rotation_and_restart(
         assert want["listed"][(LISTED_IP, "microsoft")] > 0
         assert sum(want["complaints"].values()) > 0
         assert wait_until(lambda: same_counts(exp.url, want), 60), (scraped(exp.url), want)
+        catalogued(exp.url)
         sim.advance(200)
         sim.rotate_acct()
         sim.advance(200)
