@@ -445,3 +445,64 @@ def test_ipv6_source_ips_walk_in_index_order(tmp_path: Path) -> None:
             assert proc.wait(15) == 0
         finally:
             stop_process(proc)
+
+
+@pytest.mark.timeout(300)
+def test_agentx_and_exporter_on_the_same_state_dir_both_equal_the_simulators_files(
+    snmpd_factory: Callable[..., SnmpdMaster], tmp_path: Path
+) -> None:
+    """The issue's "Done when" for SNMP: files neither process has seen (the simulator's
+    blocklisted scenario, with feedback loops, rotated), followed by the exporter and the
+    subagent at once with one configuration (same files, same --state-dir: each keeps its own
+    state), per-provider deliveries and complaints equal to the files' own counts, in /metrics
+    and through snmpd alike, before and after more records and another rotation."""
+    from tests.integration.test_outcomes_exporter import file_counts, providers_of, scraped
+
+    with Simulator("blocklisted", speed=0, domains=60, acct_dir=tmp_path / "acct",
+                   acct_records=("d", "b", "t", "tq", "f")) as sim:
+        sim.advance(900)
+        sim.rotate_acct()
+        sim.advance(300)
+        providers = providers_of(sim)
+        master = snmpd_factory()
+        port = free_udp_port()
+        common = ["--url", sim.url, "--config", str(config(tmp_path)), "--acct-file",
+                  str(tmp_path / "acct" / "acct.csv"), "--state-dir", str(tmp_path / "state")]
+        agentx = spawn(["agentx", "--agentx-socket", master.agentx_address, *common], tmp_path)
+        exporter = spawn(["exporter", "--listen", f"127.0.0.1:{port}", *common], tmp_path)
+        url = f"http://127.0.0.1:{port}/metrics"
+
+        def both_equal_the_files() -> bool:
+            want = file_counts(tmp_path / "acct", providers)
+            if scraped(url) != want:
+                return False
+            rows = rows_of(master.bulkwalk(PROVIDERS_ARC))["provider"]
+            delivered = {p: int(c["pmtaProviderDelivered"]) for p, c in rows.items()
+                         if int(c["pmtaProviderDelivered"])}
+            complaints: Counter[str] = Counter()
+            for (provider, _domain), n in want["complaints"].items():
+                complaints[provider] += n
+            acct = {vb.oid.rsplit(".", 2)[-2]: vb.value for vb in master.bulkwalk(ACCT_ARC)}
+            return (delivered == dict(want["delivered"])
+                    and {p: int(c["pmtaProviderComplaints"]) for p, c in rows.items()
+                         if int(c["pmtaProviderComplaints"])} == dict(complaints)
+                    and int(acct["6"]) == sum(want["records"].values()))
+
+        try:
+            want = file_counts(tmp_path / "acct", providers)
+            assert sum(want["complaints"].values()) > 0 and len(want["delivered"]) > 3
+            wait_for(both_equal_the_files, 90, "/metrics and the MIB to equal the files")
+            sim.advance(200)
+            sim.rotate_acct()
+            sim.advance(200)
+            wait_for(both_equal_the_files, 90, "both to count the new records")
+        finally:
+            for proc in (agentx, exporter):
+                proc.send_signal(signal.SIGTERM)
+            for proc in (agentx, exporter):
+                try:
+                    assert proc.wait(15) == 0
+                finally:
+                    stop_process(proc)
+    states = {p.parent.name for p in (tmp_path / "state").rglob("outcomes-*.json")}
+    assert states == {"state", "agent"}  # the exporter's and the subagent's, apart
