@@ -107,7 +107,7 @@ class OutcomesFeed:
 
     The agents keep their state in the subdirectory `agent` of the state directory
     (`AGENT_STATE_SUBDIR`): an exporter given the same configuration follows the same files
-    with an engine, and a state file of its own, of its own.
+    with an engine and a state file of its own.
     """
 
     def __init__(self, section: AcctSection) -> None:

@@ -577,7 +577,7 @@ def _of_outcomes(ctx: _Ctx) -> Any:
     return ctx.outcomes
 
 
-def _outcome_columns(entry: Oid, what: str) -> tuple[tuple[int, str, str, str, _Cells], ...]:
+def _outcome_columns(what: str) -> tuple[tuple[int, str, str, str, _Cells], ...]:
     """Columns 4-18, the same in both tables: `what` is Provider or SourceIp."""
     c64 = "Counter64"
     return tuple((sub, f"pmta{what}{name}", syntax, attr, cells)
@@ -613,7 +613,7 @@ _PROVIDER_TABLE: Final[_Table[_OutcomeRow]] = _Table(
         _PROVIDER_ENTRY,
         (2, "pmtaProviderDisplayName", _U, "name", _names),
         (3, "pmtaProviderDescription", _U, "description", _texts(MAX_TEXT_OCTETS)),
-        *_outcome_columns(_PROVIDER_ENTRY, "Provider"),
+        *_outcome_columns("Provider"),
         (19, "pmtaProviderLastDayComplaintRate", _G, "day_complaint_rate", _gauges),
         (20, "pmtaProviderLastDayDelivered", _G, "day_delivered", _gauges),
     ),
@@ -634,7 +634,7 @@ _SOURCE_IP_TABLE: Final[_Table[_OutcomeRow]] = _Table(
     _columns(
         _SOURCE_IP_ENTRY,
         (3, "pmtaSourceIpName", _U, "name", _texts(64)),
-        *_outcome_columns(_SOURCE_IP_ENTRY, "SourceIp"),
+        *_outcome_columns("SourceIp"),
         (19, "pmtaSourceIpTopBlocklist", _U, "top_blocklist", _texts(MAX_BLOCKLIST_OCTETS)),
     ),
     _source_ip_rows,
