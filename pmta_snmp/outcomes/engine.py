@@ -457,10 +457,16 @@ class OutcomesEngine:
             if self.settings.backfill > 0:
                 # The seek lands a little early (records are in logging order give or take a
                 # second): older records are left out while the read-back lasts.
-                self.since_minute = epoch_minute(since)
+                # Ten-minute slots while reading back (see below): a slot may start up to
+                # nine minutes before `since`.
+                self.since_minute = epoch_minute(since) - 10
                 state = state_since(self.settings.files, since - 60)
+        # The read-back counts in ten-minute slots (ten times fewer keys to classify and add
+        # on a catch-up); from then on, minutes. The last hour's first slots after a first
+        # start are therefore ten minutes wide.
         spec = TallySpec.of(TALLY_FIELDS, since_minute=self.since_minute,
-                            delay_bounds=DELAY_BOUNDS)
+                            delay_bounds=DELAY_BOUNDS,
+                            minute_step=10 if self.backfilling else 1)
         deadline = time.monotonic() + budget if budget > 0 else None
         try:
             reader = AcctReader(self.settings.files, state, deadline=deadline,
