@@ -27,7 +27,7 @@ from pmta_snmp.poller import (
     poller_from,
     stale_after,
 )
-from pmta_snmp.service import PollWatch, SnmpView
+from pmta_snmp.service import OutcomesFeed, PollWatch, SnmpView
 from pmta_snmp.worker import Published, TreeWorker
 
 __all__ = [
@@ -94,6 +94,8 @@ class Backend:
         self._watching: asyncio.Task[None] | None = None
         self.worker: TreeWorker | None = None
         self.poller: Poller | None = None
+        self.outcomes: OutcomesFeed | None = None
+        """The outcomes engine, with thread isolation (a poll worker runs its own)."""
 
     def current(self) -> OidTree:
         """The tree to answer from right now (health objects computed when read)."""
@@ -114,6 +116,10 @@ class Backend:
             # collector's way so the serving process's rare full collections stay short.
             gc.freeze()
         else:
+            self.outcomes = OutcomesFeed.of(self.cfg.acct)
+            if self.outcomes is not None:
+                self.view.outcomes = self.outcomes.view
+                self.outcomes.start()
             self.view.senders.append(self._hold)
             self.poller = poller_from(self.cfg, self._thread_result)
             self.poller.start()
@@ -129,6 +135,8 @@ class Backend:
             await self.worker.stop()
         if self.poller is not None:
             await asyncio.to_thread(self.poller.stop)
+        if self.outcomes is not None:
+            await asyncio.to_thread(self.outcomes.stop)
 
     # -- trees and notifications ----------------------------------------------------------------
 

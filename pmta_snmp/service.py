@@ -5,7 +5,10 @@ thread (or the poll worker): it builds the next tree off the request path and sw
 one reference assignment, then hands raise/clear notifications to the registered senders.
 `PollWatch` is the serving side: it serves each delivered tree with its health objects computed
 when read (`pmta_snmp.mib.live`), notices when trees stop arriving, and then raises pmtaApiLost
-itself.
+itself. `OutcomesFeed` runs the deliverability outcomes engine beside the poller (where the trees
+are built: the poll worker, or the agent process with thread isolation); each tree takes the
+engine's counters as last saved with its reading position, so a restarted worker continues from
+exactly what was served and no Counter64 ever goes back.
 """
 
 from __future__ import annotations
@@ -14,8 +17,10 @@ import gc
 import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING
 
-from pmta_snmp.config import Thresholds
+from pmta_snmp.config import AcctSection, Thresholds
 from pmta_snmp.mib.health import AgentHealth, counters_restarted
 from pmta_snmp.mib.layout import (
     ENTERPRISE,
@@ -30,7 +35,11 @@ from pmta_snmp.mib.live import LiveHealth
 from pmta_snmp.mib.snapshot import Oid, OidTree, Value
 from pmta_snmp.model import Snapshot, warning_kinds
 from pmta_snmp.notify import Condition, Event, Rules
+from pmta_snmp.outcomes.view import OutcomesView
 from pmta_snmp.poller import PollResult
+
+if TYPE_CHECKING:
+    from pmta_snmp.outcomes.engine import OutcomesEngine
 
 log = logging.getLogger(__name__)
 
@@ -84,14 +93,78 @@ def _log_warnings(warnings: tuple[str, ...]) -> None:
         log.info("PowerMTA's answer has no warnings any more")
 
 
+AGENT_STATE_SUBDIR = "agent"
+"""Where in the state directory the agents keep their outcomes state (not the exporter's)."""
+
+
+class OutcomesFeed:
+    """The outcomes engine of an agent (`[acct] files` / `--acct-file`), read in its own thread.
+
+    `view()` gives the counters as of the engine's last save, i.e. together with the reading
+    position a restart continues from: what one worker served, the next one never undercuts.
+    An engine that cannot start (unusable state directory, bad provider map) does not stop the
+    agent: the view then says why in its warnings (pmtaAcctWarnings) and counts nothing.
+
+    The agents keep their state in the subdirectory `agent` of the state directory
+    (`AGENT_STATE_SUBDIR`): an exporter given the same configuration follows the same files
+    with an engine and a state file of its own.
+    """
+
+    def __init__(self, section: AcctSection) -> None:
+        from pmta_snmp.outcomes.engine import EngineSettings, OutcomesEngine
+        from pmta_snmp.state import default_state_dir
+
+        self.files = section.files or ""
+        self.engine: OutcomesEngine | None = None
+        self._failed: OutcomesView | None = None
+        base = Path(section.state_dir) if section.state_dir else default_state_dir()
+        try:
+            self.engine = OutcomesEngine(EngineSettings.from_config(
+                section, state_dir=str(base / AGENT_STATE_SUBDIR)))
+        except (ValueError, OSError) as exc:
+            log.error("deliverability outcomes from %s cannot be read: %s", self.files, exc)
+            self._failed = OutcomesView.empty().with_changes(
+                files=self.files, warnings=(f"cannot follow the accounting files: {exc}",))
+
+    @classmethod
+    def of(cls, section: AcctSection) -> OutcomesFeed | None:
+        """A feed when the configuration names accounting files, else None."""
+        return cls(section) if section.files else None
+
+    def start(self) -> None:
+        """Start reading (a thread of the engine's own)."""
+        if self.engine is not None:
+            self.engine.start()
+            log.info("deliverability outcomes from %s (state %s)", self.files,
+                     self.engine.state_path)
+
+    def stop(self) -> None:
+        """Stop reading and save the reading position with the counters."""
+        if self.engine is not None:
+            self.engine.stop()
+
+    def view(self) -> OutcomesView:
+        """The counters as last saved (any thread)."""
+        if self.engine is None:
+            assert self._failed is not None
+            return self._failed
+        return self.engine.saved_view
+
+
 class SnmpView:
     """The current OID tree (read from any thread) and the notification rules."""
 
     def __init__(
-        self, *, thresholds: Thresholds | None = None, enterprise: int = ENTERPRISE
+        self,
+        *,
+        thresholds: Thresholds | None = None,
+        enterprise: int = ENTERPRISE,
+        outcomes: Callable[[], OutcomesView | None] | None = None,
     ) -> None:
         self.thresholds = thresholds or Thresholds()
         self.enterprise = enterprise
+        self.outcomes = outcomes
+        """Where each build takes the deliverability outcomes from (None: no such tables)."""
         self.base: Oid = base_oid(enterprise)
         self._objects = object_prefixes(enterprise)
         self.rules = Rules(self.thresholds)
@@ -104,7 +177,8 @@ class SnmpView:
 
     def _build(self, snapshot: Snapshot | None, health: AgentHealth) -> OidTree:
         items = iter_varbinds(
-            snapshot, health, thresholds=self.thresholds, enterprise=self.enterprise
+            snapshot, health, thresholds=self.thresholds, enterprise=self.enterprise,
+            outcomes=None if self.outcomes is None else self.outcomes(),
         )
         # Sorted, unique and range-checked by construction; packed as they come.
         return OidTree.from_sorted(items, self._objects)

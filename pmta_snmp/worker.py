@@ -8,7 +8,9 @@ priority.
 After every poll the child packs the new tree (`OidTree.to_bytes`) into an anonymous memory
 file (`memfd`, Linux) and passes the descriptor over the control socket; the parent maps it
 and swaps one reference (`OidTree.from_buffer`: no copy, no per-value objects). Notifications
-and a summary of each poll travel over the same socket as small pickled messages.
+and a summary of each poll travel over the same socket as small pickled messages. With accounting
+files configured (`[acct] files`) the child also runs the outcomes engine (`OutcomesFeed`), whose
+reading position and counters live in the state directory: a restarted child continues from them.
 
 The parent keeps serving the last tree while the child is gone and starts a new one with
 backoff; the child exits when the parent closes the socket (or dies), when its poll thread has
@@ -355,9 +357,11 @@ def child_main(
 
     from pmta_snmp.notify import Condition
     from pmta_snmp.poller import PollResult, poller_from
-    from pmta_snmp.service import SnmpView
+    from pmta_snmp.service import OutcomesFeed, SnmpView
 
-    view = SnmpView(thresholds=cfg.thresholds, enterprise=cfg.enterprise)
+    feed = OutcomesFeed.of(cfg.acct)
+    view = SnmpView(thresholds=cfg.thresholds, enterprise=cfg.enterprise,
+                    outcomes=None if feed is None else feed.view)
     if carry is not None:
         view.started_at = carry.started_at
         view.rules.raised = {Condition(c) for c in carry.raised}
@@ -408,11 +412,15 @@ def child_main(
     poller = poller_from(cfg, on_result, on_poll_start=poll_started)
     if carry is not None:
         poller.result = carry.result
+    if feed is not None:
+        feed.start()
     poller.start()
     try:
         return serve(conn, poller, leaving)
     finally:
         poller.stop(2.0)  # a poll still running ends with the process (a daemon thread)
+        if feed is not None:
+            feed.stop()  # saved before the socket closes: the next child starts from it
         conn.close()
 
 

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 # --- MIB fixtures -----------------------------------------------------------------------
 # The IETF base modules (SNMPv2-SMI, -TC, -CONF, SNMPv2-MIB) are not in Debian main; the npm
-# package `net-snmp` ships them in package/lib/mibs/. They are fetched once into a cache
-# ($PMTA_TEST_CACHE/mibs, else <repo>/.cache/mibs, git-ignored) and never committed.
+# package `net-snmp` ships them in package/lib/mibs/. INET-ADDRESS-MIB (RFC 4001, for the
+# source IP table's index) is in neither: Debian main's `erlang-snmp` ships it in its mibs/
+# directory, so its .deb is downloaded (`apt-get download`, nothing installed) and the one
+# module extracted. All are fetched once into a cache ($PMTA_TEST_CACHE/mibs, else
+# <repo>/.cache/mibs, git-ignored) and never committed.
+import io
 import os
 import shutil
 import subprocess
@@ -20,6 +24,8 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PMTA_MIB_FILE = REPO_ROOT / "mibs" / "PMTA-SNMP-MIB.txt"
 IETF_BASE_MIBS = ("SNMPv2-SMI", "SNMPv2-TC", "SNMPv2-CONF", "SNMPv2-MIB")
+DEBIAN_MIBS = {"INET-ADDRESS-MIB": "erlang-snmp"}
+"""Modules from a Debian package's MIB directory: module -> package."""
 _NET_SNMP_NPM_SPEC = "net-snmp@3"
 
 
@@ -61,14 +67,50 @@ def _fetch_ietf_mibs(dest: Path) -> None:
         staged.rename(dest)
 
 
+def _fetch_debian_mib(module: str, package: str, dest: Path) -> None:
+    """`apt-get download PACKAGE` into a temporary dir and extract `module`'s text (the file
+    named `<module>.mib`, `.txt` or bare, anywhere in the package) as `dest/<module>.mib`."""
+    apt, dpkg_deb = shutil.which("apt-get"), shutil.which("dpkg-deb")
+    if apt is None or dpkg_deb is None:
+        missing_requirement(f"apt-get/dpkg-deb missing: cannot fetch {module} ({package})")
+    with tempfile.TemporaryDirectory(dir=dest.parent) as tmp:
+        proc = subprocess.run(
+            [apt, "download", "-q", package], capture_output=True, text=True, timeout=300,
+            cwd=tmp, check=False,
+        )
+        debs = list(Path(tmp).glob(f"{package}_*.deb"))
+        if proc.returncode != 0 or len(debs) != 1:
+            missing_requirement(
+                f"apt-get download {package} failed ({proc.returncode}; run apt-get update): "
+                f"{proc.stderr.strip()[-300:]}"
+            )
+        fs = subprocess.run([dpkg_deb, "--fsys-tarfile", str(debs[0])], capture_output=True,
+                            timeout=300, check=True)
+        names = {f"{module}{ext}" for ext in (".mib", ".txt", "")}
+        with tarfile.open(fileobj=io.BytesIO(fs.stdout)) as tar:
+            member = next((m for m in tar.getmembers()
+                           if m.isfile() and "/mibs/" in m.name
+                           and m.name.rsplit("/", 1)[-1] in names), None)
+            data = None if member is None else tar.extractfile(member)
+            if data is None:
+                pytest.fail(f"{module} missing from the Debian package {package}")
+            staged = Path(tmp) / f"{module}.mib"
+            staged.write_bytes(data.read())
+        staged.replace(dest / f"{module}.mib")
+
+
 @pytest.fixture(scope="session")
 def ietf_mib_dir() -> Path:
-    """Directory holding SNMPv2-SMI/-TC/-CONF/SNMPv2-MIB as `<module>.mib` (fetched once)."""
+    """Directory holding SNMPv2-SMI/-TC/-CONF/SNMPv2-MIB and INET-ADDRESS-MIB as
+    `<module>.mib` (fetched once)."""
     dest = _mib_cache_dir()
     if not all((dest / f"{m}.mib").is_file() for m in IETF_BASE_MIBS):
         if dest.exists():
             shutil.rmtree(dest)
         _fetch_ietf_mibs(dest)
+    for module, package in DEBIAN_MIBS.items():
+        if not (dest / f"{module}.mib").is_file():
+            _fetch_debian_mib(module, package, dest)
     return dest
 
 

@@ -6,7 +6,9 @@
   "PowerMTA by SNMP": items for the scalars, SNMP low-level discovery of VirtualMTAs, domains
   and queues (`discovery[{#NAME},<DisplayName column>]`) with item and trigger prototypes,
   triggers with the documented thresholds (queue 50,000 / 100,000 recipients, data age, API
-  unreachable, license days left) and value maps for TruthValue and PmtaDeliveryMode. Every
+  unreachable, license days left), discovery of the deliverability outcomes per mailbox
+  provider and per source IP (hard bounce and complaint rates per provider, blocklist
+  rejections per source IP) and value maps for TruthValue and PmtaDeliveryMode. Every
   OID comes from `pmta_snmp.mib.layout`, so a re-based MIB (`--enterprise`) gets a matching
   template. UUIDs are version-4 shaped (Zabbix refuses others) and derived from each
   element's path, so regenerating gives the same file and re-imports update in place.
@@ -91,6 +93,48 @@ MACROS: Final[tuple[tuple[str, str, str], ...]] = (
     ("{$PMTA.LLD.DOMAIN.NOT_MATCHES}", "CHANGE_IF_NEEDED", "Skip domains whose name matches."),
     ("{$PMTA.LLD.QUEUE.MATCHES}", ".*", "Discover queues (domain/vmta) whose name matches."),
     ("{$PMTA.LLD.QUEUE.NOT_MATCHES}", "CHANGE_IF_NEEDED", "Skip queues whose name matches."),
+    ("{$PMTA.LLD.PROVIDER.MATCHES}", ".*", "Discover mailbox providers whose id matches."),
+    ("{$PMTA.LLD.PROVIDER.NOT_MATCHES}", "CHANGE_IF_NEEDED",
+     "Skip mailbox providers whose id matches."),
+    ("{$PMTA.LLD.SOURCEIP.MATCHES}", ".*", "Discover source IPs matching (the text form)."),
+    ("{$PMTA.LLD.SOURCEIP.NOT_MATCHES}", "CHANGE_IF_NEEDED", "Skip source IPs matching."),
+    ("{$PMTA.ACCT.LAG.MAX}", "900",
+     "Seconds the accounting records read may be behind the files before it is a problem."),
+    (
+        "{$PMTA.PROVIDER.MIN_RECIPIENTS}",
+        "100",
+        "Recipients a provider needs in the window before its rate triggers fire: a rate over "
+        "a handful of recipients is noise.",
+    ),
+    (
+        "{$PMTA.PROVIDER.HARD_BOUNCE.WARN}",
+        "3",
+        'Hard bounce rate (%) over the last hour above which to warn; per provider with '
+        'context, e.g. {$PMTA.PROVIDER.HARD_BOUNCE.WARN:"gmail"}.',
+    ),
+    (
+        "{$PMTA.PROVIDER.HARD_BOUNCE.CRIT}",
+        "8",
+        "Hard bounce rate (%) over the last hour above which it is critical.",
+    ),
+    (
+        "{$PMTA.PROVIDER.COMPLAINT.WARN}",
+        "0.1",
+        "Complaint rate (%) over the last 24 hours above which to warn (mailbox providers ask "
+        "bulk senders to stay below 0.1 %).",
+    ),
+    (
+        "{$PMTA.PROVIDER.COMPLAINT.CRIT}",
+        "0.3",
+        "Complaint rate (%) over the last 24 hours above which it is critical (Gmail and Yahoo "
+        "act at 0.3 %).",
+    ),
+    (
+        "{$PMTA.SOURCEIP.BLOCKLIST.MAX}",
+        "0",
+        'Blocklist rejections of one source IP in the last hour that are still fine; per '
+        'address with context, e.g. {$PMTA.SOURCEIP.BLOCKLIST.MAX:"192.0.2.10"}.',
+    ),
 )
 
 
@@ -270,11 +314,155 @@ SCALAR_ITEMS: Final[tuple[Item, ...]] = (
          "failed polls in a row", "UNSIGNED", component="agent"),
     Item("pmtaAgentLastError", "pmta.agent.last_error", "pmta-snmp: last poll error", "CHAR",
          preprocessing=(("DISCARD_UNCHANGED_HEARTBEAT", "1h"),), component="agent"),
+    Item("pmtaAcctRecordsRead", "pmta.acct.records.rate", "pmta-snmp: accounting records read "
+         "per second", "FLOAT", units="!records/s", preprocessing=(_CHANGE,),
+         component="deliverability",
+         description="Unsupported (no instance) when the agent follows no accounting files "
+         "(--acct-file, [acct] files)."),
+    Item("pmtaAcctLag", "pmta.acct.lag", "pmta-snmp: accounting read lag", "UNSIGNED",
+         units="s", component="deliverability",
+         triggers=(Trigger("pmta-snmp: accounting records read more than {$PMTA.ACCT.LAG.MAX}s "
+                           "behind", "min({item},15m)>{$PMTA.ACCT.LAG.MAX}", "WARNING",
+                           "The agent reads the accounting files more slowly than PowerMTA "
+                           "writes them (or is still reading back its first day): the "
+                           "deliverability figures are behind."),)),
+    Item("pmtaAcctReadErrors", "pmta.acct.read_errors", "pmta-snmp: accounting lines not "
+         "readable", "UNSIGNED", preprocessing=(("SIMPLE_CHANGE", ""),),
+         component="deliverability",
+         description="Malformed accounting lines since the last check (skipped, never counted)."),
+    Item("pmtaAcctWarnings", "pmta.acct.warnings", "pmta-snmp: accounting warnings", "CHAR",
+         preprocessing=(("DISCARD_UNCHANGED_HEARTBEAT", "1h"),), component="deliverability"),
 )
 
 _VMTA_KEY = '["{#VMTA}"]'
 _DOMAIN_KEY = '["{#DOMAIN}"]'
 _QUEUE_KEY = '["{#QUEUE}"]'
+_PROVIDER_KEY = '["{#PROVIDER}"]'
+_SOURCEIP_KEY = '["{#SOURCEIP}"]'
+_PERCENT = ("MULTIPLIER", "0.01")
+"""The MIB's rates are in hundredths of a percent."""
+
+
+def _outcome_items(what: str, key: str, macro: str, label: str, component: str,
+                   hard_bounce_triggers: tuple[Trigger, ...] = ()) -> tuple[Item, ...]:
+    """The item prototypes both outcome tables share: volumes per second and last-hour
+    rates (`what` is Provider or SourceIp in the column names)."""
+    k = key.split(".")[1]
+    rate = (_CHANGE,)
+    return (
+        Item(f"pmta{what}Delivered", f"pmta.{k}.delivered.rate[\"{macro}\"]",
+             f"{label} {macro}: delivered per second", "FLOAT", units="!rcpt/s",
+             preprocessing=rate, component=component),
+        Item(f"pmta{what}HardBounces", f"pmta.{k}.hard_bounces.rate[\"{macro}\"]",
+             f"{label} {macro}: hard bounces per second", "FLOAT", units="!rcpt/s",
+             preprocessing=rate, component=component),
+        Item(f"pmta{what}BlockBounces", f"pmta.{k}.block_bounces.rate[\"{macro}\"]",
+             f"{label} {macro}: block bounces per second", "FLOAT", units="!rcpt/s",
+             preprocessing=rate, component=component),
+        Item(f"pmta{what}Deferrals", f"pmta.{k}.deferrals.rate[\"{macro}\"]",
+             f"{label} {macro}: deferrals per second", "FLOAT", units="!/s",
+             preprocessing=rate, component=component),
+        Item(f"pmta{what}LastHourRecipients", f"pmta.{k}.last_hour.recipients[\"{macro}\"]",
+             f"{label} {macro}: recipients ended in the last hour", "UNSIGNED",
+             units="!rcpt", component=component,
+             description="Delivered, bounced or expired in the last hour: the denominator of "
+             "the bounce rates."),
+        Item(f"pmta{what}LastHourHardBounceRate",
+             f"pmta.{k}.last_hour.hard_bounce_rate[\"{macro}\"]",
+             f"{label} {macro}: hard bounce rate (last hour)", "FLOAT", units="%",
+             preprocessing=(_PERCENT,), component=component, triggers=hard_bounce_triggers),
+        Item(f"pmta{what}LastHourBlockRate", f"pmta.{k}.last_hour.block_rate[\"{macro}\"]",
+             f"{label} {macro}: block rate (last hour)", "FLOAT", units="%",
+             preprocessing=(_PERCENT,), component=component),
+        Item(f"pmta{what}LastHourDeferralRate",
+             f"pmta.{k}.last_hour.deferral_rate[\"{macro}\"]",
+             f"{label} {macro}: deferral rate (last hour)", "FLOAT", units="%",
+             preprocessing=(_PERCENT,), component=component),
+    )
+
+
+def _provider_items() -> tuple[Item, ...]:
+    ref = f"/{TEMPLATE_NAME}/pmta.provider"
+    enough_hour = (f"last({ref}.last_hour.recipients{_PROVIDER_KEY})>="
+                   '{$PMTA.PROVIDER.MIN_RECIPIENTS:"{#PROVIDER}"}')
+    enough_day = (f"last({ref}.last_day.delivered{_PROVIDER_KEY})>="
+                  '{$PMTA.PROVIDER.MIN_RECIPIENTS:"{#PROVIDER}"}')
+    hard = '{$PMTA.PROVIDER.HARD_BOUNCE.%s:"{#PROVIDER}"}'
+    complaint = '{$PMTA.PROVIDER.COMPLAINT.%s:"{#PROVIDER}"}'
+    hard_triggers = (
+        Trigger(f"Provider {{#PROVIDER}}: hard bounce rate above {hard % 'CRIT'}%",
+                f"last({{item}})>{hard % 'CRIT'} and {enough_hour}", "HIGH",
+                "Many recipients at this provider do not exist: a list is old or "
+                "bought. Stop the campaign, clean the list; providers block senders "
+                "whose hard bounces stay high."),
+        Trigger(f"Provider {{#PROVIDER}}: hard bounce rate above {hard % 'WARN'}%",
+                f"last({{item}})>{hard % 'WARN'} and {enough_hour}", "WARNING",
+                "Hard bounces are rising at this provider: check which list or campaign "
+                "sends to addresses that do not exist.",
+                depends_on=f"Provider {{#PROVIDER}}: hard bounce rate above "
+                f"{hard % 'CRIT'}%"),
+    )
+    return (
+        *_outcome_items("Provider", "pmta.provider", "{#PROVIDER}", "Provider", "provider",
+                        hard_triggers),
+        Item("pmtaProviderLastDayDelivered", f"pmta.provider.last_day.delivered{_PROVIDER_KEY}",
+             "Provider {#PROVIDER}: delivered in the last 24 hours", "UNSIGNED", units="!rcpt",
+             component="provider",
+             description="The denominator of the 24-hour complaint rate."),
+        Item("pmtaProviderComplaints", f"pmta.provider.complaints{_PROVIDER_KEY}",
+             "Provider {#PROVIDER}: complaints", "UNSIGNED", preprocessing=(("SIMPLE_CHANGE",
+                                                                            ""),),
+             component="provider",
+             description="Spam complaints (feedback-loop reports) since the last check."),
+        Item("pmtaProviderLastDayComplaintRate",
+             f"pmta.provider.last_day.complaint_rate{_PROVIDER_KEY}",
+             "Provider {#PROVIDER}: complaint rate (last 24 hours)", "FLOAT", units="%",
+             preprocessing=(_PERCENT,), component="provider",
+             triggers=(
+                 Trigger(f"Provider {{#PROVIDER}}: complaint rate above {complaint % 'CRIT'}%",
+                         f"last({{item}})>{complaint % 'CRIT'} and {enough_day}", "HIGH",
+                         "Recipients at this provider report the mail as spam at a rate the "
+                         "provider acts on (blocking, spam folder). Stop the campaigns that "
+                         "cause it; check consent and unsubscribe handling."),
+                 Trigger(f"Provider {{#PROVIDER}}: complaint rate above {complaint % 'WARN'}%",
+                         f"last({{item}})>{complaint % 'WARN'} and {enough_day}", "WARNING",
+                         "Complaints at this provider are above what bulk senders are asked "
+                         "to stay under.",
+                         depends_on=f"Provider {{#PROVIDER}}: complaint rate above "
+                         f"{complaint % 'CRIT'}%"),
+             )),
+        Item("pmtaProviderBlocklistRejections",
+             f"pmta.provider.blocklist_rejections{_PROVIDER_KEY}",
+             "Provider {#PROVIDER}: blocklist rejections", "UNSIGNED",
+             preprocessing=(("SIMPLE_CHANGE", ""),), component="provider",
+             description="Rejections naming a blocklist since the last check; the source IP "
+             "discovery says which address is listed."),
+    )
+
+
+def _source_ip_items() -> tuple[Item, ...]:
+    return (
+        *_outcome_items("SourceIp", "pmta.sourceip", "{#SOURCEIP}", "Source IP", "source_ip"),
+        Item("pmtaSourceIpLastHourComplaintRate",
+             f"pmta.sourceip.last_hour.complaint_rate{_SOURCEIP_KEY}",
+             "Source IP {#SOURCEIP}: complaint rate (last hour)", "FLOAT", units="%",
+             preprocessing=(_PERCENT,), component="source_ip"),
+        Item("pmtaSourceIpLastHourBlocklistRejections",
+             f"pmta.sourceip.last_hour.blocklist_rejections{_SOURCEIP_KEY}",
+             "Source IP {#SOURCEIP}: blocklist rejections in the last hour", "UNSIGNED",
+             component="source_ip",
+             triggers=(Trigger(
+                 "Source IP {#SOURCEIP}: listed on a blocklist",
+                 'last({item})>{$PMTA.SOURCEIP.BLOCKLIST.MAX:"{#SOURCEIP}"}', "HIGH",
+                 "Receivers refuse mail from this address because a blocklist lists it "
+                 "(pmta.sourceip.top_blocklist says which). Take the address out of its "
+                 "VirtualMTA pools, find the cause (complaints, spam traps, a compromised "
+                 "sender) and ask the list for delisting."),)),
+        Item("pmtaSourceIpTopBlocklist", f"pmta.sourceip.top_blocklist{_SOURCEIP_KEY}",
+             "Source IP {#SOURCEIP}: blocklist named most", "CHAR",
+             preprocessing=(("DISCARD_UNCHANGED_HEARTBEAT", "1h"),), component="source_ip"),
+    )
+
 
 DISCOVERIES: Final[tuple[Discovery, ...]] = (
     Discovery(
@@ -338,6 +526,19 @@ DISCOVERIES: Final[tuple[Discovery, ...]] = (
                  "last error", "CHAR", preprocessing=(("DISCARD_UNCHANGED_HEARTBEAT", "1h"),),
                  component="queue"),
         ),
+    ),
+    Discovery(
+        "Mailbox provider discovery", "pmta.provider.discovery", "{#PROVIDER}",
+        "pmtaProviderDisplayName", "PROVIDER", "Deliverability outcomes per mailbox provider "
+        "(pmtaProviderTable; needs the agent to follow the accounting files).",
+        _provider_items(),
+    ),
+    Discovery(
+        "Source IP discovery", "pmta.sourceip.discovery", "{#SOURCEIP}", "pmtaSourceIpName",
+        "SOURCEIP", "Deliverability outcomes per source IP, IPv4 and IPv6 (pmtaSourceIpTable; "
+        "needs the agent to follow the accounting files). '(other)' sums the addresses "
+        "beyond the agent's cap.",
+        _source_ip_items(),
     ),
 )
 

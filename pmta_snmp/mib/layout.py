@@ -10,6 +10,10 @@ ascending OID order; `object_prefixes` gives the served objects for noSuchObject
 noSuchInstance. Table indices are the names themselves (RFC 2578 §7.7: length, then one
 sub-id per UTF-8 octet), so they are stable across polls and restarts; rows whose name is
 empty or over the index bound are left out and counted (`pmta*Omitted`), never truncated.
+
+The deliverability objects (`pmtaAcct`, `pmtaProviderTable`, `pmtaSourceIpTable`) come from the
+outcomes engine's `OutcomesView`, not from the poll: they have instances whenever a view is
+given, also while PowerMTA's API is unreachable, and none without one (no accounting files).
 """
 
 from __future__ import annotations
@@ -35,11 +39,21 @@ from pmta_snmp.model import (
     TrafficWindow,
     Vmta,
 )
+from pmta_snmp.outcomes.view import (
+    OTHER,
+    OutcomesView,
+    ResultCounts,
+    SourceIpRow,
+    hundredths_of_percent,
+)
 
 __all__ = [
     "ENTERPRISE",
+    "INET_ADDRESS_TYPES",
     "LICENSE_NEVER_DAYS",
+    "MAX_BLOCKLIST_OCTETS",
     "MAX_DOMAIN_OCTETS",
+    "MAX_PROVIDER_OCTETS",
     "MAX_QUEUE_TYPE_OCTETS",
     "MAX_TEXT_OCTETS",
     "MAX_VMTA_OCTETS",
@@ -48,6 +62,7 @@ __all__ = [
     "NOTIFICATIONS",
     "OBJECTS",
     "SNMP_TRAP_OID",
+    "SOURCE_IP_DIMENSION",
     "SYNTAX_TYPES",
     "Kind",
     "Layout",
@@ -62,6 +77,7 @@ __all__ = [
     "decode_string_index",
     "encode_string_index",
     "gauge32",
+    "inet_address_index",
     "integer32",
     "iter_varbinds",
     "layout",
@@ -82,6 +98,13 @@ MAX_VMTA_OCTETS: Final = 32
 MAX_QUEUE_TYPE_OCTETS: Final = 32
 MAX_TEXT_OCTETS: Final = 255
 """Index bounds (UTF-8 octets) from the MIB; a queue instance is 13 + 81 + 33 = 127 sub-ids."""
+MAX_PROVIDER_OCTETS: Final = 32
+"""Bound of pmtaProviderName (the provider map's ids are short lowercase words)."""
+MAX_BLOCKLIST_OCTETS: Final = 32
+SOURCE_IP_DIMENSION: Final = "source_ip"
+"""The capped dimension of `OutcomesView.other_items` counted by pmtaSourceIpsOther."""
+INET_ADDRESS_TYPES: Final[Mapping[int, int]] = {0: 0, 4: 1, 6: 2}
+"""IP version (0: none) -> InetAddressType (RFC 4001): unknown(0), ipv4(1), ipv6(2)."""
 
 LICENSE_NEVER_DAYS: Final = 2**31 - 1
 """`pmtaLicenseDaysLeft` for a license that never expires."""
@@ -118,6 +141,8 @@ SYNTAX_TYPES: Final[Mapping[str, SnmpType]] = {
     "PmtaUtf8String": SnmpType.OCTET_STRING,
     "DisplayString": SnmpType.OCTET_STRING,
     "DateAndTime": SnmpType.OCTET_STRING,
+    "InetAddressType": SnmpType.INTEGER,
+    "InetAddress": SnmpType.OCTET_STRING,
 }
 """The SYNTAX names PMTA-SNMP-MIB uses (base type or textual convention) → wire type."""
 
@@ -266,6 +291,16 @@ def decode_string_index(sub_ids: Oid, *, implied: bool = False) -> tuple[str, Oi
     return bytes(sub_ids[1 : 1 + n]).decode("utf-8", "replace"), sub_ids[1 + n :]
 
 
+def inet_address_index(family: int, address: bytes) -> Oid | None:
+    """The index of an `InetAddressType, InetAddress` pair (RFC 4001, RFC 2578 §7.7): the
+    type, the address length, one sub-id per octet. `family` is 4, 6 or 0 (unknown(0), with
+    a zero-length address); None when the address does not fit its family."""
+    kind = INET_ADDRESS_TYPES.get(family)
+    if kind is None or len(address) != {0: 0, 4: 4, 6: 16}[family]:
+        return None
+    return (kind, len(address), *address)
+
+
 _TRUE: Final = Value(_INTEGER, 1)
 _FALSE: Final = Value(_INTEGER, 2)
 _MODES: Final[Mapping[QueueMode, Value]] = {
@@ -334,14 +369,21 @@ class _Column:
     cells: _Cells
 
 
+def _of_snapshot(ctx: _Ctx) -> Any:
+    return ctx.snap
+
+
 @dataclass(frozen=True, slots=True)
 class _Table(Generic[_Row]):
     name: str
     entry: Oid
     indices: tuple[MibObject, ...]
     columns: tuple[_Column, ...]
-    rows: Callable[[Snapshot], Iterable[_Row]]
+    rows: Callable[[Any], Iterable[_Row]]
+    """The rows, from what `source` gives (the snapshot, or the outcomes view)."""
     index: Callable[[_Row], Oid | None]
+    source: Callable[[_Ctx], Any] = _of_snapshot
+    """None: the table has no rows, and its count scalars no instance."""
 
 
 def _index_of_name(max_octets: int) -> Callable[[Any], Oid | None]:
@@ -443,11 +485,171 @@ _QUEUE_TABLE: Final[_Table[Queue]] = _Table(
     _queue_index,
 )
 
+
+# --- deliverability outcomes (from the outcomes engine's view) --------------------------
+
+
+def _counters64(values: list[Any]) -> list[Value]:
+    return [Value(SnmpType.COUNTER64, v) if 0 <= v < _MAX64 else counter64(v) for v in values]
+
+
+@dataclass(frozen=True, slots=True)
+class _OutcomeRow:
+    """A provider or source IP row as its MIB columns read it (rates worked out once)."""
+
+    name: str
+    description: str
+    family: int
+    address: bytes
+    total: ResultCounts
+    complaints: int
+    blocklist_rejections: int
+    hour_recipients: int
+    hour_delivered: int
+    hour_hard_rate: int
+    hour_block_rate: int
+    hour_deferral_rate: int
+    hour_complaint_rate: int
+    hour_blocklist_rejections: int
+    day_complaint_rate: int = 0
+    day_delivered: int = 0
+    top_blocklist: str = ""
+
+    @classmethod
+    def of(cls, name: str, total: ResultCounts, hour: ResultCounts, *, complaints: int,
+           complaints_hour: int, blocklist: int, blocklist_hour: int, description: str = "",
+           family: int = 0, address: bytes = b"", day_complaint_rate: int = 0,
+           day_delivered: int = 0, top_blocklist: str = "") -> _OutcomeRow:
+        """A row from counts; the last-hour rates as the view defines them."""
+        return cls(
+            name, description, family, address, total, complaints, blocklist,
+            hour.final, hour.delivered, hour.rate("hard_bounce"), hour.rate("block_bounce"),
+            hour.rate("deferred"), hundredths_of_percent(complaints_hour, hour.delivered),
+            blocklist_hour, day_complaint_rate, day_delivered, top_blocklist,
+        )
+
+
+def _provider_rows(view: OutcomesView) -> list[_OutcomeRow]:
+    return [
+        _OutcomeRow.of(
+            p.provider, p.total, p.last_hour, complaints=p.complaints,
+            complaints_hour=p.complaints_last_hour, blocklist=p.blocklist_rejections,
+            blocklist_hour=p.blocklist_rejections_last_hour, description=p.description,
+            day_complaint_rate=p.complaint_rate_last_day(), day_delivered=p.last_day.delivered,
+        )
+        for p in view.providers
+    ]
+
+
+def _source_ip_rows(view: OutcomesView) -> list[_OutcomeRow]:
+    """One row per address; every row that is no address (the cap's `(other)`, texts that
+    are no IP) summed into the one unknown(0) row, whose index they would share."""
+    rows: list[_OutcomeRow] = []
+    unknown: list[SourceIpRow] = []
+    for s in view.source_ips:
+        if s.family not in (4, 6):
+            unknown.append(s)
+            continue
+        rows.append(_source_ip_row(s.source_ip, [s], s.family, s.address))
+    if unknown:
+        rows.append(_source_ip_row(OTHER, unknown, 0, b""))
+    return rows
+
+
+def _source_ip_row(name: str, parts: list[SourceIpRow], family: int, address: bytes
+                   ) -> _OutcomeRow:
+    total = hour = ResultCounts()
+    lists: dict[str, int] = {}
+    for s in parts:
+        total, hour = total + s.total, hour + s.last_hour
+        for blocklist, n in s.blocklists:
+            lists[blocklist] = lists.get(blocklist, 0) + n
+    top = min(lists.items(), key=lambda kv: (-kv[1], kv[0]))[0] if lists else ""
+    return _OutcomeRow.of(
+        name, total, hour, complaints=sum(s.complaints for s in parts),
+        complaints_hour=sum(s.complaints_last_hour for s in parts),
+        blocklist=sum(s.blocklist_rejections for s in parts),
+        blocklist_hour=sum(s.blocklist_rejections_last_hour for s in parts),
+        family=family, address=address, top_blocklist=top,
+    )
+
+
+def _of_outcomes(ctx: _Ctx) -> Any:
+    return ctx.outcomes
+
+
+def _outcome_columns(what: str) -> tuple[tuple[int, str, str, str, _Cells], ...]:
+    """Columns 4-18, the same in both tables: `what` is Provider or SourceIp."""
+    c64 = "Counter64"
+    return tuple((sub, f"pmta{what}{name}", syntax, attr, cells)
+                 for sub, name, syntax, attr, cells in (
+        (4, "Delivered", c64, "total.delivered", _counters64),
+        (5, "HardBounces", c64, "total.hard_bounce", _counters64),
+        (6, "SoftBounces", c64, "total.soft_bounce", _counters64),
+        (7, "BlockBounces", c64, "total.block_bounce", _counters64),
+        (8, "Deferrals", c64, "total.deferred", _counters64),
+        (9, "Expired", c64, "total.expired", _counters64),
+        (10, "Complaints", c64, "complaints", _counters64),
+        (11, "BlocklistRejections", c64, "blocklist_rejections", _counters64),
+        (12, "LastHourRecipients", _G, "hour_recipients", _gauges),
+        (13, "LastHourDelivered", _G, "hour_delivered", _gauges),
+        (14, "LastHourHardBounceRate", _G, "hour_hard_rate", _gauges),
+        (15, "LastHourBlockRate", _G, "hour_block_rate", _gauges),
+        (16, "LastHourDeferralRate", _G, "hour_deferral_rate", _gauges),
+        (17, "LastHourComplaintRate", _G, "hour_complaint_rate", _gauges),
+        (18, "LastHourBlocklistRejections", _G, "hour_blocklist_rejections", _gauges),
+    ))
+
+
+def _source_ip_index(row: _OutcomeRow) -> Oid | None:
+    return inet_address_index(row.family, row.address)
+
+
+_PROVIDER_ENTRY: Final[Oid] = (1, 14, 3, 1)
+_PROVIDER_TABLE: Final[_Table[_OutcomeRow]] = _Table(
+    "pmtaProviderTable",
+    _PROVIDER_ENTRY,
+    (_idx(_PROVIDER_ENTRY, 1, "pmtaProviderName"),),
+    _columns(
+        _PROVIDER_ENTRY,
+        (2, "pmtaProviderDisplayName", _U, "name", _names),
+        (3, "pmtaProviderDescription", _U, "description", _texts(MAX_TEXT_OCTETS)),
+        *_outcome_columns("Provider"),
+        (19, "pmtaProviderLastDayComplaintRate", _G, "day_complaint_rate", _gauges),
+        (20, "pmtaProviderLastDayDelivered", _G, "day_delivered", _gauges),
+    ),
+    _provider_rows,
+    lambda row: encode_string_index(row.name, MAX_PROVIDER_OCTETS),
+    _of_outcomes,
+)
+
+_SOURCE_IP_ENTRY: Final[Oid] = (1, 15, 3, 1)
+_SOURCE_IP_TABLE: Final[_Table[_OutcomeRow]] = _Table(
+    "pmtaSourceIpTable",
+    _SOURCE_IP_ENTRY,
+    (
+        MibObject("pmtaSourceIpAddressType", (*_SOURCE_IP_ENTRY, 1), Kind.INDEX,
+                  "InetAddressType"),
+        MibObject("pmtaSourceIpAddress", (*_SOURCE_IP_ENTRY, 2), Kind.INDEX, "InetAddress"),
+    ),
+    _columns(
+        _SOURCE_IP_ENTRY,
+        (3, "pmtaSourceIpName", _U, "name", _texts(64)),
+        *_outcome_columns("SourceIp"),
+        (19, "pmtaSourceIpTopBlocklist", _U, "top_blocklist", _texts(MAX_BLOCKLIST_OCTETS)),
+    ),
+    _source_ip_rows,
+    _source_ip_index,
+    _of_outcomes,
+)
+
 _TABLES: Final[tuple[_Table[Any], ...]] = (
     _QUEUE_TYPE_TABLE,
     _VMTA_TABLE,
     _DOMAIN_TABLE,
     _QUEUE_TABLE,
+    _PROVIDER_TABLE,
+    _SOURCE_IP_TABLE,
 )
 
 
@@ -462,22 +664,24 @@ class _Ctx:
     health: AgentHealth
     thresholds: Thresholds
     today: date
+    outcomes: OutcomesView | None = None
     rows: dict[str, tuple[list[tuple[Oid, Any]], int]] = field(default_factory=dict)
 
     def table_rows(self, table: _Table[Any]) -> tuple[list[tuple[Oid, Any]], int]:
         """Rows of `table` as (index, row) in index order, and how many were omitted."""
         got = self.rows.get(table.name)
         if got is None:
-            got = _index_rows(table, self.snap) if self.snap is not None else ([], 0)
+            source = table.source(self)
+            got = _index_rows(table, source) if source is not None else ([], 0)
             self.rows[table.name] = got
         return got
 
 
-def _index_rows(table: _Table[Any], snap: Snapshot) -> tuple[list[tuple[Oid, Any]], int]:
+def _index_rows(table: _Table[Any], source: Any) -> tuple[list[tuple[Oid, Any]], int]:
     index = table.index
     keyed: list[tuple[Oid, Any]] = []
     omitted = 0
-    for row in table.rows(snap):
+    for row in table.rows(source):
         idx = index(row)
         if idx is None:
             omitted += 1
@@ -543,7 +747,7 @@ def _license_field(key: str, max_octets: int) -> _Getter:
 
 def _table_count(table: _Table[Any], omitted: bool) -> _Getter:
     def getter(ctx: _Ctx) -> Value | None:
-        if ctx.snap is None:
+        if table.source(ctx) is None:
             return None
         rows, n_omitted = ctx.table_rows(table)
         return gauge32(n_omitted if omitted else len(rows))
@@ -615,6 +819,46 @@ def _traffic_scalars() -> list[tuple[MibObject, _Getter]]:
 
 def _s(name: str, rel: Oid, syntax: str, get: _Getter) -> tuple[MibObject, _Getter]:
     return MibObject(name, rel, Kind.SCALAR, syntax), get
+
+
+def _acct(get: Callable[[OutcomesView], Value | None]) -> _Getter:
+    """A scalar from the outcomes view: no instance without one (no accounting files)."""
+
+    def getter(ctx: _Ctx) -> Value | None:
+        return None if ctx.outcomes is None else get(ctx.outcomes)
+
+    return getter
+
+
+def _seconds(value: float) -> Value:
+    return gauge32(int(value)) if math.isfinite(value) else gauge32(0)
+
+
+def _others(dimension: str) -> Callable[[OutcomesView], Value]:
+    return lambda v: gauge32(dict(v.other_items).get(dimension, 0))
+
+
+_ACCT_SCALARS: Final[tuple[tuple[MibObject, _Getter], ...]] = (
+    _s("pmtaAcctFiles", (1, 13, 1), _U, _acct(lambda v: utf8_text(v.files))),
+    _s("pmtaAcctDiscontinuityTime", (1, 13, 2), "DateAndTime",
+       _acct(lambda v: _opt_time(v.counting_since))),
+    _s("pmtaAcctLastRead", (1, 13, 3), "DateAndTime", _acct(lambda v: _opt_time(v.updated))),
+    _s("pmtaAcctNewestRecord", (1, 13, 4), "DateAndTime",
+       _acct(lambda v: _opt_time(v.newest_record))),
+    _s("pmtaAcctLag", (1, 13, 5), "Gauge32", _acct(lambda v: _seconds(v.lag_seconds))),
+    _s("pmtaAcctRecordsRead", (1, 13, 6), "Counter64",
+       _acct(lambda v: counter64(sum(n for _kind, n in v.records)))),
+    _s("pmtaAcctReadErrors", (1, 13, 7), "Counter64", _acct(lambda v: counter64(v.read_errors))),
+    _s("pmtaAcctBackfilling", (1, 13, 8), "TruthValue", _acct(lambda v: _truth(v.backfilling))),
+    _s("pmtaAcctWarnings", (1, 13, 9), _U, _acct(lambda v: utf8_text("; ".join(v.warnings)))),
+    _s("pmtaProviderCount", (1, 14, 1), "Gauge32", _table_count(_PROVIDER_TABLE, omitted=False)),
+    _s("pmtaProvidersOmitted", (1, 14, 2), "Gauge32",
+       _table_count(_PROVIDER_TABLE, omitted=True)),
+    _s("pmtaSourceIpCount", (1, 15, 1), "Gauge32",
+       _table_count(_SOURCE_IP_TABLE, omitted=False)),
+    _s("pmtaSourceIpsOther", (1, 15, 2), "Gauge32", _acct(_others(SOURCE_IP_DIMENSION))),
+)
+"""pmtaAcct, and the counts beside pmtaProviderTable and pmtaSourceIpTable."""
 
 
 _SCALARS: Final[tuple[tuple[MibObject, _Getter], ...]] = (
@@ -847,6 +1091,8 @@ _SCALARS: Final[tuple[tuple[MibObject, _Getter], ...]] = (
         "Integer32",
         lambda c: integer32(c.thresholds.license_days_raise),
     ),
+    # pmtaAcct, pmtaProviders, pmtaSourceIps: from the outcomes view
+    *_ACCT_SCALARS,
 )
 
 _SCALAR_GETTERS: Final[Mapping[str, _Getter]] = {obj.name: get for obj, get in _SCALARS}
@@ -948,14 +1194,18 @@ def build_varbinds(
     thresholds: Thresholds | None = None,
     today: date | None = None,
     enterprise: int = ENTERPRISE,
+    outcomes: OutcomesView | None = None,
 ) -> list[tuple[Oid, Value]]:
     """Every instance of PMTA-SNMP-MIB for one poll, in ascending OID order, OIDs unique.
 
     `snapshot` None (never reached PowerMTA) leaves only the pmtaAgent and pmtaConfig
     objects. `today` (for license days left) defaults to PowerMTA's date in the snapshot.
+    `outcomes` (the outcomes engine's view) fills pmtaAcct and the provider and source IP
+    tables; without it they have no instances.
     """
     return list(iter_varbinds(
-        snapshot, health, thresholds=thresholds, today=today, enterprise=enterprise
+        snapshot, health, thresholds=thresholds, today=today, enterprise=enterprise,
+        outcomes=outcomes,
     ))
 
 
@@ -966,6 +1216,7 @@ def iter_varbinds(
     thresholds: Thresholds | None = None,
     today: date | None = None,
     enterprise: int = ENTERPRISE,
+    outcomes: OutcomesView | None = None,
 ) -> Iterator[tuple[Oid, Value]]:
     """`build_varbinds` one column at a time: a consumer that packs as it goes (the OID tree)
     never holds more than one column's objects."""
@@ -975,6 +1226,7 @@ def iter_varbinds(
         health,
         thresholds if thresholds is not None else Thresholds(),
         today if today is not None else _default_today(snapshot),
+        outcomes,
     )
     for sec in lay.sections:
         if sec.get is not None:

@@ -36,8 +36,8 @@ _TP_TYPES: dict[str, set[str]] = {
     "Gauge": {"Gauge32"},
     "Unsigned": {"Unsigned32"},
     "Integer32": {"Integer32"},
-    "EnumVal": {"TruthValue", "PmtaDeliveryMode"},
-    "String": {"PmtaUtf8String", "DisplayString", "DateAndTime"},
+    "EnumVal": {"TruthValue", "PmtaDeliveryMode", "InetAddressType"},
+    "String": {"PmtaUtf8String", "DisplayString", "DateAndTime", "InetAddress"},
 }
 # ... and the wire type each SYNTAX must carry (Unsigned32 shares Gauge32's tag).
 _TYPE_OF_SYNTAX: dict[str, SnmpType] = {
@@ -51,6 +51,8 @@ _TYPE_OF_SYNTAX: dict[str, SnmpType] = {
     "PmtaUtf8String": SnmpType.OCTET_STRING,
     "DisplayString": SnmpType.OCTET_STRING,
     "DateAndTime": SnmpType.OCTET_STRING,
+    "InetAddressType": SnmpType.INTEGER,
+    "InetAddress": SnmpType.OCTET_STRING,
 }
 
 

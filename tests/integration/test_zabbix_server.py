@@ -242,6 +242,38 @@ def test_no_license_data_trigger_imports_with_its_dependency(zabbix: Frontend) -
         "pmta-snmp: no SNMP data for {$PMTA.NODATA.TIMEOUT}"]
 
 
+def test_outcome_trigger_prototypes_import_as_written(zabbix: Frontend) -> None:
+    """The deliverability discoveries' trigger prototypes (hard bounce and complaint rate per
+    provider, gated on volume; blocklist rejections per source IP) are accepted by the
+    frontend with their two-item expressions, context macros and dependencies."""
+    text, export = shipped()
+    assert zabbix.call("configuration.import",
+                       {"format": "yaml", "source": text, "rules": RULES}) is True
+    (template,) = export["templates"]
+    want = {t["name"]: t for r in template["discovery_rules"]
+            if r["key"] in ("pmta.provider.discovery", "pmta.sourceip.discovery")
+            for t in r.get("trigger_prototypes", [])}
+    assert len(want) == 5
+    got = zabbix.call("triggerprototype.get", {
+        "filter": {"description": list(want)}, "templated": True,
+        "output": ["description", "expression", "priority"],
+        "selectDependencies": ["description"], "selectItems": ["key_"],
+        "selectDiscoveryRule": ["key_"],
+    })
+    assert {g["description"] for g in got} == set(want)
+    priorities = {"WARNING": "2", "HIGH": "4"}
+    for g in got:
+        w = want[g["description"]]
+        assert g["priority"] == priorities[w["priority"]]
+        keys = sorted(i["key_"] for i in g["items"])
+        assert keys == sorted(set(re.findall(r"/PowerMTA by SNMP/([^)]+)\)", w["expression"])))
+        if "rate above" in g["description"]:
+            assert len(keys) == 2  # the rate and the volume it needs
+        if "{$PMTA.PROVIDER.HARD_BOUNCE.WARN" in g["description"]:
+            assert [d["description"] for d in g["dependencies"]] == [
+                d["name"] for d in w["dependencies"]]
+
+
 def test_a_broken_template_is_refused(zabbix: Frontend) -> None:
     """The import really validates: a copy with one bad item key is refused."""
     _, export = shipped()

@@ -257,7 +257,7 @@ def test_zabbix_oids_exist_in_the_mib(enterprise: int) -> None:
         assert m is not None, rule["snmp_oid"]
         name_col = by_oid[m.group(2)]
         assert name_col.kind is Kind.COLUMN
-        assert name_col.name.endswith(("DisplayName", "QueueName"))
+        assert name_col.name.endswith(("DisplayName", "QueueName", "SourceIpName"))
         entry = m.group(2).rsplit(".", 1)[0]
         tables[rule["key"]] = name_col.name
         for proto in rule["item_prototypes"]:
@@ -270,6 +270,8 @@ def test_zabbix_oids_exist_in_the_mib(enterprise: int) -> None:
         "pmta.vmta.discovery": "pmtaVmtaDisplayName",
         "pmta.domain.discovery": "pmtaDomainDisplayName",
         "pmta.queue.discovery": "pmtaQueueName",
+        "pmta.provider.discovery": "pmtaProviderDisplayName",
+        "pmta.sourceip.discovery": "pmtaSourceIpName",
     }
 
 
@@ -333,6 +335,40 @@ def test_zabbix_triggers_on_missing_license_data() -> None:
         f"nodata({item}/pmta.agent.api_reachable,{{$PMTA.NODATA.TIMEOUT}})=1")
     macros = {m["macro"]: m["value"] for m in tpl["macros"]}
     assert macros["{$PMTA.LICENSE.NODATA.TIMEOUT}"] == "3h"  # three hourly polls
+
+
+def test_zabbix_discovers_providers_and_source_ips_with_their_triggers() -> None:
+    """Hard bounce and complaint rate triggers per provider, each gated on enough volume, and
+    a blocklist trigger per source IP; the MIB's hundredths of a percent shown as %."""
+    (tpl,) = zabbix.template()["zabbix_export"]["templates"]  # type: ignore[index]
+    rules = {r["key"]: r for r in tpl["discovery_rules"]}
+    item = f"/{zabbix.TEMPLATE_NAME}"
+    provider = rules["pmta.provider.discovery"]
+    exprs = {t["name"]: t["expression"] for t in provider["trigger_prototypes"]}
+    hard_warn = ('Provider {#PROVIDER}: hard bounce rate above '
+                 '{$PMTA.PROVIDER.HARD_BOUNCE.WARN:"{#PROVIDER}"}%')
+    assert exprs[hard_warn] == (
+        f'last({item}/pmta.provider.last_hour.hard_bounce_rate["{{#PROVIDER}}"])>'
+        '{$PMTA.PROVIDER.HARD_BOUNCE.WARN:"{#PROVIDER}"} and '
+        f'last({item}/pmta.provider.last_hour.recipients["{{#PROVIDER}}"])>='
+        '{$PMTA.PROVIDER.MIN_RECIPIENTS:"{#PROVIDER}"}')
+    complaint = [e for n, e in exprs.items() if "complaint rate" in n]
+    assert len(complaint) == 2 and all(
+        "pmta.provider.last_day.complaint_rate" in e and "pmta.provider.last_day.delivered" in e
+        for e in complaint)
+    (listed,) = rules["pmta.sourceip.discovery"]["trigger_prototypes"]
+    assert listed["expression"] == (
+        f'last({item}/pmta.sourceip.last_hour.blocklist_rejections["{{#SOURCEIP}}"])>'
+        '{$PMTA.SOURCEIP.BLOCKLIST.MAX:"{#SOURCEIP}"}')
+    assert listed["priority"] == "HIGH"
+    for rule in (provider, rules["pmta.sourceip.discovery"]):
+        for proto in rule["item_prototypes"]:
+            if "Rate" in proto["description"].split(".")[0]:
+                assert proto["units"] == "%"
+                assert proto["preprocessing"] == [{"type": "MULTIPLIER", "parameters": ["0.01"]}]
+    macros = {m["macro"]: m["value"] for m in tpl["macros"]}
+    assert (macros["{$PMTA.PROVIDER.COMPLAINT.WARN}"], macros["{$PMTA.PROVIDER.COMPLAINT.CRIT}"]) \
+        == ("0.1", "0.3")
 
 
 def test_zabbix_yaml_quotes_safely() -> None:
@@ -463,7 +499,7 @@ def test_zabbix_template_uses_only_tags_the_6_0_importer_knows() -> None:
         assert item["value_type"] in _ZABBIX_ENUMS["value_type"]
         for step in item.get("preprocessing", []):
             assert set(step) == {"type", "parameters"}
-            assert step["type"] in {"CHANGE_PER_SECOND", "MULTIPLIER",
+            assert step["type"] in {"CHANGE_PER_SECOND", "SIMPLE_CHANGE", "MULTIPLIER",
                                     "DISCARD_UNCHANGED_HEARTBEAT"}
         for trigger in item.get("triggers", []):
             check_trigger(trigger)
