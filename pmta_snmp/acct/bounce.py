@@ -13,6 +13,8 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Final, Literal
 
+from pmta_snmp.acct.columns import mask_addresses
+
 __all__ = [
     "BLOCK",
     "CATEGORY_CLASS",
@@ -95,15 +97,20 @@ def categorize(dsn_status: str, dsn_diag: str = "", *,
                status_rules: Sequence[tuple[re.Pattern[str], str]] | None = None,
                text_rules: Sequence[tuple[re.Pattern[str], str]] | None = None) -> str:
     """A bounceCat for a record that has none: status rules on the dsnStatus code (or, when
-    dsnStatus has no code, the code in dsnDiag), then text rules on dsnDiag, else ``other``."""
-    code = dsn_code(dsn_status) or dsn_code(dsn_diag)
+    dsnStatus has no code, the code in dsnDiag), then text rules on dsnDiag, else ``other``.
+
+    Both read dsnDiag without addresses (:func:`~pmta_snmp.acct.columns.
+    mask_addresses`): a recipient named ``spam@...`` is not a spam rejection, and the counts
+    stay the same whether a reply's address was masked before (the tally) or not."""
+    text = mask_addresses(dsn_diag)
+    code = dsn_code(dsn_status) or dsn_code(text)
     if code:
         for pattern, category in status_rules if status_rules is not None else STATUS_RULES:
             if pattern.search(code):
                 return category
-    if dsn_diag:
+    if text:
         for pattern, category in text_rules if text_rules is not None else TEXT_RULES:
-            if pattern.search(dsn_diag):
+            if pattern.search(text):
                 return category
     return OTHER
 

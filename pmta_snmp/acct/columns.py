@@ -30,6 +30,7 @@ __all__ = [
     "Layout",
     "domain_of",
     "is_json_path",
+    "mask_addresses",
     "missing_columns",
     "parse_header_line",
     "parse_size",
@@ -135,6 +136,29 @@ def domain_of(address: str) -> str:
         _DOMAINS.clear()
     domain = _DOMAINS[raw] = raw.strip().strip("<>").rstrip(".").lower()
     return domain
+
+
+# A run of characters between separators holding an "@" is an address, as
+# pmta_snmp.outcomes.reasons sees one; control characters separate too (the reason code turns
+# them into spaces before it looks for addresses). The reasons code also takes runs with "%40"
+# for addresses, but only where an "@" is in the text too: those runs are left as they are.
+_ADDRESS_RUN = re.compile(
+    r"""(?<![^\s<>()\[\]{},;:"'`|\x00-\x1f\x7f-\x9f\u2028\u2029])"""
+    r"""[^\s<>()\[\]{},;:"'`|\x00-\x1f\x7f-\x9f\u2028\u2029]*@"""
+    r"""[^\s<>()\[\]{},;:"'`|\x00-\x1f\x7f-\x9f\u2028\u2029]*""")
+#: Longer texts are left whole (the reason code looks at the first 2,000 characters only).
+MASK_MAX = 2000
+
+
+def mask_addresses(text: str) -> str:
+    """``dsnDiag`` with each address (the run between separators holding ``@``) made one
+    ``@``: replies that differ only in the recipient become one text, so they are counted under
+    one key and classified once. Reason classes, normalised reasons and bounce categories are
+    the same for both texts (an address is never the receiver's words); texts over
+    :data:`MASK_MAX` characters are returned whole. The C scanner masks alike."""
+    if len(text) > MASK_MAX or "@" not in text:
+        return text
+    return _ADDRESS_RUN.sub("@", text)
 
 
 def starttls_offered(esmtp_available: str) -> bool:
