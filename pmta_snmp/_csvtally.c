@@ -25,6 +25,21 @@
  *   ADDRESS  the value from its last "@" on ("" when it has none): its domain part;
  *   MINUTE   "I" + "YYYY-MM-DD HH:MM" + the text after the seconds when the field is an
  *            unquoted ISO time, else "R" + the value; "N" when the column is missing.
+ *   MASK     the value with each address made one "@" (an address: a run of characters
+ *            between separators -- control characters, space and <>()[]{},;:"'`| -- that
+ *            holds an "@"); a value over 2000 bytes is kept whole. (mask_addresses in
+ *            pmta_snmp/acct/columns.py does the same to text.)
+ *   HOST     the value up to its first space (the host of "host (ip)").
+ *   DELAY    a delay in seconds, from three key columns in a row: DELAY (a seconds count,
+ *            PowerMTA 5.5's totalSecondsQueued, -1 when absent), DELAY_END (the time
+ *            logged) and DELAY_START (the time queued); one piece for the three: "" when
+ *            unknown (empty fields), else the index of the first bound in `bounds` that the
+ *            delay does not exceed (len(bounds): none), in decimal; the delay is the count
+ *            when it is digits, else end - start (below zero: 0), and it is added to
+ *            sums[key]. Times are Unix seconds (digits) or "YYYY-MM-DD HH:MM:SS" (or "T")
+ *            followed by +HHMM, +HH:MM or Z. Anything else (another time form, a date that
+ *            does not exist) gives "R" + the three fields, separated by 0xFE, for the caller
+ *            to work out (and no sum).
  * A missing TEXT/ADDRESS column (column -1) gives "". counts[key] += 1.
  */
 #define PY_SSIZE_T_CLEAN
@@ -32,7 +47,12 @@
 #include <stdint.h>
 #include <string.h>
 
-enum { MODE_TEXT = 0, MODE_ADDRESS = 1, MODE_MINUTE = 2 };
+enum {
+    MODE_TEXT = 0, MODE_ADDRESS = 1, MODE_MINUTE = 2, MODE_MASK = 3, MODE_HOST = 4,
+    MODE_DELAY = 5, MODE_DELAY_END = 6, MODE_DELAY_START = 7
+};
+#define MASK_MAX 2000
+#define MAX_BOUNDS 64
 #define MAX_WIDTH 4096
 #define MAX_KINDS 16
 #define MAX_KEYCOLS 64
@@ -180,55 +200,14 @@ is_iso(const Span *s)
     return 1;
 }
 
-/* One key column's piece: the text p[0:n] as written, a one-byte tag (0: none), and whether
- * its "" pairs stand for one quote each. */
-typedef struct {
-    const char *p;
-    Py_ssize_t n;
-    char tag;
-    int doubled;
-} Piece;
-
-static Piece
-piece_of(const Span *fields, int col, int mode)
-{
-    Piece piece = {"", 0, 0, 0};
-    if (col < 0) {
-        if (mode == MODE_MINUTE)
-            piece.tag = 'N';
-        return piece;
-    }
-    const Span *s = &fields[col];
-    piece.doubled = s->doubled;
-    if (mode == MODE_ADDRESS) {
-        /* From the last "@" ("" when none); a "" pair holds no "@", so none is cut in two. */
-        for (Py_ssize_t i = s->n; i > 0; i--) {
-            if (s->p[i - 1] == '@') {
-                piece.p = s->p + i - 1;
-                piece.n = s->n - (i - 1);
-                break;
-            }
-        }
-    }
-    else {
-        piece.p = s->p;
-        piece.n = s->n;
-        if (mode == MODE_MINUTE)
-            piece.tag = is_iso(s) ? 'I' : 'R';
-    }
-    return piece;
-}
-
-/* The length of a piece's value. */
+/* The length of a field's value (as csv reads it: a "" pair of a quoted field is one quote). */
 static Py_ssize_t
-value_len(const Piece *piece)
+field_len(const Span *s)
 {
-    if (piece->tag == 'I')
-        return piece->n - 3; /* the ":SS" of the seconds is left out */
-    Py_ssize_t n = piece->n;
-    if (piece->doubled) {
-        for (Py_ssize_t i = 0; i < piece->n; i++)
-            if (piece->p[i] == '"') {
+    Py_ssize_t n = s->n;
+    if (s->doubled) {
+        for (Py_ssize_t i = 0; i < s->n; i++)
+            if (s->p[i] == '"') {
                 n--; /* the first quote of a pair is dropped, the second kept */
                 i++;
             }
@@ -236,36 +215,225 @@ value_len(const Piece *piece)
     return n;
 }
 
-/* Write a piece's value at w; returns the end. */
+/* Write a field's value at w; returns the end. */
 static char *
-put_value(char *w, const Piece *piece)
+put_field(char *w, const Span *s)
 {
-    if (piece->tag == 'I') {
-        memcpy(w, piece->p, 16);
-        memcpy(w + 16, piece->p + 19, (size_t)(piece->n - 19));
-        return w + piece->n - 3;
+    if (!s->doubled) {
+        memcpy(w, s->p, (size_t)s->n);
+        return w + s->n;
     }
-    if (!piece->doubled) {
-        memcpy(w, piece->p, (size_t)piece->n);
-        return w + piece->n;
-    }
-    for (Py_ssize_t i = 0; i < piece->n; i++) {
-        *w++ = piece->p[i];
-        if (piece->p[i] == '"')
+    for (Py_ssize_t i = 0; i < s->n; i++) {
+        *w++ = s->p[i];
+        if (s->p[i] == '"')
             i++; /* the pair's second quote */
     }
     return w;
 }
 
-/* counts[key] += 1 for the key of a line of `kind`. */
 static int
-count_key(PyObject *counts, const Kind *kind, const Span *fields)
+is_separator(unsigned char c)
 {
-    Piece pieces[MAX_KEYCOLS];
+    if (c < 0x20 || c == 0x7f)
+        return 1;
+    switch (c) {
+    case ' ': case '<': case '>': case '(': case ')': case '[': case ']': case '{': case '}':
+    case ',': case ';': case ':': case '"': case '\'': case '`': case '|':
+        return 1;
+    default:
+        return 0;
+    }
+}
+
+/* Mask the addresses of the value v[0:n] in place (it only shrinks); returns its end. */
+static char *
+mask_value(char *v, Py_ssize_t n)
+{
+    if (n > MASK_MAX || memchr(v, '@', (size_t)n) == NULL)
+        return v + n;
+    Py_ssize_t r = 0, w = 0;
+    while (r < n) {
+        if (is_separator((unsigned char)v[r])) {
+            v[w++] = v[r++];
+            continue;
+        }
+        Py_ssize_t start = r;
+        int at = 0;
+        while (r < n && !is_separator((unsigned char)v[r])) {
+            if (v[r] == '@')
+                at = 1;
+            r++;
+        }
+        if (at) {
+            v[w++] = '@';
+        }
+        else {
+            memmove(v + w, v + start, (size_t)(r - start));
+            w += r - start;
+        }
+    }
+    return v + w;
+}
+
+/* Days from 1970-01-01 to y-m-d (proleptic Gregorian). */
+static int64_t
+days_from_civil(int64_t y, int64_t m, int64_t d)
+{
+    y -= m <= 2;
+    int64_t era = (y >= 0 ? y : y - 399) / 400;
+    int64_t yoe = y - era * 400;
+    int64_t doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
+    int64_t doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    return era * 146097 + doe - 719468;
+}
+
+static int
+digits(const char *p, int n, int64_t *out)
+{
+    int64_t v = 0;
+    for (int i = 0; i < n; i++) {
+        if (!is_digit(p[i]))
+            return 0;
+        v = v * 10 + (p[i] - '0');
+    }
+    *out = v;
+    return 1;
+}
+
+/* A time field as Unix seconds: 1 parsed, 0 empty, -1 another form (the caller decides). */
+static int
+parse_seconds(const Span *s, int64_t *out)
+{
+    if (s->n == 0)
+        return 0;
+    if (s->quoted)
+        return -1;
+    const char *t = s->p;
+    Py_ssize_t n = s->n;
+    if (n <= 11 && digits(t, (int)n, out))
+        return 1;
+    int64_t y, mo, d, h, mi, sec, oh = 0, om = 0;
+    if (n < 20 || !is_iso(s) || !digits(t, 4, &y) || !digits(t + 5, 2, &mo)
+        || !digits(t + 8, 2, &d) || !digits(t + 11, 2, &h) || !digits(t + 14, 2, &mi)
+        || !digits(t + 17, 2, &sec))
+        return -1;
+    static const int dim[] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+    if (y < 1 || mo < 1 || mo > 12 || d < 1 || h > 23 || mi > 59 || sec > 59)
+        return -1;
+    int leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+    if (d > dim[mo - 1] + (mo == 2 && leap))
+        return -1;
+    const char *z = t + 19;
+    Py_ssize_t zn = n - 19;
+    int sign = 0;
+    if (zn == 1 && z[0] == 'Z') {
+        sign = 1;
+    }
+    else if ((zn == 5 || zn == 6) && (z[0] == '+' || z[0] == '-')) {
+        sign = z[0] == '+' ? 1 : -1;
+        if (!digits(z + 1, 2, &oh))
+            return -1;
+        if (zn == 5 ? !digits(z + 3, 2, &om) : (z[3] != ':' || !digits(z + 4, 2, &om)))
+            return -1;
+        if (oh > 23 || om > 59)
+            return -1;
+    }
+    else {
+        return -1; /* no offset (local time) or another form */
+    }
+    *out = days_from_civil(y, mo, d) * 86400 + h * 3600 + mi * 60 + sec
+           - sign * (oh * 3600 + om * 60);
+    return 1;
+}
+
+typedef struct {
+    PyObject *sums;
+    const double *bounds;
+    int nbounds;
+} DelaySpec;
+
+/* What a line's DELAY columns say: a delay (>= 0), unknown (-1: empty fields) or left to the
+ * caller (-2: another form). */
+static int64_t
+line_delay(const Span *total, const Span *end, const Span *start)
+{
+    int64_t value, e = 0, st = 0;
+    if (total->n > 0) {
+        if (!total->quoted && total->n <= 15 && digits(total->p, (int)total->n, &value))
+            return value;
+        return -2;
+    }
+    int re = parse_seconds(end, &e), rs = parse_seconds(start, &st);
+    if (re < 0 || rs < 0)
+        return -2;
+    if (re == 0 || rs == 0)
+        return -1;
+    return e > st ? e - st : 0;
+}
+
+/* counts[key] += 1 for the key of a line of `kind` (and sums[key] += its delay). */
+static int
+count_key(PyObject *counts, const Kind *kind, const Span *fields, const DelaySpec *ds)
+{
+    static const Span none = {"", 0, 0, 0};
+    Span spans[MAX_KEYCOLS];     /* per column: the text its piece is made of */
+    char tags[MAX_KEYCOLS];      /* per column: a tag byte written first (0: none) */
+    int64_t delay = -1;
+    int bucket = 0;
     Py_ssize_t total = kind->len;
     for (int k = 0; k < kind->ncols; k++) {
-        pieces[k] = piece_of(fields, kind->col[k], kind->mode[k]);
-        total += 1 + (pieces[k].tag != 0) + value_len(&pieces[k]);
+        int col = kind->col[k], mode = kind->mode[k];
+        const Span *s = col >= 0 ? &fields[col] : &none;
+        spans[k] = *s;
+        tags[k] = 0;
+        if (mode == MODE_DELAY_END || mode == MODE_DELAY_START)
+            continue; /* read with their DELAY column */
+        total += 1;
+        if (mode == MODE_DELAY) {
+            const Span *e = kind->col[k + 1] >= 0 ? &fields[kind->col[k + 1]] : &none;
+            const Span *st = kind->col[k + 2] >= 0 ? &fields[kind->col[k + 2]] : &none;
+            delay = line_delay(s, e, st);
+            if (delay == -2) /* "R" total 0xFE end 0xFE start */
+                total += 3 + field_len(s) + field_len(e) + field_len(st);
+            else if (delay >= 0) {
+                while (bucket < ds->nbounds && (double)delay > ds->bounds[bucket])
+                    bucket++;
+                total += bucket >= 10 ? 2 : 1; /* at most 64 bounds */
+            }
+            continue;
+        }
+        if (col < 0) {
+            if (mode == MODE_MINUTE)
+                tags[k] = 'N';
+            total += tags[k] != 0;
+            spans[k] = none;
+            continue;
+        }
+        if (mode == MODE_ADDRESS) {
+            /* From the last "@" ("" when none); a "" pair holds no "@". */
+            Span tail = none;
+            for (Py_ssize_t i = s->n; i > 0; i--) {
+                if (s->p[i - 1] == '@') {
+                    tail = (Span){s->p + i - 1, s->n - (i - 1), s->quoted, s->doubled};
+                    break;
+                }
+            }
+            spans[k] = tail;
+        }
+        else if (mode == MODE_MINUTE) {
+            tags[k] = is_iso(s) ? 'I' : 'R';
+            total += 1;
+            if (tags[k] == 'I') {
+                total += s->n - 3; /* the ":SS" of the seconds is left out */
+                continue;
+            }
+        }
+        else if (mode == MODE_HOST) {
+            const char *sp = memchr(s->p, ' ', (size_t)s->n);
+            if (sp != NULL)
+                spans[k].n = sp - s->p;
+        }
+        total += field_len(&spans[k]);
     }
     PyObject *key = PyBytes_FromStringAndSize(NULL, total);
     if (key == NULL)
@@ -274,11 +442,43 @@ count_key(PyObject *counts, const Kind *kind, const Span *fields)
     memcpy(w, kind->name, (size_t)kind->len);
     w += kind->len;
     for (int k = 0; k < kind->ncols; k++) {
+        int mode = kind->mode[k];
+        const Span *piece = &spans[k];
+        if (mode == MODE_DELAY_END || mode == MODE_DELAY_START)
+            continue;
         *w++ = (char)0xFF;
-        if (pieces[k].tag)
-            *w++ = pieces[k].tag;
-        w = put_value(w, &pieces[k]);
+        if (mode == MODE_DELAY) {
+            if (delay == -2) {
+                *w++ = 'R';
+                w = put_field(w, piece);
+                *w++ = (char)0xFE;
+                w = put_field(w, &spans[k + 1]);
+                *w++ = (char)0xFE;
+                w = put_field(w, &spans[k + 2]);
+            }
+            else if (delay >= 0) {
+                if (bucket >= 10)
+                    *w++ = (char)('0' + bucket / 10);
+                *w++ = (char)('0' + bucket % 10);
+            }
+            continue;
+        }
+        if (tags[k])
+            *w++ = tags[k];
+        if (tags[k] == 'I') {
+            memcpy(w, piece->p, 16);
+            memcpy(w + 16, piece->p + 19, (size_t)(piece->n - 19));
+            w += piece->n - 3;
+            continue;
+        }
+        char *from = w;
+        w = put_field(w, piece);
+        if (mode == MODE_MASK)
+            w = mask_value(from, w - from);
     }
+    Py_ssize_t len = w - PyBytes_AS_STRING(key);
+    if (len != total && _PyBytes_Resize(&key, len) < 0) /* masking shortened it */
+        return -1;
     PyObject *old = PyDict_GetItemWithError(counts, key);
     PyObject *now;
     if (old == NULL) {
@@ -302,13 +502,24 @@ count_key(PyObject *counts, const Kind *kind, const Span *fields)
     }
     int rc = PyDict_SetItem(counts, key, now);
     Py_DECREF(now);
+    if (rc == 0 && delay > 0) {
+        PyObject *prev = PyDict_GetItemWithError(ds->sums, key);
+        PyObject *sum = NULL, *add = PyLong_FromLongLong(delay);
+        if (add != NULL && prev == NULL)
+            sum = PyErr_Occurred() ? NULL : Py_NewRef(add);
+        else if (add != NULL)
+            sum = PyNumber_Add(prev, add); /* Python ints: no overflow */
+        rc = sum == NULL ? -1 : PyDict_SetItem(ds->sums, key, sum);
+        Py_XDECREF(sum);
+        Py_XDECREF(add);
+    }
     Py_DECREF(key);
     return rc;
 }
 
 /* Parse the kinds argument: a tuple of (bytes, tuple of (int column, int mode)). */
 static int
-parse_kinds(PyObject *spec, int width, Kind *kinds, int *nkinds)
+parse_kinds(PyObject *spec, int width, Kind *kinds, int *nkinds, int *needs_sums)
 {
     if (!PyTuple_Check(spec) || PyTuple_GET_SIZE(spec) > MAX_KINDS) {
         PyErr_SetString(PyExc_ValueError, "kinds: a tuple of at most 16 (kind, columns)");
@@ -332,22 +543,42 @@ parse_kinds(PyObject *spec, int width, Kind *kinds, int *nkinds)
             PyObject *pair = PyTuple_GET_ITEM(cols, k);
             if (!PyTuple_Check(pair) || !PyArg_ParseTuple(pair, "ii", &col, &mode))
                 return -1;
-            if (col < -1 || col == 0 || col >= width || mode < MODE_TEXT || mode > MODE_MINUTE) {
+            if (col < -1 || col == 0 || col >= width || mode < MODE_TEXT
+                || mode > MODE_DELAY_START) {
                 PyErr_SetString(PyExc_ValueError, "kinds: a column out of range or a bad mode");
                 return -1;
             }
             kinds[i].col[k] = col;
             kinds[i].mode[k] = mode;
         }
+        for (int k = 0; k < kinds[i].ncols; k++) {
+            int mode = kinds[i].mode[k];
+            int ok = 1;
+            if (mode == MODE_DELAY)
+                ok = k + 2 < kinds[i].ncols && kinds[i].mode[k + 1] == MODE_DELAY_END
+                     && kinds[i].mode[k + 2] == MODE_DELAY_START;
+            else if (mode == MODE_DELAY_END)
+                ok = k >= 1 && kinds[i].mode[k - 1] == MODE_DELAY;
+            else if (mode == MODE_DELAY_START)
+                ok = k >= 1 && kinds[i].mode[k - 1] == MODE_DELAY_END;
+            if (!ok) {
+                PyErr_SetString(PyExc_ValueError,
+                                "kinds: DELAY, DELAY_END, DELAY_START go together in this order");
+                return -1;
+            }
+            if (mode == MODE_DELAY)
+                *needs_sums = 1;
+        }
     }
     return 0;
 }
 
 PyDoc_STRVAR(scan_doc,
-"scan(buf, pos, end, width, kinds, header_word, limit, counts) -> (stop, lines)\n\n"
+"scan(buf, pos, end, width, kinds, header_word, limit, counts[, sums, bounds]) -> (stop, lines)\n\n"
 "Count the simple lines of buf[pos:end] (pos at a line start) into the dict counts; stop\n"
 "at the first line that is not simple. Returns its offset (end when every line was simple)\n"
-"and the number of lines passed. kinds: ((kind, ((column, mode), ...)), ...).");
+"and the number of lines passed. kinds: ((kind, ((column, mode), ...)), ...). With DELAY\n"
+"columns, sums (a dict) gets the delays per key and bounds (floats) are the buckets.");
 
 static PyObject *
 scan(PyObject *module, PyObject *args)
@@ -356,16 +587,19 @@ scan(PyObject *module, PyObject *args)
     Py_buffer view;
     Py_ssize_t pos, end, limit;
     int width;
-    PyObject *spec, *counts;
+    PyObject *spec, *counts, *sums = Py_None, *bounds = NULL;
     const char *word;
     Py_ssize_t word_len;
-    if (!PyArg_ParseTuple(args, "y*nniOy#nO!", &view, &pos, &end, &width, &spec, &word,
-                          &word_len, &limit, &PyDict_Type, &counts))
+    if (!PyArg_ParseTuple(args, "y*nniOy#nO!|OO!", &view, &pos, &end, &width, &spec, &word,
+                          &word_len, &limit, &PyDict_Type, &counts, &sums, &PyTuple_Type,
+                          &bounds))
         return NULL;
     PyObject *result = NULL;
     Span *fields = NULL;
     Kind kinds[MAX_KINDS];
-    int nkinds = 0;
+    int nkinds = 0, needs_sums = 0;
+    double bound_values[MAX_BOUNDS];
+    DelaySpec ds = {NULL, bound_values, 0};
     if (pos < 0 || end > view.len || pos > end) {
         PyErr_SetString(PyExc_ValueError, "pos and end must lie within the buffer");
         goto done;
@@ -374,8 +608,22 @@ scan(PyObject *module, PyObject *args)
         PyErr_SetString(PyExc_ValueError, "width must be between 1 and 4096");
         goto done;
     }
-    if (parse_kinds(spec, width, kinds, &nkinds) < 0)
+    if (parse_kinds(spec, width, kinds, &nkinds, &needs_sums) < 0)
         goto done;
+    if (needs_sums) {
+        if (!PyDict_Check(sums) || bounds == NULL || PyTuple_GET_SIZE(bounds) > MAX_BOUNDS) {
+            PyErr_SetString(PyExc_ValueError, "DELAY columns need a sums dict and at most 64 "
+                            "bounds");
+            goto done;
+        }
+        ds.sums = sums;
+        ds.nbounds = (int)PyTuple_GET_SIZE(bounds);
+        for (int i = 0; i < ds.nbounds; i++) {
+            bound_values[i] = PyFloat_AsDouble(PyTuple_GET_ITEM(bounds, i));
+            if (bound_values[i] == -1.0 && PyErr_Occurred())
+                goto done;
+        }
+    }
     fields = PyMem_New(Span, (size_t)width);
     if (fields == NULL) {
         PyErr_NoMemory();
@@ -409,7 +657,7 @@ scan(PyObject *module, PyObject *args)
             }
         }
         if (kind != NULL) {
-            if (count_key(counts, kind, fields) < 0)
+            if (count_key(counts, kind, fields, &ds) < 0)
                 goto done;
         }
         else if (contains_word(fields[0].p, fields[0].n, word, word_len)) {
@@ -450,7 +698,12 @@ PyInit__csvtally(void)
         return NULL;
     if (PyModule_AddIntConstant(m, "TEXT", MODE_TEXT) < 0
         || PyModule_AddIntConstant(m, "ADDRESS", MODE_ADDRESS) < 0
-        || PyModule_AddIntConstant(m, "MINUTE", MODE_MINUTE) < 0) {
+        || PyModule_AddIntConstant(m, "MINUTE", MODE_MINUTE) < 0
+        || PyModule_AddIntConstant(m, "MASK", MODE_MASK) < 0
+        || PyModule_AddIntConstant(m, "HOST", MODE_HOST) < 0
+        || PyModule_AddIntConstant(m, "DELAY", MODE_DELAY) < 0
+        || PyModule_AddIntConstant(m, "DELAY_END", MODE_DELAY_END) < 0
+        || PyModule_AddIntConstant(m, "DELAY_START", MODE_DELAY_START) < 0) {
         Py_DECREF(m);
         return NULL;
     }

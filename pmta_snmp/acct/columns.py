@@ -22,16 +22,22 @@ from pmta_snmp.logtail import decode_line
 
 __all__ = [
     "COLUMNS",
+    "COLUMN_PREFIX",
     "DOMAIN_FIELDS",
     "FIELDS",
     "FIELD_ORDER",
     "HEADER_NAMES",
     "TIME_ATTRS",
+    "TOTAL_SECONDS_QUEUED",
     "Layout",
+    "bucket_of",
+    "delay_of",
     "domain_of",
+    "is_field",
     "is_json_path",
     "mask_addresses",
     "missing_columns",
+    "mta_host",
     "parse_header_line",
     "parse_size",
     "parse_time",
@@ -75,14 +81,54 @@ HEADER_NAMES: Final[dict[str, str]] = {
 FIELD_ORDER: Final[tuple[str, ...]] = tuple(COLUMNS.values())
 TIME_ATTRS: Final = frozenset({"time_logged", "time_queued"})
 
-#: Field names a counting plugin may ask for: text attributes plus two derived domains.
+#: Field names a counting plugin may ask for: text attributes plus derived values: two
+#: domains, the host of ``dsnMta`` and the delivery delay (from ``totalSecondsQueued``, else
+#: ``timeLogged`` - ``timeQueued``: a bucket of :attr:`TallySpec.delay_bounds`). Any other
+#: column can be counted by its header name as ``column:<name>`` (``column:feedbackType``).
 FIELDS: Final[dict[str, str]] = {
     **{attr: attr for attr in FIELD_ORDER if attr not in TIME_ATTRS | {"type", "dlv_size"}},
     "sender_domain": "orig",
     "rcpt_domain": "rcpt",
+    "dsn_mta_host": "dsn_mta",
+    "delay": "time_logged",
 }
 #: The FIELDS that are the domain of an address column.
 DOMAIN_FIELDS: Final = frozenset({"sender_domain", "rcpt_domain"})
+#: Prefix of a field counted by its column's header name.
+COLUMN_PREFIX: Final = "column:"
+#: The header name of PowerMTA 5.5's queueing time in seconds (read for ``delay``).
+TOTAL_SECONDS_QUEUED: Final = "totalSecondsQueued"
+
+
+def is_field(name: str) -> bool:
+    """A name a tally can count: one of :data:`FIELDS` or ``column:<header name>``."""
+    return name in FIELDS or (name.startswith(COLUMN_PREFIX) and len(name) > len(COLUMN_PREFIX)
+                              and name[len(COLUMN_PREFIX):].lower() != "type")
+
+
+def delay_of(time_logged: datetime | None, time_queued: datetime | None,
+             total_seconds_queued: str = "") -> float | None:
+    """A record's delivery delay in seconds: ``totalSecondsQueued`` when it is a number, else
+    ``timeLogged - timeQueued`` (0 when negative: a clock step); None when unknown."""
+    total = total_seconds_queued.strip()
+    if total.isdigit():
+        return float(int(total))
+    if time_logged is None or time_queued is None:
+        return None
+    return max(0.0, (time_logged - time_queued).total_seconds())
+
+
+def bucket_of(delay: float, bounds: Sequence[float]) -> int:
+    """The index of the first bound ``delay`` does not exceed (``len(bounds)``: none)."""
+    for i, bound in enumerate(bounds):
+        if delay <= bound:
+            return i
+    return len(bounds)
+
+
+def mta_host(dsn_mta: str) -> str:
+    """The host part of ``dsnMta`` (``host (ip)``): the text up to its first space."""
+    return dsn_mta.partition(" ")[0]
 
 _UNIX = re.compile(r"\d+(?:\.\d+)?")
 
@@ -220,6 +266,11 @@ class Layout:
         """The column of an attribute (-1: not in this header)."""
         return self.index.get(attr, -1)
 
+    def column_named(self, name: str) -> int:
+        """The column of a header name, any case (-1: not in this header)."""
+        low = name.lower()
+        return next((i for i, h in enumerate(self.header) if h.lower() == low), -1)
+
     def missing(self, attrs: Collection[str]) -> list[str]:
         """The attributes of ``attrs`` this header has no column for."""
         return [a for a in attrs if a not in self.index]
@@ -230,5 +281,7 @@ def missing_columns(header: Sequence[str], attrs: Collection[str]) -> list[str]:
     that ``header`` lacks: a 4.0 layout has no ``dlvTlsProtocol``, ``record-fields`` may drop
     any column."""
     layout = Layout(header)
-    wanted = [FIELDS.get(a, a) for a in attrs]
-    return [HEADER_NAMES.get(a, a) for a in dict.fromkeys(layout.missing(wanted))]
+    wanted = [FIELDS.get(a, a) for a in attrs if not a.startswith(COLUMN_PREFIX)]
+    named = [a[len(COLUMN_PREFIX):] for a in attrs if a.startswith(COLUMN_PREFIX)]
+    return [*(HEADER_NAMES.get(a, a) for a in dict.fromkeys(layout.missing(wanted))),
+            *(n for n in dict.fromkeys(named) if layout.column_named(n) < 0)]

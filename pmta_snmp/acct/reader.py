@@ -24,9 +24,16 @@ from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from pmta_snmp.acct.columns import FIELDS, HEADER_NAMES, Layout, is_json_path, parse_header_line
+from pmta_snmp.acct.columns import (
+    COLUMN_PREFIX,
+    FIELDS,
+    HEADER_NAMES,
+    Layout,
+    is_json_path,
+    parse_header_line,
+)
 from pmta_snmp.acct.records import AcctRecord, RecordParser
-from pmta_snmp.acct.tally import FileTally, TallyKey, TallySpec, record_key
+from pmta_snmp.acct.tally import FileTally, TallyCounts, TallyKey, TallySpec, count_record
 from pmta_snmp.logtail import (
     CHUNK_SIZE,
     Block,
@@ -294,19 +301,19 @@ class AcctReader:
             file_blocks = self._same_file(first, blocks, pushback)
             if is_json_path(first.source):
                 parser = self._parser_for(first, types=wanted)
-                counts: Counter[TallyKey] = Counter()
+                counts = TallyCounts()
                 minutes: dict[Any, int | None] = {}
                 for record in parser.records(file_blocks):
                     self.records_read += 1
-                    key = record_key(record, spec, minutes)
-                    if key is not None:
-                        counts[key] += 1
+                    count_record(record, spec, minutes, counts)
                 self._close_file(parser, True)
                 # The CSV rule per header (TallySpec.required), per file: no record of a type
                 # whose required keys no record had is counted.
                 lacking = {kind for header in parser.headers()
                            for kind in spec.missing(Layout(header))}
-                yield Counter({k: n for k, n in counts.items() if k[0] not in lacking})
+                kept = TallyCounts({k: n for k, n in counts.items() if k[0] not in lacking})
+                kept.sums = {k: v for k, v in counts.sums.items() if k[0] not in lacking}
+                yield kept
                 continue
             yield from self._tally_csv(first, file_blocks, spec)
         self._finish()
@@ -338,8 +345,7 @@ class AcctReader:
         for source, header in self.headers_read:
             for names in spec.missing(Layout(header)).values():
                 columns = out.setdefault(source, [])
-                columns += [c for c in (HEADER_NAMES[FIELDS[n]] for n in names)
-                            if c not in columns]
+                columns += [c for c in (_column_name(n) for n in names) if c not in columns]
         return out
 
     def _same_file(self, head: Block, blocks: Iterator[Block], pushback: list[Block]
@@ -509,6 +515,13 @@ class AcctReader:
             header = None
         self._headers[key] = header
         return header
+
+
+def _column_name(field_name: str) -> str:
+    """PowerMTA's name of the column a tally field reads."""
+    if field_name.startswith(COLUMN_PREFIX):
+        return field_name[len(COLUMN_PREFIX):]
+    return HEADER_NAMES[FIELDS[field_name]]
 
 
 def _listing(path: str) -> dict[str, tuple[str, int]]:

@@ -26,10 +26,17 @@ from typing import Any
 
 from pmta_snmp.acct.buckets import epoch_minute
 from pmta_snmp.acct.columns import (
+    COLUMN_PREFIX,
     DOMAIN_FIELDS,
     FIELDS,
+    TOTAL_SECONDS_QUEUED,
     Layout,
+    bucket_of,
+    delay_of,
     domain_of,
+    is_field,
+    mask_addresses,
+    mta_host,
     parse_time,
 )
 from pmta_snmp.acct.records import AcctRecord, CsvRows
@@ -38,8 +45,10 @@ __all__ = [
     "FIELDS",
     "PURE_PYTHON_ENV",
     "FileTally",
+    "TallyCounts",
     "TallyKey",
     "TallySpec",
+    "count_record",
     "record_key",
     "speedups",
 ]
@@ -52,7 +61,43 @@ _RAW_LIMIT = 200_000
 #: Distinct minute / domain texts remembered while decoding.
 _CACHE_LIMIT = 65_536
 #: Key column modes of the C scanner (pmta_snmp/_csvtally.c).
-_C_TEXT, _C_ADDRESS, _C_MINUTE = 0, 1, 2
+_C_TEXT, _C_ADDRESS, _C_MINUTE, _C_MASK, _C_HOST = 0, 1, 2, 3, 4
+_C_DELAY, _C_DELAY_END, _C_DELAY_START = 5, 6, 7
+#: How a field's text becomes its value in a key (both paths; see FIELDS).
+_TEXT, _DOMAIN, _MASK, _HOST, _DELAY = range(5)
+
+
+def _field_mode(name: str) -> int:
+    if name in DOMAIN_FIELDS:
+        return _DOMAIN
+    if name == "dsn_diag":
+        return _MASK  # addresses masked: the key is the reply's template (same classes)
+    if name == "dsn_mta_host":
+        return _HOST
+    if name == "delay":
+        return _DELAY
+    return _TEXT
+
+
+def _field_column(layout: Layout, name: str) -> int:
+    """The column a field reads in a layout (-1: none; the type column is no value)."""
+    if name.startswith(COLUMN_PREFIX):
+        col = layout.column_named(name[len(COLUMN_PREFIX):])
+    else:
+        col = layout.column(FIELDS[name])
+    return col if col > 0 else -1
+
+
+class TallyCounts(Counter[TallyKey]):
+    """Counts per key; ``sums`` holds, per key with a ``delay`` field, the delays' sum."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.sums: dict[TallyKey, float] = {}
+
+    def add_delay(self, key: TallyKey, delay: float) -> None:
+        """Add one delay (seconds) to a key's sum."""
+        self.sums[key] = self.sums.get(key, 0.0) + delay
 #: Set to turn the C scanner off (csv then reads every row; for tests and comparisons).
 PURE_PYTHON_ENV = "PMTA_SNMP_PURE_PYTHON"
 
@@ -82,6 +127,8 @@ class TallySpec:
     fields: Mapping[str, tuple[str, ...]]
     since_minute: int | None = None
     required: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    #: Bucket bounds (seconds) of the ``delay`` field: its value is the bucket's index.
+    delay_bounds: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
         for kind, names in self.fields.items():
@@ -89,22 +136,24 @@ class TallySpec:
                     or "\r" in kind or "type" in kind.lower()):
                 raise ValueError(f"record type {kind!r} cannot be counted")
             for name in (*names, *self.required.get(kind, ())):
-                if name not in FIELDS:
+                if not is_field(name):
                     raise ValueError(f"unknown accounting field {name!r}")
 
     @classmethod
     def of(cls, fields: Mapping[str, Sequence[str]], since_minute: int | None = None, *,
-           required: Mapping[str, Sequence[str]] | None = None) -> TallySpec:
+           required: Mapping[str, Sequence[str]] | None = None,
+           delay_bounds: Sequence[float] = ()) -> TallySpec:
         """Build from any sequences of field names."""
         return cls({k: tuple(v) for k, v in fields.items()}, since_minute,
-                   {k: tuple(v) for k, v in (required or {}).items()})
+                   {k: tuple(v) for k, v in (required or {}).items()},
+                   tuple(float(b) for b in delay_bounds))
 
     def missing(self, layout: Layout) -> dict[str, list[str]]:
         """Per type, the required fields ``layout`` has no column for (types lacking none are
         left out)."""
         out: dict[str, list[str]] = {}
         for kind, names in self.required.items():
-            lacking = [n for n in names if layout.column(FIELDS[n]) < 0]
+            lacking = [n for n in names if _field_column(layout, n) < 0]
             if lacking:
                 out[kind] = lacking
         return out
@@ -166,22 +215,64 @@ class _Plan:
             col = layout.column(attr)
             return col if col > 0 else -1  # -1: not in this header (the type is no value)
 
+        logged = column("time_logged")
+        queued = column("time_queued")
+        total = layout.column_named(TOTAL_SECONDS_QUEUED)
+        total = total if total > 0 else -1
         # Per type: time column, a -1 (so that the getter always returns a tuple), the fields'
-        # columns; a -1 column reads the "" appended to a padded row.
-        self.getters = {kind: itemgetter(column("time_logged"), -1,
-                                         *(column(FIELDS[n]) for n in names))
-                        for kind, names in kinds.items()}
-        self.pad = column("time_logged") < 0 or any(
-            column(FIELDS[n]) < 0 for names in kinds.values() for n in names)
-        # The C scanner's key columns: per wanted type, its time column, then its fields.
-        self.c_kinds = tuple(
-            (kind.encode("ascii"), (
-                (column("time_logged"), _C_MINUTE),
-                *((column(FIELDS[name]), _C_ADDRESS if name in DOMAIN_FIELDS else _C_TEXT)
-                  for name in names),
-            ))
-            for kind, names in kinds.items()
-        )
+        # columns (three for a delay); a -1 column reads the "" appended to a padded row.
+        self.getters: dict[str, Any] = {}
+        #: Per type: (mode, first value index) of each field (csv path).
+        self.modes: dict[str, tuple[tuple[int, int], ...]] = {}
+        c_kinds = []
+        for kind, names in kinds.items():
+            cols: list[int] = []
+            modes: list[tuple[int, int]] = []
+            c_cols: list[tuple[int, int]] = [(logged, _C_MINUTE)]
+            for name in names:
+                mode = _field_mode(name)
+                modes.append((mode, len(cols)))
+                if mode == _DELAY:
+                    cols += [total, logged, queued]
+                    c_cols += [(total, _C_DELAY), (logged, _C_DELAY_END),
+                               (queued, _C_DELAY_START)]
+                    continue
+                col = _field_column(layout, name)
+                cols.append(col)
+                c_cols.append((col, {_DOMAIN: _C_ADDRESS, _MASK: _C_MASK,
+                                     _HOST: _C_HOST}.get(mode, _C_TEXT)))
+            self.getters[kind] = itemgetter(logged, -1, *cols)
+            self.modes[kind] = tuple(modes)
+            c_kinds.append((kind.encode("ascii"), tuple(c_cols)))
+        self.pad = logged < 0 or queued < 0 or total < 0 or any(
+            _field_column(layout, n) < 0 for names in kinds.values() for n in names
+            if _field_mode(n) != _DELAY)
+        #: The C scanner's key columns: per wanted type, its time column, then its fields.
+        self.c_kinds = tuple(c_kinds)
+        #: Per type, the simple case: no field but plain text and domains (the fast loop).
+        self.simple = {kind: all(m in (_TEXT, _DOMAIN) for m, _ in modes)
+                       for kind, modes in self.modes.items()}
+
+
+def _values(modes: tuple[tuple[int, int], ...], raw: Sequence[str], bounds: Sequence[float]
+            ) -> tuple[tuple[str, ...], float | None]:
+    """A row's key values from its field columns' texts (csv path), and its delay."""
+    out: list[str] = []
+    delay: float | None = None
+    for mode, i in modes:
+        text = raw[i]
+        if mode == _TEXT:
+            out.append(text)
+        elif mode == _DOMAIN:
+            out.append(domain_of(text))
+        elif mode == _MASK:
+            out.append(mask_addresses(text))
+        elif mode == _HOST:
+            out.append(mta_host(text))
+        else:
+            delay = delay_of(parse_time(raw[i + 1]), parse_time(raw[i + 2]), text)
+            out.append("" if delay is None else str(bucket_of(delay, bounds)))
+    return tuple(out), delay
 
 
 class FileTally:
@@ -200,11 +291,14 @@ class FileTally:
         self._scanner = speedups()
         # Raw keys of the C scanner -> count (decoded by _flush_keys).
         self._keys: dict[bytes, int] = {}
-        # Per type, which of its values are domains.
+        self._sums: dict[bytes, int] = {}  # the C scanner's delay sums per raw key
+        # Per type, which of its values are domains, and where its delay is.
         self._domain_slots = {kind: [i for i, name in enumerate(names) if name in DOMAIN_FIELDS]
                               for kind, names in spec.fields.items()}
+        self._delay_slot = {kind: names.index("delay") for kind, names in spec.fields.items()
+                            if "delay" in names}
         self.decoder = _Decoder()
-        self.counts: Counter[TallyKey] = Counter()
+        self.counts = TallyCounts()
         self.records_read = 0
         #: Lines counted by the C scanner (statistics; ``slow_lines`` are csv's).
         self.fast_lines = 0
@@ -281,7 +375,8 @@ class FileTally:
             layout = self.csv.layout
             plan = self._plan_for(layout) if layout is not None else None
             if plan is not None and plan.fast:
-                pos, lines = scan(data, pos, hi, plan.width, plan.c_kinds, b"type", limit, keys)
+                pos, lines = scan(data, pos, hi, plan.width, plan.c_kinds, b"type", limit, keys,
+                                  self._sums, self.spec.delay_bounds)
                 self.fast_lines += lines
                 if pos >= hi:
                     break
@@ -303,14 +398,16 @@ class FileTally:
         self.records_read += 1
         if plan.pad:
             row.append("")
-        logged, _, *values = getter(row)
+        logged, _, *raw = getter(row)
         minute = self.decoder.minute_of_text(logged)
         since = self.spec.since_minute
         if since is not None and minute is not None and minute < since:
             return
-        for i in self._domain_slots[kind]:
-            values[i] = domain_of(values[i])
-        self.counts[(kind, minute, tuple(values))] += 1
+        values, delay = _values(plan.modes[kind], raw, self.spec.delay_bounds)
+        key = (kind, minute, values)
+        self.counts[key] += 1
+        if delay:
+            self.counts.add_delay(key, delay)
 
     def _count_rows(self, data: bytes, start: int, final: bool) -> None:
         """csv reads every row of ``data`` (no C scanner): :meth:`_count_row` in one loop."""
@@ -319,9 +416,12 @@ class FileTally:
         minutes = self.decoder.minutes
         minute_of = self.decoder.minute_of_text
         since = self.spec.since_minute
+        bounds = self.spec.delay_bounds
         domain_slots = self._domain_slots
         layout: Layout | None = None
         getters: dict[str, Any] = {}
+        modes: dict[str, tuple[tuple[int, int], ...]] = {}
+        simple: dict[str, bool] = {}
         type_index, pad = 0, False
         records = 0
         for row in rows.rows(data, 0, len(data), start, final=final):
@@ -330,6 +430,7 @@ class FileTally:
                 assert layout is not None
                 plan = self._plan_for(layout)
                 getters, type_index, pad = plan.getters, layout.type_index, plan.pad
+                modes, simple = plan.modes, plan.simple
             kind = row[type_index]
             getter = getters.get(kind)
             if getter is None:
@@ -343,9 +444,16 @@ class FileTally:
                 minute = minute_of(logged)
             if since is not None and minute is not None and minute < since:
                 continue
-            for i in domain_slots[kind]:
-                values[i] = domain_of(values[i])  # cached by the text after "@"
-            counts[(kind, minute, tuple(values))] += 1
+            if simple[kind]:
+                for i in domain_slots[kind]:
+                    values[i] = domain_of(values[i])  # cached by the text after "@"
+                counts[(kind, minute, tuple(values))] += 1
+                continue
+            key_values, delay = _values(modes[kind], values, bounds)
+            key = (kind, minute, key_values)
+            counts[key] += 1
+            if delay:
+                counts.add_delay(key, delay)
         self.records_read += records
 
     # -- results ---------------------------------------------------------------------------
@@ -354,12 +462,14 @@ class FileTally:
         """Decode the C scanner's keys: type, time piece, values, split at 0xFF."""
         counts = self.counts
         since = self.spec.since_minute
+        bounds = self.spec.delay_bounds
         decoder = self.decoder
         domain = decoder.domain
+        sums = self._sums
         minutes: dict[str, int | None] = {}
         records = 0
-        for key, n in self._keys.items():
-            kind, when, *values = key.decode("latin-1").split("\xff")
+        for raw, n in self._keys.items():
+            kind, when, *values = raw.decode("latin-1").split("\xff")
             records += n
             try:
                 minute = minutes[when]
@@ -376,20 +486,54 @@ class FileTally:
                 continue
             for i in self._domain_slots[kind]:
                 values[i] = domain(values[i])
-            counts[(kind, minute, tuple(values))] += n
+            slot = self._delay_slot.get(kind)
+            delay: float | None = None
+            if slot is not None:
+                piece = values[slot]
+                if piece[:1] == "R":  # a time form the scanner leaves to Python
+                    total, logged, queued = piece[1:].split("\xfe")
+                    one = delay_of(parse_time(logged), parse_time(queued), total)
+                    values[slot] = "" if one is None else str(bucket_of(one, bounds))
+                    delay = None if one is None else one * n
+                elif piece:
+                    delay = float(sums.get(raw, 0))
+            key = (kind, minute, tuple(values))
+            counts[key] += n
+            if delay:
+                counts.add_delay(key, delay)
         self.records_read += records
         self._keys.clear()
+        sums.clear()
 
-    def take(self) -> Counter[TallyKey]:
+    def take(self) -> TallyCounts:
         """The counts so far (decoded); the tally starts over from empty counts."""
         self._flush_keys()
-        counts, self.counts = self.counts, Counter()
+        counts, self.counts = self.counts, TallyCounts()
         return counts
 
 
 def record_key(record: AcctRecord, spec: TallySpec, minutes: dict[Any, int | None]
                ) -> TallyKey | None:
     """The key of a record (the JSON path): None when of another type or too old."""
+    found = _record_key(record, spec, minutes)
+    return None if found is None else found[0]
+
+
+def count_record(record: AcctRecord, spec: TallySpec, minutes: dict[Any, int | None],
+                 counts: TallyCounts) -> bool:
+    """Count one record (the JSON path) into ``counts``; False when it is not counted."""
+    found = _record_key(record, spec, minutes)
+    if found is None:
+        return False
+    key, delay = found
+    counts[key] += 1
+    if delay:
+        counts.add_delay(key, delay)
+    return True
+
+
+def _record_key(record: AcctRecord, spec: TallySpec, minutes: dict[Any, int | None]
+                ) -> tuple[TallyKey, float | None] | None:
     names = spec.fields.get(record.type)
     if names is None:
         return None
@@ -401,4 +545,29 @@ def record_key(record: AcctRecord, spec: TallySpec, minutes: dict[Any, int | Non
     since = spec.since_minute
     if since is not None and minute is not None and minute < since:
         return None
-    return (record.type, minute, tuple(getattr(record, name) for name in names))
+    values: list[str] = []
+    delay: float | None = None
+    for name in names:
+        mode = _field_mode(name)
+        if mode == _DELAY:
+            delay = delay_of(record.time_logged, record.time_queued,
+                             _extra(record, TOTAL_SECONDS_QUEUED))
+            values.append("" if delay is None else str(bucket_of(delay, spec.delay_bounds)))
+        elif name.startswith(COLUMN_PREFIX):
+            values.append(_extra(record, name[len(COLUMN_PREFIX):]))
+        elif mode == _MASK:
+            values.append(mask_addresses(record.dsn_diag))
+        elif mode == _HOST:
+            values.append(mta_host(record.dsn_mta))
+        else:
+            values.append(getattr(record, name))
+    return (record.type, minute, tuple(values)), delay
+
+
+def _extra(record: AcctRecord, name: str) -> str:
+    """A column without a field of its own, by header name (any case)."""
+    found = record.extra.get(name)
+    if found is None:
+        low = name.lower()
+        found = next((v for k, v in record.extra.items() if k.lower() == low), "")
+    return found

@@ -34,7 +34,8 @@ DRIVER = textwrap.dedent("""
               b"\\n", b"\\r\\n", b" ", b"\\x00", b"\\xe9", b"\\xff", b"type", b"TYPE",
               b"2025-01-14 09:12:03+0100", b"2025-01-14T09:12:5", b"2025-01-14 09:1"]
     SAFE = [b"", b"x", b"@", b"a@B.org", b"2025-01-14 09:12:03+0100", b"2025-01-14T09:12:59",
-            b" ", b"\\x00"]
+            b" ", b"\\x00", b"1736842323", b"17", b"+01:00", b"Z", b"2024-02-29 23:59:59-2359",
+            b"<", b"(", b"0000-00-00 00:00:00+0000", b"99999999999999999"]
     rng = random.Random(int(sys.argv[2]))
     ran = errors = counted = 0
     for _ in range(int(sys.argv[3])):
@@ -56,17 +57,29 @@ DRIVER = textwrap.dedent("""
                 lines.append(b",".join(fields) + rng.choice([b"\\n", b"\\r\\n"] * 9 + [b""]))
             buf = b"".join(lines)
         buf = bytes(buf)  # its own malloc block: ASan sees its exact end
-        kinds = tuple(
-            (rng.choice([b"d", b"b", b"tq", b"", b"type"]),
-             tuple((rng.choice([-1, *range(1, max(width, 2))]), rng.randrange(0, 3))
-                   for _ in range(rng.randrange(0, 5))))
-            for _ in range(rng.randrange(0, 4)))
+        def column():
+            return rng.choice([-1, *range(1, max(width, 2))])
+
+        def columns():
+            cols = [(column(), rng.randrange(0, 5)) for _ in range(rng.randrange(0, 5))]
+            if rng.random() < 0.4:  # a delay: DELAY, DELAY_END, DELAY_START in a row
+                at = rng.randrange(len(cols) + 1)
+                cols[at:at] = [(column(), 5), (column(), 6), (column(), 7)]
+            if rng.random() < 0.05:
+                cols.append((column(), rng.randrange(0, 9)))  # maybe out of order or range
+            return tuple(cols)
+
+        kinds = tuple((rng.choice([b"d", b"b", b"tq", b"", b"type"]), columns())
+                      for _ in range(rng.randrange(0, 4)))
+        bounds = tuple(rng.choice([0.5, 1.0, 60.0, 86400.0]) for _ in range(rng.randrange(0, 12)))
         pos = rng.choice([0, 0, rng.randrange(-2, len(buf) + 3)])
         end = rng.choice([len(buf), len(buf), rng.randrange(-2, len(buf) + 3)])
         limit = 131072 if rng.random() < 0.9 else rng.randrange(0, 30)
         counts = {}
+        sums = {} if rng.random() < 0.95 else None
         try:
-            stop, lines = c.scan(buf, pos, end, width, kinds, b"type", limit, counts)
+            stop, lines = c.scan(buf, pos, end, width, kinds, b"type", limit, counts,
+                                 sums, bounds)
         except (ValueError, TypeError):
             errors += 1
         else:

@@ -23,7 +23,14 @@ from pmta_snmp.acct import AcctReader, AcctRecord, AcctState, parse_records, rea
 from pmta_snmp.acct import reader as reader_module
 from pmta_snmp.acct import tally as tally_module
 from pmta_snmp.acct.buckets import epoch_minute
-from pmta_snmp.acct.tally import FileTally, TallyKey, TallySpec, record_key
+from pmta_snmp.acct.tally import (
+    FileTally,
+    TallyCounts,
+    TallyKey,
+    TallySpec,
+    count_record,
+    record_key,
+)
 from tests.conftest import require_c_scanner
 from tests.unit.test_acct import FIELDS_40, FIELDS_50, FIELDS_55
 from tests.unit.test_acct import acct_bytes as csv_bytes
@@ -31,6 +38,10 @@ from tests.unit.test_acct import acct_bytes as csv_bytes
 # Columns in another order, some missing (record-fields), an unknown header_ column.
 FIELDS_ODD = ["type", "vmta", "rcpt", "header_X-Id", "dlvSourceIp", "timeLogged", "bounceCat",
               "dsnDiag", "orig"]
+
+# The 5.5 layout with the f fields (the union of the types' fields) and an odd extra column.
+FIELDS_FBL = [*FIELDS_55, "repSourceIp", "feedbackType", "format", "reportingMta",
+              "reportedDomain", "header_X-Id"]
 
 BOUNCE = {"d": ("sender_domain", "rcpt_domain", "dlv_source_ip", "vmta"),
           "b": ("sender_domain", "rcpt_domain", "dlv_source_ip", "vmta", "bounce_cat",
@@ -40,7 +51,17 @@ DEFERRAL = {k: ("sender_domain", "rcpt_domain", "dlv_source_ip", "vmta", "queue"
 TLS = {"d": ("rcpt_domain", "dlv_esmtp_available", "dlv_tls_protocol")}
 WIDE = {"d": ("orig", "rcpt", "dsn_status", "dlv_destination_ip", "job_id", "dlv_tls_cipher"),
         "tq": ("queue", "vmta_pool")}
-SPECS = [BOUNCE, DEFERRAL, TLS, WIDE]
+# What the outcomes engine counts: MX host, masked replies, the delay bucket (and its sum),
+# columns by header name.
+_OUT = ("rcpt_domain", "dsn_mta_host", "dlv_source_ip", "vmta", "sender_domain")
+OUTCOMES = {"d": (*_OUT, "delay"),
+            "b": (*_OUT, "delay", "bounce_cat", "dsn_status", "dsn_diag"),
+            "t": (*_OUT, "bounce_cat", "dsn_status", "dsn_diag"),
+            "tq": (),
+            "f": ("rcpt_domain", "sender_domain", "column:repSourceIp", "column:feedbackType",
+                  "column:reportingMta", "column:header_X-Id")}
+BOUNDS = (1.0, 5.0, 60.0, 3600.0, 86400.0)
+SPECS = [BOUNCE, DEFERRAL, TLS, WIDE, OUTCOMES]
 
 
 @pytest.fixture(autouse=True, params=["c", "csv"])
@@ -57,15 +78,13 @@ def engine(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> s
 
 
 def expected(data: bytes, spec: TallySpec, *, json_format: bool = False
-             ) -> tuple[Counter[TallyKey], int, int]:
+             ) -> tuple[TallyCounts, int, int]:
     """Counts, records read and malformed rows by the record path (csv, one record a row)."""
     parsed = parse_records(data, json_format=json_format, types=set(spec.fields))
-    counts: Counter[TallyKey] = Counter()
+    counts = TallyCounts()
     minutes: dict[object, int | None] = {}
     for record in parsed.records:
-        key = record_key(record, spec, minutes)
-        if key is not None:
-            counts[key] += 1
+        count_record(record, spec, minutes, counts)
     return counts, len(parsed.records), parsed.skipped_rows
 
 
@@ -84,11 +103,12 @@ def tally_bytes(data: bytes, spec: TallySpec, chunk: int = 1 << 20) -> FileTally
 
 def check_same(data: bytes, fields: dict[str, tuple[str, ...]], *, chunk: int = 1 << 20,
                since: int | None = None) -> FileTally:
-    spec = TallySpec.of(fields, since_minute=since)
+    spec = TallySpec.of(fields, since_minute=since, delay_bounds=BOUNDS)
     want, records, skipped = expected(data, spec)
     tally = tally_bytes(data, spec, chunk)
     got = tally.take()
     assert got == want
+    assert got.sums == want.sums
     assert tally.records_read == records
     assert tally.skipped_rows == skipped
     return tally
@@ -129,7 +149,16 @@ ODD_VALUES: dict[str, list[str]] = {
     "rcpt": ["Jane@Example.COM", "", "kim@SUB.example.info", "a,b@c.example", "\"odd\"@x.y",
              "x@y.z\r\nq", "latin@exämple.de"],
     "dsnDiag": ["smtp;250 ok", "smtp;550 5.1.1 user unknown", "a,b", 'say "hi"', "two\nlines",
-                "cr\r\nlf", "", "  spaced   out  text  ", "\"quoted\" start", "trailing cr\r"],
+                "cr\r\nlf", "", "  spaced   out  text  ", "\"quoted\" start", "trailing cr\r",
+                "smtp;550 5.1.1 <jane@example.org>: unknown", "550 x@y z@w.org;a@b",
+                'say "a@b" please', "\tuser@example.org\x01b@c", "@"],
+    "timeQueued": ["2025-01-14 09:11:57+0100", "2025-01-14 09:13:07-0500", "2025-01-13 09:12:03Z",
+                   "1736842300", "2025-01-14T09:12:03+01:00", "", "2024-02-30 09:00:00+0000",
+                   "2024-02-29 09:00:00+0000", "2025-01-14 09:12:03", "2025-01-15 09:12:03+0100",
+                   "0001-01-01 00:00:00+2359", "9999-12-31 23:59:59-2359", "x"],
+    "totalSecondsQueued": ["6", "", "0", " 12", "abc", "1234567", "\"7\""],
+    "dsnMta": ["mx.example.com (192.0.2.25)", "", "mx.example.com", " lead (1.2.3.4)",
+               "\"q,uoted\" host (x)", "MX.Example.COM. (192.0.2.1)"],
     "dsnStatus": ["2.0.0 (success)", "5.7.1 (delivery not authorized, message refused)",
                   "4.0.0 (undefined status)", ""],
     "bounceCat": ["success", "bad-mailbox", "", "Policy-Related", "other"],
@@ -140,6 +169,7 @@ ODD_VALUES: dict[str, list[str]] = {
     "queue": ["example.com/vmta-a", "Example.org/v2", "", "q\"x/y"],
     "dlvTlsProtocol": ["TLSv1.3", "TLSv1.2", "", "SSLv3"],
     "jobId": ["j1", "j 2", ""],
+    "header_X-Id": ["id1", "", "a,b", "x@y"],
 }
 
 
@@ -151,7 +181,7 @@ def messy(seed: int, rows: int = 600) -> bytes:
     for _ in range(rows):
         x = rng.random()
         if x < 0.015:
-            layout = rng.choice([FIELDS_40, FIELDS_50, FIELDS_55, FIELDS_ODD])
+            layout = rng.choice([FIELDS_40, FIELDS_50, FIELDS_55, FIELDS_ODD, FIELDS_FBL])
             parts.append(csv_bytes(layout, [], newline=rng.choice(["\r\n", "\n"])))
             continue
         if x < 0.025:
@@ -178,7 +208,7 @@ def messy(seed: int, rows: int = 600) -> bytes:
 
 
 @pytest.mark.parametrize("seed", range(8))
-@pytest.mark.parametrize("fields", SPECS, ids=["bounce", "deferral", "tls", "wide"])
+@pytest.mark.parametrize("fields", SPECS, ids=["bounce", "deferral", "tls", "wide", "outcomes"])
 def test_messy_file_counts_like_the_record_path(seed: int, fields: dict[str, tuple[str, ...]]
                                                 ) -> None:
     check_same(messy(seed), fields)
@@ -349,6 +379,7 @@ def _csv_soup(draw: st.DrawFn) -> bytes:
 def test_random_csv_counts_like_the_record_path(data: bytes, chunk: int) -> None:
     check_same(data, BOUNCE, chunk=chunk)
     check_same(data, DEFERRAL, chunk=chunk)
+    check_same(data.replace(b"rcpt,", b"timeQueued,", 1), OUTCOMES, chunk=chunk)
 
 
 # --- through AcctReader: files, chunk sizes, JSON, state ------------------------------------
@@ -607,3 +638,26 @@ def test_required_fields_in_json_accounting(tmp_path: Path) -> None:
     got, reader = reader_counts(path, None, spec, from_start=True)
     assert got == Counter() and reader.records_read == 2
     assert reader.lacking(spec) == {str(path): ["dlvTlsProtocol"]}
+
+
+def test_outcome_fields_take_the_fast_path(engine: str) -> None:
+    """Delays, MX hosts, masked replies and named columns are counted by the C scanner too:
+    addresses in replies collapse into one key, delays land in their buckets with their sum."""
+    rows = [row(type="b", rcpt=f"u{i}@gmail.com", bounceCat="bad-mailbox",
+                dsnDiag=f"smtp;550 5.1.1 <u{i}@gmail.com>: unknown",
+                dsnMta=f"gmail-smtp-in.l.google.com (192.0.2.{i % 7})",
+                timeQueued="2025-01-14 09:11:03+0100" if i % 2 else "1736842320",
+                totalSecondsQueued="" if i % 3 else "4000")
+            for i in range(60)]
+    data = csv_bytes(FIELDS_FBL, rows)
+    tally = check_same(data, OUTCOMES)
+    spec = TallySpec.of(OUTCOMES, delay_bounds=BOUNDS)
+    counts = tally_bytes(data, spec).take()
+    assert len(counts) == 3  # 4000 s, 60 s and 3 s: three buckets, one reply template
+    by_bucket = {key[2][5]: n for key, n in counts.items()}
+    assert by_bucket == {"4": 20, "2": 20, "1": 20}
+    assert sorted(counts.sums.values()) == [20 * 3.0, 20 * 60.0, 20 * 4000.0]
+    assert {key[2][1] for key in counts} == {"gmail-smtp-in.l.google.com"}
+    assert {key[2][-1] for key in counts} == {"smtp;550 5.1.1 <@>: unknown"}
+    if engine == "c":
+        assert tally.fast_lines == 60
