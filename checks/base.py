@@ -79,6 +79,8 @@ DISCOVERY_MACROS = {
     "domains": "{#DOMAIN}",
     "queues": "{#QUEUE}",
     "sources": "{#SOURCEIP}",
+    "source-ips": "{#SOURCEIP}",
+    "providers": "{#PROVIDER}",
 }
 
 
