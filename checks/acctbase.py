@@ -78,10 +78,11 @@ _KNOWN = 50_000
 SEEK_SLACK = 120
 
 
-def add_acct_args(p: PluginParser, *, window: str | None = "1h", min_volume: int = 100,
+def add_acct_args(p: PluginParser, *, window: str | None = "1h", min_volume: int | None = 100,
                   volume: str = "attempts") -> argparse._ArgumentGroup:
     """Options every accounting plugin has (no --window when `window` is None: the plugin
-    sets `args.window` itself); returns the group for the plugin's own file options."""
+    sets `args.window` itself; no --min-volume when `min_volume` is None: it judges no rate);
+    returns the group for the plugin's own file options."""
     g = p.add_argument_group("accounting files")
     g.add_argument(
         "--acct-file", default=DEFAULT_ACCT, metavar="PATH|GLOB",
@@ -93,10 +94,12 @@ def add_acct_args(p: PluginParser, *, window: str | None = "1h", min_volume: int
             "--window", type=duration, default=duration(window), metavar="DURATION",
             help=f"rolling window for rates (default {window})",
         )
-    g.add_argument(
-        "--min-volume", type=nonneg_int, default=min_volume, metavar="N",
-        help=f"judge a rate only with at least N {volume} in the window (default %(default)s)",
-    )
+    if min_volume is not None:
+        g.add_argument(
+            "--min-volume", type=nonneg_int, default=min_volume, metavar="N",
+            help=f"judge a rate only with at least N {volume} in the window "
+            "(default %(default)s)",
+        )
     g.add_argument(
         "--from-start", action="store_true",
         help="first run: read all existing records (by default a first run reads back one "
