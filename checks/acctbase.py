@@ -569,11 +569,16 @@ class RateItems:
         return "; worst " + ", ".join(worst[:2]) if worst else ""
 
 
+#: Other names of dimensions (the reputation plugins' words for them).
+DIMENSION_ALIASES = {"sending-domain": "sender", "source-ip": "ip"}
+
+
 def parse_dimensions(text: str) -> tuple[str, ...]:
-    """`sender,ip` -> ("sender", "ip") (validated)."""
+    """`sender,ip` -> ("sender", "ip") (validated; `sending-domain`, `source-ip` too)."""
     out = []
     for part in text.split(","):
         key = part.strip().lower()
+        key = DIMENSION_ALIASES.get(key, key)
         if not key:
             continue
         if key not in DIMENSIONS:

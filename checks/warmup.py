@@ -69,6 +69,8 @@ class Ramp:
     start: date
     caps: tuple[int, ...]
     providers: tuple[tuple[str, tuple[int, ...]], ...] = ()
+    #: Where the ramp is in its plan file, for messages (`plan.toml line 12 [[warmup]] #2`).
+    where: str = ""
 
     @property
     def key(self) -> str:
@@ -113,6 +115,14 @@ class Plan:
         """Some ramp has caps per provider."""
         return any(r.providers for r in self.ramps)
 
+    def check_providers(self, provider_ids: Sequence[str]) -> None:
+        """PlanError naming the ramp when a provider is not in `provider_ids` (the map's)."""
+        for ramp in self.ramps:
+            for pid, _ in ramp.providers:
+                if pid not in provider_ids:
+                    raise PlanError(f"{ramp.where}: unknown provider {pid!r} (the provider map "
+                                    f"has {', '.join(provider_ids)})")
+
     @property
     def signature(self) -> str:
         """What the plan makes the plugin count (names its state file)."""
@@ -120,9 +130,9 @@ class Plan:
         return "warmup " + hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()[:12]
 
 
-def load_plan(path: str, provider_ids: Sequence[str] | None = None) -> Plan:
+def load_plan(path: str) -> Plan:
     """The plan in `path`; PlanError naming the file (and the line of the `[[warmup]]` table)
-    and the problem. Provider ids are checked against `provider_ids` when given."""
+    and the problem. Provider ids are checked by `Plan.check_providers`."""
     import tomllib
 
     from pmta_snmp.outcomes.files import line_of
@@ -157,7 +167,7 @@ def load_plan(path: str, provider_ids: Sequence[str] | None = None) -> Plan:
         line = line_of(text, "[[warmup]]", i)
         where = f"warmup plan {path}" + (f" line {line}" if line else "") + \
             f" [[warmup]] #{i}"
-        ramp = _ramp(where, table, provider_ids)
+        ramp = _ramp(where, table)
         if ramp.key in seen:
             raise PlanError(f"{where}: {ramp.name} is planned twice (also [[warmup]] "
                             f"#{seen[ramp.key]})")
@@ -188,7 +198,7 @@ def _caps(where: str, what: str, value: object) -> tuple[int, ...]:
     return tuple(value)
 
 
-def _ramp(where: str, table: Mapping[str, Any], provider_ids: Sequence[str] | None) -> Ramp:
+def _ramp(where: str, table: Mapping[str, Any]) -> Ramp:
     extra = sorted(set(table) - _RAMP_KEYS)
     if extra:
         raise PlanError(f"{where}: unknown key {extra[0]!r} (source_ip or vmta, start, caps, "
@@ -218,11 +228,8 @@ def _ramp(where: str, table: Mapping[str, Any], provider_ids: Sequence[str] | No
         raise PlanError(f"{where}: providers must be a table (gmail = [50, 100, ...])")
     per_provider = []
     for pid, value in providers.items():
-        if provider_ids is not None and pid not in provider_ids:
-            raise PlanError(f"{where}: unknown provider {pid!r} (the provider map has "
-                            f"{', '.join(provider_ids)})")
         per_provider.append((pid, _caps(where, f"providers.{pid}", value)))
-    return Ramp(source_ip, (vmta or "").strip(), start, caps, tuple(per_provider))
+    return Ramp(source_ip, (vmta or "").strip(), start, caps, tuple(per_provider), where)
 
 
 @dataclass
@@ -301,7 +308,7 @@ class WarmupResource(AcctResource):
         self.run.enter(f"reading the warmup plan {self.args.plan}")
         plan = load_plan(self.args.plan)
         if plan.per_provider:
-            plan = load_plan(self.args.plan, provider_ids(self.args))
+            plan.check_providers(provider_ids(self.args))
         self.plan = plan
         self.by_ip = {r.source_ip: r for r in plan.ramps if r.source_ip}
         self.by_vmta = {r.vmta: r for r in plan.ramps if r.vmta}

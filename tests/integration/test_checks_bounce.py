@@ -356,3 +356,13 @@ def test_long_window_counts_in_quarter_hours(tmp_path: Path,
     assert out.value("attempts") == "1000" and "first run: read back" in out.out
     out = check(capsys, tmp_path, acct, "--window", "24h", "--by", "ip")
     assert out.value("attempts") == "2000" and "first run: read back" in out.out
+
+
+def test_runbook_words_for_dimensions(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`--by sending-domain` (the runbooks' word) is the sender dimension."""
+    acct = write(tmp_path / "acct.csv", acct_lines(storm(80)))
+    out = check(capsys, tmp_path, acct, "--from-start", "--by", "sending-domain,source-ip")
+    assert out.code == 2
+    assert out.line.startswith("PMTA BOUNCE CRITICAL - sender domain news.example.net "
+                               "hard-bounce rate 8.0% (80 of 1,000) (critical above 7%); "
+                               "source IP 198.51.100.20 hard-bounce rate 8.0%")
