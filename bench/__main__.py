@@ -22,6 +22,7 @@ BENCHMARKS: dict[str, str] = {
     "poll": "bench.poll_build",
     "checks": "bench.checks",
     "acct": "bench.acct",
+    "outcomes": "bench.outcomes",
     "micro": "bench.micro",
     "timeouts": "bench.timeouts",
     "fuzz": "bench.fuzz_agentx",

@@ -346,16 +346,43 @@ parse_seconds(const Span *s, int64_t *out)
     return 1;
 }
 
+/* The last time text parsed and its result: the rows of one second share their texts. */
+typedef struct {
+    char text[40];
+    Py_ssize_t len;
+    int result;
+    int64_t value;
+} TimeCache;
+
 typedef struct {
     PyObject *sums;
     const double *bounds;
     int nbounds;
+    TimeCache end, start;
 } DelaySpec;
+
+/* parse_seconds through a one-entry cache (same answer, fewer parses). */
+static int
+parse_cached(const Span *s, int64_t *out, TimeCache *cache)
+{
+    if (s->quoted || s->n >= (Py_ssize_t)sizeof cache->text)
+        return parse_seconds(s, out);
+    if (cache->len == s->n && s->n > 0 && memcmp(cache->text, s->p, (size_t)s->n) == 0) {
+        *out = cache->value;
+        return cache->result;
+    }
+    int result = parse_seconds(s, out);
+    memcpy(cache->text, s->p, (size_t)s->n);
+    cache->len = s->n;
+    cache->result = result;
+    cache->value = result == 1 ? *out : 0;
+    return result;
+}
 
 /* What a line's DELAY columns say: a delay (>= 0), unknown (-1: empty fields) or left to the
  * caller (-2: another form). */
 static int64_t
-line_delay(const Span *total, const Span *end, const Span *start)
+line_delay(const Span *total, const Span *end, const Span *start, DelaySpec *ds)
 {
     int64_t value, e = 0, st = 0;
     if (total->n > 0) {
@@ -363,7 +390,7 @@ line_delay(const Span *total, const Span *end, const Span *start)
             return value;
         return -2;
     }
-    int re = parse_seconds(end, &e), rs = parse_seconds(start, &st);
+    int re = parse_cached(end, &e, &ds->end), rs = parse_cached(start, &st, &ds->start);
     if (re < 0 || rs < 0)
         return -2;
     if (re == 0 || rs == 0)
@@ -373,7 +400,7 @@ line_delay(const Span *total, const Span *end, const Span *start)
 
 /* counts[key] += 1 for the key of a line of `kind` (and sums[key] += its delay). */
 static int
-count_key(PyObject *counts, const Kind *kind, const Span *fields, const DelaySpec *ds)
+count_key(PyObject *counts, const Kind *kind, const Span *fields, DelaySpec *ds)
 {
     static const Span none = {"", 0, 0, 0};
     Span spans[MAX_KEYCOLS];     /* per column: the text its piece is made of */
@@ -392,7 +419,7 @@ count_key(PyObject *counts, const Kind *kind, const Span *fields, const DelaySpe
         if (mode == MODE_DELAY) {
             const Span *e = kind->col[k + 1] >= 0 ? &fields[kind->col[k + 1]] : &none;
             const Span *st = kind->col[k + 2] >= 0 ? &fields[kind->col[k + 2]] : &none;
-            delay = line_delay(s, e, st);
+            delay = line_delay(s, e, st, ds);
             if (delay == -2) /* "R" total 0xFE end 0xFE start */
                 total += 3 + field_len(s) + field_len(e) + field_len(st);
             else if (delay >= 0) {
@@ -599,7 +626,7 @@ scan(PyObject *module, PyObject *args)
     Kind kinds[MAX_KINDS];
     int nkinds = 0, needs_sums = 0;
     double bound_values[MAX_BOUNDS];
-    DelaySpec ds = {NULL, bound_values, 0};
+    DelaySpec ds = {NULL, bound_values, 0, {{0}, -1, 0, 0}, {{0}, -1, 0, 0}};
     if (pos < 0 || end > view.len || pos > end) {
         PyErr_SetString(PyExc_ValueError, "pos and end must lie within the buffer");
         goto done;

@@ -23,6 +23,7 @@ from pmta_snmp.cliopts import (  # add_connection_args, client_config: also used
 
 if TYPE_CHECKING:
     from pmta_snmp.model import Snapshot
+    from pmta_snmp.outcomes.view import OutcomesView, ResultCounts
 
 
 def _print_summary(snap: Snapshot) -> None:
@@ -68,22 +69,75 @@ def _print_summary(snap: Snapshot) -> None:
         print(f"  warning: {w}")
 
 
-def cmd_poll(args: argparse.Namespace) -> int:
-    """Poll PowerMTA once and print the normalised snapshot."""
-    from pmta_snmp.api import PmtaClient, PmtaError
-    from pmta_snmp.model import snapshot_to_dict
+def _print_outcomes(view: OutcomesView) -> None:
+    def line(label: str, counts: ResultCounts, complaints: int) -> str:
+        return (f"    {label:<12} delivered {counts.delivered:>8}  hard {counts.hard_bounce:>6}  "
+                f"soft {counts.soft_bounce:>6}  block {counts.block_bounce:>6}  expired "
+                f"{counts.expired:>5}  deferred {counts.deferred:>7}  complaints {complaints}")
 
-    try:
-        with PmtaClient(client_config(args)) as client:
-            snap = client.snapshot(with_license=args.license)
-    except PmtaError as exc:
-        print(f"pmta-snmp poll: {exc}", file=sys.stderr)
+    newest = view.newest_record
+    print(f"deliverability outcomes from {view.files}"
+          + (f" (newest record {newest:%Y-%m-%d %H:%M:%S %Z})" if newest else ""))
+    for title, pick in (("last hour", "hour"), ("last day", "day")):
+        print(f"  {title}:")
+        for p in view.providers:
+            counts = p.last_hour if pick == "hour" else p.last_day
+            complaints = p.complaints_last_hour if pick == "hour" else p.complaints_last_day
+            if counts.attempts or complaints:
+                print(line(p.provider, counts, complaints))
+    listed = [b for b in view.blocklist_rejections if b.count]
+    for b in listed:
+        print(f"  blocklist {b.blocklist}: {b.count} rejections of {b.source_ip}")
+    if view.read_errors:
+        print(f"  {view.read_errors} accounting lines could not be read")
+    for w in view.warnings:
+        print(f"  warning: {w}")
+
+
+def _read_outcomes(args: argparse.Namespace) -> OutcomesView:
+    """The outcomes of --acct-file: the last day read back (and, with --state-dir, the
+    counters kept there, continued)."""
+    from pmta_snmp.outcomes.engine import EngineSettings, OutcomesEngine
+
+    settings = EngineSettings(files=args.acct_file, state_dir=args.state_dir,
+                              backfill=args.backfill, persist=args.state_dir is not None,
+                              pass_seconds=5.0)
+    engine = OutcomesEngine(settings)
+    view = engine.read_all()
+    engine.save()
+    return view
+
+
+def cmd_poll(args: argparse.Namespace) -> int:
+    """Poll PowerMTA once and print the normalised snapshot (and the outcomes of the
+    accounting files with --acct-file)."""
+    if args.no_api and not args.acct_file:
+        print("pmta-snmp poll: --no-api needs --acct-file", file=sys.stderr)
         return 2
+    snap = None
+    if not args.no_api:
+        from pmta_snmp.api import PmtaClient, PmtaError
+
+        try:
+            with PmtaClient(client_config(args)) as client:
+                snap = client.snapshot(with_license=args.license)
+        except PmtaError as exc:
+            print(f"pmta-snmp poll: {exc}", file=sys.stderr)
+            return 2
+    view = _read_outcomes(args) if args.acct_file else None
     if args.json:
-        json.dump(snapshot_to_dict(snap), sys.stdout, indent=2, ensure_ascii=False)
+        from pmta_snmp.model import snapshot_to_dict
+
+        doc: dict[str, object] = snapshot_to_dict(snap) if snap is not None else {}
+        if view is not None:
+            doc["outcomes"] = view.to_dict()
+        json.dump(doc, sys.stdout, indent=2, ensure_ascii=False)
         print()
     else:
-        _print_summary(snap)
+        if snap is not None:
+            _print_summary(snap)
+        if view is not None:
+            _print_outcomes(view)
     return 0
 
 
@@ -141,6 +195,17 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also ask `show license` (POST /command, needs an API key)",
     )
+    g = p.add_argument_group("deliverability outcomes (README \"Deliverability\")")
+    g.add_argument("--acct-file", metavar="F",
+                   help="also show the outcomes of this accounting file (with its rotations) "
+                   "or glob of files over the last hour and day")
+    g.add_argument("--state-dir", metavar="DIR",
+                   help="keep the reading position and counters there between runs (default: "
+                   "read the last --backfill seconds again each run, keep nothing)")
+    g.add_argument("--backfill", type=float, default=86400.0, metavar="S",
+                   help="seconds of records read back without a state (default %(default)s)")
+    g.add_argument("--no-api", action="store_true",
+                   help="with --acct-file: do not poll the PowerMTA API")
     p.set_defaults(func=cmd_poll)
 
     p = sub.add_parser("agentx", help="run the AgentX subagent behind the system snmpd")

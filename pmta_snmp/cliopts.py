@@ -122,6 +122,16 @@ def add_agent_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--api-flavor", choices=("real", "seed"))
 
 
+def add_acct_args(p: argparse.ArgumentParser) -> None:
+    """The deliverability outcomes options (the exporter; the agents may add them too)."""
+    g = p.add_argument_group("deliverability outcomes from the accounting files "
+                             "(override [acct] of the config file)")
+    g.add_argument("--acct-file", metavar="GLOB",
+                   help="accounting file (with its rotations) or glob of files to follow")
+    g.add_argument("--state-dir", metavar="DIR",
+                   help="where the reading position and the counters are kept")
+
+
 def setup_logging(verbose: int) -> None:
     """Log to stderr: INFO, DEBUG with -vv; httpx's per-request lines only with -vvv."""
     import logging
@@ -154,4 +164,7 @@ def agent_config(args: argparse.Namespace) -> Config:
         extra["agentx"] = {"socket": args.agentx_socket}
     if getattr(args, "listen", None):
         extra["snmp"] = {"listen": args.listen}
+    if getattr(args, "acct_file", None) or getattr(args, "state_dir", None):
+        extra["acct"] = {"files": getattr(args, "acct_file", None),
+                         "state_dir": getattr(args, "state_dir", None)}
     return with_overrides(cfg, pmta=pmta, poll=poll, **extra)

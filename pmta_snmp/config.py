@@ -126,6 +126,32 @@ class Thresholds:
 
 
 @dataclass(frozen=True)
+class AcctSection:
+    """Deliverability outcomes from the accounting files (README "Deliverability").
+
+    Without `files` nothing is read. The caps bound the label sets (series) of the capped
+    dimensions: the first values met are kept, later ones are counted as `(other)`; 0 = no
+    cap."""
+
+    files: str | None = None
+    """An accounting file (with its rotated siblings) or a glob of files."""
+    state_dir: str | None = None
+    """Where the reading position and the counters are kept (default: the plugins' state
+    directory)."""
+    backfill: float = 86400.0
+    """Seconds of existing records read back on the first start (0: from the end)."""
+    interval: float = 5.0
+    max_source_ips: int = 500
+    max_sending_domains: int = 500
+    max_source_ip_series: int = 2000
+    max_complaint_domains: int = 200
+    providers_file: str | None = None
+    """An edited provider map (contrib/outcomes/providers.toml); default: the shipped one."""
+    reasons_file: str | None = None
+    """Edited reason rules (contrib/outcomes/reasons.toml); default: the shipped ones."""
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole agent configuration."""
 
@@ -134,6 +160,7 @@ class Config:
     agentx: AgentXSection = AgentXSection()
     snmp: SnmpSection = SnmpSection()
     thresholds: Thresholds = Thresholds()
+    acct: AcctSection = AcctSection()
     enterprise: int = 32473
     exporter_listen: str = "127.0.0.1:9099"
     exporter_max_series: int = 500
@@ -146,6 +173,7 @@ _SECTIONS = {
     "agentx": AgentXSection,
     "snmp": SnmpSection,
     "thresholds": Thresholds,
+    "acct": AcctSection,
 }
 
 
@@ -240,6 +268,15 @@ def validate(cfg: Config) -> Config:
         raise ConfigError("agentx.priority must be 0..255")
     if not 0 < cfg.enterprise < 2**32:
         raise ConfigError("enterprise must be a positive 32-bit number")
+    a = cfg.acct
+    if a.backfill < 0:
+        raise ConfigError("acct.backfill must be 0 or more seconds")
+    if a.interval <= 0:
+        raise ConfigError("acct.interval must be more than 0 seconds")
+    for key in ("max_source_ips", "max_sending_domains", "max_source_ip_series",
+                "max_complaint_domains"):
+        if getattr(a, key) < 0:
+            raise ConfigError(f"acct.{key} must be 0 (no cap) or more")
     return cfg
 
 

@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from wsgiref.simple_server import WSGIServer
 
     from pmta_snmp.config import Config
+    from pmta_snmp.outcomes.engine import OutcomesEngine
     from pmta_snmp.poller import Poller, PollResult
 
 __all__ = [
@@ -381,6 +382,14 @@ class Exporter:
         self._server: WSGIServer | None = None
         self._thread: threading.Thread | None = None
         self._poller: Poller | None = None
+        #: The deliverability outcomes engine (with `[acct] files` / `--acct-file`).
+        self.outcomes: OutcomesEngine | None = None
+        if cfg.acct.files:
+            from pmta_snmp.exporter_outcomes import OutcomesCollector
+            from pmta_snmp.outcomes.engine import EngineSettings, OutcomesEngine
+
+            engine = self.outcomes = OutcomesEngine(EngineSettings.from_config(cfg.acct))
+            self.registry.register(OutcomesCollector(lambda: engine.view))
 
     @property
     def port(self) -> int:
@@ -409,11 +418,17 @@ class Exporter:
         self.collector.stale_after = poller.stale_after
         poller.start()
         self._poller = poller
+        if self.outcomes is not None:
+            self.outcomes.start()
+            log.info("pmta-snmp exporter: deliverability outcomes from %s",
+                     self.cfg.acct.files)
         log.info("pmta-snmp exporter: serving %s, polling %s every %gs",
                  self.url, redact_url(self.cfg.pmta.url), self.cfg.poll.interval)
 
     def stop(self) -> None:
         """Stop polling and serving (idempotent)."""
+        if self.outcomes is not None:
+            self.outcomes.stop()
         if self._poller is not None:
             self._poller.stop()
             self._poller = None

@@ -19,7 +19,6 @@ remembered in the state (``seen``), so a rotated name whose order the tail canno
 from __future__ import annotations
 
 import os
-from collections import Counter
 from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,7 +32,7 @@ from pmta_snmp.acct.columns import (
     parse_header_line,
 )
 from pmta_snmp.acct.records import AcctRecord, RecordParser
-from pmta_snmp.acct.tally import FileTally, TallyCounts, TallyKey, TallySpec, count_record
+from pmta_snmp.acct.tally import FileTally, TallyCounts, TallySpec, count_record
 from pmta_snmp.logtail import (
     CHUNK_SIZE,
     Block,
@@ -282,7 +281,7 @@ class AcctReader:
                 self._close_file(parser, finished)
         self._finish()
 
-    def tally(self, spec: TallySpec) -> Iterator[Counter[TallyKey]]:
+    def tally(self, spec: TallySpec) -> Iterator[TallyCounts]:
         """Counts of the new records of the types in ``spec``, without building records:
         per (type, minute of timeLogged, wanted fields), in chunks (one or more per file).
 
@@ -319,7 +318,7 @@ class AcctReader:
         self._finish()
 
     def _tally_csv(self, first: Block, blocks: Iterator[Block], spec: TallySpec
-                   ) -> Iterator[Counter[TallyKey]]:
+                   ) -> Iterator[TallyCounts]:
         """Count one CSV file's blocks."""
         tally = FileTally(spec, self._header_for_block(first))
         last: Block | None = None

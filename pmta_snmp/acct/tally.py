@@ -466,6 +466,9 @@ class FileTally:
         decoder = self.decoder
         domain = decoder.domain
         sums = self._sums
+        get = counts.get
+        delay_slots = self._delay_slot
+        domain_slots = self._domain_slots
         minutes: dict[str, int | None] = {}
         records = 0
         for raw, n in self._keys.items():
@@ -484,9 +487,9 @@ class FileTally:
                 minutes[when] = minute
             if since is not None and minute is not None and minute < since:
                 continue
-            for i in self._domain_slots[kind]:
+            for i in domain_slots[kind]:
                 values[i] = domain(values[i])
-            slot = self._delay_slot.get(kind)
+            slot = delay_slots.get(kind)
             delay: float | None = None
             if slot is not None:
                 piece = values[slot]
@@ -498,7 +501,7 @@ class FileTally:
                 elif piece:
                     delay = float(sums.get(raw, 0))
             key = (kind, minute, tuple(values))
-            counts[key] += n
+            counts[key] = get(key, 0) + n  # dict.get: no Counter.__missing__ call per key
             if delay:
                 counts.add_delay(key, delay)
         self.records_read += records

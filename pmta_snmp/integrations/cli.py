@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from pmta_snmp.argtypes import nonneg_int
-from pmta_snmp.cliopts import add_agent_args, agent_config, setup_logging
+from pmta_snmp.cliopts import add_acct_args, add_agent_args, agent_config, setup_logging
 
 __all__ = ["GENERATORS", "cmd_exporter", "cmd_gen", "register"]
 
@@ -143,6 +143,7 @@ def register(sub: Any) -> None:
         "Prometheus text format.",
     )
     add_agent_args(p)
+    add_acct_args(p)
     p.add_argument(
         "--listen",
         dest="exporter_listen",

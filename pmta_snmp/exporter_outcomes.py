@@ -1,0 +1,105 @@
+"""The deliverability outcome families of `/metrics`, built from an `OutcomesView`.
+
+Names, types, labels and HELP texts come from the catalogue (`pmta_snmp.metrics`), which the
+dashboard and the alert rules are checked against. Families are built at scrape time from the
+engine's latest view (a few thousand series at most: the engine caps its dimensions).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
+
+from pmta_snmp.metrics import by_name
+from pmta_snmp.outcomes.view import RESULTS, OutcomesView
+
+__all__ = ["OutcomesCollector", "outcome_families"]
+
+_CATALOGUE = by_name()
+
+
+def _counter(name: str) -> CounterMetricFamily:
+    m = _CATALOGUE[name]
+    return CounterMetricFamily(m.family, m.help, labels=list(m.labels))
+
+
+def outcome_families(view: OutcomesView) -> Iterator[Metric]:
+    """Every outcome family of the catalogue for one view."""
+    outcomes = _counter("pmta_outcomes_total")
+    for p in view.providers:
+        for result in RESULTS:
+            outcomes.add_metric([p.provider, result], p.total.get(result))
+    yield outcomes
+
+    reasons = _counter("pmta_outcome_reasons_total")
+    for r in view.reasons:
+        reasons.add_metric([r.provider, r.reason], r.count)
+    yield reasons
+
+    by_ip = _counter("pmta_source_ip_outcomes_total")
+    for s in view.source_ip_outcomes:
+        by_ip.add_metric([s.source_ip, s.vmta, s.provider, s.result], s.count)
+    yield by_ip
+
+    by_domain = _counter("pmta_sending_domain_outcomes_total")
+    for d in view.sending_domains:
+        for result in RESULTS:
+            by_domain.add_metric([d.sending_domain, result], d.total.get(result))
+    yield by_domain
+
+    complaints = _counter("pmta_complaints_total")
+    for c in view.complaints_by:
+        complaints.add_metric([c.provider, c.sending_domain], c.count)
+    yield complaints
+
+    listed = _counter("pmta_blocklist_rejections_total")
+    for b in view.blocklist_rejections:
+        listed.add_metric([b.source_ip, b.blocklist], b.count)
+    yield listed
+
+    m = _CATALOGUE["pmta_delivery_delay_seconds"]
+    delay = HistogramMetricFamily(m.name, m.help, labels=list(m.labels))
+    for p in view.providers:
+        if p.delay.count:
+            buckets = [("+Inf" if bound == float("inf") else _bound(bound), n)
+                       for bound, n in p.delay.cumulative()]
+            delay.add_metric([p.provider], buckets, p.delay.sum)
+    yield delay
+
+    records = _counter("pmta_acct_records_total")
+    for kind, n in view.records:
+        records.add_metric([kind], n)
+    yield records
+
+    m = _CATALOGUE["pmta_acct_lag_seconds"]
+    yield GaugeMetricFamily(m.name, m.help, value=view.lag_seconds)
+    m = _CATALOGUE["pmta_acct_read_errors_total"]
+    yield CounterMetricFamily(m.family, m.help, value=view.read_errors)
+
+
+def _bound(bound: float) -> str:
+    return str(int(bound)) if float(bound).is_integer() else repr(bound)
+
+
+class OutcomesCollector(Collector):
+    """A prometheus_client collector over the latest view of an outcomes engine."""
+
+    def __init__(self, source: Callable[[], OutcomesView]) -> None:
+        self.source = source
+
+    def collect(self) -> Iterable[Metric]:
+        """The outcome families as of the engine's last pass (empty ones left out)."""
+        for family in outcome_families(self.source()):
+            if family.samples:
+                yield family
+
+    def describe(self) -> Iterable[Metric]:
+        """Nothing up front: the families vary with the data."""
+        return []

@@ -1,0 +1,306 @@
+"""The outcomes engine against counts computed directly from the files the tests write: across
+rotation and restarts (also after a crash), backfill by time, caps, malformed lines, complaints,
+delays. Every test runs with the C scanner and without it."""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+from collections import Counter
+from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from pmta_snmp.acct import tally as tally_module
+from pmta_snmp.outcomes.engine import NONE, EngineSettings, OutcomesEngine
+from pmta_snmp.outcomes.view import OTHER, OutcomesView
+from tests.conftest import require_c_scanner
+from tests.unit.test_acct import FIELDS_55
+
+HEADER = [*FIELDS_55, "repSourceIp", "feedbackType", "format", "userAgent", "reportingMta",
+          "reportedDomain"]
+NOW = datetime.now(UTC).replace(microsecond=0)
+# What the test itself knows of its domains (not the engine's provider map).
+DOMAINS = {"gmail.com": "gmail", "corp.example": "gmail", "hotmail.com": "microsoft",
+           "yahoo.com": "yahoo", "example.org": "other"}
+MX = {"corp.example": "aspmx.l.google.com (192.0.2.27)"}
+
+
+@pytest.fixture(autouse=True, params=["c", "csv"])
+def engine_kind(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    if request.param == "csv":
+        monkeypatch.setenv(tally_module.PURE_PYTHON_ENV, "1")
+    else:
+        monkeypatch.delenv(tally_module.PURE_PYTHON_ENV, raising=False)
+        require_c_scanner()
+    return str(request.param)
+
+
+def stamp(when: datetime) -> str:
+    return when.astimezone().strftime("%Y-%m-%d %H:%M:%S%z")
+
+
+class Writer:
+    """Accounting rows of every kind, written to `acct.csv` (rotated on demand)."""
+
+    def __init__(self, directory: Path) -> None:
+        self.dir = directory
+        self.path = directory / "acct.csv"
+        self.n = 0
+        self.rotations = 0
+        directory.mkdir(exist_ok=True)
+
+    def rows(self, count: int, *, start: datetime | None = None, seed: int = 0
+             ) -> list[dict[str, str]]:
+        out = []
+        for i in range(count):
+            self.n += 1
+            n = self.n + seed
+            domain = list(DOMAINS)[n % len(DOMAINS)]
+            logged = (start or NOW) - timedelta(seconds=(count - i) % 3000)
+            kind = ("d", "b", "d", "t", "d", "f", "d", "tq", "d", "b")[n % 10]
+            row = {"type": kind, "timeLogged": stamp(logged),
+                   "timeQueued": stamp(logged - timedelta(seconds=n % 400)),
+                   "orig": f"bounces@s{n % 3}.example.com", "rcpt": f"user{n}@{domain}",
+                   "dsnMta": MX.get(domain, f"mx{n % 4}.{domain} (192.0.2.{n % 250})"),
+                   "dlvSourceIp": ["198.51.100.20", "198.51.100.21", "2001:db8::25"][n % 3],
+                   "vmta": f"vmta-{n % 2}", "queue": f"{domain}/vmta-{n % 2}"}
+            if kind == "d":
+                row.update(dsnStatus="2.0.0 (success)", bounceCat="success",
+                           dsnDiag=f"smtp;250 2.0.0 Ok: queued as {n:x}")
+                if n % 5 == 0:
+                    row["totalSecondsQueued"] = "7"
+            elif kind == "b":
+                row.update(dsnStatus="5.7.1 (delivery not authorized, message refused)",
+                           bounceCat="spam-related",
+                           dsnDiag=f"smtp;554 5.7.1 Service unavailable; Client host "
+                                   f"[{row['dlvSourceIp']}] blocked using zen.spamhaus.org <"
+                                   f"user{n}@{domain}>") if n % 2 else row.update(
+                    dsnStatus="5.1.1 (bad destination mailbox address)", bounceCat="bad-mailbox",
+                    dsnDiag=f"smtp;550 5.1.1 <user{n}@{domain}>: unknown")
+            elif kind == "t":
+                row.update(dsnStatus="4.0.0 (undefined status)",
+                           dsnDiag="smtp;421 4.7.0 Try again later")
+            elif kind == "tq":
+                row.update(rcpt="", orig="", timeQueued="")
+            else:  # f: ARF from Yahoo for some, JMRP from Outlook.com without rcpt for others
+                jmrp = n % 20 == 5
+                row.update(timeQueued="", dlvSourceIp="", repSourceIp="198.51.100.21",
+                           feedbackType="abuse" if n % 40 != 15 else "not-spam",
+                           format="jmrp" if jmrp else "arf",
+                           reportingMta="jmrp.hotmail.com" if jmrp else "arf.mail.yahoo.com",
+                           reportedDomain="s1.example.com",
+                           rcpt="" if jmrp else f"user{n}@yahoo.com")
+            out.append(row)
+        return out
+
+    def write(self, rows: Iterable[dict[str, str]], *, broken: bytes = b"") -> None:
+        buf = io.StringIO()
+        w = csv.writer(buf, lineterminator="\r\n")
+        if not self.path.exists() or self.path.stat().st_size == 0:
+            w.writerow(HEADER)
+        for r in rows:
+            w.writerow([r.get(f, "") for f in HEADER])
+        with self.path.open("ab") as fh:
+            fh.write(buf.getvalue().encode() + broken)
+
+    def rotate(self) -> None:
+        self.rotations += 1
+        os.replace(self.path, self.dir / f"acct-2026-01-01-{self.rotations:04d}.csv")
+
+
+def file_counts(directory: Path) -> dict[str, Counter[object]]:
+    """Counts read straight from the files with csv (not the engine's code)."""
+    out: dict[str, Counter[object]] = {k: Counter() for k in (
+        "records", "delivered", "complaints", "listed", "results", "delay")}
+    for path in sorted(directory.glob("acct*.csv")):
+        with path.open(newline="", encoding="latin-1") as fh:
+            for row in csv.DictReader(fh):
+                if None in row or None in row.values():
+                    continue  # a malformed line (another width)
+                kind = row["type"]
+                if kind not in ("d", "b", "t", "tq", "f"):
+                    continue
+                out["records"][kind] += 1
+                domain = row["rcpt"].rpartition("@")[2]
+                provider = DOMAINS.get(domain, "other")
+                if kind == "d":
+                    out["delivered"][provider] += 1
+                    out["results"][(provider, "delivered")] += 1
+                elif kind == "b":
+                    listed = "spamhaus" in row["dsnDiag"]
+                    out["results"][(provider, "block_bounce" if listed else "hard_bounce")] += 1
+                    if listed:
+                        out["listed"][(row["dlvSourceIp"], "spamhaus")] += 1
+                elif kind == "t":
+                    out["results"][(provider, "deferred")] += 1
+                elif kind == "f" and row["feedbackType"] == "abuse":
+                    who = "microsoft" if row["format"] == "jmrp" else provider
+                    out["complaints"][(who, row["orig"].rpartition("@")[2])] += 1
+                if kind in ("d", "b"):
+                    if row["totalSecondsQueued"]:
+                        delay = float(row["totalSecondsQueued"])
+                    else:
+                        delay = (datetime.strptime(row["timeLogged"], "%Y-%m-%d %H:%M:%S%z")
+                                 - datetime.strptime(row["timeQueued"], "%Y-%m-%d %H:%M:%S%z")
+                                 ).total_seconds()
+                    out["delay"][provider] += delay
+                    out["delay"][(provider, "n")] += 1
+    return out
+
+
+def view_counts(view: OutcomesView) -> dict[str, Counter[object]]:
+    out: dict[str, Counter[object]] = {k: Counter() for k in (
+        "records", "delivered", "complaints", "listed", "results", "delay")}
+    out["records"].update(dict(view.records))
+    for p in view.providers:
+        if p.total.delivered:
+            out["delivered"][p.provider] = p.total.delivered
+        for result, n in p.total.items():
+            if n:
+                out["results"][(p.provider, result)] = n
+        if p.delay.count:
+            out["delay"][p.provider] = p.delay.sum
+            out["delay"][(p.provider, "n")] = p.delay.count
+    for c in view.complaints_by:
+        out["complaints"][(c.provider, c.sending_domain)] = c.count
+    for b in view.blocklist_rejections:
+        out["listed"][(b.source_ip, b.blocklist)] = b.count
+    return out
+
+
+def settings(tmp_path: Path, files: str, **changes: object) -> EngineSettings:
+    values: dict[str, object] = {"files": files, "state_dir": str(tmp_path / "state"),
+                                 "backfill": 86400.0}
+    values.update(changes)
+    return EngineSettings(**values)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("glob", [False, True], ids=["path", "glob"])
+def test_counts_equal_the_files_across_rotation_and_restarts(tmp_path: Path, glob: bool
+                                                             ) -> None:
+    w = Writer(tmp_path / "acct")
+    spec = str(w.dir / ("acct*.csv" if glob else "acct.csv"))
+    w.write(w.rows(500))
+    engine = OutcomesEngine(settings(tmp_path, spec))
+    engine.read_all()
+    assert view_counts(engine.view) == file_counts(w.dir)
+    w.write(w.rows(300))
+    w.rotate()
+    w.write(w.rows(200))
+    engine.read_all()
+    engine.save()
+    assert view_counts(engine.view) == file_counts(w.dir)
+    # A restart: the counters go on from the saved ones, nothing counted twice.
+    w.write(w.rows(100))
+    engine = OutcomesEngine(settings(tmp_path, spec))
+    assert engine.view.counting_since == engine.counting_since
+    engine.read_all()
+    assert view_counts(engine.view) == file_counts(w.dir)
+    # A crash after reading without saving: the next start reads those records again, once.
+    since = engine.counting_since
+    engine.save()
+    w.write(w.rows(150))
+    w.rotate()
+    w.write(w.rows(50))
+    engine.read_all()  # never saved
+    engine = OutcomesEngine(settings(tmp_path, spec))
+    engine.read_all()
+    assert view_counts(engine.view) == file_counts(w.dir)
+    assert engine.view.counting_since == since  # no discontinuity
+
+
+def test_first_start_reads_back_the_backfill_window_only(tmp_path: Path) -> None:
+    w = Writer(tmp_path / "acct")
+    old = w.rows(400, start=NOW - timedelta(days=3))
+    w.write(old)
+    w.rotate()
+    w.write(w.rows(300, start=NOW - timedelta(hours=30)))
+    recent = w.rows(200)
+    w.write(recent)
+    engine = OutcomesEngine(settings(tmp_path, str(w.dir / "acct.csv"), backfill=3600.0))
+    view = engine.read_all()
+    assert sum(n for _, n in view.records) == len(recent)
+    assert view.last_hour.delivered == view.totals.delivered > 0
+    # no backfill: from the end
+    engine = OutcomesEngine(settings(tmp_path / "b", str(w.dir / "acct.csv"), backfill=0.0))
+    assert sum(n for _, n in engine.read_all().records) == 0
+    w.write(w.rows(10))
+    assert sum(n for _, n in engine.read_all().records) == 10
+
+
+def test_caps_fold_into_other_and_counters_only_grow(tmp_path: Path) -> None:
+    w = Writer(tmp_path / "acct")
+    w.write(w.rows(400))
+    s = settings(tmp_path, str(w.dir / "acct.csv"), max_source_ips=2, max_sending_domains=2,
+                 max_source_ip_series=3, max_complaint_domains=1)
+    engine = OutcomesEngine(s)
+    view = engine.read_all()
+    ips = {r.source_ip for r in view.source_ips}
+    assert len(ips) == 2 and OTHER in ips
+    assert {r.sending_domain for r in view.sending_domains} >= {OTHER}
+    assert len(view.sending_domains) == 2
+    assert {c.sending_domain for c in view.complaints_by} == {OTHER}
+    triples = {(s.source_ip, s.vmta, s.provider) for s in view.source_ip_outcomes}
+    assert len(triples) <= 3 and (OTHER, OTHER, OTHER) in triples
+    # the capped tables still sum to the totals
+    assert sum((r.total for r in view.source_ips), type(view.totals)()) == view.totals
+    assert sum(s.count for s in view.source_ip_outcomes) == view.totals.attempts
+    before = {r.source_ip: r.total.attempts for r in view.source_ips}
+    w.write(w.rows(200, seed=7))
+    engine.save()
+    view = OutcomesEngine(s).read_all()
+    after = {r.source_ip: r.total.attempts for r in view.source_ips}
+    assert set(after) == set(before) and all(after[k] >= before[k] for k in before)
+
+
+def test_malformed_lines_are_counted_never_fatal(tmp_path: Path) -> None:
+    w = Writer(tmp_path / "acct")
+    w.write(w.rows(50), broken=b'b,too,few\r\n\xff\xfe,garbage\r\nd,"x"y,1\r\n')
+    w.write(w.rows(50))
+    engine = OutcomesEngine(settings(tmp_path, str(w.dir / "acct.csv")))
+    view = engine.read_all()
+    assert view.read_errors == 3
+    assert view.records_of("d") == file_counts(w.dir)["records"]["d"]
+
+
+def test_corrupt_state_starts_afresh_with_a_warning(tmp_path: Path) -> None:
+    w = Writer(tmp_path / "acct")
+    w.write(w.rows(40))
+    s = settings(tmp_path, str(w.dir / "acct.csv"))
+    engine = OutcomesEngine(s)
+    engine.read_all()
+    engine.save()
+    engine.state_path.write_text("{not json")
+    engine = OutcomesEngine(s)
+    view = engine.read_all()
+    assert any("not valid JSON" in x for x in view.warnings)
+    assert view_counts(view) == file_counts(w.dir)
+
+
+def test_a_missing_file_is_no_error(tmp_path: Path) -> None:
+    engine = OutcomesEngine(settings(tmp_path, str(tmp_path / "nowhere" / "acct*.csv")))
+    view = engine.read_all()
+    assert view.records == () and view.providers == ()
+
+
+def test_complaints_arf_and_jmrp_and_mx_only_providers(tmp_path: Path) -> None:
+    w = Writer(tmp_path / "acct")
+    w.write(w.rows(400))
+    view = OutcomesEngine(settings(tmp_path, str(w.dir / "acct.csv"))).read_all()
+    by = {(c.provider, c.sending_domain): c.count for c in view.complaints_by}
+    assert {p for p, _ in by} == {"yahoo", "microsoft"}  # ARF by rcpt, JMRP by reporter
+    assert by == file_counts(w.dir)["complaints"]
+    gmail = view.provider("gmail")
+    assert gmail is not None
+    # corp.example is only known by its Google MX: it counts for gmail
+    assert gmail.total.delivered == file_counts(w.dir)["delivered"]["gmail"]
+    ip = view.source_ip("198.51.100.21")
+    assert ip is not None and ip.complaints == sum(by.values())
+    assert view.source_ip("2001:db8::25") is not None
+    assert view.source_ip("2001:db8::25").family == 6  # type: ignore[union-attr]
+    assert all(r.source_ip != "" for r in view.source_ips)
+    assert NONE not in {r.source_ip for r in view.source_ips}  # every record had an IP
