@@ -223,6 +223,7 @@ def read_window(run: Run, args: argparse.Namespace, *, fields: Fields,
     checks with different options on one file do not reset each other's window.
     """
     from pmta_snmp.acct import AcctReader, AcctState, MinuteBuckets, epoch_minute
+    from pmta_snmp.acct.columns import COLUMN_PREFIX
     from pmta_snmp.acct.seek import state_since
     from pmta_snmp.acct.tally import TallySpec, speedups
     from pmta_snmp.logtail import expand_paths
@@ -257,7 +258,7 @@ def read_window(run: Run, args: argparse.Namespace, *, fields: Fields,
                 acct_state = state_since(spec, since_minute * 60 - SEEK_SLACK)
                 found_back = acct_state is not None
         # JSON accounting keeps the columns AcctRecord has no field for only when asked.
-        named = any(name.startswith("column:") or name == "delay"
+        named = any(name.startswith(COLUMN_PREFIX) or name == "delay"
                     for names in fields.values() for name in names)
         reader = AcctReader(spec, acct_state, from_start=args.from_start,
                             deadline=run.soft_deadline(), keep_extra=named)
@@ -373,13 +374,14 @@ def load_classifier(args: argparse.Namespace) -> Classifier:
 def outcome_of(classifier: Classifier, kind: str, values: Mapping[str, str]) -> Outcome:
     """The classifier's outcome of a counted record from its tally fields (a domain stands for
     its address, `dsn_mta_host` for dsnMta, `column:<name>` for that column)."""
+    from pmta_snmp.acct.columns import COLUMN_PREFIX
     from pmta_snmp.acct.records import AcctRecord
 
     attrs: dict[str, str] = {}
     extra: dict[str, str] = {}
     for name, value in values.items():
-        if name.startswith("column:"):
-            extra[name[7:]] = value
+        if name.startswith(COLUMN_PREFIX):
+            extra[name[len(COLUMN_PREFIX):]] = value
         elif name in _RECORD_ATTRS:
             attrs[_RECORD_ATTRS[name]] = f"@{value}" if name.endswith("_domain") and value \
                 else value

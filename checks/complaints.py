@@ -112,7 +112,7 @@ class ComplaintResource(AcctResource):
         self.complaints = 0
         self.deliveries = 0
         self.unmeasured = 0  # deliveries to providers without per-message feedback
-        self.worst: tuple[str, float] | None = None
+        self.worst: str | None = None  # the worst judged key, in words
 
     def counted_fields(self) -> Fields:
         extra = tuple(name for dim, name in (("sending_domain", "sender_domain"),
@@ -188,9 +188,14 @@ class ComplaintResource(AcctResource):
         judged = [self.items.names[m.name] for m in metrics]
         worst = max(judged, key=lambda d: (d[2].percent or 0.0, d[2].denominator),
                     default=None)
-        self.worst = (worst[1], worst[2].percent or 0.0) if worst else None
-        yield metric("worst_complaint_rate", round(self.worst[1] if self.worst else 0.0, 4),
-                     uom="%", min=0, max=100, context="info")
+        worst_rate = (worst[2].percent or 0.0) if worst else 0.0
+        if worst is not None:
+            dimension, key, _ = worst
+            where = key if dimension == "provider" else \
+                " ".join((key.split("|", 1)[0], _NAMES[dimension], key.split("|", 1)[1]))
+            self.worst = f"{where} {pct2(worst_rate)}"
+        yield metric("worst_complaint_rate", round(worst_rate, 4), uom="%", min=0, max=100,
+                     context="info")
         yield metric("complaint_rate", round(percent(self.complaints, self.deliveries), 4),
                      uom="%", min=0, max=100, context="info")
         yield metric("complaints", self.complaints, context="info", min=0)
@@ -212,7 +217,7 @@ class ComplaintResource(AcctResource):
             text = (f"complaints {pct2(percent(self.complaints, self.deliveries))} of "
                     f"{human(self.deliveries)} deliveries{scope} {win.span}")
             if self.worst is not None and len(self.items.names) > 1:
-                text += f"; worst {self.worst[0].replace('|', ' ')} {pct2(self.worst[1])}"
+                text += f"; worst {self.worst}"
             elif not self.items.names:
                 text += f", below --min-volume {self.args.min_volume}: not judged"
         if self.unmeasured:

@@ -216,3 +216,17 @@ def test_errors_are_one_unknown_line(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert out.code == 3, out.out
     assert out.line.startswith(line.replace("{dir}", str(tmp_path))), out.line
     assert len(out.out.splitlines()) == 1 and out.err == ""
+
+
+def test_ok_line_names_the_worst_key_in_words(tmp_path: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    records = [
+        *mix({"d": 2000}, domain="yahoo.com"),
+        *mix({"d": 2000}, domain="yahoo.com", orig="bounces@promo.example.org"),
+        feedback("a@yahoo.com", orig="bounces@promo.example.org"),
+    ]
+    acct = write(tmp_path, records)
+    out = check(capsys, tmp_path, acct, "--by", "sending-domain")
+    assert out.code == 0, out.out
+    assert out.line.startswith("PMTA COMPLAINTS OK - complaints 0.03% of 4,000 deliveries in the "
+                               "last 24 h; worst yahoo sending domain promo.example.org 0.05%")
