@@ -230,3 +230,20 @@ def test_ok_line_names_the_worst_key_in_words(tmp_path: Path,
     assert out.code == 0, out.out
     assert out.line.startswith("PMTA COMPLAINTS OK - complaints 0.03% of 4,000 deliveries in the "
                                "last 24 h; worst yahoo sending domain promo.example.org 0.05%")
+
+
+def test_timeout_keeps_what_was_read(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """A read stopped by -t is UNKNOWN with what was judged so far; the next run reads on."""
+    from pmta_snmp.checks import base
+
+    acct = write(tmp_path, traffic())
+    monkeypatch.setattr(base.Run, "soft_deadline", lambda self, margin=0.15: 0.0)
+    out = check(capsys, tmp_path, acct, "-t", "3")
+    assert out.code == 3
+    assert out.line.startswith(f"PMTA COMPLAINTS UNKNOWN - timed out after 3 s reading {acct} "
+                               "(0 records read; the rest is read next run); so far: no "
+                               "deliveries in the last 24 h")
+    monkeypatch.undo()
+    out = check(capsys, tmp_path, acct, "-t", "3")
+    assert out.code == 2 and out.value("deliveries") == "5500"
