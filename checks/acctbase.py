@@ -246,8 +246,11 @@ def read_window(run: Run, args: argparse.Namespace, *, fields: Fields,
         buckets = MinuteBuckets.from_json(doc.get("buckets"), window_minutes=count,
                                           max_keys=MAX_KEYS)
         acct_state = AcctState.from_json(doc.get("acct"))
+        # A state kept under another bucket width or counting (the same --instance with
+        # other options) is no window of this one.
         first_run = (acct_state is None or acct_state.spec != spec
-                     or doc.get("bucket_minutes", 1) != width)
+                     or doc.get("bucket_minutes", 1) != width
+                     or doc.get("counting", "") != counting)
         found_back = False
         if first_run:
             # Whatever the window held came from another reading: start it afresh.
@@ -301,6 +304,10 @@ def read_window(run: Run, args: argparse.Namespace, *, fields: Fields,
             doc.pop("bucket_minutes", None)
         else:
             doc["bucket_minutes"] = width
+        if counting:
+            doc["counting"] = counting
+        else:
+            doc.pop("counting", None)
     win.timed_out = reader.timed_out
     win.skipped_rows = reader.skipped_rows
     win.sources = list(reader.tail.sources)

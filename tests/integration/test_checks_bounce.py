@@ -365,3 +365,17 @@ def test_runbook_words_for_dimensions(tmp_path: Path, capsys: pytest.CaptureFixt
     assert out.code == 2
     assert ("sender domain news.example.net hard-bounce rate 8.0% (80 of 1,000) (critical "
             "above 7%); source IP 198.51.100.20 hard-bounce rate 8.0%") in out.line
+
+
+def test_one_instance_with_other_options_starts_afresh(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--instance names the state file whatever the options: counted with --by provider, the
+    window is no window of the plain count (nor the reverse), so it is read back anew."""
+    acct = write(tmp_path / "acct.csv", acct_lines(mix({"d": 100})))
+    out = check(capsys, tmp_path, acct, "--instance", "x", "--by", "provider")
+    assert out.value("attempts") == "100" and "first run" in out.out
+    append(acct, acct_lines(mix({"d": 50}), header=False))
+    out = check(capsys, tmp_path, acct, "--instance", "x", "--by", "domain")
+    assert out.value("attempts") == "150" and "first run" in out.out
+    out = check(capsys, tmp_path, acct, "--instance", "x", "--by", "domain")
+    assert out.value("attempts") == "150" and "first run" not in out.out
