@@ -25,6 +25,8 @@
  *   ADDRESS  the value from its last "@" on ("" when it has none): its domain part;
  *   MINUTE   "I" + "YYYY-MM-DD HH:MM" + the text after the seconds when the field is an
  *            unquoted ISO time, else "R" + the value; "N" when the column is missing.
+ *   MINUTE10 as MINUTE, with the minute's last digit written as "0" in the ISO form (ten-minute
+ *            slots; the caller floors the "R" form alike).
  *   MASK     the value with each address made one "@" (an address: a run of characters
  *            between separators -- control characters, space and <>()[]{},;:"'`| -- that
  *            holds an "@"); a value over 2000 bytes is kept whole. (mask_addresses in
@@ -49,7 +51,7 @@
 
 enum {
     MODE_TEXT = 0, MODE_ADDRESS = 1, MODE_MINUTE = 2, MODE_MASK = 3, MODE_HOST = 4,
-    MODE_DELAY = 5, MODE_DELAY_END = 6, MODE_DELAY_START = 7
+    MODE_DELAY = 5, MODE_DELAY_END = 6, MODE_DELAY_START = 7, MODE_MINUTE10 = 8
 };
 #define MASK_MAX 2000
 #define MAX_BOUNDS 64
@@ -430,7 +432,7 @@ count_key(PyObject *counts, const Kind *kind, const Span *fields, DelaySpec *ds)
             continue;
         }
         if (col < 0) {
-            if (mode == MODE_MINUTE)
+            if (mode == MODE_MINUTE || mode == MODE_MINUTE10)
                 tags[k] = 'N';
             total += tags[k] != 0;
             spans[k] = none;
@@ -447,10 +449,10 @@ count_key(PyObject *counts, const Kind *kind, const Span *fields, DelaySpec *ds)
             }
             spans[k] = tail;
         }
-        else if (mode == MODE_MINUTE) {
-            tags[k] = is_iso(s) ? 'I' : 'R';
+        else if (mode == MODE_MINUTE || mode == MODE_MINUTE10) {
+            tags[k] = is_iso(s) ? (mode == MODE_MINUTE10 ? 'J' : 'I') : 'R';
             total += 1;
-            if (tags[k] == 'I') {
+            if (tags[k] == 'I' || tags[k] == 'J') {
                 total += s->n - 3; /* the ":SS" of the seconds is left out */
                 continue;
             }
@@ -492,9 +494,12 @@ count_key(PyObject *counts, const Kind *kind, const Span *fields, DelaySpec *ds)
         }
         if (tags[k])
             *w++ = tags[k];
-        if (tags[k] == 'I') {
+        if (tags[k] == 'I' || tags[k] == 'J') {
+            w[-1] = 'I';
             memcpy(w, piece->p, 16);
             memcpy(w + 16, piece->p + 19, (size_t)(piece->n - 19));
+            if (tags[k] == 'J')
+                w[15] = '0'; /* the ten-minute slot */
             w += piece->n - 3;
             continue;
         }
@@ -571,7 +576,7 @@ parse_kinds(PyObject *spec, int width, Kind *kinds, int *nkinds, int *needs_sums
             if (!PyTuple_Check(pair) || !PyArg_ParseTuple(pair, "ii", &col, &mode))
                 return -1;
             if (col < -1 || col == 0 || col >= width || mode < MODE_TEXT
-                || mode > MODE_DELAY_START) {
+                || mode > MODE_MINUTE10) {
                 PyErr_SetString(PyExc_ValueError, "kinds: a column out of range or a bad mode");
                 return -1;
             }
@@ -730,7 +735,8 @@ PyInit__csvtally(void)
         || PyModule_AddIntConstant(m, "HOST", MODE_HOST) < 0
         || PyModule_AddIntConstant(m, "DELAY", MODE_DELAY) < 0
         || PyModule_AddIntConstant(m, "DELAY_END", MODE_DELAY_END) < 0
-        || PyModule_AddIntConstant(m, "DELAY_START", MODE_DELAY_START) < 0) {
+        || PyModule_AddIntConstant(m, "DELAY_START", MODE_DELAY_START) < 0
+        || PyModule_AddIntConstant(m, "MINUTE10", MODE_MINUTE10) < 0) {
         Py_DECREF(m);
         return NULL;
     }

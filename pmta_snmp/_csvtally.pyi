@@ -8,6 +8,7 @@ HOST: int
 DELAY: int
 DELAY_END: int
 DELAY_START: int
+MINUTE10: int
 
 def scan(buf: bytes, pos: int, end: int, width: int,
          kinds: tuple[tuple[bytes, tuple[tuple[int, int], ...]], ...], header_word: bytes,

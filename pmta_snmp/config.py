@@ -13,6 +13,8 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from pmta_snmp.argtypes import MAX_LIST_ITEMS
+
 ENV_PREFIX = "PMTA_SNMP_"
 
 
@@ -36,6 +38,10 @@ class PmtaSection:
     time): a larger one fails the poll."""
     max_poll_mib: int = 128
     """Largest total of one poll's answers (its pages are fetched at once), counted decoded."""
+    max_list_items: int = 10_000
+    """With an API key: `--maxitems` of `show queues|domains|vmtas` via POST /command, which
+    list every queue, domain and VirtualMTA up to this many (the top ones by recipients
+    beyond); 0 reads the web pages (PowerMTA's top `http-default-max-items`) even with a key."""
 
 
 @dataclass(frozen=True)
@@ -260,6 +266,10 @@ def validate(cfg: Config) -> Config:
         raise ConfigError("poll.worker_max_rss_mib must be at least 1")
     if not 1 <= cfg.pmta.max_page_mib <= cfg.pmta.max_poll_mib:
         raise ConfigError("need 1 <= pmta.max_page_mib <= pmta.max_poll_mib")
+    if not 0 <= cfg.pmta.max_list_items <= MAX_LIST_ITEMS:
+        raise ConfigError(
+            f"pmta.max_list_items must be 0..{MAX_LIST_ITEMS} (0: the pages only)"
+        )
     if cfg.pmta.api_format not in ("auto", "json", "xml"):
         raise ConfigError("pmta.api_format must be auto, json or xml")
     if cfg.pmta.api_flavor not in ("real", "seed"):

@@ -62,7 +62,7 @@ _RAW_LIMIT = 200_000
 _CACHE_LIMIT = 65_536
 #: Key column modes of the C scanner (pmta_snmp/_csvtally.c).
 _C_TEXT, _C_ADDRESS, _C_MINUTE, _C_MASK, _C_HOST = 0, 1, 2, 3, 4
-_C_DELAY, _C_DELAY_END, _C_DELAY_START = 5, 6, 7
+_C_DELAY, _C_DELAY_END, _C_DELAY_START, _C_MINUTE10 = 5, 6, 7, 8
 #: How a field's text becomes its value in a key (both paths; see FIELDS).
 _TEXT, _DOMAIN, _MASK, _HOST, _DELAY = range(5)
 
@@ -129,8 +129,13 @@ class TallySpec:
     required: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     #: Bucket bounds (seconds) of the ``delay`` field: its value is the bucket's index.
     delay_bounds: tuple[float, ...] = ()
+    #: 10: times are counted in ten-minute slots (the minute of a key is the slot's first
+    #: minute, by the record's own clock: 09:17+0545 counts as 09:10+0545); 1: minutes.
+    minute_step: int = 1
 
     def __post_init__(self) -> None:
+        if self.minute_step not in (1, 10):
+            raise ValueError("minute_step must be 1 or 10")
         for kind, names in self.fields.items():
             if (not kind or not kind.isascii() or "," in kind or '"' in kind or "\n" in kind
                     or "\r" in kind or "type" in kind.lower()):
@@ -142,11 +147,11 @@ class TallySpec:
     @classmethod
     def of(cls, fields: Mapping[str, Sequence[str]], since_minute: int | None = None, *,
            required: Mapping[str, Sequence[str]] | None = None,
-           delay_bounds: Sequence[float] = ()) -> TallySpec:
+           delay_bounds: Sequence[float] = (), minute_step: int = 1) -> TallySpec:
         """Build from any sequences of field names."""
         return cls({k: tuple(v) for k, v in fields.items()}, since_minute,
                    {k: tuple(v) for k, v in (required or {}).items()},
-                   tuple(float(b) for b in delay_bounds))
+                   tuple(float(b) for b in delay_bounds), minute_step)
 
     def missing(self, layout: Layout) -> dict[str, list[str]]:
         """Per type, the required fields ``layout`` has no column for (types lacking none are
@@ -162,17 +167,21 @@ class TallySpec:
 class _Decoder:
     """Caches shared by every key decoded in one tally (minute texts, domains)."""
 
-    def __init__(self) -> None:
+    def __init__(self, minute_step: int = 1) -> None:
         self.minutes: dict[str, int | None] = {}
         self.domains: dict[str, str] = {}
+        self.step = minute_step
 
     def minute_of_text(self, text: str) -> int | None:
-        """Epoch minute of a whole time field (any accepted format)."""
+        """Epoch minute of a whole time field (any accepted format); with ten-minute slots,
+        the slot's first minute by the time's own clock (as the C scanner writes it)."""
         try:
             return self.minutes[text]
         except KeyError:
             pass
         when = parse_time(text)
+        if when is not None and self.step == 10:
+            when = when.replace(minute=when.minute - when.minute % 10, second=0, microsecond=0)
         minute = epoch_minute(when) if when is not None else None
         if len(self.minutes) >= _CACHE_LIMIT:
             self.minutes.clear()
@@ -228,7 +237,8 @@ class _Plan:
         for kind, names in kinds.items():
             cols: list[int] = []
             modes: list[tuple[int, int]] = []
-            c_cols: list[tuple[int, int]] = [(logged, _C_MINUTE)]
+            c_cols: list[tuple[int, int]] = [
+                (logged, _C_MINUTE10 if spec.minute_step == 10 else _C_MINUTE)]
             for name in names:
                 mode = _field_mode(name)
                 modes.append((mode, len(cols)))
@@ -297,7 +307,7 @@ class FileTally:
                               for kind, names in spec.fields.items()}
         self._delay_slot = {kind: names.index("delay") for kind, names in spec.fields.items()
                             if "delay" in names}
-        self.decoder = _Decoder()
+        self.decoder = _Decoder(spec.minute_step)
         self.counts = TallyCounts()
         self.records_read = 0
         #: Lines counted by the C scanner (statistics; ``slow_lines`` are csv's).
@@ -544,7 +554,10 @@ def _record_key(record: AcctRecord, spec: TallySpec, minutes: dict[Any, int | No
     try:
         minute = minutes[when]
     except KeyError:
-        minute = minutes[when] = epoch_minute(when) if when is not None else None
+        slot = when
+        if slot is not None and spec.minute_step == 10:
+            slot = slot.replace(minute=slot.minute - slot.minute % 10, second=0, microsecond=0)
+        minute = minutes[when] = epoch_minute(slot) if slot is not None else None
     since = spec.since_minute
     if since is not None and minute is not None and minute < since:
         return None

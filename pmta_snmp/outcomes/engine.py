@@ -447,17 +447,23 @@ class OutcomesEngine:
             if self.settings.backfill > 0:
                 # The seek lands a little early (records are in logging order give or take a
                 # second): older records are left out while the read-back lasts.
-                self.since_minute = epoch_minute(since)
+                # Ten-minute slots while reading back (see below): a slot may start up to
+                # nine minutes before `since`.
+                self.since_minute = epoch_minute(since) - 10
                 state = state_since(self.settings.files, since - 60)
+        # The read-back counts in ten-minute slots (ten times fewer keys to classify and add
+        # on a catch-up); from then on, minutes. The last hour's first slots after a first
+        # start are therefore ten minutes wide.
         spec = TallySpec.of(TALLY_FIELDS, since_minute=self.since_minute,
-                            delay_bounds=DELAY_BOUNDS)
+                            delay_bounds=DELAY_BOUNDS,
+                            minute_step=10 if self.backfilling else 1)
         deadline = time.monotonic() + budget if budget > 0 else None
         try:
             reader = AcctReader(self.settings.files, state, deadline=deadline,
                                 types=set(TALLY_FIELDS))
             now_minute = epoch_minute(now)
             for counts in reader.tally(spec):
-                self._add(counts, now_minute)
+                self._add(counts, now_minute, spec.minute_step)
             new_state = reader.state
         except Exception as exc:  # an unreadable file or directory: keep what we have
             message = f"reading {self.settings.files}: {exc}"
@@ -479,7 +485,7 @@ class OutcomesEngine:
         self.recent.prune(epoch_minute(now))
         return caught_up
 
-    def _add(self, counts: TallyCounts, now_minute: int) -> None:
+    def _add(self, counts: TallyCounts, now_minute: int, step: int = 1) -> None:
         """Add one chunk of counts: keys differ by minute, so the cumulative counters are
         added per distinct (type, values) -- classified once, through a cache of plans --
         and only the recent slots per minute."""
@@ -491,8 +497,9 @@ class OutcomesEngine:
             totals[kv] = totals.get(kv, 0) + n
             if minute is not None and minute > newest:
                 newest = minute
-        if newest >= 0 and (self.newest is None or newest * 60 + 59 > self.newest):
-            self.newest = newest * 60 + 59
+        end = newest * 60 + step * 60 - 1  # the end of the newest minute (or slot) read
+        if newest >= 0 and (self.newest is None or end > self.newest):
+            self.newest = end
         delays: dict[tuple[str, tuple[str, ...]], float] = {}
         for (kind, _, values), seconds in counts.sums.items():
             delays[(kind, values)] = delays.get((kind, values), 0.0) + seconds

@@ -79,8 +79,9 @@ def pmta(tmp_path: Path) -> Iterator[Pmta]:
         start = {today - timedelta(days=1)}
         caps = [1000, 2000, 4000]
         """)
+    # http-default-max-items raised: discovery (which reads the pages) finds every item.
     sim = Simulator(speed=0, api_key=API_KEY, acct_dir=tmp_path / "acct",
-                    log_path=tmp_path / "log" / "pmta.log",
+                    log_path=tmp_path / "log" / "pmta.log", max_items=None,
                     acct_records=("d", "b", "t", "tq", "f"))
     sim.start()
     try:

@@ -102,8 +102,8 @@ def tally_bytes(data: bytes, spec: TallySpec, chunk: int = 1 << 20) -> FileTally
 
 
 def check_same(data: bytes, fields: dict[str, tuple[str, ...]], *, chunk: int = 1 << 20,
-               since: int | None = None) -> FileTally:
-    spec = TallySpec.of(fields, since_minute=since, delay_bounds=BOUNDS)
+               since: int | None = None, step: int = 1) -> FileTally:
+    spec = TallySpec.of(fields, since_minute=since, delay_bounds=BOUNDS, minute_step=step)
     want, records, skipped = expected(data, spec)
     tally = tally_bytes(data, spec, chunk)
     got = tally.take()
@@ -212,6 +212,27 @@ def messy(seed: int, rows: int = 600) -> bytes:
 def test_messy_file_counts_like_the_record_path(seed: int, fields: dict[str, tuple[str, ...]]
                                                 ) -> None:
     check_same(messy(seed), fields)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_ten_minute_slots_count_like_the_record_path(seed: int) -> None:
+    """The engine's read-back counts in ten-minute slots, by each time's own clock."""
+    tally = check_same(messy(seed), OUTCOMES, step=10)
+    minutes = {key[1] for key in tally_bytes(messy(seed), TallySpec.of(
+        OUTCOMES, minute_step=10)).take() if key[1] is not None}
+    # the messy times' offsets are whole hours: every slot starts at a multiple of ten
+    assert tally.records_read > 0 and minutes and all(m % 10 == 0 for m in minutes)
+
+
+def test_ten_minute_slot_keeps_the_offset() -> None:
+    data = csv_bytes(FIELDS_50, [row(timeLogged="2025-01-14 09:17:59+0545"),
+                                 row(timeLogged="2025-01-14 09:10:00+0545"),
+                                 row(timeLogged="2025-01-14 09:20:00+0545")])
+    counts = tally_bytes(data, TallySpec.of({"d": ("vmta",)}, minute_step=10)).take()
+    want = 1736825100 // 60  # 2025-01-14 09:10+0545 = 03:25Z
+    assert sorted(counts.values()) == [1, 2]
+    assert counts[("d", want, ("vmta-a",))] == 2
+    check_same(data, {"d": ("vmta",)}, step=10)
 
 
 @pytest.mark.parametrize("chunk", [1, 97, 500, 4096])
@@ -380,6 +401,7 @@ def test_random_csv_counts_like_the_record_path(data: bytes, chunk: int) -> None
     check_same(data, BOUNCE, chunk=chunk)
     check_same(data, DEFERRAL, chunk=chunk)
     check_same(data.replace(b"rcpt,", b"timeQueued,", 1), OUTCOMES, chunk=chunk)
+    check_same(data, OUTCOMES, chunk=chunk, step=10)
 
 
 # --- through AcctReader: files, chunk sizes, JSON, state ------------------------------------

@@ -144,7 +144,7 @@ def test_bad_ranges(c: ModuleType, args: tuple[bytes, int, int], error: str) -> 
     (5, ((b"d", ((0, TEXT),)),), "column"),
     (5, ((b"d", ((5, TEXT),)),), "column"),
     (5, ((b"d", ((-2, TEXT),)),), "column"),
-    (5, ((b"d", ((1, 8),)),), "mode"),
+    (5, ((b"d", ((1, 9),)),), "mode"),
     (5, ((b"d", ((1, 5), (2, 6))),), "DELAY"),  # DELAY without DELAY_START
     (5, ((b"d", ((1, 6), (2, 5), (3, 7))),), "DELAY"),  # out of order
     (5, ((b"d", tuple((1, TEXT) for _ in range(65))),), "64"),
