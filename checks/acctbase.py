@@ -15,6 +15,12 @@ A first run (no state yet, or a lost one) reads back one window of existing reco
 their timeLogged (pmta_snmp.acct.seek: a binary search, not a read of the whole file), so the
 plugin judges at once instead of being blind for a window; `--from-start` reads everything
 there is. A read stopped by the deadline saves where it got and the rest is read next run.
+
+Counters are kept per minute for windows up to two hours, per 5 minutes up to eight hours and
+per quarter hour beyond (a day's window stays a hundred buckets, not 1,440), so a long window's
+edge moves in those steps. The reputation plugins classify what they count with the one
+classifier of the outcomes engine (:mod:`pmta_snmp.outcomes.classify`), built only when a run
+has records to classify (loading its rule files is most of such a run's start-up).
 """
 
 from __future__ import annotations
@@ -51,6 +57,7 @@ from .base import (
 
 if TYPE_CHECKING:
     from pmta_snmp.acct import MinuteBuckets, Rate
+    from pmta_snmp.outcomes.classify import Classifier, Outcome
 
 DEFAULT_ACCT = "/var/log/pmta/acct.csv"
 #: Keys kept per dimension in the state (the rest fold into "(other)"): bounds the state file.
@@ -71,36 +78,69 @@ _KNOWN = 50_000
 SEEK_SLACK = 120
 
 
-def add_acct_args(p: PluginParser, *, window: str = "1h") -> None:
-    """Options every accounting plugin has."""
+def add_acct_args(p: PluginParser, *, window: str | None = "1h", min_volume: int | None = 100,
+                  volume: str = "attempts") -> argparse._ArgumentGroup:
+    """Options every accounting plugin has (no --window when `window` is None: the plugin
+    sets `args.window` itself; no --min-volume when `min_volume` is None: it judges no rate);
+    returns the group for the plugin's own file options."""
     g = p.add_argument_group("accounting files")
     g.add_argument(
         "--acct-file", default=DEFAULT_ACCT, metavar="PATH|GLOB",
         help="accounting file or glob (rotated acct-YYYY-MM-DD-NNNN.csv, .json for JSON "
         f"accounting, .gz read too); default {DEFAULT_ACCT}",
     )
-    g.add_argument(
-        "--window", type=duration, default=duration(window), metavar="DURATION",
-        help=f"rolling window for rates (default {window})",
-    )
-    g.add_argument(
-        "--min-volume", type=nonneg_int, default=100, metavar="N",
-        help="judge a rate only with at least N attempts in the window (default %(default)s)",
-    )
+    if window is not None:
+        g.add_argument(
+            "--window", type=duration, default=duration(window), metavar="DURATION",
+            help=f"rolling window for rates (default {window})",
+        )
+    if min_volume is not None:
+        g.add_argument(
+            "--min-volume", type=nonneg_int, default=min_volume, metavar="N",
+            help=f"judge a rate only with at least N {volume} in the window "
+            "(default %(default)s)",
+        )
     g.add_argument(
         "--from-start", action="store_true",
         help="first run: read all existing records (by default a first run reads back one "
-        "--window of them, found by timeLogged)",
+        "--window of them, found by timeLogged)" if window is not None else
+        "first run: read all existing records (by default a first run reads back the "
+        "records it needs, found by timeLogged)",
     )
+    return g
+
+
+def add_outcome_args(g: argparse._ArgumentGroup) -> None:
+    """Options of the plugins that classify records by provider and reason class."""
+    g.add_argument(
+        "--provider-map", metavar="FILE",
+        help="provider map (TOML, like contrib/outcomes/providers.toml); default: the shipped "
+        "one",
+    )
+    g.add_argument(
+        "--reason-rules", metavar="FILE",
+        help="reason rules (TOML, like contrib/outcomes/reasons.toml); default: the shipped "
+        "one",
+    )
+
+
+def bucket_width(window_minutes: int) -> int:
+    """Minutes per counter bucket for a window (1 up to 2 h, 5 up to 8 h, else 15): each
+    divides a quarter hour, so local midnight is a bucket edge in every time zone."""
+    if window_minutes <= 120:
+        return 1
+    return 5 if window_minutes <= 480 else 15
 
 
 @dataclass
 class Window:
-    """The per-minute counters after this run's read, and what the read saw."""
+    """The counters after this run's read, and what the read saw. Counters are per bucket of
+    `bucket_minutes` minutes; `now_bucket` is the bucket of now (epoch minute // width)."""
 
     buckets: MinuteBuckets
-    now_minute: int
+    now_bucket: int
     window_minutes: int
+    bucket_minutes: int = 1
     new_records: int = 0
     first_run: bool = False
     timed_out: bool = False
@@ -113,16 +153,42 @@ class Window:
               min_volume: int = 0) -> dict[str, Rate]:
         """Per key over the window (keys with fewer than min_volume attempts are left out)."""
         return self.buckets.rates(dimension, numerator, denominator,
-                                  now_minute=self.now_minute, min_volume=min_volume)
+                                  now_minute=self.now_bucket, min_volume=min_volume)
 
     def totals(self, dimension: str) -> dict[str, dict[str, int]]:
         """key -> counter -> sum over the window."""
-        return self.buckets.totals(dimension, now_minute=self.now_minute)
+        return self.buckets.totals(dimension, now_minute=self.now_bucket)
+
+    def totals_since(self, dimension: str, minute: int) -> dict[str, dict[str, int]]:
+        """key -> counter -> sum over the buckets from the one holding epoch `minute` (a
+        bucket edge, such as local midnight) to now."""
+        span = max(0, self.now_bucket - minute // self.bucket_minutes + 1)
+        return self.buckets.totals(dimension, now_minute=self.now_bucket, minutes=span)
 
     def total(self, counters: Collection[str]) -> int:
         """Sum of `counters` over everything (the `total` dimension)."""
         got = self.totals("total").get("all", {})
         return sum(got.get(c, 0) for c in counters)
+
+    def reason_counts(self, counters: Collection[str], provider: str | None = None
+                      ) -> dict[str, int]:
+        """Reason class -> records with any of `counters` (of one provider: the `preason`
+        dimension, else the `reason` one), over the window."""
+        from pmta_snmp.acct.buckets import OTHER_KEY, split_pair
+
+        out: dict[str, int] = {}
+        for key, found in self.totals("reason" if provider is None else "preason").items():
+            if key == OTHER_KEY:
+                continue
+            reason = key
+            if provider is not None:
+                owner, reason = split_pair(key)
+                if owner != provider:
+                    continue
+            n = sum(found.get(c, 0) for c in counters)
+            if n:
+                out[reason] = out.get(reason, 0) + n
+        return out
 
     def top_reasons(self, counter: str, n: int = 3) -> list[tuple[str, int]]:
         """The n commonest dsnDiag reasons for `counter` (never the folded "(other)")."""
@@ -132,21 +198,32 @@ class Window:
 
     @property
     def span(self) -> str:
-        """`in the last 60 min`."""
-        return f"in the last {human(self.window_minutes)} min"
+        """`in the last 60 min`; whole hours from two on: `in the last 24 h`."""
+        return f"in the last {minutes_text(self.window_minutes)}"
+
+
+def minutes_text(minutes: int) -> str:
+    """`60 min`, `90 min`; whole hours from two on: `24 h`."""
+    if minutes >= 120 and minutes % 60 == 0:
+        return f"{human(minutes // 60)} h"
+    return f"{human(minutes)} min"
 
 
 def read_window(run: Run, args: argparse.Namespace, *, fields: Fields,
-                event: EventFunction, required: Fields | None = None) -> Window:
+                event: EventFunction, required: Fields | None = None,
+                counting: str = "") -> Window:
     """Read new records from --acct-file into the window kept in the state file.
 
     `fields` names what `event` needs per record type (the types counted); `event` is called
     once per distinct (type, fields) and its events are added as often as records had them.
     `required` names fields without which a type means nothing: under a layout lacking one,
     those records are not counted, and `Window.lacking` names the columns (kept in the state
-    until a run reads records in another layout).
+    until a run reads records in another layout). `counting` names what the events count when
+    options change it (`--by provider`, a plan's IPs): each has its own state file, so two
+    checks with different options on one file do not reset each other's window.
     """
     from pmta_snmp.acct import AcctReader, AcctState, MinuteBuckets, epoch_minute
+    from pmta_snmp.acct.columns import COLUMN_PREFIX
     from pmta_snmp.acct.seek import state_since
     from pmta_snmp.acct.tally import TallySpec, speedups
     from pmta_snmp.logtail import expand_paths
@@ -158,30 +235,41 @@ def read_window(run: Run, args: argparse.Namespace, *, fields: Fields,
     elif not os.path.exists(spec):
         raise PluginError(f"accounting file {spec} does not exist (check --acct-file)")
     minutes = max(1, math.ceil(args.window / 60))
-    now_minute = epoch_minute(time.time())
-    state = run.state_file(input_key(spec))
+    width = bucket_width(minutes)
+    count = math.ceil(minutes / width)  # buckets in the window
+    now_bucket = epoch_minute(time.time()) // width
+    since_minute = (now_bucket - count + 1) * width
+    state = run.state_file(*([input_key(spec, counting)] if counting else [input_key(spec)]))
     run.enter(f"locking state file {state.path}")
     with state.transaction() as doc:
         run.loaded(state)
-        buckets = MinuteBuckets.from_json(doc.get("buckets"), window_minutes=minutes,
+        buckets = MinuteBuckets.from_json(doc.get("buckets"), window_minutes=count,
                                           max_keys=MAX_KEYS)
         acct_state = AcctState.from_json(doc.get("acct"))
-        first_run = acct_state is None or acct_state.spec != spec
+        # A state kept under another bucket width or counting (the same --instance with
+        # other options) is no window of this one.
+        first_run = (acct_state is None or acct_state.spec != spec
+                     or doc.get("bucket_minutes", 1) != width
+                     or doc.get("counting", "") != counting)
         found_back = False
         if first_run:
             # Whatever the window held came from another reading: start it afresh.
-            buckets = MinuteBuckets(minutes, max_keys=MAX_KEYS)
+            buckets = MinuteBuckets(count, max_keys=MAX_KEYS)
+            acct_state = None
             if not args.from_start:
-                run.enter(f"finding the records of the last {human(minutes)} min in {spec}")
-                acct_state = state_since(spec, (now_minute - minutes + 1) * 60 - SEEK_SLACK)
+                run.enter(f"finding the records of the last {minutes_text(minutes)} in {spec}")
+                acct_state = state_since(spec, since_minute * 60 - SEEK_SLACK)
                 found_back = acct_state is not None
+        # JSON accounting keeps the columns AcctRecord has no field for only when asked.
+        named = any(name.startswith(COLUMN_PREFIX) or name == "delay"
+                    for names in fields.values() for name in names)
         reader = AcctReader(spec, acct_state, from_start=args.from_start,
-                            deadline=run.soft_deadline(), keep_extra=False)
-        win = Window(buckets, now_minute, minutes, first_run=first_run)
+                            deadline=run.soft_deadline(), keep_extra=named)
+        win = Window(buckets, now_bucket, minutes, width, first_run=first_run)
         run.enter(f"reading {spec}")
         started = time.monotonic()
         # Records older than the window are left out while counting.
-        tally = TallySpec.of(fields, since_minute=now_minute - minutes + 1, required=required)
+        tally = TallySpec.of(fields, since_minute=since_minute, required=required)
         known: dict[tuple[str, tuple[str, ...]], tuple[Event, ...]] = {}
         for counts in reader.tally(tally):
             adds: list[tuple[int, Iterable[tuple[str, str | None]], Iterable[str], int]] = []
@@ -191,9 +279,9 @@ def read_window(run: Run, args: argparse.Namespace, *, fields: Fields,
                     events = tuple(event(kind, dict(zip(fields[kind], values, strict=True))))
                     if len(known) < _KNOWN:
                         known[(kind, values)] = events
-                when = now_minute if minute is None else minute
+                when = now_bucket if minute is None else minute // width
                 adds += [(when, keys, counters, n) for keys, counters in events]
-            buckets.add_events(adds, now_minute=now_minute)
+            buckets.add_events(adds, now_minute=now_bucket)
         win.new_records = reader.records_read
         # -v: what this run read, and whether the fast C scanner did the CSV counting.
         run.long.append(
@@ -209,21 +297,29 @@ def read_window(run: Run, args: argparse.Namespace, *, fields: Fields,
                 doc.pop("lacking", None)
         win.lacking = _lacking_from_json(doc.get("lacking"))
         run.enter(f"saving state file {state.path}")
-        buckets.prune(now_minute)
+        buckets.prune(now_bucket)
         doc["acct"] = reader.state.to_json()
         doc["buckets"] = buckets.to_json()
+        if width == 1:
+            doc.pop("bucket_minutes", None)
+        else:
+            doc["bucket_minutes"] = width
+        if counting:
+            doc["counting"] = counting
+        else:
+            doc.pop("counting", None)
     win.timed_out = reader.timed_out
     win.skipped_rows = reader.skipped_rows
     win.sources = list(reader.tail.sources)
     for warning in reader.warnings:
         run.note(warning)
     if found_back:
-        run.note(f"first run: read back the records of the last {human(minutes)} min of "
+        run.note(f"first run: read back the records of the last {minutes_text(minutes)} of "
                  f"{spec}, found by timeLogged")
     elif win.first_run and not args.from_start:
         run.note(
-            f"first run: {spec} has no timeLogged to find the last {human(minutes)} min by: "
-            f"reading starts at its end now and rates build up over {human(minutes)} min "
+            f"first run: {spec} has no timeLogged to find the last {minutes_text(minutes)} by: "
+            f"reading starts at its end now and rates build up over {minutes_text(minutes)} "
             "(--from-start reads the existing records)"
         )
     if win.skipped_rows:
@@ -256,7 +352,55 @@ DIMENSIONS = {
     "domain": "domain",
     "ip": "source IP",
     "vmta": "VirtualMTA",
+    "provider": "provider",
 }
+#: How many reason classes a provider's text names.
+TOP_CLASSES = 2
+
+#: A tally field name -> the AcctRecord attribute its value stands for (see outcome_of).
+_RECORD_ATTRS = {"rcpt_domain": "rcpt", "sender_domain": "orig", "dsn_mta_host": "dsn_mta"}
+
+
+def load_classifier(args: argparse.Namespace) -> Classifier:
+    """The outcomes engine's classifier with --provider-map and --reason-rules (the shipped
+    files by default); a file that cannot be used ends the run UNKNOWN naming it."""
+    from pmta_snmp.outcomes import OutcomesFileError
+    from pmta_snmp.outcomes.classify import Classifier
+    from pmta_snmp.outcomes.providers import load_providers
+    from pmta_snmp.outcomes.reasons import load_reasons
+
+    try:
+        providers = load_providers(args.provider_map) if getattr(args, "provider_map", None) \
+            else None
+        rules = load_reasons(args.reason_rules) if getattr(args, "reason_rules", None) else None
+    except OutcomesFileError as exc:
+        raise PluginError(str(exc)) from None
+    return Classifier(providers, rules)
+
+
+def outcome_of(classifier: Classifier, kind: str, values: Mapping[str, str]) -> Outcome:
+    """The classifier's outcome of a counted record from its tally fields (a domain stands for
+    its address, `dsn_mta_host` for dsnMta, `column:<name>` for that column)."""
+    from pmta_snmp.acct.columns import COLUMN_PREFIX
+    from pmta_snmp.acct.records import AcctRecord
+
+    attrs: dict[str, str] = {}
+    extra: dict[str, str] = {}
+    for name, value in values.items():
+        if name.startswith(COLUMN_PREFIX):
+            extra[name[len(COLUMN_PREFIX):]] = value
+        elif name in _RECORD_ATTRS:
+            attrs[_RECORD_ATTRS[name]] = f"@{value}" if name.endswith("_domain") and value \
+                else value
+        else:
+            attrs[name] = value
+    return classifier.outcome(AcctRecord(kind, extra=extra, **attrs))  # type: ignore[arg-type]
+
+
+def reason_classes_text(counts: Mapping[str, int], n: int = TOP_CLASSES) -> str:
+    """`bad_mailbox 55, reputation 12`: the n commonest reason classes ("" for none)."""
+    ranked = top_items({k: float(v) for k, v in counts.items() if v > 0}, n)
+    return ", ".join(f"{k} {human(int(v))}" for k, v in ranked)
 
 
 class AcctResource(PluginResource):
@@ -276,6 +420,30 @@ class AcctResource(PluginResource):
     def __init__(self, args: argparse.Namespace, run: Run) -> None:
         super().__init__(args, run)
         self.window: Window | None = None
+        self._classifier: Classifier | None = None
+
+    @property
+    def classifier(self) -> Classifier:
+        """The outcomes engine's classifier, built on first use (see load_classifier)."""
+        if self._classifier is None:
+            stage = self.run.stage
+            self.run.enter("loading the provider map and reason rules")
+            self._classifier = load_classifier(self.args)
+            self.run.stage = stage
+        return self._classifier
+
+    def outcome(self, kind: str, record: Mapping[str, str]) -> Outcome:
+        """The classifier's outcome of one counted record (see outcome_of)."""
+        return outcome_of(self.classifier, kind, record)
+
+    def counted_fields(self) -> Fields:
+        """The fields read per record type (`fields`, unless options change them)."""
+        return self.fields
+
+    def counting(self) -> str:
+        """What the events count when options change it ("" when they never do): names the
+        state file (see read_window)."""
+        return ""
 
     def events(self, kind: str, record: Mapping[str, str]) -> Iterable[Event]:
         """What a record of type `kind` with these `fields` counts: its (dimension, key) pairs
@@ -285,8 +453,9 @@ class AcctResource(PluginResource):
     def read(self) -> Window:
         """This run's new records, added to the stored window; UNKNOWN when the layout lacks
         a required column (a 4.0 layout, or record-fields without it)."""
-        self.window = win = read_window(self.run, self.args, fields=self.fields,
-                                        event=self.events, required=self.required)
+        self.window = win = read_window(self.run, self.args, fields=self.counted_fields(),
+                                        event=self.events, required=self.required,
+                                        counting=self.counting())
         if win.lacking:
             path, columns = next(iter(win.lacking.items()))
             names = " and ".join(columns)
@@ -346,12 +515,19 @@ class RateItems:
     denominator: tuple[str, ...]
     context: str  # "hard_item"
     names: Labelled[tuple[str, str, Rate]] = field(default_factory=Labelled)
+    #: The short word of a provider's text ("gmail: 7.2% hard (...)").
+    short: str = ""
+    #: Per (dimension, key), what follows its text (a provider's top reason classes).
+    suffix: Callable[[str, str], str] | None = None
 
-    def judge(self, win: Window, dimension: str, args: argparse.Namespace
+    def judge(self, win: Window, dimension: str, args: argparse.Namespace,
+              keep: Callable[[str], bool] | None = None
               ) -> tuple[list[nagiosplugin.Metric], dict[str, dict[str, Any]]]:
-        """Every key with --min-volume attempts is judged; perfdata for the --max-items worst
-        (the context's `_np` twin beyond); Zabbix rows for the same."""
+        """Every key with --min-volume attempts (and that `keep` keeps) is judged; perfdata for
+        the --max-items worst (the context's `_np` twin beyond); Zabbix rows for the same."""
         rates = win.rates(dimension, self.numerator, self.denominator, args.min_volume)
+        if keep is not None:
+            rates = {k: r for k, r in rates.items() if keep(k)}
         ranked = sorted(rates.values(), key=lambda r: (-(r.percent or 0.0), -r.denominator,
                                                        r.key))
         self.names.reserve(f"{dimension}_{r.key}_{self.label}" for r in ranked)
@@ -366,12 +542,15 @@ class RateItems:
         return metrics, rate_details(rates, args.max_items)
 
     def describe(self, m: nagiosplugin.Metric, ctx: object) -> str:
-        """`source IP 198.51.100.20 hard-bounce rate 8.2% of 1,234 attempts`."""
+        """`source IP 198.51.100.20 hard-bounce rate 8.2% (101 of 1,234)`; a provider reads
+        `gmail: 7.2% hard (72 of 1,000), top reason bad_mailbox 55, reputation 12`."""
         dimension, key, rate = self.names[m.name]
-        return (
-            f"{DIMENSIONS.get(dimension, dimension)} {key} {self.what} {pct(m.value)} "
-            f"({human(rate.numerator)} of {human(rate.denominator)})"
-        )
+        counts = f"({human(rate.numerator)} of {human(rate.denominator)})"
+        after = self.suffix(dimension, key) if self.suffix is not None else ""
+        if dimension == "provider" and self.short:
+            return f"{key}: {pct(m.value)} {self.short} {counts}{after}"
+        return f"{DIMENSIONS.get(dimension, dimension)} {key} {self.what} {pct(m.value)} " \
+               f"{counts}{after}"
 
     def contexts(self, warning: nagiosplugin.Range | None,
                  critical: nagiosplugin.Range | None) -> list[nagiosplugin.Context]:
@@ -399,11 +578,16 @@ class RateItems:
         return "; worst " + ", ".join(worst[:2]) if worst else ""
 
 
+#: Other names of dimensions (the reputation plugins' words for them).
+DIMENSION_ALIASES = {"sending-domain": "sender", "source-ip": "ip"}
+
+
 def parse_dimensions(text: str) -> tuple[str, ...]:
-    """`sender,ip` -> ("sender", "ip") (validated)."""
+    """`sender,ip` -> ("sender", "ip") (validated; `sending-domain`, `source-ip` too)."""
     out = []
     for part in text.split(","):
         key = part.strip().lower()
+        key = DIMENSION_ALIASES.get(key, key)
         if not key:
             continue
         if key not in DIMENSIONS:

@@ -79,6 +79,8 @@ DISCOVERY_MACROS = {
     "domains": "{#DOMAIN}",
     "queues": "{#QUEUE}",
     "sources": "{#SOURCEIP}",
+    "source-ips": "{#SOURCEIP}",
+    "providers": "{#PROVIDER}",
 }
 
 
@@ -529,15 +531,17 @@ def make_parser(
     connection: bool,
     state: bool,
     min_range: bool = False,
+    range_type: Callable[[str], nagiosplugin.Range] | None = None,
 ) -> PluginParser:
-    """The common options of every plugin (add your own after)."""
+    """The common options of every plugin (add your own after); `range_type` parses -w/-c
+    when Nagios ranges do not fit (counts "at N or more")."""
     p = PluginParser(
         prog=plugin.prog,
         description=plugin.description,
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=_EPILOG,
     )
-    rng = parse_min_range if min_range else parse_range
+    rng = range_type or (parse_min_range if min_range else parse_range)
     p.add_argument(
         "-w", "--warning", type=rng, default=rng(warning) if warning else None,
         metavar="RANGE", help=f"warning range: {threshold_help} (default {warning or 'none'})",

@@ -6,8 +6,11 @@ is empty). Rate = hard bounces / (delivered + bounced) over the window (default 
 sending domain (the domain of `orig`), recipient domain, source IP (`dlvSourceIp`) and
 VirtualMTA; a key needs `--min-volume` attempts (default 100) before it is judged, so a handful
 of bounces on a tiny domain does not page. Defaults follow the operating rules: warning above
-5 %, critical above 7 %. The status line names the worst key and the top three `dsnDiag`
-reasons (grouped by their first 60 characters).
+5 %, critical above 7 %. The status line names the worst key, the top three `dsnDiag`
+reasons (grouped by their first 60 characters) and the commonest reason classes of the outcomes
+engine's classifier (`bad_mailbox`, `reputation`, `blocklist` ...). `--by provider` judges each
+mailbox provider of the provider map too, naming its own top reason classes
+("gmail: 7.2% hard (72 of 1,000), top reason bad_mailbox 55, reputation 12").
 """
 
 from __future__ import annotations
@@ -25,9 +28,11 @@ from .acctbase import (
     Fields,
     RateItems,
     add_acct_args,
+    add_outcome_args,
     diag_key,
     parse_dimensions,
     percent,
+    reason_classes_text,
     reasons_text,
 )
 from .base import Plugin, PluginParser, Run, human, make_parser, metric, parse_range, pct
@@ -43,29 +48,57 @@ class BounceResource(AcctResource):
     fields: ClassVar[Fields] = {"d": _KEYS, "b": (*_KEYS, "bounce_cat", "dsn_status", "dsn_diag")}
 
     def __init__(self, args: argparse.Namespace, run: Run) -> None:
-        from pmta_snmp.acct import classify
+        from pmta_snmp.acct import classify, pair_key
 
         super().__init__(args, run)
         self.classify = classify
-        self.items = RateItems("hard_rate", "hard-bounce rate", ("hard",), ATTEMPTS, "hard_item")
+        self.pair_key = pair_key
+        self.by_provider = "provider" in args.by
+        self.items = RateItems("hard_rate", "hard-bounce rate", ("hard",), ATTEMPTS, "hard_item",
+                               short="hard", suffix=self.provider_reasons)
         self.attempts = 0
         self.counts: dict[str, int] = {}
 
+    def counted_fields(self) -> Fields:
+        if not self.by_provider:
+            return self.fields
+        return {kind: (*names, "dsn_mta_host") for kind, names in self.fields.items()}
+
+    def counting(self) -> str:
+        return "provider" if self.by_provider else ""
+
     def events(self, kind: str, record: Mapping[str, str]) -> tuple[Event, ...]:
-        """Counters of one `d`/`b` record: per dimension, and its reason for `b`."""
+        """Counters of one `d`/`b` record: per dimension, and its reason (text and class) for
+        `b`."""
+        if kind not in ("d", "b"):
+            return ()
+        provider = None
         if kind == "d":
             counters: tuple[str, ...] = ("d",)
-        elif kind == "b":
+            if self.by_provider:
+                provider = self.outcome(kind, record).provider
+        else:
             cls = self.classify(record["bounce_cat"], record["dsn_status"], record["dsn_diag"])
             counters = (cls if cls in BOUNCE_CLASSES else "soft",)
-        else:
-            return ()
+            outcome = self.outcome(kind, record)
+            provider = outcome.provider if self.by_provider else None
         keys = (("total", "all"), ("sender", record["sender_domain"]),
                 ("domain", record["rcpt_domain"]), ("ip", record["dlv_source_ip"]),
-                ("vmta", record["vmta"]))
+                ("vmta", record["vmta"]), ("provider", provider))
         if kind == "b":
-            return (keys, counters), ((("diag", diag_key(record["dsn_diag"])),), counters)
+            reason = outcome.reason or "other"
+            return ((keys, counters), ((("diag", diag_key(record["dsn_diag"])),), counters),
+                    ((("reason", reason),
+                      ("preason", self.pair_key(provider, reason) if provider else None)),
+                     counters))
         return ((keys, counters),)
+
+    def provider_reasons(self, dimension: str, key: str) -> str:
+        """`, top reason bad_mailbox 55, reputation 12` for a provider (else "")."""
+        if dimension != "provider" or self.window is None:
+            return ""
+        text = reason_classes_text(self.window.reason_counts(BOUNCE_CLASSES, key))
+        return f", top reason {text}" if text else ""
 
     def probe(self) -> Iterator[nagiosplugin.Metric]:
         a = self.args
@@ -91,9 +124,16 @@ class BounceResource(AcctResource):
             **{cls: self.counts[cls] for cls in BOUNCE_CLASSES},
             "hard_rate": round(hard_pct, 4),
             "reasons": dict(win.top_reasons("hard")),
+            "reason_classes": win.reason_counts(BOUNCE_CLASSES),
         }
         for dimension in a.by:
-            metrics, details[dimension] = self.items.judge(win, dimension, a)
+            metrics, rows = self.items.judge(win, dimension, a)
+            if dimension == "provider":
+                for key, row in rows.items():
+                    row["reasons"] = win.reason_counts(BOUNCE_CLASSES, key)
+                # -v: every judged provider with its reason classes, also when OK.
+                self.run.long += [self.items.describe(m, None) for m in metrics]
+            details[dimension] = rows
             yield from metrics
         self.run.details = details
         self.run.primary = "hard_rate"
@@ -108,7 +148,9 @@ class BounceResource(AcctResource):
         if not found:
             found, label = win.top_reasons("soft") + win.top_reasons("block"), "top reasons"
             found = sorted(found, key=lambda kv: -kv[1])[:3]
-        return reasons_text(found, label)
+        text = reasons_text(found, label)
+        classes = reason_classes_text(win.reason_counts(BOUNCE_CLASSES), 3)
+        return "; ".join(t for t in (text, classes and f"reason classes: {classes}") if t)
 
     def ok_text(self, results: nagiosplugin.Results) -> str:
         assert self.window is not None
@@ -143,12 +185,13 @@ def build_parser(plugin: Plugin) -> PluginParser:
         threshold_help="hard-bounce rate in percent, overall and per key",
         connection=False, state=True,
     )
-    add_acct_args(p)
+    add_outcome_args(add_acct_args(p))
     p.add_argument(
         "--by", type=parse_dimensions, default=("sender", "domain", "ip", "vmta"),
         metavar="LIST",
         help="keys judged, comma-separated: sender (domain of orig), domain (recipient "
-        "domain), ip (dlvSourceIp), vmta (default all four)",
+        "domain), ip (dlvSourceIp), vmta, provider (mailbox provider of the provider map, "
+        "with its top reason classes) (default sender,domain,ip,vmta)",
     )
     p.add_argument("--block-warning", type=parse_range, metavar="RANGE",
                    help="warning range for the overall block (policy/spam) rate in percent")

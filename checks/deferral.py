@@ -11,6 +11,11 @@ A source IP whose deferral rate for a domain is far above its peers' for the sam
 (`--outlier-factor` times and `--outlier-min-diff` points above the pooled rate of the other
 IPs) is the classic sign of a listed IP; a uniform rate across the pool points at the
 configuration or the receiving side instead.
+
+The status line names the commonest reason classes of the deferrals (the outcomes engine's
+classifier: `reputation`, `rate_limit`, `blocklist` ...); `--by provider` judges each mailbox
+provider of the provider map too, with its own top reason classes ("yahoo: 8.4% deferred (14 of
+167), top reason reputation 10, rate_limit 4").
 """
 
 from __future__ import annotations
@@ -32,9 +37,11 @@ from .acctbase import (
     RateItems,
     Window,
     add_acct_args,
+    add_outcome_args,
     diag_key,
     parse_dimensions,
     percent,
+    reason_classes_text,
     reasons_text,
 )
 from .base import (
@@ -109,7 +116,8 @@ class DeferralResource(AcctResource):
     """New accounting records into the window; deferral rates and outlier IPs."""
 
     fields: ClassVar[Fields] = {
-        "d": _KEYS, "b": _KEYS, "t": (*_KEYS, "dsn_diag"), "tq": (*_KEYS, "dsn_diag"),
+        "d": _KEYS, "b": _KEYS, "t": (*_KEYS, "dsn_status", "dsn_diag"),
+        "tq": (*_KEYS, "dsn_status", "dsn_diag"),
     }
 
     def __init__(self, args: argparse.Namespace, run: Run) -> None:
@@ -117,27 +125,56 @@ class DeferralResource(AcctResource):
 
         super().__init__(args, run)
         self.pair_key = pair_key
-        self.items = RateItems("deferral_rate", "deferral rate", DEFERRED, ATTEMPTS, "item")
+        self.by_provider = "provider" in args.by
+        self.items = RateItems("deferral_rate", "deferral rate", DEFERRED, ATTEMPTS, "item",
+                               short="deferred", suffix=self.provider_reasons)
         self.attempts = 0
         self.deferred = 0
         self.queue_deferrals = 0
         self.outliers: Labelled[Outlier] = Labelled()
 
+    def counted_fields(self) -> Fields:
+        if not self.by_provider:
+            return self.fields
+        return {kind: (*names, "dsn_mta_host") for kind, names in self.fields.items()}
+
+    def counting(self) -> str:
+        return "provider" if self.by_provider else ""
+
     def events(self, kind: str, record: Mapping[str, str]) -> tuple[Event, ...]:
-        """Counters of one d/b/t/tq record; a deferral also counts under its reason."""
+        """Counters of one d/b/t/tq record; a deferral also counts under its reason (text and
+        class)."""
         if kind not in ATTEMPTS and kind != QUEUE:
             return ()
         domain = record["rcpt_domain"]
         queue = record["queue"]
         if not domain and queue:
             domain = queue.rsplit("/", 1)[0].lower()  # tq rows may carry no rcpt [?]
+        deferral = kind in DEFERRED or kind == QUEUE
+        provider = None
+        reason = "other"
+        if deferral or self.by_provider:
+            outcome = self.outcome(kind, dict(record, rcpt_domain=domain))
+            provider = outcome.provider if self.by_provider else None
+            reason = outcome.reason or "other"
         ip = record["dlv_source_ip"]
         keys = (("total", "all"), ("sender", record["sender_domain"]), ("domain", domain),
                 ("ip", ip), ("vmta", record["vmta"]),
-                ("pair", self.pair_key(domain, ip) if domain and ip else None))
-        if kind in DEFERRED or kind == QUEUE:
-            return (keys, (kind,)), ((("diag", diag_key(record["dsn_diag"])),), (kind,))
+                ("pair", self.pair_key(domain, ip) if domain and ip else None),
+                ("provider", provider))
+        if deferral:
+            return ((keys, (kind,)), ((("diag", diag_key(record["dsn_diag"])),), (kind,)),
+                    ((("reason", reason),
+                      ("preason", self.pair_key(provider, reason) if provider else None)),
+                     (kind,)))
         return ((keys, (kind,)),)
+
+    def provider_reasons(self, dimension: str, key: str) -> str:
+        """`, top reason reputation 10, rate_limit 4` for a provider (else "")."""
+        if dimension != "provider" or self.window is None:
+            return ""
+        text = reason_classes_text(self.window.reason_counts(DEFERRED, key))
+        return f", top reason {text}" if text else ""
 
     def probe(self) -> Iterator[nagiosplugin.Metric]:
         a, run = self.args, self.run
@@ -162,9 +199,16 @@ class DeferralResource(AcctResource):
             "queue_deferrals": self.queue_deferrals,
             "deferral_rate": round(rate, 4),
             "reasons": dict(win.top_reasons("t")),
+            "reason_classes": win.reason_counts(DEFERRED),
         }
         for dimension in a.by:
-            metrics, details[dimension] = self.items.judge(win, dimension, a)
+            metrics, rows = self.items.judge(win, dimension, a)
+            if dimension == "provider":
+                for key, row in rows.items():
+                    row["reasons"] = win.reason_counts(DEFERRED, key)
+                # -v: every judged provider with its reason classes, also when OK.
+                self.run.long += [self.items.describe(m, None) for m in metrics]
+            details[dimension] = rows
             yield from metrics
         outliers, uniform = find_outliers(
             win, min_volume=a.outlier_min_volume, factor=a.outlier_factor,
@@ -197,7 +241,11 @@ class DeferralResource(AcctResource):
 
     def reasons(self) -> str:
         win = self.window
-        return reasons_text(win.top_reasons("t")) if win is not None else ""
+        if win is None:
+            return ""
+        classes = reason_classes_text(win.reason_counts(DEFERRED), 3)
+        return "; ".join(t for t in (reasons_text(win.top_reasons("t")),
+                                     classes and f"reason classes: {classes}") if t)
 
     def ok_text(self, results: nagiosplugin.Results) -> str:
         assert self.window is not None
@@ -231,11 +279,12 @@ def build_parser(plugin: Plugin) -> PluginParser:
         threshold_help="deferral rate in percent, overall and per key",
         connection=False, state=True,
     )
-    add_acct_args(p)
+    add_outcome_args(add_acct_args(p))
     p.add_argument(
         "--by", type=parse_dimensions, default=("domain", "ip"), metavar="LIST",
         help="keys judged, comma-separated: domain (recipient domain), ip (dlvSourceIp), "
-        "sender, vmta (default domain,ip)",
+        "sender, vmta, provider (mailbox provider of the provider map, with its top reason "
+        "classes) (default domain,ip)",
     )
     g = p.add_argument_group("outlier source IPs (same domain, far above their peers)")
     g.add_argument("--outlier-factor", type=nonneg_float, default=3.0, metavar="X",

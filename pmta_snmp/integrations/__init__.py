@@ -32,7 +32,9 @@ __all__ = [
     "shared_dests",
 ]
 
-PLUGIN_MODULES: Final[tuple[str, ...]] = ("queue", "bounce", "deferral", "tls", "log", "license")
+PLUGIN_MODULES: Final[tuple[str, ...]] = (
+    "queue", "bounce", "deferral", "tls", "log", "license", "complaints", "blocklist", "warmup",
+)
 """The plugin modules under `pmta_snmp.checks`, in the order the generated files list them."""
 
 ZABBIX_ONLY_DESTS: Final[frozenset[str]] = frozenset({"output", "json", "discover"})

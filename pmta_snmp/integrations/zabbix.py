@@ -777,6 +777,8 @@ def _plugin_params(plugin: PluginSpec) -> list[tuple[str, str, str]]:
         params.append(("a", "--acct-file", "accounting file"))
     if plugin.option("logfile") is not None:
         params.append(("l", "--logfile", "main log"))
+    if plugin.option("plan") is not None:
+        params.append(("p", "--plan", "warmup plan"))
     return params
 
 

@@ -270,3 +270,112 @@ def test_subprocess(tmp_path: Path) -> None:
     assert out.line.startswith("PMTA BOUNCE CRITICAL - ")
     assert "hard_rate=8%;5;7;0;100" in out.out
     assert out.err == ""
+
+
+GOOGLE_MX = {"dsnMta": "aspmx.l.google.com (192.0.2.27)"}
+
+
+def provider_traffic() -> list[dict[str, object]]:
+    """gmail (gmail.com, and a Google Workspace domain known by its MX host only): 1,000
+    attempts, 72 hard bounces (62 bad_mailbox, 10 inactive_mailbox) and 12 reputation blocks;
+    yahoo: 1,000 attempts, 10 hard."""
+    inactive = {"cat": "inactive-mailbox", "status": "5.2.1 (mailbox disabled)",
+                "diag": "smtp;550 5.2.1 The email account that you tried to reach is disabled."}
+    block = {"cat": "spam-related", "status": "5.7.1 (delivery not authorized)",
+             "diag": "smtp;550-5.7.1 [198.51.100.20] Our system has detected that this message "
+                     "is likely unsolicited mail."}
+    gmail = [
+        *mix({"d": 458, "b": 31}, domain="gmail.com"),
+        *mix({"d": 458, "b": 31}, domain="corp.example", **GOOGLE_MX),
+        *(rec("b", f"i{i}@gmail.com", **inactive) for i in range(10)),
+        *(rec("b", f"r{i}@corp.example", **block, **GOOGLE_MX) for i in range(12)),
+    ]
+    return gmail + mix({"d": 990, "b": 10}, domain="yahoo.com")
+
+
+def test_by_provider_names_the_reason_classes(tmp_path: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    acct = write(tmp_path / "acct.csv", acct_lines(provider_traffic()))
+    out = check(capsys, tmp_path, acct, "--from-start", "--by", "provider")
+    assert out.code == 2, out.out
+    assert out.line == (
+        "PMTA BOUNCE CRITICAL - gmail: 7.2% hard (72 of 1,000), top reason bad_mailbox 62, "
+        "reputation 12 (critical above 7%); top hard-bounce reasons: \"smtp;550 5.1.1 user "
+        "unknown\" x72, \"smtp;550 5.2.1 The email account that you tried to reach is\" x10; "
+        "reason classes: bad_mailbox 72, reputation 12, inactive_mailbox 10")
+    assert out.perf["provider_gmail_hard_rate"] == "7.2%;5;7;0;100"
+    assert out.perf["provider_yahoo_hard_rate"] == "1%;5;7;0;100"
+    out = check(capsys, tmp_path, acct, "--by", "provider", "-v")
+    assert "yahoo: 1.0% hard (10 of 1,000), top reason bad_mailbox 10" in out.out.splitlines()
+    doc = json.loads(check(capsys, tmp_path, acct, "--by", "provider", "--json").out)
+    assert doc["details"]["provider"]["gmail"] == {
+        "rate": 7.2, "count": 72, "attempts": 1000,
+        "reasons": {"bad_mailbox": 62, "inactive_mailbox": 10, "reputation": 12}}
+    assert doc["details"]["reason_classes"] == {"bad_mailbox": 72, "inactive_mailbox": 10,
+                                                "reputation": 12}
+
+
+def test_reason_classes_without_by_provider(tmp_path: Path,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    acct = write(tmp_path / "acct.csv", acct_lines(provider_traffic()))
+    out = check(capsys, tmp_path, acct, "--from-start", "--by", "domain")
+    assert out.line.endswith("; reason classes: bad_mailbox 72, reputation 12, "
+                             "inactive_mailbox 10")
+
+
+def test_each_counting_keeps_its_own_window(tmp_path: Path,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    """Two checks of one file, with and without --by provider, do not reset each other's
+    window: each reads back once, then only new records."""
+    acct = write(tmp_path / "acct.csv", acct_lines(mix({"d": 100})))
+    for by in ("provider", "domain", "provider", "domain"):
+        out = check(capsys, tmp_path, acct, "--by", by)
+        assert out.value("attempts") == "100"
+    append(acct, acct_lines(mix({"d": 50}), header=False))
+    for by in ("provider", "domain"):
+        out = check(capsys, tmp_path, acct, "--by", by, "-v")
+        assert out.value("attempts") == "150" and "first run" not in out.out, by
+        assert "accounting: 50 new records" in out.out
+
+
+def test_long_window_counts_in_quarter_hours(tmp_path: Path,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    """A 24-hour window keeps quarter-hour counters: a day holds 96 of them, not 1,440; a
+    change between per-minute and quarter-hour counting starts afresh (reads back)."""
+    records = ([dict(r, _minutes_ago=25 * 60) for r in storm(500)]
+               + [dict(r, _minutes_ago=20 * 60) for r in storm(80)] + mix({"d": 1000}))
+    acct = write(tmp_path / "acct.csv", acct_lines(records))
+    out = check(capsys, tmp_path, acct, "--window", "24h", "--by", "ip")
+    assert out.value("attempts") == "2000" and out.value("hard") == "80"
+    assert out.line.startswith("PMTA BOUNCE OK - hard bounces 4.0% of 2,000 attempts in the "
+                               "last 24 h")
+    state = json.loads(next((tmp_path / "state").glob("check_pmta_bounce-*.json")).read_text())
+    assert state["bucket_minutes"] == 15
+    assert len(state["buckets"]["minutes"]) <= 2  # 20 h ago and now: two quarter hours
+    out = check(capsys, tmp_path, acct)  # an hour: per minute, a new reading
+    assert out.value("attempts") == "1000" and "first run: read back" in out.out
+    out = check(capsys, tmp_path, acct, "--window", "24h", "--by", "ip")
+    assert out.value("attempts") == "2000" and "first run: read back" in out.out
+
+
+def test_runbook_words_for_dimensions(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`--by sending-domain` (the runbooks' word) is the sender dimension."""
+    acct = write(tmp_path / "acct.csv", acct_lines(storm(80)))
+    out = check(capsys, tmp_path, acct, "--from-start", "--by", "sending-domain,source-ip")
+    assert out.code == 2
+    assert ("sender domain news.example.net hard-bounce rate 8.0% (80 of 1,000) (critical "
+            "above 7%); source IP 198.51.100.20 hard-bounce rate 8.0%") in out.line
+
+
+def test_one_instance_with_other_options_starts_afresh(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--instance names the state file whatever the options: counted with --by provider, the
+    window is no window of the plain count (nor the reverse), so it is read back anew."""
+    acct = write(tmp_path / "acct.csv", acct_lines(mix({"d": 100})))
+    out = check(capsys, tmp_path, acct, "--instance", "x", "--by", "provider")
+    assert out.value("attempts") == "100" and "first run" in out.out
+    append(acct, acct_lines(mix({"d": 50}), header=False))
+    out = check(capsys, tmp_path, acct, "--instance", "x", "--by", "domain")
+    assert out.value("attempts") == "150" and "first run" in out.out
+    out = check(capsys, tmp_path, acct, "--instance", "x", "--by", "domain")
+    assert out.value("attempts") == "150" and "first run" not in out.out

@@ -144,3 +144,37 @@ def test_unknown_states(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     (tmp_path / "state" / "check_pmta_deferral-x.json").mkdir()
     out = check(capsys, tmp_path, acct, "--instance", "x")
     assert out.code == 3 and "cannot read state file" in out.line
+
+
+TSS04 = ("smtp;421 4.7.0 [TSS04] Messages from 198.51.100.20 temporarily deferred due to "
+         "unexpected volume or user complaints - 4.16.55.1; see https://postmaster.yahooinc.com")
+
+
+def test_by_provider_names_the_reason_classes(tmp_path: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    """yahoo (yahoo.com and aol.com): 84 of 1,000 deferred, 70 for reputation (TSS04) and 14
+    rate limits; gmail 10 of 1,000, reached through a Google Workspace domain's MX too."""
+    records = [
+        *mix({"d": 600}, domain="yahoo.com"), *mix({"d": 316}, domain="aol.com"),
+        *mix({"t": 70}, domain="yahoo.com", diag=TSS04),
+        *mix({"t": 14}, domain="aol.com"),
+        *mix({"d": 495, "t": 5}, domain="gmail.com"),
+        *mix({"d": 495, "t": 5}, domain="corp.example",
+             dsnMta="aspmx.l.google.com (192.0.2.27)"),
+    ]
+    acct = write(tmp_path, records)
+    out = check(capsys, tmp_path, acct, "--by", "provider")
+    assert out.code == 1, out.out
+    assert out.line == (
+        "PMTA DEFERRAL WARNING - yahoo: 8.4% deferred (84 of 1,000), top reason reputation 70, "
+        "rate_limit 14 (warning above 5%); top reasons: \"smtp;421 4.7.0 [TSS04] Messages from "
+        "IP temporarily deferred\" x70, \"smtp;421 4.7.0 try again later\" x24; reason "
+        "classes: reputation 70, rate_limit 24")
+    assert out.perf["provider_gmail_deferral_rate"] == "1%;5;15;0;100"
+    doc = json.loads(check(capsys, tmp_path, acct, "--by", "provider", "--json").out)
+    assert doc["details"]["provider"]["yahoo"]["reasons"] == {"reputation": 70,
+                                                              "rate_limit": 14}
+    assert doc["details"]["reason_classes"] == {"reputation": 70, "rate_limit": 24}
+    out = check(capsys, tmp_path, acct, "--by", "provider,planet")
+    assert out.code == 3 and "unknown dimension 'planet'; choose from sender, domain, ip, " \
+        "vmta, provider" in out.line

@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from datetime import date
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -335,3 +336,44 @@ def mix(kind_counts: dict[str, int], *, domain: str = "example.com",
         for i in range(n):
             out.append(rec(kind, f"u{kind}{i}@{domain}", **kw))
     return out
+
+
+# --- reputation plugins: feedback-loop records, warm-up plans -------------------------------
+
+FBL_FIELDS = ["repSourceIp", "feedbackType", "format", "userAgent", "reportingMta",
+              "reportedDomain"]
+"""The `f` record fields PowerMTA appends to the header when it logs feedback loops."""
+LAYOUTS["5.0+f"] = LAYOUT_50 + FBL_FIELDS
+
+
+def feedback(rcpt: str, *, fmt: str = "arf", reporting_mta: str = "arf.mail.yahoo.com",
+             ip: str = "198.51.100.20", feedback_type: str = "abuse",
+             orig: str = "bounces@news.example.net", reported_domain: str = "news.example.net",
+             minutes_ago: float = 5.0) -> dict[str, Any]:
+    """One `f` (feedback-loop report) record: ARF by default, `fmt="jmrp"` for Microsoft."""
+    return {
+        "type": "f", "orig": orig, "rcpt": rcpt, "repSourceIp": ip,
+        "feedbackType": feedback_type, "format": fmt,
+        "userAgent": "Yahoo!-Mail-Feedback/2.0" if fmt == "arf" else "",
+        "reportingMta": reporting_mta, "reportedDomain": reported_domain,
+        "_minutes_ago": minutes_ago,
+    }
+
+
+def noon_zone() -> tuple[str, date]:
+    """A fixed-offset time zone (Etc/GMT-N) where it is about noon now, and today's date
+    there: records logged a few minutes ago are "today" whenever the test runs."""
+    from datetime import UTC, datetime
+    from zoneinfo import ZoneInfo
+
+    offset = 12 - datetime.now(UTC).hour  # -11 .. 12
+    name = f"Etc/GMT{'-' if offset >= 0 else '+'}{abs(offset)}"
+    return name, datetime.now(ZoneInfo(name)).date()
+
+
+def write_plan(path: Path, text: str) -> Path:
+    """A warm-up plan file (TOML text, dedented)."""
+    import textwrap
+
+    path.write_text(textwrap.dedent(text).lstrip(), encoding="utf-8")
+    return path

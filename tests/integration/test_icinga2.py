@@ -204,3 +204,100 @@ def test_icinga_runs_check_pmta_queue_and_records_the_state(
     log = icinga.log()
     assert "'--domain' 'gmail.com' '--domain' 'yahoo.com'" in log
     assert "'--verbose'" in log
+
+
+def _perfdata_writer(perf: Path) -> list[str]:
+    """A PerfdataWriter that records each service's state and output."""
+    return [
+        'object PerfdataWriter "states" {',
+        f'  service_temp_path = "{perf}/service.tmp"',
+        f'  host_temp_path = "{perf}/host.tmp"',
+        f'  service_perfdata_path = "{perf}/service"',
+        f'  host_perfdata_path = "{perf}/host"',
+        '  service_format_template = "SERVICE::$service.name$\\tSTATE::$service.state$'
+        '\\tOUTPUT::$service.output$"',
+        "  rotation_interval = 1s",
+        "}",
+    ]
+
+
+def test_icinga_runs_the_reputation_checks_on_an_accounting_file(
+    icinga: Icinga, tmp_path: Path
+) -> None:
+    """check_pmta_complaints, _blocklist and _warmup through the shipped CheckCommands, with
+    the host's accounting file and per-service custom variables (a -c, the plan)."""
+    from datetime import timedelta
+
+    from tests.integration.test_checks_support import (
+        acct_lines,
+        feedback,
+        mix,
+        noon_zone,
+        rec,
+        write_plan,
+    )
+
+    spamhaus = ("smtp;554 5.7.1 Service unavailable; Client host [198.51.100.22] blocked "
+                "using zen.spamhaus.org")
+    records = [
+        *mix({"d": 2000}, domain="yahoo.com"),
+        *(feedback(f"c{i}@yahoo.com") for i in range(8)),  # 0.40 %: CRITICAL
+        *mix({"d": 300}, domain="example.org", ip="198.51.100.22"),  # 2300 from .20, 300 .22
+        *(rec("b", f"s{i}@example.org", ip="198.51.100.22", cat="spam-related",
+              status="5.7.1 (delivery not authorized)", diag=spamhaus) for i in range(12)),
+    ]
+    acct = tmp_path / "acct.csv"
+    acct.write_text(acct_lines(records, "5.0+f"), newline="")
+    zone, today = noon_zone()
+    plan = write_plan(tmp_path / "warmup.toml", f"""
+        timezone = "{zone}"
+        [[warmup]]
+        source_ip = "198.51.100.22"
+        start = {today - timedelta(days=1)}
+        caps = [100, 250, 500]
+        """)
+    perf = icinga.dirs["spool"] / "perf"
+    perf.mkdir()
+    services = {"complaints": [], "blocklist": ['  vars.pmta_blocklist_critical = "20"'],
+                "warmup": [f'  vars.pmta_warmup_plan = "{plan}"']}
+    parts = [
+        'object CheckerComponent "checker" { }',
+        *_perfdata_writer(perf),
+        'object Host "pmta-acct" {',
+        '  check_command = "dummy"',
+        "  enable_active_checks = false",
+        f'  vars.pmta_acct_file = "{acct}"',
+        f'  vars.pmta_state_dir = "{tmp_path / "state"}"',
+        "}",
+    ]
+    for name, extra in services.items():
+        parts += [f'object Service "{name}" {{', '  host_name = "pmta-acct"',
+                  f'  check_command = "pmta_{name}"', "  check_interval = 1s",
+                  "  retry_interval = 1s", *extra, "}"]
+    icinga.start(icinga.write_config(*parts))
+
+    def recorded() -> dict[str, dict[str, str]] | None:
+        found: dict[str, dict[str, str]] = {}
+        for path in sorted(perf.glob("service*")):
+            for line in path.read_text(errors="replace").splitlines():
+                fields = dict(part.split("::", 1) for part in line.split("\t") if "::" in part)
+                if fields.get("SERVICE") in services:
+                    found.setdefault(fields["SERVICE"], fields)
+        if icinga.proc is not None and icinga.proc.poll() is not None:
+            pytest.fail(f"icinga2 exited with {icinga.proc.returncode}:\n{icinga.log()}")
+        return found if len(found) == len(services) else None
+
+    results = wait_until(recorded, timeout=60, step=0.2)
+    assert results is not None, f"not every check recorded in 60 s:\n{icinga.log()[-4000:]}"
+    assert results["complaints"]["STATE"] == "CRITICAL", results
+    assert results["complaints"]["OUTPUT"].startswith(
+        "PMTA COMPLAINTS CRITICAL - yahoo complaint rate 0.40% (8 of 2,000 deliveries)")
+    assert results["blocklist"]["STATE"] == "WARNING", results  # -c 20 from the variable
+    assert results["blocklist"]["OUTPUT"].startswith(
+        "PMTA BLOCKLIST WARNING - source IP 198.51.100.22: 12 rejections naming spamhaus in "
+        "the last 24 h (warning at 1 or more)")
+    assert results["warmup"]["STATE"] == "WARNING", results
+    assert results["warmup"]["OUTPUT"].startswith(
+        "PMTA WARMUP WARNING - 198.51.100.22 sent 300 today, 120.0% of its day-2 cap 250")
+    log = icinga.log()
+    assert f"'--plan' '{plan}'" in log and "'--critical' '20'" in log

@@ -58,7 +58,9 @@ def test_wheel_maps_checks_under_package_and_ships_mib(tmp_path: Path) -> None:
     assert any(n.endswith("data/share/snmp/mibs/PMTA-SNMP-MIB.txt") for n in names)
     entry = next(n for n in names if n.endswith("entry_points.txt"))
     text = zipfile.ZipFile(wheel).read(entry).decode()
-    for plugin in ("queue", "bounce", "deferral", "log", "license", "tls"):
+    from pmta_snmp.integrations import PLUGIN_MODULES
+
+    for plugin in PLUGIN_MODULES:
         assert f"check_pmta_{plugin} = pmta_snmp.checks.{plugin}:main" in text
     assert "pmta-snmp = pmta_snmp.cli:main" in text
     # The C scanner, built (gcc is there), with its stub; its source stays in the sdist.

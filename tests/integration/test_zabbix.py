@@ -15,6 +15,7 @@ import re
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -22,6 +23,7 @@ import pytest
 from pmta_snmp.integrations import PLUGIN_MODULES
 from pmta_snmp.sim import Simulator
 from tests.integration.kit_support import CONTRIB, install_plugins, require_program
+from tests.integration.test_checks_support import noon_zone, write_plan
 
 USERPARAMETERS = CONTRIB / "zabbix" / "userparameter_pmta.conf"
 API_KEY = "k" * 40
@@ -62,19 +64,30 @@ class Pmta:
     acct: Path
     log: Path
     key_file: Path
+    plan: Path
 
 
 @pytest.fixture
 def pmta(tmp_path: Path) -> Iterator[Pmta]:
     key_file = tmp_path / "api-key"
     key_file.write_text(API_KEY + "\n", encoding="utf-8")
+    zone, today = noon_zone()
+    plan = write_plan(tmp_path / "warmup.toml", f"""
+        timezone = "{zone}"
+        [[warmup]]
+        vmta = "vmta-a"
+        start = {today - timedelta(days=1)}
+        caps = [1000, 2000, 4000]
+        """)
     # http-default-max-items raised: discovery (which reads the pages) finds every item.
     sim = Simulator(speed=0, api_key=API_KEY, acct_dir=tmp_path / "acct",
-                    log_path=tmp_path / "log" / "pmta.log", max_items=None)
+                    log_path=tmp_path / "log" / "pmta.log", max_items=None,
+                    acct_records=("d", "b", "t", "tq", "f"))
     sim.start()
     try:
         sim.advance(300)  # some accounting records and log lines to start with
-        yield Pmta(sim, tmp_path / "acct" / "acct.csv", tmp_path / "log" / "pmta.log", key_file)
+        yield Pmta(sim, tmp_path / "acct" / "acct.csv", tmp_path / "log" / "pmta.log", key_file,
+                   plan)
     finally:
         sim.stop()
 
@@ -143,6 +156,9 @@ def test_every_key_answers_through_the_agent(agent: Agent, pmta: Pmta) -> None:
         ("deferral", (pmta.acct,)),
         ("tls", (pmta.acct, pmta.log)),
         ("log", (pmta.log,)),
+        ("complaints", (pmta.acct,)),
+        ("blocklist", (pmta.acct,)),
+        ("warmup", (pmta.acct, pmta.plan)),
     ):
         agent.json(key(f"pmta.{module}.json", *params))
         sim.advance(120)
@@ -150,6 +166,9 @@ def test_every_key_answers_through_the_agent(agent: Agent, pmta: Pmta) -> None:
         assert isinstance(doc, dict)
         assert doc["status"] in (0, 1, 2), (module, doc)
         assert doc["summary"], (module, doc)
+        if module == "blocklist":  # a healthy simulator: no IP is listed
+            assert doc["summary"] == "no rejections naming a blocklist in the last 24 h", doc
+            continue
         # the second run read the records/lines written in between
         assert any(v for v in doc["metrics"].values()), (module, doc)
     for module, kind, params in (
@@ -160,6 +179,14 @@ def test_every_key_answers_through_the_agent(agent: Agent, pmta: Pmta) -> None:
         rows = agent.json(key(f"pmta.{module}.discovery", kind, *params))
         assert isinstance(rows, list), (module, rows)
         assert all(set(row) == {"{#DOMAIN}"} for row in rows), (module, rows)
+    source_ips = {v.source_ip for v in sim.state.vmta_infos.values()}
+    rows = agent.json(key("pmta.blocklist.discovery", "source-ips", pmta.acct))
+    assert isinstance(rows, list) and {r["{#SOURCEIP}"] for r in rows} <= source_ips, rows
+    assert rows, "no source IP discovered"
+    rows = agent.json(key("pmta.complaints.discovery", "providers", pmta.acct))
+    assert isinstance(rows, list) and {"gmail", "yahoo"} <= {r["{#PROVIDER}"] for r in rows}
+    rows = agent.json(key("pmta.warmup.discovery", "vmtas", pmta.acct, pmta.plan))
+    assert rows == [{"{#VMTA}": "vmta-a"}]
 
     assert tested == shipped_keys(), "a shipped key is not exercised by this test"
 
