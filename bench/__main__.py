@@ -24,6 +24,7 @@ BENCHMARKS: dict[str, str] = {
     "micro": "bench.micro",
     "timeouts": "bench.timeouts",
     "fuzz": "bench.fuzz_agentx",
+    "fleet": "bench.fleet",
 }
 ALIASES: dict[str, str] = {
     "agentx_walk": "agentx",
