@@ -21,13 +21,21 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from pmta_snmp.config import Config, PmtaSection, PollSection, ProbeModule, ProbeSection
+from pmta_snmp.config import (
+    Config,
+    PmtaSection,
+    PollSection,
+    ProbeModule,
+    ProbeSection,
+    load_config,
+)
 from pmta_snmp.exporter import Exporter
 from pmta_snmp.netsnmp import free_tcp_port
 from pmta_snmp.sim import Simulator
-from tests.integration.kit_support import stop_group, wait_until
+from tests.integration.kit_support import REPO, stop_group, wait_until
 from tests.integration.prom_support import Prometheus
 
 API_KEY = "k" * 40
@@ -417,28 +425,39 @@ def test_probe_only_exporter_command_without_a_pmta_url(sim: Simulator, tmp_path
     assert "/probe" in err and "127.0.0.1:8080" not in err
 
 
+def readme_block(section: str, lang: str) -> str:
+    """The first ```lang block after the README heading `section`."""
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    after = text[text.index(f"\n{section}\n"):]
+    return after.split(f"```{lang}\n", 1)[1].split("```", 1)[0]
+
+
+def test_the_readme_fleet_configuration_loads(tmp_path: Path) -> None:
+    path = tmp_path / "fleet.toml"
+    path.write_text(readme_block("## Fleets", "toml"), encoding="utf-8")
+    cfg = load_config(path, environ={})
+    assert set(cfg.probe.modules) == {"default", "licensed"}
+    assert not cfg.pmta_url_set
+    assert cfg.probe.modules["licensed"].targets == ("https://pmta-*.example.net:8080",)
+
+
 def test_prometheus_scrapes_a_fleet_through_probe_with_the_readme_relabeling(
     tmp_path: Path,
 ) -> None:
-    """A real Prometheus with the README's scrape config: every target becomes an `instance`
-    of its own with `pmta_up` (1 for the live simulators, 0 for the dead one), scraped
-    through the one exporter."""
+    """A real Prometheus with the README's scrape job (its targets and the exporter's address
+    put in): every target becomes an `instance` of its own with `pmta_up` (1 for the live
+    simulators, 0 for the dead one), scraped through the one exporter."""
+    job = yaml.safe_load(readme_block("## Fleets", "yaml"))["scrape_configs"][0]
+    relabel = job["relabel_configs"]
+    assert relabel[-1]["target_label"] == "__address__"
     sims = [Simulator(speed=0, seed=seed, domains=20).start() for seed in (1, 2)]
     dead = dead_url()
     try:
         cfg = probe_config({"default": ProbeModule(timeout=5)})
         with Exporter(cfg, listen="127.0.0.1:0") as exporter:
             targets = [s.url for s in sims] + [dead]
-            extra = {
-                "metrics_path": "/probe",
-                "params": {"module": ["default"]},
-                "relabel_configs": [
-                    {"source_labels": ["__address__"], "target_label": "__param_target"},
-                    {"source_labels": ["__param_target"], "target_label": "instance"},
-                    {"target_label": "__address__",
-                     "replacement": f"127.0.0.1:{exporter.port}"},
-                ],
-            }
+            relabel[-1]["replacement"] = f"127.0.0.1:{exporter.port}"
+            extra = {k: job[k] for k in ("metrics_path", "params", "relabel_configs")}
             with Prometheus(tmp_path / "prom", targets, extra_scrape=extra) as prom:
                 def all_seen() -> dict[str, float] | None:
                     seen = {r["metric"]["instance"]: float(r["value"][1])

@@ -3,6 +3,7 @@ configuration (a module with an API key must name its targets)."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -170,3 +171,18 @@ def test_a_key_module_refuses_other_targets_with_403_and_the_default_applies(
     with pytest.raises(ProbeRefused) as unknown:
         prober.check("https://pmta-1.example.net:8080", "nope")
     assert unknown.value.status == 400 and "unknown module" in unknown.value.reason
+
+
+def test_the_contrib_config_loads_with_its_probe_examples_uncommented(tmp_path: Path) -> None:
+    """The commented [probe.modules] examples of contrib/config/agent.toml stay valid."""
+    text = (Path(__file__).resolve().parents[2] / "contrib/config/agent.toml").read_text()
+    assert load_config(write(tmp_path, text), environ={}).probe.modules == {}
+    lines, in_probe = [], False
+    for line in text.splitlines():
+        if line.startswith("["):
+            in_probe = line.startswith("[probe]")
+        example = in_probe and re.match(r"# (\[probe\.|[a-z_]+ = )", line)
+        lines.append(line[2:] if example else line)
+    cfg = load_config(write(tmp_path, "\n".join(lines)), environ={})
+    assert set(cfg.probe.modules) == {"default", "licensed"}
+    assert cfg.probe.modules["licensed"].api_key_file == "/etc/pmta-snmp/fleet-api-key"
