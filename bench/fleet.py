@@ -69,6 +69,8 @@ class FleetResult:
     cpu_share: float
     rss_kib: int
     hwm_kib: int
+    context: str
+    """The other processes' CPU and the machine's load over the window."""
 
 
 def run(report: Report, *, quick: bool = False) -> None:
@@ -105,6 +107,7 @@ def add_rows(report: Report, res: FleetResult, label: str, interval: int) -> Non
         f"{ms(res.cpu_per_probe)}; {res.cpu_share * 100:.1f} %",
     ))
     report.add(Row("exporter RSS at the end / peak", f"{mib(res.rss_kib)} / {mib(res.hwm_kib)}"))
+    report.note(f"{res.hosts} hosts ({label}): meanwhile {res.context}")
 
 
 def measure(*, hosts: int, interval: int, seconds: float, sim_args: tuple[str, ...],
@@ -144,9 +147,13 @@ def measure(*, hosts: int, interval: int, seconds: float, sim_args: tuple[str, .
                         extra_scrape=scrape) as prom:
             _wait_all_scraped(prom, hosts, timeout=3 * interval + 60)
             log(f"fleet: every host scraped once; measuring {seconds:.0f} s")
+            others = {"simulator": sim.pid, "prometheus": prom.proc.pid if prom.proc else 0}
+            before = {name: _cpu(pid) for name, pid in others.items()}
             cpu0, probes0, t0 = _cpu(exporter.pid), _probes(port), time.time()
             time.sleep(seconds)
             cpu1, probes1, t1 = _cpu(exporter.pid), _probes(port), time.time()
+            shares = {name: (_cpu(pid) - before[name]) / (t1 - t0) for name, pid in others.items()}
+            load = os.getloadavg()[1]
             status = proc_status(exporter.pid)
             window = f"{round(t1 - t0)}s"
             durations = _values(prom, f"pmta_probe_duration_seconds[{window}]", t1)
@@ -168,6 +175,8 @@ def measure(*, hosts: int, interval: int, seconds: float, sim_args: tuple[str, .
         cpu_share=(cpu1 - cpu0) / (t1 - t0),
         rss_kib=status.get("VmRSS", 0),
         hwm_kib=status.get("VmHWM", 0),
+        context=", ".join(f"{name} {share * 100:.0f} % of a core" for name, share in shares.items())
+        + f"; load average {load:.1f} on {os.cpu_count()} CPUs",
     )
 
 
