@@ -21,10 +21,12 @@ BENCHMARKS: dict[str, str] = {
     "standalone": "bench.standalone_walk",
     "poll": "bench.poll_build",
     "checks": "bench.checks",
+    "acct": "bench.acct",
     "micro": "bench.micro",
     "timeouts": "bench.timeouts",
     "fuzz": "bench.fuzz_agentx",
     "fleet": "bench.fleet",
+    "fuzz_api": "bench.fuzz_api",
 }
 ALIASES: dict[str, str] = {
     "agentx_walk": "agentx",
@@ -32,6 +34,8 @@ ALIASES: dict[str, str] = {
     "standalone_walk": "standalone",
     "poll_build": "poll",
     "fuzz_agentx": "fuzz",
+    "accounting": "acct",
+    "api": "fuzz_api",
 }
 
 

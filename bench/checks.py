@@ -1,4 +1,4 @@
-"""check_pmta_* plugins: cold start, first and second scan of a big log, a big accounting file.
+"""check_pmta_* plugins: cold start, the log plugin on three big logs (accounting: bench/acct.py).
 
 Cold start: every plugin run ~15 times as a fresh process (as Nagios runs it) against the
 simulator (API plugins) or its accounting file and log (file plugins; after the first run they
@@ -15,15 +15,6 @@ real-format log of 300 MB (traces, rate limits, TLS and license lines, remote re
 of lines match). The last two use BENCH_PATTERNS: the default classes plus the remote errors
 an operator may also count, no exclude. An informational row scans the mixed log without
 Hyperscan. Then the plugin again on the unchanged quiet log, wall time minus its cold start.
-
-Accounting: 1 M rows of a 5.0-layout acct.csv (d 85 %, t 9 %, b 5 %, tq 1 %; times within the
-last hour), `check_pmta_bounce --from-start` beside `mawk -F, '$1=="b"{n++} END{print n}'`,
-rows/s (with the C scanner when it is built; an informational row gives the pure-Python
-path too). An informational row runs an awk doing about what the plugin does for its recipient
-domain dimension (d and b rows counted per minute and recipient domain; the recipient comes
-before any quoted column in this layout, so awk's plain comma split is right here). Another
-informational row times the usual run after that: a tenth as many new rows (five of the file's
-fifty minutes) read on top of the state the catch-up left.
 """
 
 from __future__ import annotations
@@ -54,27 +45,23 @@ from bench.common import (
 )
 
 NAME = "checks"
-TITLE = ("check_pmta_* cold start, quiet, incident and mixed logs, 1 M accounting rows "
-         "(vs python -c pass, grep, mawk)")
+TITLE = "check_pmta_* cold start, quiet, incident and mixed logs (vs python -c pass, grep)"
 
 COLD_TARGET_S = 0.150
 LOG_TARGET_RATIO = 0.50
 INCIDENT_TARGET_RATIO = 0.10
 MIXED_TARGET_RATIO = 0.50
 SECOND_RUN_TARGET_S = 0.050
-ACCT_TARGET_RATIO = 0.50
 PLUGINS = ("queue", "license", "bounce", "deferral", "tls", "log")
 
 
 def run(report: Report, *, quick: bool = False) -> None:
-    """Cold starts, then the log and accounting throughput runs."""
+    """Cold starts, then the log throughput runs."""
     runs = 5 if quick else 15
     log_bytes = (50 if quick else 1000) * 1_000_000
-    acct_rows = 100_000 if quick else 1_000_000
     with workdir("pmta-bc-") as wd:
         cold = cold_starts(report, wd, runs)
         log_scan(report, wd, log_bytes, cold.get("log"), quick=quick)
-        acct_scan(report, wd, acct_rows)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -508,193 +495,6 @@ def log_scan(report: Report, wd: Path, size: int, cold_p50: float | None, *,
         f"work (wall {ms(second)} - cold start {ms(cold_p50 or 0.0)})",
         ms(work), "", None, f"< {SECOND_RUN_TARGET_S * 1000:.0f} ms",
         work < SECOND_RUN_TARGET_S,
-    ))
-
-
-# ---------------------------------------------------------------------------------------------
-# Accounting
-# ---------------------------------------------------------------------------------------------
-
-
-def _csv_field(name: str, value: str) -> str:
-    """RFC 4180 quoting; `dlvEsmtpAvailable` is always quoted when not empty (formats §3.3)."""
-    if any(c in value for c in ',"\r\n') or (name == "dlvEsmtpAvailable" and value):
-        return '"' + value.replace('"', '""') + '"'
-    return value
-
-
-def make_acct(path: Path, rows: int, seed: int = 5) -> dict[str, int]:
-    """A 5.0-layout acct.csv with `rows` records timed over the last 50 minutes (type counts)."""
-    from pmta_snmp.sim.files import ACCT_LAYOUTS
-
-    rng = random.Random(seed)
-    header = ACCT_LAYOUTS["5.0"]
-    now = datetime.now().astimezone().replace(microsecond=0)
-    start = now - timedelta(minutes=50)
-    stamps = [(start + timedelta(seconds=s)).strftime("%Y-%m-%d %H:%M:%S%z") for s in range(3000)]
-    bounces = (
-        ("bad-mailbox", "5.1.1 (bad destination mailbox address)",
-         "smtp;550 5.1.1 <{r}>: Recipient address rejected: User unknown"),
-        ("quota-issues", "5.2.2 (mailbox full)", "smtp;552 5.2.2 Mailbox full, quota exceeded"),
-        ("spam-related", "5.7.1 (delivery not authorized, message refused)",
-         "smtp;554 5.7.1 Message blocked as spam, see https://postmaster.example.com/"),
-        ("policy-related", "5.7.1 (delivery not authorized, message refused)",
-         "smtp;550 5.7.1 Message rejected due to local policy"),
-    )
-    # type -> [(recipient domain, row with {t} {q} {r} placeholders)]
-    by_kind: dict[str, list[tuple[str, str]]] = {}
-    for _ in range(400):
-        d = rng.choice(_DOMAINS)
-        v = f"vmta-{rng.choice('abcdefgh')}"
-        src, dst = f"198.51.100.{rng.randrange(1, 64)}", f"192.0.2.{rng.randrange(1, 255)}"
-        base = {
-            "orig": f"bounces@s{rng.randrange(7)}.example.com", "orcpt": "",
-            "dsnMta": f"mx.{d} ({dst})", "srcType": "smtp",
-            "srcMta": "app1.example.net (192.0.2.10)", "dlvType": "smtp",
-            "dlvSourceIp": src, "dlvDestinationIp": dst,
-            "dlvEsmtpAvailable": "PIPELINING,SIZE,STARTTLS", "vmta": v,
-            "jobId": f"j{rng.randrange(1000)}", "envId": "", "queue": f"{d}/{v}",
-            "vmtaPool": "pool1", "timeLogged": "{t}", "timeQueued": "{q}", "rcpt": "{r}",
-        }
-        kinds = {
-            "d": dict(base, type="d", dsnAction="relayed", dsnStatus="2.0.0 (success)",
-                      dsnDiag="smtp;250 2.0.0 Ok: queued", bounceCat="success",
-                      dlvSize=str(rng.randrange(2000, 90000)), dlvTlsProtocol="TLSv1.3",
-                      dlvTlsCipher="TLS_AES_256_GCM_SHA384"),
-            "t": dict(base, type="t", dsnAction="delayed", dsnStatus="4.0.0 (undefined status)",
-                      dsnDiag="smtp;421 4.7.0 Try again later, closing connection.",
-                      bounceCat=""),
-            "tq": dict(base, type="tq", timeQueued="", orig="", rcpt="",
-                       dsnStatus="4.0.0 (undefined status)",
-                       dsnDiag="smtp;421 4.7.0 Try again later, closing connection."),
-        }
-        cat, status, diag = rng.choice(bounces)
-        kinds["b"] = dict(base, type="b", dsnAction="failed", dsnStatus=status,
-                          dsnDiag=diag, bounceCat=cat)
-        for kind, fields in kinds.items():
-            row = ",".join(_csv_field(f, fields.get(f, "")) for f in header)
-            by_kind.setdefault(kind, []).append((d, row))
-    counts = dict.fromkeys(("d", "b", "t", "tq"), 0)
-    names = ("jane", "john", "sam", "kim", "alex", "maria", "li", "omar", "eva", "noah")
-    with path.open("w", encoding="utf-8", newline="") as fh:
-        fh.write(",".join(header) + "\r\n")
-        chunk: list[str] = []
-        for i in range(rows):
-            x = rng.random()
-            kind = "d" if x < 0.85 else "t" if x < 0.94 else "b" if x < 0.99 else "tq"
-            counts[kind] += 1
-            sec = i * 3000 // rows
-            domain, tmpl = by_kind[kind][rng.randrange(len(by_kind[kind]))]
-            row = tmpl.replace("{t}", stamps[sec]).replace("{q}", stamps[max(0, sec - 30)])
-            chunk.append(row.replace("{r}", f"{names[i % 10]}{i}@{domain}"))
-            if len(chunk) >= 20_000:
-                fh.write("\r\n".join(chunk) + "\r\n")
-                chunk = []
-        if chunk:
-            fh.write("\r\n".join(chunk) + "\r\n")
-    return counts
-
-
-#: awk counting d and b rows per (minute, recipient domain): roughly the plugin's work for one
-#: of its dimensions, without the CSV quoting rules (not needed for the columns it reads here).
-AWK_AGGREGATE = (
-    '$1=="d"||$1=="b"{d=$5; sub(/.*@/, "", d); n[substr($2, 1, 16) " " tolower(d)]++} '
-    'END{for (k in n) m++; print m+0}'
-)
-
-
-def acct_scan(report: Report, wd: Path, rows: int) -> None:
-    """check_pmta_bounce --from-start beside a mawk filter-and-count, rows/s."""
-    if "bounce" not in available_plugins():
-        report.note("check_pmta_bounce not present: accounting scan not measured")
-        return
-    path = wd / "acct" / "acct.csv"
-    path.parent.mkdir()
-    t0 = time.perf_counter()
-    counts = make_acct(path, rows)
-    log(f"acct: wrote {rows} rows ({path.stat().st_size / 1e6:.0f} MB) in "
-        f"{time.perf_counter() - t0:.1f}s")
-    awk = shutil.which("mawk")
-    awk_name = "mawk"
-    if awk is None:
-        awk, awk_name = shutil.which("awk"), "awk"
-        report.note("mawk not installed: the reference is awk")
-    assert awk is not None
-    awk_times = []
-    for _ in range(2):  # the first also warms the page cache for both
-        t0 = time.perf_counter()
-        res = subprocess.run(
-            [awk, "-F,", '$1=="b"{n++} END{print n+0}', str(path)],
-            capture_output=True, text=True, check=True,
-        )
-        awk_times.append(time.perf_counter() - t0)
-    if int(res.stdout.strip()) != counts["b"]:
-        report.note(f"{awk_name} counted {res.stdout.strip()} b rows, written {counts['b']}")
-    awk_s = min(awk_times)
-    # The same awk aggregating like the plugin (per minute and recipient domain): informational.
-    agg_times = []
-    for _ in range(2):
-        t0 = time.perf_counter()
-        subprocess.run([awk, "-F,", AWK_AGGREGATE, str(path)], capture_output=True, text=True,
-                       check=True)
-        agg_times.append(time.perf_counter() - t0)
-    agg_s = min(agg_times)
-    state = wd / "state-bigacct"
-    elapsed, _, stdout = run_plugin(
-        "bounce", ["--acct-file", str(path), "--from-start", "--state-dir", str(state), "-t", "0"]
-    )
-    ours, ref = rows / elapsed, rows / awk_s
-    r = ratio(ours, ref)
-    report.add(Row(
-        f"check_pmta_bounce --from-start, {rows} acct rows ({secs(elapsed)})",
-        rate(ours, "rows/s"), f"{rate(ref, 'rows/s')} ({awk_name} filter+count)", r,
-        f">= {ACCT_TARGET_RATIO:.2f}x", r is not None and r >= ACCT_TARGET_RATIO,
-    ))
-    report.add(Row(
-        f"  (info) {awk_name} counting d/b rows per minute and recipient domain "
-        f"({secs(agg_s)})",
-        rate(ours, "rows/s"), f"{rate(rows / agg_s, 'rows/s')} ({awk_name} aggregate)",
-        ratio(ours, rows / agg_s), "", None,
-    ))
-    attempts = perfdata(stdout, "attempts")
-    if attempts is not None and attempts != counts["d"] + counts["b"]:
-        report.note(
-            f"check_pmta_bounce counted {attempts} attempts, written {counts['d'] + counts['b']} "
-            "d+b rows"
-        )
-    from pmta_snmp.acct.tally import PURE_PYTHON_ENV, speedups
-
-    if speedups() is None:
-        report.note("the C scanner pmta_snmp._csvtally is not built: the accounting rows "
-                    "measure the pure-Python path")
-    else:
-        # The fallback where no compiler was at hand: the same catch-up in pure Python.
-        pure_state = wd / "state-bigacct-pure"
-        pure, _, pure_out = run_plugin(
-            "bounce", ["--acct-file", str(path), "--from-start", "--state-dir", str(pure_state),
-                       "-t", "0"], env={**os.environ, PURE_PYTHON_ENV: "1"},
-        )
-        if perfdata(pure_out, "attempts") != attempts:
-            report.note("the pure-Python path counted other attempts than the C scanner")
-        report.add(Row(
-            f"  (info) the same without the C scanner ({PURE_PYTHON_ENV}=1, {secs(pure)})",
-            rate(rows / pure, "rows/s"), f"{rate(ref, 'rows/s')} ({awk_name} filter+count)",
-            ratio(rows / pure, ref), "", None,
-        ))
-    # The usual run: the records of the last few minutes on top of the state just written.
-    new_rows = rows // 10  # five of the file's fifty minutes
-    more = wd / "acct" / "more.csv"
-    make_acct(more, new_rows, seed=6)
-    with more.open("rb") as src, path.open("ab") as dst:
-        src.readline()  # its header: the rows continue acct.csv
-        shutil.copyfileobj(src, dst)
-    more.unlink()
-    step, _, _ = run_plugin(
-        "bounce", ["--acct-file", str(path), "--state-dir", str(state), "-t", "0"]
-    )
-    report.add(Row(
-        f"  (info) check_pmta_bounce, the next {new_rows} rows (five minutes at this rate)",
-        ms(step), "", None, "", None,
     ))
 
 

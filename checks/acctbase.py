@@ -7,12 +7,14 @@ rates are judged over a rolling window (default one hour) without re-reading the
 
 The plugins never see single records: a plugin names the fields it needs per record type
 (`AcctResource.fields`), the reader counts the records per (type, minute, those fields) without
-building them (pmta_snmp.acct.tally: one regular expression per block, two processes for a big
-catch-up), and the plugin's `events()` turns each distinct combination into counters once,
-weighted by how many records had it.
+building them (pmta_snmp.acct.tally: csv, or the C scanner where it is built), and the plugin's
+`events()` turns each distinct combination into counters once, weighted by how many records
+had it.
 
-The first run starts at the end of the file (nothing to judge yet; `--from-start` reads what
-is there). A read stopped by the deadline saves where it got and the rest is read next run.
+A first run (no state yet, or a lost one) reads back one window of existing records, found by
+their timeLogged (pmta_snmp.acct.seek: a binary search, not a read of the whole file), so the
+plugin judges at once instead of being blind for a window; `--from-start` reads everything
+there is. A read stopped by the deadline saves where it got and the rest is read next run.
 """
 
 from __future__ import annotations
@@ -56,15 +58,17 @@ MAX_KEYS = 500
 #: dsnDiag reasons are grouped by their first 60 characters (operating rules §5).
 DIAG_CHARS = 60
 
-#: What one record counts: ((dimension, key), ...) and the counters it adds one to. Hashable,
-#: so identical events of a minute are counted once before they go into the buckets.
+#: What one record counts: ((dimension, key), ...) and the counters it adds one to.
 Event = tuple[tuple[tuple[str, str | None], ...], tuple[str, ...]]
 #: The fields a plugin reads, per record type (names of pmta_snmp.acct.tally.FIELDS).
 Fields = Mapping[str, tuple[str, ...]]
 #: A record's wanted fields by name -> its events (see AcctResource.events).
 EventFunction = Callable[[str, Mapping[str, str]], Iterable[Event]]
-#: Distinct (minute, event) pairs held before they are added to the buckets.
-_BATCH = 5_000
+#: Distinct (type, fields) whose events are remembered during one read.
+_KNOWN = 50_000
+#: A first run reads back from this many seconds before the window: records are logged about
+#: in time order (threads differ by a second); the older ones are left out while counting.
+SEEK_SLACK = 120
 
 
 def add_acct_args(p: PluginParser, *, window: str = "1h") -> None:
@@ -73,7 +77,7 @@ def add_acct_args(p: PluginParser, *, window: str = "1h") -> None:
     g.add_argument(
         "--acct-file", default=DEFAULT_ACCT, metavar="PATH|GLOB",
         help="accounting file or glob (rotated acct-YYYY-MM-DD-NNNN.csv, .json for JSON "
-        "accounting, .gz read too); default %(default)s",
+        f"accounting, .gz read too); default {DEFAULT_ACCT}",
     )
     g.add_argument(
         "--window", type=duration, default=duration(window), metavar="DURATION",
@@ -85,7 +89,8 @@ def add_acct_args(p: PluginParser, *, window: str = "1h") -> None:
     )
     g.add_argument(
         "--from-start", action="store_true",
-        help="first run: read the existing records instead of starting at the end",
+        help="first run: read all existing records (by default a first run reads back one "
+        "--window of them, found by timeLogged)",
     )
 
 
@@ -101,6 +106,8 @@ class Window:
     timed_out: bool = False
     skipped_rows: int = 0
     sources: list[str] = field(default_factory=list)
+    #: Columns a plugin requires that the layout last read lacked: file -> column names.
+    lacking: dict[str, list[str]] = field(default_factory=dict)
 
     def rates(self, dimension: str, numerator: Collection[str], denominator: Collection[str],
               min_volume: int = 0) -> dict[str, Rate]:
@@ -130,13 +137,17 @@ class Window:
 
 
 def read_window(run: Run, args: argparse.Namespace, *, fields: Fields,
-                event: EventFunction) -> Window:
+                event: EventFunction, required: Fields | None = None) -> Window:
     """Read new records from --acct-file into the window kept in the state file.
 
     `fields` names what `event` needs per record type (the types counted); `event` is called
     once per distinct (type, fields) and its events are added as often as records had them.
+    `required` names fields without which a type means nothing: under a layout lacking one,
+    those records are not counted, and `Window.lacking` names the columns (kept in the state
+    until a run reads records in another layout).
     """
     from pmta_snmp.acct import AcctReader, AcctState, MinuteBuckets, epoch_minute
+    from pmta_snmp.acct.seek import state_since
     from pmta_snmp.acct.tally import TallySpec, speedups
     from pmta_snmp.logtail import expand_paths
 
@@ -155,29 +166,34 @@ def read_window(run: Run, args: argparse.Namespace, *, fields: Fields,
         buckets = MinuteBuckets.from_json(doc.get("buckets"), window_minutes=minutes,
                                           max_keys=MAX_KEYS)
         acct_state = AcctState.from_json(doc.get("acct"))
+        first_run = acct_state is None or acct_state.spec != spec
+        found_back = False
+        if first_run:
+            # Whatever the window held came from another reading: start it afresh.
+            buckets = MinuteBuckets(minutes, max_keys=MAX_KEYS)
+            if not args.from_start:
+                run.enter(f"finding the records of the last {human(minutes)} min in {spec}")
+                acct_state = state_since(spec, (now_minute - minutes + 1) * 60 - SEEK_SLACK)
+                found_back = acct_state is not None
         reader = AcctReader(spec, acct_state, from_start=args.from_start,
                             deadline=run.soft_deadline(), keep_extra=False)
-        win = Window(buckets, now_minute, minutes, first_run=reader.first_run)
+        win = Window(buckets, now_minute, minutes, first_run=first_run)
         run.enter(f"reading {spec}")
         started = time.monotonic()
         # Records older than the window are left out while counting.
-        tally = TallySpec.of(fields, since_minute=now_minute - minutes + 1)
-        batch: dict[tuple[int, Event], int] = {}
+        tally = TallySpec.of(fields, since_minute=now_minute - minutes + 1, required=required)
         known: dict[tuple[str, tuple[str, ...]], tuple[Event, ...]] = {}
         for counts in reader.tally(tally):
+            adds: list[tuple[int, Iterable[tuple[str, str | None]], Iterable[str], int]] = []
             for (kind, minute, values), n in counts.items():
                 events = known.get((kind, values))
                 if events is None:
                     events = tuple(event(kind, dict(zip(fields[kind], values, strict=True))))
-                    if len(known) < _BATCH:
+                    if len(known) < _KNOWN:
                         known[(kind, values)] = events
                 when = now_minute if minute is None else minute
-                for ev in events:
-                    key = (when, ev)
-                    batch[key] = batch.get(key, 0) + n
-                if len(batch) >= _BATCH:
-                    _add_batch(buckets, batch, now_minute)
-        _add_batch(buckets, batch, now_minute)
+                adds += [(when, keys, counters, n) for keys, counters in events]
+            buckets.add_events(adds, now_minute=now_minute)
         win.new_records = reader.records_read
         # -v: what this run read, and whether the fast C scanner did the CSV counting.
         run.long.append(
@@ -185,6 +201,13 @@ def read_window(run: Run, args: argparse.Namespace, *, fields: Fields,
             f"{time.monotonic() - started:.2f} s"
             + ("" if speedups() is not None else
                " (pure Python: the C scanner pmta_snmp._csvtally is not in use)"))
+        if reader.headers_read:  # the layouts this run read in
+            lacking = reader.lacking(tally)
+            if lacking:
+                doc["lacking"] = lacking
+            else:
+                doc.pop("lacking", None)
+        win.lacking = _lacking_from_json(doc.get("lacking"))
         run.enter(f"saving state file {state.path}")
         buckets.prune(now_minute)
         doc["acct"] = reader.state.to_json()
@@ -194,10 +217,14 @@ def read_window(run: Run, args: argparse.Namespace, *, fields: Fields,
     win.sources = list(reader.tail.sources)
     for warning in reader.warnings:
         run.note(warning)
-    if win.first_run and not args.from_start:
+    if found_back:
+        run.note(f"first run: read back the records of the last {human(minutes)} min of "
+                 f"{spec}, found by timeLogged")
+    elif win.first_run and not args.from_start:
         run.note(
-            f"first run: reading {spec} starts at its end now; rates build up over "
-            f"{human(minutes)} min (--from-start reads the existing records)"
+            f"first run: {spec} has no timeLogged to find the last {human(minutes)} min by: "
+            f"reading starts at its end now and rates build up over {human(minutes)} min "
+            "(--from-start reads the existing records)"
         )
     if win.skipped_rows:
         run.note(f"{win.skipped_rows} malformed accounting rows skipped")
@@ -206,13 +233,10 @@ def read_window(run: Run, args: argparse.Namespace, *, fields: Fields,
     return win
 
 
-def _add_batch(buckets: MinuteBuckets, batch: dict[tuple[int, Event], int],
-               now_minute: int) -> None:
-    """Add counted events to the buckets: n identical events add n to each counter."""
-    buckets.add_events(((minute, keys, counters, n)
-                        for (minute, (keys, counters)), n in batch.items()),
-                       now_minute=now_minute)
-    batch.clear()
+def _lacking_from_json(value: object) -> dict[str, list[str]]:
+    if not isinstance(value, Mapping):
+        return {}
+    return {str(k): [str(c) for c in v] for k, v in value.items() if isinstance(v, list)}
 
 
 def diag_key(text: str) -> str | None:
@@ -244,6 +268,10 @@ class AcctResource(PluginResource):
     """
 
     fields: ClassVar[Fields] = {}
+    #: Per record type, the fields without which it is not judged (see read_window), and
+    #: what cannot be told without them (for the UNKNOWN line).
+    required: ClassVar[Fields] = {}
+    required_for: ClassVar[str] = ""
 
     def __init__(self, args: argparse.Namespace, run: Run) -> None:
         super().__init__(args, run)
@@ -255,8 +283,18 @@ class AcctResource(PluginResource):
         raise NotImplementedError
 
     def read(self) -> Window:
-        """This run's new records, added to the stored window."""
-        self.window = read_window(self.run, self.args, fields=self.fields, event=self.events)
+        """This run's new records, added to the stored window; UNKNOWN when the layout lacks
+        a required column (a 4.0 layout, or record-fields without it)."""
+        self.window = win = read_window(self.run, self.args, fields=self.fields,
+                                        event=self.events, required=self.required)
+        if win.lacking:
+            path, columns = next(iter(win.lacking.items()))
+            names = " and ".join(columns)
+            raise PluginError(
+                f"accounting file {path} has no {names} column{'s' if len(columns) > 1 else ''}"
+                f" (a 4.0 layout, or record-fields without {'them' if len(columns) > 1 else 'it'})"
+                f": {self.required_for}"
+            )
         return self.window
 
     @classmethod

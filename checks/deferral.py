@@ -1,9 +1,11 @@
 """check_pmta_deferral: deferral rate from PowerMTA's accounting files, and listed-IP outliers.
 
-Counts `t` (one recipient deferred, 4xx) and `tq` (a queue-wide transient failure) records
-against `d` and `b` over the window (default one hour): rate = (t + tq) / (d + b + t + tq)
-per recipient domain and per source IP (`dlvSourceIp`), judged from `--min-volume` attempts.
-Defaults follow the operating rules: warning above 5 %, critical above 15 %.
+The deferral rate is per recipient: `t` records (one recipient deferred, 4xx) against `d`,
+`b` and `t` over the window (default one hour), rate = t / (d + b + t), overall, per recipient
+domain and per source IP (`dlvSourceIp`), judged from `--min-volume` attempts. `tq` records (a
+queue-wide transient failure: a delivery attempt for a domain/VirtualMTA, no recipient) are
+reported apart (`queue_deferrals`), never mixed into a per-recipient rate. Defaults follow the
+operating rules: warning above 5 %, critical above 15 %.
 
 A source IP whose deferral rate for a domain is far above its peers' for the same domain
 (`--outlier-factor` times and `--outlier-min-diff` points above the pooled rate of the other
@@ -49,8 +51,10 @@ from .base import (
     state_choice,
 )
 
-DEFERRED = ("t", "tq")
-ATTEMPTS = ("d", "b", "t", "tq")
+DEFERRED = ("t",)
+ATTEMPTS = ("d", "b", "t")
+#: Queue-level deferrals, counted apart.
+QUEUE = "tq"
 _KEYS = ("sender_domain", "rcpt_domain", "dlv_source_ip", "vmta", "queue")
 
 
@@ -116,11 +120,12 @@ class DeferralResource(AcctResource):
         self.items = RateItems("deferral_rate", "deferral rate", DEFERRED, ATTEMPTS, "item")
         self.attempts = 0
         self.deferred = 0
+        self.queue_deferrals = 0
         self.outliers: Labelled[Outlier] = Labelled()
 
     def events(self, kind: str, record: Mapping[str, str]) -> tuple[Event, ...]:
         """Counters of one d/b/t/tq record; a deferral also counts under its reason."""
-        if kind not in ATTEMPTS:
+        if kind not in ATTEMPTS and kind != QUEUE:
             return ()
         domain = record["rcpt_domain"]
         queue = record["queue"]
@@ -130,7 +135,7 @@ class DeferralResource(AcctResource):
         keys = (("total", "all"), ("sender", record["sender_domain"]), ("domain", domain),
                 ("ip", ip), ("vmta", record["vmta"]),
                 ("pair", self.pair_key(domain, ip) if domain and ip else None))
-        if kind in DEFERRED:
+        if kind in DEFERRED or kind == QUEUE:
             return (keys, (kind,)), ((("diag", diag_key(record["dsn_diag"])),), (kind,))
         return ((keys, (kind,)),)
 
@@ -140,6 +145,7 @@ class DeferralResource(AcctResource):
         run.enter("computing deferral rates")
         self.attempts = win.total(ATTEMPTS)
         self.deferred = win.total(DEFERRED)
+        self.queue_deferrals = win.total((QUEUE,))
         judged = self.attempts >= a.min_volume and self.attempts > 0
         rate = percent(self.deferred, self.attempts)
         yield metric("deferral_rate", round(rate, 4), uom="%", min=0, max=100,
@@ -148,10 +154,12 @@ class DeferralResource(AcctResource):
         yield metric("deferred", self.deferred, context="info", min=0)
         yield metric("delivered", win.total(("d",)), context="info", min=0)
         yield metric("bounced", win.total(("b",)), context="info", min=0)
+        yield metric("queue_deferrals", self.queue_deferrals, context="info", min=0)
         details: dict[str, object] = {
             "window_minutes": win.window_minutes,
             "attempts": self.attempts,
             "deferred": self.deferred,
+            "queue_deferrals": self.queue_deferrals,
             "deferral_rate": round(rate, 4),
             "reasons": dict(win.top_reasons("t")),
         }
@@ -194,12 +202,14 @@ class DeferralResource(AcctResource):
     def ok_text(self, results: nagiosplugin.Results) -> str:
         assert self.window is not None
         span = self.window.span
+        queue = (f"; {human(self.queue_deferrals)} queue-level deferrals (tq)"
+                 if self.queue_deferrals else "")
         if not self.attempts:
-            return f"no delivery attempts {span}"
+            return f"no delivery attempts {span}{queue}"
         return (
             f"deferrals {pct(percent(self.deferred, self.attempts))} of "
             f"{human(self.attempts)} attempts {span}{self.not_judged(self.attempts)}"
-            f"{self.items.worst_text(self.args.by)}"
+            f"{self.items.worst_text(self.args.by)}{queue}"
         )
 
     def total_text(self, m: nagiosplugin.Metric, ctx: object) -> str:

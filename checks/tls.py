@@ -23,7 +23,7 @@ from typing import ClassVar, NamedTuple
 
 import nagiosplugin
 
-from .acctbase import AcctResource, Event, Fields, RateItems, add_acct_args, percent
+from .acctbase import DEFAULT_ACCT, AcctResource, Event, Fields, RateItems, add_acct_args, percent
 from .base import (
     Plugin,
     PluginParser,
@@ -76,8 +76,11 @@ class TlsResource(AcctResource):
     """Cleartext and weak-protocol deliveries from accounting; handshake failures from the log."""
 
     fields: ClassVar[Fields] = {"d": ("rcpt_domain", "dlv_esmtp_available", "dlv_tls_protocol")}
+    required: ClassVar[Fields] = {"d": ("dlv_esmtp_available", "dlv_tls_protocol")}
+    required_for: ClassVar[str] = "cannot tell deliveries in clear from TLS ones"
 
     def __init__(self, args: argparse.Namespace, run: Run) -> None:
+        resolve_sources(args)
         super().__init__(args, run)
         self.minimum: tuple[int, int] = args.min_protocol.rank
         self.scanner: Scanner | None = None
@@ -90,7 +93,7 @@ class TlsResource(AcctResource):
 
     def events(self, kind: str, record: Mapping[str, str]) -> tuple[Event, ...]:
         """Counters of one `d` record: offered STARTTLS, went in clear, protocol below minimum."""
-        from pmta_snmp.acct.reader import starttls_offered  # loaded by the read already
+        from pmta_snmp.acct.columns import starttls_offered  # loaded by the read already
 
         if kind != "d":
             return ()
@@ -224,6 +227,18 @@ class TlsResource(AcctResource):
         ]
 
 
+def resolve_sources(args: argparse.Namespace) -> None:
+    """Without --sources, read the sources whose files were given (--acct-file, -l): only
+    one given, only that one is read, so a host without the other file is not UNKNOWN; both
+    or neither given, both (each at its default path)."""
+    if args.sources is None:
+        acct, log = args.acct_file is not None, bool(args.logfile)
+        args.sources = ("acct",) if acct and not log else ("log",) if log and not acct else (
+            "acct", "log")
+    if args.acct_file is None:
+        args.acct_file = DEFAULT_ACCT
+
+
 def _sources(text: str) -> tuple[str, ...]:
     parts = tuple(dict.fromkeys(p.strip().lower() for p in text.split(",") if p.strip()))
     if not parts or any(p not in ("acct", "log") for p in parts):
@@ -238,9 +253,11 @@ def build_parser(plugin: Plugin) -> PluginParser:
         threshold_help="percent of STARTTLS-capable deliveries sent in clear",
         connection=False, state=True,
     )
-    p.add_argument("--sources", type=_sources, default=("acct", "log"), metavar="LIST",
-                   help="acct, log or both (default acct,log)")
+    p.add_argument("--sources", type=_sources, default=None, metavar="LIST",
+                   help="acct, log or both (default: the sources whose files are given with "
+                   "--acct-file and -l; both when both or neither are)")
     add_acct_args(p)
+    p.set_defaults(acct_file=None)  # given or not decides --sources (resolve_sources)
     p.add_argument("--min-protocol", type=_min_protocol, default=Protocol((1, 2), "TLSv1.2"),
                    metavar="PROTO",
                    help="deliveries below this protocol count as weak (default TLSv1.2)")

@@ -1,8 +1,8 @@
 /*
  * _csvtally: count the rows of a CSV buffer by a few of their columns, without building rows.
  *
- * An optional speed-up of pmta_snmp.acct.tally (its pure-Python path is the fallback and the
- * reference in the tests). It knows nothing of PowerMTA: it is given a line width, the values of
+ * An optional speed-up of pmta_snmp.acct.tally (without it Python's csv reads every row, and
+ * the tests compare both). It knows nothing of PowerMTA: it is given a line width, the values of
  * the first column to count ("kinds") and, per kind, which columns make the key and how.
  *
  * scan() walks whole lines from `pos` while they are "simple", and stops at the first line

@@ -61,8 +61,6 @@ log = logging.getLogger(__name__)
 
 OTHER: Final = "(other)"
 """Label value of the series that sums the items beyond the cap."""
-KB: Final = 1024
-"""PowerMTA's kilobytes are KiB."""
 
 class _RowLike(Protocol):
     """What the per-item series read from a Domain, Vmta or Queue."""
@@ -72,7 +70,7 @@ class _RowLike(Protocol):
     @property
     def rcp(self) -> int: ...
     @property
-    def kb(self) -> float: ...
+    def bytes(self) -> int: ...
     @property
     def conn(self) -> int: ...
 
@@ -155,16 +153,30 @@ class PmtaCollector(Collector):
         self._clock = clock or (lambda: datetime.now(UTC))
         self._lock = threading.Lock()
         self._prepared: _Prepared | None = None
+        self._logged_warnings: tuple[str, ...] = ()
         self._stalled_result: PollResult | None = None
 
     # -- poller side ---------------------------------------------------------------------
 
     def update(self, result: PollResult) -> None:
         """Build the families for `result` (poller thread) and publish them atomically."""
+        if result.api_reachable and result.snapshot is not None:
+            self._log_warnings(result.snapshot.warnings)
         families = tuple(self._build(result))
         prepared = _Prepared(result, families)
         with self._lock:
             self._prepared = prepared
+
+    def _log_warnings(self, warnings: tuple[str, ...]) -> None:
+        """Log the warnings of a good poll when they change (not on every poll)."""
+        if warnings == self._logged_warnings:
+            return
+        self._logged_warnings = warnings
+        if warnings:
+            log.warning("PowerMTA's answer has %d warning(s): %s", len(warnings),
+                        "; ".join(warnings))
+        else:
+            log.info("PowerMTA's answer has no warnings any more")
 
     def _build(self, result: PollResult) -> Iterator[Metric]:
         polls = result.successes + result.failures
@@ -190,6 +202,12 @@ class PmtaCollector(Collector):
     def snapshot_families(self, snap: Snapshot) -> Iterator[Metric]:
         """The families of what one snapshot reports: `/metrics` builds them after each poll
         of the local PowerMTA, `/probe` for each probed one."""
+        yield _gauge(
+            "pmta_poll_warnings",
+            "Warnings of the last good poll: values PowerMTA sent unusable or not at all "
+            "(left out), a refused `show license`; the exporter logs them.",
+            len(snap.warnings),
+        )
         st = snap.status
         rt = st.runtime
         info = _labelled_gauge(
@@ -216,7 +234,7 @@ class PmtaCollector(Collector):
         for q in types:
             rcpt.add_metric([q.name], q.rcp)
             doms.add_metric([q.name], q.dom)
-            size.add_metric([q.name], q.kb * KB)
+            size.add_metric([q.name], q.bytes)
         yield from (rcpt, doms, size)
 
         t = st.traffic.total
@@ -226,7 +244,7 @@ class PmtaCollector(Collector):
             ("pmta_traffic_messages", "Messages since PowerMTA started.",
              t.inbound.msg, t.outbound.msg),
             ("pmta_traffic_bytes", "Bytes since PowerMTA started.",
-             t.inbound.kb * KB, t.outbound.kb * KB),
+             t.inbound.bytes, t.outbound.bytes),
         ):
             fam = _counter(name, doc, ("direction",))
             fam.add_metric(["in"], inbound)
@@ -287,11 +305,11 @@ class PmtaCollector(Collector):
                                    f"Open SMTP connections per {kind}.", (kind,))
             for row in kept:
                 rcpt.add_metric([row.name], row.rcp)
-                size.add_metric([row.name], row.kb * KB)
+                size.add_metric([row.name], row.bytes)
                 conn.add_metric([row.name], row.conn)
             if folded:
                 rcpt.add_metric([OTHER], sum(r.rcp for r in folded))
-                size.add_metric([OTHER], sum(r.kb for r in folded) * KB)
+                size.add_metric([OTHER], sum(r.bytes for r in folded))
                 conn.add_metric([OTHER], sum(r.conn for r in folded))
             yield from (rcpt, size, conn)
 
@@ -309,14 +327,14 @@ class PmtaCollector(Collector):
         for q in kept_q:
             values = [q.name, q.domain, q.vmta]
             rcpt.add_metric(values, q.rcp)
-            size.add_metric(values, q.kb * KB)
+            size.add_metric(values, q.bytes)
             conn.add_metric(values, q.conn)
             paused.add_metric(values, 1 if q.paused else 0)
             backoff.add_metric(values, 1 if q.mode is QueueMode.BACKOFF else 0)
         if folded_q:
             values = [OTHER, OTHER, OTHER]
             rcpt.add_metric(values, sum(q.rcp for q in folded_q))
-            size.add_metric(values, sum(q.kb for q in folded_q) * KB)
+            size.add_metric(values, sum(q.bytes for q in folded_q))
             conn.add_metric(values, sum(q.conn for q in folded_q))
             paused.add_metric(values, sum(1 for q in folded_q if q.paused))
             backoff.add_metric(values, sum(1 for q in folded_q if q.mode is QueueMode.BACKOFF))

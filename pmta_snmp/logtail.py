@@ -48,6 +48,7 @@ __all__ = [
     "read_new",
     "rotated_siblings",
     "sort_rotated",
+    "state_at",
 ]
 
 #: Bytes per read: big enough that per-read overhead vanishes, small enough to stay in cache
@@ -647,7 +648,6 @@ class _ReaderBase:
         #: Keys of files found truncated or rewritten while this run read them.
         self.rewritten: set[str] = set()
         self._cursors: dict[str, _Cursor] = {}
-        self._skips: dict[str, int] = {}  # file key -> offset to go on from (see skip_to)
         self._started = False
 
     def _expired(self) -> bool:
@@ -679,14 +679,6 @@ class _ReaderBase:
         pending: tuple[bytes, int] | None = None
         eof = False
         while True:
-            skip = self._skips.pop(f.key, None)
-            if skip is not None and skip >= pos:
-                # Counted elsewhere up to `skip` (a line start; the cursor is already there):
-                # what was read ahead before it is dropped, and reading goes on from there.
-                pending = None
-                if skip > pos:
-                    stream.seek(skip)
-                    pos, carry = skip, b""
             if self._expired():
                 self.timed_out = True
                 break
@@ -729,35 +721,11 @@ class _ReaderBase:
               continues: bool) -> Block:
         data, start = piece
         cur = self._cursors[f.key]
-        if start != cur.offset and not f.compressed:
-            # skip_to moved the cursor into this block (read ahead before the skip): the
-            # bytes before it are read again for its window.
-            n = min(TAIL_LEN, start)
-            cur.window = f.bytes_at(start - n, n)
         block = Block(data, f.path, start, final, continues, f.key)
         cur.last, cur.last_before = block, cur.window
         cur.offset = start + len(data)
         cur.window = (cur.window + data[-TAIL_LEN:])[-TAIL_LEN:]
         return block
-
-    def skip_to(self, block: Block, offset: int) -> bool:
-        """Go on reading ``block.source`` at ``offset``, a line start after ``block`` and
-        within the size the file had when opened: the bytes in between are counted elsewhere
-        (a worker process of the accounting reader) and are not read here. A block already
-        read beyond ``offset`` is still handed out whole. False, and nothing skipped, when the
-        file was rewritten since it was opened (its counts then are not to be trusted)."""
-        cur = self._cursors.get(block.key)
-        if cur is None or cur.file.compressed or not block.end <= offset <= cur.file.size:
-            raise ValueError(f"cannot skip {block.source} to {offset}")
-        if cur.file.rewritten():
-            self.rewritten.add(block.key)
-            return False
-        # The state moves now: the reading may already be over (stopped by the deadline).
-        # A block read ahead past `offset` moves it further when it is handed out.
-        n = min(TAIL_LEN, offset)
-        cur.offset, cur.window = offset, cur.file.bytes_at(offset - n, n)
-        self._skips[block.key] = offset
-        return True
 
     def rewind(self, block: Block, offset: int) -> None:
         """Give back the bytes of ``block.source`` from ``offset`` on (e.g. an accounting record
@@ -1103,6 +1071,23 @@ class MultiTailReader(_ReaderBase):
         else:
             start, continues = 0, False
         yield from self._read(f, start, final=False, continues=continues)
+
+
+def state_at(path: str | os.PathLike[str], offset: int, *,
+             followed: str | os.PathLike[str] | None = None) -> TailState | None:
+    """The state of a reader that has read ``path`` up to ``offset`` (a line start), for
+    starting at a place found by other means (the accounting records since a time).
+    ``followed``: the path a TailReader follows when ``path`` is one of its rotated files
+    (default ``path``). None when ``path`` cannot be opened."""
+    f = _open(os.fspath(path), sibling=True)
+    if f is None:
+        return None
+    try:
+        n = min(TAIL_LEN, offset)
+        cursor = _Cursor(f.path, f, offset, f.bytes_at(offset - n, n), offset)
+        return cursor.state(os.fspath(followed) if followed is not None else f.path)
+    finally:
+        f.close()
 
 
 def read_new(path: str | os.PathLike[str], state: TailState | None, *, from_start: bool = False,

@@ -31,6 +31,15 @@ QUEUE_TYPES: tuple[str, ...] = (
 """Queue types PowerMTA 4.x/5.x report; older versions add others (`gmImprinter`)."""
 
 
+KIB = 1024
+"""PowerMTA's kilobytes are KiB."""
+
+
+def kb_to_bytes(kb: float) -> int:
+    """Whole bytes of a kilobyte figure (PowerMTA reports kB with one decimal)."""
+    return round(kb * KIB)
+
+
 class QueueMode(StrEnum):
     """Delivery mode of a queue as PowerMTA shows it."""
 
@@ -46,6 +55,11 @@ class Counts:
     rcp: int = 0
     msg: int = 0
     kb: float = 0.0
+
+    @property
+    def bytes(self) -> int:
+        """`kb` in whole bytes."""
+        return kb_to_bytes(self.kb)
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +125,11 @@ class QueueTypeCounts:
     rcp: int = 0
     dom: int = 0
     kb: float = 0.0
+
+    @property
+    def bytes(self) -> int:
+        """`kb` in whole bytes."""
+        return kb_to_bytes(self.kb)
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,6 +226,11 @@ class Queue:
     events: tuple[QueueEvent, ...] = ()
 
     @property
+    def bytes(self) -> int:
+        """`kb` in whole bytes."""
+        return kb_to_bytes(self.kb)
+
+    @property
     def domain(self) -> str:
         """The destination domain part of the queue name."""
         return self.name.rsplit("/", 1)[0] if "/" in self.name else self.name
@@ -227,6 +251,11 @@ class Domain:
     conn: int = 0
     last_error: str | None = None
 
+    @property
+    def bytes(self) -> int:
+        """`kb` in whole bytes."""
+        return kb_to_bytes(self.kb)
+
 
 @dataclass(frozen=True, slots=True)
 class Vmta:
@@ -237,6 +266,11 @@ class Vmta:
     kb: float = 0.0
     conn: int = 0
     domains: int = 0
+
+    @property
+    def bytes(self) -> int:
+        """`kb` in whole bytes."""
+        return kb_to_bytes(self.kb)
 
 
 @dataclass(frozen=True, slots=True)
@@ -313,12 +347,15 @@ def snapshot_to_dict(snap: Snapshot) -> dict[str, Any]:
     def conv(obj: Any) -> Any:
         if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
             out = {f.name: conv(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+            if isinstance(obj, Counts | Queue | Domain | Vmta):
+                out["bytes"] = obj.bytes
             if isinstance(obj, Queue):
                 out["domain"] = obj.domain
                 out["vmta"] = obj.vmta
             if isinstance(obj, Status):
                 out["queue_types"] = {
-                    q.name: {"rcp": q.rcp, "dom": q.dom, "kb": q.kb} for q in obj.queue_types
+                    q.name: {"rcp": q.rcp, "dom": q.dom, "kb": q.kb, "bytes": q.bytes}
+                    for q in obj.queue_types
                 }
             return out
         if isinstance(obj, tuple):

@@ -76,6 +76,14 @@ def _build_quietly(build: Callable[[], OidTree]) -> OidTree:
     return tree
 
 
+def _log_warnings(warnings: tuple[str, ...]) -> None:
+    """Say what PowerMTA's answer lacked when that changes (not on every poll)."""
+    if warnings:
+        log.warning("PowerMTA's answer has %d warning(s): %s", len(warnings), "; ".join(warnings))
+    else:
+        log.info("PowerMTA's answer has no warnings any more")
+
+
 class SnmpView:
     """The current OID tree (read from any thread) and the notification rules."""
 
@@ -101,6 +109,18 @@ class SnmpView:
         # Sorted, unique and range-checked by construction; packed as they come.
         return OidTree.from_sorted(items, self._objects)
 
+    @property
+    def discontinuity(self) -> datetime | None:
+        """When PowerMTA's traffic totals last started afresh as this view saw them."""
+        return self._discontinuity
+
+    def resume(self, previous: Snapshot | None, discontinuity: datetime | None) -> None:
+        """Continue the counters of an earlier view (a restarted poll worker): with its last
+        good snapshot and discontinuity time, a restart is not a counter reset."""
+        if previous is not None and discontinuity is not None:
+            self._previous = previous
+            self._discontinuity = discontinuity
+
     def current(self) -> OidTree:
         """The tree to answer from right now (a getter for the AgentX/SNMP handlers)."""
         return self.tree
@@ -112,6 +132,8 @@ class SnmpView:
         if result.api_reachable and snap is not None and snap is not self._previous:
             if counters_restarted(self._previous, snap):
                 self._discontinuity = now
+            if snap.warnings != (self._previous.warnings if self._previous else ()):
+                _log_warnings(snap.warnings)
             self._previous = snap
         age = result.data_age(now)
         self.health = AgentHealth(

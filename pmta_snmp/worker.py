@@ -80,6 +80,7 @@ class Carry:
     result: Any  # PollResult without its snapshot (the serving process never imports poller)
     raised: frozenset[str]
     started_at: datetime
+    discontinuity: datetime | None = None  # of the traffic totals: a restart is no reset
 
 
 NotificationHandler = Callable[[Oid, list[tuple[Oid, Value]]], None]
@@ -360,6 +361,7 @@ def child_main(
     if carry is not None:
         view.started_at = carry.started_at
         view.rules.raised = {Condition(c) for c in carry.raised}
+        view.resume(carry.result.snapshot, carry.discontinuity)
     publisher = _Publisher(conn)
     view.senders.append(publisher.notify)
     started = [time.monotonic()]
@@ -383,6 +385,7 @@ def child_main(
                 replace(result, snapshot=None),
                 frozenset(c.value for c in view.rules.raised),
                 view.started_at,
+                view.discontinuity,
             ),
         )
         publisher.flush()

@@ -1,22 +1,15 @@
-"""PowerMTA accounting files → :class:`AcctRecord`, incrementally.
+"""Following accounting files: only the records added since the last run, across rotations.
 
-CSV accounting is RFC 4180 with a header line (pmta-formats.md §3.3): columns are mapped by
-header name, never by position, so every layout (4.0 with ``timeImprinted`` and Unix-second
-times, 4.5/5.0 with ``queue``/``vmtaPool``/TLS, 5.5 with ``timeFirstAttempt``) and any
-``record-fields`` selection or ``header_*`` column works. A header line may appear again
-mid-stream (PowerMTA restarted with other fields) and replaces the column plan. JSON accounting
-(5.x) is one flat object per line with string values, chosen by the ``.json`` extension.
+Reading follows the live file with :mod:`pmta_snmp.logtail` (offset, device and inode, head and
+tail fingerprints); a glob of files (PowerMTA's ``acct-YYYY-MM-DD-NNNN.csv``) follows each file
+by identity. The state also keeps the header of each file being followed, because a run may
+start inside a file (the first run starts at its end) and columns are mapped by header name.
 
-Reading follows the live file with :mod:`pmta_snmp.logtail`; the state also keeps the header
-of the file being followed, because the first run starts at the end. A CSV record may span
-lines (quoted newlines), so a record still being written when the run ends is given back to
-the tail and read whole next time. A malformed row is counted in ``skipped_rows``, never fatal.
-(A stray unterminated quote at the end of the live file holds reading back only until the field
-passes ``csv.field_size_limit()``, 128 KiB, when it is counted as malformed.)
-
-Plugins that only count records use :meth:`AcctReader.tally` instead of :meth:`AcctReader.records`:
-the same files, state and rules, but counts per (type, minute, wanted fields) made without
-building records (:mod:`pmta_snmp.acct.tally`), and for a large catch-up with a second process.
+:class:`AcctReader` hands out either records (:meth:`AcctReader.records`, the record path of
+:mod:`pmta_snmp.acct.records`) or counts (:meth:`AcctReader.tally`, :mod:`pmta_snmp.acct.tally`:
+the same rows counted without building records, with the C scanner when it is built), from the
+same files, state and rules. A record still being written when the run ends is given back to
+the tail and read whole next time.
 
 Beside a single path, rotated files already read (or present when following began) are
 remembered in the state (``seen``), so a rotated name whose order the tail cannot tell (dated
@@ -25,488 +18,33 @@ remembered in the state (``seen``), so a rotated name whose order the tail canno
 
 from __future__ import annotations
 
-import csv
-import json
 import os
-import re
 from collections import Counter
-from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from functools import lru_cache
-from itertools import chain
-from operator import itemgetter
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from pmta_snmp.acct.bounce import BounceClass, classify, dsn_code
+from pmta_snmp.acct.columns import FIELDS, HEADER_NAMES, Layout, is_json_path, parse_header_line
+from pmta_snmp.acct.records import AcctRecord, RecordParser
+from pmta_snmp.acct.tally import FileTally, TallyKey, TallySpec, record_key
 from pmta_snmp.logtail import (
     CHUNK_SIZE,
     Block,
     MultiTailReader,
     TailReader,
     TailState,
-    decode_block,
-    decode_line,
     expand_paths,
     read_first_line,
     rotated_siblings,
 )
 
-if TYPE_CHECKING:
-    from pmta_snmp.acct.tally import FileTally, TallyKey, TallySpec, Worker, WorkerResult
-
 __all__ = [
-    "PARALLEL_BYTES",
     "AcctBatch",
     "AcctReader",
-    "AcctRecord",
     "AcctState",
-    "ParseResult",
     "SeenFile",
-    "is_json_path",
-    "parse_records",
-    "parse_time",
     "read_new_records",
-    "starttls_offered",
 ]
-
-
-@dataclass(slots=True)
-class AcctRecord:
-    """One accounting record with the fields the plugins use; empty string when absent.
-
-    Columns without a field here (``orcpt``, ``srcMta``, ``envId``, ``header_*``,
-    ``timeFirstAttempt`` …) are kept, when not empty, in ``extra`` under their header name.
-    Treat records as read-only; the class is not frozen because a frozen dataclass's
-    ``__init__`` (one ``object.__setattr__`` per field) cost more than parsing the CSV row.
-    """
-
-    type: str
-    time_logged: datetime | None = None
-    time_queued: datetime | None = None
-    orig: str = ""
-    rcpt: str = ""
-    dsn_action: str = ""
-    dsn_status: str = ""
-    dsn_diag: str = ""
-    dsn_mta: str = ""
-    bounce_cat: str = ""
-    dlv_source_ip: str = ""
-    dlv_destination_ip: str = ""
-    dlv_esmtp_available: str = ""
-    dlv_size: int | None = None
-    dlv_tls_protocol: str = ""
-    dlv_tls_cipher: str = ""
-    vmta: str = ""
-    vmta_pool: str = ""
-    queue: str = ""
-    job_id: str = ""
-    extra: Mapping[str, str] = field(default_factory=dict, compare=False, hash=False)
-
-    @property
-    def sender_domain(self) -> str:
-        """Domain of ``orig`` (MAIL FROM), lowercased; "" for the null sender."""
-        return _domain(self.orig)
-
-    @property
-    def rcpt_domain(self) -> str:
-        """Domain of ``rcpt``, lowercased."""
-        return _domain(self.rcpt)
-
-    @property
-    def dsn_code(self) -> str:
-        """The enhanced status code of ``dsnStatus`` (``5.1.1``), or ""."""
-        return dsn_code(self.dsn_status)
-
-    @property
-    def starttls_offered(self) -> bool:
-        """The receiving MTA listed STARTTLS among its ESMTP extensions."""
-        return starttls_offered(self.dlv_esmtp_available)
-
-    def bounce_class(self) -> BounceClass:
-        """hard / soft / block / success via :func:`pmta_snmp.acct.bounce.classify`."""
-        return classify(self.bounce_cat, self.dsn_status, self.dsn_diag)
-
-
-def starttls_offered(esmtp_available: str) -> bool:
-    """``dlvEsmtpAvailable`` lists STARTTLS among the receiving MTA's ESMTP extensions."""
-    return "STARTTLS" in (x.strip().upper() for x in esmtp_available.split(","))
-
-
-def _domain(address: str) -> str:
-    at = address.rfind("@")
-    if at < 0:
-        return ""
-    raw = address[at + 1:]
-    try:
-        return _DOMAINS[raw]
-    except KeyError:
-        pass
-    if len(_DOMAINS) >= _DOMAIN_CACHE:
-        _DOMAINS.clear()
-    domain = _DOMAINS[raw] = raw.strip().strip("<>").rstrip(".").lower()
-    return domain
-
-
-# Normalised domain by the text after "@": few distinct domains, many addresses.
-_DOMAINS: dict[str, str] = {}
-_DOMAIN_CACHE = 4096
-
-
-# Header name (lowercased) → AcctRecord attribute.
-_COLUMNS: dict[str, str] = {
-    "type": "type",
-    "timelogged": "time_logged",
-    "timequeued": "time_queued",
-    "orig": "orig",
-    "rcpt": "rcpt",
-    "dsnaction": "dsn_action",
-    "dsnstatus": "dsn_status",
-    "dsndiag": "dsn_diag",
-    "dsnmta": "dsn_mta",
-    "bouncecat": "bounce_cat",
-    "dlvsourceip": "dlv_source_ip",
-    "dlvdestinationip": "dlv_destination_ip",
-    "dlvesmtpavailable": "dlv_esmtp_available",
-    "dlvsize": "dlv_size",
-    "dlvtlsprotocol": "dlv_tls_protocol",
-    "dlvtlscipher": "dlv_tls_cipher",
-    "vmta": "vmta",
-    "vmtapool": "vmta_pool",
-    "queue": "queue",
-    "jobid": "job_id",
-}
-_TIME_ATTRS = frozenset({"time_logged", "time_queued"})
-_UNIX = re.compile(r"\d+(?:\.\d+)?")
-
-
-@lru_cache(maxsize=8192)
-def parse_time(text: str) -> datetime | None:
-    """An accounting time as an aware datetime; None when empty or unparsable.
-
-    ``iso-times yes`` gives ``YYYY-MM-DD HH:MM:SS±HHMM`` [D]; ``T`` and ``±HH:MM`` are accepted
-    too [I]; otherwise Unix seconds [D]. A time without an offset is not documented [?]: it is
-    taken as this host's local time, which is PowerMTA's clock when we run beside it.
-    """
-    text = text.strip()
-    if not text:
-        return None
-    if _UNIX.fullmatch(text):
-        try:
-            return datetime.fromtimestamp(float(text), UTC)
-        except (OverflowError, OSError, ValueError):
-            return None
-    try:
-        value = datetime.fromisoformat(text)
-    except ValueError:
-        return None
-    return value if value.tzinfo is not None else value.astimezone()
-
-
-#: Distinct time strings remembered per file parse (rows of the same second share one).
-_TIME_CACHE = 4096
-
-
-def _size(text: str) -> int | None:
-    text = text.strip()
-    return int(text) if text.isdigit() else None
-
-
-# AcctRecord's fields in order (without ``extra``), for positional construction.
-_FIELD_ORDER = [f for f in AcctRecord.__dataclass_fields__ if f != "extra"]
-_TIME_POS = [i for i, f in enumerate(_FIELD_ORDER) if f in _TIME_ATTRS]
-_SIZE_POS = _FIELD_ORDER.index("dlv_size")
-# _FileParser._csv_records unpacks a row in this order.
-assert _FIELD_ORDER == [
-    "type", "time_logged", "time_queued", "orig", "rcpt", "dsn_action", "dsn_status",
-    "dsn_diag", "dsn_mta", "bounce_cat", "dlv_source_ip", "dlv_destination_ip",
-    "dlv_esmtp_available", "dlv_size", "dlv_tls_protocol", "dlv_tls_cipher", "vmta",
-    "vmta_pool", "queue", "job_id",
-], "AcctRecord fields changed: update _FileParser._csv_records"
-
-
-_NO_GETTER: Callable[[list[str]], tuple[str, ...]] = itemgetter(*range(len(_FIELD_ORDER)))
-
-
-
-class _Layout:
-    """The column plan of one header: which column feeds which field, built once per header
-    so a row costs one C-level ``itemgetter`` call and one constructor call."""
-
-    def __init__(self, header: Sequence[str]) -> None:
-        self.header = [h.strip() for h in header]
-        index: dict[str, int] = {}
-        self.extra: list[tuple[int, str]] = []
-        for i, name in enumerate(self.header):
-            attr = _COLUMNS.get(name.lower())
-            if attr is not None:
-                index.setdefault(attr, i)
-            elif name:
-                self.extra.append((i, name))
-        # -1 reads the empty string appended to every row.
-        self.columns = [index.get(f, -1) for f in _FIELD_ORDER]
-        self.type_index = index.get("type", -1)
-        self.getter: Callable[[list[str]], tuple[str, ...]] = itemgetter(*self.columns)
-        self.pad = -1 in self.columns
-
-    def build(self, row: list[str], keep_extra: bool) -> AcctRecord:
-        """One row the plain way; _FileParser._csv_records inlines this (the tests check that
-        both give the same records)."""
-        row.append("")
-        args: list[Any] = [row[i] for i in self.columns]
-        for pos in _TIME_POS:
-            args[pos] = parse_time(args[pos])
-        args[_SIZE_POS] = _size(args[_SIZE_POS])
-        if keep_extra and self.extra:
-            args.append({name: row[i] for i, name in self.extra if row[i]})  # -> extra
-        return AcctRecord(*args)
-
-
-def _build(values: Mapping[str, str], extra: dict[str, str]) -> AcctRecord:
-    kwargs: dict[str, Any] = {}
-    for attr, value in values.items():
-        if attr in _TIME_ATTRS:
-            kwargs[attr] = parse_time(value)
-        elif attr == "dlv_size":
-            kwargs[attr] = _size(value)
-        else:
-            kwargs[attr] = value
-    if extra:
-        kwargs["extra"] = extra
-    return AcctRecord(**kwargs)
-
-
-def is_json_path(path: str | os.PathLike[str]) -> bool:
-    """JSON accounting is chosen by the ``.json`` extension [I] (also ``.json.gz``)."""
-    name = os.path.basename(os.fspath(path)).lower()
-    for comp in (".gz", ".bz2", ".xz"):
-        name = name.removesuffix(comp)
-    return name.endswith(".json")
-
-
-# ---------------------------------------------------------------------------------------------
-# Parsing one file's stream of blocks
-# ---------------------------------------------------------------------------------------------
-
-
-class _FileParser:
-    """Turns the blocks of one file into records; knows where the last whole record ended."""
-
-    def __init__(self, *, json_format: bool, header: Sequence[str] | None,
-                 types: Collection[str] | None, keep_extra: bool) -> None:
-        self.json_format = json_format
-        self.layout = _Layout(header) if header else None
-        self.types = types
-        self.keep_extra = keep_extra
-        self.skipped_rows = 0
-        self.rows_without_header = 0
-        # Position of the last line handed to the parser: (block, offset after the line).
-        self.block: Block | None = None
-        self.end = 0
-        self.exhausted = False
-        # Set by records(): the data ended inside a record, which starts at record_start.
-        self.pending = False
-        self.record_start = 0
-
-    @property
-    def header(self) -> list[str] | None:
-        return self.layout.header if self.layout is not None else None
-
-    def _lines(self, blocks: Iterable[Block]) -> Iterator[str]:
-        for block in blocks:
-            self.block = block
-            pos = block.start
-            parts = block.data.split(b"\n")
-            last = len(parts) - 1
-            for i, raw in enumerate(parts):
-                if i == last:
-                    if not raw:
-                        break
-                    pos += len(raw)  # unterminated last line of a rotated file
-                    self.end = pos
-                    yield decode_line(raw)
-                    break
-                pos += len(raw) + 1
-                self.end = pos
-                yield decode_line(raw) + "\n"
-        self.exhausted = True
-
-    def records(self, blocks: Iterable[Block]) -> Iterator[AcctRecord]:
-        """Records of ``blocks`` (all from one file). Afterwards ``pending`` tells whether the
-        stream ended inside a record, which then starts at ``record_start``."""
-        self.pending = False
-        self.record_start = 0
-        if self.json_format:
-            yield from self._json_records(self._lines(blocks))
-        else:
-            yield from self._csv_records(blocks)
-
-    def _csv_records(self, blocks: Iterable[Block]) -> Iterator[AcctRecord]:
-        # One csv.reader runs over the lines of all blocks, fed block by block from C
-        # (chain.from_iterable), so no Python code runs per line; positions are kept as line
-        # numbers (reader.line_num) and turned into byte offsets only when asked for.
-        # (first line number, block) of the blocks that may still hold the record being read.
-        spans: list[tuple[int, Block]] = []
-        done = 0  # lines consumed by the last row the reader returned (start of the next)
-
-        def feed() -> Iterator[list[str]]:
-            total = 0
-            for block in blocks:
-                self.block = block
-                while len(spans) > 1 and spans[1][0] <= done:
-                    del spans[0]
-                spans.append((total, block))
-                parts = decode_block(block.data).split("\n")
-                last = parts.pop()
-                lines = [part + "\n" for part in parts]
-                if last:
-                    lines.append(last)  # unterminated last line of a rotated file
-                total += len(lines)
-                yield lines
-            self.exhausted = True
-
-        # strict: an unterminated quoted field at the end of the data raises instead of being
-        # returned as a short row, which is how a record still being written is recognised.
-        reader = csv.reader(chain.from_iterable(feed()), strict=True)
-        types = self.types
-        keep_extra = self.keep_extra
-        times: dict[str, datetime | None] = {}
-        layout = self.layout
-        width = len(layout.header) if layout is not None else 0
-        type_index = layout.type_index if layout is not None else -1
-        # Without a layout width is 0 and every row takes the slow branch: getter is unused.
-        getter = layout.getter if layout is not None else _NO_GETTER
-        extra_columns = layout.extra if layout is not None and keep_extra else []
-        pad = layout.pad if layout is not None else True
-        new_record = AcctRecord
-        try:
-            while True:
-                try:
-                    for row in reader:
-                        done = reader.line_num
-                        first = row[0] if row else ""
-                        if len(first) >= 4 and first.strip().lower() == "type":
-                            layout = self.layout = _Layout(row)
-                            width = len(layout.header)
-                            type_index = layout.type_index
-                            getter = layout.getter
-                            extra_columns = layout.extra if keep_extra else []
-                            pad = layout.pad
-                            continue
-                        if len(row) != width or width <= 1 or type_index < 0:
-                            # The rare cases, in the order of the checks they skip.
-                            if not row or (len(row) == 1 and not first.strip()):
-                                continue
-                            if layout is None:
-                                self.rows_without_header += 1
-                                self.skipped_rows += 1
-                                continue
-                            if len(row) != width or type_index < 0:
-                                self.skipped_rows += 1
-                                continue
-                        if types is not None and row[type_index] not in types:
-                            continue
-                        if pad:
-                            row.append("")  # what the getter's -1 columns read
-                        (kind, logged, queued, orig, rcpt, dsn_action, dsn_status, dsn_diag,
-                         dsn_mta, bounce_cat, source_ip, destination_ip, esmtp, size,
-                         tls_protocol, tls_cipher, vmta, vmta_pool, queue, job_id) = getter(row)
-                        try:
-                            time_logged = times[logged]
-                        except KeyError:
-                            if len(times) >= _TIME_CACHE:
-                                times.clear()
-                            time_logged = times[logged] = parse_time(logged)
-                        try:
-                            time_queued = times[queued]
-                        except KeyError:
-                            if len(times) >= _TIME_CACHE:
-                                times.clear()
-                            time_queued = times[queued] = parse_time(queued)
-                        record = new_record(
-                            kind, time_logged, time_queued, orig, rcpt, dsn_action, dsn_status,
-                            dsn_diag, dsn_mta, bounce_cat, source_ip, destination_ip, esmtp,
-                            int(size) if size.isdigit() else _size(size), tls_protocol,
-                            tls_cipher, vmta, vmta_pool, queue, job_id,
-                            {name: row[i] for i, name in extra_columns if row[i]}
-                            if extra_columns else {},
-                        )
-                        yield record
-                    return
-                except csv.Error:
-                    if self.exhausted:
-                        self.pending = True
-                        return
-                    self.skipped_rows += 1
-                    done = reader.line_num
-        finally:
-            self.end = self._offset(spans, reader.line_num)
-            self.record_start = self._offset(spans, done)
-
-    @staticmethod
-    def _offset(spans: list[tuple[int, Block]], line: int) -> int:
-        """Byte offset in the file just after the first ``line`` lines handed to the reader."""
-        for first, block in reversed(spans):
-            if first <= line:
-                data = block.data
-                pos = 0
-                for _ in range(line - first):
-                    nl = data.find(b"\n", pos)
-                    pos = len(data) if nl < 0 else nl + 1
-                return block.start + pos
-        return 0
-
-    def _json_records(self, lines: Iterator[str]) -> Iterator[AcctRecord]:
-        for line in lines:
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except ValueError:
-                self.skipped_rows += 1
-                continue
-            if not isinstance(obj, dict) or not isinstance(obj.get("type"), str):
-                self.skipped_rows += 1
-                continue
-            if self.types is not None and obj["type"] not in self.types:
-                continue
-            values: dict[str, str] = {}
-            extra: dict[str, str] = {}
-            for key, value in obj.items():
-                text = value if isinstance(value, str) else ("" if value is None else str(value))
-                attr = _COLUMNS.get(str(key).lower())
-                if attr is not None:
-                    values[attr] = text
-                elif self.keep_extra and text:
-                    extra[str(key)] = text
-            yield _build(values, extra)
-
-
-@dataclass
-class ParseResult:
-    """Records parsed from bytes held in memory, with the count of malformed rows."""
-
-    records: list[AcctRecord]
-    skipped_rows: int
-    header: list[str] | None
-
-
-def parse_records(data: bytes, *, json_format: bool = False, header: Sequence[str] | None = None,
-                  types: Collection[str] | None = None, keep_extra: bool = True) -> ParseResult:
-    """Parse a whole accounting file's bytes (tests, one-shot reports); a header line in the
-    data wins over ``header``."""
-    parser = _FileParser(json_format=json_format, header=header, types=types,
-                         keep_extra=keep_extra)
-    block = Block(data, "<memory>", 0, final=True)
-    records = list(parser.records([block]))
-    if parser.pending:
-        parser.skipped_rows += 1
-    return ParseResult(records, parser.skipped_rows, parser.header)
-
-
-# ---------------------------------------------------------------------------------------------
-# Incremental reading
-# ---------------------------------------------------------------------------------------------
 
 
 @dataclass
@@ -601,20 +139,8 @@ def _header_from_json(value: object) -> list[str] | None:
     return None
 
 
-def _parse_header_line(raw: bytes) -> list[str] | None:
-    try:
-        row = next(csv.reader([decode_line(raw)]))
-    except (csv.Error, StopIteration):
-        return None
-    return row if row and row[0].strip().lower() == "type" else None
-
-
 #: Bytes fingerprinted at the start of a rotated file (as the tail reader's head check).
 _HEAD_LEN = 1024
-#: A catch-up with more new bytes than this in one file is counted by two processes.
-PARALLEL_BYTES = 32 << 20
-#: The part of a parallel catch-up counted by this process (the worker counts the rest).
-_OUR_SHARE = 0.5
 
 
 def _head_print(path: str, length: int = _HEAD_LEN) -> tuple[str, int] | None:
@@ -672,8 +198,8 @@ class AcctReader:
         self.skipped_rows = 0
         self.records_read = 0
         self.warnings: list[str] = []
-        #: Bytes counted by a worker process during :meth:`tally` (0: single process).
-        self.parallel_bytes = 0
+        #: (file, header) of every header in force while this run read (JSON: the keys met).
+        self.headers_read: list[tuple[str, list[str]]] = []
         self._headers: dict[str, list[str] | None] = {}
         self._is_glob = any(ch in self.spec for ch in "*?[")
         self._tail: TailReader | MultiTailReader
@@ -749,17 +275,14 @@ class AcctReader:
                 self._close_file(parser, finished)
         self._finish()
 
-    def tally(self, spec: TallySpec, *, parallel_bytes: int | None = PARALLEL_BYTES
-              ) -> Iterator[Counter[TallyKey]]:
+    def tally(self, spec: TallySpec) -> Iterator[Counter[TallyKey]]:
         """Counts of the new records of the types in ``spec``, without building records:
         per (type, minute of timeLogged, wanted fields), in chunks (one or more per file).
 
-        CSV is counted by :class:`pmta_snmp.acct.tally.FileTally` (one regular expression
-        per block; csv only for odd lines), JSON through the record path. When one file has
-        more than ``parallel_bytes`` new bytes, a forked worker counts its second half
-        meanwhile (None: never). Consume the iterator to the end, then store :attr:`state`;
-        ``records_read`` counts the records of the wanted types (also those older than
-        ``spec.since_minute``, which are left out of the counts).
+        CSV is counted by :class:`pmta_snmp.acct.tally.FileTally`, JSON through the record
+        path. Consume the iterator to the end, then store :attr:`state`; ``records_read``
+        counts the records of the wanted types (also those older than ``spec.since_minute``,
+        which are left out of the counts).
         """
         blocks = self._start()
         pushback: list[Block] = []
@@ -770,8 +293,6 @@ class AcctReader:
                 break
             file_blocks = self._same_file(first, blocks, pushback)
             if is_json_path(first.source):
-                from pmta_snmp.acct.tally import record_key
-
                 parser = self._parser_for(first, types=wanted)
                 counts: Counter[TallyKey] = Counter()
                 minutes: dict[Any, int | None] = {}
@@ -781,109 +302,45 @@ class AcctReader:
                     if key is not None:
                         counts[key] += 1
                 self._close_file(parser, True)
-                yield counts
+                # The CSV rule per header (TallySpec.required), per file: no record of a type
+                # whose required keys no record had is counted.
+                lacking = {kind for header in parser.headers()
+                           for kind in spec.missing(Layout(header))}
+                yield Counter({k: n for k, n in counts.items() if k[0] not in lacking})
                 continue
-            yield from self._tally_csv(first, file_blocks, spec, parallel_bytes)
+            yield from self._tally_csv(first, file_blocks, spec)
         self._finish()
 
-    def _tally_csv(self, first: Block, blocks: Iterator[Block], spec: TallySpec,
-                   parallel_bytes: int | None) -> Iterator[Counter[TallyKey]]:
-        """Count one CSV file's blocks; with a large catch-up, its second half in a worker."""
-        from pmta_snmp.acct.tally import FileTally
-
+    def _tally_csv(self, first: Block, blocks: Iterator[Block], spec: TallySpec
+                   ) -> Iterator[Counter[TallyKey]]:
+        """Count one CSV file's blocks."""
         tally = FileTally(spec, self._header_for_block(first))
         last: Block | None = None
-        split: _Split | None = None
-        counted_to = -1  # the worker counted the bytes before this offset
-        try:
-            for block in blocks:
-                last = block
-                data, start = block.data, block.start
-                if start < counted_to:
-                    if block.end <= counted_to:
-                        continue  # read ahead before the tail skipped the worker's part
-                    data, start = data[counted_to - start:], counted_to
-                if split is not None and split.worker is not None and block.end > split.at:
-                    # The first part is done: the worker's count applies if our parse stands
-                    # between records there, with the header the worker started from. Ours
-                    # is handed out first: the caller works on it while the worker ends.
-                    cut = split.at - start
-                    if cut > 0:
-                        tally.feed(data[:cut], start)
-                    data, start = data[cut:], split.at
-                    yield tally.take()
-                    split.join(tally)
-                    result = split.result
-                    if result is not None and (result.end <= block.end
-                                               or self._tail.skip_to(block, result.end)):
-                        # Its counts and parse state become ours; the tail goes on where it
-                        # stopped, without reading its part again.
-                        split.adopt(tally, self)
-                        counted_to = result.end
-                        if block.end <= counted_to:
-                            continue
-                        data, start = data[counted_to - start:], counted_to
-                    else:
-                        split.result = None  # rewritten meanwhile: the tail stops there
-                if data or block.final:
-                    tally.feed(data, start, final=block.final)
-                if split is None and parallel_bytes is not None:
-                    split = self._fork(block, tally, spec, parallel_bytes)
-                if len(tally.counts) >= 100_000:
-                    yield tally.take()
-        finally:
-            if split is not None:
-                split.close()
+        for block in blocks:
+            last = block
+            tally.feed(block.data, block.start, final=block.final)
+            if len(tally.counts) >= 100_000:
+                yield tally.take()
         counts = tally.take()
         self.skipped_rows += tally.skipped_rows
         self.records_read += tally.records_read
+        self.headers_read += [(first.source, header) for header in tally.headers()]
         if last is not None:
             if tally.pending and not last.final:
                 self._tail.rewind(last, tally.record_start)  # a record still being written
             self._headers[last.key] = tally.header
         yield counts
 
-    def _fork(self, block: Block, tally: FileTally, spec: TallySpec,
-              parallel_bytes: int) -> _Split | None:
-        """Start a worker on the second half of the file's new bytes when they are many."""
-        from pmta_snmp.acct.tally import fork_worker, tally_range
-
-        if (tally.plan is None or not tally.plan.fast or tally.carry
-                or block.final or _compressed(block.source)):
-            return None
-        states = (self._tail.states if isinstance(self._tail, MultiTailReader)
-                  else {block.key: self._tail.state})
-        tail_state = states.get(block.key)
-        if tail_state is None or f"{tail_state.device}:{tail_state.inode}" != block.key:
-            return None
-        size = tail_state.size
-        if size - block.end <= parallel_bytes:
-            return None
-        try:
-            fd = os.open(block.source, os.O_RDONLY)
-        except OSError:
-            return None
-        try:
-            st = os.fstat(fd)
-            if f"{st.st_dev}:{st.st_ino}" != block.key:
-                return None
-            # About half each (_OUR_SHARE): we also read the tail's blocks of the worker's part
-            # (to advance the state), the worker also decodes and sends its counts.
-            at = _line_start_after(fd, block.end + int((size - block.end) * _OUR_SHARE), size)
-            if at is None:
-                return None
-            header = tally.header
-            deadline = self.deadline
-
-            def work() -> Any:
-                return tally_range(fd, at, size, spec, header, deadline=deadline)
-
-            worker = fork_worker(work)
-        finally:
-            os.close(fd)
-        if worker is None:
-            return None
-        return _Split(at, header, worker)
+    def lacking(self, spec: TallySpec) -> dict[str, list[str]]:
+        """Per file read this run: the columns (PowerMTA's names) that ``spec.required`` needs
+        and a header in force there lacked; the records of those types were not counted."""
+        out: dict[str, list[str]] = {}
+        for source, header in self.headers_read:
+            for names in spec.missing(Layout(header)).values():
+                columns = out.setdefault(source, [])
+                columns += [c for c in (HEADER_NAMES[FIELDS[n]] for n in names)
+                            if c not in columns]
+        return out
 
     def _same_file(self, head: Block, blocks: Iterator[Block], pushback: list[Block]
                    ) -> Iterator[Block]:
@@ -979,10 +436,10 @@ class AcctReader:
             seen.append(SeenFile(key, head, head_len, offset, size))
         self._seen_out = seen
 
-    def _parser_for(self, block: Block, types: Collection[str] | None = None) -> _FileParser:
+    def _parser_for(self, block: Block, types: Collection[str] | None = None) -> RecordParser:
         json_format = is_json_path(block.source)
         header = None if json_format else self._header_for_block(block)
-        return _FileParser(json_format=json_format, header=header,
+        return RecordParser(json_format=json_format, header=header,
                            types=self.types if types is None else frozenset(types),
                            keep_extra=self.keep_extra)
 
@@ -1000,19 +457,20 @@ class AcctReader:
 
     def _header_of(self, path: str) -> list[str] | None:
         try:
-            header = _parse_header_line(read_first_line(path))
+            header = parse_header_line(read_first_line(path))
         except OSError:
             header = None
         if header is None:
             self.warnings.append(f"{path}: no header line; rows cannot be mapped")
         return header
 
-    def _close_file(self, parser: _FileParser, finished: bool) -> None:
+    def _close_file(self, parser: RecordParser, finished: bool) -> None:
         """Account for one file's parse and hand unparsed bytes back to the tail."""
         self.skipped_rows += parser.skipped_rows
         block = parser.block
         if block is None:
             return
+        self.headers_read += [(block.source, header) for header in parser.headers()]
         if finished and parser.pending and not block.final:
             # The record at the end is still being written: read it whole next run.
             self._tail.rewind(block, parser.record_start)
@@ -1020,8 +478,6 @@ class AcctReader:
             # The caller stopped early (at a yield, so the parser's last line ends the record
             # it received): the state must not pass that record.
             self._tail.rewind(block, parser.end)
-        elif parser.pending:
-            self.skipped_rows += 1  # a rotated file ended inside a record
         self._headers[block.key] = parser.header
 
     @property
@@ -1048,7 +504,7 @@ class AcctReader:
         # Positioned inside a file we have not parsed (first run at the end): remember its
         # header now, the file may be rotated away before the next run.
         try:
-            header = _parse_header_line(read_first_line(tail_state.source or tail_state.path))
+            header = parse_header_line(read_first_line(tail_state.source or tail_state.path))
         except OSError:
             header = None
         self._headers[key] = header
@@ -1065,51 +521,6 @@ def _listing(path: str) -> dict[str, tuple[str, int]]:
             continue
         out[f"{st.st_dev}:{st.st_ino}"] = (os.fspath(sibling), st.st_size)
     return out
-
-
-def _line_start_after(fd: int, pos: int, end: int) -> int | None:
-    """The offset just after the first newline at or after ``pos`` (None if none before end)."""
-    while pos < end:
-        data = os.pread(fd, min(1 << 16, end - pos), pos)
-        if not data:
-            return None
-        nl = data.find(b"\n")
-        if nl >= 0:
-            return pos + nl + 1 if pos + nl + 1 < end else None
-        pos += len(data)
-    return None
-
-
-class _Split:
-    """A worker counting ``[at, ...)`` of the file being read, and what became of it."""
-
-    def __init__(self, at: int, header: list[str] | None, worker: Worker) -> None:
-        self.at = at
-        self.header = header
-        self.worker: Worker | None = worker
-        self.result: WorkerResult | None = None
-
-    def join(self, tally: FileTally) -> None:
-        """At the split point: take the worker's count when our parse joins it cleanly."""
-        worker, self.worker = self.worker, None
-        assert worker is not None
-        if tally.carry or tally.pending or tally.header != self.header:
-            worker.close()  # a record or a header change crosses the split: count it here
-            return
-        self.result = worker.result()
-
-    def adopt(self, tally: FileTally, reader: AcctReader) -> None:
-        """At the split point: its counts join ours, its parse state becomes ours."""
-        result, self.result = self.result, None
-        assert result is not None
-        tally.absorb(result)
-        reader.parallel_bytes += result.end - result.start
-
-    def close(self) -> None:
-        """Stop a worker not joined (the tail stopped before the split point)."""
-        if self.worker is not None:
-            self.worker.close()
-            self.worker = None
 
 
 @dataclass

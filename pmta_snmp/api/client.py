@@ -298,25 +298,31 @@ class _Core:
 
     # -- operations --------------------------------------------------------------------------
 
-    def status(self) -> _Plan[Status]:
-        if self.config.flavor == "seed":
-            return parse.parse_seed_status((yield from self.get_raw("/status.json")))
-        return parse.parse_status((yield from self.get("/status")))
+    # `warnings` collects the optional values a page left out (parse.py's rule).
 
-    def queues(self) -> _Plan[tuple[Queue, ...]]:
+    def status(self, warnings: list[str] | None = None) -> _Plan[Status]:
         if self.config.flavor == "seed":
-            return parse.parse_seed_queues((yield from self.get_raw("/queue.csv")))
-        return parse.parse_queues((yield from self.get("/queues")))
+            body = yield from self.get_raw("/status.json")
+            return parse.parse_seed_status(body, warnings=warnings)
+        return parse.parse_status((yield from self.get("/status")), warnings=warnings)
 
-    def domains(self) -> _Plan[tuple[Domain, ...]]:
+    def queues(self, warnings: list[str] | None = None) -> _Plan[tuple[Queue, ...]]:
         if self.config.flavor == "seed":
-            return parse.parse_seed_domains((yield from self.get_raw("/domain.csv")))
-        return parse.parse_domains((yield from self.get("/domains")))
+            body = yield from self.get_raw("/queue.csv")
+            return parse.parse_seed_queues(body, warnings=warnings)
+        return parse.parse_queues((yield from self.get("/queues")), warnings=warnings)
 
-    def vmtas(self) -> _Plan[tuple[Vmta, ...]]:
+    def domains(self, warnings: list[str] | None = None) -> _Plan[tuple[Domain, ...]]:
         if self.config.flavor == "seed":
-            return parse.parse_seed_vmtas((yield from self.get_raw("/vmta.csv")))
-        return parse.parse_vmtas((yield from self.get("/vmtas")))
+            body = yield from self.get_raw("/domain.csv")
+            return parse.parse_seed_domains(body, warnings=warnings)
+        return parse.parse_domains((yield from self.get("/domains")), warnings=warnings)
+
+    def vmtas(self, warnings: list[str] | None = None) -> _Plan[tuple[Vmta, ...]]:
+        if self.config.flavor == "seed":
+            body = yield from self.get_raw("/vmta.csv")
+            return parse.parse_seed_vmtas(body, warnings=warnings)
+        return parse.parse_vmtas((yield from self.get("/vmtas")), warnings=warnings)
 
     def queue_detail(self, name: str) -> _Plan[Queue | None]:
         return parse.parse_queue_detail((yield from self.get("/queueDetail", {"queue": name})))
@@ -624,14 +630,14 @@ class PmtaClient:
     def snapshot(self, *, with_license: bool = False) -> Snapshot:
         """Status, queues, domains and VirtualMTAs (and the license) as one Snapshot, within
         one byte budget (`max_poll_bytes`)."""
-        core = self._core
+        core, noted = self._core, list[str]()
         budget = _Budget(core.config.max_poll_bytes)
-        status = self._run(core.status(), budget)
-        queues = self._run(core.queues(), budget)
-        domains = self._run(core.domains(), budget)
-        vmtas = self._run(core.vmtas(), budget)
+        status = self._run(core.status(noted), budget)
+        queues = self._run(core.queues(noted), budget)
+        domains = self._run(core.domains(noted), budget)
+        vmtas = self._run(core.vmtas(noted), budget)
         status, lic, warnings = self._run(core.extras(status, with_license), budget)
-        return _assemble(self._core, status, queues, domains, vmtas, lic, warnings)
+        return _assemble(core, status, queues, domains, vmtas, lic, _by_page(noted) + warnings)
 
 
 class AsyncPmtaClient:
@@ -713,25 +719,30 @@ class AsyncPmtaClient:
         """One poll: the pages fetched concurrently, within one total timeout."""
         import asyncio
 
-        core = self._core
+        core, noted = self._core, list[str]()
         budget = _Budget(core.config.max_poll_bytes)  # the pages arrive at once: one budget
         if core.format is None and core.config.flavor == "real":
             # Negotiate the format once before fanning out.
-            status = await self._bounded(core.status(), budget)
+            status = await self._bounded(core.status(noted), budget)
             queues, domains, vmtas = await asyncio.gather(
-                self._bounded(core.queues(), budget),
-                self._bounded(core.domains(), budget),
-                self._bounded(core.vmtas(), budget),
+                self._bounded(core.queues(noted), budget),
+                self._bounded(core.domains(noted), budget),
+                self._bounded(core.vmtas(noted), budget),
             )
         else:
             status, queues, domains, vmtas = await asyncio.gather(
-                self._bounded(core.status(), budget),
-                self._bounded(core.queues(), budget),
-                self._bounded(core.domains(), budget),
-                self._bounded(core.vmtas(), budget),
+                self._bounded(core.status(noted), budget),
+                self._bounded(core.queues(noted), budget),
+                self._bounded(core.domains(noted), budget),
+                self._bounded(core.vmtas(noted), budget),
             )
         status, lic, warnings = await self._bounded(core.extras(status, with_license), budget)
-        return _assemble(core, status, queues, domains, vmtas, lic, warnings)
+        return _assemble(core, status, queues, domains, vmtas, lic, _by_page(noted) + warnings)
+
+
+def _by_page(warnings: list[str]) -> list[str]:
+    """Parser warnings grouped by page (`/status: ...`), each page's in its own order."""
+    return sorted(warnings, key=lambda w: w.partition(":")[0])
 
 
 def _assemble(

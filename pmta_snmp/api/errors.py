@@ -42,12 +42,18 @@ FORBIDDEN_HINT = (
 
 
 def excerpt(body: bytes | str, limit: int = 80) -> str:
-    """A short, printable excerpt of a payload for error messages."""
-    text = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
+    """A short, printable excerpt of a payload for error messages (one line, quoted).
+
+    Only the start of the payload is decoded: an answer can be hundreds of megabytes.
+    """
+    head = body[: limit * 4 + 4]
+    text = head.decode("utf-8", "replace") if isinstance(head, bytes) else head
     text = " ".join(text.split())
+    more = len(body) > len(head)
     if not text:
-        return "(empty body)"
-    return repr(text[:limit] + ("..." if len(text) > limit else ""))
+        return f"(blank start of a {len(body)}-byte body)" if more else "(empty body)"
+    more = more or len(text) > limit
+    return repr(text[:limit] + ("..." if more else ""))
 
 
 def redact_url(url: str) -> str:

@@ -45,13 +45,15 @@ def counters_restarted(previous: Snapshot | None, current: Snapshot) -> bool:
     """True when PowerMTA's traffic totals in `current` do not continue those of `previous`.
 
     That is: no previous snapshot (the agent's first good poll), a changed PowerMTA startup
-    time, or any total that went down. The poller then sets
-    `AgentHealth.counter_discontinuity` to the time of the current poll.
+    time, or any total that went down. A startup time that one of the two answers lacked (an
+    unusable `startupTime` is left out by the parser) proves nothing: only the totals decide
+    then. The poller then sets `AgentHealth.counter_discontinuity` to the time of the current
+    poll.
     """
     if previous is None:
         return True
-    before, now = previous.status.runtime, current.status.runtime
-    if before.startup_time != now.startup_time:
+    before, now = previous.status.runtime.startup_time, current.status.runtime.startup_time
+    if before is not None and now is not None and before != now:
         return True
     t0, t1 = previous.status.traffic.total, current.status.traffic.total
     pairs = (

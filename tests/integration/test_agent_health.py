@@ -193,10 +193,10 @@ def test_a_hung_poll_thread_is_seen_in_the_health_objects_and_notified(
     hang = threading.Event()
     release = threading.Event()
 
-    def parse_status(data: object) -> object:
+    def parse_status(data: object, **kw: object) -> object:
         if hang.is_set():
             release.wait(60)
-        return real(data)
+        return real(data, **kw)
 
     monkeypatch.setattr(parse, "parse_status", parse_status)
     master = snmpd_factory(trap_port=trap_receiver.port, agentx_timeout=2)

@@ -127,10 +127,11 @@ def test_reasons_grouped_by_first_60_characters(tmp_path: Path,
 
 def test_reads_only_new_bytes_and_keeps_the_window(tmp_path: Path,
                                                   capsys: pytest.CaptureFixture[str]) -> None:
-    acct = write(tmp_path / "acct.csv", acct_lines(storm(80)))
-    out = check(capsys, tmp_path, acct)  # first run: starts at the end
+    old = [dict(r, _minutes_ago=90) for r in storm(80)]
+    acct = write(tmp_path / "acct.csv", acct_lines(old))
+    out = check(capsys, tmp_path, acct)  # first run: reads back the window (nothing in it)
     assert out.code == 0 and out.value("attempts") == "0"
-    assert "first run: reading" in out.out
+    assert "first run: read back" in out.out
     append(acct, acct_lines(mix({"d": 90, "b": 10}), header=False))
     out = check(capsys, tmp_path, acct)
     assert out.code == 2 and out.value("attempts") == "100" and out.value("hard") == "10"
@@ -173,7 +174,7 @@ def test_records_outside_the_window_are_ignored(tmp_path: Path,
 
 def test_rotation_by_rename_reads_the_rest_then_the_new_file(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    acct = write(tmp_path / "acct.csv", acct_lines(mix({"d": 10})))
+    acct = write(tmp_path / "acct.csv", acct_lines(mix({"d": 10}, minutes_ago=90)))
     check(capsys, tmp_path, acct)
     append(acct, acct_lines(mix({"d": 50, "b": 10}), header=False))
     acct.rename(tmp_path / "acct-2025-01-14-0001.csv")
@@ -234,7 +235,7 @@ def test_missing_and_unreadable_files(tmp_path: Path,
 
 def test_corrupt_state_is_reported_and_reset(tmp_path: Path,
                                              capsys: pytest.CaptureFixture[str]) -> None:
-    acct = write(tmp_path / "acct.csv", acct_lines(storm(80)))
+    acct = write(tmp_path / "acct.csv", acct_lines([dict(r, _minutes_ago=90) for r in storm(80)]))
     check(capsys, tmp_path, acct, "--instance", "a")
     state = tmp_path / "state" / "check_pmta_bounce-a.json"
     state.write_bytes(b"\x00\xff garbage")

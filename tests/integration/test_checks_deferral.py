@@ -46,13 +46,30 @@ def test_rate_thresholds(tmp_path: Path, capsys: pytest.CaptureFixture[str],
         assert 'top reasons: "smtp;421 4.7.0 try again later" x' in out.line
 
 
-def test_tq_counts_as_deferral_and_uses_the_queue_domain(
+def test_rate_is_per_recipient_and_tq_is_reported_apart(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """t / (d + b + t) as documented: queue-level tq records (no recipient) are counted
+    apart, not as deferred recipients nor as attempts."""
+    tq = [dict(rec("tq", "", queue="yahoo.com/vmta-a"), rcpt="") for _ in range(50)]
+    acct = write(tmp_path, mix({"d": 90, "t": 10}, domain="yahoo.com") + tq)
+    out = check(capsys, tmp_path, acct, "--min-volume", "10")
+    assert out.value("deferral_rate") == "10%"
+    assert (out.value("deferred"), out.value("attempts")) == ("10", "100")
+    assert out.value("queue_deferrals") == "50"
+    assert out.code == 1 and "domain yahoo.com deferral rate 10.0% (10 of 100)" in out.line
+    doc = json.loads(check(capsys, tmp_path, acct, "--json").out)
+    assert doc["details"]["queue_deferrals"] == 50 and doc["details"]["deferral_rate"] == 10
+
+
+def test_tq_alone_is_no_recipient_rate(tmp_path: Path,
+                                       capsys: pytest.CaptureFixture[str]) -> None:
     tq = [dict(rec("tq", "", queue="yahoo.com/vmta-a"), rcpt="") for _ in range(60)]
     acct = write(tmp_path, mix({"d": 440}, domain="yahoo.com") + tq)
     out = check(capsys, tmp_path, acct)
-    assert out.value("deferred") == "60" and out.value("attempts") == "500"
-    assert out.code == 1 and "domain yahoo.com deferral rate 12.0% (60 of 500)" in out.line
+    assert out.code == 0 and out.value("deferral_rate") == "0%"
+    assert out.line.startswith(
+        "PMTA DEFERRAL OK - deferrals 0.0% of 440 attempts in the last 60 min; "
+        "60 queue-level deferrals (tq)")
 
 
 def test_listed_ip_outlier(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -133,6 +133,11 @@ def status_page(smtp_rcp: int, domains: int = 3) -> dict[str, Any]:
             "timeNow": "2025-01-14 09:30:00",
             "startupTime": "2025-01-14 08:00:00",
             "shuttingDown": False,
+            "traffic": {"total": {  # required: the Counter64 totals
+                "out": {"rcp": 900, "msg": 800, "kb": 4096.5},
+                "in": {"rcp": 1000, "msg": 900, "kb": 5000.0},
+                "bounceProcessed": 3, "feedbackLoopProcessed": 1,
+            }},
             "queue": {"smtp": {"rcp": smtp_rcp, "dom": domains, "kb": 12.5}},
             "conn": {"smtpOut": {"cur": 4, "max": 100, "top": 9}},
             "status": "running",

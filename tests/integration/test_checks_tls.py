@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -147,3 +148,55 @@ def test_subprocess(tls: Setup) -> None:
     assert out.line.startswith("PMTA TLS CRITICAL - 50.0% of STARTTLS-capable deliveries went "
                                "in clear (100 of 200)")
     assert out.err == ""
+
+
+def test_layout_40_has_no_tls_columns_unknown_not_critical(tls: Setup) -> None:
+    """PowerMTA 4.0 writes no dlvTlsProtocol: STARTTLS was offered but whether TLS was used is
+    unknown, not "100 % in clear"."""
+    tls.records(mix({"d": 200}, domain="gmail.com"), layout="4.0")
+    out = tls.check("--sources", "acct")
+    assert out.code == 3, out.out
+    assert out.line == (
+        f"PMTA TLS UNKNOWN - accounting file {tls.acct} has no dlvTlsProtocol column (a 4.0 "
+        "layout, or record-fields without it): cannot tell deliveries in clear from TLS ones")
+    # Nothing new: still UNKNOWN (the layout in force has not changed).
+    assert tls.check("--sources", "acct").code == 3
+
+
+def test_record_fields_without_the_tls_columns(tls: Setup, tmp_path: Path) -> None:
+    header = "type,timeLogged,orig,rcpt,dsnStatus,dlvSourceIp,vmta"
+    now = time.strftime("%Y-%m-%d %H:%M:%S%z")
+    rows = [f"d,{now},a@s.example,r{i}@gmail.com,2.0.0,192.0.2.1,v" for i in range(150)]
+    tls.acct.write_text("\r\n".join([header, *rows]) + "\r\n", newline="")
+    out = tls.check("--sources", "acct")
+    assert out.code == 3
+    assert ("has no dlvEsmtpAvailable and dlvTlsProtocol columns (a 4.0 layout, or "
+            "record-fields without them)") in out.line
+
+
+def test_tls_columns_back_after_an_upgrade(tls: Setup, tmp_path: Path) -> None:
+    """A rotation to a layout with the TLS columns: judged again, and the deliveries of the
+    old layout were never counted as in clear."""
+    tls.records(mix({"d": 200}, domain="gmail.com"), layout="4.0")
+    assert tls.check("--sources", "acct").code == 3
+    tls.acct.rename(tmp_path / "acct-2025-01-14-0001.csv")
+    tls.records(mix({"d": 150}, domain="gmail.com"))
+    out = tls.check("--sources", "acct")
+    assert out.code == 0, out.out
+    assert out.value("starttls_offered") == "150" and out.value("cleartext") == "0"
+
+
+def test_sources_follow_the_files_given(tmp_path: Path,
+                                        capsys: pytest.CaptureFixture[str]) -> None:
+    """Only --acct-file given: the default log file is not required (and the reverse)."""
+    acct = tmp_path / "acct.csv"
+    acct.write_text(acct_lines(mix({"d": 200}, domain="gmail.com")), newline="")
+    state = ["--state-dir", str(tmp_path / "state")]
+    out = run_main(main, ["--acct-file", str(acct), *state], capsys)
+    assert out.code == 0, out.out
+    assert out.value("starttls_offered") == "200" and "handshake_failures" not in out.perf
+    log = tmp_path / "log"
+    log.write_text(FAIL * 11)
+    out = run_main(main, ["-l", str(log), "--from-start", *state], capsys)
+    assert out.code == 1, out.out
+    assert out.value("handshake_failures") == "11" and "starttls_offered" not in out.perf

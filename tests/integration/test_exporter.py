@@ -274,10 +274,10 @@ def test_a_hung_poll_gives_pmta_up_0_and_a_growing_age(
     real = parse.parse_status
     hang, release = threading.Event(), threading.Event()
 
-    def parse_status(data: object) -> object:
+    def parse_status(data: object, **kw: object) -> object:
         if hang.is_set():
             release.wait(60)
-        return real(data)
+        return real(data, **kw)
 
     monkeypatch.setattr(parse, "parse_status", parse_status)
     cfg = replace(config(sim, tmp_path), pmta=replace(config(sim, tmp_path).pmta, timeout=1.0))

@@ -151,8 +151,10 @@ def test_a_restarted_child_continues_counters_data_and_raised_notifications(
     """Killed while PowerMTA is unreachable: the next child still serves the last good data,
     counts on from the last counters and does not raise pmtaQueueHigh a second time."""
     sim = Simulator(scenario="healthy", seed=4, speed=0, domains=20, vmtas=2).start()
+    # A generous API timeout: a poll slowed by a loaded machine must not count as a fault of
+    # its own (an outage is a refused connection, which fails at once whatever the timeout).
     cfg = Config(
-        pmta=PmtaSection(url=sim.url, timeout=1),
+        pmta=PmtaSection(url=sim.url, timeout=10),
         poll=PollSection(interval=1, jitter=0),
         thresholds=Thresholds(queue_rcpt_raise=1, queue_rcpt_clear=0, api_failures_raise=1),
     )
@@ -161,6 +163,7 @@ def test_a_restarted_child_continues_counters_data_and_raised_notifications(
         assert wait_until(lambda: any(o == LAY.oid("pmtaQueueHigh") for o, _ in notes))
         truth = sim.snapshot().status.traffic.total.outbound.msg
         assert wait_until(lambda: len(published) >= 2)
+        outage = len(notes)  # the notifications of this outage start here
         sim.set_fault("down")
         assert wait_until(
             lambda: value_of(worker.current(), "pmtaAgentApiReachable")
@@ -188,7 +191,9 @@ def test_a_restarted_child_continues_counters_data_and_raised_notifications(
         )
         assert number("pmtaAgentPollSuccesses") > successes
         assert sum(1 for o, _ in notes if o == LAY.oid("pmtaQueueHigh")) == 1
-        assert sum(1 for o, _ in notes if o == LAY.oid("pmtaApiLost")) == 1
+        # One raise for the outage, by the first child; the second one carried it on.
+        assert [o for o, _ in notes[outage:] if o == LAY.oid("pmtaApiLost")] == [
+            LAY.oid("pmtaApiLost")]
     finally:
         stop_worker(loop_thread, worker)
         sim.stop()
@@ -359,11 +364,11 @@ def test_a_poll_thread_that_ended_is_replaced_and_counts_on(
     real = parse.parse_status
     polls = [0]
 
-    def parse_status(data: object) -> object:
+    def parse_status(data: object, **kw: object) -> object:
         polls[0] += 1
         if polls[0] == 3:
             raise SystemExit("the poll thread ends here")
-        return real(data)
+        return real(data, **kw)
 
     monkeypatch.setattr(parse, "parse_status", parse_status)
     cfg = Config(pmta=PmtaSection(url=sim.url, timeout=2),

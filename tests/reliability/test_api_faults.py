@@ -297,10 +297,10 @@ def test_any_exception_in_a_poll_is_a_failed_poll(
     real = parse.parse_status
     broken = [True]
 
-    def parse_status(data: object) -> object:
+    def parse_status(data: object, **kw: object) -> object:
         if broken[0]:
             raise failure
-        return real(data)
+        return real(data, **kw)
 
     monkeypatch.setattr(parse, "parse_status", parse_status)
     polls = Polls(env.sim.url)

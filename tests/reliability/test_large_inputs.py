@@ -303,7 +303,7 @@ def test_big_accounting_file_with_bounded_memory(tmp_path: Path) -> None:
     # -t 1, not shorter: on a loaded machine a shorter one is mostly start-up, and a catch-up
     # of a few hundred thousand rows then takes a hundred runs.
     ("c", 300_000, "1"),  # the C scanner
-    ("python", 200_000, "1"),  # without it (PMTA_SNMP_PURE_PYTHON)
+    ("python", 200_000, "1"),  # without it (PMTA_SNMP_PURE_PYTHON: csv reads every row)
 ])
 def test_accounting_timeouts_resume_without_loss_or_double_count(
         tmp_path: Path, engine: str, rows: int, timeout: str) -> None:

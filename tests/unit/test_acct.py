@@ -564,12 +564,20 @@ def test_json_round_trip_merge_and_tolerance() -> None:
 
 def _reference_parse(data: bytes, types: set[str] | None = None
                      ) -> tuple[list[AcctRecord], int]:
-    """The straightforward parse: csv.reader over decoded lines, one AcctRecord(...) per row."""
-    from pmta_snmp.acct.reader import _Layout
-
+    """The straightforward parse: csv.reader over decoded lines, one AcctRecord(**fields) per
+    row, columns mapped by the documented header names."""
+    names = {name.lower(): attr for name, attr in (
+        ("type", "type"), ("timeLogged", "time_logged"), ("timeQueued", "time_queued"),
+        ("orig", "orig"), ("rcpt", "rcpt"), ("dsnAction", "dsn_action"),
+        ("dsnStatus", "dsn_status"), ("dsnDiag", "dsn_diag"), ("dsnMta", "dsn_mta"),
+        ("bounceCat", "bounce_cat"), ("dlvSourceIp", "dlv_source_ip"),
+        ("dlvDestinationIp", "dlv_destination_ip"), ("dlvEsmtpAvailable", "dlv_esmtp_available"),
+        ("dlvSize", "dlv_size"), ("dlvTlsProtocol", "dlv_tls_protocol"),
+        ("dlvTlsCipher", "dlv_tls_cipher"), ("vmta", "vmta"), ("vmtaPool", "vmta_pool"),
+        ("queue", "queue"), ("jobId", "job_id"))}
     lines = [logtail.decode_line(raw) + "\n" for raw in data.split(b"\n")[:-1]]
     reader = csv.reader(lines, strict=True)
-    layout: _Layout | None = None
+    header: list[str] | None = None
     out: list[AcctRecord] = []
     skipped = 0
     while True:
@@ -583,11 +591,26 @@ def _reference_parse(data: bytes, types: set[str] | None = None
         if not row or (len(row) == 1 and not row[0].strip()):
             continue
         if row[0].strip().lower() == "type":
-            layout = _Layout(row)
-        elif layout is None or len(row) != len(layout.header) or layout.type_index < 0:
+            header = [h.strip() for h in row]
+        elif header is None or len(row) != len(header):
             skipped += 1
-        elif types is None or row[layout.type_index] in types:
-            out.append(layout.build(row, True))
+        elif types is None or row[0] in types:
+            fields: dict[str, object] = {}
+            extra = {}
+            for name, value in zip(header, row, strict=True):
+                attr = names.get(name.lower())
+                if attr is None:
+                    if name and value:
+                        extra[name] = value
+                elif attr in fields:
+                    continue
+                elif attr in ("time_logged", "time_queued"):
+                    fields[attr] = parse_time(value)
+                elif attr == "dlv_size":
+                    fields[attr] = int(value.strip()) if value.strip().isdigit() else None
+                else:
+                    fields[attr] = value
+            out.append(AcctRecord(**fields, extra=extra))  # type: ignore[arg-type]
     return out, skipped
 
 
@@ -678,3 +701,11 @@ def test_first_record_of_a_run_still_being_written(tmp_path: Path, chunk_size: i
     batch = read_new_records(path, state)
     assert rcpts(batch.records) == ["multi@x", "next@x"]
     assert batch.records[0].dsn_diag == "one\n" * 30 + "end"
+
+
+def test_json_line_nested_too_deep_is_a_malformed_row() -> None:
+    """A hostile line (200,000 nested arrays) is one skipped row; reading goes on after it
+    (json.loads raises RecursionError there, not ValueError)."""
+    data = b"[" * 200_000 + b"\n" + json.dumps({"type": "d", "rcpt": "a@x.org"}).encode() + b"\n"
+    got = parse_records(data, json_format=True)
+    assert [r.rcpt for r in got.records] == ["a@x.org"] and got.skipped_rows == 1

@@ -1,15 +1,15 @@
-"""The counting fast path (pmta_snmp.acct.tally) gives exactly what the record path gives.
+"""Counting (pmta_snmp.acct.tally) gives exactly what the record path gives.
 
 Every test compares ``AcctReader.tally`` / ``FileTally`` with counts built from the records of
 ``parse_records`` / ``AcctReader.records`` on the same bytes: quoting, embedded commas and
-newlines, CRLF and LF, header changes, Latin-1, malformed rows, block and worker boundaries.
+newlines, CRLF and LF, header changes, Latin-1, malformed rows, block boundaries. Each runs
+with the C scanner and without it (csv reads every row).
 """
 
 from __future__ import annotations
 
 import csv
 import json
-import os
 import random
 from collections import Counter
 from pathlib import Path
@@ -23,7 +23,7 @@ from pmta_snmp.acct import AcctReader, AcctRecord, AcctState, parse_records, rea
 from pmta_snmp.acct import reader as reader_module
 from pmta_snmp.acct import tally as tally_module
 from pmta_snmp.acct.buckets import epoch_minute
-from pmta_snmp.acct.tally import FileTally, TallyKey, TallySpec, record_key, tally_range
+from pmta_snmp.acct.tally import FileTally, TallyKey, TallySpec, record_key
 from tests.conftest import require_c_scanner
 from tests.unit.test_acct import FIELDS_40, FIELDS_50, FIELDS_55
 from tests.unit.test_acct import acct_bytes as csv_bytes
@@ -43,11 +43,10 @@ WIDE = {"d": ("orig", "rcpt", "dsn_status", "dlv_destination_ip", "job_id", "dlv
 SPECS = [BOUNCE, DEFERRAL, TLS, WIDE]
 
 
-@pytest.fixture(autouse=True, params=["c", "python"])
+@pytest.fixture(autouse=True, params=["c", "csv"])
 def engine(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Every test runs with the C scanner and with the pure-Python fast path (the environment
-    variable reaches forked workers too)."""
-    if request.param == "python":
+    """Every test runs with the C scanner and without it (csv reads every row)."""
+    if request.param == "csv":
         monkeypatch.setenv(tally_module.PURE_PYTHON_ENV, "1")
     else:
         monkeypatch.delenv(tally_module.PURE_PYTHON_ENV, raising=False)
@@ -192,30 +191,22 @@ def test_block_boundaries_anywhere(chunk: int) -> None:
         check_same(messy(seed, 300), DEFERRAL, chunk=chunk)
 
 
-@pytest.mark.parametrize("slice_bytes", [1, 300, 2048])
-def test_slices_anywhere(slice_bytes: int, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A block is matched a slice at a time: slices cut at every line or few lines, so that
-    multi-line records, header lines and the block's end meet slice ends in every way."""
-    monkeypatch.setattr(tally_module, "_SLICE", slice_bytes)
-    for seed in (21, 22):
-        data = messy(seed, 400)
-        for chunk in (1 << 20, 5000):
-            check_same(data, BOUNCE, chunk=chunk)
-            check_same(data, DEFERRAL, chunk=chunk)
-
-
-def test_plain_rows_take_the_fast_path() -> None:
+def test_plain_rows_take_the_fast_path(engine: str) -> None:
     data = csv_bytes(FIELDS_50, [row(type=t) for t in "dddbdtdd" * 50])
     tally = check_same(data, BOUNCE)
-    assert tally.fast_lines == 400 and tally.slow_lines == 1  # only the header went to csv
+    if engine == "c":
+        assert tally.fast_lines == 400 and tally.slow_lines == 1  # only the header went to csv
+    else:
+        assert tally.fast_lines == 0 and tally.slow_lines == 401
 
 
-def test_quoted_multiline_records_are_read_by_csv_in_order() -> None:
+def test_quoted_multiline_records_are_read_by_csv_in_order(engine: str) -> None:
     rows = [row(dsnDiag="line one\nd,2025-01-14 09:12:03+0100,x,y\nend" if i % 7 == 0 else "ok",
                 type="b" if i % 3 == 0 else "d") for i in range(200)]
     data = csv_bytes(FIELDS_50, rows)
     tally = check_same(data, BOUNCE)
-    assert tally.slow_lines > 0 and tally.fast_lines > 150
+    assert tally.slow_lines > 0
+    assert (tally.fast_lines > 150) == (engine == "c")
 
 
 def test_lf_and_crlf_and_uppercase_domains() -> None:
@@ -240,7 +231,7 @@ def test_header_change_mid_file_and_missing_columns() -> None:
                                             "198.51.100.20", "v3")) in counts)
 
 
-def test_header_of_the_same_width_changes_the_plan() -> None:
+def test_header_of_the_same_width_changes_the_plan(engine: str) -> None:
     """A header line as wide as the one in force (columns swapped) still changes the plan:
     only its first column tells it from a row of another type."""
     swapped = [{"orig": "rcpt", "rcpt": "orig"}.get(f, f) for f in FIELDS_50]
@@ -249,7 +240,7 @@ def test_header_of_the_same_width_changes_the_plan() -> None:
         second = csv_bytes(swapped, rows).replace(b"type,", f"{name},".encode(), 1)
         data = csv_bytes(FIELDS_50, rows) + second
         tally = check_same(data, BOUNCE)
-        assert tally.fast_lines >= 1
+        assert (tally.fast_lines >= 1) == (engine == "c")
         counts = tally_bytes(data, TallySpec.of(BOUNCE)).take()
         # The second row is read with the swapped header: the same key as the first.
         assert [(k[2][:2], n) for k, n in counts.items()] == [
@@ -267,29 +258,17 @@ def test_text_after_a_closing_quote_is_a_malformed_row() -> None:
     assert check_same(doubled, WIDE).skipped_rows == 0
 
 
-@pytest.mark.parametrize("slice_bytes", [64 << 10, 1 << 20])
-def test_fields_at_and_over_the_csv_size_limit(slice_bytes: int,
-                                               monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("chunk", [64 << 10, 1 << 20])
+def test_fields_at_and_over_the_csv_size_limit(chunk: int) -> None:
     """A field of csv.field_size_limit() characters is read, one more makes csv reject the row,
-    in slices shorter and longer than the limit."""
-    monkeypatch.setattr(tally_module, "_SLICE", slice_bytes)
+    in blocks shorter and longer than the limit."""
     limit = csv.field_size_limit()
     rows = [row(dsnDiag="x" * limit), row(dsnDiag="y" * (limit + 1)),
             row(dsnDiag="z" * (limit + 1) + ","),  # quoted
             row(dsnDiag="w" * (limit - 200), dsnStatus="v" * 300)]  # a long line, fields not
     data = csv_bytes(FIELDS_50, [*rows, *(row() for _ in range(2000))])
-    tally = check_same(data, BOUNCE)
+    tally = check_same(data, BOUNCE, chunk=chunk)
     assert tally.skipped_rows == 2 and tally.records_read == 2000 + 2
-
-
-@pytest.mark.parametrize(("lines", "long"), [
-    ([10, 10, 10], False), ([16], False), ([17], True), ([3, 16, 3], False),
-    ([3, 3, 17], True), ([17, 3], True), ([16, 16, 16, 16], False), ([1] * 40 + [17], True),
-])
-def test_long_line_search(lines: list[int], long: bool) -> None:
-    """_has_long_line with a limit of 16: lines of n bytes before their newline."""
-    buf = b"\n" + b"".join(b"x" * n + b"\n" for n in lines)
-    assert tally_module._has_long_line(buf, 1, len(buf), 16) is long
 
 
 def test_rows_before_any_header_are_malformed() -> None:
@@ -379,7 +358,7 @@ def reader_counts(path: Path | str, state: AcctState | None, spec: TallySpec, **
                   ) -> tuple[Counter[TallyKey], AcctReader]:
     reader = AcctReader(path, state, **kwargs)  # type: ignore[arg-type]
     counts: Counter[TallyKey] = Counter()
-    for chunk in reader.tally(spec, parallel_bytes=None):
+    for chunk in reader.tally(spec):
         counts.update(chunk)
     return counts, reader
 
@@ -450,7 +429,7 @@ def test_gzipped_rotation_is_counted(tmp_path: Path) -> None:
     assert got == expected(data, spec)[0]
 
 
-# --- two processes ---------------------------------------------------------------------------
+# --- big files through AcctReader ------------------------------------------------------------
 
 
 def big_file(path: Path, rows: int, seed: int, *, multiline: float = 0.02,
@@ -473,123 +452,32 @@ def big_file(path: Path, rows: int, seed: int, *, multiline: float = 0.02,
     return data
 
 
-def parallel_counts(path: Path | str, spec: TallySpec, **kwargs: object
-                    ) -> tuple[Counter[TallyKey], AcctReader]:
-    reader = AcctReader(path, None, from_start=True, **kwargs)  # type: ignore[arg-type]
-    counts: Counter[TallyKey] = Counter()
-    for chunk in reader.tally(spec, parallel_bytes=1024):
-        counts.update(chunk)
-    return counts, reader
-
-
 @pytest.mark.parametrize("chunk_size", [4096, 65536])
-def test_worker_counts_the_same_as_one_process(tmp_path: Path, chunk_size: int) -> None:
+def test_big_file_with_a_header_change(tmp_path: Path, chunk_size: int) -> None:
     path = tmp_path / "acct.csv"
-    data = big_file(path, 3000, seed=1)
+    data = big_file(path, 3000, seed=4, header_at=1600, multiline=0.3)
     spec = TallySpec.of(DEFERRAL)
-    single, one = reader_counts(path, None, spec, from_start=True, chunk_size=chunk_size)
-    double, two = parallel_counts(path, spec, chunk_size=chunk_size)
-    assert two.parallel_bytes > len(data) // 3  # the worker did count
-    # ... and this process did not read the worker's part again (a block and a partial
-    # line read ahead at most)
-    assert two.tail.bytes_read <= len(data) - two.parallel_bytes + 2 * chunk_size
-    assert one.tail.bytes_read == len(data)
-    assert double == single == expected(data, spec)[0]
-    assert (two.records_read, two.skipped_rows) == (one.records_read, one.skipped_rows)
-    assert two.state.tail == one.state.tail
-    assert two.state.to_json() == one.state.to_json()
+    got, reader = reader_counts(path, None, spec, from_start=True, chunk_size=chunk_size)
+    want, by_records = records_counts(path, None, spec, from_start=True, chunk_size=chunk_size)
+    assert got == want == expected(data, spec)[0]
+    assert reader.state.header == FIELDS_55
+    assert reader.state.to_json() == by_records.state.to_json()
 
 
-def test_worker_in_a_glob_of_several_files(tmp_path: Path) -> None:
-    """Several files read through one glob: each big one is split, its tail skipped."""
-    sizes = []
-    for i, seed in enumerate((5, 6, 7)):
-        sizes.append(len(big_file(tmp_path / f"acct-2025-01-1{i}.csv", 1500, seed=seed)))
-    pattern = str(tmp_path / "acct-*.csv")
-    spec = TallySpec.of(BOUNCE)
-    single, one = reader_counts(pattern, None, spec, from_start=True, chunk_size=8192)
-    double, two = parallel_counts(pattern, spec, chunk_size=8192)
-    assert two.parallel_bytes > sum(sizes) // 3
-    assert two.tail.bytes_read < sum(sizes) - two.parallel_bytes + 3 * 2 * 8192
-    assert double == single
-    assert (two.records_read, two.skipped_rows) == (one.records_read, one.skipped_rows)
-    assert two.state.to_json() == one.state.to_json()
-
-
-def test_worker_count_dropped_when_the_file_was_rewritten(tmp_path: Path,
-                                                          monkeypatch: pytest.MonkeyPatch) -> None:
-    """The tail finds the file rewritten when it would skip the worker's part: the worker's
-    count is not used, and this process reads on as without a worker."""
-    path = tmp_path / "acct.csv"
-    big_file(path, 2000, seed=4)
-    monkeypatch.setattr(logtail._ReaderBase, "skip_to", lambda self, block, offset: False)
-    spec = TallySpec.of(BOUNCE)
-    single, one = reader_counts(path, None, spec, from_start=True, chunk_size=8192)
-    double, two = parallel_counts(path, spec, chunk_size=8192)
-    assert two.parallel_bytes == 0
-    assert double == single
-    assert two.state.to_json() == one.state.to_json()
-
-
-def test_split_inside_a_multiline_record(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-                                         ) -> None:
-    """The split point falls on a line inside a quoted multi-line field: the worker started
-    mid-record, so its count is dropped and this process counts the rest."""
-    path = tmp_path / "acct.csv"
-    data = big_file(path, 2000, seed=2, multiline=0.3)
-    inside = data.index(b"second, line", len(data) // 2)
-    inside = data.index(b"\n", inside) + 1  # the line "third..." is inside the record
-    monkeypatch.setattr(reader_module, "_line_start_after", lambda fd, pos, end: inside)
-    spec = TallySpec.of(BOUNCE)
-    single, one = reader_counts(path, None, spec, from_start=True, chunk_size=8192)
-    double, two = parallel_counts(path, spec, chunk_size=8192)
-    assert two.parallel_bytes == 0
-    assert double == single
-    assert two.state.tail == one.state.tail
-
-
-def test_split_after_a_multiline_record_crosses_blocks(tmp_path: Path,
-                                                       monkeypatch: pytest.MonkeyPatch) -> None:
-    """Multi-line records everywhere, split on a record start: the worker's count is used."""
-    path = tmp_path / "acct.csv"
-    data = big_file(path, 2000, seed=3, multiline=0.3)
-    mid = data.index(b"\r\nd,", len(data) // 2) + 2
-    monkeypatch.setattr(reader_module, "_line_start_after", lambda fd, pos, end: mid)
-    spec = TallySpec.of(DEFERRAL)
-    single, _ = reader_counts(path, None, spec, from_start=True, chunk_size=5000)
-    double, two = parallel_counts(path, spec, chunk_size=5000)
-    assert two.parallel_bytes == len(data) - mid
-    assert double == single
-
-
-@pytest.mark.parametrize("where", ["first", "second"])
-def test_header_change_on_either_side_of_the_split(tmp_path: Path, where: str) -> None:
-    path = tmp_path / "acct.csv"
-    data = big_file(path, 3000, seed=4, header_at=600 if where == "first" else 2600)
-    spec = TallySpec.of(BOUNCE)
-    single, one = reader_counts(path, None, spec, from_start=True, chunk_size=4096)
-    double, two = parallel_counts(path, spec, chunk_size=4096)
-    assert double == single == expected(data, spec)[0]
-    assert two.state.header == one.state.header == FIELDS_55
-    assert (two.parallel_bytes > 0) == (where == "second")
-
-
-def test_record_being_written_at_the_end_of_the_worker_range(tmp_path: Path) -> None:
+def test_record_being_written_at_the_end_of_a_big_file(tmp_path: Path) -> None:
     path = tmp_path / "acct.csv"
     data = big_file(path, 3000, seed=5)
     tail = csv_bytes(FIELDS_50, [row(dsnDiag="open\nrecord")], header=False)
     with path.open("ab") as fh:
         fh.write(tail[: tail.index(b"open\n") + 5])
     spec = TallySpec.of(BOUNCE)
-    single, one = reader_counts(path, None, spec, from_start=True, chunk_size=8192)
-    double, two = parallel_counts(path, spec, chunk_size=8192)
-    assert two.parallel_bytes > 0
-    assert double == single and one.state.tail is not None
-    assert two.state.tail == one.state.tail and one.state.tail.offset == len(data)
+    got, reader = reader_counts(path, None, spec, from_start=True, chunk_size=8192)
+    assert got == expected(data, spec)[0]
+    assert reader.state.tail is not None and reader.state.tail.offset == len(data)
 
 
 @pytest.mark.parametrize("budget", [20, 25, 32, 40])
-def test_deadline_in_a_parallel_read_loses_and_repeats_nothing(
+def test_deadline_runs_lose_and_repeat_nothing(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, budget: int) -> None:
     """Runs of `budget` clock ticks each (a tick per clock reading), each resuming from the
     last one's state, until one finishes: every row counted once."""
@@ -605,47 +493,13 @@ def test_deadline_in_a_parallel_read_loses_and_repeats_nothing(
         runs += 1
         reader = AcctReader(path, state, from_start=True, chunk_size=8192,
                             deadline=logtail.time.monotonic() + budget / 1000)
-        for chunk in reader.tally(spec, parallel_bytes=1024):
+        for chunk in reader.tally(spec):
             total.update(chunk)
         state = reader.state
         if not reader.timed_out:
             break
     assert 1 < runs < 200  # the deadline did stop runs, and the last one finished
     assert total == expected(data, spec)[0]
-
-
-def test_deadline_as_the_split_block_is_handed_out(tmp_path: Path,
-                                                   monkeypatch: pytest.MonkeyPatch) -> None:
-    """The reading stops (deadline) right after the block holding the split point, and the
-    worker has counted to the end: the state must be at the worker's end, or the next run
-    counts the worker's rows again."""
-    path = tmp_path / "acct.csv"
-    data = big_file(path, 3000, seed=7)
-    split = data.index(b"\n", len(data) // 2) + 1
-    monkeypatch.setattr(reader_module, "_line_start_after", lambda fd, pos, end: split)
-    with monkeypatch.context() as m:
-        m.setattr(logtail._ReaderBase, "_expired",
-                  lambda self: self.bytes_read >= split and not self.timed_out)
-        first, one = parallel_counts(path, TallySpec.of(BOUNCE), chunk_size=8192)
-    assert one.timed_out and one.parallel_bytes > 0
-    rest, two = reader_counts(path, one.state, TallySpec.of(BOUNCE), chunk_size=8192)
-    assert not two.timed_out
-    assert first + rest == expected(data, TallySpec.of(BOUNCE))[0]
-
-
-def test_tally_range_reads_only_complete_lines(tmp_path: Path) -> None:
-    path = tmp_path / "acct.csv"
-    data = csv_bytes(FIELDS_50, [row() for _ in range(50)]) + b"d,partial"
-    path.write_bytes(data)
-    spec = TallySpec.of(BOUNCE)
-    start = data.index(b"\n") + 1
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        result = tally_range(fd, start, len(data), spec, FIELDS_50, chunk_size=700)
-    finally:
-        os.close(fd)
-    assert result.end == len(data) - len(b"d,partial")
-    assert sum(result.counts.values()) == 50 and not result.error
 
 
 # --- rotated files beside a single path: dated and numbered names ---------------------------
@@ -725,3 +579,31 @@ def test_records_are_unchanged_by_the_tally_module() -> None:
     spec = TallySpec.of(BOUNCE)
     assert record_key(record, spec, {}) == (
         "b", None, ("mail.example.org", "z.net", "", "", "", "", "d"))
+
+
+def test_required_fields_leave_out_records_of_a_layout_without_them(tmp_path: Path) -> None:
+    """A type's records are not counted under a header lacking a required column (4.0 has no
+    dlvTlsProtocol); other types are; the reader names the columns per file."""
+    data = (csv_bytes(FIELDS_40, [row(type="d", rcpt="a@old.org"), row(type="b")])
+            + csv_bytes(FIELDS_50, [row(type="d", rcpt="b@new.org"), row(type="b")]))
+    path = tmp_path / "acct.csv"
+    path.write_bytes(data)
+    spec = TallySpec.of(TLS | {"b": ("rcpt_domain",)},
+                        required={"d": ("dlv_esmtp_available", "dlv_tls_protocol")})
+    got, reader = reader_counts(path, None, spec, from_start=True)
+    assert Counter({(k[0], k[2][0]): n for k, n in got.items()}) == {
+        ("b", "example.com"): 2, ("d", "new.org"): 1}
+    assert reader.lacking(spec) == {str(path): ["dlvTlsProtocol"]}
+    tally = tally_bytes(data, spec)
+    assert sum(tally.take().values()) == 3
+
+
+def test_required_fields_in_json_accounting(tmp_path: Path) -> None:
+    path = tmp_path / "acct.json"
+    path.write_text("".join(json.dumps({"type": "d", "rcpt": f"r@{d}.org",
+                                        "dlvEsmtpAvailable": "STARTTLS"}) + "\n"
+                            for d in ("a", "b")))
+    spec = TallySpec.of(TLS, required={"d": ("dlv_tls_protocol",)})
+    got, reader = reader_counts(path, None, spec, from_start=True)
+    assert got == Counter() and reader.records_read == 2
+    assert reader.lacking(spec) == {str(path): ["dlvTlsProtocol"]}
