@@ -347,7 +347,8 @@ class PmtaCollector(Collector):
         with self._lock:
             prepared = self._prepared
         if prepared is None:
-            yield _gauge("pmta_up", "1 when the last poll of the PowerMTA API succeeded.", 0)
+            yield _gauge("pmta_up", "1 when the last poll of the PowerMTA API succeeded (0 too "
+                         "when polling has stalled).", 0)
             return
         result = prepared.result
         now = self._clock()

@@ -16,7 +16,7 @@ from pmta_snmp.cliopts import add_agent_args, agent_config, setup_logging
 
 __all__ = ["GENERATORS", "cmd_exporter", "cmd_gen", "register"]
 
-GENERATORS: Final = ("icinga2", "nagios", "zabbix")
+GENERATORS: Final = ("icinga2", "nagios", "zabbix", "grafana")
 
 
 def cmd_gen(args: argparse.Namespace) -> int:
@@ -28,6 +28,15 @@ def cmd_gen(args: argparse.Namespace) -> int:
     if target != "zabbix" and enterprise != _default_enterprise():
         print("pmta-snmp gen: --enterprise only applies to zabbix", file=sys.stderr)
         return 2
+    if target == "grafana":
+        from pmta_snmp.integrations import grafana
+
+        if args.out is None:
+            sys.stdout.write(grafana.render())
+            return 0
+        for path in grafana.write(Path(args.out)):
+            print(f"wrote {path}")
+        return 0
     plugins = load_plugins()
     if args.out is None:
         sys.stdout.write(_render(target, plugins, enterprise))
@@ -110,10 +119,12 @@ def register(sub: Any) -> None:
     """Add `gen` and `exporter` to the subparsers action of `pmta-snmp`."""
     p = sub.add_parser(
         "gen",
-        help="write Icinga 2, Nagios or Zabbix configuration for the plugins and the MIB",
+        help="write Icinga 2, Nagios or Zabbix configuration for the plugins and the MIB, "
+        "or the Grafana dashboard",
         description="Generate monitoring configuration from the plugins' own options "
         "(icinga2, nagios: commands and an example; zabbix: SNMP template and "
-        "UserParameters). Without --out the files are printed.",
+        "UserParameters) or the Grafana dashboard from the exporter's metrics (grafana). "
+        "Without --out the files are printed.",
     )
     p.add_argument("target", choices=GENERATORS, help="monitoring system")
     p.add_argument("--out", metavar="DIR", help="write the files into DIR (created if needed)")

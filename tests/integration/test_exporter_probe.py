@@ -33,6 +33,7 @@ from pmta_snmp.config import (
     load_config,
 )
 from pmta_snmp.exporter import Exporter
+from pmta_snmp.metrics import by_name
 from pmta_snmp.netsnmp import free_tcp_port
 from pmta_snmp.sim import Simulator
 from tests.integration.kit_support import REPO, stop_group, wait_until
@@ -479,3 +480,21 @@ def test_prometheus_scrapes_a_fleet_through_probe_with_the_readme_relabeling(
     assert set(queued) == {s.url for s in sims}
     assert queued[sims[0].url] == sims[0].snapshot().status.queued_recipients
     assert scraped == dict.fromkeys(targets, 1.0)  # a dead target is a good scrape
+
+
+def test_every_family_of_probe_and_of_the_prober_is_catalogued(sim: Simulator) -> None:
+    """The families /probe and the probe-only /metrics serve are in pmta_snmp.metrics with
+    their type, labels and HELP text (pmta_up's HELP says what it means for a probe)."""
+    catalogue = by_name()
+    cfg = probe_config({"default": ProbeModule(timeout=10)})
+    with Exporter(cfg, listen="127.0.0.1:0") as exporter:
+        texts = [probe(exporter, sim.url)[1], get(exporter.url)[1]]
+    served = [f for text in texts for f in text_string_to_metric_families(text)]
+    assert {f.name for f in served} >= {"pmta_probe_duration_seconds", "pmta_exporter_probes"}
+    for family in served:
+        name = f"{family.name}_total" if family.type == "counter" else family.name
+        assert name in catalogue, f"{name} is served but not in pmta_snmp.metrics"
+        assert catalogue[name].kind == family.type, name
+        assert family.name == "pmta_up" or catalogue[name].help == family.documentation, name
+        labels = {k for s in family.samples for k in s.labels}
+        assert labels <= set(catalogue[name].labels), (name, labels)
