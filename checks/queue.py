@@ -1,11 +1,14 @@
 """check_pmta_queue: queued recipients, per domain / VirtualMTA / queue, paused and backoff
 queues, stuck queues and a growing deferred (backoff) backlog.
 
-Data comes from PowerMTA's real pages: `/status` (`status/queue/smtp/rcp`, the queue depth of
-the operating rules) and `/queues` (top queues `domain/vmta` with `paused`, `mode`, `conn` and
-`retryTime`) on every run; `/domains` and `/vmtas`, which list every destination domain and
-can be large, only when an option needs them (`--domain`, `--vmta`, their per-item rules, or
-`--item-perfdata domain,vmta`). Stuck and growing queues need history, kept in the state file:
+Data comes from PowerMTA's real API: `/status` (`status/queue/smtp/rcp`, the queue depth of
+the operating rules) and the queues (`domain/vmta` with `paused`, `mode`, `conn` and
+`retryTime`) on every run; the domains and VirtualMTAs, which can be many, only when an option
+needs them (`--domain`, `--vmta`, their per-item rules, or `--item-perfdata domain,vmta`).
+With an API key each list comes whole from the CLI's list commands through POST /command
+(`show queues --maxitems=N`); without one from the pages, which show only PowerMTA's top
+`http-default-max-items` rows (10 by default): the long output then says which per-item rules
+may miss rows. Stuck and growing queues need history, kept in the state file:
 
 * stuck: a queue above `--stuck-floor` recipients that shows no delivery progress (no
   connections, in backoff, or its next retry still ahead) and has not decreased, seen so for
@@ -55,7 +58,7 @@ from .base import (
 if TYPE_CHECKING:
     from datetime import datetime
 
-    from pmta_snmp.model import Domain, Queue, Status, Vmta
+    from pmta_snmp.model import Domain, ListCompleteness, Queue, Status, Vmta
 
 DEFAULT_WARNING = "50000"
 DEFAULT_CRITICAL = "100000"
@@ -79,6 +82,10 @@ class QueueData(NamedTuple):
     vmtas: list[Vmta]
     total: int
     total_source: str
+    lists: dict[str, ListCompleteness]
+    """How complete PowerMTA's lists were, by kind (`queue`, `domain`, `vmta`), as read."""
+    coverage: list[str]
+    """A line per list whose per-item rules may miss rows."""
 
 
 class Stuck(NamedTuple):
@@ -168,9 +175,25 @@ class QueueResource(PluginResource):
         a, run = self.args, self.run
         want_domains, want_vmtas = self.needs()
         status = run.api("/status", lambda c: c.status())
-        queues = list(run.api("/queues", lambda c: c.queues()))
-        domains = list(run.api("/domains", lambda c: c.domains())) if want_domains else []
-        vmtas = list(run.api("/vmtas", lambda c: c.vmtas())) if want_vmtas else []
+        lists: dict[str, ListCompleteness] = {}
+        by_command = run.client().lists_by_command
+
+        def what(kind: str) -> str:
+            return f"show {kind}s (POST /command)" if by_command else f"/{kind}s"
+
+        rows, lists["queue"] = run.api(what("queue"), lambda c: c.queue_list(status))
+        queues = list(rows)
+        coverage = _coverage("queue", lists["queue"], queues, status, a.max_list_items)
+        domains: list[Domain] = []
+        vmtas: list[Vmta] = []
+        if want_domains:
+            rows, lists["domain"] = run.api(what("domain"), lambda c: c.domain_list(status))
+            domains = list(rows)
+            coverage += _coverage("domain", lists["domain"], domains, status, a.max_list_items)
+        if want_vmtas:
+            rows, lists["vmta"] = run.api(what("vmta"), lambda c: c.vmta_list(status))
+            vmtas = list(rows)
+            coverage += _coverage("vmta", lists["vmta"], vmtas, status, a.max_list_items)
         run.enter("evaluating queues")
         narrowed = bool(a.domain or a.vmta or a.queue)
         if a.domain:
@@ -203,7 +226,7 @@ class QueueResource(PluginResource):
             total, source = sum(q.rcp for q in queues), "queues"
         else:
             total, source = status.queued_recipients, "status"
-        return QueueData(status, queues, domains, vmtas, total, source)
+        return QueueData(status, queues, domains, vmtas, total, source, lists, coverage)
 
     def update_history(self, data: QueueData) -> None:
         """Stuck queues and deferred growth from the state file (read-modify-write)."""
@@ -330,7 +353,13 @@ class QueueResource(PluginResource):
             "domains": _detail_rows(data.domains, n),
             "vmtas": _detail_rows(data.vmtas, n),
         }
+        run.details["lists"] = {
+            kind: {"source": found.source.value, "listed": found.listed, "known": found.known}
+            for kind, found in data.lists.items()
+        }
         run.primary = "rcpt"
+        for line in data.coverage:
+            run.note(line)
         run.long.extend(_long_lines(data, n))
 
     def contexts(self) -> list[nagiosplugin.Context]:
@@ -418,6 +447,46 @@ def _detail_rows(rows: Sequence[Queue | Domain | Vmta], n: int) -> dict[str, dic
             row["mode"] = str(getattr(r, "mode", "normal"))
         out[r.name] = row
     return out
+
+
+_RULES = {
+    "queue": "paused, backoff, stuck and --queue-* rules",
+    "domain": "--domain and --domain-* rules",
+    "vmta": "--vmta and --vmta-* rules",
+}
+
+
+def _coverage(
+    kind: str,
+    found: ListCompleteness,
+    rows: Sequence[Queue | Domain | Vmta],
+    status: Status,
+    max_list_items: int,
+) -> list[str]:
+    """A line when the per-item rules of `kind` may miss rows: PowerMTA has more than it
+    listed, or it gave no count while the list is as long as a page (or --max-list-items)
+    allows and its rows lack some of the queued recipients."""
+    from pmta_snmp.api.client import PAGE_DEFAULT_ITEMS
+
+    by_page = found.source.value == "page"
+    if found.complete:
+        return []
+    if not found.missing:
+        full = PAGE_DEFAULT_ITEMS if by_page else max_list_items
+        if found.listed < full or sum(r.rcp for r in rows) >= status.queued_recipients:
+            return []
+    where = f"/{kind}s" if by_page else f"show {kind}s --maxitems={max_list_items}"
+    if found.missing:
+        some = "at least " if not found.exact else ""
+        seen = (f"only {found.listed} of {some}{found.known} {kind}s listed by {where}: "
+                f"the {_RULES[kind]} miss {some}{found.missing}")
+    else:
+        seen = (f"{found.listed} {kind}s listed by {where}, which may not be all: the "
+                f"{_RULES[kind]} may miss others")
+    hint = ("give the plugin an API key (--api-key-file or PMTA_API_KEY) to list them all "
+            "through POST /command, or raise http-default-max-items in PowerMTA's config"
+            if by_page else "raise --max-list-items")
+    return [f"{seen}; {hint}"]
 
 
 def _long_lines(data: QueueData, n: int) -> list[str]:

@@ -21,6 +21,21 @@ def nonneg_int(text: str) -> int:
     return value
 
 
+MAX_LIST_ITEMS = 1_000_000
+"""Largest `--max-list-items` / `pmta.max_list_items` (the API client's bound too)."""
+DEFAULT_LIST_ITEMS = 10_000
+"""Default `--max-list-items` (the API client's DEFAULT_MAX_LIST_ITEMS; a test keeps them
+equal without the client's imports here)."""
+
+
+def list_items(text: str) -> int:
+    """`--max-list-items`: 0..MAX_LIST_ITEMS."""
+    value = nonneg_int(text)
+    if value > MAX_LIST_ITEMS:
+        raise argparse.ArgumentTypeError(f"must be at most {MAX_LIST_ITEMS}: {text!r}")
+    return value
+
+
 def nonneg_float(text: str) -> float:
     """A finite float >= 0 (timeouts, minutes)."""
     try:

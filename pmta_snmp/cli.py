@@ -22,7 +22,7 @@ from pmta_snmp.cliopts import (  # add_connection_args, client_config: also used
 )
 
 if TYPE_CHECKING:
-    from pmta_snmp.model import Snapshot
+    from pmta_snmp.model import ListCompleteness, Snapshot
 
 
 def _print_summary(snap: Snapshot) -> None:
@@ -49,7 +49,12 @@ def _print_summary(snap: Snapshot) -> None:
         f"  smtp connections in/out: {st.conn.smtp_in.cur}/{st.conn.smtp_out.cur} "
         f"(max {st.conn.smtp_in.max}/{st.conn.smtp_out.max})"
     )
-    print(f"  queues: {len(snap.queues)}  domains: {len(snap.domains)}  vmtas: {len(snap.vmtas)}")
+    lists = snap.lists
+    print(
+        f"  queues: {_count(len(snap.queues), lists.queues)}  "
+        f"domains: {_count(len(snap.domains), lists.domains)}  "
+        f"vmtas: {_count(len(snap.vmtas), lists.vmtas)}"
+    )
     top = sorted(snap.queues, key=lambda q: q.rcp, reverse=True)[:5]
     for q in top:
         flags = ",".join(f for f, on in (("paused", q.paused), (q.mode.value, True)) if on)
@@ -66,6 +71,16 @@ def _print_summary(snap: Snapshot) -> None:
         )
     for w in snap.warnings:
         print(f"  warning: {w}")
+
+
+def _count(listed: int, found: ListCompleteness | None) -> str:
+    """`10 of 1967 (page)`: rows listed, PowerMTA's count, and where the rows came from."""
+    if found is None:
+        return str(listed)
+    known = "" if found.known is None else (
+        f" of {'at least ' if not found.exact else ''}{found.known}"
+    )
+    return f"{listed}{known} ({found.source.value})"
 
 
 def cmd_poll(args: argparse.Namespace) -> int:

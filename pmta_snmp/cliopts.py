@@ -12,6 +12,8 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING
 
+from pmta_snmp.argtypes import DEFAULT_LIST_ITEMS, list_items
+
 if TYPE_CHECKING:
     from pmta_snmp.api import ClientConfig
     from pmta_snmp.config import Config
@@ -89,6 +91,15 @@ def add_connection_args(p: argparse.ArgumentParser) -> None:
         metavar="S",
         help="total seconds per API call (default %(default)s)",
     )
+    g.add_argument(
+        "--max-list-items",
+        type=list_items,
+        default=DEFAULT_LIST_ITEMS,
+        metavar="N",
+        help="with an API key, list up to N queues, domains, VirtualMTAs through POST "
+        "/command (show queues --maxitems=N ...) instead of the pages' top rows; 0 = the "
+        "pages only (default %(default)s)",
+    )
 
 
 def client_config(args: argparse.Namespace) -> ClientConfig:
@@ -104,6 +115,7 @@ def client_config(args: argparse.Namespace) -> ClientConfig:
         flavor=args.api_flavor,
         timeout=args.api_timeout,
         connect_timeout=min(5.0, args.api_timeout),
+        max_list_items=args.max_list_items,
     )
 
 
@@ -120,6 +132,9 @@ def add_agent_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--insecure", action="store_true")
     g.add_argument("--api-format", choices=("auto", "json", "xml"))
     g.add_argument("--api-flavor", choices=("real", "seed"))
+    g.add_argument("--max-list-items", type=list_items, metavar="N",
+                   help="pmta.max_list_items: list up to N rows through POST /command with an "
+                   "API key; 0 = the pages only")
 
 
 def setup_logging(verbose: int) -> None:
@@ -147,6 +162,7 @@ def agent_config(args: argparse.Namespace) -> Config:
         "insecure": True if args.insecure else None,
         "api_format": args.api_format,
         "api_flavor": args.api_flavor,
+        "max_list_items": args.max_list_items,
     }
     poll = {"interval": args.interval}
     extra: dict[str, dict[str, object]] = {}

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from pmta_snmp.argtypes import MAX_LIST_ITEMS
+
 ENV_PREFIX = "PMTA_SNMP_"
 
 
@@ -37,6 +39,10 @@ class PmtaSection:
     time): a larger one fails the poll."""
     max_poll_mib: int = 128
     """Largest total of one poll's answers (its pages are fetched at once), counted decoded."""
+    max_list_items: int = 10_000
+    """With an API key: `--maxitems` of `show queues|domains|vmtas` via POST /command, which
+    list every queue, domain and VirtualMTA up to this many (the top ones by recipients
+    beyond); 0 reads the web pages (PowerMTA's top `http-default-max-items`) even with a key."""
 
 
 @dataclass(frozen=True)
@@ -150,6 +156,7 @@ class ProbeModule:
     timeout: float = 10.0
     max_page_mib: int = 64
     max_poll_mib: int = 128
+    max_list_items: int = 10_000
     targets: tuple[str, ...] = ()
     license_interval: float = 3600.0
 
@@ -303,6 +310,10 @@ def validate(cfg: Config) -> Config:
         raise ConfigError("poll.worker_max_rss_mib must be at least 1")
     if not 1 <= cfg.pmta.max_page_mib <= cfg.pmta.max_poll_mib:
         raise ConfigError("need 1 <= pmta.max_page_mib <= pmta.max_poll_mib")
+    if not 0 <= cfg.pmta.max_list_items <= MAX_LIST_ITEMS:
+        raise ConfigError(
+            f"pmta.max_list_items must be 0..{MAX_LIST_ITEMS} (0: the pages only)"
+        )
     if cfg.pmta.api_format not in ("auto", "json", "xml"):
         raise ConfigError("pmta.api_format must be auto, json or xml")
     if cfg.pmta.api_flavor not in ("real", "seed"):
@@ -340,6 +351,8 @@ def _validate_probe(probe: ProbeSection) -> None:
             raise ConfigError(f"{where}.license_interval must be >= 0")
         if not 1 <= m.max_page_mib <= m.max_poll_mib:
             raise ConfigError(f"need 1 <= {where}.max_page_mib <= {where}.max_poll_mib")
+        if not 0 <= m.max_list_items <= MAX_LIST_ITEMS:
+            raise ConfigError(f"{where}.max_list_items must be 0..{MAX_LIST_ITEMS}")
         if m.api_format not in ("auto", "json", "xml"):
             raise ConfigError(f"{where}.api_format must be auto, json or xml")
         if m.api_flavor not in ("real", "seed"):

@@ -38,7 +38,8 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector, CollectorRegistry
 
-from pmta_snmp.model import QueueMode, Snapshot
+from pmta_snmp.metrics import by_name
+from pmta_snmp.model import QueueMode, Snapshot, warning_kinds
 
 if TYPE_CHECKING:
     from wsgiref.simple_server import WSGIServer
@@ -59,6 +60,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+_CATALOGUE: Final = by_name()
 OTHER: Final = "(other)"
 """Label value of the series that sums the items beyond the cap."""
 
@@ -168,10 +170,12 @@ class PmtaCollector(Collector):
             self._prepared = prepared
 
     def _log_warnings(self, warnings: tuple[str, ...]) -> None:
-        """Log the warnings of a good poll when they change (not on every poll)."""
-        if warnings == self._logged_warnings:
+        """Log the warnings of a good poll when they change, numbers aside (not on every
+        poll)."""
+        kinds = warning_kinds(warnings)
+        if kinds == self._logged_warnings:
             return
-        self._logged_warnings = warnings
+        self._logged_warnings = kinds
         if warnings:
             log.warning("PowerMTA's answer has %d warning(s): %s", len(warnings),
                         "; ".join(warnings))
@@ -283,6 +287,7 @@ class PmtaCollector(Collector):
         yield _gauge("pmta_domains", "Destination domains PowerMTA reports.", len(snap.domains))
         yield _gauge("pmta_vmtas", "VirtualMTAs PowerMTA reports.", len(snap.vmtas))
         yield _gauge("pmta_queues", "Queues (domain/vmta) PowerMTA reports.", len(snap.queues))
+        yield from _list_families(snap)
         yield from self._per_item(snap)
 
     def _per_item(self, snap: Snapshot) -> Iterator[Metric]:
@@ -370,6 +375,21 @@ class PmtaCollector(Collector):
     def describe(self) -> Iterable[Metric]:
         """Nothing up front: the registry must call `collect` (families vary with the data)."""
         return []
+
+
+def _list_families(snap: Snapshot) -> Iterator[Metric]:
+    """How complete the per-item lists are: rows listed (and where from), rows known."""
+    listed, known = (_labelled_gauge(m.name, m.help, m.labels) for m in (
+        _CATALOGUE["pmta_list_rows"], _CATALOGUE["pmta_list_rows_known"]))
+    lists = snap.lists
+    for kind, found in (("queue", lists.queues), ("domain", lists.domains),
+                        ("vmta", lists.vmtas)):
+        if found is None:
+            continue
+        listed.add_metric([kind, found.source.value], found.listed)
+        if found.known is not None:
+            known.add_metric([kind], found.known)
+    yield from (listed, known)
 
 
 def _single_counter(name: str, doc: str, value: float) -> CounterMetricFamily:

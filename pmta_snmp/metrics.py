@@ -88,6 +88,12 @@ CATALOGUE: Final[tuple[MetricDef, ...]] = (
     _g("pmta_domains", "Destination domains PowerMTA reports."),
     _g("pmta_vmtas", "VirtualMTAs PowerMTA reports."),
     _g("pmta_queues", "Queues (domain/vmta) PowerMTA reports."),
+    _g("pmta_list_rows", "Rows PowerMTA listed per list; source: command (POST /command list "
+       "commands, every row up to pmta.max_list_items) or page (the web pages' top "
+       "http-default-max-items rows).", "list", "source"),
+    _g("pmta_list_rows_known", "Rows PowerMTA has per list by its own count (queues without "
+       "one: at least one per domain with mail queued); absent when it gave none. Above "
+       "pmta_list_rows: rows are missing.", "list"),
     # per item, capped
     _g("pmta_domain_queued_recipients", "Recipients queued per domain.", "domain"),
     _g("pmta_domain_queued_bytes", "Bytes queued per domain.", "domain"),

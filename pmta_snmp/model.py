@@ -10,6 +10,7 @@ Field names follow PowerMTA's own (`rcp`, `kb`, `conn`, `smtpOut` -> `smtp_out`)
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -295,6 +296,61 @@ class License:
         return None
 
 
+class ListSource(StrEnum):
+    """Where a per-item list came from."""
+
+    PAGE = "page"
+    """A web page (`/domains`): PowerMTA lists its top `http-default-max-items` rows (10)."""
+    COMMAND = "command"
+    """`POST /command` with `show domains --maxitems=N`: up to N rows (needs an API key)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ListCompleteness:
+    """How complete one per-item list (queues, domains or VirtualMTAs) of a poll is.
+
+    `listed` rows came in the answer; `known` is how many PowerMTA has as far as it said
+    (`known_from` names where: a list command's footer, `/status`), None when it said
+    nothing. `exact` False makes `known` a lower bound (queues from `/queues`: at least
+    one per domain with mail queued).
+    """
+
+    source: ListSource = ListSource.PAGE
+    listed: int = 0
+    known: int | None = None
+    exact: bool = True
+    known_from: str = ""
+
+    @property
+    def missing(self) -> int | None:
+        """Rows PowerMTA has that the list lacks (at least this many when not `exact`);
+        None when PowerMTA gave no count."""
+        return None if self.known is None else max(0, self.known - self.listed)
+
+    @property
+    def complete(self) -> bool:
+        """True only when PowerMTA's own count shows every row listed."""
+        return self.known is not None and self.exact and self.listed >= self.known
+
+
+@dataclass(frozen=True, slots=True)
+class Lists:
+    """The completeness of the snapshot's queues, domains and VirtualMTAs (None: not known,
+    e.g. a snapshot not built by the API client)."""
+
+    queues: ListCompleteness | None = None
+    domains: ListCompleteness | None = None
+    vmtas: ListCompleteness | None = None
+
+    @property
+    def source(self) -> str:
+        """`command`, `page`, `mixed` (some lists each way) or "" (nothing known)."""
+        found = {x.source.value for x in (self.queues, self.domains, self.vmtas) if x}
+        if len(found) > 1:
+            return "mixed"
+        return found.pop() if found else ""
+
+
 @dataclass(frozen=True, slots=True)
 class Snapshot:
     """One poll of PowerMTA: status, queues, domains, VirtualMTAs and the license.
@@ -311,6 +367,7 @@ class Snapshot:
     taken_at: datetime | None = None
     source: str = ""
     warnings: tuple[str, ...] = field(default=())
+    lists: Lists = Lists()
 
     def queue(self, name: str) -> Queue | None:
         """Look a queue up by `domain/vmta` name."""
@@ -334,7 +391,7 @@ def sorted_by_name(rows: Iterable[_Row]) -> tuple[_Row, ...]:
 def _jsonable(value: Any) -> Any:
     if isinstance(value, datetime | date):
         return value.isoformat()
-    if isinstance(value, QueueMode):
+    if isinstance(value, QueueMode | ListSource):
         return value.value
     if isinstance(value, tuple):
         return [_jsonable(v) for v in value]
@@ -352,6 +409,11 @@ def snapshot_to_dict(snap: Snapshot) -> dict[str, Any]:
             if isinstance(obj, Queue):
                 out["domain"] = obj.domain
                 out["vmta"] = obj.vmta
+            if isinstance(obj, ListCompleteness):
+                out["missing"] = obj.missing
+                out["complete"] = obj.complete
+            if isinstance(obj, Lists):
+                out["source"] = obj.source
             if isinstance(obj, Status):
                 out["queue_types"] = {
                     q.name: {"rcp": q.rcp, "dom": q.dom, "kb": q.kb, "bytes": q.bytes}
@@ -376,3 +438,12 @@ def snapshot_to_dict(snap: Snapshot) -> dict[str, Any]:
 def license_fields(mapping: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
     """Freeze a parsed `key: value` mapping for `License.fields`."""
     return tuple(mapping.items())
+
+
+_DIGITS = re.compile(r"\d+")
+
+
+def warning_kinds(warnings: Iterable[str]) -> tuple[str, ...]:
+    """The warnings with their numbers blanked: what a log line compares, so a count that
+    moves from poll to poll (`lists 10 of 1967 domains`) is not logged again every poll."""
+    return tuple(_DIGITS.sub("#", w) for w in warnings)

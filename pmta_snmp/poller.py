@@ -112,6 +112,7 @@ class Poller:
         self._license_at: float | None = None
         self._rng = random.Random()  # noqa: S311 - poll jitter, not cryptography
         self._secret = urlsplit(config.url).password or ""
+        self._list_sources: tuple[str, ...] = ()
 
     @property
     def poll_deadline(self) -> float:
@@ -184,6 +185,28 @@ class Poller:
         """`text` without the password of the configured URL (never shown anywhere)."""
         return text.replace(self._secret, "***") if self._secret else text
 
+    def _log_list_sources(self, snap: Snapshot) -> None:
+        """Say where the queue, domain and VirtualMTA lists come from, once and whenever
+        that changes (a refused API key, a key added)."""
+        lists = snap.lists
+        kinds = (("queues", lists.queues), ("domains", lists.domains), ("VirtualMTAs",
+                                                                       lists.vmtas))
+        sources = tuple(f"{what} from {found.source.value}" for what, found in kinds if found)
+        if sources == self._list_sources or not sources:
+            return
+        self._list_sources = sources
+        if lists.source == "command":
+            log.info("queues, domains and VirtualMTAs are listed through POST /command "
+                     "(show queues|domains|vmtas --maxitems=%d)", self.config.max_list_items)
+        elif lists.source == "page":
+            log.info("queues, domains and VirtualMTAs are listed from the pages /queues, "
+                     "/domains, /vmtas: PowerMTA shows there only its top "
+                     "http-default-max-items rows (10 by default); an API key "
+                     "(pmta.api_key_file) lists them all through POST /command")
+        else:
+            log.info("lists: %s (command: POST /command, page: the web pages' top rows)",
+                     ", ".join(sources))
+
     async def poll_once(self, client: AsyncPmtaClient) -> PollResult:
         """Poll once, update counters, log state changes, hand the result on.
 
@@ -242,6 +265,7 @@ class Poller:
                     len(snap.queues),
                     snap.status.queued_recipients,
                 )
+            self._log_list_sources(snap)
         self.result = result
         if self.on_result is not None:
             try:
@@ -265,6 +289,7 @@ def client_config_from(cfg: Config) -> ClientConfig:
         connect_timeout=min(5.0, p.timeout),
         max_page_bytes=p.max_page_mib * MIB,
         max_poll_bytes=p.max_poll_mib * MIB,
+        max_list_items=p.max_list_items,
     )
 
 

@@ -329,6 +329,7 @@ class Prober:
                 connect_timeout=min(5.0, s.timeout),
                 max_page_bytes=s.max_page_mib * MIB,
                 max_poll_bytes=s.max_poll_mib * MIB,
+                max_list_items=s.max_list_items,
             )
             now = time.monotonic()
             want_license = mod.api_key is not None and s.license_interval > 0 and (

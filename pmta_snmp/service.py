@@ -28,7 +28,7 @@ from pmta_snmp.mib.layout import (
 )
 from pmta_snmp.mib.live import LiveHealth
 from pmta_snmp.mib.snapshot import Oid, OidTree, Value
-from pmta_snmp.model import Snapshot
+from pmta_snmp.model import Snapshot, warning_kinds
 from pmta_snmp.notify import Condition, Event, Rules
 from pmta_snmp.poller import PollResult
 
@@ -132,7 +132,9 @@ class SnmpView:
         if result.api_reachable and snap is not None and snap is not self._previous:
             if counters_restarted(self._previous, snap):
                 self._discontinuity = now
-            if snap.warnings != (self._previous.warnings if self._previous else ()):
+            if warning_kinds(snap.warnings) != warning_kinds(
+                self._previous.warnings if self._previous else ()
+            ):
                 _log_warnings(snap.warnings)
             self._previous = snap
         age = result.data_age(now)

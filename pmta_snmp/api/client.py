@@ -1,8 +1,9 @@
 """PowerMTA HTTP management API client over httpx, sync (checks) and async (agent).
 
 Both clients drive the same request plans: each operation is a generator that yields the HTTP
-requests it needs and receives the responses, so format negotiation, redirects, error mapping
-and parsing exist once. Only the sending differs.
+requests it needs and receives the responses (or, thrown in, the PmtaError of a request that
+failed), so format negotiation, redirects, error mapping, the list commands' fallback to the
+pages and parsing exist once. Only the sending differs.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import zlib
 from collections.abc import Generator, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Literal, NamedTuple, TypeVar
+from typing import TYPE_CHECKING, Any, Final, Generic, Literal, NamedTuple, Protocol, TypeVar
 from urllib.parse import SplitResult, unquote, urljoin, urlsplit
 
 import httpx
@@ -32,7 +33,18 @@ from pmta_snmp.api.errors import (
     excerpt,
     redact_url,
 )
-from pmta_snmp.model import Domain, License, Queue, Snapshot, Status, Vmta
+from pmta_snmp.argtypes import MAX_LIST_ITEMS
+from pmta_snmp.model import (
+    Domain,
+    License,
+    ListCompleteness,
+    Lists,
+    ListSource,
+    Queue,
+    Snapshot,
+    Status,
+    Vmta,
+)
 
 if TYPE_CHECKING:
     import ssl
@@ -40,6 +52,8 @@ if TYPE_CHECKING:
 ApiFormat = Literal["auto", "json", "xml"]
 ApiFlavor = Literal["real", "seed"]
 T = TypeVar("T")
+_R = TypeVar("_R", Queue, Domain, Vmta)
+_R_co = TypeVar("_R_co", Queue, Domain, Vmta, covariant=True)
 
 API_KEY_ENV = "PMTA_API_KEY"
 MIB = 1024 * 1024
@@ -48,6 +62,15 @@ DEFAULT_MAX_PAGE_BYTES = 64 * MIB
 DEFAULT_MAX_POLL_BYTES = 128 * MIB
 """Largest total of the answers (decoded) of one poll, whose pages are fetched at once;
 `pmta.max_poll_mib`."""
+DEFAULT_MAX_LIST_ITEMS = 10_000
+"""`--maxitems` of the list commands (`pmta.max_list_items`): a list of PowerMTA's is read
+whole up to this many rows, the top ones by recipients beyond (see the README)."""
+PAGE_DEFAULT_ITEMS: Final = 10
+"""PowerMTA's default `http-default-max-items`: rows on a listing page."""
+COMMAND_RETRY_SECONDS: Final = 600.0
+"""After PowerMTA refused the list commands (or answered them unreadably), lists come from the
+pages this long before the commands are tried again: a refused command costs a request per
+list and poll no more, a key added to PowerMTA's config later is still picked up."""
 _MAX_REDIRECTS = 3
 _DECODE_STEP = MIB
 """Decoded bytes per step of a compressed answer: a gzip bomb never expands by more at once."""
@@ -93,6 +116,9 @@ class ClientConfig:
     timeout: float = 10.0
     max_page_bytes: int = DEFAULT_MAX_PAGE_BYTES
     max_poll_bytes: int = DEFAULT_MAX_POLL_BYTES
+    max_list_items: int = DEFAULT_MAX_LIST_ITEMS
+    """`--maxitems` of `show queues|domains|vmtas` via POST /command (with an API key);
+    0 reads the pages even with a key."""
 
     def __post_init__(self) -> None:
         parts = urlsplit(self.url)
@@ -100,6 +126,8 @@ class ClientConfig:
             raise PmtaError(f"URL {redact_url(self.url)!r} must look like http(s)://host:port")
         if self.max_page_bytes <= 0 or self.max_poll_bytes <= 0:
             raise PmtaError("the answer size limits must be positive")
+        if not 0 <= self.max_list_items <= MAX_LIST_ITEMS:  # megabytes per poll already
+            raise PmtaError(f"max_list_items must be 0..{MAX_LIST_ITEMS}")
 
     def __repr__(self) -> str:
         shown = [
@@ -138,6 +166,23 @@ class _FormatMismatch(Exception):
     """The server does not speak the requested format (e.g. PowerMTA 4.x and JSON)."""
 
 
+class _CommandParser(Protocol[_R_co]):
+    """`parse.parse_command_queues` and its siblings."""
+
+    def __call__(
+        self, data: parse.Node, message: str = "", *, warnings: list[str] | None = None
+    ) -> tuple[tuple[_R_co, ...], tuple[int, int] | None]: ...
+
+
+class Listing(NamedTuple, Generic[_R]):
+    """The rows of one list as read, where from, and the list command's footer
+    `(shown, total)` when it had one."""
+
+    rows: tuple[_R, ...]
+    source: ListSource
+    footer: tuple[int, int] | None = None
+
+
 class _Core:
     """What both clients share: request plans, format negotiation and error mapping."""
 
@@ -154,6 +199,8 @@ class _Core:
         self.format: Literal["json", "xml"] | None = (
             None if config.api_format == "auto" else config.api_format
         )
+        #: (time.monotonic(), why) of PowerMTA's last refusal of the list commands.
+        self.commands_refused: tuple[float, str] | None = None
 
     # -- transport settings ----------------------------------------------------------------
 
@@ -323,6 +370,65 @@ class _Core:
             body = yield from self.get_raw("/vmta.csv")
             return parse.parse_seed_vmtas(body, warnings=warnings)
         return parse.parse_vmtas((yield from self.get("/vmtas")), warnings=warnings)
+
+    # -- complete lists: the CLI's list commands, else the pages ------------------------------
+
+    def lists_by_command(self) -> bool:
+        """Whether the lists are asked from the list commands now: an API key, a positive
+        `max_list_items`, the real API, and no refusal within COMMAND_RETRY_SECONDS."""
+        c = self.config
+        if not c.api_key or c.max_list_items <= 0 or c.flavor != "real":
+            return False
+        refused = self.commands_refused
+        return refused is None or time.monotonic() - refused[0] >= COMMAND_RETRY_SECONDS
+
+    def queue_list(self, warnings: list[str] | None = None) -> _Plan[Listing[Queue]]:
+        """Every queue: `show queues --maxitems=N` with an API key, else `/queues`."""
+        got = yield from self._command_list("queue", parse.parse_command_queues, warnings)
+        return got or Listing((yield from self.queues(warnings)), ListSource.PAGE)
+
+    def domain_list(self, warnings: list[str] | None = None) -> _Plan[Listing[Domain]]:
+        """Every domain: `show domains --maxitems=N` with an API key, else `/domains`."""
+        got = yield from self._command_list("domain", parse.parse_command_domains, warnings)
+        return got or Listing((yield from self.domains(warnings)), ListSource.PAGE)
+
+    def vmta_list(self, warnings: list[str] | None = None) -> _Plan[Listing[Vmta]]:
+        """Every VirtualMTA: `show vmtas --maxitems=N` with an API key, else `/vmtas`."""
+        got = yield from self._command_list("vmta", parse.parse_command_vmtas, warnings)
+        return got or Listing((yield from self.vmtas(warnings)), ListSource.PAGE)
+
+    def _command_list(
+        self, kind: str, read: _CommandParser[_R], warnings: list[str] | None
+    ) -> _Plan[Listing[_R] | None]:
+        """The rows of a list command, or None when the pages must serve: no key, or
+        PowerMTA refused the command, lacks it (4.x), or answered something unreadable; the
+        refusal is remembered (`commands_refused`). A timeout or a lost connection is no
+        refusal: it fails the call as it would on a page."""
+        if not self.lists_by_command():
+            return None
+        command = f"{parse.LIST_COMMANDS[kind]} --maxitems={self.config.max_list_items}"
+        noted: list[str] = []
+        try:
+            data, message = yield from self.command(command)
+            rows, footer = read(data, message, warnings=noted)
+        except (PmtaTimeout, PmtaUnreachable):
+            raise
+        except PmtaForbidden:
+            self._refused(
+                "PowerMTA refused the API key for POST /command (HTTP 401/403): is it one of "
+                "its http-api-key values?"
+            )
+            return None
+        except PmtaError as exc:
+            self._refused(f"{command} failed: {exc}")
+            return None
+        if warnings is not None:
+            warnings.extend(noted)
+        self.commands_refused = None  # they work (again)
+        return Listing(rows, ListSource.COMMAND, footer)
+
+    def _refused(self, why: str) -> None:
+        self.commands_refused = (time.monotonic(), why)
 
     def queue_detail(self, name: str) -> _Plan[Queue | None]:
         return parse.parse_queue_detail((yield from self.get("/queueDetail", {"queue": name})))
@@ -561,13 +667,23 @@ class PmtaClient:
         """The format that worked (`json` or `xml`), once known."""
         return self._core.format
 
+    @property
+    def lists_by_command(self) -> bool:
+        """Whether the next list is asked from a list command (an API key, not refused)."""
+        return self._core.lists_by_command()
+
     def _run(self, plan: _Plan[T], budget: _Budget | None = None) -> T:
         deadline = time.monotonic() + self._core.config.timeout
         budget = budget or _Budget(self._core.config.max_poll_bytes)
         try:
             req = next(plan)
             while True:
-                req = plan.send(self._send(req, deadline, budget))
+                try:
+                    resp = self._send(req, deadline, budget)
+                except PmtaError as exc:  # the plan may handle it (a list command's fallback)
+                    req = plan.throw(exc)
+                else:
+                    req = plan.send(resp)
         except StopIteration as stop:
             result: T = stop.value
             return result
@@ -611,6 +727,26 @@ class PmtaClient:
         """`/vmtas`."""
         return self._run(self._core.vmtas())
 
+    def queue_list(
+        self, status: Status | None = None
+    ) -> tuple[tuple[Queue, ...], ListCompleteness]:
+        """Every queue (`show queues --maxitems=N` with an API key, else `/queues`) and how
+        complete the list is (`status` gives PowerMTA's counts)."""
+        got = self._run(self._core.queue_list())
+        return got.rows, completeness("queue", got, status, self._core.config.max_list_items)
+
+    def domain_list(
+        self, status: Status | None = None
+    ) -> tuple[tuple[Domain, ...], ListCompleteness]:
+        """Every domain (`show domains --maxitems=N`, else `/domains`) and how complete."""
+        got = self._run(self._core.domain_list())
+        return got.rows, completeness("domain", got, status, self._core.config.max_list_items)
+
+    def vmta_list(self, status: Status | None = None) -> tuple[tuple[Vmta, ...], ListCompleteness]:
+        """Every VirtualMTA (`show vmtas --maxitems=N`, else `/vmtas`) and how complete."""
+        got = self._run(self._core.vmta_list())
+        return got.rows, completeness("vmta", got, status, self._core.config.max_list_items)
+
     def queue_detail(self, name: str) -> Queue | None:
         """`/queueDetail?queue=domain/vmta`."""
         return self._run(self._core.queue_detail(name))
@@ -633,11 +769,11 @@ class PmtaClient:
         core, noted = self._core, list[str]()
         budget = _Budget(core.config.max_poll_bytes)
         status = self._run(core.status(noted), budget)
-        queues = self._run(core.queues(noted), budget)
-        domains = self._run(core.domains(noted), budget)
-        vmtas = self._run(core.vmtas(noted), budget)
+        queues = self._run(core.queue_list(noted), budget)
+        domains = self._run(core.domain_list(noted), budget)
+        vmtas = self._run(core.vmta_list(noted), budget)
         status, lic, warnings = self._run(core.extras(status, with_license), budget)
-        return _assemble(core, status, queues, domains, vmtas, lic, _by_page(noted) + warnings)
+        return _assemble(core, status, queues, domains, vmtas, lic, noted, warnings)
 
 
 class AsyncPmtaClient:
@@ -671,7 +807,12 @@ class AsyncPmtaClient:
         try:
             req = next(plan)
             while True:
-                req = plan.send(await self._send(req, budget))
+                try:
+                    resp = await self._send(req, budget)
+                except PmtaError as exc:  # the plan may handle it (a list command's fallback)
+                    req = plan.throw(exc)
+                else:
+                    req = plan.send(resp)
         except StopIteration as stop:
             result: T = stop.value
             return result
@@ -725,19 +866,86 @@ class AsyncPmtaClient:
             # Negotiate the format once before fanning out.
             status = await self._bounded(core.status(noted), budget)
             queues, domains, vmtas = await asyncio.gather(
-                self._bounded(core.queues(noted), budget),
-                self._bounded(core.domains(noted), budget),
-                self._bounded(core.vmtas(noted), budget),
+                self._bounded(core.queue_list(noted), budget),
+                self._bounded(core.domain_list(noted), budget),
+                self._bounded(core.vmta_list(noted), budget),
             )
         else:
             status, queues, domains, vmtas = await asyncio.gather(
                 self._bounded(core.status(noted), budget),
-                self._bounded(core.queues(noted), budget),
-                self._bounded(core.domains(noted), budget),
-                self._bounded(core.vmtas(noted), budget),
+                self._bounded(core.queue_list(noted), budget),
+                self._bounded(core.domain_list(noted), budget),
+                self._bounded(core.vmta_list(noted), budget),
             )
         status, lic, warnings = await self._bounded(core.extras(status, with_license), budget)
-        return _assemble(core, status, queues, domains, vmtas, lic, _by_page(noted) + warnings)
+        return _assemble(core, status, queues, domains, vmtas, lic, noted, warnings)
+
+
+_WHAT = {"queue": "queues", "domain": "domains", "vmta": "VirtualMTAs"}
+_PAGE_HINT = (
+    "complete lists need an API key (POST /command) or a larger http-default-max-items in "
+    "PowerMTA's config"
+)
+
+
+def completeness(
+    kind: str,
+    listing: Listing[Any],
+    status: Status | None,
+    max_list_items: int = DEFAULT_MAX_LIST_ITEMS,
+) -> ListCompleteness:
+    """How complete `listing` is, from what PowerMTA said: the list command's footer, fewer
+    rows than `--maxitems` asked for, or `/status` (domains with mail queued: exactly that
+    many domains, and at least that many queues); None for VirtualMTAs otherwise."""
+    listed = len(listing.rows)
+    source = listing.source
+    command = f"{parse.LIST_COMMANDS[kind]} --maxitems={max_list_items}"
+    if source is ListSource.COMMAND:
+        if listing.footer is not None:
+            return ListCompleteness(source, listed, listing.footer[1], True, f"{command} footer")
+        if listed < max_list_items:
+            return ListCompleteness(
+                source, listed, listed, True, f"{command} (fewer rows than asked for)"
+            )
+    dom = status.queue_type("smtp").dom if status is not None else 0
+    if kind == "vmta" or status is None or (dom == 0 and listed > 0):
+        return ListCompleteness(source, listed)  # PowerMTA gave no count (or an absurd one)
+    if kind == "domain":
+        return ListCompleteness(source, listed, dom, True, "status.queue.smtp.dom")
+    return ListCompleteness(
+        source, listed, dom, False, "status.queue.smtp.dom: a queue or more per domain"
+    )
+
+
+def list_warning(
+    kind: str,
+    listing: Listing[Any],
+    found: ListCompleteness,
+    status: Status | None,
+    max_list_items: int = DEFAULT_MAX_LIST_ITEMS,
+) -> str | None:
+    """The warning of a list that lacks rows (it names how many), or None."""
+    what, missing = _WHAT[kind], found.missing
+    where = f"/{kind}s" if found.source is ListSource.PAGE else (
+        f"{parse.LIST_COMMANDS[kind]} --maxitems={max_list_items}"
+    )
+    hint = _PAGE_HINT if found.source is ListSource.PAGE else (
+        "raise pmta.max_list_items (--max-list-items) to list them all"
+    )
+    if missing:
+        if found.exact:
+            return (f"{where}: lists {found.listed} of {found.known} {what} ({found.known_from}):"
+                    f" {missing} missing; {hint}")
+        return (f"{where}: lists {found.listed} {what}, PowerMTA has at least {found.known} "
+                f"({found.known_from}): at least {missing} missing; {hint}")
+    if found.known is None and found.listed >= PAGE_DEFAULT_ITEMS and status is not None:
+        # No count (VirtualMTAs): recipients the rows lack show that rows are missing.
+        held, queued = sum(r.rcp for r in listing.rows), status.queued_recipients
+        if held < queued:
+            return (f"{where}: lists {found.listed} {what} holding {held} of {queued} queued "
+                    f"recipients, and PowerMTA gives no count of them: rows may be missing; "
+                    f"{hint}")
+    return None
 
 
 def _by_page(warnings: list[str]) -> list[str]:
@@ -748,23 +956,47 @@ def _by_page(warnings: list[str]) -> list[str]:
 def _assemble(
     core: _Core,
     status: Status,
-    queues: tuple[Queue, ...],
-    domains: tuple[Domain, ...],
-    vmtas: tuple[Vmta, ...],
+    queues: Listing[Queue],
+    domains: Listing[Domain],
+    vmtas: Listing[Vmta],
     lic: License | None,
+    noted: list[str],
     warnings: list[str],
 ) -> Snapshot:
     source = f"{core.base.rstrip('/')} ({core.config.flavor}, {core.format or 'csv'})"
+    n = core.config.max_list_items
+    found = {
+        kind: completeness(kind, listing, status, n)
+        for kind, listing in (("queue", queues), ("domain", domains), ("vmta", vmtas))
+    }
+    for kind, listing in (("queue", queues), ("domain", domains), ("vmta", vmtas)):
+        text = list_warning(kind, listing, found[kind], status, n)
+        if text is not None:
+            noted.append(text)
+    refused = core.commands_refused
+    by_page = any(x.source is ListSource.PAGE for x in (queues, domains, vmtas))
+    if refused is not None and by_page and core.config.api_key and core.config.max_list_items:
+        noted.append(f"/command: lists read from the pages instead of the list commands: "
+                     f"{refused[1]}")
     return Snapshot(
         status=status,
-        queues=queues,
-        domains=domains,
-        vmtas=vmtas,
+        queues=queues.rows,
+        domains=domains.rows,
+        vmtas=vmtas.rows,
         license=lic,
         taken_at=datetime.now(UTC),
         source=source,
-        warnings=tuple(warnings),
+        warnings=tuple(_by_page(noted) + warnings),
+        lists=Lists(queues=found["queue"], domains=found["domain"], vmtas=found["vmta"]),
     )
 
 
-__all__ = ["AsyncPmtaClient", "ClientConfig", "PmtaClient", "load_api_key"]
+__all__ = [
+    "AsyncPmtaClient",
+    "ClientConfig",
+    "Listing",
+    "PmtaClient",
+    "completeness",
+    "list_warning",
+    "load_api_key",
+]

@@ -26,6 +26,8 @@ Required values (everything else is optional):
   `feedbackLoopProcessed` (the Counter64 totals: a missing one would read as a counter reset).
 * `/queues`, `/domains`, `/vmtas` and the detail pages: each row's `name` and `rcp` (a row that
   is not an object or has no name is left out and warned about).
+* `show queues|domains|vmtas` via `/command`: the same per row; their `--json` shape is
+  undocumented, so it is read like the pages and no other row field is warned about.
 * `show license`: `expires`.
 * seed `/status.json`: `queue_depth`; seed CSV pages: each row's name and recipients columns.
 """
@@ -95,6 +97,10 @@ _VERSION_RE = re.compile(r"v?(\d+\.\d+(?:r\d+)?)")
 _TRUE = frozenset(("1", "true", "yes", "y", "on", "paused"))
 _FALSE = frozenset(("0", "false", "no", "n", "off", ""))
 _RCP = ("rcp", "rcpt")
+# `kbytes` and `connections`: the CLI's column words, in case its undocumented --json rows
+# use them ([?] pmta-formats.md §2).
+_KB = ("kb", "kbytes")
+_CONN = ("conn", "connections")
 _PLAIN_NAME = re.compile(r"[\w.@/{}-]{1,60}", re.ASCII)
 
 
@@ -764,7 +770,12 @@ class _Rows:
         """(name, row) of the rows that have a usable name; the others are counted."""
         nameless = 0
         for r in rows:
-            name = _lenient_text(r.get("name"))
+            # `name` on the pages; a row of a list command's --json may carry it under its
+            # own kind (`"domain": "gmail.com"`) instead ([?] undocumented).
+            raw = r.get("name")
+            if raw is None and type(r.get(self.row)) is str:
+                raw = r[self.row]
+            name = _lenient_text(raw)
             if name is None:
                 nameless += 1
                 continue
@@ -867,12 +878,12 @@ def _sizes(rows: _Rows, name: str, row: Mapping[str, Node], *, documented: bool 
     """Recipients (required), kilobytes and connections of a listing row."""
     return {
         "rcp": rows.need(name, row, _RCP, _count),
-        "kb": rows.get(name, row, "kb", _kbytes, 0.0, documented=documented),
-        "conn": rows.get(name, row, "conn", _count, 0, documented=documented),
+        "kb": rows.get(name, row, _KB, _kbytes, 0.0, documented=documented),
+        "conn": rows.get(name, row, _CONN, _count, 0, documented=documented),
     }
 
 
-def _queue(rows: _Rows, name: str, row: Mapping[str, Node]) -> Queue:
+def _queue(rows: _Rows, name: str, row: Mapping[str, Node], documented: bool = True) -> Queue:
     events = _events(row.get("event") if "event" in row else row.get("events"))
     retry_node = _lookup(row, ("retryTime", "retry", "nextRetry"))
     retry = None if retry_node is _MISSING else _lenient_text(retry_node)
@@ -880,7 +891,7 @@ def _queue(rows: _Rows, name: str, row: Mapping[str, Node]) -> Queue:
     last_error = _last_error(row) or next((e.text for e in events if e.text), None)
     return Queue(
         name=name,
-        **_sizes(rows, name, row),
+        **_sizes(rows, name, row, documented=documented),
         paused=rows.get(name, row, "paused", _flag, False, documented=False),
         mode=rows.get(name, row, "mode", _mode, QueueMode.UNKNOWN, documented=False)
         if "mode" in row
@@ -910,9 +921,13 @@ def parse_queues(data: Node, *, warnings: list[str] | None = None) -> tuple[Queu
     return _parse_queue_rows(data, "/queues", warnings)
 
 
-def _parse_queue_rows(data: Node, endpoint: str, warnings: list[str] | None) -> tuple[Queue, ...]:
+def _parse_queue_rows(
+    data: Node, endpoint: str, warnings: list[str] | None, documented: bool = True
+) -> tuple[Queue, ...]:
     rows, found, skipped = _listing(data, endpoint, "queue", warnings)
-    out = sorted_by_name(_queue(rows, name, r) for name, r in rows.named(found, skipped))
+    out = sorted_by_name(
+        _queue(rows, name, r, documented) for name, r in rows.named(found, skipped)
+    )
     rows.done()
     return out
 
@@ -923,11 +938,12 @@ def parse_domains(data: Node, *, warnings: list[str] | None = None) -> tuple[Dom
 
 
 def _parse_domain_rows(
-    data: Node, endpoint: str, warnings: list[str] | None
+    data: Node, endpoint: str, warnings: list[str] | None, documented: bool = True
 ) -> tuple[Domain, ...]:
     rows, found, skipped = _listing(data, endpoint, "domain", warnings)
     out = sorted_by_name(
-        Domain(name=name, **_sizes(rows, name, r), last_error=_last_error(r))
+        Domain(name=name, **_sizes(rows, name, r, documented=documented),
+               last_error=_last_error(r))
         for name, r in rows.named(found, skipped)
     )
     rows.done()
@@ -936,7 +952,11 @@ def _parse_domain_rows(
 
 def parse_vmtas(data: Node, *, warnings: list[str] | None = None) -> tuple[Vmta, ...]:
     """`/vmtas`: rows named `vmta` (`kb`, `conn` and `domains` are [I]: not warned missing)."""
-    rows, found, skipped = _listing(data, "/vmtas", "vmta", warnings)
+    return _parse_vmta_rows(data, "/vmtas", warnings)
+
+
+def _parse_vmta_rows(data: Node, endpoint: str, warnings: list[str] | None) -> tuple[Vmta, ...]:
+    rows, found, skipped = _listing(data, endpoint, "vmta", warnings)
     out = sorted_by_name(
         Vmta(
             name=name,
@@ -963,6 +983,96 @@ def parse_domain_detail(data: Node, *, warnings: list[str] | None = None) -> Dom
         data = {"domain": data}
     domains = _parse_domain_rows(data, "/domainDetail", warnings)
     return domains[0] if domains else None
+
+
+# --- /command: show queues, show domains, show vmtas --------------------------------------------
+
+# The footers of the CLI's list commands (pmta-formats.md §2), in the text output that a
+# `format=json` answer carries in `message`: `20 of 2000 domains shown.`,
+# `20 of 31 matching queues.`, `5 of 5 virtual MTAs.`
+_FOOTERS: Final = {
+    "queue": re.compile(r"^\s*([\d,]+) of ([\d,]+) matching queues?\b", re.M | re.I),
+    "domain": re.compile(r"^\s*([\d,]+) of ([\d,]+) domains? shown\b", re.M | re.I),
+    "vmta": re.compile(r"^\s*([\d,]+) of ([\d,]+) virtual MTAs?\b", re.M | re.I),
+}
+LIST_COMMANDS: Final = {"queue": "show queues", "domain": "show domains", "vmta": "show vmtas"}
+"""The CLI list command of each row kind."""
+
+
+def list_footer(kind: str, text: str) -> tuple[int, int] | None:
+    """(rows shown, rows PowerMTA has) from the footer of a list command's text output, or
+    None when there is none (XML answers carry no text)."""
+    found = _FOOTERS[kind].findall(text)
+    if not found:
+        return None
+    shown, total = found[-1]  # the footer is the last such line
+    try:
+        return _count(shown), _count(total)
+    except _Unusable:
+        return None
+
+
+_Listed = TypeVar("_Listed", Queue, Domain, Vmta)
+
+
+def _command_rows(
+    kind: str,
+    read: Callable[[Node, str, list[str] | None], tuple[_Listed, ...]],
+    data: Node,
+    message: str,
+    warnings: list[str] | None,
+) -> tuple[tuple[_Listed, ...], tuple[int, int] | None]:
+    """The rows of `show queues|domains|vmtas --maxitems=N` via `/command`, and its footer.
+
+    The `--json` object of these commands is undocumented ([?] pmta-formats.md §1.7, §2): its
+    rows are looked for the way the pages' are (`domain` elements, or a list of objects
+    under any key), with the CLI's column words (`rcpt`, `kbytes`) accepted too. A footer
+    that shows rows where none were found means the shape was not understood: that fails
+    (the caller then reads the page instead), rather than reading as an empty list.
+    """
+    endpoint = LIST_COMMANDS[kind]
+    text = data if type(data) is str else message  # json-text/xml-text: the text is `data`
+    footer = list_footer(kind, text) if text else None
+    rows = read({} if type(data) is str else data, endpoint, warnings)
+    if not rows and footer is not None and footer[0] > 0:
+        raise PmtaMalformed(
+            f"{endpoint}: the answer holds no {kind} rows that could be read, though its "
+            f"footer says {footer[0]} are shown (an unknown --json shape?)"
+        )
+    return rows, footer
+
+
+def _command_queue_rows(data: Node, endpoint: str, warnings: list[str] | None) -> tuple[
+    Queue, ...
+]:
+    return _parse_queue_rows(data, endpoint, warnings, documented=False)
+
+
+def _command_domain_rows(data: Node, endpoint: str, warnings: list[str] | None) -> tuple[
+    Domain, ...
+]:
+    return _parse_domain_rows(data, endpoint, warnings, documented=False)
+
+
+def parse_command_queues(
+    data: Node, message: str = "", *, warnings: list[str] | None = None
+) -> tuple[tuple[Queue, ...], tuple[int, int] | None]:
+    """`show queues --maxitems=N` via `/command`: (rows, footer `(shown, total)` or None)."""
+    return _command_rows("queue", _command_queue_rows, data, message, warnings)
+
+
+def parse_command_domains(
+    data: Node, message: str = "", *, warnings: list[str] | None = None
+) -> tuple[tuple[Domain, ...], tuple[int, int] | None]:
+    """`show domains --maxitems=N` via `/command`: (rows, footer or None)."""
+    return _command_rows("domain", _command_domain_rows, data, message, warnings)
+
+
+def parse_command_vmtas(
+    data: Node, message: str = "", *, warnings: list[str] | None = None
+) -> tuple[tuple[Vmta, ...], tuple[int, int] | None]:
+    """`show vmtas --maxitems=N` via `/command`: (rows, footer or None)."""
+    return _command_rows("vmta", _parse_vmta_rows, data, message, warnings)
 
 
 # --- /command: show license, show version -----------------------------------------------------

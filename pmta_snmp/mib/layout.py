@@ -27,6 +27,7 @@ from pmta_snmp.mib.health import AgentHealth, Thresholds
 from pmta_snmp.mib.snapshot import Oid, SnmpType, Value
 from pmta_snmp.model import (
     Domain,
+    ListCompleteness,
     Queue,
     QueueMode,
     QueueTypeCounts,
@@ -550,6 +551,12 @@ def _table_count(table: _Table[Any], omitted: bool) -> _Getter:
     return getter
 
 
+def _known(found: ListCompleteness | None) -> Value | None:
+    """Rows PowerMTA has by its own count (a lower bound for queues from /status); no
+    instance when it gave none."""
+    return None if found is None or found.known is None else gauge32(found.known)
+
+
 def _discontinuity(ctx: _Ctx) -> Value | None:
     if ctx.snap is None:
         return None
@@ -778,6 +785,13 @@ _SCALARS: Final[tuple[tuple[MibObject, _Getter], ...]] = (
     _s("pmtaDomainsOmitted", (1, 9, 2), "Gauge32", _table_count(_DOMAIN_TABLE, omitted=True)),
     _s("pmtaQueueCount", (1, 10, 1), "Gauge32", _table_count(_QUEUE_TABLE, omitted=False)),
     _s("pmtaQueuesOmitted", (1, 10, 2), "Gauge32", _table_count(_QUEUE_TABLE, omitted=True)),
+    # ... and how complete PowerMTA's lists are (after each table, at .4 and .5)
+    _s("pmtaVmtaRowsListed", (1, 8, 4), "Gauge32", _pmta(lambda s: gauge32(len(s.vmtas)))),
+    _s("pmtaVmtaRowsKnown", (1, 8, 5), "Gauge32", _pmta(lambda s: _known(s.lists.vmtas))),
+    _s("pmtaDomainRowsListed", (1, 9, 4), "Gauge32", _pmta(lambda s: gauge32(len(s.domains)))),
+    _s("pmtaDomainRowsKnown", (1, 9, 5), "Gauge32", _pmta(lambda s: _known(s.lists.domains))),
+    _s("pmtaQueueRowsListed", (1, 10, 4), "Gauge32", _pmta(lambda s: gauge32(len(s.queues)))),
+    _s("pmtaQueueRowsKnown", (1, 10, 5), "Gauge32", _pmta(lambda s: _known(s.lists.queues))),
     # pmtaAgent: always present
     _s("pmtaAgentVersion", (1, 11, 1), _U, lambda c: utf8_text(c.health.agent_version, 64)),
     _s("pmtaAgentApiReachable", (1, 11, 2), "TruthValue", lambda c: _truth(c.health.api_reachable)),

@@ -12,7 +12,8 @@ from datetime import datetime
 from pathlib import Path
 from types import FrameType
 
-from pmta_snmp.sim.app import MALFORMED_VARIANTS
+from pmta_snmp.argtypes import nonneg_int
+from pmta_snmp.sim.app import MALFORMED_VARIANTS, PAGE_MAX_ITEMS
 from pmta_snmp.sim.files import ACCT_LAYOUTS, DEFAULT_ACCT_MAX_SIZE
 from pmta_snmp.sim.simulator import Simulator
 from pmta_snmp.sim.state import PROFILES, SCENARIOS
@@ -112,9 +113,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--max-items",
-        type=int,
-        default=None,
-        help="rows per listing page (http-default-max-items; default: all)",
+        type=nonneg_int,
+        default=PAGE_MAX_ITEMS,
+        help="rows per listing page, like PowerMTA's http-default-max-items (default "
+        "%(default)s, as PowerMTA's; 0 = every row); the list commands of POST /command "
+        "show 20 unless asked --maxitems=N",
     )
     p.add_argument(
         "--gm-imprinter", action="store_true", help="add the old gmImprinter queue type to /status"
@@ -158,7 +161,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             slow_delay=args.delay,
             malformed=args.malformed,
             xml_content_type=args.xml_content_type,
-            max_items=args.max_items,
+            max_items=args.max_items or None,
             gm_imprinter=args.gm_imprinter,
             cert_out=args.cert_out,
             verbose=args.verbose,

@@ -28,6 +28,11 @@ FAULTS: tuple[str, ...] = ("none", "down", "reset", "slow", "500", "malformed")
 `slow`: answers after a delay; `500`: HTTP 500; `malformed`: broken envelopes (see VARIANTS)."""
 MALFORMED_VARIANTS: tuple[str, ...] = ("truncated", "envelope", "nosucc", "garbage", "cycle")
 ACCESS_LEVELS: tuple[str, ...] = ("none", "monitor", "operator", "admin")
+PAGE_MAX_ITEMS = 10
+"""PowerMTA's default `http-default-max-items`: rows on the `/queues`, `/domains` and `/vmtas`
+pages (formats §1.1)."""
+COMMAND_MAX_ITEMS = 20
+"""The list commands' default `--maxitems` (formats §2)."""
 _API_KEY_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_")
 _MAX_BODY = 1 << 20
 
@@ -149,7 +154,8 @@ class AppConfig:
     access: tuple[AccessRule, ...] = ()
     seed_flavor: bool = False
     xml_content_type: str = "text/xml; charset=utf-8"
-    max_items: int | None = None
+    max_items: int | None = PAGE_MAX_ITEMS
+    """`http-default-max-items`: rows per listing page; None lists every row."""
     https: bool = False
 
 
@@ -388,7 +394,7 @@ class App:
         args = words[len(cmd) :]
         state = self.core.state
         try:
-            max_items = int(opts.get("maxitems") or 20)
+            max_items = int(opts.get("maxitems") or COMMAND_MAX_ITEMS)
         except ValueError:
             return _Result("", error="bad --maxitems", status=400)
         if cmd == ("show", "license"):
@@ -421,7 +427,9 @@ class App:
                 render.show_domains_text(state, max_items), render.domains_data(state, max_items)
             )
         if cmd == ("show", "vmtas"):
-            return _Result(render.show_vmtas_text(state), render.vmtas_data(state))
+            return _Result(
+                render.show_vmtas_text(state, max_items), render.vmtas_data(state, max_items)
+            )
         if cmd[0] in ("pause", "resume", "schedule"):
             if not args:
                 return _Result("", error=f"{' '.join(cmd)}: a queue is required", status=400)

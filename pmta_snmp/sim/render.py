@@ -363,19 +363,19 @@ def show_domains_text(st: SimState, max_items: int = 20) -> str:
     return "\n".join(out) + "\n"
 
 
-def show_vmtas_text(st: SimState) -> str:
+def show_vmtas_text(st: SimState, max_items: int = 20) -> str:
     """`show vmtas`: header, ruler, rows, a blank line, `N of M virtual MTAs.`"""
     rows: list[Node] = vmtas_data(st)["vmta"]
     out = [
         f"{'name':<20} {'domains':>7} {'#rcpt':>9} {'% total':>7} {'kbytes':>11} {'conn':>5}",
         f"{'-' * 20} {'-' * 7} {'-' * 9} {'-' * 7} {'-' * 11} {'-' * 5}",
     ]
-    for r in rows:
+    for r in rows[:max_items]:
         out.append(
             f"{r['name']:<20} {r['domains']:>7} {r['rcp']:>9} {r['pct']:>7.1f} "
             f"{r['kb']:>11.1f} {r['conn']:>5}"
         )
-    out += ["", f"{len(rows)} of {len(rows)} virtual MTAs."]
+    out += ["", f"{min(len(rows), max_items)} of {len(rows)} virtual MTAs."]
     return "\n".join(out) + "\n"
 
 

@@ -15,6 +15,7 @@ from pmta_snmp.sim import certs
 from pmta_snmp.sim.app import (
     FAULTS,
     MALFORMED_VARIANTS,
+    PAGE_MAX_ITEMS,
     App,
     AppConfig,
     Fault,
@@ -64,7 +65,7 @@ class Simulator:
         slow_delay: float = 5.0,
         malformed: str = "truncated",
         xml_content_type: str = "text/xml",
-        max_items: int | None = None,
+        max_items: int | None = PAGE_MAX_ITEMS,
         gm_imprinter: bool = False,
         cert_out: str | Path | None = None,
         verbose: bool = False,

@@ -154,9 +154,11 @@ def test_standalone_process_v2c_and_v3_match_agentx_view(sim: Simulator, tmp_pat
     (tmp_path / "auth").write_text("auth-secret-1\n")
     (tmp_path / "priv").write_text("priv-secret-2\n")
     (tmp_path / "community").write_text("s3cret-community\n")
+    (tmp_path / "key").write_text(KEY)
     cfg = tmp_path / "agent.toml"
+    # With the API key the tables hold every row (the pages list only PowerMTA's top 10).
     cfg.write_text(
-        f'[pmta]\nurl = "{sim.url}"\n[poll]\ninterval = 1\n'
+        f'[pmta]\nurl = "{sim.url}"\napi_key_file = "{tmp_path}/key"\n[poll]\ninterval = 1\n'
         f'[snmp]\nlisten = "udp:127.0.0.1:{port}"\ncommunity_file = "{tmp_path}/community"\n'
         f'[[snmp.users]]\nname = "mon"\nauth_protocol = "sha256"\n'
         f'auth_key_file = "{tmp_path}/auth"\npriv_protocol = "aes128"\n'

@@ -169,7 +169,9 @@ class Recorder:
 
 @pytest.fixture
 def sim() -> Iterator[Simulator]:
-    s = Simulator(speed=0, api_key=API_KEY, domains=40).start()
+    """A PowerMTA whose pages list every row (a real one lists 10 unless
+    http-default-max-items is raised), so keyless probes see complete lists too."""
+    s = Simulator(speed=0, api_key=API_KEY, domains=40, max_items=None).start()
     try:
         yield s
     finally:
@@ -321,6 +323,8 @@ def test_the_api_key_goes_only_to_the_targets_its_module_allows(
         other.stop()
     assert samples[("pmta_up", ())] == 1
     assert ("pmta_license_days_left", ()) in samples  # show license needed the key
+    # the key also reads the lists through the list commands, a keyless probe the pages
+    assert ("pmta_list_rows", (("list", "domain"), ("source", "command"))) in samples
     assert any(path.startswith("/command") for path, _ in allowed.requests)
     assert allowed.keys_seen() == {API_KEY}
     assert status == 403 and "may not probe" in body and body.count("\n") == 1
@@ -328,6 +332,7 @@ def test_the_api_key_goes_only_to_the_targets_its_module_allows(
     assert anonymous[("pmta_up", ())] == 1
     assert other.requests and other.keys_seen() == {None}
     assert ("pmta_license_days_left", ()) not in anonymous
+    assert ("pmta_list_rows", (("list", "domain"), ("source", "page"))) in anonymous
 
 
 def test_probes_beyond_max_concurrent_wait_for_a_slot(sim: Simulator, tmp_path: Path) -> None:
@@ -461,13 +466,17 @@ def test_prometheus_scrapes_a_fleet_through_probe_with_the_readme_relabeling(
             targets = [s.url for s in sims] + [dead]
             relabel[-1]["replacement"] = f"127.0.0.1:{exporter.port}"
             extra = {k: job[k] for k in ("metrics_path", "params", "relabel_configs")}
-            with Prometheus(tmp_path / "prom", targets, extra_scrape=extra) as prom:
+            # a probe gets the scrape timeout less half a second: 4.5 s, ample on a busy machine
+            with Prometheus(tmp_path / "prom", targets, interval="5s",
+                            extra_scrape=extra) as prom:
+                expected = {sims[0].url: 1, sims[1].url: 1, dead: 0}
+
                 def all_seen() -> dict[str, float] | None:
                     seen = {r["metric"]["instance"]: float(r["value"][1])
                             for r in prom.query("pmta_up")}
-                    return seen if set(seen) == set(targets) else None
+                    return seen if seen == expected else None
 
-                seen = wait_until(all_seen, timeout=60, step=0.5)
+                seen = wait_until(all_seen, timeout=120, step=0.5)
                 assert seen is not None, prom.log_text()
                 queued = {r["metric"]["instance"]: float(r["value"][1]) for r in
                           prom.query('pmta_queued_recipients{type="smtp"}')}
@@ -476,7 +485,6 @@ def test_prometheus_scrapes_a_fleet_through_probe_with_the_readme_relabeling(
     finally:
         for s in sims:
             s.stop()
-    assert seen == {sims[0].url: 1, sims[1].url: 1, dead: 0}
     assert set(queued) == {s.url for s in sims}
     assert queued[sims[0].url] == sims[0].snapshot().status.queued_recipients
     assert scraped == dict.fromkeys(targets, 1.0)  # a dead target is a good scrape

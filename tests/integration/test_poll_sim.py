@@ -9,19 +9,20 @@ import sys
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from pmta_snmp.api import ClientConfig, PmtaClient, PmtaForbidden, PmtaUnreachable
-from pmta_snmp.model import Snapshot
+from pmta_snmp.model import Lists, ListSource, Snapshot
 from pmta_snmp.sim import Simulator
 
 KEY = "k" * 40
 
 
 def comparable(snap: Snapshot) -> Snapshot:
-    """Drop what only the client knows (poll time, source, warnings)."""
-    return replace(snap, taken_at=None, source="", warnings=())
+    """Drop what only the client knows (poll time, source, warnings, how complete)."""
+    return replace(snap, taken_at=None, source="", warnings=(), lists=Lists())
 
 
 @pytest.fixture(params=["5.0", "4.x"])
@@ -143,3 +144,95 @@ def test_poll_cli_json_and_error_line(tmp_path: Path) -> None:
     assert down.stdout == ""
     lines = down.stderr.strip().splitlines()
     assert len(lines) == 1 and "cannot connect" in lines[0]
+
+
+# --- complete lists on a default PowerMTA (issue 18) ----------------------------------------
+
+
+@pytest.fixture(scope="module")
+def big_sim() -> Iterator[Simulator]:
+    """2,000 domains and default page limits: the pages list 10 rows, the commands 20."""
+    with Simulator(scenario="scale", domains=2000, vmtas=10, seed=5, speed=0, api_key=KEY) as s:
+        yield s
+
+
+def poll_json(url: str, *args: str, key: str | None = None, tmp: Path) -> dict[str, Any]:
+    env = {k: v for k, v in os.environ.items() if k != "PMTA_API_KEY"}
+    extra: list[str] = []
+    if key is not None:
+        (tmp / "key").write_text(key)
+        extra = ["--api-key-file", str(tmp / "key")]
+    proc = subprocess.run(
+        [sys.executable, "-m", "pmta_snmp", "poll", "--url", url, "--json", *extra, *args],
+        capture_output=True, text=True, timeout=120, env=env, check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    doc: dict[str, Any] = json.loads(proc.stdout)
+    return doc
+
+
+def test_poll_json_with_a_key_lists_all_2000_domains_and_queues(
+    big_sim: Simulator, tmp_path: Path
+) -> None:
+    truth = big_sim.snapshot()
+    doc = poll_json(big_sim.url, key=KEY, tmp=tmp_path)
+    assert len(truth.domains) == 2000
+    assert [d["name"] for d in doc["domains"]] == [d.name for d in truth.domains]
+    assert [(q["name"], q["rcp"]) for q in doc["queues"]] == [(q.name, q.rcp) for q in
+                                                              truth.queues]
+    assert len(doc["vmtas"]) == 10
+    lists = doc["lists"]
+    assert lists["source"] == "command"
+    assert lists["domains"]["listed"] == lists["domains"]["known"] == 2000
+    assert lists["queues"]["known"] == len(truth.queues) and lists["queues"]["complete"]
+    assert doc["warnings"] == []
+
+
+def test_poll_json_without_a_key_warns_how_many_rows_are_missing(
+    big_sim: Simulator, tmp_path: Path
+) -> None:
+    truth = big_sim.snapshot()
+    dom = truth.status.queue_type("smtp").dom
+    doc = poll_json(big_sim.url, tmp=tmp_path)
+    assert len(doc["domains"]) == 10 and len(doc["queues"]) == 10
+    assert doc["lists"]["source"] == "page"
+    assert doc["lists"]["domains"]["missing"] == dom - 10
+    assert any(w.startswith(f"/domains: lists 10 of {dom} domains (status.queue.smtp.dom): "
+                            f"{dom - 10} missing;") for w in doc["warnings"])
+    assert any(w.startswith(f"/queues: lists 10 queues, PowerMTA has at least {dom}")
+               and f"at least {dom - 10} missing" in w for w in doc["warnings"])
+
+
+def test_a_key_powermta_refuses_falls_back_to_the_pages_and_says_why(
+    big_sim: Simulator, tmp_path: Path
+) -> None:
+    doc = poll_json(big_sim.url, key="w" * 40, tmp=tmp_path)
+    assert doc["lists"]["source"] == "page" and len(doc["domains"]) == 10
+    assert any(w.startswith("/command: lists read from the pages instead of the list commands:"
+                            " PowerMTA refused the API key") for w in doc["warnings"])
+
+
+def test_a_small_max_list_items_cuts_the_list_and_says_so(
+    big_sim: Simulator, tmp_path: Path
+) -> None:
+    doc = poll_json(big_sim.url, "--max-list-items", "500", key=KEY, tmp=tmp_path)
+    assert len(doc["domains"]) == 500
+    assert doc["lists"]["domains"] == {
+        "source": "command", "listed": 500, "known": 2000, "exact": True,
+        "known_from": "show domains --maxitems=500 footer", "missing": 1500, "complete": False,
+    }
+    assert any(w.startswith("show domains --maxitems=500: lists 500 of 2000 domains")
+               for w in doc["warnings"])
+
+
+def test_powermta_4x_lists_all_through_the_xml_command_answer() -> None:
+    """4.x answers /command in XML only and without the text: no footer, so fewer rows than
+    asked for are the whole list."""
+    with Simulator(scenario="scale", domains=300, vmtas=3, speed=0, profile="4.x",
+                   api_key=KEY) as s:
+        with PmtaClient(ClientConfig(url=s.url, api_key=KEY)) as c:
+            snap = c.snapshot()
+        truth = s.snapshot()
+    assert [d.name for d in snap.domains] == [d.name for d in truth.domains]
+    assert snap.lists.domains is not None
+    assert snap.lists.domains.source is ListSource.COMMAND and snap.lists.domains.complete

@@ -21,7 +21,7 @@ def refused(url: str) -> bool:
 
 
 def test_a_fleet_serves_each_host_its_own_data_on_its_own_port() -> None:
-    with SimFleet(3, seed=5, speed=0, domains=15) as fleet:
+    with SimFleet(3, seed=5, speed=0, domains=15, max_items=None) as fleet:
         urls = fleet.urls
         assert len(set(urls)) == 3
         polled = []

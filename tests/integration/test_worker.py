@@ -45,7 +45,10 @@ def value_of(tree: OidTree, name: str) -> Value | None:
 
 @pytest.fixture
 def sim() -> Iterator[Simulator]:
-    s = Simulator(scenario="healthy", seed=3, speed=0, domains=30, vmtas=3).start()
+    # Every row on the pages (http-default-max-items raised): the tree is compared with the
+    # truth's row counts.
+    s = Simulator(scenario="healthy", seed=3, speed=0, domains=30, vmtas=3,
+                  max_items=None).start()
     try:
         yield s
     finally:

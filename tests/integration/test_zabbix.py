@@ -68,8 +68,9 @@ class Pmta:
 def pmta(tmp_path: Path) -> Iterator[Pmta]:
     key_file = tmp_path / "api-key"
     key_file.write_text(API_KEY + "\n", encoding="utf-8")
+    # http-default-max-items raised: discovery (which reads the pages) finds every item.
     sim = Simulator(speed=0, api_key=API_KEY, acct_dir=tmp_path / "acct",
-                    log_path=tmp_path / "log" / "pmta.log")
+                    log_path=tmp_path / "log" / "pmta.log", max_items=None)
     sim.start()
     try:
         sim.advance(300)  # some accounting records and log lines to start with

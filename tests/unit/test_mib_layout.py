@@ -42,6 +42,9 @@ from pmta_snmp.model import (
     Counts,
     Domain,
     License,
+    ListCompleteness,
+    Lists,
+    ListSource,
     Queue,
     QueueMode,
     QueueTypeCounts,
@@ -115,6 +118,11 @@ def make_snapshot(**overrides: object) -> Snapshot:
             fields=(("serial", "910233"), ("licensee", "Ex Ltd"), ("issued", "2024-06-01")),
         ),
         taken_at=datetime(2026, 11, 25, 9, 0, 1, tzinfo=UTC),
+        lists=Lists(
+            queues=ListCompleteness(ListSource.PAGE, 2, 3, exact=False),
+            domains=ListCompleteness(ListSource.PAGE, 2, 3),
+            vmtas=ListCompleteness(ListSource.COMMAND, 2, 2),
+        ),
     )
     return replace(snap, **overrides)  # type: ignore[arg-type]
 
@@ -519,3 +527,22 @@ def test_ten_thousand_domains_and_30k_queues_build_every_row() -> None:
     assert dict(out)[at("pmtaDomainCount")] == Value(G, 10_000)
     assert len(out) > 30_000 * 8
     assert all(a[0] < b[0] for a, b in pairwise(out))  # ascending, unique
+
+
+def test_rows_listed_and_known_beside_each_table() -> None:
+    """How complete each table is: the rows PowerMTA listed, and how many it has by its own
+    count (a lower bound for queues); no instance where it gave no count."""
+    out = varbinds(make_snapshot())
+    assert out[(*oid("pmtaQueueRowsListed"), 0)] == Value(G, 2)
+    assert out[(*oid("pmtaQueueRowsKnown"), 0)] == Value(G, 3)
+    assert out[(*oid("pmtaDomainRowsListed"), 0)] == Value(G, 2)
+    assert out[(*oid("pmtaDomainRowsKnown"), 0)] == Value(G, 3)
+    assert out[(*oid("pmtaVmtaRowsKnown"), 0)] == Value(G, 2)
+    unknown = varbinds(make_snapshot(lists=Lists(vmtas=ListCompleteness(listed=2))))
+    assert (*oid("pmtaVmtaRowsListed"), 0) in unknown
+    assert not any(o[: len(oid("pmtaVmtaRowsKnown"))] == oid("pmtaVmtaRowsKnown")
+                   or o[: len(oid("pmtaQueueRowsKnown"))] == oid("pmtaQueueRowsKnown")
+                   for o in unknown)
+    # The rows stay right after their table, before the next group.
+    assert oid("pmtaVmtaRowsListed") == (*BASE, 1, 8, 4)
+    assert oid("pmtaQueueRowsKnown") == (*BASE, 1, 10, 5)

@@ -27,8 +27,18 @@ from pmta_snmp.service import SnmpView
 from tests.unit.test_api_parse import QUEUE_ROWS, json_env, status_tree
 
 LAY = layout()
+
+
+def whole_status() -> dict[str, Any]:
+    """`/status` of a PowerMTA whose pages list every domain it has (one), so that no list
+    lacks rows: the warnings here are the parser's alone."""
+    tree = status_tree()
+    tree["status"]["queue"]["smtp"]["dom"] = 1
+    return tree
+
+
 TREES: dict[str, Callable[[], Any]] = {
-    "/status": status_tree,
+    "/status": whole_status,
     "/queues": lambda: {"queue": copy.deepcopy(QUEUE_ROWS)},
     "/domains": lambda: {"domain": [{"name": "gmail.com", "rcp": 1200, "kb": 3.5, "conn": 1}]},
     "/vmtas": lambda: {"vmta": [{"name": "vmta-a", "rcp": 1200}]},
@@ -188,13 +198,15 @@ def test_a_refused_show_license_is_a_counted_and_logged_warning(
     cfg = ClientConfig(url="http://pmta.test:8080", api_format="json", api_key="k" * 32)
     with PmtaClient(cfg, transport=httpx.MockTransport(handler)) as c:
         snap = c.snapshot(with_license=True)
-    assert snap.license is None and len(snap.warnings) == 1
-    assert snap.warnings[0].startswith("license: PowerMTA refused /command (HTTP 403)")
+    # The key is refused for the list commands too: they are a warning of their own.
+    assert snap.license is None and len(snap.warnings) == 2
+    assert snap.warnings[0].startswith("/command: lists read from the pages instead")
+    assert snap.warnings[1].startswith("license: PowerMTA refused /command (HTTP 403)")
     collector = PmtaCollector()
     with caplog.at_level(logging.WARNING, logger="pmta_snmp.exporter"):
         collector.update(PollResult(snap, True, snap.taken_at, snap.taken_at, 1, 0, 0, None))  # type: ignore[arg-type]
     samples = _samples(_collector_text(collector))
-    assert samples[("pmta_poll_warnings", ())] == 1
+    assert samples[("pmta_poll_warnings", ())] == 2
     assert ("pmta_license_days_left", ()) not in samples
     assert "license: PowerMTA refused /command" in caplog.text
 
@@ -207,7 +219,7 @@ def test_the_agents_log_warnings_when_they_change(caplog: pytest.LogCaptureFixtu
         pages.trees["/status"]["status"]["conn"]["smtpIn"]["max"] = "lots"
         view.update(_result(pages))
         view.update(_result(pages))
-        pages.trees["/status"] = status_tree()
+        pages.trees["/status"] = whole_status()
         view.update(_result(pages))
     said = [r.getMessage() for r in caplog.records if "warning" in r.getMessage()]
     assert said == [

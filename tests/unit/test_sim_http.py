@@ -36,7 +36,9 @@ WINDOWS = {
 
 @pytest.fixture
 def sim() -> Any:
-    with running(api_key=API_KEY) as s:
+    """Every row on the pages (http-default-max-items raised): the consistency tests compare
+    the listings with the truth row for row."""
+    with running(api_key=API_KEY, max_items=None) as s:
         yield s
 
 
@@ -247,6 +249,35 @@ def test_queues_filter_and_max_items() -> None:
     with running() as sim:
         rows = get_json(sim, "/queues?queue=*/vmta-c")["queue"]
         assert rows and all(r["name"].endswith("/vmta-c") for r in rows)
+
+
+def test_pages_list_10_rows_like_a_default_powermta() -> None:
+    """http-default-max-items is 10 by default (formats §1.1): the top rows by recipients."""
+    with running() as sim:
+        truth = sim.snapshot()
+        assert len(truth.queues) > 10 and len(truth.domains) > 10
+        queues = get_json(sim, "/queues")["queue"]
+        domains = get_xml(sim, "/domains")["domain"]
+        assert len(queues) == len(domains) == 10
+        top = sorted(truth.queues, key=lambda q: (-q.rcp, q.name))[:10]
+        assert [q["name"] for q in queues] == [q.name for q in top]
+
+
+def test_list_commands_show_20_rows_unless_asked_with_real_totals_in_the_footer() -> None:
+    with running(api_key=API_KEY, scenario="scale", domains=30, vmtas=25) as sim:
+        truth = sim.snapshot()
+        for cmd, kind, footer in (
+            ("show domains", "domain", "domains shown"),
+            ("show queues", "queue", "matching queues"),
+            ("show vmtas", "vmta", "virtual MTAs"),
+        ):
+            env = command(sim, cmd).json()
+            total = len(getattr(truth, f"{kind}s"))
+            assert len(env["data"][kind]) == 20, cmd
+            assert env["message"].splitlines()[-1] == f"20 of {total} {footer}.", cmd
+            env = command(sim, f"{cmd} --maxitems=1000").json()
+            assert len(env["data"][kind]) == total, cmd
+            assert env["message"].splitlines()[-1] == f"{total} of {total} {footer}.", cmd
 
 
 # -------------------------------------------------------------------------------- command
