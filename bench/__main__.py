@@ -26,6 +26,7 @@ BENCHMARKS: dict[str, str] = {
     "micro": "bench.micro",
     "timeouts": "bench.timeouts",
     "fuzz": "bench.fuzz_agentx",
+    "fleet": "bench.fleet",
     "fuzz_api": "bench.fuzz_api",
 }
 ALIASES: dict[str, str] = {

@@ -7,6 +7,7 @@ API key, PMTA_API_KEY), never from the command line or the TOML text itself.
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
@@ -131,6 +132,47 @@ class Thresholds:
             )
 
 
+TARGET_PATTERN = re.compile(r"(?P<scheme>https?)://(?P<host>\[[0-9A-Fa-f:.*?]+\]|[A-Za-z0-9.*?-]+)"
+                            r"(?::(?P<port>[0-9*?]+))?/?")
+"""What a module's `targets` entry looks like: `scheme://host[:port]`, with `*` and `?` wildcards
+in the host and port (see `pmta_snmp.probe.target_matcher`)."""
+
+
+@dataclass(frozen=True)
+class ProbeModule:
+    """How `/probe` reaches a PowerMTA of a fleet (`[probe.modules.NAME]`), as `[pmta]` for the
+    local one.
+
+    `targets`: the `scheme://host:port` globs this module may probe (any target when empty);
+    a module that sends an API key must list them, so the key only goes to hosts named here.
+    `license_interval`: seconds between `show license` calls per target (0: never; needs a key).
+    """
+
+    api_key_file: str | None = None
+    ca_file: str | None = None
+    insecure: bool = False
+    api_format: str = "auto"
+    api_flavor: str = "real"
+    timeout: float = 10.0
+    max_page_mib: int = 64
+    max_poll_mib: int = 128
+    max_list_items: int = 10_000
+    targets: tuple[str, ...] = ()
+    license_interval: float = 3600.0
+
+
+@dataclass(frozen=True)
+class ProbeSection:
+    """`/probe?target=URL&module=NAME` of the exporter (the Prometheus multi-target pattern).
+
+    Off until at least one module is configured. A probe without `module` uses the module named
+    `default`. `max_concurrent` probes poll at once; the others wait, within their own timeout.
+    """
+
+    max_concurrent: int = 8
+    modules: Mapping[str, ProbeModule] = field(default_factory=dict)
+
+
 @dataclass(frozen=True)
 class AcctSection:
     """Deliverability outcomes from the accounting files (README "Deliverability").
@@ -171,10 +213,14 @@ class Config:
     snmp: SnmpSection = SnmpSection()
     thresholds: Thresholds = Thresholds()
     acct: AcctSection = AcctSection()
+    probe: ProbeSection = ProbeSection()
     enterprise: int = 32473
     exporter_listen: str = "127.0.0.1:9099"
     exporter_max_series: int = 500
     extra: Mapping[str, Any] = field(default_factory=dict)
+    pmta_url_set: bool = False
+    """Whether `[pmta] url` was given (file, environment or `--url`): the exporter with probe
+    modules polls a local PowerMTA for `/metrics` only then."""
 
 
 _SECTIONS = {
@@ -184,6 +230,7 @@ _SECTIONS = {
     "snmp": SnmpSection,
     "thresholds": Thresholds,
     "acct": AcctSection,
+    "probe": ProbeSection,
 }
 
 
@@ -222,9 +269,33 @@ def _build(cls: Any, data: Mapping[str, Any], where: str) -> Any:
             values[key] = tuple(_build(SnmpUser, u, f"{where}.users") for u in value)
         elif key == "trap_targets":
             values[key] = tuple(_build(TrapTarget, t, f"{where}.trap_targets") for t in value)
+        elif key == "modules":
+            if not isinstance(value, Mapping):
+                raise ConfigError(f"[{where}.modules] must be a table of [{where}.modules.NAME]")
+            values[key] = {
+                str(name): _build(ProbeModule, _table(body, f"{where}.modules.{name}"),
+                                  f"{where}.modules.{name}")
+                for name, body in value.items()
+            }
+        elif key == "targets":
+            values[key] = _strings(value, f"{where}.targets")
         else:
             values[key] = _coerce(f.type, value, f"{where}.{key}")
     return cls(**values)
+
+
+def _table(value: Any, where: str) -> Mapping[str, Any]:
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"[{where}] must be a table")
+    return value
+
+
+def _strings(value: Any, where: str) -> tuple[str, ...]:
+    if isinstance(value, str):
+        value = [v for v in value.replace(",", " ").split() if v]  # from the environment
+    if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
+        raise ConfigError(f"{where} must be a list of strings")
+    return tuple(value)
 
 
 def load_config(
@@ -249,8 +320,9 @@ def load_config(
             raw.setdefault(section, {})[name] = value
         elif rest == "enterprise":
             raw["enterprise"] = value
+    url_set = "url" in raw.get("pmta", {})
     sections = {name: _build(cls, raw.pop(name, {}), name) for name, cls in _SECTIONS.items()}
-    top: dict[str, Any] = {}
+    top: dict[str, Any] = {"pmta_url_set": url_set}
     for key in ("enterprise", "exporter_listen", "exporter_max_series"):
         if key in raw:
             top[key] = _coerce("int" if key != "exporter_listen" else "str", raw.pop(key), key)
@@ -293,7 +365,41 @@ def validate(cfg: Config) -> Config:
                 "max_complaint_domains"):
         if getattr(a, key) < 0:
             raise ConfigError(f"acct.{key} must be 0 (no cap) or more")
+    _validate_probe(cfg.probe)
     return cfg
+
+
+def _validate_probe(probe: ProbeSection) -> None:
+    if probe.max_concurrent < 1:
+        raise ConfigError("probe.max_concurrent must be at least 1")
+    for name, m in probe.modules.items():
+        where = f"probe.modules.{name}"
+        if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
+            raise ConfigError(f"{where}: a module name has letters, digits, _ . - only")
+        if m.api_key_file and not m.targets:
+            raise ConfigError(
+                f"{where}: a module with an API key must list the targets it may probe "
+                '(targets = ["https://pmta-*.example.net:8080"]): /probe fetches any URL it is '
+                "given, and the key must never go to an arbitrary one"
+            )
+        for pattern in m.targets:
+            if not TARGET_PATTERN.fullmatch(pattern):
+                raise ConfigError(
+                    f"{where}.targets: {pattern!r} is not scheme://host[:port] "
+                    "(http or https; * and ? wildcards in host and port)"
+                )
+        if not m.timeout > 0:
+            raise ConfigError(f"{where}.timeout must be positive")
+        if m.license_interval < 0:
+            raise ConfigError(f"{where}.license_interval must be >= 0")
+        if not 1 <= m.max_page_mib <= m.max_poll_mib:
+            raise ConfigError(f"need 1 <= {where}.max_page_mib <= {where}.max_poll_mib")
+        if not 0 <= m.max_list_items <= MAX_LIST_ITEMS:
+            raise ConfigError(f"{where}.max_list_items must be 0..{MAX_LIST_ITEMS}")
+        if m.api_format not in ("auto", "json", "xml"):
+            raise ConfigError(f"{where}.api_format must be auto, json or xml")
+        if m.api_flavor not in ("real", "seed"):
+            raise ConfigError(f"{where}.api_flavor must be real or seed")
 
 
 def with_overrides(cfg: Config, **sections: Mapping[str, Any]) -> Config:
@@ -303,6 +409,8 @@ def with_overrides(cfg: Config, **sections: Mapping[str, Any]) -> Config:
         clean = {k: v for k, v in values.items() if v is not None}
         if clean:
             changes[name] = replace(getattr(cfg, name), **clean)
+    if sections.get("pmta", {}).get("url") is not None:
+        changes["pmta_url_set"] = True
     return validate(replace(cfg, **changes))
 
 

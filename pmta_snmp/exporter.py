@@ -1,11 +1,15 @@
-"""Prometheus endpoint: `pmta-snmp exporter --listen 127.0.0.1:9099` serves `/metrics`.
+"""Prometheus endpoint: `pmta-snmp exporter --listen 127.0.0.1:9099` serves `/metrics`, `/probe`.
 
 The same Poller and model as the SNMP agents feed a custom `prometheus_client` collector.
 Each poll result is turned into metric families once, in the poller thread
 (`PmtaCollector.update`); a scrape only copies them and adds what must be true at the moment
 of the scrape: `pmta_data_age_seconds` (now minus the last good poll) and `pmta_up` (0 as well
 once no poll result came for longer than two intervals plus a poll's time: polling stalled).
-Scrapes are cheap and never call PowerMTA.
+Scrapes of `/metrics` are cheap and never call PowerMTA.
+
+`/probe?target=URL&module=NAME` (the Prometheus multi-target pattern) polls one PowerMTA of a
+fleet per scrape (`pmta_snmp.probe`) and answers the same families of what it reports
+(`PmtaCollector.snapshot_families`), `pmta_up` and `pmta_probe_duration_seconds`.
 
 Per-domain, per-VirtualMTA and per-queue series are capped at `exporter_max_series` label sets
 per metric (`pmta_snmp.config.Config`): the largest by queued recipients are kept and the rest
@@ -22,7 +26,7 @@ import logging
 import math
 import signal
 import threading
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Final, Protocol, TypeVar
@@ -43,6 +47,7 @@ if TYPE_CHECKING:
     from pmta_snmp.config import Config
     from pmta_snmp.outcomes.engine import OutcomesEngine
     from pmta_snmp.poller import Poller, PollResult
+    from pmta_snmp.probe import Prober
 
 __all__ = [
     "OTHER",
@@ -197,15 +202,17 @@ class PmtaCollector(Collector):
             )
         snap = result.snapshot
         if snap is not None:
-            yield _gauge(
-                "pmta_poll_warnings",
-                "Warnings of the last good poll: values PowerMTA sent unusable or not at all "
-                "(left out), a refused `show license`; the exporter logs them.",
-                len(snap.warnings),
-            )
-            yield from self._snapshot_families(snap)
+            yield from self.snapshot_families(snap)
 
-    def _snapshot_families(self, snap: Snapshot) -> Iterator[Metric]:
+    def snapshot_families(self, snap: Snapshot) -> Iterator[Metric]:
+        """The families of what one snapshot reports: `/metrics` builds them after each poll
+        of the local PowerMTA, `/probe` for each probed one."""
+        yield _gauge(
+            "pmta_poll_warnings",
+            "Warnings of the last good poll: values PowerMTA sent unusable or not at all "
+            "(left out), a refused `show license`; the exporter logs them.",
+            len(snap.warnings),
+        )
         st = snap.status
         rt = st.runtime
         info = _labelled_gauge(
@@ -390,15 +397,70 @@ def _single_counter(name: str, doc: str, value: float) -> CounterMetricFamily:
     return CounterMetricFamily(name, doc, value=value)
 
 
+class ProbeStatsCollector(Collector):
+    """The prober's own counters on `/metrics`: probes and failed probes per module, probes
+    polling and waiting for a slot now, and the bound."""
+
+    def __init__(self, prober: Prober) -> None:
+        self.prober = prober
+
+    def collect(self) -> Iterable[Metric]:
+        """Read the counters as of now (no lock: each value is one int)."""
+        stats = self.prober.stats
+        probes = _counter("pmta_exporter_probes", "Probes (/probe requests polled) per module.",
+                          ("module",))
+        failures = _counter("pmta_exporter_probe_failures",
+                            "Probes that could not poll their target (pmta_up 0), per module.",
+                            ("module",))
+        for name in self.prober.modules:
+            probes.add_metric([name], stats.probes[name])
+            failures.add_metric([name], stats.failures[name])
+        yield from (probes, failures)
+        yield _gauge("pmta_exporter_probes_in_flight", "Probes polling their target now.",
+                     stats.in_flight)
+        yield _gauge("pmta_exporter_probes_waiting",
+                     "Probes waiting for a slot (probe.max_concurrent are polling).",
+                     stats.waiting)
+        yield _gauge("pmta_exporter_probe_max_concurrent",
+                     "Probes that may poll at once (probe.max_concurrent).",
+                     self.prober.max_concurrent)
+
+    def describe(self) -> Iterable[Metric]:
+        """Nothing up front (see PmtaCollector.describe)."""
+        return []
+
+
+_WsgiResponse = tuple[str, list[tuple[str, str]], bytes]
+
+PROBE_TIMEOUT_MARGIN: Final = 0.5
+"""Seconds a probe leaves of Prometheus' scrape timeout for the answer to travel (at most half
+of it), as blackbox_exporter does."""
+_REASONS: Final = {400: "Bad Request", 403: "Forbidden", 404: "Not Found",
+                   405: "Method Not Allowed"}
+
+
 class Exporter:
-    """The HTTP server and the poller; `start()` binds, then polls; `stop()` ends both."""
+    """The HTTP server, the poller of the local PowerMTA and the prober of `/probe`.
+
+    `start()` binds, then polls; `stop()` ends all. The local PowerMTA is polled unless probe
+    modules are configured and no `[pmta] url` is (a fleet exporter that serves `/probe` only;
+    its `/metrics` then has the prober's own counters). `/probe` answers 404 without modules.
+    """
 
     def __init__(self, cfg: Config, *, listen: str | None = None) -> None:
         self.cfg = cfg
         self.host, self.requested_port = parse_listen(listen or cfg.exporter_listen)
         self.collector = PmtaCollector(max_series=cfg.exporter_max_series)
+        self.polls_local = cfg.pmta_url_set or not cfg.probe.modules
         self.registry = CollectorRegistry(auto_describe=False)
-        self.registry.register(self.collector)
+        if self.polls_local:
+            self.registry.register(self.collector)
+        self.prober: Prober | None = None
+        if cfg.probe.modules:
+            from pmta_snmp.probe import Prober
+
+            self.prober = Prober(cfg.probe)  # reads the modules' key files: fails early
+            self.registry.register(ProbeStatsCollector(self.prober))
         self._server: WSGIServer | None = None
         self._thread: threading.Thread | None = None
         self._poller: Poller | None = None
@@ -409,7 +471,7 @@ class Exporter:
             from pmta_snmp.outcomes.engine import EngineSettings, OutcomesEngine
 
             engine = self.outcomes = OutcomesEngine(EngineSettings.from_config(cfg.acct))
-            self.registry.register(OutcomesCollector(lambda: engine.view))
+            self.registry.register(OutcomesCollector(lambda: engine.saved_view))
 
     @property
     def port(self) -> int:
@@ -419,34 +481,58 @@ class Exporter:
         return int(self._server.server_address[1])
 
     @property
+    def base_url(self) -> str:
+        """`http://HOST:PORT`."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+    @property
     def url(self) -> str:
         """`http://HOST:PORT/metrics`."""
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}/metrics"
+        return f"{self.base_url}/metrics"
 
     def start(self) -> None:
-        """Bind the listen address (OSError if taken), then start polling."""
-        from prometheus_client import start_http_server
+        """Bind the listen address (OSError if taken), then start polling and probing."""
+        from prometheus_client import make_wsgi_app
 
         from pmta_snmp.api.errors import redact_url
         from pmta_snmp.poller import poller_from
 
-        self._server, self._thread = start_http_server(
-            self.requested_port, addr=self.host, registry=self.registry
-        )
-        poller = poller_from(self.cfg, self.collector.update)
-        self.collector.stale_after = poller.stale_after
-        poller.start()
-        self._poller = poller
+        metrics_app = make_wsgi_app(self.registry)
+
+        def app(environ: dict[str, object], start_response: Callable[..., object]
+                ) -> list[bytes]:
+            if environ.get("PATH_INFO") == "/probe":
+                status, headers, body = self._probe(environ)
+                start_response(status, headers)
+                return [body]
+            result: list[bytes] = metrics_app(environ, start_response)
+            return result
+
+        self._server, self._thread = _serve(self.host, self.requested_port, app)
+        if self.prober is not None:
+            self.prober.start()
+            modules = ", ".join(f"{name}{' (API key)' if key else ''}"
+                                for name, key in self.prober.module_names().items())
+            log.info("pmta-snmp exporter: serving %s/probe, modules %s, at most %d at once",
+                     self.base_url, modules, self.prober.max_concurrent)
+        if self.polls_local:
+            poller = poller_from(self.cfg, self.collector.update)
+            self.collector.stale_after = poller.stale_after
+            poller.start()
+            self._poller = poller
+            log.info("pmta-snmp exporter: serving %s, polling %s every %gs",
+                     self.url, redact_url(self.cfg.pmta.url), self.cfg.poll.interval)
+        else:
+            log.info("pmta-snmp exporter: no [pmta] url: %s has the prober's own metrics only",
+                     self.url)
         if self.outcomes is not None:
             self.outcomes.start()
             log.info("pmta-snmp exporter: deliverability outcomes from %s",
                      self.cfg.acct.files)
-        log.info("pmta-snmp exporter: serving %s, polling %s every %gs",
-                 self.url, redact_url(self.cfg.pmta.url), self.cfg.poll.interval)
 
     def stop(self) -> None:
-        """Stop polling and serving (idempotent)."""
+        """Stop polling, probing, reading accounting files and serving (idempotent)."""
         if self.outcomes is not None:
             self.outcomes.stop()
         if self._poller is not None:
@@ -459,6 +545,8 @@ class Exporter:
         if self._thread is not None:
             self._thread.join(5)
             self._thread = None
+        if self.prober is not None:
+            self.prober.stop()
 
     def __enter__(self) -> Exporter:
         self.start()
@@ -466,6 +554,112 @@ class Exporter:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+    # -- /probe --------------------------------------------------------------------------------
+
+    def _probe(self, environ: Mapping[str, object]) -> _WsgiResponse:
+        """Answer `/probe?target=URL&module=NAME`: the target's families, `pmta_up` and
+        `pmta_probe_duration_seconds`; 4xx with a one-line reason when refused."""
+        from urllib.parse import parse_qs
+
+        from pmta_snmp.probe import ProbeRefused
+
+        if self.prober is None:
+            return _refusal(404, "probing is off: no [probe.modules.NAME] in the configuration")
+        if environ.get("REQUEST_METHOD") != "GET":
+            return _refusal(405, "use GET")
+        params = parse_qs(str(environ.get("QUERY_STRING", "")), keep_blank_values=True)
+        targets, modules = params.get("target", []), params.get("module", [])
+        if len(targets) > 1 or len(modules) > 1:
+            return _refusal(400, "give one target and at most one module per probe")
+        try:
+            result = self.prober.probe(targets[0] if targets else None,
+                                       modules[0] if modules else None,
+                                       _scrape_timeout(environ))
+        except ProbeRefused as exc:
+            return _refusal(exc.status, exc.reason)
+        families: list[Metric] = [
+            _gauge("pmta_up", "1 when the probe polled the PowerMTA API of the target.",
+                   0 if result.snapshot is None else 1),
+            _gauge("pmta_probe_duration_seconds",
+                   "Seconds the probe took (waiting for a slot included).", result.duration),
+        ]
+        if result.snapshot is not None:
+            families.extend(f for f in self.collector.snapshot_families(result.snapshot)
+                            if f.samples)
+        return _encode(families, environ)
+
+
+def _scrape_timeout(environ: Mapping[str, object]) -> float | None:
+    """Prometheus' scrape timeout (header) less the margin, or None without the header."""
+    try:
+        seconds = float(str(environ.get("HTTP_X_PROMETHEUS_SCRAPE_TIMEOUT_SECONDS", "")))
+    except ValueError:
+        return None
+    if not math.isfinite(seconds) or seconds <= 0:
+        return None
+    return max(seconds - PROBE_TIMEOUT_MARGIN, seconds / 2)
+
+
+def _refusal(status: int, reason: str) -> _WsgiResponse:
+    body = (" ".join(reason.split()) + "\n").encode("utf-8", "replace")
+    return (f"{status} {_REASONS.get(status, 'Error')}",
+            [("Content-Type", "text/plain; charset=utf-8")], body)
+
+
+def _encode(families: list[Metric], environ: Mapping[str, object]) -> _WsgiResponse:
+    """The families in the text format, gzipped when the scraper takes gzip.
+
+    Always prometheus_client's text format, whatever the scraper prefers: for gauges and
+    counters it says what OpenMetrics says, and prometheus_client's OpenMetrics writer costs
+    twice as much (a probe writes thousands of samples: README benchmark notes).
+    """
+    import gzip
+
+    from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+
+    body = generate_latest(_Families(families))
+    headers = [("Content-Type", CONTENT_TYPE_LATEST)]
+    if "gzip" in str(environ.get("HTTP_ACCEPT_ENCODING", "")).lower():
+        body = gzip.compress(body, compresslevel=1)
+        headers.append(("Content-Encoding", "gzip"))
+    return "200 OK", headers, body
+
+
+class _Families:
+    """A list of families shaped as a collector, for prometheus_client's encoder."""
+
+    def __init__(self, families: list[Metric]) -> None:
+        self.families = families
+
+    def collect(self) -> Iterable[Metric]:
+        return self.families
+
+
+def _serve(host: str, port: int, app: Callable[..., list[bytes]]
+           ) -> tuple[WSGIServer, threading.Thread]:
+    """A thread-per-request WSGI server on (host, port), serving in a daemon thread (as
+    prometheus_client's `start_http_server`, with our own app)."""
+    import socket
+    from wsgiref.simple_server import WSGIRequestHandler, make_server
+
+    from prometheus_client.exposition import ThreadingWSGIServer
+
+    family, _, _, _, sockaddr = socket.getaddrinfo(
+        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+
+    class Server(ThreadingWSGIServer):
+        address_family = family
+
+    class QuietHandler(WSGIRequestHandler):
+        def log_message(self, format: str, *args: object) -> None:
+            """Requests are not logged."""
+
+    httpd = make_server(str(sockaddr[0]), port, app, Server, handler_class=QuietHandler)
+    thread = threading.Thread(target=httpd.serve_forever, name="pmta-exporter-http",
+                              daemon=True)
+    thread.start()
+    return httpd, thread
 
 
 async def run_exporter(

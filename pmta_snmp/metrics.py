@@ -52,6 +52,16 @@ CATALOGUE: Final[tuple[MetricDef, ...]] = (
        "not at all (left out), a refused `show license`; the exporter logs them."),
     _g("pmta_last_success_timestamp_seconds",
        "When the exporter last reached the PowerMTA API (Unix time)."),
+    # /probe (a fleet's PowerMTA per scrape; pmta_up there: that probe's poll) and the prober
+    _g("pmta_probe_duration_seconds", "Seconds the probe took (waiting for a slot included)."),
+    _c("pmta_exporter_probes_total", "Probes (/probe requests polled) per module.", "module"),
+    _c("pmta_exporter_probe_failures_total",
+       "Probes that could not poll their target (pmta_up 0), per module.", "module"),
+    _g("pmta_exporter_probes_in_flight", "Probes polling their target now."),
+    _g("pmta_exporter_probes_waiting",
+       "Probes waiting for a slot (probe.max_concurrent are polling)."),
+    _g("pmta_exporter_probe_max_concurrent",
+       "Probes that may poll at once (probe.max_concurrent)."),
     # PowerMTA's status
     _g("pmta_info", "PowerMTA product, version and host (value 1).", "product", "version", "host"),
     _g("pmta_uptime_seconds", "Seconds since PowerMTA started."),

@@ -165,6 +165,8 @@ class Poller:
                 await self.poll_once(client)
                 delay = self.interval * (1 + self._rng.uniform(-self.jitter, self.jitter))
                 self._wake.clear()
+                if self._stop.is_set():  # stop() came during the poll: its wake-up is gone
+                    break
                 await asyncio.to_thread(self._wake.wait, max(0.05, delay))
 
     # -- one poll ------------------------------------------------------------------------------

@@ -138,9 +138,11 @@ def register(sub: Any) -> None:
 
     p = sub.add_parser(
         "exporter",
-        help="serve PowerMTA metrics for Prometheus on /metrics",
+        help="serve PowerMTA metrics for Prometheus on /metrics (and /probe for fleets)",
         description="Poll PowerMTA like the agents do and serve the metrics in the "
-        "Prometheus text format.",
+        "Prometheus text format. With [probe.modules] in the config, /probe?target=URL"
+        "&module=NAME polls one PowerMTA of a fleet per scrape; without a [pmta] url "
+        "(or --url) the exporter then only probes.",
     )
     add_agent_args(p)
     add_acct_args(p)
@@ -148,7 +150,7 @@ def register(sub: Any) -> None:
         "--listen",
         dest="exporter_listen",
         metavar="HOST:PORT",
-        help="address to serve /metrics on (default: exporter_listen of the config, "
+        help="address to serve /metrics and /probe on (default: exporter_listen of the config, "
         "127.0.0.1:9099)",
     )
     p.add_argument(

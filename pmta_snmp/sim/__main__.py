@@ -37,6 +37,14 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (0: a free one)")
+    p.add_argument(
+        "--instances",
+        type=int,
+        default=1,
+        metavar="N",
+        help="simulate N PowerMTA hosts (seeds SEED..SEED+N-1) on ports PORT..PORT+N-1 "
+        "(or free ones), served by one thread; for fleet benchmarks (no accounting or log)",
+    )
     p.add_argument("--scenario", choices=SCENARIOS, default="healthy")
     p.add_argument("--seed", type=int, default=1, help="random seed (same seed, same answers)")
     p.add_argument(
@@ -129,6 +137,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     allow = [e for group in args.allow for e in group] if args.allow else ["127.0.0.1/32"]
+    if args.instances != 1:
+        return _run_fleet(args, allow)
     try:
         sim = Simulator(
             scenario=args.scenario,
@@ -187,6 +197,44 @@ def main(argv: Sequence[str] | None = None) -> int:
                 sim.set_fault("none")
     finally:
         sim.stop()
+    return 0
+
+
+def _run_fleet(args: argparse.Namespace, allow: list[str]) -> int:
+    """`--instances N`: N hosts until SIGTERM or SIGINT, one `listening on` line each."""
+    from pmta_snmp.sim.fleet import SimFleet
+
+    if args.instances < 1:
+        print("pmta-sim: error: --instances must be at least 1", file=sys.stderr)
+        return 2
+    if args.acct_dir or args.log or args.cert_out:
+        print("pmta-sim: error: --instances writes no accounting, log or certificate file",
+              file=sys.stderr)
+        return 2
+    try:
+        fleet = SimFleet(
+            args.instances, seed=args.seed, port=args.port, scenario=args.scenario,
+            profile=args.profile, speed=args.speed, https=args.https,
+            api_key=_api_key(args.api_key_file), allow=allow, seed_flavor=args.seed_flavor,
+            start_time=args.start_time, domains=args.domains, vmtas=args.vmtas,
+            slow_delay=args.delay, malformed=args.malformed,
+            xml_content_type=args.xml_content_type, max_items=args.max_items,
+            gm_imprinter=args.gm_imprinter, verbose=args.verbose,
+        ).start()
+    except (OSError, ValueError) as exc:
+        print(f"pmta-sim: error: {exc}", file=sys.stderr)
+        return 2
+    done = threading.Event()
+    signal.signal(signal.SIGTERM, lambda signum, frame: done.set())
+    signal.signal(signal.SIGINT, lambda signum, frame: done.set())
+    try:
+        for url in fleet.urls:
+            print(f"pmta-sim listening on {url}")
+        sys.stdout.flush()
+        while not done.wait(0.5):
+            pass
+    finally:
+        fleet.stop()
     return 0
 
 

@@ -69,6 +69,7 @@ class Simulator:
         gm_imprinter: bool = False,
         cert_out: str | Path | None = None,
         verbose: bool = False,
+        own_thread: bool = True,
     ) -> None:
         if speed < 0:
             raise ValueError("speed must be >= 0")
@@ -119,6 +120,8 @@ class Simulator:
             ),
         )
         self._verbose = verbose
+        self._own_thread = own_thread
+        """False: no thread of its own serves the port; a `SimFleet` serves it with others."""
         self._port = port
         self._stop = threading.Event()
         self._server: HttpServer | None = None
@@ -134,6 +137,11 @@ class Simulator:
     def port(self) -> int:
         """The bound port (known after `start()`)."""
         return self._port
+
+    @property
+    def server(self) -> HttpServer | None:
+        """The listening server while the simulator is up (None when stopped or `down`)."""
+        return self._server
 
     @property
     def url(self) -> str:
@@ -190,13 +198,15 @@ class Simulator:
                 return
             srv = HttpServer(self._port, self.app, self._stop, self._ssl, self._verbose)
             self._port = srv.server_address[1]
-            thread = threading.Thread(
-                target=srv.serve_forever,
-                kwargs={"poll_interval": 0.05},
-                name="pmta-sim-http",
-                daemon=True,
-            )
-            thread.start()
+            thread = None
+            if self._own_thread:
+                thread = threading.Thread(
+                    target=srv.serve_forever,
+                    kwargs={"poll_interval": 0.05},
+                    name="pmta-sim-http",
+                    daemon=True,
+                )
+                thread.start()
             self._server, self._serve_thread = srv, thread
 
     def _close(self) -> None:
@@ -204,7 +214,8 @@ class Simulator:
             srv, thread = self._server, self._serve_thread
             self._server = self._serve_thread = None
         if srv is not None:
-            srv.shutdown()
+            if thread is not None:  # shutdown() waits for serve_forever: only ours runs it
+                srv.shutdown()
             srv.server_close()
             srv.close_connections()
         if thread is not None and thread is not threading.current_thread():

@@ -298,3 +298,18 @@ def test_a_hung_poll_gives_pmta_up_0_and_a_growing_age(
             scrape_when_up(exporter.url, timeout=30)
     finally:
         release.set()
+
+
+def test_the_exporter_stops_at_once_when_stopped_during_its_first_poll(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    """SIGTERM right after start: the stop must not be lost while the first poll is under way
+    (the poller used to clear the wake-up after the poll and then sleep a whole interval)."""
+    sim.set_fault("slow", delay=1.0)
+    cfg = replace(config(sim, tmp_path), poll=PollSection(interval=3600, jitter=0.0))
+    exporter = Exporter(cfg, listen="127.0.0.1:0")
+    exporter.start()
+    poller = exporter._poller
+    assert poller is not None and poller.alive
+    exporter.stop()  # joins the poll thread for at most 10 s: a hang bound, not a speed claim
+    assert not poller.alive, "the poll thread sleeps on after stop()"
