@@ -1,0 +1,99 @@
+"""The shipped Grafana dashboard's queries against a real Prometheus scraping the real exporter.
+
+No Grafana server runs here, so what can be tested for real is tested: Prometheus (Debian's
+package, foreground, temp dir, 127.0.0.1) scrapes `pmta-snmp exporter` polling the simulator's
+API and following its accounting files (deliveries, bounces, deferrals, feedback-loop
+complaints, a blocklisted source IP); every panel's PromQL, with the dashboard variables
+substituted as Grafana does for "All", must parse and return at least one series, and every
+variable's `label_values` query must find values.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+
+import pytest
+
+from pmta_snmp.config import AcctSection, Config, PmtaSection, PollSection
+from pmta_snmp.exporter import Exporter
+from pmta_snmp.integrations import grafana
+from pmta_snmp.sim import Simulator
+from tests.integration.kit_support import CONTRIB, wait_until
+from tests.integration.prom_support import Prometheus
+
+API_KEY = "g" * 40
+SUBSTITUTE = {"$instance": ".*", "$provider": ".*", "$source_ip": ".*",
+              "$__rate_interval": "1m"}
+
+
+def substituted(expr: str) -> str:
+    """`expr` as Grafana sends it with every variable at "All" (regex .*)."""
+    for var, value in SUBSTITUTE.items():
+        expr = expr.replace(var, value)
+    assert "$" not in expr, expr
+    return expr
+
+
+@pytest.fixture(scope="module")
+def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prometheus]:
+    tmp = tmp_path_factory.mktemp("grafana")
+    # 60 simulated seconds per second: the IP is listed after 5 simulated minutes, the
+    # feedback loops report complaints as the mail is delivered.
+    sim = Simulator("blocklisted", speed=60, api_key=API_KEY, domains=200,
+                    acct_dir=tmp / "acct", acct_records=("d", "b", "t", "tq", "f")).start()
+    key_file = tmp / "api-key"
+    key_file.write_text(API_KEY + "\n")
+    cfg = Config(pmta=PmtaSection(url=sim.url, api_key_file=str(key_file), timeout=5.0),
+                 poll=PollSection(interval=1.0, jitter=0.0),
+                 acct=AcctSection(files=str(tmp / "acct" / "acct*.csv"),
+                                  state_dir=str(tmp / "state"), interval=0.5,
+                                  save_interval=1.0))
+    try:
+        with Exporter(cfg, listen="127.0.0.1:0") as exporter, \
+                Prometheus(tmp / "prom", [f"127.0.0.1:{exporter.port}"]) as prom:
+            # Rates need two scrapes of a moving counter; hang guards, not speed claims.
+            assert wait_until(lambda: prom.query("rate(pmta_polls_total[1m]) > 0"), 120), \
+                prom.log_text()
+            assert wait_until(lambda: prom.query(
+                'rate(pmta_outcomes_total{result="delivered"}[1m]) > 0'), 120), prom.log_text()
+            yield prom
+    finally:
+        sim.stop()
+
+
+QUERIES = list(grafana.queries())
+
+
+def test_the_dashboard_has_a_query_for_every_row() -> None:
+    """The extraction below sees the panels (a dashboard whose queries it missed would pass
+    the next test vacuously)."""
+    names = " ".join(expr for _, expr in QUERIES)
+    for family in ("pmta_up", "pmta_queued_recipients", "pmta_traffic_messages_total",
+                   "pmta_outcomes_total", "pmta_complaints_total",
+                   "pmta_source_ip_outcomes_total", "pmta_blocklist_rejections_total",
+                   "pmta_delivery_delay_seconds_bucket", "pmta_license_days_left"):
+        assert family in names, family
+
+
+@pytest.mark.parametrize(("title", "expr"), QUERIES,
+                         ids=[f"{i}-{t}" for i, (t, _) in enumerate(QUERIES)])
+def test_every_panel_query_returns_data(prometheus: Prometheus, title: str, expr: str) -> None:
+    query = substituted(expr)
+    prometheus.api("query", query=query)  # parses (an AssertionError names Prometheus' error)
+    got = wait_until(lambda: prometheus.query(query), 90)
+    assert got, f"panel {title!r}: no series for {query}"
+
+
+def test_variables_find_values(prometheus: Prometheus) -> None:
+    board = json.loads((CONTRIB / "grafana" / grafana.DASHBOARD_FILE).read_text())
+    variables = [v for v in board["templating"]["list"] if v["type"] == "query"]
+    assert {v["name"] for v in variables} >= {"instance", "provider", "source_ip"}
+    for var in variables:
+        m = re.fullmatch(r"label_values\((.+), (\w+)\)", var["query"]["query"])
+        assert m, var
+        selector, label = substituted(m.group(1)), m.group(2)
+        values = wait_until(lambda sel=selector, lab=label: prometheus.api(
+            f"label/{lab}/values", **{"match[]": sel}), 60)
+        assert values, f"variable {var['name']}: no values for {selector}"
