@@ -104,11 +104,12 @@ def providers_of(sim: Simulator) -> dict[str, str]:
     return {q.domain.name: q.domain.provider for q in sim.state.queues}
 
 
-def exporter(sim: Simulator, tmp_path: Path) -> Exporter:
+def exporter(sim: Simulator, tmp_path: Path, save_interval: float = 1.0) -> Exporter:
     cfg = Config(pmta=PmtaSection(url=sim.url, timeout=5.0),
                  poll=PollSection(interval=5.0, jitter=0.0),
                  acct=AcctSection(files=str(tmp_path / "acct" / "acct*.csv"),
-                                  state_dir=str(tmp_path / "state"), interval=0.2))
+                                  state_dir=str(tmp_path / "state"), interval=0.2,
+                                  save_interval=save_interval))
     return Exporter(cfg, listen="127.0.0.1:0")
 
 
@@ -164,3 +165,25 @@ def test_poll_json_shows_the_last_hour_and_day(sim: Simulator, tmp_path: Path) -
     assert day == hour == dict(want["delivered"])
     assert outcomes["records"] == dict(want["records"])
     assert outcomes["blocklist_rejections_total"] >= sum(want["listed"].values()) > 0
+
+
+@pytest.mark.timeout(300)
+def test_exporter_serves_the_counters_as_last_saved(sim: Simulator, tmp_path: Path) -> None:
+    """Records read after the last save are not served until saved: a crash would lose
+    them from the state, and a restarted exporter showing fewer would look like a counter
+    reset to Prometheus (a spike in every rate)."""
+    sim.advance(300)
+    providers = providers_of(sim)
+    with exporter(sim, tmp_path, save_interval=3600) as exp:  # saves after its first pass
+        first = file_counts(tmp_path / "acct", providers)
+        assert wait_until(lambda: same_counts(exp.url, first), 60), (scraped(exp.url), first)
+        sim.advance(120)
+        more = file_counts(tmp_path / "acct", providers)
+        assert more["records"] != first["records"]
+        engine = exp.outcomes
+        assert engine is not None
+        # read, not saved: the engine has them, /metrics does not
+        assert wait_until(lambda: dict(engine.view.records) == dict(more["records"]), 60)
+        assert scraped(exp.url) == first
+        engine.save()
+        assert scraped(exp.url) == more
