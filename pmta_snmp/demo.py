@@ -1,9 +1,11 @@
 """`./run demo`: the whole product against the simulator, no real PowerMTA needed.
 
-Starts the PowerMTA simulator (with accounting and log files), a private unprivileged snmpd
-master, our AgentX subagent behind it, then every few seconds prints what the API, SNMP
-(`snmpget`/`snmpwalk` through snmpd) and the check_pmta_* plugins see. Ctrl-C (or
-`--rounds N`) stops everything it started; nothing is left running.
+Starts the PowerMTA simulator (with accounting files, feedback-loop complaints and a log), a
+private unprivileged snmpd master, our AgentX subagent behind it (polling the API and
+following the accounting files), then every few seconds prints what the API, SNMP
+(`snmpget`/`snmpwalk` through snmpd: the scalars and the per-provider deliverability table)
+and the check_pmta_* plugins see. Ctrl-C (or `--rounds N`) stops everything it started;
+nothing is left running.
 """
 
 from __future__ import annotations
@@ -22,14 +24,21 @@ from concurrent.futures import Future
 
 from pmta_snmp.agent import run_agentx
 from pmta_snmp.api import ClientConfig, PmtaClient, PmtaError
-from pmta_snmp.config import AgentXSection, Config, PmtaSection, PollSection, Thresholds
+from pmta_snmp.config import (
+    AcctSection,
+    AgentXSection,
+    Config,
+    PmtaSection,
+    PollSection,
+    Thresholds,
+)
 from pmta_snmp.mib.layout import layout
 from pmta_snmp.netsnmp import LoopThread, SnmpdMaster, TrapReceiver, short_tempdir
 from pmta_snmp.sim import Simulator
 
 LAY = layout()
 
-# (label, module, extra args) — {url}, {acct}, {log}, {state} are filled in.
+# (label, module, extra args) — {url}, {acct}, {log}, {state}, {key}, {plan} are filled in.
 CHECKS: tuple[tuple[str, str, str], ...] = (
     ("queue", "queue", "--url {url} --state-dir {state}"),
     ("license", "license", "--url {url} --api-key-file {key}"),
@@ -38,6 +47,19 @@ CHECKS: tuple[tuple[str, str, str], ...] = (
      "--acct-file '{acct}/acct*.csv' --state-dir {state} --min-volume 20"),
     ("log", "log", "--logfile {log} --state-dir {state}"),
     ("tls", "tls", "--logfile {log} --acct-file '{acct}/acct*.csv' --state-dir {state}"),
+    ("complaints", "complaints",
+     "--acct-file '{acct}/acct*.csv' --state-dir {state} --window 1h --min-volume 100"),
+    ("blocklist", "blocklist", "--acct-file '{acct}/acct*.csv' --state-dir {state} --window 1h"),
+    ("warmup", "warmup", "--acct-file '{acct}/acct*.csv' --state-dir {state} --plan {plan}"),
+)
+
+PROVIDER_COLUMNS = (
+    "pmtaProviderDisplayName",
+    "pmtaProviderDelivered",
+    "pmtaProviderLastHourHardBounceRate",
+    "pmtaProviderLastHourDeferralRate",
+    "pmtaProviderComplaints",
+    "pmtaProviderBlocklistRejections",
 )
 
 SNMP_SHOWN = (
@@ -91,6 +113,34 @@ def show_snmp(master: SnmpdMaster) -> None:
         say(f"  SNMP {name:<24} = {vb.type + ': ' if vb.type else ''}{vb.value}")
 
 
+def show_providers(master: SnmpdMaster, top: int = 5) -> None:
+    """The busiest rows of pmtaProviderTable, walked through snmpd (the outcomes engine)."""
+    rows: dict[str, list[str]] = {}
+    for col, name in enumerate(PROVIDER_COLUMNS):
+        column = ".".join(map(str, LAY.oid(name)))
+        prefix = column + "."
+        try:
+            binds = master.walk(column)
+        except Exception as exc:  # the demo keeps going whatever snmpd says
+            say(f"  SNMP pmtaProviderTable: {exc}")
+            return
+        for vb in binds:
+            oid = vb.oid.lstrip(".")
+            if oid.startswith(prefix):
+                row = rows.setdefault(oid[len(prefix):], [""] * len(PROVIDER_COLUMNS))
+                row[col] = vb.value.strip('"')
+    if not rows:
+        say("  SNMP pmtaProviderTable: no rows yet (the accounting reader saves every 2 s)")
+        return
+    say("  SNMP pmtaProviderTable   provider     delivered  hard%/1h  defer%/1h  complaints"
+        "  blocklist")
+    busiest = sorted(rows.values(), key=lambda r: int(r[1] or 0), reverse=True)[:top]
+    for name, delivered, hard, defer, complaints, listed in busiest:
+        # the rates are Gauge32 in hundredths of a percent (the MIB's UNITS)
+        say(f"{'':27}{name:<12} {delivered:>9}  {int(hard or 0) / 100:>7.2f}  "
+            f"{int(defer or 0) / 100:>8.2f}  {complaints:>10}  {listed:>9}")
+
+
 def run_checks(fill: dict[str, str]) -> None:
     """Each plugin as Nagios would run it: first line and exit code."""
     names = {0: "OK", 1: "WARNING", 2: "CRITICAL", 3: "UNKNOWN"}
@@ -132,6 +182,7 @@ def running(args: argparse.Namespace) -> Iterator[tuple[Simulator, SnmpdMaster, 
             api_key=key,
             domains=args.domains,
             vmtas=args.vmtas,
+            acct_records=("d", "b", "t", "tq", "f"),
         )
         sim.start()
         stack.callback(sim.stop)
@@ -150,6 +201,9 @@ def running(args: argparse.Namespace) -> Iterator[tuple[Simulator, SnmpdMaster, 
             pmta=PmtaSection(url=sim.url, api_key_file=str(key_file), timeout=5),
             poll=PollSection(interval=args.interval, jitter=0.1, license_interval=60),
             agentx=AgentXSection(socket=master.agentx_address),
+            acct=AcctSection(files=str(work / "acct" / "acct*.csv"),
+                             state_dir=str(work / "state" / "agent"), interval=1.0,
+                             save_interval=2.0),
             thresholds=Thresholds(
                 queue_rcpt_raise=args.queue_raise, queue_rcpt_clear=args.queue_raise * 9 // 10
             ),
@@ -166,7 +220,15 @@ def running(args: argparse.Namespace) -> Iterator[tuple[Simulator, SnmpdMaster, 
             f"subagent: registered {'.'.join(map(str, LAY.base))} with snmpd; "
             f"notifications go to snmptrapd on udp:127.0.0.1:{traps.port}"
         )
+        plan = work / "warmup.toml"
+        warming = next(iter(sim.state.vmta_infos.values()))
+        plan.write_text(
+            "# the demo's first VirtualMTA, warming up since yesterday\n"
+            f"[[warmup]]\nsource_ip = \"{warming.source_ip}\"\n"
+            f"start = \"{time.strftime('%Y-%m-%d', time.gmtime(time.time() - 86400))}\"\n"
+            "caps = [20000, 40000, 80000, 160000]\n")
         fill = {
+            "plan": str(plan),
             "url": sim.url,
             "acct": str(work / "acct"),
             "log": str(work / "log"),
@@ -221,6 +283,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 say(f"\n=== round {n} ({time.strftime('%H:%M:%S')}) ===")
                 show_api(fill["url"])
                 show_snmp(master)
+                show_providers(master)
                 run_checks(fill)
                 if rounds and n >= rounds:
                     break
