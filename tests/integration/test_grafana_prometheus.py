@@ -5,7 +5,9 @@ package, foreground, temp dir, 127.0.0.1) scrapes `pmta-snmp exporter` polling t
 API and following its accounting files (deliveries, bounces, deferrals, feedback-loop
 complaints, a blocklisted source IP); every panel's PromQL, with the dashboard variables
 substituted as Grafana does for "All", must parse and return at least one series, and every
-variable's `label_values` query must find values.
+variable's `label_values` query must find values. The same Prometheus loads the shipped alert
+rules: every rule evaluates on the real series without error, and every series a rule selects
+is one the exporter serves.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import re
 from collections.abc import Iterator
 
 import pytest
+import yaml
 
 from pmta_snmp.config import AcctSection, Config, PmtaSection, PollSection
 from pmta_snmp.exporter import Exporter
@@ -24,6 +27,7 @@ from tests.integration.kit_support import CONTRIB, wait_until
 from tests.integration.prom_support import Prometheus
 
 API_KEY = "g" * 40
+ALERTS = CONTRIB / "prometheus" / "pmta-alerts.yml"
 SUBSTITUTE = {"$instance": ".*", "$provider": ".*", "$source_ip": ".*",
               "$__rate_interval": "1m"}
 
@@ -51,14 +55,17 @@ def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prometheus]
                                   state_dir=str(tmp / "state"), interval=0.5,
                                   save_interval=1.0))
     try:
-        with Exporter(cfg, listen="127.0.0.1:0") as exporter, \
-                Prometheus(tmp / "prom", [f"127.0.0.1:{exporter.port}"]) as prom:
-            # Rates need two scrapes of a moving counter; hang guards, not speed claims.
-            assert wait_until(lambda: prom.query("rate(pmta_polls_total[1m]) > 0"), 120), \
-                prom.log_text()
-            assert wait_until(lambda: prom.query(
-                'rate(pmta_outcomes_total{result="delivered"}[1m]) > 0'), 120), prom.log_text()
-            yield prom
+        with Exporter(cfg, listen="127.0.0.1:0") as exporter:
+            prom = Prometheus(tmp / "prom", [f"127.0.0.1:{exporter.port}"])
+            prom.config["rule_files"] = [str(ALERTS)]
+            with prom:
+                # Rates need two scrapes of a moving counter; hang guards, not speed claims.
+                assert wait_until(lambda: prom.query("rate(pmta_polls_total[1m]) > 0"), 120), \
+                    prom.log_text()
+                assert wait_until(lambda: prom.query(
+                    'rate(pmta_outcomes_total{result="delivered"}[1m]) > 0'), 120), \
+                    prom.log_text()
+                yield prom
     finally:
         sim.stop()
 
@@ -97,3 +104,46 @@ def test_variables_find_values(prometheus: Prometheus) -> None:
         values = wait_until(lambda sel=selector, lab=label: prometheus.api(
             f"label/{lab}/values", **{"match[]": sel}), 60)
         assert values, f"variable {var['name']}: no values for {selector}"
+
+
+def alert_rules() -> list[dict[str, str]]:
+    doc = yaml.safe_load(ALERTS.read_text())
+    return [rule for group in doc["groups"] for rule in group["rules"]]
+
+
+def rule_name(rule: dict[str, str]) -> str:
+    return rule.get("alert") or rule["record"]
+
+
+def test_every_alert_rule_selects_only_series_the_exporter_serves() -> None:
+    from pmta_snmp.metrics import by_name
+
+    catalogue = set(by_name())
+    recorded = {rule["record"] for rule in alert_rules() if "record" in rule}
+    rules = alert_rules()
+    assert len(rules) > 10
+    for rule in rules:
+        bare = re.sub(r'"[^"]*"', '""', rule["expr"])  # label values are not series
+        used = {re.sub(r"_(bucket|count|sum)$", "", name) if name not in catalogue else name
+                for name in re.findall(r"(?<![\w:])(pmta[_:][A-Za-z0-9_:]*)", bare)}
+        assert used, rule
+        assert used <= catalogue | recorded, (rule_name(rule), used - catalogue - recorded)
+
+
+def test_every_alert_rule_evaluates_on_the_real_series(prometheus: Prometheus) -> None:
+    """Loaded by the real Prometheus next to the real exporter: each rule is evaluated without
+    error (no many-to-many match, no bad label join on the served label sets)."""
+    names = {rule_name(rule) for rule in alert_rules()}
+
+    def evaluated() -> dict[str, dict[str, str]]:
+        groups = prometheus.api("rules")["groups"]
+        got = {r["name"]: r for g in groups for r in g["rules"]}
+        ready = set(got) == names and all(r.get("lastEvaluation", "").startswith("2")
+                                          and not r["lastEvaluation"].startswith("0001")
+                                          for r in got.values())
+        return got if ready else {}
+
+    rules = wait_until(evaluated, 60)
+    assert rules, prometheus.api("rules")
+    bad = {name: r.get("lastError") for name, r in rules.items() if r["health"] != "ok"}
+    assert not bad, bad
