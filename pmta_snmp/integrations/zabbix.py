@@ -811,7 +811,9 @@ def userparameter_keys(plugins: Sequence[PluginSpec] | None = None) -> list[User
                 f"{_param_assignments(all_names)} exec {plugin.prog} -t {PLUGIN_TIMEOUT} "
                 f'--discover "$kind" {opts}',
                 f"pmta.{plugin.module}.discovery[<{'|'.join(plugin.discovery)}>"
-                f"{',' if described else ''}{described}]: low-level discovery JSON.",
+                f"{',' if described else ''}{described}]: low-level discovery JSON"
+                + (" (complete lists with an API key; without one the pages' top rows)."
+                   if plugin.uses_api else "."),
             ))
     return keys
 
