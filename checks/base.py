@@ -16,7 +16,9 @@ nagiosplugin's sharp edges once for all of them:
 * text that may come from input (log lines, API answers) never carries a newline, a ``|``
   or a control character (NUL would end the output for Nagios, perfdata included);
 * ``--output zabbix`` prints only a value (or a JSON object with ``--json``) and always exits 0
-  with nothing on stderr; ``--discover`` prints low-level-discovery JSON.
+  with nothing on stderr; ``--discover`` prints low-level-discovery JSON, and its notes (a
+  list that lacks rows) on stderr only when stderr is not stdout's file: Zabbix agents read
+  both through one pipe, so a note there would break the JSON.
 
 Zabbix error convention: a plugin that cannot produce a value prints
 ``ZBX_NOTSUPPORTED: <reason>`` on stdout and exits 0. Zabbix agents make the item unsupported
@@ -857,7 +859,7 @@ def run_plugin(plugin: Plugin, argv: Sequence[str] | None = None) -> int:
                 assert plugin.discover is not None
                 items = plugin.discover(args, run, args.discover)
                 alarm.disarm()
-                return out.discovery(items)
+                return out.discovery(items, run)
             check = plugin.build_check(args, run)
             check()
             alarm.disarm()
@@ -930,8 +932,11 @@ class _Emitter:
             sys.stderr.write("".join(traceback.format_exception(exc)))
         return UNKNOWN
 
-    def discovery(self, items: list[dict[str, str]]) -> int:
+    def discovery(self, items: list[dict[str, str]], run: Run) -> int:
         _write(json.dumps(items, separators=(",", ":"), ensure_ascii=False) + "\n")
+        if run.notes and not _stderr_is_stdout():
+            sys.stderr.write("".join(_one_line(n) + "\n" for n in run.notes))
+            sys.stderr.flush()
         return 0
 
     def result(self, check: nagiosplugin.Check, run: Run) -> int:
@@ -1033,6 +1038,20 @@ def _fit(lines: list[str], perfdata: list[str]) -> str:
             "utf-8", "ignore"
         ) + "...\n"
     return text
+
+
+def _stderr_is_stdout() -> bool:
+    """True when stderr is the same pipe or file as stdout (a Zabbix agent's one pipe,
+    `2>&1`), where a note would land inside the JSON; a terminal is never the same."""
+    if sys.stderr is sys.stdout:
+        return True
+    try:
+        if os.isatty(sys.stderr.fileno()):
+            return False
+        out, err = os.fstat(sys.stdout.fileno()), os.fstat(sys.stderr.fileno())
+    except (OSError, ValueError):  # io.UnsupportedOperation is both: no file descriptor
+        return False
+    return (out.st_dev, out.st_ino) == (err.st_dev, err.st_ino)
 
 
 def _write(text: str) -> None:

@@ -8,7 +8,9 @@ needs them (`--domain`, `--vmta`, their per-item rules, or `--item-perfdata doma
 With an API key each list comes whole from the CLI's list commands through POST /command
 (`show queues --maxitems=N`); without one from the pages, which show only PowerMTA's top
 `http-default-max-items` rows (10 by default): the long output then says which per-item rules
-may miss rows. Stuck and growing queues need history, kept in the state file:
+may miss rows. `--discover` (Zabbix LLD) reads the same lists; when one lacks rows it says
+how many on stderr, unless stderr is stdout's pipe (a Zabbix agent), where it would break the
+JSON. Stuck and growing queues need history, kept in the state file:
 
 * stuck: a queue above `--stuck-floor` recipients that shows no delivery progress (no
   connections, in backoff, or its next retry still ahead) and has not decreased, seen so for
@@ -58,6 +60,7 @@ from .base import (
 if TYPE_CHECKING:
     from datetime import datetime
 
+    from pmta_snmp.api import PmtaClient
     from pmta_snmp.model import Domain, ListCompleteness, Queue, Status, Vmta
 
 DEFAULT_WARNING = "50000"
@@ -541,14 +544,33 @@ class QueueSummary(Summary):
 
 
 def discover(args: argparse.Namespace, run: Run, kind: str) -> list[dict[str, str]]:
-    """LLD: VirtualMTAs, domains or queues PowerMTA reports now."""
-    if kind == "vmtas":
-        return lld(kind, (v.name for v in run.api("/vmtas", lambda c: c.vmtas())))
-    if kind == "domains":
-        return lld(kind, (d.name for d in run.api("/domains", lambda c: c.domains())))
-    queues = run.api("/queues", lambda c: c.queues())
+    """LLD: VirtualMTAs, domains or queues PowerMTA reports now, from the same lists as the
+    check and the agents (POST /command with an API key, else the pages' top rows); a list
+    that lacks rows is a note, which base writes on stderr when that is safe for the JSON."""
+    from pmta_snmp.api.client import Listing, list_warning
+
+    one = kind[:-1]  # vmta, domain, queue: the list's kind
+    status = run.api("/status", lambda c: c.status())
+    client = run.client()
+    where = f"show {kind} (POST /command)" if client.lists_by_command else f"/{kind}"
+    calls: dict[str, Callable[[PmtaClient], Any]] = {
+        "vmta": lambda c: c.vmta_list(status),
+        "domain": lambda c: c.domain_list(status),
+        "queue": lambda c: c.queue_list(status),
+    }
+    rows, found = run.api(where, calls[one])
+    text = list_warning(one, Listing(rows, found.source), found, status, args.max_list_items)
+    if text is not None:
+        run.note(f"--discover {kind} is incomplete: {text}")
+        refusal = client.command_refusal
+        if refusal is not None and found.source.value == "page":
+            run.note(f"--discover {kind}: the pages served instead of the list commands: "
+                     f"{refusal}")
+    names = (r.name for r in rows)
+    if kind != "queues":
+        return lld(kind, names)
     return lld(
-        kind, (q.name for q in queues),
+        kind, names,
         domain=lambda n: n.rsplit("/", 1)[0],
         vmta=lambda n: n.rsplit("/", 1)[1] if "/" in n else "{default}",
     )

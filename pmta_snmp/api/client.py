@@ -672,6 +672,12 @@ class PmtaClient:
         """Whether the next list is asked from a list command (an API key, not refused)."""
         return self._core.lists_by_command()
 
+    @property
+    def command_refusal(self) -> str | None:
+        """Why the list commands were last refused (the pages serve meanwhile), or None."""
+        refused = self._core.commands_refused
+        return None if refused is None else refused[1]
+
     def _run(self, plan: _Plan[T], budget: _Budget | None = None) -> T:
         deadline = time.monotonic() + self._core.config.timeout
         budget = budget or _Budget(self._core.config.max_poll_bytes)

@@ -6,7 +6,8 @@
   "PowerMTA by SNMP": items for the scalars, SNMP low-level discovery of VirtualMTAs, domains
   and queues (`discovery[{#NAME},<DisplayName column>]`) with item and trigger prototypes,
   triggers with the documented thresholds (queue 50,000 / 100,000 recipients, data age, API
-  unreachable, license days left), discovery of the deliverability outcomes per mailbox
+  unreachable, license days left, a table listing fewer rows than PowerMTA has: pages of
+  10 rows without an API key), discovery of the deliverability outcomes per mailbox
   provider and per source IP (hard bounce and complaint rates per provider, blocklist
   rejections per source IP) and value maps for TruthValue and PmtaDeliveryMode. Every
   OID comes from `pmta_snmp.mib.layout`, so a re-based MIB (`--enterprise`) gets a matching
@@ -197,6 +198,56 @@ NODATA_TRIGGER: Final = "pmta-snmp: no SNMP data for {$PMTA.NODATA.TIMEOUT}"
 _KB: Final = ("MULTIPLIER", "1024")
 _HEARTBEAT: Final = ("DISCARD_UNCHANGED_HEARTBEAT", "1d")
 
+LIST_HELP: Final = (
+    "PowerMTA's web pages list only their top http-default-max-items rows (10 by default). "
+    "README, \"Complete lists of queues, domains and VirtualMTAs\", gives the two ways to full "
+    "lists: an API key for the agent (api_key_file in [pmta]; it then lists every row through "
+    "POST /command, up to max_list_items), or a larger http-default-max-items in PowerMTA's "
+    "config; README, \"Monitor from Zabbix\", says what this template watches."
+)
+"""The part of each list-completeness description that says what to do."""
+
+_LIST_TABLES: Final = (
+    ("Vmta", "vmta", "VirtualMTA", "VirtualMTAs", "pmtaVmtaTable"),
+    ("Domain", "domain", "domain", "domains", "pmtaDomainTable"),
+    ("Queue", "queue", "queue", "queues", "pmtaQueueTable"),
+)
+"""(MIB name part, key part, one row, rows, table) of the tables whose completeness the
+agent publishes (pmta<Name>RowsListed, pmta<Name>RowsKnown)."""
+
+
+def list_trigger_name(one: str) -> str:
+    """The name of the trigger on a table that lists fewer rows than PowerMTA has."""
+    return (f"PowerMTA: per-{one} table incomplete: {{ITEM.LASTVALUE1}} of "
+            f"{{ITEM.LASTVALUE2}} rows listed")
+
+
+def _list_items(name: str, key_part: str, one: str, rows: str, table: str) -> tuple[Item, Item]:
+    """Rows listed and rows known of one table, with the trigger on a table that lacks rows:
+    its per-item discovery, items and triggers miss those rows without a word otherwise."""
+    listed = f"pmta.{key_part}.rows.listed"
+    no_count = (" No instance (the item unsupported) while PowerMTA gives no count, as the "
+                "/vmtas page does not." if key_part == "vmta" else
+                " From the pages (no API key): a lower bound, the domains with mail queued."
+                if key_part == "queue" else "")
+    return (
+        Item(f"pmta{name}RowsListed", listed, f"PowerMTA: {rows} listed (table rows)", "UNSIGNED",
+             component="lists",
+             description=f"Rows PowerMTA listed at the last poll ({table} and those omitted "
+             f"from it)."),
+        Item(f"pmta{name}RowsKnown", f"pmta.{key_part}.rows.known",
+             f"PowerMTA: {rows} known (PowerMTA's count)", "UNSIGNED", component="lists",
+             description=f"Rows PowerMTA has by its own count.{no_count}",
+             triggers=(Trigger(
+                 list_trigger_name(one),
+                 f"last(/{TEMPLATE_NAME}/{listed})<last({{item}})", "WARNING",
+                 f"{table} lists fewer {rows} than PowerMTA has: the missing ones get no "
+                 "discovered items or triggers, so mail piling up there, a paused queue or "
+                 "its errors go unseen. " + LIST_HELP),),
+             ),
+    )
+
+
 SCALAR_ITEMS: Final[tuple[Item, ...]] = (
     Item("pmtaProductVersion", "pmta.version", "PowerMTA: version", "CHAR", delay="1h",
          preprocessing=(_HEARTBEAT,), component="system",
@@ -291,6 +342,7 @@ SCALAR_ITEMS: Final[tuple[Item, ...]] = (
     Item("pmtaDomainCount", "pmta.domains", "PowerMTA: destination domains", "UNSIGNED",
          component="queue"),
     Item("pmtaQueueCount", "pmta.queues", "PowerMTA: queues", "UNSIGNED", component="queue"),
+    *(item for table in _LIST_TABLES for item in _list_items(*table)),
     Item("pmtaAgentVersion", "pmta.agent.version", "pmta-snmp: agent version", "CHAR",
          delay="1h", preprocessing=(_HEARTBEAT,), component="agent"),
     Item("pmtaAgentApiReachable", "pmta.agent.api_reachable", "pmta-snmp: PowerMTA API "
@@ -811,7 +863,9 @@ def userparameter_keys(plugins: Sequence[PluginSpec] | None = None) -> list[User
                 f"{_param_assignments(all_names)} exec {plugin.prog} -t {PLUGIN_TIMEOUT} "
                 f'--discover "$kind" {opts}',
                 f"pmta.{plugin.module}.discovery[<{'|'.join(plugin.discovery)}>"
-                f"{',' if described else ''}{described}]: low-level discovery JSON.",
+                f"{',' if described else ''}{described}]: low-level discovery JSON"
+                + (" (complete lists with an API key; without one the pages' top rows)."
+                   if plugin.uses_api else "."),
             ))
     return keys
 

@@ -207,3 +207,31 @@ def test_errors_are_values_the_agent_reports(agent: Agent, pmta: Pmta) -> None:
     # Shell metacharacters never reach the shell: the agent refuses the key itself.
     kind, value = agent.get("pmta.queue[x;touch /tmp/pwned]")
     assert kind == "m" and "not allowed" in value
+
+
+@pytest.fixture
+def default_pmta() -> Iterator[Simulator]:
+    """A PowerMTA with its default config: the pages list the top 10 of 200 domains."""
+    with Simulator(scenario="scale", domains=200, vmtas=4, seed=3, speed=0,
+                   api_key=API_KEY) as sim:
+        yield sim
+
+
+def test_discovery_through_the_agent_is_complete_with_a_key(
+    agent: Agent, default_pmta: Simulator
+) -> None:
+    truth = default_pmta.snapshot()
+    url = default_pmta.url
+    # No key: the pages' top 10. The note about the missing rows goes to stderr only when
+    # stderr is not the agent's one pipe, so the value stays valid JSON.
+    rows = agent.json(f"pmta.queue.discovery[domains,{url}]")
+    assert isinstance(rows, list) and len(rows) == 10, rows
+    agent.env["PMTA_API_KEY"] = API_KEY
+    for kind, macro, names in (
+        ("domains", "{#DOMAIN}", {d.name for d in truth.domains}),
+        ("queues", "{#QUEUE}", {q.name for q in truth.queues}),
+    ):
+        rows = agent.json(f"pmta.queue.discovery[{kind},{url}]")
+        assert isinstance(rows, list)
+        assert {row[macro] for row in rows} == names, kind
+    assert len(truth.domains) == 200

@@ -291,3 +291,38 @@ def test_a_broken_template_is_refused(zabbix: Frontend) -> None:
     with pytest.raises(ZabbixError, match="key"):
         zabbix.call("configuration.import", {
             "format": "yaml", "source": yaml.safe_dump(broken), "rules": RULES})
+
+
+def test_list_completeness_items_and_triggers_import_as_written(zabbix: Frontend) -> None:
+    """Rows listed and rows known of each table (issue 18) are items of the template, and the
+    frontend accepts each table's two-item WARNING trigger, names and all."""
+    text, export = shipped()
+    assert zabbix.call("configuration.import",
+                       {"format": "yaml", "source": text, "rules": RULES}) is True
+    kinds = ("vmta", "domain", "queue")
+    keys = [f"pmta.{k}.rows.{w}" for k in kinds for w in ("listed", "known")]
+    items = zabbix.call("item.get", {
+        "templated": True, "filter": {"key_": keys}, "output": ["key_", "snmp_oid", "type"],
+    })
+    (template,) = export["templates"]
+    want_oids = {i["key"]: i["snmp_oid"] for i in template["items"]}
+    assert {i["key_"]: i["snmp_oid"] for i in items} == {k: want_oids[k] for k in keys}
+    assert {i["type"] for i in items} == {"20"}  # SNMP agent
+    names = {k: f"PowerMTA: per-{one} table incomplete: {{ITEM.LASTVALUE1}} of "
+                f"{{ITEM.LASTVALUE2}} rows listed"
+             for k, one in zip(kinds, ("VirtualMTA", "domain", "queue"), strict=True)}
+    triggers = zabbix.call("trigger.get", {
+        "filter": {"description": list(names.values())}, "templated": True,
+        "output": ["description", "expression", "priority", "comments"],
+        "selectItems": ["key_"], "expandExpression": True,
+    })
+    assert {t["description"] for t in triggers} == set(names.values())
+    for kind, name in names.items():
+        (t,) = [t for t in triggers if t["description"] == name]
+        assert t["expression"] == (f"last(/PowerMTA by SNMP/pmta.{kind}.rows.listed)"
+                                   f"<last(/PowerMTA by SNMP/pmta.{kind}.rows.known)")
+        assert t["priority"] == "2"  # WARNING
+        assert sorted(i["key_"] for i in t["items"]) == [
+            f"pmta.{kind}.rows.known", f"pmta.{kind}.rows.listed"]
+        assert '"Complete lists of queues, domains and VirtualMTAs"' in t["comments"]
+        assert '"Monitor from Zabbix"' in t["comments"]

@@ -528,3 +528,30 @@ def test_zabbix_template_uses_only_tags_the_6_0_importer_knows() -> None:
         assert set(vm) == {"uuid", "name", "mappings"}
     for macro in tpl["macros"]:
         assert set(macro) <= {"macro", "type", "value", "description"}
+
+
+def test_zabbix_watches_list_completeness() -> None:
+    """Each table's rows listed and rows known are scalar items on the MIB's objects, with a
+    WARNING trigger when the table lists fewer rows than PowerMTA has; its description names
+    README sections that exist (issue 18)."""
+    (tpl,) = zabbix.template()["zabbix_export"]["templates"]  # type: ignore[index]
+    items = {i["key"]: i for i in tpl["items"]}
+    lay = layout()
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    headings = set(re.findall(r"^#+ (.+)$", readme, re.M))
+    for mib, kind, one in (("Vmta", "vmta", "VirtualMTA"), ("Domain", "domain", "domain"),
+                           ("Queue", "queue", "queue")):
+        listed, known = items[f"pmta.{kind}.rows.listed"], items[f"pmta.{kind}.rows.known"]
+        for item, obj in ((listed, f"pmta{mib}RowsListed"), (known, f"pmta{mib}RowsKnown")):
+            assert item["snmp_oid"] == ".".join(map(str, lay.instance(obj)))
+            assert item["value_type"] == "UNSIGNED"
+        assert "triggers" not in listed
+        (trigger,) = known["triggers"]
+        assert trigger["name"] == zabbix.list_trigger_name(one)
+        assert trigger["expression"] == (f"last(/{zabbix.TEMPLATE_NAME}/pmta.{kind}.rows.listed)"
+                                         f"<last(/{zabbix.TEMPLATE_NAME}/pmta.{kind}.rows.known)")
+        assert trigger["priority"] == "WARNING"
+        cited = set(re.findall(r'README, "([^"]+)"', trigger["description"]))
+        assert cited == {"Complete lists of queues, domains and VirtualMTAs",
+                         "Monitor from Zabbix"}
+        assert cited <= headings
