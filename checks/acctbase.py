@@ -29,7 +29,7 @@ import argparse
 import math
 import os
 import time
-from collections.abc import Callable, Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -498,6 +498,46 @@ class AcctResource(PluginResource):
             Threshold("rate_info", None, None, describe),
             Info("info"),
         ]
+
+
+class ProviderRateResource(AcctResource):
+    """An AcctResource judging rates per dimension where `--by provider` also reads the
+    receiving MX (`dsn_mta_host`) and names each provider's top reason classes among
+    `reason_counters` (the bounce and deferral checks)."""
+
+    reason_counters: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, args: argparse.Namespace, run: Run) -> None:
+        super().__init__(args, run)
+        self.by_provider = "provider" in args.by
+
+    def counted_fields(self) -> Fields:
+        if not self.by_provider:
+            return self.fields
+        return {kind: (*names, "dsn_mta_host") for kind, names in self.fields.items()}
+
+    def counting(self) -> str:
+        return "provider" if self.by_provider else ""
+
+    def provider_reasons(self, dimension: str, key: str) -> str:
+        """`, top reason bad_mailbox 55, reputation 12` for a provider (else "")."""
+        if dimension != "provider" or self.window is None:
+            return ""
+        text = reason_classes_text(self.window.reason_counts(self.reason_counters, key))
+        return f", top reason {text}" if text else ""
+
+    def judge_dimensions(self, win: Window, items: RateItems, details: dict[str, object]
+                         ) -> Iterator[nagiosplugin.Metric]:
+        """The rates of every `--by` dimension, their rows put in `details`; a provider's row
+        carries its reason classes, and -v lists every judged provider, also when OK."""
+        for dimension in self.args.by:
+            metrics, rows = items.judge(win, dimension, self.args)
+            if dimension == "provider":
+                for key, row in rows.items():
+                    row["reasons"] = win.reason_counts(self.reason_counters, key)
+                self.run.long += [items.describe(m, None) for m in metrics]
+            details[dimension] = rows
+            yield from metrics
 
 
 def percent(part: int, whole: int) -> float:

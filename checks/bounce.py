@@ -23,9 +23,9 @@ from typing import ClassVar
 import nagiosplugin
 
 from .acctbase import (
-    AcctResource,
     Event,
     Fields,
+    ProviderRateResource,
     RateItems,
     add_acct_args,
     add_outcome_args,
@@ -42,9 +42,10 @@ ATTEMPTS = ("d", *BOUNCE_CLASSES)
 _KEYS = ("sender_domain", "rcpt_domain", "dlv_source_ip", "vmta")
 
 
-class BounceResource(AcctResource):
+class BounceResource(ProviderRateResource):
     """New accounting records into the window; overall and per-key bounce rates."""
 
+    reason_counters: ClassVar[tuple[str, ...]] = BOUNCE_CLASSES
     fields: ClassVar[Fields] = {"d": _KEYS, "b": (*_KEYS, "bounce_cat", "dsn_status", "dsn_diag")}
 
     def __init__(self, args: argparse.Namespace, run: Run) -> None:
@@ -53,19 +54,10 @@ class BounceResource(AcctResource):
         super().__init__(args, run)
         self.classify = classify
         self.pair_key = pair_key
-        self.by_provider = "provider" in args.by
         self.items = RateItems("hard_rate", "hard-bounce rate", ("hard",), ATTEMPTS, "hard_item",
                                short="hard", suffix=self.provider_reasons)
         self.attempts = 0
         self.counts: dict[str, int] = {}
-
-    def counted_fields(self) -> Fields:
-        if not self.by_provider:
-            return self.fields
-        return {kind: (*names, "dsn_mta_host") for kind, names in self.fields.items()}
-
-    def counting(self) -> str:
-        return "provider" if self.by_provider else ""
 
     def events(self, kind: str, record: Mapping[str, str]) -> tuple[Event, ...]:
         """Counters of one `d`/`b` record: per dimension, and its reason (text and class) for
@@ -93,13 +85,6 @@ class BounceResource(AcctResource):
                      counters))
         return ((keys, counters),)
 
-    def provider_reasons(self, dimension: str, key: str) -> str:
-        """`, top reason bad_mailbox 55, reputation 12` for a provider (else "")."""
-        if dimension != "provider" or self.window is None:
-            return ""
-        text = reason_classes_text(self.window.reason_counts(BOUNCE_CLASSES, key))
-        return f", top reason {text}" if text else ""
-
     def probe(self) -> Iterator[nagiosplugin.Metric]:
         a = self.args
         win = self.read()
@@ -126,15 +111,7 @@ class BounceResource(AcctResource):
             "reasons": dict(win.top_reasons("hard")),
             "reason_classes": win.reason_counts(BOUNCE_CLASSES),
         }
-        for dimension in a.by:
-            metrics, rows = self.items.judge(win, dimension, a)
-            if dimension == "provider":
-                for key, row in rows.items():
-                    row["reasons"] = win.reason_counts(BOUNCE_CLASSES, key)
-                # -v: every judged provider with its reason classes, also when OK.
-                self.run.long += [self.items.describe(m, None) for m in metrics]
-            details[dimension] = rows
-            yield from metrics
+        yield from self.judge_dimensions(win, self.items, details)
         self.run.details = details
         self.run.primary = "hard_rate"
 

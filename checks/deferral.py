@@ -31,9 +31,9 @@ import nagiosplugin
 from pmta_snmp.argtypes import nonneg_float, nonneg_int
 
 from .acctbase import (
-    AcctResource,
     Event,
     Fields,
+    ProviderRateResource,
     RateItems,
     Window,
     add_acct_args,
@@ -112,9 +112,10 @@ def find_outliers(win: Window, *, min_volume: int, factor: float, min_diff: floa
     return outliers, uniform
 
 
-class DeferralResource(AcctResource):
+class DeferralResource(ProviderRateResource):
     """New accounting records into the window; deferral rates and outlier IPs."""
 
+    reason_counters: ClassVar[tuple[str, ...]] = DEFERRED
     fields: ClassVar[Fields] = {
         "d": _KEYS, "b": _KEYS, "t": (*_KEYS, "dsn_status", "dsn_diag"),
         "tq": (*_KEYS, "dsn_status", "dsn_diag"),
@@ -125,21 +126,12 @@ class DeferralResource(AcctResource):
 
         super().__init__(args, run)
         self.pair_key = pair_key
-        self.by_provider = "provider" in args.by
         self.items = RateItems("deferral_rate", "deferral rate", DEFERRED, ATTEMPTS, "item",
                                short="deferred", suffix=self.provider_reasons)
         self.attempts = 0
         self.deferred = 0
         self.queue_deferrals = 0
         self.outliers: Labelled[Outlier] = Labelled()
-
-    def counted_fields(self) -> Fields:
-        if not self.by_provider:
-            return self.fields
-        return {kind: (*names, "dsn_mta_host") for kind, names in self.fields.items()}
-
-    def counting(self) -> str:
-        return "provider" if self.by_provider else ""
 
     def events(self, kind: str, record: Mapping[str, str]) -> tuple[Event, ...]:
         """Counters of one d/b/t/tq record; a deferral also counts under its reason (text and
@@ -169,13 +161,6 @@ class DeferralResource(AcctResource):
                      (kind,)))
         return ((keys, (kind,)),)
 
-    def provider_reasons(self, dimension: str, key: str) -> str:
-        """`, top reason reputation 10, rate_limit 4` for a provider (else "")."""
-        if dimension != "provider" or self.window is None:
-            return ""
-        text = reason_classes_text(self.window.reason_counts(DEFERRED, key))
-        return f", top reason {text}" if text else ""
-
     def probe(self) -> Iterator[nagiosplugin.Metric]:
         a, run = self.args, self.run
         win = self.read()
@@ -201,15 +186,7 @@ class DeferralResource(AcctResource):
             "reasons": dict(win.top_reasons("t")),
             "reason_classes": win.reason_counts(DEFERRED),
         }
-        for dimension in a.by:
-            metrics, rows = self.items.judge(win, dimension, a)
-            if dimension == "provider":
-                for key, row in rows.items():
-                    row["reasons"] = win.reason_counts(DEFERRED, key)
-                # -v: every judged provider with its reason classes, also when OK.
-                self.run.long += [self.items.describe(m, None) for m in metrics]
-            details[dimension] = rows
-            yield from metrics
+        yield from self.judge_dimensions(win, self.items, details)
         outliers, uniform = find_outliers(
             win, min_volume=a.outlier_min_volume, factor=a.outlier_factor,
             min_diff=a.outlier_min_diff,

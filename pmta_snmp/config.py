@@ -24,10 +24,10 @@ class ConfigError(ValueError):
 
 
 @dataclass(frozen=True)
-class PmtaSection:
-    """How to reach PowerMTA."""
+class ApiAccess:
+    """How to talk to a PowerMTA's HTTP API once its URL is known: what `[pmta]` and each
+    `[probe.modules.NAME]` share."""
 
-    url: str = "http://127.0.0.1:8080"
     api_key_file: str | None = None
     ca_file: str | None = None
     insecure: bool = False
@@ -43,6 +43,13 @@ class PmtaSection:
     """With an API key: `--maxitems` of `show queues|domains|vmtas` via POST /command, which
     list every queue, domain and VirtualMTA up to this many (the top ones by recipients
     beyond); 0 reads the web pages (PowerMTA's top `http-default-max-items`) even with a key."""
+
+
+@dataclass(frozen=True)
+class PmtaSection(ApiAccess):
+    """How to reach PowerMTA."""
+
+    url: str = "http://127.0.0.1:8080"
 
 
 @dataclass(frozen=True)
@@ -139,7 +146,7 @@ in the host and port (see `pmta_snmp.probe.target_matcher`)."""
 
 
 @dataclass(frozen=True)
-class ProbeModule:
+class ProbeModule(ApiAccess):
     """How `/probe` reaches a PowerMTA of a fleet (`[probe.modules.NAME]`), as `[pmta]` for the
     local one.
 
@@ -148,15 +155,6 @@ class ProbeModule:
     `license_interval`: seconds between `show license` calls per target (0: never; needs a key).
     """
 
-    api_key_file: str | None = None
-    ca_file: str | None = None
-    insecure: bool = False
-    api_format: str = "auto"
-    api_flavor: str = "real"
-    timeout: float = 10.0
-    max_page_mib: int = 64
-    max_poll_mib: int = 128
-    max_list_items: int = 10_000
     targets: tuple[str, ...] = ()
     license_interval: float = 3600.0
 

@@ -25,44 +25,36 @@ __all__ = ["OutcomesCollector", "outcome_families"]
 _CATALOGUE = by_name()
 
 
-def _counter(name: str) -> CounterMetricFamily:
+def _counter(name: str, samples: Iterable[tuple[list[str], float]]) -> CounterMetricFamily:
+    """The catalogue's counter family `name` with one sample per (label values, value)."""
     m = _CATALOGUE[name]
-    return CounterMetricFamily(m.family, m.help, labels=list(m.labels))
+    family = CounterMetricFamily(m.family, m.help, labels=list(m.labels))
+    for labels, value in samples:
+        family.add_metric(labels, value)
+    return family
 
 
 def outcome_families(view: OutcomesView) -> Iterator[Metric]:
     """Every outcome family of the catalogue for one view."""
-    outcomes = _counter("pmta_outcomes_total")
-    for p in view.providers:
-        for result in RESULTS:
-            outcomes.add_metric([p.provider, result], p.total.get(result))
-    yield outcomes
-
-    reasons = _counter("pmta_outcome_reasons_total")
-    for r in view.reasons:
-        reasons.add_metric([r.provider, r.reason], r.count)
-    yield reasons
-
-    by_ip = _counter("pmta_source_ip_outcomes_total")
-    for s in view.source_ip_outcomes:
-        by_ip.add_metric([s.source_ip, s.vmta, s.provider, s.result], s.count)
-    yield by_ip
-
-    by_domain = _counter("pmta_sending_domain_outcomes_total")
-    for d in view.sending_domains:
-        for result in RESULTS:
-            by_domain.add_metric([d.sending_domain, result], d.total.get(result))
-    yield by_domain
-
-    complaints = _counter("pmta_complaints_total")
-    for c in view.complaints_by:
-        complaints.add_metric([c.provider, c.sending_domain], c.count)
-    yield complaints
-
-    listed = _counter("pmta_blocklist_rejections_total")
-    for b in view.blocklist_rejections:
-        listed.add_metric([b.source_ip, b.blocklist], b.count)
-    yield listed
+    yield _counter("pmta_outcomes_total", (
+        ([p.provider, result], p.total.get(result)) for p in view.providers for result in RESULTS
+    ))
+    yield _counter("pmta_outcome_reasons_total", (
+        ([r.provider, r.reason], r.count) for r in view.reasons
+    ))
+    yield _counter("pmta_source_ip_outcomes_total", (
+        ([s.source_ip, s.vmta, s.provider, s.result], s.count) for s in view.source_ip_outcomes
+    ))
+    yield _counter("pmta_sending_domain_outcomes_total", (
+        ([d.sending_domain, result], d.total.get(result))
+        for d in view.sending_domains for result in RESULTS
+    ))
+    yield _counter("pmta_complaints_total", (
+        ([c.provider, c.sending_domain], c.count) for c in view.complaints_by
+    ))
+    yield _counter("pmta_blocklist_rejections_total", (
+        ([b.source_ip, b.blocklist], b.count) for b in view.blocklist_rejections
+    ))
 
     m = _CATALOGUE["pmta_delivery_delay_seconds"]
     delay = HistogramMetricFamily(m.name, m.help, labels=list(m.labels))
@@ -73,10 +65,7 @@ def outcome_families(view: OutcomesView) -> Iterator[Metric]:
             delay.add_metric([p.provider], buckets, p.delay.sum)
     yield delay
 
-    records = _counter("pmta_acct_records_total")
-    for kind, n in view.records:
-        records.add_metric([kind], n)
-    yield records
+    yield _counter("pmta_acct_records_total", (([kind], n) for kind, n in view.records))
 
     m = _CATALOGUE["pmta_acct_lag_seconds"]
     yield GaugeMetricFamily(m.name, m.help, value=view.lag_seconds)

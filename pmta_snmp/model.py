@@ -41,6 +41,18 @@ def kb_to_bytes(kb: float) -> int:
     return round(kb * KIB)
 
 
+class _KBytes:
+    """A row or count with PowerMTA's `kb` figure, also in whole `bytes`."""
+
+    __slots__ = ()
+    kb: float
+
+    @property
+    def bytes(self) -> int:
+        """`kb` in whole bytes."""
+        return kb_to_bytes(self.kb)
+
+
 class QueueMode(StrEnum):
     """Delivery mode of a queue as PowerMTA shows it."""
 
@@ -50,17 +62,12 @@ class QueueMode(StrEnum):
 
 
 @dataclass(frozen=True, slots=True)
-class Counts:
+class Counts(_KBytes):
     """Recipients, messages and kilobytes for one direction of one traffic window."""
 
     rcp: int = 0
     msg: int = 0
     kb: float = 0.0
-
-    @property
-    def bytes(self) -> int:
-        """`kb` in whole bytes."""
-        return kb_to_bytes(self.kb)
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,18 +126,13 @@ class Connections:
 
 
 @dataclass(frozen=True, slots=True)
-class QueueTypeCounts:
+class QueueTypeCounts(_KBytes):
     """Queued recipients, domains and kilobytes of one queue type (`status/queue/<type>`)."""
 
     name: str
     rcp: int = 0
     dom: int = 0
     kb: float = 0.0
-
-    @property
-    def bytes(self) -> int:
-        """`kb` in whole bytes."""
-        return kb_to_bytes(self.kb)
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,7 +215,7 @@ class QueueEvent:
 
 
 @dataclass(frozen=True, slots=True)
-class Queue:
+class Queue(_KBytes):
     """One queue, named `domain/vmta` (or `domain/{default}`)."""
 
     name: str
@@ -227,11 +229,6 @@ class Queue:
     events: tuple[QueueEvent, ...] = ()
 
     @property
-    def bytes(self) -> int:
-        """`kb` in whole bytes."""
-        return kb_to_bytes(self.kb)
-
-    @property
     def domain(self) -> str:
         """The destination domain part of the queue name."""
         return self.name.rsplit("/", 1)[0] if "/" in self.name else self.name
@@ -243,7 +240,7 @@ class Queue:
 
 
 @dataclass(frozen=True, slots=True)
-class Domain:
+class Domain(_KBytes):
     """One destination domain across all VirtualMTAs."""
 
     name: str
@@ -252,14 +249,9 @@ class Domain:
     conn: int = 0
     last_error: str | None = None
 
-    @property
-    def bytes(self) -> int:
-        """`kb` in whole bytes."""
-        return kb_to_bytes(self.kb)
-
 
 @dataclass(frozen=True, slots=True)
-class Vmta:
+class Vmta(_KBytes):
     """One VirtualMTA with mail queued."""
 
     name: str
@@ -267,11 +259,6 @@ class Vmta:
     kb: float = 0.0
     conn: int = 0
     domains: int = 0
-
-    @property
-    def bytes(self) -> int:
-        """`kb` in whole bytes."""
-        return kb_to_bytes(self.kb)
 
 
 @dataclass(frozen=True, slots=True)

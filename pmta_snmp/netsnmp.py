@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Coroutine, Iterator, Sequence
 from concurrent.futures import Future
 from pathlib import Path
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, ClassVar, NamedTuple, TypeVar
 
 T = TypeVar("T")
 
@@ -147,13 +147,63 @@ class SnmpClientError(RuntimeError):
     """An snmp client program failed."""
 
 
-class SnmpdMaster:
+class _Daemon:
+    """A net-snmp daemon run in the foreground by a subclass, its output appended to
+    `log_path`: the start-and-wait, stop and log of snmpd and snmptrapd."""
+
+    name: ClassVar[str]
+    log_path: Path
+    proc: subprocess.Popen[bytes] | None
+
+    def _spawn(self, argv: list[str], persist_dir: Path) -> None:
+        env = dict(os.environ, SNMP_PERSISTENT_DIR=str(persist_dir), MIBS="")
+        log = self.log_path.open("ab")
+        try:
+            self.proc = subprocess.Popen(
+                argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env
+            )
+        finally:
+            log.close()
+
+    def _wait_ready(self, ready: Callable[[], bool], timeout: float) -> None:
+        """Return once `ready()`; RuntimeError if the daemon exits first, TimeoutError (after
+        stopping it) if `timeout` passes."""
+        assert self.proc is not None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(
+                    f"{self.name} exited with {self.proc.returncode}:\n{self.log_text()}"
+                )
+            if ready():
+                return
+            time.sleep(0.05)
+        self.stop()
+        raise TimeoutError(f"{self.name} not ready after {timeout}s:\n{self.log_text()}")
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop the daemon gracefully (SIGTERM, by pid), killing it after `timeout`."""
+        if self.proc is not None:
+            stop_process(self.proc, timeout)
+            self.proc = None
+
+    def log_text(self) -> str:
+        """What the daemon printed so far."""
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+
+class SnmpdMaster(_Daemon):
     """An unprivileged snmpd acting as AgentX master, confined to `workdir`.
 
     Listens on udp:127.0.0.1:<port> (community `public`) and on a unix AgentX
     socket in `workdir`; `restart()` keeps both. Use as a context manager or
     call `stop()`.
     """
+
+    name: ClassVar[str] = "snmpd"
 
     def __init__(
         self,
@@ -229,42 +279,26 @@ class SnmpdMaster:
             raise RuntimeError("snmpd already running")
         with contextlib.suppress(FileNotFoundError):
             self.socket_path.unlink()  # stale after a hard kill
-        env = dict(os.environ, SNMP_PERSISTENT_DIR=str(self.persist_dir), MIBS="")
-        log = self.log_path.open("ab")
-        try:
-            self.proc = subprocess.Popen(
-                [
-                    self.snmpd,
-                    "-f",
-                    "-Lo",
-                    "-C",
-                    "-c",
-                    str(self.config_path),
-                    "-p",
-                    str(self.pid_path),
-                    "-m",
-                    "",
-                    "-I",
-                    "-smux",
-                    f"udp:127.0.0.1:{self.port}",
-                ],
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=env,
-            )
-        finally:
-            log.close()
+        self._spawn(
+            [
+                self.snmpd,
+                "-f",
+                "-Lo",
+                "-C",
+                "-c",
+                str(self.config_path),
+                "-p",
+                str(self.pid_path),
+                "-m",
+                "",
+                "-I",
+                "-smux",
+                f"udp:127.0.0.1:{self.port}",
+            ],
+            self.persist_dir,
+        )
         self.starts += 1
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"snmpd exited with {self.proc.returncode}:\n{self.log_text()}")
-            if self._agentx_listening() and self._answers():
-                return
-            time.sleep(0.05)
-        self.stop()
-        raise TimeoutError(f"snmpd not ready after {timeout}s:\n{self.log_text()}")
+        self._wait_ready(lambda: self._agentx_listening() and self._answers(), timeout)
 
     def _answers(self) -> bool:
         try:
@@ -272,12 +306,6 @@ class SnmpdMaster:
         except SnmpClientError:
             return False
         return True
-
-    def stop(self, timeout: float = 5.0) -> None:
-        """Stop snmpd gracefully (SIGTERM), killing it after `timeout`."""
-        if self.proc is not None:
-            stop_process(self.proc, timeout)
-            self.proc = None
 
     def kill(self) -> None:
         """Hard-kill snmpd (SIGKILL): no Close reaches the subagents."""
@@ -293,13 +321,6 @@ class SnmpdMaster:
         else:
             self.stop()
         self.start(timeout)
-
-    def log_text(self) -> str:
-        """What snmpd printed so far."""
-        try:
-            return self.log_path.read_text(errors="replace")
-        except FileNotFoundError:
-            return ""
 
     def __enter__(self) -> SnmpdMaster:
         self.start()
@@ -363,8 +384,10 @@ class SnmpdMaster:
         return parse_varbinds(self.run_client("snmpbulkwalk", *options, oid))
 
 
-class TrapReceiver:
+class TrapReceiver(_Daemon):
     """snmptrapd on udp:127.0.0.1:<port> logging every notification as one line."""
+
+    name: ClassVar[str] = "snmptrapd"
 
     _PREFIX = "TRAP "
     _SEP = "|~|"
@@ -384,55 +407,26 @@ class TrapReceiver:
 
     def start(self, timeout: float = 10.0) -> None:
         """Start snmptrapd and wait until its UDP port is bound."""
-        env = dict(os.environ, SNMP_PERSISTENT_DIR=str(self.workdir / "persist"), MIBS="")
-        log = self.log_path.open("ab")
-        try:
-            self.proc = subprocess.Popen(
-                [
-                    self.exe,
-                    "-f",
-                    "-Lo",
-                    "-C",
-                    "-c",
-                    str(self.config_path),
-                    "-m",
-                    "",
-                    "-On",
-                    "-p",
-                    str(self.workdir / "snmptrapd.pid"),
-                    "-F",
-                    f"{self._PREFIX}%B{self._SEP}%V{self._SEP}%v\n",
-                    f"udp:127.0.0.1:{self.port}",
-                ],
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=env,
-            )
-        finally:
-            log.close()
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"snmptrapd exited:\n{self.log_text()}")
-            if udp_port_bound(self.port):
-                return
-            time.sleep(0.05)
-        self.stop()
-        raise TimeoutError("snmptrapd did not bind its port")
-
-    def stop(self, timeout: float = 5.0) -> None:
-        """Stop snmptrapd by pid."""
-        if self.proc is not None:
-            stop_process(self.proc, timeout)
-            self.proc = None
-
-    def log_text(self) -> str:
-        """What snmptrapd printed so far."""
-        try:
-            return self.log_path.read_text(errors="replace")
-        except FileNotFoundError:
-            return ""
+        self._spawn(
+            [
+                self.exe,
+                "-f",
+                "-Lo",
+                "-C",
+                "-c",
+                str(self.config_path),
+                "-m",
+                "",
+                "-On",
+                "-p",
+                str(self.workdir / "snmptrapd.pid"),
+                "-F",
+                f"{self._PREFIX}%B{self._SEP}%V{self._SEP}%v\n",
+                f"udp:127.0.0.1:{self.port}",
+            ],
+            self.workdir / "persist",
+        )
+        self._wait_ready(lambda: udp_port_bound(self.port), timeout)
 
     def traps(self) -> list[list[SnmpVarBind]]:
         """Every notification received so far, as its list of varbinds."""

@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 from pmta_snmp.api import AsyncPmtaClient, ClientConfig, PmtaError, load_api_key
 from pmta_snmp.api.client import MIB
 from pmta_snmp.api.errors import redact_url
-from pmta_snmp.config import Config
+from pmta_snmp.config import ApiAccess, Config
 from pmta_snmp.model import License, Snapshot
 
 if TYPE_CHECKING:
@@ -278,18 +278,23 @@ class Poller:
 def client_config_from(cfg: Config) -> ClientConfig:
     """The API client settings of the agent configuration."""
     p = cfg.pmta
+    return client_config(p, p.url, load_api_key(p.api_key_file))
+
+
+def client_config(access: ApiAccess, url: str, api_key: str | None) -> ClientConfig:
+    """The API client settings for `url` with `[pmta]`'s or a probe module's options."""
     return ClientConfig(
-        url=p.url,
-        api_key=load_api_key(p.api_key_file),
-        ca_file=p.ca_file,
-        insecure=p.insecure,
-        api_format=p.api_format,  # type: ignore[arg-type]
-        flavor=p.api_flavor,  # type: ignore[arg-type]
-        timeout=p.timeout,
-        connect_timeout=min(5.0, p.timeout),
-        max_page_bytes=p.max_page_mib * MIB,
-        max_poll_bytes=p.max_poll_mib * MIB,
-        max_list_items=p.max_list_items,
+        url=url,
+        api_key=api_key,
+        ca_file=access.ca_file,
+        insecure=access.insecure,
+        api_format=access.api_format,  # type: ignore[arg-type]
+        flavor=access.api_flavor,  # type: ignore[arg-type]
+        timeout=access.timeout,
+        connect_timeout=min(5.0, access.timeout),
+        max_page_bytes=access.max_page_mib * MIB,
+        max_poll_bytes=access.max_poll_mib * MIB,
+        max_list_items=access.max_list_items,
     )
 
 

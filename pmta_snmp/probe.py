@@ -26,11 +26,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 from urllib.parse import urlsplit
 
-from pmta_snmp.api import AsyncPmtaClient, ClientConfig, PmtaError, load_api_key
-from pmta_snmp.api.client import MIB
+from pmta_snmp.api import AsyncPmtaClient, PmtaError, load_api_key
 from pmta_snmp.config import TARGET_PATTERN, ConfigError, ProbeModule, ProbeSection
 from pmta_snmp.model import License, Snapshot
-from pmta_snmp.poller import describe_failure
+from pmta_snmp.poller import client_config, describe_failure
 
 if TYPE_CHECKING:
     import httpx
@@ -318,19 +317,7 @@ class Prober:
         self.stats.in_flight += 1
         try:
             s = mod.settings
-            config = ClientConfig(
-                url=origin,
-                api_key=mod.api_key,
-                ca_file=s.ca_file,
-                insecure=s.insecure,
-                api_format=s.api_format,  # type: ignore[arg-type]
-                flavor=s.api_flavor,  # type: ignore[arg-type]
-                timeout=s.timeout,
-                connect_timeout=min(5.0, s.timeout),
-                max_page_bytes=s.max_page_mib * MIB,
-                max_poll_bytes=s.max_poll_mib * MIB,
-                max_list_items=s.max_list_items,
-            )
+            config = client_config(s, origin, mod.api_key)
             now = time.monotonic()
             want_license = mod.api_key is not None and s.license_interval > 0 and (
                 memory.license_at is None or now - memory.license_at >= s.license_interval

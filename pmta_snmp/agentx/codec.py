@@ -543,10 +543,9 @@ def _encode_registration(
 
 
 @dataclass(frozen=True, slots=True)
-class Get(Pdu):
-    """Master → subagent: get exact instances (ranges with a null end)."""
+class _RangesPdu(Pdu):
+    """A PDU whose payload is its search ranges (Get, GetNext)."""
 
-    TYPE: ClassVar[PduType] = PduType.GET
     ranges: tuple[SearchRange, ...] = ()
 
     def _payload(self, big: bool) -> bytes:
@@ -554,14 +553,17 @@ class Get(Pdu):
 
 
 @dataclass(frozen=True, slots=True)
-class GetNext(Pdu):
+class Get(_RangesPdu):
+    """Master → subagent: get exact instances (ranges with a null end)."""
+
+    TYPE: ClassVar[PduType] = PduType.GET
+
+
+@dataclass(frozen=True, slots=True)
+class GetNext(_RangesPdu):
     """Master → subagent: the next instance in each range."""
 
     TYPE: ClassVar[PduType] = PduType.GET_NEXT
-    ranges: tuple[SearchRange, ...] = ()
-
-    def _payload(self, big: bool) -> bytes:
-        return _encode_ranges(self.ranges, big)
 
 
 @dataclass(frozen=True, slots=True)
@@ -580,15 +582,21 @@ class GetBulk(Pdu):
 
 
 @dataclass(frozen=True, slots=True)
-class TestSet(Pdu):
-    """Master → subagent: phase one of a Set."""
+class _VarBindsPdu(Pdu):
+    """A PDU whose payload is its varbinds (TestSet, Notify, the index PDUs)."""
 
-    __test__: ClassVar[bool] = False  # not a pytest test class
-    TYPE: ClassVar[PduType] = PduType.TEST_SET
     varbinds: tuple[VarBind, ...] = ()
 
     def _payload(self, big: bool) -> bytes:
         return _encode_varbinds(self.varbinds, big)
+
+
+@dataclass(frozen=True, slots=True)
+class TestSet(_VarBindsPdu):
+    """Master → subagent: phase one of a Set."""
+
+    __test__: ClassVar[bool] = False  # not a pytest test class
+    TYPE: ClassVar[PduType] = PduType.TEST_SET
 
 
 @dataclass(frozen=True, slots=True)
@@ -613,14 +621,10 @@ class CleanupSet(Pdu):
 
 
 @dataclass(frozen=True, slots=True)
-class Notify(Pdu):
+class Notify(_VarBindsPdu):
     """Subagent → master: send a notification ([sysUpTime.0,] snmpTrapOID.0, objects…)."""
 
     TYPE: ClassVar[PduType] = PduType.NOTIFY
-    varbinds: tuple[VarBind, ...] = ()
-
-    def _payload(self, big: bool) -> bytes:
-        return _encode_varbinds(self.varbinds, big)
 
 
 @dataclass(frozen=True, slots=True)
@@ -631,39 +635,28 @@ class Ping(Pdu):
 
 
 @dataclass(frozen=True, slots=True)
-class IndexAllocate(Pdu):
-    """Subagent → master: allocate table index values."""
+class _IndexPdu(_VarBindsPdu):
+    """IndexAllocate or IndexDeallocate: varbinds, and the NEW_INDEX / ANY_INDEX flags."""
 
-    TYPE: ClassVar[PduType] = PduType.INDEX_ALLOCATE
-    varbinds: tuple[VarBind, ...] = ()
     new_index: bool = False
     any_index: bool = False
 
     def _flags(self) -> int:
-        return _index_flags(self.new_index, self.any_index)
-
-    def _payload(self, big: bool) -> bytes:
-        return _encode_varbinds(self.varbinds, big)
+        return (_F_NEW_INDEX if self.new_index else 0) | (_F_ANY_INDEX if self.any_index else 0)
 
 
 @dataclass(frozen=True, slots=True)
-class IndexDeallocate(Pdu):
+class IndexAllocate(_IndexPdu):
+    """Subagent → master: allocate table index values."""
+
+    TYPE: ClassVar[PduType] = PduType.INDEX_ALLOCATE
+
+
+@dataclass(frozen=True, slots=True)
+class IndexDeallocate(_IndexPdu):
     """Subagent → master: release index values."""
 
     TYPE: ClassVar[PduType] = PduType.INDEX_DEALLOCATE
-    varbinds: tuple[VarBind, ...] = ()
-    new_index: bool = False
-    any_index: bool = False
-
-    def _flags(self) -> int:
-        return _index_flags(self.new_index, self.any_index)
-
-    def _payload(self, big: bool) -> bytes:
-        return _encode_varbinds(self.varbinds, big)
-
-
-def _index_flags(new_index: bool, any_index: bool) -> int:
-    return (_F_NEW_INDEX if new_index else 0) | (_F_ANY_INDEX if any_index else 0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -882,12 +875,11 @@ def _d_unregister(r: _Reader, h: Header, kw: _HeaderFields) -> Pdu:
     return Unregister(subtree, priority, range_subid, upper, **kw)
 
 
-def _d_get(r: _Reader, h: Header, kw: _HeaderFields) -> Pdu:
-    return Get(r.ranges(), **kw)
+def _d_ranges(cls: type[_RangesPdu]) -> _Decoder:
+    def decode(r: _Reader, h: Header, kw: _HeaderFields) -> Pdu:
+        return cls(r.ranges(), **kw)
 
-
-def _d_getnext(r: _Reader, h: Header, kw: _HeaderFields) -> Pdu:
-    return GetNext(r.ranges(), **kw)
+    return decode
 
 
 def _d_getbulk(r: _Reader, h: Header, kw: _HeaderFields) -> Pdu:
@@ -895,15 +887,14 @@ def _d_getbulk(r: _Reader, h: Header, kw: _HeaderFields) -> Pdu:
     return GetBulk(non_rep, max_rep, r.ranges(), **kw)
 
 
-def _d_testset(r: _Reader, h: Header, kw: _HeaderFields) -> Pdu:
-    return TestSet(r.varbinds(), **kw)
+def _d_varbinds(cls: type[_VarBindsPdu]) -> _Decoder:
+    def decode(r: _Reader, h: Header, kw: _HeaderFields) -> Pdu:
+        return cls(r.varbinds(), **kw)
+
+    return decode
 
 
-def _d_notify(r: _Reader, h: Header, kw: _HeaderFields) -> Pdu:
-    return Notify(r.varbinds(), **kw)
-
-
-def _d_index(cls: type[IndexAllocate] | type[IndexDeallocate]) -> _Decoder:
+def _d_index(cls: type[_IndexPdu]) -> _Decoder:
     def decode(r: _Reader, h: Header, kw: _HeaderFields) -> Pdu:
         new = bool(h.flags & _F_NEW_INDEX)
         any_ = bool(h.flags & _F_ANY_INDEX)
@@ -947,14 +938,14 @@ _DECODERS: Final[dict[int, _Decoder]] = {
     PduType.CLOSE: _d_close,
     PduType.REGISTER: _d_register,
     PduType.UNREGISTER: _d_unregister,
-    PduType.GET: _d_get,
-    PduType.GET_NEXT: _d_getnext,
+    PduType.GET: _d_ranges(Get),
+    PduType.GET_NEXT: _d_ranges(GetNext),
     PduType.GET_BULK: _d_getbulk,
-    PduType.TEST_SET: _d_testset,
+    PduType.TEST_SET: _d_varbinds(TestSet),
     PduType.COMMIT_SET: _d_empty(CommitSet),
     PduType.UNDO_SET: _d_empty(UndoSet),
     PduType.CLEANUP_SET: _d_empty(CleanupSet),
-    PduType.NOTIFY: _d_notify,
+    PduType.NOTIFY: _d_varbinds(Notify),
     PduType.PING: _d_empty(Ping),
     PduType.INDEX_ALLOCATE: _d_index(IndexAllocate),
     PduType.INDEX_DEALLOCATE: _d_index(IndexDeallocate),

@@ -921,15 +921,25 @@ def parse_queues(data: Node, *, warnings: list[str] | None = None) -> tuple[Queu
     return _parse_queue_rows(data, "/queues", warnings)
 
 
+_Listed = TypeVar("_Listed", Queue, Domain, Vmta)
+
+
+def _parse_rows(
+    data: Node, endpoint: str, row: str, warnings: list[str] | None,
+    build: Callable[[_Rows, str, Mapping[str, Node]], _Listed],
+) -> tuple[_Listed, ...]:
+    """The rows named `row` of a listing page, each built by `build`, sorted by name."""
+    rows, found, skipped = _listing(data, endpoint, row, warnings)
+    out = sorted_by_name(build(rows, name, r) for name, r in rows.named(found, skipped))
+    rows.done()
+    return out
+
+
 def _parse_queue_rows(
     data: Node, endpoint: str, warnings: list[str] | None, documented: bool = True
 ) -> tuple[Queue, ...]:
-    rows, found, skipped = _listing(data, endpoint, "queue", warnings)
-    out = sorted_by_name(
-        _queue(rows, name, r, documented) for name, r in rows.named(found, skipped)
-    )
-    rows.done()
-    return out
+    return _parse_rows(data, endpoint, "queue", warnings,
+                       lambda rows, name, r: _queue(rows, name, r, documented))
 
 
 def parse_domains(data: Node, *, warnings: list[str] | None = None) -> tuple[Domain, ...]:
@@ -940,14 +950,12 @@ def parse_domains(data: Node, *, warnings: list[str] | None = None) -> tuple[Dom
 def _parse_domain_rows(
     data: Node, endpoint: str, warnings: list[str] | None, documented: bool = True
 ) -> tuple[Domain, ...]:
-    rows, found, skipped = _listing(data, endpoint, "domain", warnings)
-    out = sorted_by_name(
-        Domain(name=name, **_sizes(rows, name, r, documented=documented),
-               last_error=_last_error(r))
-        for name, r in rows.named(found, skipped)
+    return _parse_rows(
+        data, endpoint, "domain", warnings,
+        lambda rows, name, r: Domain(
+            name=name, **_sizes(rows, name, r, documented=documented), last_error=_last_error(r)
+        ),
     )
-    rows.done()
-    return out
 
 
 def parse_vmtas(data: Node, *, warnings: list[str] | None = None) -> tuple[Vmta, ...]:
@@ -956,17 +964,14 @@ def parse_vmtas(data: Node, *, warnings: list[str] | None = None) -> tuple[Vmta,
 
 
 def _parse_vmta_rows(data: Node, endpoint: str, warnings: list[str] | None) -> tuple[Vmta, ...]:
-    rows, found, skipped = _listing(data, endpoint, "vmta", warnings)
-    out = sorted_by_name(
-        Vmta(
+    return _parse_rows(
+        data, endpoint, "vmta", warnings,
+        lambda rows, name, r: Vmta(
             name=name,
             **_sizes(rows, name, r, documented=False),
             domains=rows.get(name, r, ("domains", "dom"), _count, 0, documented=False),
-        )
-        for name, r in rows.named(found, skipped)
+        ),
     )
-    rows.done()
-    return out
 
 
 def parse_queue_detail(data: Node, *, warnings: list[str] | None = None) -> Queue | None:
@@ -1010,9 +1015,6 @@ def list_footer(kind: str, text: str) -> tuple[int, int] | None:
         return _count(shown), _count(total)
     except _Unusable:
         return None
-
-
-_Listed = TypeVar("_Listed", Queue, Domain, Vmta)
 
 
 def _command_rows(

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -192,3 +192,14 @@ def write_files(out_dir: Path, files: Mapping[str, str]) -> list[Path]:
         path.write_text(text, encoding="utf-8")
         written.append(path)
     return written
+
+
+def write_rendered(
+    out_dir: Path,
+    renderers: Mapping[str, Callable[[Sequence[PluginSpec]], str]],
+    plugins: Sequence[PluginSpec] | None = None,
+) -> list[Path]:
+    """Render each file (name -> renderer) from `plugins` (default: every shipped plugin) and
+    write them into `out_dir`; returns their paths."""
+    plugins = load_plugins() if plugins is None else plugins
+    return write_files(out_dir, {name: render(plugins) for name, render in renderers.items()})

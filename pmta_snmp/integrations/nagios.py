@@ -25,7 +25,7 @@ from pmta_snmp.integrations import (
     PluginSpec,
     header_lines,
     load_plugins,
-    write_files,
+    write_rendered,
 )
 
 __all__ = [
@@ -166,8 +166,6 @@ def render_example(plugins: Sequence[PluginSpec] | None = None) -> str:
 
 def write(out_dir: Path, plugins: Sequence[PluginSpec] | None = None) -> list[Path]:
     """Write both files into `out_dir`; returns their paths."""
-    plugins = load_plugins() if plugins is None else plugins
-    return write_files(
-        out_dir,
-        {COMMANDS_FILE: render_commands(plugins), EXAMPLE_FILE: render_example(plugins)},
+    return write_rendered(
+        out_dir, {COMMANDS_FILE: render_commands, EXAMPLE_FILE: render_example}, plugins
     )

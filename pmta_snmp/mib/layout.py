@@ -715,6 +715,10 @@ def _opt_text(text: str | None, max_octets: int = MAX_TEXT_OCTETS) -> Value | No
     return None if text is None else utf8_text(text, max_octets)
 
 
+def _opt_gauge(n: int | None) -> Value | None:
+    return None if n is None else gauge32(n)
+
+
 def _opt_time(moment: datetime | None) -> Value | None:
     return None if moment is None else _octets(date_and_time(moment))
 
@@ -817,6 +821,25 @@ def _traffic_scalars() -> list[tuple[MibObject, _Getter]]:
     return out
 
 
+def _value(encode: Callable[[Any], Value | None], path: str) -> Callable[[Any], Value | None]:
+    """`encode` of the attribute at the dotted `path` of what it is given (a snapshot, or
+    the build's context for `health.*` and `thresholds.*`)."""
+    get = attrgetter(path)
+    return lambda obj: encode(get(obj))
+
+
+def _gauge(path: str) -> _Getter:
+    """A Gauge32 from the snapshot's attribute at the dotted `path`."""
+    get = attrgetter(path)
+    return _pmta(lambda s: gauge32(get(s)))
+
+
+def _resolver(attr: str) -> _Getter:
+    """A Gauge32 of the optional resolver block: no instance when `/status` has none."""
+    get = attrgetter(attr)
+    return _pmta(lambda s: None if s.status.resolver is None else gauge32(get(s.status.resolver)))
+
+
 def _s(name: str, rel: Oid, syntax: str, get: _Getter) -> tuple[MibObject, _Getter]:
     return MibObject(name, rel, Kind.SCALAR, syntax), get
 
@@ -864,158 +887,53 @@ _ACCT_SCALARS: Final[tuple[tuple[MibObject, _Getter], ...]] = (
 _SCALARS: Final[tuple[tuple[MibObject, _Getter], ...]] = (
     # pmtaRuntime
     _s("pmtaProductName", (1, 1, 1), _U, _pmta(lambda s: utf8_text(s.status.runtime.product, 64))),
-    _s(
-        "pmtaProductVersion",
-        (1, 1, 2),
-        _U,
-        _pmta(lambda s: _opt_text(s.status.runtime.version, 64)),
-    ),
-    _s(
-        "pmtaProductBuildDate",
-        (1, 1, 3),
-        _U,
-        _pmta(lambda s: _opt_text(s.status.runtime.build_date, 64)),
-    ),
+    _s("pmtaProductVersion", (1, 1, 2), _U,
+       _pmta(lambda s: _opt_text(s.status.runtime.version, 64))),
+    _s("pmtaProductBuildDate", (1, 1, 3), _U,
+       _pmta(lambda s: _opt_text(s.status.runtime.build_date, 64))),
     _s("pmtaFullHostName", (1, 1, 4), _U, _pmta(lambda s: _opt_text(s.status.runtime.host_name))),
     _s("pmtaOsName", (1, 1, 5), _U, _pmta(lambda s: _opt_text(s.status.runtime.os_name))),
     _s("pmtaRunStatus", (1, 1, 6), _U, _pmta(lambda s: utf8_text(s.status.runtime.status, 64))),
-    _s(
-        "pmtaShuttingDown",
-        (1, 1, 7),
-        "TruthValue",
-        _pmta(lambda s: _truth(s.status.runtime.shutting_down)),
-    ),
-    _s(
-        "pmtaStartupTime",
-        (1, 1, 8),
-        "DateAndTime",
-        _pmta(lambda s: _opt_time(s.status.runtime.startup_time)),
-    ),
-    _s(
-        "pmtaTimeNow",
-        (1, 1, 9),
-        "DateAndTime",
-        _pmta(lambda s: _opt_time(s.status.runtime.time_now)),
-    ),
-    _s(
-        "pmtaUptime",
-        (1, 1, 10),
-        "Unsigned32",
-        _pmta(
-            lambda s: (
-                None
-                if s.status.runtime.uptime_seconds is None
-                else gauge32(s.status.runtime.uptime_seconds)
-            )
-        ),
-    ),
+    _s("pmtaShuttingDown", (1, 1, 7), "TruthValue",
+       _pmta(lambda s: _truth(s.status.runtime.shutting_down))),
+    _s("pmtaStartupTime", (1, 1, 8), "DateAndTime",
+       _pmta(lambda s: _opt_time(s.status.runtime.startup_time))),
+    _s("pmtaTimeNow", (1, 1, 9), "DateAndTime",
+       _pmta(lambda s: _opt_time(s.status.runtime.time_now))),
+    _s("pmtaUptime", (1, 1, 10), "Unsigned32",
+       _pmta(lambda s: _opt_gauge(s.status.runtime.uptime_seconds))),
     # pmtaTraffic
     *_traffic_scalars(),
     _s("pmtaTrafficDiscontinuityTime", (1, 2, 6), "DateAndTime", _discontinuity),
     _s("pmtaOutMessageRate", (1, 2, 7), "Gauge32", _rate(lambda w: w.outbound.msg)),
     _s("pmtaOutRecipientRate", (1, 2, 8), "Gauge32", _rate(lambda w: w.outbound.rcp)),
     # pmtaConnections
-    _s(
-        "pmtaActiveConnIn",
-        (1, 3, 1),
-        "Gauge32",
-        _pmta(lambda s: gauge32(s.status.conn.smtp_in.cur)),
-    ),
-    _s(
-        "pmtaActiveConnOut",
-        (1, 3, 2),
-        "Gauge32",
-        _pmta(lambda s: gauge32(s.status.conn.smtp_out.cur)),
-    ),
-    _s("pmtaMaxConnIn", (1, 3, 3), "Gauge32", _pmta(lambda s: gauge32(s.status.conn.smtp_in.max))),
-    _s(
-        "pmtaMaxConnOut", (1, 3, 4), "Gauge32", _pmta(lambda s: gauge32(s.status.conn.smtp_out.max))
-    ),
-    _s("pmtaTopConnIn", (1, 3, 5), "Gauge32", _pmta(lambda s: gauge32(s.status.conn.smtp_in.top))),
-    _s(
-        "pmtaTopConnOut", (1, 3, 6), "Gauge32", _pmta(lambda s: gauge32(s.status.conn.smtp_out.top))
-    ),
+    _s("pmtaActiveConnIn", (1, 3, 1), "Gauge32", _gauge("status.conn.smtp_in.cur")),
+    _s("pmtaActiveConnOut", (1, 3, 2), "Gauge32", _gauge("status.conn.smtp_out.cur")),
+    _s("pmtaMaxConnIn", (1, 3, 3), "Gauge32", _gauge("status.conn.smtp_in.max")),
+    _s("pmtaMaxConnOut", (1, 3, 4), "Gauge32", _gauge("status.conn.smtp_out.max")),
+    _s("pmtaTopConnIn", (1, 3, 5), "Gauge32", _gauge("status.conn.smtp_in.top")),
+    _s("pmtaTopConnOut", (1, 3, 6), "Gauge32", _gauge("status.conn.smtp_out.top")),
     # pmtaQueueTypes (the table follows at .4)
-    _s(
-        "pmtaSmtpQueueRcpt",
-        (1, 4, 1),
-        "Gauge32",
-        _pmta(lambda s: gauge32(s.status.queue_type("smtp").rcp)),
-    ),
-    _s(
-        "pmtaSmtpQueueDomains",
-        (1, 4, 2),
-        "Gauge32",
-        _pmta(lambda s: gauge32(s.status.queue_type("smtp").dom)),
-    ),
-    _s(
-        "pmtaSmtpQueueKBytes",
-        (1, 4, 3),
-        "Gauge32",
-        _pmta(lambda s: gauge32(_kb(s.status.queue_type("smtp").kb))),
-    ),
+    _s("pmtaSmtpQueueRcpt", (1, 4, 1), "Gauge32",
+       _pmta(lambda s: gauge32(s.status.queue_type("smtp").rcp))),
+    _s("pmtaSmtpQueueDomains", (1, 4, 2), "Gauge32",
+       _pmta(lambda s: gauge32(s.status.queue_type("smtp").dom))),
+    _s("pmtaSmtpQueueKBytes", (1, 4, 3), "Gauge32",
+       _pmta(lambda s: gauge32(_kb(s.status.queue_type("smtp").kb)))),
     # pmtaSpool
-    _s(
-        "pmtaSpoolInitialization",
-        (1, 5, 1),
-        "Unsigned32",
-        _pmta(lambda s: gauge32(min(s.status.spool.init_pct, 100))),
-    ),
-    _s("pmtaSpoolDirs", (1, 5, 2), "Gauge32", _pmta(lambda s: gauge32(s.status.spool.dirs))),
-    _s(
-        "pmtaSpoolFilesInUse",
-        (1, 5, 3),
-        "Gauge32",
-        _pmta(lambda s: gauge32(s.status.spool.files_in_use)),
-    ),
-    _s(
-        "pmtaSpoolFilesRecycled",
-        (1, 5, 4),
-        "Gauge32",
-        _pmta(lambda s: gauge32(s.status.spool.files_recycled)),
-    ),
-    _s(
-        "pmtaSpoolFilesTotal",
-        (1, 5, 5),
-        "Gauge32",
-        _pmta(lambda s: gauge32(s.status.spool.files_total)),
-    ),
-    _s(
-        "pmtaSpoolTotalRcp",
-        (1, 5, 6),
-        "Gauge32",
-        _pmta(lambda s: gauge32(s.status.spool.total_rcp)),
-    ),
-    _s("pmtaSpoolMaxRcp", (1, 5, 7), "Gauge32", _pmta(lambda s: gauge32(s.status.spool.max_rcp))),
+    _s("pmtaSpoolInitialization", (1, 5, 1), "Unsigned32",
+       _pmta(lambda s: gauge32(min(s.status.spool.init_pct, 100)))),
+    _s("pmtaSpoolDirs", (1, 5, 2), "Gauge32", _gauge("status.spool.dirs")),
+    _s("pmtaSpoolFilesInUse", (1, 5, 3), "Gauge32", _gauge("status.spool.files_in_use")),
+    _s("pmtaSpoolFilesRecycled", (1, 5, 4), "Gauge32", _gauge("status.spool.files_recycled")),
+    _s("pmtaSpoolFilesTotal", (1, 5, 5), "Gauge32", _gauge("status.spool.files_total")),
+    _s("pmtaSpoolTotalRcp", (1, 5, 6), "Gauge32", _gauge("status.spool.total_rcp")),
+    _s("pmtaSpoolMaxRcp", (1, 5, 7), "Gauge32", _gauge("status.spool.max_rcp")),
     # pmtaResolver (optional in /status)
-    _s(
-        "pmtaDomainNamesCached",
-        (1, 6, 1),
-        "Gauge32",
-        _pmta(
-            lambda s: None if s.status.resolver is None else gauge32(s.status.resolver.names_cached)
-        ),
-    ),
-    _s(
-        "pmtaDomainNamesPending",
-        (1, 6, 2),
-        "Gauge32",
-        _pmta(
-            lambda s: (
-                None if s.status.resolver is None else gauge32(s.status.resolver.queries_pending)
-            )
-        ),
-    ),
-    _s(
-        "pmtaResolverQueriesActive",
-        (1, 6, 3),
-        "Gauge32",
-        _pmta(
-            lambda s: (
-                None if s.status.resolver is None else gauge32(s.status.resolver.queries_active)
-            )
-        ),
-    ),
+    _s("pmtaDomainNamesCached", (1, 6, 1), "Gauge32", _resolver("names_cached")),
+    _s("pmtaDomainNamesPending", (1, 6, 2), "Gauge32", _resolver("queries_pending")),
+    _s("pmtaResolverQueriesActive", (1, 6, 3), "Gauge32", _resolver("queries_active")),
     # pmtaLicense
     _s("pmtaLicenseExpires", (1, 7, 1), "DisplayString", _pmta(_license_expires)),
     _s("pmtaLicenseDaysLeft", (1, 7, 2), "Integer32", _license_days),
@@ -1038,59 +956,25 @@ _SCALARS: Final[tuple[tuple[MibObject, _Getter], ...]] = (
     _s("pmtaQueueRowsKnown", (1, 10, 5), "Gauge32", _pmta(lambda s: _known(s.lists.queues))),
     # pmtaAgent: always present
     _s("pmtaAgentVersion", (1, 11, 1), _U, lambda c: utf8_text(c.health.agent_version, 64)),
-    _s("pmtaAgentApiReachable", (1, 11, 2), "TruthValue", lambda c: _truth(c.health.api_reachable)),
-    _s(
-        "pmtaAgentLastSuccess",
-        (1, 11, 3),
-        "DateAndTime",
-        lambda c: _opt_time(c.health.last_success),
-    ),
+    _s("pmtaAgentApiReachable", (1, 11, 2), "TruthValue", _value(_truth, "health.api_reachable")),
+    _s("pmtaAgentLastSuccess", (1, 11, 3), "DateAndTime", _value(_opt_time, "health.last_success")),
     _s("pmtaAgentDataAge", (1, 11, 4), "Gauge32", _data_age),
-    _s(
-        "pmtaAgentPollSuccesses",
-        (1, 11, 5),
-        "Counter32",
-        lambda c: counter32(c.health.poll_successes),
-    ),
-    _s(
-        "pmtaAgentPollFailures",
-        (1, 11, 6),
-        "Counter32",
-        lambda c: counter32(c.health.poll_failures),
-    ),
-    _s(
-        "pmtaAgentConsecutiveFailures",
-        (1, 11, 7),
-        "Gauge32",
-        lambda c: gauge32(c.health.consecutive_failures),
-    ),
+    _s("pmtaAgentPollSuccesses", (1, 11, 5), "Counter32",
+       _value(counter32, "health.poll_successes")),
+    _s("pmtaAgentPollFailures", (1, 11, 6), "Counter32", _value(counter32, "health.poll_failures")),
+    _s("pmtaAgentConsecutiveFailures", (1, 11, 7), "Gauge32",
+       _value(gauge32, "health.consecutive_failures")),
     _s("pmtaAgentLastError", (1, 11, 8), _U, lambda c: utf8_text(c.health.last_error)),
-    _s("pmtaAgentStartTime", (1, 11, 9), "DateAndTime", lambda c: _opt_time(c.health.started_at)),
+    _s("pmtaAgentStartTime", (1, 11, 9), "DateAndTime", _value(_opt_time, "health.started_at")),
     # pmtaConfig: always present
-    _s(
-        "pmtaCfgQueueRcptRaise",
-        (1, 12, 1),
-        "Unsigned32",
-        lambda c: gauge32(c.thresholds.queue_rcpt_raise),
-    ),
-    _s(
-        "pmtaCfgQueueRcptClear",
-        (1, 12, 2),
-        "Unsigned32",
-        lambda c: gauge32(c.thresholds.queue_rcpt_clear),
-    ),
-    _s(
-        "pmtaCfgApiFailuresRaise",
-        (1, 12, 3),
-        "Unsigned32",
-        lambda c: gauge32(c.thresholds.api_failures_raise),
-    ),
-    _s(
-        "pmtaCfgLicenseDaysRaise",
-        (1, 12, 4),
-        "Integer32",
-        lambda c: integer32(c.thresholds.license_days_raise),
-    ),
+    _s("pmtaCfgQueueRcptRaise", (1, 12, 1), "Unsigned32",
+       _value(gauge32, "thresholds.queue_rcpt_raise")),
+    _s("pmtaCfgQueueRcptClear", (1, 12, 2), "Unsigned32",
+       _value(gauge32, "thresholds.queue_rcpt_clear")),
+    _s("pmtaCfgApiFailuresRaise", (1, 12, 3), "Unsigned32",
+       _value(gauge32, "thresholds.api_failures_raise")),
+    _s("pmtaCfgLicenseDaysRaise", (1, 12, 4), "Integer32",
+       _value(integer32, "thresholds.license_days_raise")),
     # pmtaAcct, pmtaProviders, pmtaSourceIps: from the outcomes view
     *_ACCT_SCALARS,
 )
@@ -1187,6 +1071,18 @@ def _default_today(snapshot: Snapshot | None) -> date:
     return datetime.now(UTC).date()
 
 
+def _context(snapshot: Snapshot | None, health: AgentHealth, thresholds: Thresholds | None,
+             today: date | None, outcomes: OutcomesView | None = None) -> _Ctx:
+    """The inputs of one build, with the defaults of `build_varbinds` filled in."""
+    return _Ctx(
+        snapshot,
+        health,
+        thresholds if thresholds is not None else Thresholds(),
+        today if today is not None else _default_today(snapshot),
+        outcomes,
+    )
+
+
 def build_varbinds(
     snapshot: Snapshot | None,
     health: AgentHealth,
@@ -1221,13 +1117,7 @@ def iter_varbinds(
     """`build_varbinds` one column at a time: a consumer that packs as it goes (the OID tree)
     never holds more than one column's objects."""
     lay = layout(enterprise)
-    ctx = _Ctx(
-        snapshot,
-        health,
-        thresholds if thresholds is not None else Thresholds(),
-        today if today is not None else _default_today(snapshot),
-        outcomes,
-    )
+    ctx = _context(snapshot, health, thresholds, today, outcomes)
     for sec in lay.sections:
         if sec.get is not None:
             value = sec.get(ctx)
@@ -1265,12 +1155,7 @@ def notification_varbinds(
     if spec is None:
         raise KeyError(f"unknown notification {notification!r}")
     lay = layout(enterprise)
-    ctx = _Ctx(
-        snapshot,
-        health,
-        thresholds if thresholds is not None else Thresholds(),
-        today if today is not None else _default_today(snapshot),
-    )
+    ctx = _context(snapshot, health, thresholds, today)
     out: list[tuple[Oid, Value]] = [
         (SNMP_TRAP_OID, Value(SnmpType.OBJECT_IDENTIFIER, lay.oid(spec.name)))
     ]
