@@ -63,6 +63,8 @@ class FleetResult:
     probes: int
     failed: int
     scrape_failed: int
+    samples: float
+    """Samples a probe answered (median of Prometheus' scrape_samples_scraped)."""
     probe_p50: float
     probe_p99: float
     scrape_p50: float
@@ -92,8 +94,8 @@ def add_rows(report: Report, res: FleetResult, label: str, interval: int) -> Non
     failed = res.failed + res.scrape_failed
     report.add(Row(
         f"{res.hosts} hosts ({label}) probed every {interval} s for {res.window:.0f} s: "
-        "probes, failed",
-        f"{res.probes} probes, {failed} failed",
+        "probes, failed (samples a probe)",
+        f"{res.probes} probes, {failed} failed ({res.samples:,.0f} samples)",
         target="0 failed", ok=failed == 0,
     ))
     report.add(Row(
@@ -162,6 +164,7 @@ def measure(*, hosts: int, interval: int, seconds: float, sim_args: tuple[str, .
             scrapes = _values(prom, f'scrape_duration_seconds{{job="fleet"}}[{window}]', t1)
             ups = _values(prom, f"pmta_up[{window}]", t1)
             scraped = _values(prom, f'up{{job="fleet"}}[{window}]', t1)
+            samples = _values(prom, f'scrape_samples_scraped{{job="fleet"}}[{window}]', t1)
     probes = probes1 - probes0
     return FleetResult(
         hosts=hosts,
@@ -169,6 +172,7 @@ def measure(*, hosts: int, interval: int, seconds: float, sim_args: tuple[str, .
         probes=probes,
         failed=sum(1 for v in ups if v == 0),
         scrape_failed=sum(1 for v in scraped if v == 0),
+        samples=percentile(samples, 50),
         probe_p50=percentile(durations, 50),
         probe_p99=percentile(durations, 99),
         scrape_p50=percentile(scrapes, 50),

@@ -218,7 +218,7 @@ def _run_fleet(args: argparse.Namespace, allow: list[str]) -> int:
             api_key=_api_key(args.api_key_file), allow=allow, seed_flavor=args.seed_flavor,
             start_time=args.start_time, domains=args.domains, vmtas=args.vmtas,
             slow_delay=args.delay, malformed=args.malformed,
-            xml_content_type=args.xml_content_type, max_items=args.max_items,
+            xml_content_type=args.xml_content_type, max_items=args.max_items or None,
             gm_imprinter=args.gm_imprinter, verbose=args.verbose,
         ).start()
     except (OSError, ValueError) as exc:

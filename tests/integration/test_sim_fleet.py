@@ -41,7 +41,7 @@ def test_a_fleet_serves_each_host_its_own_data_on_its_own_port() -> None:
 def test_pmta_sim_instances_prints_every_url_and_stops_on_sigterm() -> None:
     proc = subprocess.Popen(
         [sys.executable, "-m", "pmta_snmp.sim", "--instances", "4", "--speed", "0",
-         "--domains", "10"],
+         "--scenario", "scale", "--domains", "30", "--vmtas", "3", "--max-items", "0"],
         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         start_new_session=True,
     )
@@ -51,6 +51,8 @@ def test_pmta_sim_instances_prints_every_url_and_stops_on_sigterm() -> None:
         for url in urls:
             with PmtaClient(ClientConfig(url=url, timeout=10)) as client:
                 assert client.status().runtime.product
+                # --max-items 0: every row on the pages, as a lone simulator serves them
+                assert len(client.snapshot().domains) == 30
         proc.send_signal(signal.SIGTERM)
         _out, err = proc.communicate(timeout=15)
     finally:
