@@ -29,7 +29,7 @@ import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Final, Protocol, TypeVar
+from typing import TYPE_CHECKING, Final, Protocol, TypeVar, cast
 
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -610,30 +610,53 @@ def _refusal(status: int, reason: str) -> _WsgiResponse:
 def _encode(families: list[Metric], environ: Mapping[str, object]) -> _WsgiResponse:
     """The families in the text format, gzipped when the scraper takes gzip.
 
-    Always prometheus_client's text format, whatever the scraper prefers: for gauges and
-    counters it says what OpenMetrics says, and prometheus_client's OpenMetrics writer costs
-    twice as much (a probe writes thousands of samples: README benchmark notes).
+    Always the text format, whatever the scraper prefers: for gauges and counters it says what
+    OpenMetrics says, and prometheus_client's OpenMetrics writer costs twice its text writer.
     """
     import gzip
 
-    from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
-
-    body = generate_latest(_Families(families))
-    headers = [("Content-Type", CONTENT_TYPE_LATEST)]
+    body = text_format(families)
+    headers = [("Content-Type", TEXT_CONTENT_TYPE)]
     if "gzip" in str(environ.get("HTTP_ACCEPT_ENCODING", "")).lower():
         body = gzip.compress(body, compresslevel=1)
         headers.append(("Content-Encoding", "gzip"))
     return "200 OK", headers, body
 
 
-class _Families:
-    """A list of families shaped as a collector, for prometheus_client's encoder."""
+TEXT_CONTENT_TYPE: Final = "text/plain; version=0.0.4; charset=utf-8"
 
-    def __init__(self, families: list[Metric]) -> None:
-        self.families = families
 
-    def collect(self) -> Iterable[Metric]:
-        return self.families
+def text_format(families: Iterable[Metric]) -> bytes:
+    """Gauge and counter families in the Prometheus text format 0.0.4, byte for byte what
+    prometheus_client's `generate_latest` writes for them (a test compares), at a fraction of
+    its cost: it validates and escapes each label name of each sample, ours are identifiers
+    fixed in this module. Measured on a 200-domain, 650-queue host (3,900 samples):
+    generate_latest 24 ms, this 5 ms, of a probe's 50 ms of CPU (README "Fleets")."""
+    from prometheus_client.utils import floatToGoString
+
+    go_float = cast(Callable[[float], str], floatToGoString)  # untyped in prometheus_client
+    out: list[str] = []
+    for family in families:
+        if family.type not in ("gauge", "counter"):
+            raise ValueError(f"text_format writes gauges and counters, not {family.type}")
+        name = f"{family.name}_total" if family.type == "counter" else family.name
+        doc = family.documentation.replace("\\", "\\\\").replace("\n", "\\n")
+        out.append(f"# HELP {name} {doc}\n# TYPE {name} {family.type}\n")
+        for sample in family.samples:
+            value = go_float(sample.value)
+            if sample.labels:
+                labels = ",".join([f'{k}="{_escape_label_value(v)}"'
+                                   for k, v in sorted(sample.labels.items())])
+                out.append(f"{sample.name}{{{labels}}} {value}\n")
+            else:
+                out.append(f"{sample.name} {value}\n")
+    return "".join(out).encode("utf-8")
+
+
+def _escape_label_value(value: str) -> str:
+    if "\\" in value or "\n" in value or '"' in value:
+        return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+    return value
 
 
 def _serve(host: str, port: int, app: Callable[..., list[bytes]]
