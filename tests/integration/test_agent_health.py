@@ -42,7 +42,7 @@ from pmta_snmp.sim import Simulator
 pytestmark = pytest.mark.snmpd
 
 LAY = layout()
-STOPPED_FOR = 10.0  # seconds the worker is stopped
+STOPPED_FOR = 6.0  # seconds the worker is stopped at least: past STALE_AFTER, so seen stalled
 STALE_AFTER = 5.0  # interval 1 s, API timeout 1 s: 2 x 1 + 3 x 1
 
 
