@@ -281,3 +281,38 @@ settings.register_profile(
 )
 settings.load_profile("pmta-snmp")
 # --- end of Hypothesis ---
+
+
+# --- pytest-xdist: a module-scoped fixture is built once -----------------------------------
+# With --dist loadgroup (./run), the tests of a file that defines a module- or class-scoped
+# fixture (PostgreSQL with the Zabbix frontend, Prometheus, a 100k-domain simulator, a
+# sanitizer build) run on one worker, so the fixture is built once rather than by every worker
+# that draws one of them; every other test is scheduled alone. Done in the scheduler, from the
+# file: xdist's own xdist_group suffix on node ids is lost with pytest 9.
+import re  # noqa: E402
+from functools import cache  # noqa: E402
+
+_SHARED_FIXTURE = re.compile(r"@pytest\.fixture\(\s*scope=[\"'](module|class|package)[\"']")
+
+
+@cache
+def _shares_fixture(path: str) -> bool:
+    try:
+        return bool(_SHARED_FIXTURE.search((REPO_ROOT / path).read_text(encoding="utf-8")))
+    except OSError:
+        return False
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    if config.getoption("dist", None) != "loadgroup":
+        return None
+    from xdist.scheduler import LoadGroupScheduling
+
+    class FileFixtureScheduling(LoadGroupScheduling):  # type: ignore[misc]
+        def _split_scope(self, nodeid: str) -> str:
+            path = nodeid.split("::", 1)[0]
+            return path if _shares_fixture(path) else str(super()._split_scope(nodeid))
+
+    return FileFixtureScheduling(config, log)
+# --- end of pytest-xdist ---
