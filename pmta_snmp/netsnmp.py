@@ -47,20 +47,52 @@ def missing_netsnmp_tools(*extra: str) -> list[str]:
     return [t for t in needed if find_tool(t) is None]
 
 
+PORT_RANGE_ENV = "PMTA_SNMP_PORT_RANGE"
+"""`LOW-HIGH`: hand out ports from this range only (the tests give each parallel worker its own
+slice below the kernel's ephemeral range, so no other worker and no client socket gets them)."""
+_port_lock = threading.Lock()
+_port_cursor: dict[tuple[int, int], int] = {}
+
+
+def _bindable(port: int, kind: socket.SocketKind) -> bool:
+    with socket.socket(socket.AF_INET, kind) as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def _free_port(kind: socket.SocketKind) -> int:
+    """A port free for both TCP and UDP on 127.0.0.1: from `PMTA_SNMP_PORT_RANGE` in turn
+    (a port comes back only after the whole range), else one the kernel picks."""
+    spec = os.environ.get(PORT_RANGE_ENV, "")
+    low, _, high = spec.partition("-")
+    if not (low.isdigit() and high.isdigit() and 0 < int(low) < int(high) < 65536):
+        with socket.socket(socket.AF_INET, kind) as s:
+            s.bind(("127.0.0.1", 0))
+            port: int = s.getsockname()[1]
+            return port
+    span = (int(low), int(high))
+    size = span[1] - span[0] + 1
+    with _port_lock:
+        start = _port_cursor.get(span, os.getpid() % size)  # apart from other processes
+        for step in range(size):
+            port = span[0] + (start + step) % size
+            if _bindable(port, socket.SOCK_STREAM) and _bindable(port, socket.SOCK_DGRAM):
+                _port_cursor[span] = (start + step + 1) % size
+                return port
+    raise OSError(f"no free port in {PORT_RANGE_ENV}={spec}")
+
+
 def free_udp_port() -> int:
     """A UDP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+    return _free_port(socket.SOCK_DGRAM)
 
 
 def free_tcp_port() -> int:
     """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+    return _free_port(socket.SOCK_STREAM)
 
 
 def udp_port_bound(port: int) -> bool:

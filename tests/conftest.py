@@ -9,6 +9,7 @@ from __future__ import annotations
 # directory, so its .deb is downloaded (`apt-get download`, nothing installed) and the one
 # module extracted. All are fetched once into a cache ($PMTA_TEST_CACHE/mibs, else
 # <repo>/.cache/mibs, git-ignored) and never committed.
+import fcntl
 import io
 import os
 import shutil
@@ -104,13 +105,17 @@ def ietf_mib_dir() -> Path:
     """Directory holding SNMPv2-SMI/-TC/-CONF/SNMPv2-MIB and INET-ADDRESS-MIB as
     `<module>.mib` (fetched once)."""
     dest = _mib_cache_dir()
-    if not all((dest / f"{m}.mib").is_file() for m in IETF_BASE_MIBS):
-        if dest.exists():
-            shutil.rmtree(dest)
-        _fetch_ietf_mibs(dest)
-    for module, package in DEBIAN_MIBS.items():
-        if not (dest / f"{module}.mib").is_file():
-            _fetch_debian_mib(module, package, dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    # One fetch at a time: parallel workers (pytest-xdist) wait for the first one's result.
+    with (dest.parent / "mibs.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not all((dest / f"{m}.mib").is_file() for m in IETF_BASE_MIBS):
+            if dest.exists():
+                shutil.rmtree(dest)
+            _fetch_ietf_mibs(dest)
+        for module, package in DEBIAN_MIBS.items():
+            if not (dest / f"{module}.mib").is_file():
+                _fetch_debian_mib(module, package, dest)
     return dest
 
 
@@ -218,6 +223,30 @@ def loop_thread() -> Iterator[LoopThread]:
 # --- end of snmpd fixtures (agentx) ---
 
 
+# --- Ports: each parallel worker (pytest-xdist) its own slice -----------------------------
+# free_tcp_port/free_udp_port hand out ports from PMTA_SNMP_PORT_RANGE in turn. The slices lie
+# below the kernel's ephemeral range, where no bind(0) and no client socket lands, and do not
+# overlap: a port one worker was given cannot be taken by another before its server binds it.
+from pmta_snmp.netsnmp import PORT_RANGE_ENV  # noqa: E402
+
+
+def _worker_port_range() -> str:
+    try:
+        ephemeral_low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        ephemeral_low = 32768
+    low, high = 10000, max(ephemeral_low, 12000) - 1
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")  # "gw<N>"; one slice when serial
+    index = int(worker[2:]) if worker[2:].isdigit() else 0
+    count = max(int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1), index + 1)
+    size = (high - low + 1) // count
+    return f"{low + index * size}-{low + (index + 1) * size - 1}"
+
+
+os.environ[PORT_RANGE_ENV] = _worker_port_range()  # not inherited: per worker
+# --- end of Ports ---
+
+
 # --- What ./run provides: skipped on a developer's machine, failed under CI --------------
 
 
@@ -252,3 +281,38 @@ settings.register_profile(
 )
 settings.load_profile("pmta-snmp")
 # --- end of Hypothesis ---
+
+
+# --- pytest-xdist: a module-scoped fixture is built once -----------------------------------
+# With --dist loadgroup (./run), the tests of a file that defines a module- or class-scoped
+# fixture (PostgreSQL with the Zabbix frontend, Prometheus, a 100k-domain simulator, a
+# sanitizer build) run on one worker, so the fixture is built once rather than by every worker
+# that draws one of them; every other test is scheduled alone. Done in the scheduler, from the
+# file: xdist's own xdist_group suffix on node ids is lost with pytest 9.
+import re  # noqa: E402
+from functools import cache  # noqa: E402
+
+_SHARED_FIXTURE = re.compile(r"@pytest\.fixture\(\s*scope=[\"'](module|class|package)[\"']")
+
+
+@cache
+def _shares_fixture(path: str) -> bool:
+    try:
+        return bool(_SHARED_FIXTURE.search((REPO_ROOT / path).read_text(encoding="utf-8")))
+    except OSError:
+        return False
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    if config.getoption("dist", None) != "loadgroup":
+        return None
+    from xdist.scheduler import LoadGroupScheduling
+
+    class FileFixtureScheduling(LoadGroupScheduling):  # type: ignore[misc]
+        def _split_scope(self, nodeid: str) -> str:
+            path = nodeid.split("::", 1)[0]
+            return path if _shares_fixture(path) else str(super()._split_scope(nodeid))
+
+    return FileFixtureScheduling(config, log)
+# --- end of pytest-xdist ---

@@ -26,7 +26,7 @@ import pytest
 
 from pmta_snmp.config import ConfigError, SnmpSection, SnmpUser, TrapTarget
 from pmta_snmp.mib.snapshot import Oid, OidTree, SnmpType, Value
-from pmta_snmp.netsnmp import LoopThread, SnmpdMaster
+from pmta_snmp.netsnmp import LoopThread, SnmpdMaster, free_udp_port
 from pmta_snmp.standalone import StandaloneAgent
 from tests.conftest import missing_requirement
 
@@ -330,14 +330,13 @@ def lines(proc: subprocess.CompletedProcess[str]) -> list[str]:
 
 
 def free_udp_ports(count: int) -> list[int]:
-    socks = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(count)]
-    try:
-        for sock in socks:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in socks]
-    finally:
-        for sock in socks:
-            sock.close()
+    """`count` different free UDP ports (see netsnmp.free_udp_port)."""
+    ports: list[int] = []
+    while len(ports) < count:
+        port = free_udp_port()
+        if port not in ports:
+            ports.append(port)
+    return ports
 
 
 # --- reading ------------------------------------------------------------------------------

@@ -236,18 +236,19 @@ def test_answers_that_broke_the_poll_thread_are_failed_polls_and_trees_keep_comi
                      poll=PollSection(interval=0.5, jitter=0))
         worker, published, _ = make_worker(loop_thread, cfg)
         try:
-            assert wait_until(lambda: len(published) >= 1), "no tree published"
+            # Waits are hang guards: a deep answer's poll takes a while on a loaded machine.
+            assert wait_until(lambda: len(published) >= 1, 60), "no tree published"
             for mode in ("inf", "nan", "deep"):
                 api.mode = mode
                 n = len(published)
-                assert wait_until(lambda n=n: len(published) >= n + 2), f"{mode}: no tree after"
+                assert wait_until(lambda n=n: len(published) >= n + 2, 60), f"{mode}: no tree after"
                 assert value_of(worker.current(), "pmtaAgentApiReachable") == Value(
                     SnmpType.INTEGER, 2), mode
                 error = value_of(worker.current(), "pmtaAgentLastError")
                 assert error is not None and error.value, mode
                 api.mode = "good"
                 assert wait_until(lambda: value_of(worker.current(), "pmtaAgentApiReachable")
-                                  == Value(SnmpType.INTEGER, 1)), f"{mode}: not back"
+                                  == Value(SnmpType.INTEGER, 1), 60), f"{mode}: not back"
             assert worker.restarts == 0
         finally:
             stop_worker(loop_thread, worker)
@@ -314,18 +315,22 @@ def test_a_child_that_stopped_sending_trees_is_killed_and_replaced(
         assert wait_until(lambda: reads("pmtaAgentApiReachable") == Value(SnmpType.INTEGER, 1))
         worker = backend.worker
         assert worker is not None and worker.pid is not None
+        # Counted from here: a loaded machine may start the first poll late (lost, restored).
+        lost, restored = LAY.oid("pmtaApiLost"), LAY.oid("pmtaApiRestored")
+        assert wait_until(lambda: sent.count(lost) == sent.count(restored), 30)
+        before = sent.count(lost)
         stopped = worker.pid
         os.kill(stopped, signal.SIGSTOP)
         assert wait_until(lambda: reads("pmtaAgentApiReachable") == Value(SnmpType.INTEGER, 2))
         age = reads("pmtaAgentDataAge")
         assert age is not None and isinstance(age.value, int) and age.value >= 5
-        assert wait_until(lambda: LAY.oid("pmtaApiLost") in sent, 5)
-        assert wait_until(lambda: worker.restarts == 1, 20), "the stalled worker was not replaced"
+        assert wait_until(lambda: sent.count(lost) == before + 1, 30)
+        assert wait_until(lambda: worker.restarts == 1, 30), "the stalled worker was not replaced"
         assert worker.pid != stopped
         assert gone_or_zombie(stopped)
         assert wait_until(lambda: reads("pmtaAgentApiReachable") == Value(SnmpType.INTEGER, 1))
-        assert wait_until(lambda: LAY.oid("pmtaApiRestored") in sent, 5)
-        assert sent.count(LAY.oid("pmtaApiLost")) == 1
+        assert wait_until(lambda: sent.count(restored) == before + 1, 30)
+        assert sent.count(lost) == before + 1
     finally:
         if stopped is not None:
             with contextlib.suppress(ProcessLookupError):

@@ -303,6 +303,8 @@ class CutProxy:
             except OSError:
                 self._reset(client)
                 continue
+            upstream.settimeout(None)  # a slow answer is the client's to time out, not ours
+            client.settimeout(None)
             with self._lock:
                 self._socks.update((client, upstream))
             for src, dst, answer in ((client, upstream, False), (upstream, client, True)):

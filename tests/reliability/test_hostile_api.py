@@ -163,13 +163,19 @@ def test_every_front_end_tells_the_truth_through_every_hostile_answer(stack: Sta
     for fault in FAULTS:
         truth = stack.sim.snapshot().status.traffic.total.outbound.msg
         assert wait_until(lambda t=truth: all(  # the last good poll saw this state
-            a.value("pmtaTotalMessagesOut") == str(t) for a in agents), 20), fault
+            a.value("pmtaTotalMessagesOut") == str(t) for a in agents), 60), fault
         successes = {a.name: a.number("pmtaAgentPollSuccesses") for a in agents}
         stack.api.mode = fault
-        assert wait_until(everywhere_unreachable, 30), f"{fault}\n{_logs(stack)}"
+        assert wait_until(everywhere_unreachable, 60), f"{fault}\n{_logs(stack)}"
         stack.sim.advance(300)  # PowerMTA moves on; the front ends cannot see it
-        assert wait_until(lambda: all(a.number("pmtaAgentDataAge") >= 2 for a in agents)
-                          and (metrics.sample("pmta_data_age_seconds") or 0) >= 2, 20), fault
+        # A poll of a hostile answer may outlast the stall time on a loaded machine (then
+        # unreachable, no failed poll yet): wait for the failed poll, then judge.
+        assert wait_until(lambda: all(a.number("pmtaAgentDataAge") >= 2
+                                      and a.number("pmtaAgentConsecutiveFailures") >= 1
+                                      for a in agents)
+                          and (metrics.sample("pmta_data_age_seconds") or 0) >= 2
+                          and (metrics.sample("pmta_poll_consecutive_errors") or 0) >= 1, 60), \
+            f"{fault}\n{_logs(stack)}"
         for agent in agents:
             where = f"{fault} via {agent.name}"
             assert agent.value("pmtaAgentApiReachable") == "2", where
@@ -181,12 +187,12 @@ def test_every_front_end_tells_the_truth_through_every_hostile_answer(stack: Sta
         assert metrics.sample("pmta_up") == 0, fault
         assert (metrics.sample("pmta_poll_consecutive_errors") or 0) >= 1, fault
         stack.api.mode = "good"
-        assert wait_until(everywhere_reachable, 30), f"after {fault}\n{_logs(stack)}"
+        assert wait_until(everywhere_reachable, 60), f"after {fault}\n{_logs(stack)}"
         moved = stack.sim.snapshot().status.traffic.total.outbound.msg
         for agent in agents:
             where = f"after {fault} via {agent.name}"
             assert wait_until(lambda a=agent, m=moved: a.value("pmtaTotalMessagesOut") == str(m),
-                              10), where
+                              60), where
             assert agent.number("pmtaAgentPollSuccesses") > successes[agent.name], where
             assert agent.number("pmtaAgentConsecutiveFailures") == 0, where
         assert all(p.alive() for p in stack.processes), _logs(stack)
