@@ -995,10 +995,17 @@ class TailReader(_ReaderBase):
                 f = check(path, by_content=False)
                 if f is not None:
                     return f, self._newer(siblings, i)
-        for i, path in enumerate(siblings):
-            f = check(path, by_content=True)
-            if f is not None:
-                return f, self._newer(siblings, i)
+        for _ in range(_RELISTS):
+            size = len(checked)
+            for i, path in enumerate(siblings):
+                f = check(path, by_content=True)
+                if f is not None:
+                    return f, self._newer(siblings, i)
+            if len(checked) == size:
+                break  # every file listed was checked before: nothing new to look at
+            # Opened new files (slowly, or rotations shifted the names meanwhile): those not
+            # checked yet in a new listing, e.g. the rest shifted past the end of this one.
+            siblings = rotated_siblings(self.path)
         # Any other sibling holding the old inode (renamed to an unexpected name).
         directory = os.path.dirname(self.path) or "."
         try:

@@ -524,3 +524,55 @@ def test_rotations_shifting_past_every_relisting_lose_no_record(tmp_path: Path) 
     got += acct_numbers(again)
     assert again.warnings == [] and not again.tail.lost
     assert sorted(got) == list(range(51, last + 1)) and len(got) == len(set(got)), got
+
+
+def test_rest_found_while_rotations_shift_the_names_during_every_search(
+    log_file: Path, tail_state: TailState
+) -> None:
+    """The file we were reading was compressed (found only by content) and is the oldest
+    rotation; rotations keep shifting the names while a run opens the rotated files one by
+    one (one every third open: a slow disk). Each new look skips the files it checked
+    already, so it catches up and finds it; before, every look was outrun and the lines left
+    in it were lost."""
+    rename_rotation(log_file, numbered_lines(151, 160), compress=True)  # the rest: log.1.gz
+    for a in range(161, 221, 10):  # six newer rotations (rest log.7.gz)
+        shift_all(log_file, numbered_lines(a, a + 9))
+    later = iter(range(221, 100_000, 10))
+    opens = 0
+    original = logtail._open
+
+    def hooked(p: str, *, sibling: bool = False) -> logtail._File | None:
+        nonlocal opens
+        if sibling:
+            opens += 1
+            if opens % 3 == 0:
+                a = next(later)
+                shift_all(log_file, numbered_lines(a, a + 9))
+        return original(p, sibling=sibling)
+
+    logtail._open = hooked  # type: ignore[assignment]
+    try:
+        reader = TailReader(str(log_file), tail_state)
+        first = [int(line.rsplit(" ", 1)[1]) for line in reader.lines()]
+    finally:
+        logtail._open = original
+    assert not reader.lost
+    second, _ = tail_once(log_file, reader.state)
+    assert_each_read_once(first, second, 101, next(later) - 1)
+
+
+def shift_all(live: Path, new_text: str) -> None:
+    """A rename rotation keeping every older file, compressed ones too (name.N[.gz] ->
+    name.N+1[.gz]), and a new live file holding `new_text`."""
+    def numbered(n: int) -> list[Path]:
+        return [live.with_name(f"{live.name}.{n}{ext}") for ext in ("", ".gz")]
+
+    top = 1
+    while any(p.exists() for p in numbered(top)):
+        top += 1
+    for n in range(top - 1, 0, -1):
+        for src, dst in zip(numbered(n), numbered(n + 1), strict=True):
+            if src.exists():
+                os.rename(src, dst)
+    os.rename(live, live.with_name(live.name + ".1"))
+    live.write_text(new_text, newline="")
