@@ -801,6 +801,9 @@ class TailReader(_ReaderBase):
         self.truncated = False
         self.missing = False
         self.lost = False
+        #: True when rotations kept shifting the names listed and the run stopped before the
+        #: live file: the rotations it did not reach are read next run.
+        self.shifting = False
         self._current: str | None = None
 
     @property
@@ -871,13 +874,18 @@ class TailReader(_ReaderBase):
                 return
             self.rotated = True
 
-        found = self._find_rest(st, live, opened)
+        # Files found not to be the rest, by identity and mtime (a reused inode number comes
+        # with a new mtime): a new look opens only files it has not checked.
+        checked: set[tuple[int, int, int, int]] = set()
+        found = self._find_rest(st, live, opened, checked)
         for _ in range(_RELISTS):
             if found is not None:
                 break
             # A rotation under way (a file renamed, compressed or removed between listing the
-            # directory and opening it) hides the file for an instant: look again.
-            found = self._find_rest(st, live, opened)
+            # directory and opening it) hides the file for an instant: look again. Rotations
+            # shifting the names while a look opens files one by one may move the rest past
+            # it; the next look is quick, it skips the files checked already.
+            found = self._find_rest(st, live, opened, checked)
         if found is not None:
             rest, newer = found
             yield from self._read(rest, st.offset, final=True, continues=True)
@@ -895,6 +903,7 @@ class TailReader(_ReaderBase):
             if shifted:
                 # Still shifting after every new listing: the live file waits for the next
                 # run, which goes on after the last rotation read here.
+                self.shifting = True
                 return
         else:
             self.lost = True
@@ -948,14 +957,22 @@ class TailReader(_ReaderBase):
                 return self._newer(siblings, i)
         return []
 
-    def _find_rest(self, st: TailState, live: _File | None,
-                   opened: list[_File]) -> tuple[_File, list[tuple[Path, int]]] | None:
+    def _find_rest(self, st: TailState, live: _File | None, opened: list[_File],
+                   checked: set[tuple[int, int, int, int]]
+                   ) -> tuple[_File, list[tuple[Path, int]]] | None:
         """Find the file we were reading (renamed, copied or compressed) and the rotations
-        made after it, oldest first."""
+        made after it, oldest first. ``checked``: files found not to be it (updated)."""
         siblings = rotated_siblings(self.path)
         live_key = live.key if live is not None else None
 
         def check(path: Path, by_content: bool) -> _File | None:
+            try:
+                before = os.stat(path)
+            except OSError:
+                return None
+            ident = (before.st_dev, before.st_ino, before.st_size, before.st_mtime_ns)
+            if ident in checked:
+                return None
             f = _open(os.fspath(path), sibling=True)
             if f is None:
                 return None
@@ -967,6 +984,8 @@ class TailReader(_ReaderBase):
                 if (same or (by_content and st.head_len > 0)) and f.matches(st):
                     opened.append(f)
                     return f
+            if by_content and f.key == f"{ident[0]}:{ident[1]}":
+                checked.add(ident)  # not it, whatever the name holds later
             f.close()
             return None
 
@@ -976,10 +995,17 @@ class TailReader(_ReaderBase):
                 f = check(path, by_content=False)
                 if f is not None:
                     return f, self._newer(siblings, i)
-        for i, path in enumerate(siblings):
-            f = check(path, by_content=True)
-            if f is not None:
-                return f, self._newer(siblings, i)
+        for _ in range(_RELISTS):
+            size = len(checked)
+            for i, path in enumerate(siblings):
+                f = check(path, by_content=True)
+                if f is not None:
+                    return f, self._newer(siblings, i)
+            if len(checked) == size:
+                break  # every file listed was checked before: nothing new to look at
+            # Opened new files (slowly, or rotations shifted the names meanwhile): those not
+            # checked yet in a new listing, e.g. the rest shifted past the end of this one.
+            siblings = rotated_siblings(self.path)
         # Any other sibling holding the old inode (renamed to an unexpected name).
         directory = os.path.dirname(self.path) or "."
         try:

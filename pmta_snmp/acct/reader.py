@@ -414,8 +414,13 @@ class AcctReader:
         followed). Files rotated while this run read are left to the next run."""
         if self._is_glob or not isinstance(self._tail, TailReader):
             return
+        if self._tail.lost:
+            self.warnings.append(_lost_note(self.spec, self._tail.initial_state))
         followed = self._tail.state
         followed_key = f"{followed.device}:{followed.inode}" if followed.identified else ""
+        # Stopped before the live file (deadline, or rotations shifting the names faster than
+        # the run read them): a rotation not reached may be newer than the file followed.
+        stopped = self._tail.timed_out or self._tail.shifting
         previous = {f.key: f for f in self._seen_in}
         now = _listing(self._tail.path)
         seen: list[SeenFile] = []
@@ -425,7 +430,7 @@ class AcctReader:
                 offset = self._read_to_end[key]
             elif key == followed_key or key not in self._siblings:
                 continue  # followed by the tail state, or rotated during this run
-            elif self._tail.timed_out or (before is not None and before.size == size):
+            elif stopped or (before is not None and before.size == size):
                 if before is not None:
                     seen.append(before)
                 continue  # unchanged, or not reached this run (read next run if newer)
@@ -521,6 +526,15 @@ def _column_name(field_name: str) -> str:
     if field_name.startswith(COLUMN_PREFIX):
         return field_name[len(COLUMN_PREFIX):]
     return HEADER_NAMES[FIELDS[field_name]]
+
+
+def _lost_note(spec: str, state: TailState | None) -> str:
+    """What a run says when the file the last run was reading was not found after rotation:
+    the records written to it after that run could not be read (never silently)."""
+    left = state.size - state.offset if state is not None else 0
+    known = f"at least {left:,} bytes, and " if left > 0 else ""
+    return (f"{spec}: the file read last run was not found after rotation; {known}the records "
+            "written to it after the last run could not be read")
 
 
 def _listing(path: str) -> dict[str, tuple[str, int]]:

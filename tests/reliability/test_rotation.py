@@ -453,3 +453,126 @@ def test_rotations_shifted_twice_while_a_run_reads_the_newer_files(
     second, _ = tail_once(log_file, state)
     assert_each_read_once(first, second, 101, 400)
     assert max(first) <= 300  # 301.. came after the live file this run had opened
+
+
+# --- accounting: rotations shifting faster than a run reads --------------------------------
+
+
+def acct_rows(a: int, b: int) -> str:
+    when = time.time() - 60
+    return "".join(acct_row("d", n, when) for n in range(a, b + 1))
+
+
+def acct_numbers(reader: object) -> list[int]:
+    from pmta_snmp.acct import AcctReader
+
+    assert isinstance(reader, AcctReader)
+    return [int(r.rcpt[1:].split("@")[0]) for r in reader.records()]
+
+
+def rotate_keeping_all(live: Path, new_text: str) -> None:
+    """A rename rotation that keeps every older file (name.N -> name.N+1 for all N)."""
+    top = 1
+    while live.with_name(f"{live.name}.{top}").exists():
+        top += 1
+    for n in range(top - 1, 0, -1):
+        os.rename(live.with_name(f"{live.name}.{n}"), live.with_name(f"{live.name}.{n + 1}"))
+    os.rename(live, live.with_name(live.name + ".1"))
+    live.write_text(new_text, newline="")
+
+
+def test_rotations_shifting_past_every_relisting_lose_no_record(tmp_path: Path) -> None:
+    """A run that gives up before the live file because rotations keep shifting the names it
+    listed (log.1 -> log.2 at every look) leaves the rotations it did not reach to the next
+    run: they must not be remembered as read (they were, silently, skipped for good)."""
+    from pmta_snmp.acct import AcctReader
+
+    acct = tmp_path / "acct.csv"
+    acct.write_text(ACCT_HEADER + acct_rows(1, 50), newline="")
+    first = AcctReader(str(acct), None, from_start=True)
+    assert acct_numbers(first) == list(range(1, 51))
+    state = first.state
+    with acct.open("a", newline="") as fh:
+        fh.write(acct_rows(51, 60))
+    rotate_keeping_all(acct, ACCT_HEADER + acct_rows(61, 70))  # the rest (..60) is acct.csv.1
+    rest = os.stat(acct.with_name("acct.csv.1")).st_ino
+    rotate_keeping_all(acct, ACCT_HEADER + acct_rows(71, 80))  # rest .2, then .1 (61..70), live
+    # A rotation right before the run opens any rotation newer than the rest, each time: the
+    # name never holds what the listing saw, so after its new listings the run stops before
+    # the live file, having read only the rest.
+    later = iter(range(81, 10_000, 10))
+    fired = 0
+    original = logtail._open
+
+    def hooked(p: str, *, sibling: bool = False) -> logtail._File | None:
+        nonlocal fired
+        if sibling and os.stat(p).st_ino != rest and fired < logtail._RELISTS + 3:
+            fired += 1
+            a = next(later)
+            rotate_keeping_all(acct, ACCT_HEADER + acct_rows(a, a + 9))
+        return original(p, sibling=sibling)
+
+    logtail._open = hooked  # type: ignore[assignment]
+    try:
+        reader = AcctReader(str(acct), state)
+        got = acct_numbers(reader)
+    finally:
+        logtail._open = original
+    assert fired == logtail._RELISTS + 1 and not reader.tail.lost  # it gave up, none lost
+    last = next(later) - 1
+    again = AcctReader(str(acct), reader.state)
+    got += acct_numbers(again)
+    assert again.warnings == [] and not again.tail.lost
+    assert sorted(got) == list(range(51, last + 1)) and len(got) == len(set(got)), got
+
+
+def test_rest_found_while_rotations_shift_the_names_during_every_search(
+    log_file: Path, tail_state: TailState
+) -> None:
+    """The file we were reading was compressed (found only by content) and is the oldest
+    rotation; rotations keep shifting the names while a run opens the rotated files one by
+    one (one every third open: a slow disk). Each new look skips the files it checked
+    already, so it catches up and finds it; before, every look was outrun and the lines left
+    in it were lost."""
+    rename_rotation(log_file, numbered_lines(151, 160), compress=True)  # the rest: log.1.gz
+    for a in range(161, 221, 10):  # six newer rotations (rest log.7.gz)
+        shift_all(log_file, numbered_lines(a, a + 9))
+    later = iter(range(221, 100_000, 10))
+    opens = 0
+    original = logtail._open
+
+    def hooked(p: str, *, sibling: bool = False) -> logtail._File | None:
+        nonlocal opens
+        if sibling:
+            opens += 1
+            if opens % 3 == 0:
+                a = next(later)
+                shift_all(log_file, numbered_lines(a, a + 9))
+        return original(p, sibling=sibling)
+
+    logtail._open = hooked  # type: ignore[assignment]
+    try:
+        reader = TailReader(str(log_file), tail_state)
+        first = [int(line.rsplit(" ", 1)[1]) for line in reader.lines()]
+    finally:
+        logtail._open = original
+    assert not reader.lost
+    second, _ = tail_once(log_file, reader.state)
+    assert_each_read_once(first, second, 101, next(later) - 1)
+
+
+def shift_all(live: Path, new_text: str) -> None:
+    """A rename rotation keeping every older file, compressed ones too (name.N[.gz] ->
+    name.N+1[.gz]), and a new live file holding `new_text`."""
+    def numbered(n: int) -> list[Path]:
+        return [live.with_name(f"{live.name}.{n}{ext}") for ext in ("", ".gz")]
+
+    top = 1
+    while any(p.exists() for p in numbered(top)):
+        top += 1
+    for n in range(top - 1, 0, -1):
+        for src, dst in zip(numbered(n), numbered(n + 1), strict=True):
+            if src.exists():
+                os.rename(src, dst)
+    os.rename(live, live.with_name(live.name + ".1"))
+    live.write_text(new_text, newline="")
