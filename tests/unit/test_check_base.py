@@ -261,7 +261,9 @@ def test_gc_policy_only_for_the_process_command(
 ) -> None:
     threshold, frozen = gc.get_threshold(), gc.get_freeze_count()
     assert PLUGIN.main(["--value", "5"]) == 0  # in-process: the collector is left alone
-    assert (gc.get_threshold(), gc.get_freeze_count()) == (threshold, frozen)
+    # gc.freeze() would move every tracked object to the permanent generation; objects frozen
+    # by an earlier test in this process may be freed meanwhile, so the count may only drop.
+    assert gc.get_threshold() == threshold and gc.get_freeze_count() <= frozen
     during: list[int] = []
 
     def recording(plugin: Plugin, argv: list[str] | None) -> int:
