@@ -520,6 +520,7 @@ class _File:
             if not stat.S_ISREG(st.st_mode):
                 raise OSError(errno.EINVAL, "not a regular file", path)
             self.device, self.inode, self.size = st.st_dev, st.st_ino, st.st_size
+            self.mtime_ns = st.st_mtime_ns
             comp = _compression(path)
             self.stream: _Stream = _OPENERS[comp](self.raw) if comp else self.raw
             self.read_errors = _READ_ERRORS
@@ -726,6 +727,16 @@ class _ReaderBase:
         cur.offset = start + len(data)
         cur.window = (cur.window + data[-TAIL_LEN:])[-TAIL_LEN:]
         return block
+
+    def opened(self, key: str) -> tuple[int, int, str, int] | None:
+        """The file ``key`` as this run opened it: (size, mtime in ns, fingerprint of its
+        first bytes, their length); None when not opened. An inode number is reused once its
+        file is removed: size and mtime tell whether a file under that key now is the same."""
+        cur = self._cursors.get(key)
+        if cur is None:
+            return None
+        f = cur.file
+        return f.size, f.mtime_ns, _fp(f.head), len(f.head)
 
     def rewind(self, block: Block, offset: int) -> None:
         """Give back the bytes of ``block.source`` from ``offset`` on (e.g. an accounting record
