@@ -635,3 +635,38 @@ def gzip_away_keeping(path: Path, keep: Path) -> None:
     with path.open("rb") as src, gzip.open(path.with_name(path.name + ".gz"), "wb") as dst:
         shutil.copyfileobj(src, dst)
     os.rename(path, keep)
+
+
+def test_rest_removed_by_the_keep_count_while_a_run_reads_loses_no_newer_rotation(
+    tmp_path: Path,
+) -> None:
+    """A run found and read the rest (the oldest rotation, acct.csv.3); right before it opens
+    the next one, a rotation keeping three files removes the rest and shifts the names. The
+    run's new listing cannot start after the rest any more: it goes on from the oldest file it
+    had listed and not read (before, it read the live file next and the two rotations between
+    were skipped for good, with no warning)."""
+    from pmta_snmp.acct import AcctReader
+
+    acct = tmp_path / "acct.csv"
+    acct.write_text(ACCT_HEADER + acct_rows(1, 50), newline="")
+    first = AcctReader(str(acct), None, from_start=True)
+    assert acct_numbers(first) == list(range(1, 51))
+    with acct.open("a", newline="") as fh:
+        fh.write(acct_rows(51, 60))
+    for a in (61, 71, 81):  # the rest (..60) is acct.csv.3, then .2, .1 and the live file
+        rotate_keeping_all(acct, ACCT_HEADER + acct_rows(a, a + 9))
+    three = acct.with_name("acct.csv.3")
+
+    def rotate_keeping_three() -> None:
+        three.unlink()
+        rotate_keeping_all(acct, ACCT_HEADER + acct_rows(91, 100))
+
+    with on_open(lambda p, sibling: sibling and p.endswith("/acct.csv.2"),
+                 rotate_keeping_three, before=True) as hook:
+        reader = AcctReader(str(acct), first.state)
+        got = acct_numbers(reader)
+    assert hook.fired
+    again = AcctReader(str(acct), reader.state)
+    got += acct_numbers(again)
+    assert reader.warnings == [] and again.warnings == [], (reader.warnings, again.warnings)
+    assert sorted(got) == list(range(51, 101)) and len(got) == len(set(got)), got
