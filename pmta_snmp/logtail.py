@@ -26,7 +26,15 @@ import os
 import re
 import stat
 import time
-from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
+from collections.abc import (
+    Callable,
+    Collection,
+    Generator,
+    Iterable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Protocol
@@ -520,6 +528,7 @@ class _File:
             if not stat.S_ISREG(st.st_mode):
                 raise OSError(errno.EINVAL, "not a regular file", path)
             self.device, self.inode, self.size = st.st_dev, st.st_ino, st.st_size
+            self.mtime_ns = st.st_mtime_ns
             comp = _compression(path)
             self.stream: _Stream = _OPENERS[comp](self.raw) if comp else self.raw
             self.read_errors = _READ_ERRORS
@@ -727,6 +736,16 @@ class _ReaderBase:
         cur.window = (cur.window + data[-TAIL_LEN:])[-TAIL_LEN:]
         return block
 
+    def opened(self, key: str) -> tuple[int, int, str, int] | None:
+        """The file ``key`` as this run opened it: (size, mtime in ns, fingerprint of its
+        first bytes, their length); None when not opened. An inode number is reused once its
+        file is removed: size and mtime tell whether a file under that key now is the same."""
+        cur = self._cursors.get(key)
+        if cur is None:
+            return None
+        f = cur.file
+        return f.size, f.mtime_ns, _fp(f.head), len(f.head)
+
     def rewind(self, block: Block, offset: int) -> None:
         """Give back the bytes of ``block.source`` from ``offset`` on (e.g. an accounting record
         still being written): the next run reads them again. Only within this run's reads."""
@@ -776,7 +795,8 @@ class TailReader(_ReaderBase):
 
     Flags describe what this run saw: ``first_run``, ``rotated`` (renamed away),
     ``truncated`` (copytruncate or rewritten in place), ``missing`` (the path does not exist),
-    ``lost`` (the rest of the previous file was not found: lines may have been missed),
+    ``lost`` (the rest of the previous file was not found, or it and the rotations after it
+    not read yet were removed during the run: lines may have been missed),
     ``timed_out``.
 
     Known limits: a file that was *empty* at the last run has no fingerprint, so if it is
@@ -890,6 +910,7 @@ class TailReader(_ReaderBase):
             rest, newer = found
             yield from self._read(rest, st.offset, final=True, continues=True)
             done = {rest.key: rest.head}
+            listed = {inode for _, inode in newer if inode > 0}
             shifted = yield from self._read_newer(newer, live, done, opened)
             for _ in range(_RELISTS):
                 if not shifted or self.timed_out:
@@ -898,8 +919,15 @@ class TailReader(_ReaderBase):
                 # rotations were shifted meanwhile (log.1 -> log.2 -> ...). List again from the
                 # rest's current place, so a file moved past a name we had already passed is
                 # not skipped.
-                shifted = yield from self._read_newer(self._relist_newer(rest), live, done,
-                                                      opened)
+                unread = listed - {int(key.split(":")[1]) for key in done}
+                relisted = self._relist_newer(rest, unread)
+                if relisted is None:
+                    # The rest and every rotation listed after it and not read yet are gone
+                    # (removed by the rotations' keep count): lines may be missed.
+                    self.lost = True
+                    break
+                listed.update(inode for _, inode in relisted if inode > 0)
+                shifted = yield from self._read_newer(relisted, live, done, opened)
             if shifted:
                 # Still shifting after every new listing: the live file waits for the next
                 # run, which goes on after the last rotation read here.
@@ -944,18 +972,27 @@ class TailReader(_ReaderBase):
             yield from self._read(f, 0, final=True, continues=False)
         return False
 
-    def _relist_newer(self, rest: _File) -> list[tuple[Path, int]]:
+    def _relist_newer(self, rest: _File, unread: Collection[int] = ()
+                      ) -> list[tuple[Path, int]] | None:
         """The rotations newer than `rest` in a fresh listing, found by its inode (a rename
-        keeps it); [] when it is not among the rotated siblings any more."""
+        keeps it). When the rest is gone (removed by the keep count of a rotation), those from
+        the oldest file of `unread` (inodes listed as newer than it, not read yet) on; None
+        when none of those is among the rotated siblings any more either."""
         siblings = rotated_siblings(self.path)
+        inodes: list[int] = []
         for i, path in enumerate(siblings):
             try:
                 st = os.stat(path)
             except OSError:
+                inodes.append(-1)
                 continue
             if st.st_ino == rest.inode and st.st_dev == rest.device:
                 return self._newer(siblings, i)
-        return []
+            inodes.append(st.st_ino if st.st_dev == rest.device else -1)
+        for i in range(len(siblings) - 1, -1, -1):  # oldest first
+            if inodes[i] in unread:
+                return [(siblings[i], inodes[i]), *self._newer(siblings, i)]
+        return None if unread else []
 
     def _find_rest(self, st: TailState, live: _File | None, opened: list[_File],
                    checked: set[tuple[int, int, int, int]]
@@ -1018,7 +1055,7 @@ class TailReader(_ReaderBase):
                 if f is not None:
                     # Found outside the first listing (renamed meanwhile, or an unusual name):
                     # the rotations after it come from a fresh listing.
-                    return f, self._relist_newer(f)
+                    return f, self._relist_newer(f) or []
         return None
 
     @staticmethod

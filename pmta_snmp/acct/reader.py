@@ -57,18 +57,25 @@ __all__ = [
 class SeenFile:
     """A rotated file next to the followed one, known from an earlier run: read (or present
     when following began) up to ``offset`` (-1: all of it). ``head`` fingerprints its first
-    ``head_len`` bytes (decompressed), so a compressed copy is recognised too."""
+    ``head_len`` bytes (decompressed), so a compressed copy is recognised too. ``key``
+    (``"device:inode"``), ``size`` and ``mtime`` (ns, -1: unknown) identify the file: an inode
+    number freed by a removed rotation is soon given to a new file."""
 
     key: str
     head: str
     head_len: int
     offset: int
     size: int = -1
+    mtime: int = -1
 
     def to_json(self) -> dict[str, Any]:
         """A plain dict for ``json.dumps``."""
         return {"key": self.key, "head": self.head, "head_len": self.head_len,
-                "offset": self.offset, "size": self.size}
+                "offset": self.offset, "size": self.size, "mtime": self.mtime}
+
+    def unchanged(self, size: int, mtime: int) -> bool:
+        """The file now under ``key`` is the one recorded (an old state has no mtime)."""
+        return self.size == size and self.mtime in (mtime, -1)
 
     @classmethod
     def from_json(cls, data: object) -> SeenFile | None:
@@ -76,12 +83,12 @@ class SeenFile:
         if not isinstance(data, Mapping):
             return None
         key, head = data.get("key"), data.get("head")
-        ints = [data.get(k, -1) for k in ("head_len", "offset", "size")]
+        ints = [data.get(k, -1) for k in ("head_len", "offset", "size", "mtime")]
         if not isinstance(key, str) or not isinstance(head, str) or not all(
                 isinstance(x, int) and not isinstance(x, bool) for x in ints):
             return None
-        head_len, offset, size = (int(x) for x in ints)
-        return cls(key, head, head_len, offset, size)
+        head_len, offset, size, mtime = (int(x) for x in ints)
+        return cls(key, head, head_len, offset, size, mtime)
 
 
 @dataclass
@@ -149,30 +156,36 @@ def _header_from_json(value: object) -> list[str] | None:
 _HEAD_LEN = 1024
 
 
-def _head_print(path: str, length: int = _HEAD_LEN) -> tuple[str, int] | None:
-    """Fingerprint of the first ``length`` bytes of a (possibly compressed) file."""
+def _head_print(path: str, length: int = _HEAD_LEN,
+                identity: tuple[str, int, int] | None = None) -> tuple[str, int] | None:
+    """Fingerprint of the first ``length`` bytes of a (possibly compressed) file; with
+    ``identity`` (key, size, mtime) None unless the file opened is that one."""
     import hashlib
 
     lowered = path.lower()
     try:
-        if lowered.endswith(".gz"):
-            import gzip
+        with open(path, "rb") as raw:
+            if identity is not None:
+                st = os.fstat(raw.fileno())
+                if (f"{st.st_dev}:{st.st_ino}", st.st_size, st.st_mtime_ns) != identity:
+                    return None
+            if lowered.endswith(".gz"):
+                import gzip
 
-            with gzip.open(path, "rb") as fh:
-                data = fh.read(length)
-        elif lowered.endswith(".bz2"):
-            import bz2
+                with gzip.GzipFile(fileobj=raw, mode="rb") as fh:
+                    data = fh.read(length)
+            elif lowered.endswith(".bz2"):
+                import bz2
 
-            with bz2.open(path, "rb") as fh:
-                data = fh.read(length)
-        elif lowered.endswith(".xz"):
-            import lzma
+                with bz2.BZ2File(raw, mode="rb") as bfh:
+                    data = bfh.read(length)
+            elif lowered.endswith(".xz"):
+                import lzma
 
-            with lzma.open(path, "rb") as fh:
-                data = fh.read(length)
-        else:
-            with open(path, "rb") as fh:
-                data = fh.read(length)
+                with lzma.LZMAFile(raw, mode="rb") as xfh:
+                    data = xfh.read(length)
+            else:
+                data = raw.read(length)
     except (OSError, EOFError, ValueError):
         return None
     return hashlib.blake2b(data, digest_size=8).hexdigest(), len(data)
@@ -213,7 +226,7 @@ class AcctReader:
         self._seen_in: list[SeenFile] = []
         self._seen_out: list[SeenFile] | None = None
         self._read_to_end: dict[str, int] = {}  # rotated files read to their end: key -> end
-        self._siblings: dict[str, tuple[str, int]] = {}  # rotated files before reading
+        self._siblings: dict[str, tuple[str, int, int]] = {}  # rotated files before reading
         if self._is_glob:
             states = None
             if state is not None and state.files is not None:
@@ -411,7 +424,10 @@ class AcctReader:
     def _finish(self) -> None:
         """After the last block: remember the rotated files beside a single path that this
         run read to their end, or found before reading and left alone (older than the file
-        followed). Files rotated while this run read are left to the next run."""
+        followed). Files rotated while this run read are left to the next run, and so is a
+        file whose inode is another file's now (removed during the run, its inode reused):
+        each is remembered only if size and mtime still are those of the file read or listed.
+        """
         if self._is_glob or not isinstance(self._tail, TailReader):
             return
         if self._tail.lost:
@@ -424,26 +440,27 @@ class AcctReader:
         previous = {f.key: f for f in self._seen_in}
         now = _listing(self._tail.path)
         seen: list[SeenFile] = []
-        for key, (path, size) in now.items():
+        for key, (path, size, mtime) in now.items():
             before = previous.get(key)
+            listed = self._siblings.get(key)
             if key in self._read_to_end:
-                offset = self._read_to_end[key]
-            elif key == followed_key or key not in self._siblings:
+                opened = self._tail.opened(key)
+                if opened is None or opened[:2] != (size, mtime):
+                    continue  # not the file read: removed meanwhile, its inode reused
+                head, head_len = opened[2:]
+                seen.append(SeenFile(key, head, head_len, self._read_to_end[key], size, mtime))
+            elif key == followed_key or listed is None:
                 continue  # followed by the tail state, or rotated during this run
-            elif stopped or (before is not None and before.size == size):
+            elif stopped or (before is not None and before.unchanged(size, mtime)):
                 if before is not None:
-                    seen.append(before)
+                    seen.append(before)  # its head is checked before it is trusted
                 continue  # unchanged, or not reached this run (read next run if newer)
-            else:
-                offset = -1 if _compressed(path) else self._siblings[key][1]
-            if before is not None and before.size == size:
-                head, head_len = before.head, before.head_len
-            else:
-                found = _head_print(path)
-                if found is None:
-                    continue
-                head, head_len = found
-            seen.append(SeenFile(key, head, head_len, offset, size))
+            elif listed[1:] == (size, mtime):
+                found = _head_print(path, identity=(key, size, mtime))
+                if found is not None:
+                    offset = -1 if _compressed(path) else size
+                    seen.append(SeenFile(key, found[0], found[1], offset, size, mtime))
+            # Otherwise changed or replaced while this run read: the next run decides.
         self._seen_out = seen
 
     def _parser_for(self, block: Block, types: Collection[str] | None = None) -> RecordParser:
@@ -537,15 +554,15 @@ def _lost_note(spec: str, state: TailState | None) -> str:
             "written to it after the last run could not be read")
 
 
-def _listing(path: str) -> dict[str, tuple[str, int]]:
-    """The rotated siblings of ``path`` now: ``"device:inode"`` -> (path, size)."""
-    out: dict[str, tuple[str, int]] = {}
+def _listing(path: str) -> dict[str, tuple[str, int, int]]:
+    """The rotated siblings of ``path`` now: ``"device:inode"`` -> (path, size, mtime in ns)."""
+    out: dict[str, tuple[str, int, int]] = {}
     for sibling in rotated_siblings(path):
         try:
             st = os.stat(sibling)
         except OSError:
             continue
-        out[f"{st.st_dev}:{st.st_ino}"] = (os.fspath(sibling), st.st_size)
+        out[f"{st.st_dev}:{st.st_ino}"] = (os.fspath(sibling), st.st_size, st.st_mtime_ns)
     return out
 
 

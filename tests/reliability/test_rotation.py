@@ -576,3 +576,97 @@ def shift_all(live: Path, new_text: str) -> None:
                 os.rename(src, dst)
     os.rename(live, live.with_name(live.name + ".1"))
     live.write_text(new_text, newline="")
+
+
+# --- accounting: a rotated file's inode reused during a run --------------------------------
+
+
+def test_inode_of_a_file_removed_during_a_run_reused_by_a_new_file_loses_no_record(
+    tmp_path: Path,
+) -> None:
+    """A run reads the rest (acct.csv.1); while it reads on, that file is compressed away
+    (removed) and the next live file gets its inode (ext4 reuses a freed inode at once), then
+    is rotated to acct.csv.1 itself. The run's record of rotated files read must not take the
+    new file for the one it read: the next run read the new file only past the old one's
+    size, and its records were skipped silently."""
+    from pmta_snmp.acct import AcctReader
+
+    acct = tmp_path / "acct.csv"
+    acct.write_text(ACCT_HEADER + acct_rows(1, 50), newline="")
+    first = AcctReader(str(acct), None, from_start=True)
+    assert acct_numbers(first) == list(range(1, 51))
+    with acct.open("a", newline="") as fh:
+        fh.write(acct_rows(51, 60))
+    shift_all(acct, ACCT_HEADER + acct_rows(61, 70))  # the rest (..60) is acct.csv.1
+    one = acct.with_name("acct.csv.1")
+    rest = os.stat(one).st_ino
+    aside = tmp_path / "freed"
+    aside.mkdir()
+
+    def compress_then_reuse_the_inode() -> None:
+        gzip_away_keeping(one, aside / "inode")  # acct.csv.1 -> .1.gz; its inode "freed"
+        # The next rotation's new live file gets that inode: the same inode, new content.
+        reused = aside / "inode"
+        os.truncate(reused, 0)
+        shift_all(acct, "")
+        reused.write_text(ACCT_HEADER + acct_rows(71, 80), newline="")
+        os.replace(reused, acct)  # acct.csv.2.gz, acct.csv.1 (61..70), acct.csv (reused)
+        shift_all(acct, ACCT_HEADER + acct_rows(81, 90))  # the reused inode is acct.csv.1
+
+    reader = AcctReader(str(acct), first.state)
+    got = []
+    for record in reader.records():
+        got.append(int(record.rcpt[1:].split("@")[0]))
+        if got[-1] == 70:  # every line of this run read; rotations before it ends
+            compress_then_reuse_the_inode()
+    assert got == list(range(51, 71))
+    assert os.stat(one).st_ino == rest  # the new file holds the inode of the one read
+    again = AcctReader(str(acct), reader.state)
+    got += acct_numbers(again)
+    assert again.warnings == [] and not again.tail.lost
+    assert got == list(range(51, 91)), got
+
+
+def gzip_away_keeping(path: Path, keep: Path) -> None:
+    """`path` -> `path.gz` (logrotate's compress), the original moved to `keep` instead of
+    removed: its inode stays ours, to be given to a new file as the filesystem may."""
+    import gzip
+
+    with path.open("rb") as src, gzip.open(path.with_name(path.name + ".gz"), "wb") as dst:
+        shutil.copyfileobj(src, dst)
+    os.rename(path, keep)
+
+
+def test_rest_removed_by_the_keep_count_while_a_run_reads_loses_no_newer_rotation(
+    tmp_path: Path,
+) -> None:
+    """A run found and read the rest (the oldest rotation, acct.csv.3); right before it opens
+    the next one, a rotation keeping three files removes the rest and shifts the names. The
+    run's new listing cannot start after the rest any more: it goes on from the oldest file it
+    had listed and not read (before, it read the live file next and the two rotations between
+    were skipped for good, with no warning)."""
+    from pmta_snmp.acct import AcctReader
+
+    acct = tmp_path / "acct.csv"
+    acct.write_text(ACCT_HEADER + acct_rows(1, 50), newline="")
+    first = AcctReader(str(acct), None, from_start=True)
+    assert acct_numbers(first) == list(range(1, 51))
+    with acct.open("a", newline="") as fh:
+        fh.write(acct_rows(51, 60))
+    for a in (61, 71, 81):  # the rest (..60) is acct.csv.3, then .2, .1 and the live file
+        rotate_keeping_all(acct, ACCT_HEADER + acct_rows(a, a + 9))
+    three = acct.with_name("acct.csv.3")
+
+    def rotate_keeping_three() -> None:
+        three.unlink()
+        rotate_keeping_all(acct, ACCT_HEADER + acct_rows(91, 100))
+
+    with on_open(lambda p, sibling: sibling and p.endswith("/acct.csv.2"),
+                 rotate_keeping_three, before=True) as hook:
+        reader = AcctReader(str(acct), first.state)
+        got = acct_numbers(reader)
+    assert hook.fired
+    again = AcctReader(str(acct), reader.state)
+    got += acct_numbers(again)
+    assert reader.warnings == [] and again.warnings == [], (reader.warnings, again.warnings)
+    assert sorted(got) == list(range(51, 101)) and len(got) == len(set(got)), got
