@@ -546,12 +546,13 @@ def _column_name(field_name: str) -> str:
 
 
 def _lost_note(spec: str, state: TailState | None) -> str:
-    """What a run says when the file the last run was reading was not found after rotation:
-    the records written to it after that run could not be read (never silently)."""
+    """What a run says when the file the last run was reading, or a rotation after it, was
+    removed before this run could read it: those records could not be read (never silently)."""
     left = state.size - state.offset if state is not None else 0
     known = f"at least {left:,} bytes, and " if left > 0 else ""
-    return (f"{spec}: the file read last run was not found after rotation; {known}the records "
-            "written to it after the last run could not be read")
+    return (f"{spec}: the file read last run, or a rotation after it, was not found after "
+            f"rotation (removed before it was read); {known}the records written to it after "
+            "the last run could not be read")
 
 
 def _listing(path: str) -> dict[str, tuple[str, int, int]]:
