@@ -684,7 +684,8 @@ def test_short_live_file_rotated_after_it_was_opened_is_read_once(
     the run lists the rotations. Its copy's first bytes then hold more than the live file's
     did: it must still be taken for the live file, read from the descriptor held (before, the
     copy was read as a newer rotation, the live file's record again, and the next run read the
-    copy once more from where the live file's read stopped)."""
+    copy once more from where the live file's read stopped; the copytruncate case was already
+    caught by the live read noticing the truncation, and is kept as a guard)."""
     from pmta_snmp.acct import AcctReader
 
     acct = tmp_path / "acct.csv"
