@@ -602,6 +602,21 @@ class _File:
         self.raw.close()
 
 
+def _holds_live(f: _File, live: _File) -> bool:
+    """``f`` is the live file as opened (renamed, copied or compressed since): the same inode,
+    the same first bytes, or, when the live file was shorter than those (it grew before it was
+    rotated), first bytes that begin with all it held, if that is more than one line (the
+    first line alone, an accounting header, begins every file)."""
+    if f.key == live.key:
+        return True
+    if not live.head:
+        return False
+    if f.head == live.head:
+        return True
+    return (len(live.head) < HEAD_LEN and live.head.count(b"\n") >= 2
+            and f.head.startswith(live.head))
+
+
 def _open(path: str, *, sibling: bool = False) -> _File | None:
     """Open ``path``; None if it does not exist. The followed file's other errors (permission)
     propagate for the caller to report; a rotated sibling that cannot be read is just skipped."""
@@ -951,7 +966,7 @@ class TailReader(_ReaderBase):
             f = _open(os.fspath(path), sibling=True)
             if f is None:
                 return True  # renamed or compressed away since the listing
-            if live is not None and (f.key == live.key or (live.head and f.head == live.head)):
+            if live is not None and _holds_live(f, live):
                 # The live file was rotated (renamed, or renamed and compressed) after we
                 # opened it: it is read below, once, from the descriptor we hold. (Had it
                 # been truncated instead, that read notices and the copy is read next run.)

@@ -670,3 +670,53 @@ def test_rest_removed_by_the_keep_count_while_a_run_reads_loses_no_newer_rotatio
     got += acct_numbers(again)
     assert reader.warnings == [] and again.warnings == [], (reader.warnings, again.warnings)
     assert sorted(got) == list(range(51, 101)) and len(got) == len(set(got)), got
+
+
+# --- a short live file rotated while a run reads -------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["copytruncate", "compress"])
+def test_short_live_file_rotated_after_it_was_opened_is_read_once(
+    tmp_path: Path, kind: str
+) -> None:
+    """The live file is shorter than the head fingerprint (its header and one record) when a
+    run opens it; it grows and is rotated (copied and truncated, or renamed and gzipped) before
+    the run lists the rotations. Its copy's first bytes then hold more than the live file's
+    did: it must still be taken for the live file, read from the descriptor held (before, the
+    copy was read as a newer rotation, the live file's record again, and the next run read the
+    copy once more from where the live file's read stopped; the copytruncate case was already
+    caught by the live read noticing the truncation, and is kept as a guard)."""
+    from pmta_snmp.acct import AcctReader
+
+    acct = tmp_path / "acct.csv"
+    acct.write_text(ACCT_HEADER + acct_rows(1, 50), newline="")
+    first = AcctReader(str(acct), None, from_start=True)
+    assert acct_numbers(first) == list(range(1, 51))
+    with acct.open("a", newline="") as fh:
+        fh.write(acct_rows(51, 60))
+    rotate_keeping_all(acct, ACCT_HEADER + acct_rows(61, 61))  # the rest (..60) is acct.csv.1
+    assert acct.stat().st_size < logtail.HEAD_LEN
+
+    def grow_and_rotate() -> None:  # right after the run opened the live file
+        with acct.open("a", newline="") as fh:
+            fh.write(acct_rows(62, 70))
+        one = acct.with_name("acct.csv.1")
+        os.rename(one, acct.with_name("acct.csv.2"))
+        if kind == "copytruncate":
+            shutil.copyfile(acct, one)
+            with acct.open("r+", newline="") as fh:
+                fh.truncate(0)
+                fh.write(ACCT_HEADER + acct_rows(71, 80))
+        else:
+            os.rename(acct, one)
+            gzip_away(one)
+            acct.write_text(ACCT_HEADER + acct_rows(71, 80), newline="")
+
+    with on_open(lambda p, sibling: not sibling and p == str(acct), grow_and_rotate) as hook:
+        reader = AcctReader(str(acct), first.state)
+        got = acct_numbers(reader)
+    assert hook.fired
+    again = AcctReader(str(acct), reader.state)
+    got += acct_numbers(again)
+    assert reader.warnings == [] and again.warnings == [], (reader.warnings, again.warnings)
+    assert sorted(got) == list(range(51, 81)) and len(got) == len(set(got)), got
