@@ -52,6 +52,7 @@ from .base import (
     input_key,
     lld,
     pct,
+    positive_duration,
     top_items,
 )
 
@@ -91,7 +92,7 @@ def add_acct_args(p: PluginParser, *, window: str | None = "1h", min_volume: int
     )
     if window is not None:
         g.add_argument(
-            "--window", type=duration, default=duration(window), metavar="DURATION",
+            "--window", type=positive_duration, default=duration(window), metavar="DURATION",
             help=f"rolling window for rates (default {window})",
         )
     if min_volume is not None:

@@ -515,6 +515,14 @@ def duration(text: str) -> float:
     return float(m.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2)]
 
 
+def positive_duration(text: str) -> float:
+    """`duration`, refusing 0 (a window or a growth period of no time measures nothing)."""
+    seconds = duration(text)
+    if seconds <= 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0 seconds: {text!r}")
+    return seconds
+
+
 def state_choice(text: str) -> int:
     """ok|warning|critical -> 0|1|2."""
     key = text.strip().lower()

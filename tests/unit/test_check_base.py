@@ -395,3 +395,17 @@ def test_state_save_removes_temp_files_of_killed_saves(tmp_path: Path) -> None:
     assert state.load() == {"n": 1}
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
         [name, f"{name}.lock", recent.name, *(p.name for p in others)])
+
+
+def test_a_window_of_no_time_is_a_usage_error() -> None:
+    """`--window 0` measured nothing yet read as the last minute, with an OK."""
+    import subprocess
+    import sys
+
+    res = subprocess.run(
+        [sys.executable, "-m", "pmta_snmp.checks.bounce", "--acct-file", "/nonexistent.csv",
+         "--window", "0"], capture_output=True, text=True, timeout=60, check=False)
+    assert res.returncode == 3, res.stdout
+    assert res.stdout.startswith("PMTA BOUNCE UNKNOWN - usage: argument --window: must be more "
+                                 "than 0 seconds: '0'"), res.stdout
+    assert "Traceback" not in res.stdout + res.stderr
