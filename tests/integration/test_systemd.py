@@ -101,3 +101,20 @@ def test_exec_start_is_a_valid_pmta_snmp_command(unit: Path) -> None:
     args = _parser().parse_args(argv[1:])
     assert args.config == "/etc/pmta-snmp/agent.toml"
     assert parser["Service"]["User"] == "pmta-snmp"
+
+
+@pytest.mark.parametrize("unit", UNITS, ids=lambda p: p.name)
+def test_the_state_directory_is_writable_under_the_units_sandbox(unit: Path) -> None:
+    """ProtectSystem=strict makes /var/lib read-only and ProtectHome hides the home fallback, so
+    the outcomes engine ([acct] files) could save no reading position: every restart would
+    read its backfill again. The unit must give the service the default state directory."""
+    from pmta_snmp.state import SYSTEM_STATE_DIR
+
+    parser = configparser.ConfigParser(interpolation=None, strict=False)
+    parser.optionxform = str  # type: ignore[assignment,method-assign]
+    parser.read(unit, encoding="utf-8")
+    service = parser["Service"]
+    assert service.get("ProtectSystem") == "strict"
+    assert SYSTEM_STATE_DIR.parent == Path("/var/lib")
+    assert SYSTEM_STATE_DIR.name in service.get("StateDirectory", "").split()
+    assert service.get("StateDirectoryMode") == "0700"
