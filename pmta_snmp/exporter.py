@@ -26,9 +26,10 @@ import logging
 import math
 import signal
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import TYPE_CHECKING, Final, Protocol, TypeVar, cast
 
 from prometheus_client.core import (
@@ -38,6 +39,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector, CollectorRegistry
 
+from pmta_snmp.clock import Since, utc_now
 from pmta_snmp.metrics import by_name
 from pmta_snmp.model import QueueMode, Snapshot, warning_kinds
 
@@ -148,12 +150,17 @@ class PmtaCollector(Collector):
         self,
         *,
         max_series: int = 500,
-        clock: Callable[[], datetime] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], datetime] = utc_now,
         stale_after: float | None = None,
     ) -> None:
         self.max_series = max_series
         self.stale_after = stale_after
-        self._clock = clock or (lambda: datetime.now(UTC))
+        self._wall = wall
+        # The age of the data and the silence since the last attempt grow on the monotonic
+        # clock (pmta_snmp.clock): a step of the wall clock must not fake or hide a stall.
+        self._success = Since(clock=clock, wall=wall)
+        self._attempt = Since(clock=clock, wall=wall)
         self._lock = threading.Lock()
         self._prepared: _Prepared | None = None
         self._logged_warnings: tuple[str, ...] = ()
@@ -169,6 +176,8 @@ class PmtaCollector(Collector):
         prepared = _Prepared(result, families)
         with self._lock:
             self._prepared = prepared
+            self._success.see(result.last_success)
+            self._attempt.see(result.last_attempt)
 
     def _log_warnings(self, warnings: tuple[str, ...]) -> None:
         """Log the warnings of a good poll when they change, numbers aside (not on every
@@ -279,7 +288,7 @@ class PmtaCollector(Collector):
         yield _gauge("pmta_spool_files_in_use", "Spool files in use.", st.spool.files_in_use)
 
         if snap.license is not None:
-            today = rt.time_now.date() if rt.time_now else self._clock().date()
+            today = rt.time_now.date() if rt.time_now else self._wall().date()
             days = snap.license.days_left(today)
             yield _gauge("pmta_license_days_left",
                          "Days until the PowerMTA license expires (+Inf: never).",
@@ -352,20 +361,19 @@ class PmtaCollector(Collector):
         """The families of the last poll plus `pmta_up` and the data age as of now."""
         with self._lock:
             prepared = self._prepared
+            silence = self._attempt.age() or 0.0
+            age = self._success.age()
         if prepared is None:
             yield _gauge("pmta_up", "1 when the last poll of the PowerMTA API succeeded (0 too "
                          "when polling has stalled).", 0)
             return
         result = prepared.result
-        now = self._clock()
-        silence = (now - result.last_attempt).total_seconds()
         stalled = self.stale_after is not None and silence > self.stale_after
         if stalled and self._stalled_result is not result:  # one line per stall
             self._stalled_result = result
             log.error("no poll result for %.0f s: polling has stalled, pmta_up is 0", silence)
         yield _gauge("pmta_up", "1 when the last poll of the PowerMTA API succeeded (0 too when "
                      "polling has stalled).", 1 if result.api_reachable and not stalled else 0)
-        age = result.data_age(now)
         if age is not None:
             yield _gauge("pmta_data_age_seconds",
                          "Seconds since the exporter last reached the PowerMTA API.", age)

@@ -11,12 +11,12 @@ front ends cannot disagree.
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Final
 
+from pmta_snmp.clock import Since, utc_now
 from pmta_snmp.mib.layout import ENTERPRISE, gauge32, layout, utf8_text
 from pmta_snmp.mib.snapshot import LiveTree, LiveValue, Oid, OidTree, SnmpType, Value
 
@@ -29,16 +29,13 @@ _TRUE: Final = Value(SnmpType.INTEGER, 1)  # TruthValue
 _FALSE: Final = Value(SnmpType.INTEGER, 2)
 
 
-def _utc_now() -> datetime:
-    return datetime.now(UTC)
-
-
 class LiveHealth:
     """The serving side's knowledge of the newest tree, and the live values drawn from it.
 
     `install` is called with every tree the poller delivers (good poll or failed); the
     returned tree is what the front ends answer from until the next one. `clock` is
-    monotonic (the silence between trees), `wall` the UTC clock the poll times are in.
+    monotonic (the silence between trees, and the age of the data once a good poll has been
+    seen), `wall` the UTC clock the poll times are in: a step of it does not move the age.
     """
 
     def __init__(
@@ -47,11 +44,11 @@ class LiveHealth:
         stale_after: float,
         enterprise: int = ENTERPRISE,
         clock: Callable[[], float] = time.monotonic,
-        wall: Callable[[], datetime] = _utc_now,
+        wall: Callable[[], datetime] = utc_now,
     ) -> None:
         self.stale_after = stale_after
         self._clock = clock
-        self._wall = wall
+        self._success = Since(clock=clock, wall=wall)
         self.received = clock()
         """When the last tree arrived (the start counts as one: nothing is due before)."""
         self.api_reachable = False
@@ -72,6 +69,7 @@ class LiveHealth:
         """Take note of a new tree from the poller; the tree to serve in its place."""
         self.api_reachable = api_reachable
         self.last_success = last_success
+        self._success.see(last_success)
         self.received = self._clock()
         return LiveTree.over(tree, self._values)
 
@@ -91,10 +89,7 @@ class LiveHealth:
 
     def data_age(self) -> float | None:
         """Seconds since the last good poll (None before the first)."""
-        if self.last_success is None:
-            return None
-        age = (self._wall() - self.last_success).total_seconds()
-        return max(0.0, age) if math.isfinite(age) else None
+        return self._success.age()
 
     def stall_text(self) -> str:
         """pmtaAgentLastError while stalled."""

@@ -241,8 +241,13 @@ def test_pmta_up_and_the_data_age_are_true_at_the_scrape_when_polling_stalls() -
     from pmta_snmp.poller import PollResult, stale_after
 
     t0 = datetime(2026, 1, 1, tzinfo=UTC)
-    clock = [t0]
-    collector = PmtaCollector(clock=lambda: clock[0], stale_after=stale_after(1.0, 2.0))
+    clock = [t0]  # the wall clock; the monotonic one moves with it
+
+    def elapsed(wall: datetime) -> float:
+        return (wall - t0).total_seconds()
+
+    collector = PmtaCollector(wall=lambda: clock[0], clock=lambda: elapsed(clock[0]),
+                              stale_after=stale_after(1.0, 2.0))
     assert collector.stale_after == 8.0  # two intervals and three API timeouts
 
     def sample(name: str) -> float | None:
@@ -259,8 +264,8 @@ def test_pmta_up_and_the_data_age_are_true_at_the_scrape_when_polling_stalls() -
     assert sample("pmta_up") == 0 and sample("pmta_data_age_seconds") == 30
     assert sample("pmta_poll_consecutive_errors") == 0  # what the last result said
     later = t0 + timedelta(seconds=31)
-    collector.update(PollResult(Snapshot(Status()), True, later, later, 2, 0, 0, None))
     clock[0] = later
+    collector.update(PollResult(Snapshot(Status()), True, later, later, 2, 0, 0, None))
     assert sample("pmta_up") == 1 and sample("pmta_data_age_seconds") == 0
 
 
@@ -313,3 +318,35 @@ def test_the_exporter_stops_at_once_when_stopped_during_its_first_poll(
     assert poller is not None and poller.alive
     exporter.stop()  # joins the poll thread for at most 10 s: a hang bound, not a speed claim
     assert not poller.alive, "the poll thread sleeps on after stop()"
+
+
+def test_a_step_of_the_wall_clock_neither_fakes_nor_hides_a_stall() -> None:
+    """NTP steps the clock, a VM resumes after a pause: the age of the data and the silence
+    since the last poll grow on the monotonic clock. Computed from the wall clock, a step
+    back an hour made stale data read fresh (and `pmta_up` 1) and a step forward made fresh
+    data an hour old (and `pmta_up` 0)."""
+    from datetime import UTC, datetime, timedelta
+
+    from pmta_snmp.exporter import PmtaCollector
+    from pmta_snmp.model import Snapshot, Status
+    from pmta_snmp.poller import PollResult
+
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    mono, wall = [0.0], [t0]
+    collector = PmtaCollector(clock=lambda: mono[0], wall=lambda: wall[0], stale_after=8.0)
+
+    def sample(name: str) -> float | None:
+        for family in collector.collect():
+            for s in family.samples:
+                if s.name == name and not s.labels:
+                    return float(s.value)
+        return None
+
+    collector.update(PollResult(Snapshot(Status()), True, t0, t0, 1, 0, 0, None))
+    mono[0], wall[0] = 30.0, t0 - timedelta(hours=1) + timedelta(seconds=30)  # stepped back
+    assert sample("pmta_up") == 0 and sample("pmta_data_age_seconds") == 30
+    later = t0 + timedelta(hours=1)  # stepped forward: a good poll right now
+    mono[0], wall[0] = 31.0, later
+    collector.update(PollResult(Snapshot(Status()), True, later, later, 2, 0, 0, None))
+    mono[0], wall[0] = 33.0, later + timedelta(hours=2, seconds=2)  # and forward again
+    assert sample("pmta_up") == 1 and sample("pmta_data_age_seconds") == 2

@@ -433,8 +433,13 @@ def test_collector_before_and_after_polls() -> None:
     from pmta_snmp.poller import PollResult
 
     now = datetime(2026, 1, 1, tzinfo=UTC)
-    clock = [now]
-    col = PmtaCollector(max_series=10, clock=lambda: clock[0])
+    clock = [now]  # the wall clock; the monotonic one moves with it
+
+    def elapsed(wall: datetime) -> float:
+        return (wall - now).total_seconds()
+
+    col = PmtaCollector(max_series=10, wall=lambda: clock[0],
+                        clock=lambda: elapsed(clock[0]))
 
     def sample(name: str) -> float | None:
         for fam in col.collect():
@@ -448,8 +453,8 @@ def test_collector_before_and_after_polls() -> None:
     col.update(good)
     assert sample("pmta_up") == 1 and sample("pmta_data_age_seconds") == 0
     later = now + timedelta(seconds=90)
-    col.update(PollResult(good.snapshot, False, later, now, 1, 1, 1, "down"))
     clock[0] = later
+    col.update(PollResult(good.snapshot, False, later, now, 1, 1, 1, "down"))
     assert sample("pmta_up") == 0
     assert sample("pmta_data_age_seconds") == 90
     assert sample("pmta_poll_errors_total") == 1

@@ -203,3 +203,21 @@ def test_notifications_of_the_poller_pass_through() -> None:
     w.watch.notification(high, [])
     w.watch.notification(LOST, [])
     assert w.names() == [high, LOST]
+
+
+def test_a_step_of_the_wall_clock_does_not_move_the_age_of_the_data() -> None:
+    """The age grows on the monotonic clock once the poll is seen: a wall clock stepped back
+    an hour (NTP, a resumed VM) no longer reads stale data as 0 s old, nor one stepped forward
+    fresh data as an hour old."""
+    clocks = Clocks()
+    live = live_health(clocks, stale_after=100)
+    tree = live.install(built_tree(), api_reachable=True, last_success=T0)
+    clocks.advance(20)
+    clocks.wall -= timedelta(hours=1)
+    assert get(tree, "pmtaAgentDataAge") == Value(SnmpType.GAUGE32, 20)
+    clocks.wall += timedelta(hours=3)
+    assert get(tree, "pmtaAgentDataAge") == Value(SnmpType.GAUGE32, 20)
+    # A failed poll delivers a tree with the same last success: the age goes on growing.
+    clocks.advance(5)
+    tree = live.install(built_tree(), api_reachable=False, last_success=T0)
+    assert get(tree, "pmtaAgentDataAge") == Value(SnmpType.GAUGE32, 25)
