@@ -114,7 +114,9 @@ class Thresholds:
     Queue: raised once when `queue.smtp.rcp` > `queue_rcpt_raise`, cleared once when it is back
     at or below `queue_rcpt_clear`. API: raised after `api_failures_raise` failed polls in a row,
     cleared at the next good one. License: raised when days left <= `license_days_raise`,
-    cleared when above `license_days_clear` (or never expiring).
+    cleared when above `license_days_clear` (or never expiring). Blocklist (with accounting
+    files followed): raised per source IP when its rejections naming a blocklist in the last
+    hour reach `blocklist_raise`, cleared once it has none in the last hour.
     """
 
     queue_rcpt_raise: int = 100_000
@@ -122,6 +124,7 @@ class Thresholds:
     api_failures_raise: int = 3
     license_days_raise: int = 30
     license_days_clear: int = 30
+    blocklist_raise: int = 1
 
     def __post_init__(self) -> None:
         if not 0 <= self.queue_rcpt_clear <= self.queue_rcpt_raise <= 2**32 - 1:
@@ -136,6 +139,10 @@ class Thresholds:
         if not -(2**31) <= self.license_days_raise <= self.license_days_clear <= 2**31 - 1:
             raise ConfigError(
                 "thresholds: need license_days_raise <= license_days_clear within Integer32"
+            )
+        if not 1 <= self.blocklist_raise <= 2**32 - 1:
+            raise ConfigError(
+                f"thresholds.blocklist_raise must be >= 1, got {self.blocklist_raise}"
             )
 
 

@@ -12,6 +12,7 @@ from enum import StrEnum
 
 from pmta_snmp.config import Thresholds
 from pmta_snmp.model import Snapshot
+from pmta_snmp.outcomes.view import OutcomesView
 
 
 class Condition(StrEnum):
@@ -20,6 +21,8 @@ class Condition(StrEnum):
     QUEUE_HIGH = "queue"
     API_DOWN = "api"
     LICENSE_EXPIRING = "license"
+    BLOCKLISTED = "blocklist"
+    """Per source IP (`Event.key`): rejections naming a blocklist in the last hour."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +34,8 @@ class Event:
     value: int
     threshold: int
     text: str
+    key: str = ""
+    """What the condition is about when there can be several (a source IP), else empty."""
 
 
 @dataclass
@@ -39,6 +44,20 @@ class Rules:
 
     thresholds: Thresholds
     raised: set[Condition] = field(default_factory=set)
+    listed: set[str] = field(default_factory=set)
+    """Source IPs whose blocklist condition is raised."""
+
+    def carried(self) -> frozenset[str]:
+        """The raised conditions as text, for a restarted poll worker (`restore`)."""
+        return frozenset({c.value for c in self.raised}
+                         | {f"{Condition.BLOCKLISTED.value}:{ip}" for ip in self.listed})
+
+    def restore(self, carried: frozenset[str]) -> None:
+        """Take over the raised conditions of `carried` (unknown texts are ignored)."""
+        values = {c.value: c for c in Condition}
+        prefix = f"{Condition.BLOCKLISTED.value}:"
+        self.raised = {values[t] for t in carried if t in values}
+        self.listed = {t.removeprefix(prefix) for t in carried if t.startswith(prefix)}
 
     def _edge(
         self,
@@ -105,4 +124,30 @@ class Rules:
                 clear_at=t.license_days_clear,
                 text="license never expires" if left is None else f"license: {left} days left",
             )
+        return events
+
+    def evaluate_outcomes(self, outcomes: OutcomesView | None) -> list[Event]:
+        """Per source IP: raised when its rejections naming a blocklist in the last hour reach
+        `blocklist_raise`, cleared when the last hour has none. Not cleared while the first
+        start's read-back runs (the last hour is read last), nor for an address without a
+        row (folded into the cap's `(other)`): no data is no all-clear."""
+        if outcomes is None:
+            return []
+        raise_at = self.thresholds.blocklist_raise
+        events: list[Event] = []
+        for row in outcomes.source_ips:
+            if row.family not in (4, 6):
+                continue
+            ip, hour = row.source_ip, row.blocklist_rejections_last_hour
+            top = row.blocklists[0][0] if row.blocklists else ""
+            if ip not in self.listed and hour >= raise_at:
+                self.listed.add(ip)
+                events.append(Event(Condition.BLOCKLISTED, True, hour, raise_at,
+                                    f"{ip}: {hour} rejections naming {top or 'a blocklist'} "
+                                    "in the last hour", key=ip))
+            elif ip in self.listed and hour == 0 and not outcomes.backfilling:
+                self.listed.discard(ip)
+                events.append(Event(Condition.BLOCKLISTED, False, 0, 0,
+                                    f"{ip}: no rejection naming a blocklist in the last hour",
+                                    key=ip))
         return events

@@ -30,6 +30,7 @@ from pmta_snmp.mib.layout import (
     layout,
     notification_varbinds,
     object_prefixes,
+    source_ip_varbinds,
 )
 from pmta_snmp.mib.live import LiveHealth
 from pmta_snmp.mib.snapshot import Oid, OidTree, Value
@@ -53,6 +54,8 @@ _NAMES: dict[tuple[Condition, bool], Notification] = {
     (Condition.API_DOWN, False): Notification.API_RESTORED,
     (Condition.LICENSE_EXPIRING, True): Notification.LICENSE_EXPIRING,
     (Condition.LICENSE_EXPIRING, False): Notification.LICENSE_OK,
+    (Condition.BLOCKLISTED, True): Notification.SOURCE_IP_BLOCKLISTED,
+    (Condition.BLOCKLISTED, False): Notification.SOURCE_IP_BLOCKLIST_CLEAR,
 }
 
 
@@ -173,15 +176,19 @@ class SnmpView:
         self._discontinuity: datetime | None = None
         self._previous: Snapshot | None = None
         self.health = AgentHealth(started_at=self.started_at)
-        self.tree: OidTree = self._build(None, self.health)
+        self.tree: OidTree = self._build(None, self.health, self._outcomes())
 
-    def _build(self, snapshot: Snapshot | None, health: AgentHealth) -> OidTree:
+    def _build(self, snapshot: Snapshot | None, health: AgentHealth,
+               outcomes: OutcomesView | None = None) -> OidTree:
         items = iter_varbinds(
             snapshot, health, thresholds=self.thresholds, enterprise=self.enterprise,
-            outcomes=None if self.outcomes is None else self.outcomes(),
+            outcomes=outcomes,
         )
         # Sorted, unique and range-checked by construction; packed as they come.
         return OidTree.from_sorted(items, self._objects)
+
+    def _outcomes(self) -> OutcomesView | None:
+        return None if self.outcomes is None else self.outcomes()
 
     @property
     def discontinuity(self) -> datetime | None:
@@ -223,22 +230,33 @@ class SnmpView:
             started_at=self.started_at,
             counter_discontinuity=self._discontinuity,
         )
-        self.tree = _build_quietly(lambda: self._build(snap, self.health))
+        outcomes = self._outcomes()
+        self.tree = _build_quietly(lambda: self._build(snap, self.health, outcomes))
         events = self.rules.evaluate(
             snap,
             consecutive_failures=result.consecutive_failures,
             api_error=result.last_error,
             today=now.date(),
         )
+        events += self.rules.evaluate_outcomes(outcomes)
         for event in events:
-            self._send(event, snap)
+            self._send(event, snap, outcomes)
         return events
 
-    def _send(self, event: Event, snap: Snapshot | None) -> None:
+    def _send(self, event: Event, snap: Snapshot | None, outcomes: OutcomesView | None) -> None:
         name = _NAMES[(event.condition, event.raised)]
-        varbinds = notification_varbinds(
-            name, snap, self.health, thresholds=self.thresholds, enterprise=self.enterprise
-        )
+        if event.condition is Condition.BLOCKLISTED:
+            if outcomes is None:
+                return
+            found = source_ip_varbinds(name, outcomes, event.key, thresholds=self.thresholds,
+                                       enterprise=self.enterprise)
+            if found is None:  # evaluated on this very view: the row is there
+                return
+            varbinds = found
+        else:
+            varbinds = notification_varbinds(
+                name, snap, self.health, thresholds=self.thresholds, enterprise=self.enterprise
+            )
         trap_oid = varbinds[0][1].value
         assert isinstance(trap_oid, tuple)
         log.warning("notification %s: %s", name.value, event.text)

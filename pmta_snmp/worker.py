@@ -355,7 +355,6 @@ def child_main(
         if name:
             logging.getLogger(name).setLevel(level)
 
-    from pmta_snmp.notify import Condition
     from pmta_snmp.poller import PollResult, poller_from
     from pmta_snmp.service import OutcomesFeed, SnmpView
 
@@ -364,7 +363,7 @@ def child_main(
                     outcomes=None if feed is None else feed.view)
     if carry is not None:
         view.started_at = carry.started_at
-        view.rules.raised = {Condition(c) for c in carry.raised}
+        view.rules.restore(carry.raised)
         view.resume(carry.result.snapshot, carry.discontinuity)
     publisher = _Publisher(conn)
     view.senders.append(publisher.notify)
@@ -387,7 +386,7 @@ def child_main(
             result.api_reachable,
             Carry(
                 replace(result, snapshot=None),
-                frozenset(c.value for c in view.rules.raised),
+                view.rules.carried(),
                 view.started_at,
                 view.discontinuity,
             ),

@@ -84,6 +84,7 @@ __all__ = [
     "notification_varbinds",
     "object_prefixes",
     "oid",
+    "source_ip_varbinds",
     "utf8_text",
 ]
 
@@ -164,7 +165,8 @@ class MibObject:
 
 @dataclass(frozen=True, slots=True)
 class NotificationType:
-    """One NOTIFICATION-TYPE: name, OID below `pmtaSnmpMIB`, and its OBJECTS (scalars)."""
+    """One NOTIFICATION-TYPE: name, OID below `pmtaSnmpMIB`, and its OBJECTS (scalars, or
+    the columns of one table row and scalars)."""
 
     name: str
     rel: Oid
@@ -180,7 +182,14 @@ class Notification(StrEnum):
     API_RESTORED = "pmtaApiRestored"
     LICENSE_EXPIRING = "pmtaLicenseExpiring"
     LICENSE_OK = "pmtaLicenseOk"
+    SOURCE_IP_BLOCKLISTED = "pmtaSourceIpBlocklisted"
+    SOURCE_IP_BLOCKLIST_CLEAR = "pmtaSourceIpBlocklistClear"
 
+
+_SOURCE_IP_NOTIFY_OBJECTS: Final = (
+    "pmtaSourceIpName", "pmtaSourceIpLastHourBlocklistRejections", "pmtaSourceIpTopBlocklist",
+    "pmtaCfgBlocklistRaise",
+)
 
 NOTIFICATIONS: Final[tuple[NotificationType, ...]] = (
     NotificationType(
@@ -209,6 +218,9 @@ NOTIFICATIONS: Final[tuple[NotificationType, ...]] = (
         (0, 6),
         ("pmtaLicenseDaysLeft", "pmtaCfgLicenseDaysRaise", "pmtaLicenseExpires"),
     ),
+    # Per source IP: the columns are sent with the row's index (see source_ip_varbinds).
+    NotificationType(Notification.SOURCE_IP_BLOCKLISTED, (0, 7), _SOURCE_IP_NOTIFY_OBJECTS),
+    NotificationType(Notification.SOURCE_IP_BLOCKLIST_CLEAR, (0, 8), _SOURCE_IP_NOTIFY_OBJECTS),
 )
 
 
@@ -975,6 +987,8 @@ _SCALARS: Final[tuple[tuple[MibObject, _Getter], ...]] = (
        _value(gauge32, "thresholds.api_failures_raise")),
     _s("pmtaCfgLicenseDaysRaise", (1, 12, 4), "Integer32",
        _value(integer32, "thresholds.license_days_raise")),
+    _s("pmtaCfgBlocklistRaise", (1, 12, 5), "Unsigned32",
+       _value(gauge32, "thresholds.blocklist_raise")),
     # pmtaAcct, pmtaProviders, pmtaSourceIps: from the outcomes view
     *_ACCT_SCALARS,
 )
@@ -1151,9 +1165,7 @@ def notification_varbinds(
     An object with no instance (e.g. no license read yet) is left out. The sender prepends
     sysUpTime.0 if it wants to (AgentX Notify makes it optional).
     """
-    spec = next((n for n in NOTIFICATIONS if n.name == notification), None)
-    if spec is None:
-        raise KeyError(f"unknown notification {notification!r}")
+    spec = _notification(notification)
     lay = layout(enterprise)
     ctx = _context(snapshot, health, thresholds, today)
     out: list[tuple[Oid, Value]] = [
@@ -1164,3 +1176,45 @@ def notification_varbinds(
         if value is not None:
             out.append((lay.instance(name), value))
     return out
+
+
+def source_ip_varbinds(
+    notification: str,
+    outcomes: OutcomesView,
+    source_ip: str,
+    *,
+    thresholds: Thresholds | None = None,
+    enterprise: int = ENTERPRISE,
+) -> list[tuple[Oid, Value]] | None:
+    """Varbinds of a per-source-IP notification: snmpTrapOID.0, then its OBJECTS, the
+    pmtaSourceIpTable columns with that address's row index (what a Get of the row returns)
+    and the scalars with `.0`. None when the address has no row of its own in `outcomes`."""
+    spec = _notification(notification)
+    row = next((r for r in _source_ip_rows(outcomes)
+                if r.name == source_ip and r.family in (4, 6)), None)
+    index = None if row is None else _source_ip_index(row)
+    if row is None or index is None:
+        return None
+    lay = layout(enterprise)
+    ctx = _context(None, AgentHealth(), thresholds, None, outcomes)
+    columns = {c.obj.name: c for c in _SOURCE_IP_TABLE.columns}
+    out: list[tuple[Oid, Value]] = [
+        (SNMP_TRAP_OID, Value(SnmpType.OBJECT_IDENTIFIER, lay.oid(spec.name)))
+    ]
+    for name in spec.objects:
+        column = columns.get(name)
+        if column is None:
+            value = _SCALAR_GETTERS[name](ctx)
+            if value is not None:
+                out.append((lay.instance(name), value))
+        else:
+            cell = column.cells([attrgetter(column.attr)(row)])[0]
+            out.append((lay.oid(name) + index, cell))
+    return out
+
+
+def _notification(name: str) -> NotificationType:
+    spec = next((n for n in NOTIFICATIONS if n.name == name), None)
+    if spec is None:
+        raise KeyError(f"unknown notification {name!r}")
+    return spec

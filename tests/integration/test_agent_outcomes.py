@@ -27,6 +27,7 @@ from pmta_snmp.mib.layout import OBJECTS, Kind, layout
 from pmta_snmp.netsnmp import (
     SnmpdMaster,
     SnmpVarBind,
+    TrapReceiver,
     child_pids,
     free_udp_port,
     parse_varbinds,
@@ -506,3 +507,81 @@ def test_agentx_and_exporter_on_the_same_state_dir_both_equal_the_simulators_fil
                     stop_process(proc)
     states = {p.parent.name for p in (tmp_path / "state").rglob("outcomes-*.json")}
     assert states == {"state", "agent"}  # the exporter's and the subagent's, apart
+
+
+LIST_NAMES = {"zen.spamhaus.org": "spamhaus", "barracudacentral.org": "barracuda"}
+
+
+def blocklists_named(directory: Path) -> dict[str, Counter[str]]:
+    """{source IP: {list: rejections naming it}} straight from the files (all in the hour)."""
+    out: dict[str, Counter[str]] = {}
+    for path in sorted(directory.glob("acct*.csv")):
+        with path.open(newline="", encoding="utf-8") as fh:
+            for row in csv.DictReader(fh):
+                found = BLOCKLIST_NAMED.search(row.get("dsnDiag") or "")
+                if found and row["type"] in ("b", "t"):
+                    name = LIST_NAMES[found.group(0)]
+                    out.setdefault(row["dlvSourceIp"], Counter())[name] += 1
+    return out
+
+
+def blocklisted_traps(receiver: TrapReceiver) -> list[list[SnmpVarBind]]:
+    trap_oid = ".".join(map(str, LAY.oid("pmtaSourceIpBlocklisted")))
+    return [t for t in receiver.traps() if any(vb.value.endswith(trap_oid) for vb in t)]
+
+
+@pytest.mark.timeout(300)  # hang guard
+def test_a_source_ip_over_the_blocklist_threshold_is_notified_once_across_a_worker_kill(
+    sim: Simulator, snmpd_factory: Callable[..., SnmpdMaster], trap_receiver: TrapReceiver,
+    tmp_path: Path,
+) -> None:
+    """pmtaSourceIpBlocklisted reaches a real snmptrapd through snmpd for every source IP
+    whose rejections naming a blocklist (counted here from the files) reach the threshold,
+    none for the others, with the row's columns under the address's index; a killed poll
+    worker's successor does not send them again."""
+    files = AcctFiles(tmp_path / "acct")
+    files.write(files.rows(IPS, 40))
+    named = blocklists_named(tmp_path / "acct")
+    counts = sorted({sum(c.values()) for c in named.values()})
+    assert len(counts) >= 2, named  # some addresses above the threshold, some below
+    threshold = counts[len(counts) // 2]
+    want = {ip for ip, c in named.items() if sum(c.values()) >= threshold}
+    assert want and want != set(IPS)
+    master = snmpd_factory(trap_port=trap_receiver.port)
+    body = f"[thresholds]\nblocklist_raise = {threshold}\n"
+    proc = spawn(["agentx", "--url", sim.url, "--agentx-socket", master.agentx_address,
+                  "--config", str(config(tmp_path, body)),
+                  "--acct-file", str(tmp_path / "acct" / "acct-*.csv"),
+                  "--state-dir", str(tmp_path / "state")], tmp_path)
+    try:
+        wait_for(lambda: len(blocklisted_traps(trap_receiver)) >= len(want), 90,
+                 f"{len(want)} pmtaSourceIpBlocklisted notifications")
+        got: dict[str, dict[str, str]] = {}
+        for trap in blocklisted_traps(trap_receiver):
+            cells = rows_of(trap)["ip"]
+            assert len(cells) == 1, trap
+            [(ip, row)] = cells.items()
+            assert ip not in got, f"{ip} notified twice"
+            got[ip] = row
+            threshold_vb = trap[-1]
+            assert threshold_vb.oid == ".".join(map(str, LAY.instance("pmtaCfgBlocklistRaise")))
+            assert threshold_vb.value == str(threshold)
+        assert set(got) == want
+        for ip in want:
+            top = min(named[ip].items(), key=lambda kv: (-kv[1], kv[0]))[0]
+            assert got[ip] == {"pmtaSourceIpName": ip,
+                               "pmtaSourceIpLastHourBlocklistRejections":
+                                   str(sum(named[ip].values())),
+                               "pmtaSourceIpTopBlocklist": top}, ip
+        successes = ".".join(map(str, LAY.instance("pmtaAgentPollSuccesses")))
+        [worker] = child_pids(proc.pid)
+        os.kill(worker, signal.SIGKILL)
+        wait_for(lambda: child_pids(proc.pid) not in ([], [worker]), 60, "a new worker")
+        first = int(master.get(successes)[0].value)
+        wait_for(lambda: int(master.get(successes)[0].value) >= first + 3, 60,
+                 "three polls by the new worker")
+        assert len(blocklisted_traps(trap_receiver)) == len(want)  # none sent again
+    finally:
+        stop_process(proc)
+    log = (tmp_path / "agent.log").read_text()
+    assert "Traceback" not in log, log

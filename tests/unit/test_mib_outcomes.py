@@ -8,14 +8,18 @@ from datetime import UTC, datetime
 from fractions import Fraction
 from itertools import pairwise
 
+from pmta_snmp.config import Thresholds
 from pmta_snmp.mib.health import AgentHealth
 from pmta_snmp.mib.layout import (
     OBJECTS,
+    SNMP_TRAP_OID,
+    Notification,
     build_varbinds,
     date_and_time,
     inet_address_index,
     object_prefixes,
     oid,
+    source_ip_varbinds,
 )
 from pmta_snmp.mib.snapshot import MAX_OID_LEN, Oid, OidTree, SnmpType, Value
 from pmta_snmp.outcomes.view import (
@@ -259,3 +263,29 @@ def test_every_outcome_column_is_in_a_table_entry() -> None:
                        "LastHourHardBounceRate", "LastHourBlockRate", "LastHourDeferralRate",
                        "LastHourComplaintRate"):
             assert f"pmta{what}{column}" in names
+
+
+def test_a_source_ip_notification_carries_the_row_columns_with_its_index() -> None:
+    """pmtaSourceIpBlocklisted: the row's name, last-hour rejections and top list with the
+    row's InetAddress index (what a Get of that row returns), then the threshold `.0`."""
+    view = OutcomesView.empty().with_changes(source_ips=(
+        SourceIpRow("198.51.100.22", *address_family("198.51.100.22"),
+                    blocklist_rejections=9, blocklist_rejections_last_hour=4,
+                    blocklists=(("spamhaus", 7), ("barracuda", 2))),
+        SourceIpRow("2001:db8::25", *address_family("2001:db8::25")),
+    ))
+    out = source_ip_varbinds(Notification.SOURCE_IP_BLOCKLISTED, view, "198.51.100.22",
+                             thresholds=Thresholds(blocklist_raise=2))
+    index = ip_index("198.51.100.22")
+    assert out == [
+        (SNMP_TRAP_OID, Value(SnmpType.OBJECT_IDENTIFIER, oid("pmtaSourceIpBlocklisted"))),
+        ((*oid("pmtaSourceIpName"), *index), Value(S, b"198.51.100.22")),
+        ((*oid("pmtaSourceIpLastHourBlocklistRejections"), *index), Value(G, 4)),
+        ((*oid("pmtaSourceIpTopBlocklist"), *index), Value(S, b"spamhaus")),
+        (inst("pmtaCfgBlocklistRaise"), Value(G, 2)),
+    ]
+    tree = varbinds(view)  # the same values a walk of the row gives
+    assert all(tree[o] == v for o, v in out[1:4])
+    v6 = source_ip_varbinds(Notification.SOURCE_IP_BLOCKLIST_CLEAR, view, "2001:db8::25")
+    assert v6 is not None and v6[1][0] == (*oid("pmtaSourceIpName"), *ip_index("2001:db8::25"))
+    assert source_ip_varbinds(Notification.SOURCE_IP_BLOCKLISTED, view, "192.0.2.9") is None

@@ -10,6 +10,7 @@ import pytest
 from pmta_snmp.config import ConfigError, Thresholds, load_config, read_secret, with_overrides
 from pmta_snmp.model import License, QueueTypeCounts, Snapshot, Status
 from pmta_snmp.notify import Condition, Rules
+from pmta_snmp.outcomes.view import OutcomesView, SourceIpRow, address_family
 
 
 def snap(depth: int, lic: License | None = None) -> Snapshot:
@@ -18,6 +19,16 @@ def snap(depth: int, lic: License | None = None) -> Snapshot:
 
 TODAY = date(2026, 11, 25)
 
+
+
+def ips(hour: dict[str, int], *, backfilling: bool = False) -> OutcomesView:
+    """A view whose source IPs had `hour[ip]` rejections naming a blocklist in the last hour,
+    and one row that is no address (the cap's `(other)`, well above any threshold)."""
+    rows = [SourceIpRow(ip, *address_family(ip), blocklist_rejections_last_hour=n,
+                        blocklists=(("spamhaus", n + 5),))
+            for ip, n in hour.items()]
+    rows.append(SourceIpRow("(other)", blocklist_rejections_last_hour=50))
+    return OutcomesView.empty().with_changes(source_ips=tuple(rows), backfilling=backfilling)
 
 def test_queue_raises_once_and_clears_once_below_clear_level() -> None:
     rules = Rules(Thresholds(queue_rcpt_raise=100, queue_rcpt_clear=80))
@@ -100,3 +111,51 @@ def test_read_secret(tmp_path: Path) -> None:
     assert read_secret(str(tmp_path / "s"), "community") == "c0mmunity"
     with pytest.raises(ConfigError, match="cannot read community"):
         read_secret(str(tmp_path / "none"), "community")
+
+
+
+A, B = "198.51.100.1", "2001:db8::2"
+
+
+def test_blocklist_raises_per_source_ip_once_and_clears_when_the_hour_has_none() -> None:
+    rules = Rules(Thresholds(blocklist_raise=3))
+    seq = [
+        ips({A: 1, B: 0}),
+        ips({A: 3, B: 0}),  # A reaches the threshold
+        ips({A: 8, B: 5}),  # A stays raised, B raised
+        ips({A: 1, B: 0}),  # A still has one: no clear; B cleared
+        ips({A: 0, B: 0}),  # A cleared
+    ]
+    flat = [(i, e.condition, e.key, e.raised, e.value, e.threshold)
+            for i, view in enumerate(seq) for e in rules.evaluate_outcomes(view)]
+    assert flat == [
+        (1, Condition.BLOCKLISTED, A, True, 3, 3),
+        (2, Condition.BLOCKLISTED, B, True, 5, 3),
+        (3, Condition.BLOCKLISTED, B, False, 0, 0),
+        (4, Condition.BLOCKLISTED, A, False, 0, 0),
+    ]
+    assert rules.listed == set()
+
+
+def test_blocklist_is_not_cleared_while_backfilling_nor_for_a_vanished_row() -> None:
+    """The first start reads the last hour last, and a row folded into the cap's (other) has
+    no count of its own: neither is an all-clear."""
+    rules = Rules(Thresholds(blocklist_raise=1))
+    assert [e.raised for e in rules.evaluate_outcomes(ips({A: 2}))] == [True]
+    assert rules.evaluate_outcomes(ips({A: 0}, backfilling=True)) == []
+    assert rules.evaluate_outcomes(ips({})) == []
+    assert rules.listed == {A}
+    assert [e.raised for e in rules.evaluate_outcomes(ips({A: 0}))] == [False]
+    assert rules.evaluate_outcomes(None) == []
+
+
+def test_raised_conditions_travel_to_a_restarted_worker() -> None:
+    rules = Rules(Thresholds(blocklist_raise=1))
+    rules.evaluate(snap(10**9), consecutive_failures=0, api_error=None, today=TODAY)
+    rules.evaluate_outcomes(ips({A: 1, B: 1}))
+    carried = rules.carried()
+    assert Condition.QUEUE_HIGH.value in carried  # what agent.py looks for by value
+    again = Rules(Thresholds(blocklist_raise=1))
+    again.restore(carried | {"no-such-condition"})
+    assert again.raised == {Condition.QUEUE_HIGH} and again.listed == {A, B}
+    assert again.evaluate_outcomes(ips({A: 4, B: 4})) == []  # no second raise
