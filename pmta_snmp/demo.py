@@ -32,7 +32,7 @@ from pmta_snmp.config import (
     PollSection,
     Thresholds,
 )
-from pmta_snmp.mib.layout import layout
+from pmta_snmp.mib.layout import NOTIFICATIONS, OBJECTS, SNMP_TRAP_OID, layout
 from pmta_snmp.netsnmp import LoopThread, SnmpdMaster, TrapReceiver, short_tempdir
 from pmta_snmp.sim import Simulator
 
@@ -141,6 +141,33 @@ def show_providers(master: SnmpdMaster, top: int = 5) -> None:
             f"{int(defer or 0) / 100:>8.2f}  {complaints:>10}  {listed:>9}")
 
 
+def _names_by_oid() -> dict[str, str]:
+    names = [o.name for o in OBJECTS] + [n.name for n in NOTIFICATIONS]
+    return {".".join(map(str, LAY.oid(name))): name for name in names}
+
+
+def show_notifications(traps: TrapReceiver, shown: int) -> int:
+    """The notifications snmptrapd received since the last round, named by the MIB; returns
+    how many have been shown in all."""
+    seen = traps.traps()
+    names = _names_by_oid()
+
+    def name_of(oid: str) -> str | None:
+        oid = oid.lstrip(".")
+        return next((n for o, n in names.items() if oid == o or oid.startswith(o + ".")), None)
+
+    generic = {"1.3.6.1.6.3.1.1.5.1": "coldStart (snmpd started)",
+               "1.3.6.1.6.3.1.1.5.2": "warmStart (snmpd reloaded)"}
+    trap_oid = ".".join(map(str, SNMP_TRAP_OID))
+    for trap in seen[shown:]:
+        sent = next((vb.value.lstrip(".") for vb in trap if vb.oid.lstrip(".") == trap_oid), "")
+        kind = name_of(sent) or generic.get(sent, sent or "?")
+        values = [f"{n}={vb.value.strip(chr(34))}" for vb in trap
+                  if (n := name_of(vb.oid)) is not None]
+        say(f"  TRAP {kind}: {', '.join(values)}")
+    return len(seen)
+
+
 def run_checks(fill: dict[str, str]) -> None:
     """Each plugin as Nagios would run it: first line and exit code."""
     names = {0: "OK", 1: "WARNING", 2: "CRITICAL", 3: "UNKNOWN"}
@@ -164,7 +191,9 @@ def run_checks(fill: dict[str, str]) -> None:
 
 
 @contextlib.contextmanager
-def running(args: argparse.Namespace) -> Iterator[tuple[Simulator, SnmpdMaster, dict[str, str]]]:
+def running(
+    args: argparse.Namespace,
+) -> Iterator[tuple[Simulator, SnmpdMaster, TrapReceiver, dict[str, str]]]:
     """Start simulator, snmptrapd, snmpd and the subagent; stop all of them on exit."""
     with short_tempdir("pmta-demo-") as work, contextlib.ExitStack() as stack:
         (work / "acct").mkdir()
@@ -236,7 +265,7 @@ def running(args: argparse.Namespace) -> Iterator[tuple[Simulator, SnmpdMaster, 
             "key": str(key_file),
         }
         try:
-            yield sim, master, fill
+            yield sim, master, traps, fill
         finally:
             seen = traps.traps()
             say(f"\nnotifications received by snmptrapd: {len(seen)}")
@@ -275,15 +304,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     rounds = args.rounds or (0 if sys.stdout.isatty() and not os.environ.get("CI") else 2)
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     try:
-        with running(args) as (_sim, master, fill):
+        with running(args) as (_sim, master, traps, fill):
             time.sleep(min(args.interval + 1, 5))
-            n = 0
+            n = shown = 0
             while True:
                 n += 1
                 say(f"\n=== round {n} ({time.strftime('%H:%M:%S')}) ===")
                 show_api(fill["url"])
                 show_snmp(master)
                 show_providers(master)
+                shown = show_notifications(traps, shown)
                 run_checks(fill)
                 if rounds and n >= rounds:
                     break
