@@ -44,6 +44,7 @@ from pmta_snmp.outcomes.view import (
     OutcomesView,
     ResultCounts,
     SourceIpRow,
+    address_family,
     hundredths_of_percent,
 )
 
@@ -1190,8 +1191,9 @@ def source_ip_varbinds(
     pmtaSourceIpTable columns with that address's row index (what a Get of the row returns)
     and the scalars with `.0`. None when the address has no row of its own in `outcomes`."""
     spec = _notification(notification)
+    family, address = address_family(source_ip)  # however the address was written
     row = next((r for r in _source_ip_rows(outcomes)
-                if r.name == source_ip and r.family in (4, 6)), None)
+                if family in (4, 6) and (r.family, r.address) == (family, address)), None)
     index = None if row is None else _source_ip_index(row)
     if row is None or index is None:
         return None

@@ -289,3 +289,6 @@ def test_a_source_ip_notification_carries_the_row_columns_with_its_index() -> No
     v6 = source_ip_varbinds(Notification.SOURCE_IP_BLOCKLIST_CLEAR, view, "2001:db8::25")
     assert v6 is not None and v6[1][0] == (*oid("pmtaSourceIpName"), *ip_index("2001:db8::25"))
     assert source_ip_varbinds(Notification.SOURCE_IP_BLOCKLISTED, view, "192.0.2.9") is None
+    # the row is found by the address, however the rules' key spells it
+    spelled = source_ip_varbinds(Notification.SOURCE_IP_BLOCKLIST_CLEAR, view, "2001:DB8:0::25")
+    assert spelled == v6
