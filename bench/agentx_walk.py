@@ -42,6 +42,7 @@ from bench.common import (
     proc_status,
     rate,
     ratio,
+    scale_args,
     secs,
     stop,
     timed_run,
@@ -73,10 +74,8 @@ def run(report: Report, *, quick: bool = False) -> None:
     domains = 1_000 if quick else FULL_WALK_DOMAINS
     with workdir("pmta-bx-") as wd:
         log(f"agentx: simulator with {domains} domains / {VMTAS} VirtualMTAs")
-        with SimProcess(
-            wd, "--scenario", "scale", "--domains", str(domains), "--vmtas", str(VMTAS),
-            "--speed", "0",
-        ) as sim, pinned_to_one_cpu(report, away=[sim.proc.pid]):
+        with SimProcess(wd, *scale_args(domains, VMTAS)) as sim, \
+                pinned_to_one_cpu(report, away=[sim.proc.pid]):
             walk_rates(report, wd, sim.url, domains, quick)
             latency_and_memory(report, wd, sim.url, domains, quick)
 

@@ -240,6 +240,16 @@ def wait_tcp(port: int, timeout: float, proc: subprocess.Popen[Any] | None = Non
     raise TimeoutError(f"nothing listening on 127.0.0.1:{port} after {timeout}s")
 
 
+def scale_args(domains: int, vmtas: int) -> tuple[str, ...]:
+    """pmta-sim arguments for a PowerMTA of `domains` domains whose pages list every row.
+
+    The simulator lists 10 rows per page by default, as a PowerMTA with its default
+    `http-default-max-items` does; the benchmarks measure whole lists (`--max-items 0`: a
+    PowerMTA with that setting raised), as they did before the simulator had the limit."""
+    return ("--scenario", "scale", "--domains", str(domains), "--vmtas", str(vmtas),
+            "--speed", "0", "--max-items", "0")
+
+
 class SimProcess:
     """The PowerMTA simulator in its own process (`python -m pmta_snmp.sim`, i.e. pmta-sim
     with TCP_NODELAY), so that serving big answers never takes the measuring process's GIL.

@@ -34,6 +34,7 @@ from bench.common import (
     mib,
     proc_status,
     ratio,
+    scale_args,
     secs,
     workdir,
 )
@@ -55,10 +56,7 @@ def run(report: Report, *, quick: bool = False) -> None:
     with workdir("pmta-bp-") as wd:
         for n in sizes:
             log(f"poll: simulator with {n} domains")
-            with SimProcess(
-                wd, "--scenario", "scale", "--domains", str(n), "--vmtas", str(VMTAS),
-                "--speed", "0",
-            ) as sim:
+            with SimProcess(wd, *scale_args(n, VMTAS)) as sim:
                 _warm(sim.url)
                 ref = _child(wd, "ref", sim.url, "json", n)
                 for fmt in ("json", "xml"):

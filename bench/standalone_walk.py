@@ -31,6 +31,7 @@ from bench.common import (
     ms,
     rate,
     ratio,
+    scale_args,
     secs,
     stop,
     timed_run,
@@ -69,10 +70,8 @@ def run(report: Report, *, quick: bool = False) -> None:
     domains = 1_000 if quick else FULL_DOMAINS
     with workdir("pmta-bs-") as wd:
         log(f"standalone: simulator with {domains} domains / {VMTAS} VirtualMTAs")
-        with SimProcess(
-            wd, "--scenario", "scale", "--domains", str(domains), "--vmtas", str(VMTAS),
-            "--speed", "0",
-        ) as sim, pinned_to_one_cpu(report, away=[sim.proc.pid]):
+        with SimProcess(wd, *scale_args(domains, VMTAS)) as sim, \
+                pinned_to_one_cpu(report, away=[sim.proc.pid]):
             _walks(report, wd, sim.url, domains, quick)
 
 

@@ -24,7 +24,8 @@ from pathlib import Path
 
 from pmta_snmp.checks.base import DEFAULT_TIMEOUT
 
-from bench.checks import installed_env, make_acct, run_plugin, timed_pass
+from bench.acct import make_acct
+from bench.checks import installed_env, run_plugin, timed_pass
 from bench.common import (
     PYTHON,
     REPO,
@@ -34,6 +35,7 @@ from bench.common import (
     log,
     median,
     ratio,
+    scale_args,
     secs,
     stop,
     workdir,
@@ -88,8 +90,7 @@ def queue_overshoot(report: Report, wd: Path, env: dict[str, str], base: float,
                     runs: int) -> None:
     """check_pmta_queue -t 1 against 100k domains."""
     log("timeouts: simulator with 100k domains")
-    with SimProcess(wd, "--scenario", "scale", "--domains", "100000", "--vmtas", "10",
-                    "--speed", "0") as sim:
+    with SimProcess(wd, *scale_args(100_000, 10)) as sim:
         args = ["--url", sim.url, "-w", "10000000", "-c", "20000000"]
         _overshoot(report, "check_pmta_queue, 100k domains", "queue", args, 1.0, wd, env, base,
                    runs)
