@@ -2,7 +2,7 @@
 
 Plugins: each run as a fresh process (as Nagios runs it) on an input that cannot be read
 within its -t, from a fresh state: check_pmta_queue -t 1 against a 100k-domain simulator,
-check_pmta_log -t 1 on a log whose every line matches a pattern (the regex-per-line path),
+check_pmta_log -t 0.3 on a log whose every line matches a pattern (the incident path),
 check_pmta_bounce -t 0.3 on a million accounting rows. The figure is the overshoot, wall time
 minus -t (the worst of a few runs), beside `python -c pass` (the start-up no plugin avoids).
 Also check_pmta_queue reading all 100k domains within the default -t.
@@ -25,7 +25,7 @@ from pathlib import Path
 from pmta_snmp.checks.base import DEFAULT_TIMEOUT
 
 from bench.acct import make_acct
-from bench.checks import installed_env, run_plugin, timed_pass
+from bench.checks import bench_pattern_file, installed_env, run_plugin, timed_pass
 from bench.common import (
     PYTHON,
     REPO,
@@ -47,6 +47,9 @@ TITLE = "plugin -t overshoot, AgentX re-registration after snmpd restarts (vs py
 OVERSHOOT_TARGET_S = 0.8  # wall time past -t, interpreter start-up and exit included
 REREGISTER_TARGET_S = 5.0
 WARN_LINE = "2025-01-14 09:13:34 ETIMEDOUT connecting to mx.example.com (192.0.2.1) {n}\n"
+LOG_TIMEOUT = 0.3
+"""check_pmta_log's -t here: it scans an incident log at about 180 MB/s (README), so -t 1
+would end a log of a few hundred MiB before the deadline and measure nothing."""
 
 
 def run(report: Report, *, quick: bool = False) -> None:
@@ -58,7 +61,7 @@ def run(report: Report, *, quick: bool = False) -> None:
         base = median([timed_pass(env) for _ in range(5)])
         report.add(Row("python -c pass (reference)", secs(base), "", None, "", None))
         queue_overshoot(report, wd, env, base, runs)
-        log_overshoot(report, wd, env, base, runs, (20 if quick else 60) << 20)
+        log_overshoot(report, wd, env, base, runs, (60 if quick else 150) << 20)
         acct_overshoot(report, wd, env, base, runs, 300_000 if quick else 1_000_000)
         reregistration(report, wd, 4 if quick else 10)
 
@@ -107,15 +110,18 @@ def queue_overshoot(report: Report, wd: Path, env: dict[str, str], base: float,
 
 def log_overshoot(report: Report, wd: Path, env: dict[str, str], base: float, runs: int,
                   size: int) -> None:
-    """check_pmta_log -t 1 on an all-matching log."""
+    """check_pmta_log -t 0.3 on an all-matching log."""
     path = wd / "all-matching.log"
     block = "".join(WARN_LINE.format(n=i) for i in range(1000)).encode()
     with path.open("wb") as fh:
         for _ in range(max(1, size // len(block))):
             fh.write(block)
+    # The lines are remote errors, not in the default classes (local failures): the bench
+    # patterns count them as warnings, so every line matches.
+    patterns = bench_pattern_file(wd / "patterns")
     _overshoot(report, f"check_pmta_log, {size >> 20} MiB all-matching log", "log",
-               ["-l", str(path), "-w", "100000000", "-c", "100000000", "--from-start"], 1.0,
-               wd, env, base, runs)
+               ["-l", str(path), "-w", "100000000", "-c", "100000000", "--from-start",
+                "--pattern-file", str(patterns)], LOG_TIMEOUT, wd, env, base, runs)
     path.unlink()
 
 
