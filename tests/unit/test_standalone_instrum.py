@@ -33,7 +33,13 @@ from pmta_snmp.mib.snapshot import (
     encode_value,
     oid_key,
 )
-from pmta_snmp.snmpfast import CommunityResponder, RequestVarBind, TreeResponder, name_tlv
+from pmta_snmp.snmpfast import (
+    CommunityResponder,
+    RequestVarBind,
+    TreeResponder,
+    message_version,
+    name_tlv,
+)
 from pmta_snmp.standalone import (
     StandaloneAgent,
     UdpEndpoint,
@@ -446,6 +452,45 @@ def test_malformed_messages_never_raise(v2: Manager) -> None:
                 mutated[rng.randrange(len(mutated))] = rng.randrange(256)
             answer = v2.agent.answer(bytes(mutated))
             assert answer is None or isinstance(answer, bytes)
+
+
+def with_long_lengths(data: bytes, octets: int = 4) -> bytes:
+    """`data` (minimal BER) with every length in the long form of `octets` octets, leading
+    zeros included, as RFC 3417 §8 allows a sender (e.g. `30 84 00 00 00 2d`)."""
+    out = bytearray()
+    pos = 0
+    while pos < len(data):
+        tag, n = data[pos], data[pos + 1]
+        pos += 2
+        if n & 0x80:
+            count = n & 0x7F
+            n = int.from_bytes(data[pos:pos + count], "big")
+            pos += count
+        content = data[pos:pos + n]
+        pos += n
+        if tag & 0x20:  # constructed: its parts too
+            content = with_long_lengths(content, octets)
+        out += bytes((tag, 0x80 | octets)) + len(content).to_bytes(octets, "big") + content
+    return bytes(out)
+
+
+def test_lengths_with_more_octets_than_needed_are_read(v2: Manager, v1: Manager) -> None:
+    """RFC 3417 §8: a definite long-form length may use more octets than the minimum; such a
+    request is answered as the minimal one is (snmpd does), not dropped as malformed."""
+    for manager in (v2, v1):
+        request = manager.request(manager.mod.GetRequestPDU(), [A, D])
+        expected = manager.send(request)
+        assert expected is not None
+        assert expected[0] == OK
+        for octets in (1, 4, 8):
+            assert manager.send(with_long_lengths(request, octets)) == expected
+    indefinite = bytes((0x30, 0x80)) + v2.request(pv2c.GetRequestPDU(), [A])[2:] + b"\0\0"
+    assert v2.agent.answer(indefinite) is None
+
+
+def test_message_version_reads_long_form_lengths() -> None:
+    v3 = bytes.fromhex("3010020103300b02020100020205dc040104")  # header of a v3 message
+    assert message_version(with_long_lengths(v3)) == 3
 
 
 # --- values --------------------------------------------------------------------------------
