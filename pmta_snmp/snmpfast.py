@@ -19,7 +19,7 @@ import hmac
 import logging
 import struct
 from collections.abc import Callable, Sequence
-from typing import Final, NamedTuple
+from typing import Final, NamedTuple, Protocol
 
 from pmta_snmp.ber import (
     BerError,
@@ -32,7 +32,7 @@ from pmta_snmp.ber import (
     read_integer,
     read_tlv,
 )
-from pmta_snmp.mib.snapshot import Oid, OidTree, oid_key
+from pmta_snmp.mib.snapshot import Oid, oid_key
 
 __all__ = [
     "DEFAULT_MAX_BULK_VARBINDS",
@@ -45,7 +45,9 @@ __all__ = [
     "Answer",
     "CommunityResponder",
     "ErrorStatus",
+    "JoinedTree",
     "RequestVarBind",
+    "ServedTree",
     "TreeResponder",
     "message_version",
     "name_tlv",
@@ -89,6 +91,74 @@ _V1_ERRORS: Final = {
 }
 
 
+class ServedTree(Protocol):
+    """What `TreeResponder` reads: an `OidTree`, or several joined (`JoinedTree`)."""
+
+    def __len__(self) -> int: ...
+    def key(self, i: int) -> bytes: ...
+    def raw(self, i: int) -> tuple[int, bytes, bytes]: ...
+    def lower_bound(self, key: bytes) -> int: ...
+    def index_of_key(self, key: bytes) -> int | None: ...
+    def next_index_of_key(
+        self, key: bytes, include: bool = False, end: bytes | None = None
+    ) -> int | None: ...
+    def has_object(self, oid: Oid) -> bool: ...
+
+
+class JoinedTree:
+    """`head` and `tail` answered as one tree, `head`'s entries first (indices 0..len(head)-1,
+    then `tail`'s): every OID of `head` must sort before every OID of `tail`, as the agent's
+    own objects (SNMPv2-MIB's system group) sort before the enterprise subtree. Nothing is
+    copied: a request joins the small head to whatever tree is current."""
+
+    __slots__ = ("_n", "head", "tail")
+
+    def __init__(self, head: ServedTree, tail: ServedTree) -> None:
+        self.head = head
+        self.tail = tail
+        self._n = len(head)
+
+    def __len__(self) -> int:
+        return self._n + len(self.tail)
+
+    def key(self, i: int) -> bytes:
+        """The key at index `i` (see `OidTree.key`)."""
+        n = self._n
+        return self.head.key(i) if i < n else self.tail.key(i - n)
+
+    def raw(self, i: int) -> tuple[int, bytes, bytes]:
+        """(type, key, data) at index `i` (see `OidTree.raw`)."""
+        n = self._n
+        return self.head.raw(i) if i < n else self.tail.raw(i - n)
+
+    def lower_bound(self, key: bytes) -> int:
+        """Index of the first key >= `key` (len(self) when none)."""
+        i = self.head.lower_bound(key)
+        return i if i < self._n else self._n + self.tail.lower_bound(key)
+
+    def index_of_key(self, key: bytes) -> int | None:
+        """Index of exactly `key`, or None."""
+        i = self.head.index_of_key(key)
+        if i is not None:
+            return i
+        j = self.tail.index_of_key(key)
+        return None if j is None else self._n + j
+
+    def next_index_of_key(
+        self, key: bytes, include: bool = False, end: bytes | None = None
+    ) -> int | None:
+        """Index of the first key after `key` (at it with `include`) and before `end`."""
+        i = self.head.next_index_of_key(key, include, end)
+        if i is not None:
+            return i
+        j = self.tail.next_index_of_key(key, include, end)
+        return None if j is None else self._n + j
+
+    def has_object(self, oid: Oid) -> bool:
+        """True under an object of either tree."""
+        return self.head.has_object(oid) or self.tail.has_object(oid)
+
+
 class RequestVarBind(NamedTuple):
     """A varbind of the request: the name as a tree key and as its OBJECT IDENTIFIER TLV."""
 
@@ -128,7 +198,7 @@ class TreeResponder:
 
     def __init__(
         self,
-        tree_getter: Callable[[], OidTree],
+        tree_getter: Callable[[], ServedTree],
         *,
         max_bulk_varbinds: int = DEFAULT_MAX_BULK_VARBINDS,
     ) -> None:
@@ -136,12 +206,12 @@ class TreeResponder:
         self.max_bulk_varbinds = max_bulk_varbinds
 
     @staticmethod
-    def read(tree: OidTree, i: int) -> tuple[int, bytes]:
+    def read(tree: ServedTree, i: int) -> tuple[int, bytes]:
         """(type, VarBind TLV) of the entry at index `i` of `tree`."""
         code, key, data = tree.raw(i)
         return code, encode_varbind(code, key, data)
 
-    def _tree(self) -> OidTree | None:
+    def _tree(self) -> ServedTree | None:
         try:
             return self._tree_getter()
         except Exception:
@@ -149,7 +219,7 @@ class TreeResponder:
             return None
 
     @staticmethod
-    def _first_after(tree: OidTree, key: bytes) -> int | None:
+    def _first_after(tree: ServedTree, key: bytes) -> int | None:
         """Index of the first entry after `key` inside the view."""
         if key < _VIEW_KEY:
             return tree.next_index_of_key(_VIEW_KEY, True, _VIEW_END_KEY)

@@ -35,6 +35,7 @@ from pmta_snmp.mib.snapshot import (
 )
 from pmta_snmp.snmpfast import (
     CommunityResponder,
+    JoinedTree,
     RequestVarBind,
     TreeResponder,
     message_version,
@@ -287,6 +288,38 @@ def test_the_tree_is_fetched_per_request() -> None:
     trees.reverse()
     assert manager.get(A) == (OK, 0, [(A, "Integer", 2)])
     assert manager.next(A) == (OK, 0, [(A, "EndOfMibView", None)])
+
+
+HEAD_A: Oid = (1, 3, 6, 1, 2, 1, 1, 1, 0)
+HEAD_B: Oid = (1, 3, 6, 1, 2, 1, 1, 3, 0)
+HEAD = OidTree([(HEAD_A, Value(SnmpType.OCTET_STRING, b"d")),
+                (HEAD_B, Value(SnmpType.TIME_TICKS, 5))], [HEAD_A[:-1], HEAD_B[:-1]])
+
+
+def test_a_joined_tree_answers_as_one_tree() -> None:
+    """The system group joined before the tree: lookups, successors and GetBulk runs cross
+    from one to the other as in one tree."""
+    v2 = Manager(lambda: JoinedTree(HEAD, TREE))
+    assert v2.get(HEAD_B, A, (*HEAD_B[:-1], 1), (1, 3, 6, 1, 2, 1, 1, 2, 0)) == (OK, 0, [
+        (HEAD_B, "TimeTicks", 5),
+        (A, "Integer", -1),
+        ((*HEAD_B[:-1], 1), "NoSuchInstance", None),
+        ((1, 3, 6, 1, 2, 1, 1, 2, 0), "NoSuchObject", None),
+    ])
+    assert v2.next((0, 0), HEAD_A, HEAD_B, D) == (OK, 0, [
+        (HEAD_A, "OctetString", b"d"),
+        (HEAD_B, "TimeTicks", 5),
+        (A, "Integer", -1),
+        (D, "EndOfMibView", None),
+    ])
+    assert v2.bulk(0, 4, HEAD_A, C) == (OK, 0, [
+        (HEAD_B, "TimeTicks", 5), (D, "Gauge32", 7),
+        (A, "Integer", -1), (D, "EndOfMibView", None),
+        (B, "OctetString", b"x" * 40), (D, "EndOfMibView", None),
+        (C, "Counter64", 2**64 - 1), (D, "EndOfMibView", None),
+    ])
+    v1 = Manager(lambda: JoinedTree(HEAD, TREE), version=0)
+    assert v1.next(HEAD_B, B) == (OK, 0, [(A, "Integer", -1), (D, "Gauge", 7)])  # v1 names
 
 
 def test_getbulk_interleaves_and_stops_after_the_first_all_end_row(v2: Manager) -> None:
