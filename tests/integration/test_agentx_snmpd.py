@@ -46,6 +46,7 @@ from pmta_snmp.netsnmp import (
     SnmpVarBind,
     TrapReceiver,
     free_tcp_port,
+    parse_varbinds,
     short_tempdir,
 )
 
@@ -275,6 +276,20 @@ def test_notify_reaches_snmptrapd(
         assert trap[3] == SnmpVarBind(f"{BS}.1.3.0", "Counter64", str(2**40))
     finally:
         loop_thread.call(session.stop())
+
+
+def test_a_v1_walk_through_snmpd_steps_over_counter64(
+    snmpd_master: SnmpdMaster, loop_thread: LoopThread
+) -> None:
+    """SNMPv1 cannot carry Counter64: snmpd (as master) steps over those objects in a v1
+    walk, as the standalone agent does (RFC 3584 §4.2.2.1), and the walk goes on to the
+    end of our subtree (what README says of v1 managers)."""
+    session = start_session(loop_thread, snmpd_master, static_tree())
+    try:
+        walked = parse_varbinds(snmpd_master.run_client("snmpwalk", "-v1", BS))
+    finally:
+        loop_thread.call(session.stop())
+    assert walked == [vb for vb in EXPECTED_WALK if vb.type != "Counter64"]
 
 
 def _ticks(text: str) -> int:
