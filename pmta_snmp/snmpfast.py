@@ -19,6 +19,7 @@ import hmac
 import logging
 import struct
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Final, NamedTuple, Protocol
 
 from pmta_snmp.ber import (
@@ -48,6 +49,7 @@ __all__ = [
     "JoinedTree",
     "RequestVarBind",
     "ServedTree",
+    "SnmpCounters",
     "TreeResponder",
     "message_version",
     "name_tlv",
@@ -418,6 +420,20 @@ def message_version(data: bytes) -> int | None:
 _RESPONSE_OVERHEAD: Final = 3 * 5 + 2 * 6
 
 
+@dataclass(slots=True)
+class SnmpCounters:
+    """SNMPv2-MIB's snmp group counters (RFC 3418) of the messages the agent itself decodes
+    (pysnmp keeps its own of SNMPv3's): a manager polling with the wrong community shows in
+    `in_bad_community_names`. `CommunityResponder` counts the v1/v2c ones, the socket's
+    protocol every message and the versions it cannot read."""
+
+    in_pkts: int = 0
+    in_bad_versions: int = 0
+    in_bad_community_names: int = 0
+    in_bad_community_uses: int = 0  # a Set: no community may write
+    in_asn_parse_errs: int = 0
+
+
 class CommunityResponder:
     """Answers SNMPv1 and SNMPv2c messages carrying the community `community`; anything else
     (another community, a malformed message, a PDU type an agent does not answer) gets no
@@ -429,16 +445,19 @@ class CommunityResponder:
         community: bytes,
         *,
         max_message_size: int = UDP_MAX_MESSAGE_SIZE,
+        counters: SnmpCounters | None = None,
     ) -> None:
         self.responder = responder
         self._community = community
         self.max_message_size = max_message_size
+        self.counters = counters if counters is not None else SnmpCounters()
 
     def answer(self, data: bytes) -> bytes | None:
         """The encoded Response to one v1/v2c request message, or None (no answer)."""
         try:
             return self._answer(data)
         except BerError as exc:
+            self.counters.in_asn_parse_errs += 1
             log.debug("standalone agent: dropped a malformed v1/v2c message: %s", exc)
             return None
 
@@ -454,6 +473,7 @@ class CommunityResponder:
         if community[0] != Tag.OCTET_STRING:
             raise BerError("no community")
         if not hmac.compare_digest(data[community[1]:community[2]], self._community):
+            self.counters.in_bad_community_names += 1
             return None
         pdu_type, pdu_start, pdu_end = read_tlv(data, community[2], end)
         if pdu_end != end:
@@ -461,6 +481,7 @@ class CommunityResponder:
         v1 = version == SNMP_V1
         if pdu_type not in _REQUESTS or (v1 and pdu_type == Tag.GET_BULK):
             return None  # a v1 GetBulk is malformed (RFC 3584 §4.1.2.1)
+        self.counters.in_bad_community_uses += pdu_type == Tag.SET
         request_id = read_tlv(data, pdu_start, pdu_end)
         read_integer(data, request_id)
         first = read_tlv(data, request_id[2], pdu_end)

@@ -67,6 +67,7 @@ from pmta_snmp.snmpfast import (
     JoinedTree,
     RequestVarBind,
     ServedTree,
+    SnmpCounters,
     TreeResponder,
     message_version,
     name_tlv,
@@ -92,6 +93,14 @@ DEFAULT_COMMUNITY: Final = "public"
 SYSTEM: Final[Oid] = (1, 3, 6, 1, 2, 1, 1)  # SNMPv2-MIB system group (RFC 3418)
 SYS_UPTIME_0: Final[Oid] = (*SYSTEM, 3, 0)
 SYS_SERVICES_APPLICATIONS: Final = 72  # layers 4 and 7 (end-to-end, applications), as snmpd
+SNMP_GROUP: Final[Oid] = (1, 3, 6, 1, 2, 1, 11)  # SNMPv2-MIB snmp group (RFC 3418)
+_SNMP_COUNTERS: Final = (
+    (1, "in_pkts"),
+    (3, "in_bad_versions"),
+    (4, "in_bad_community_names"),
+    (5, "in_bad_community_uses"),
+    (6, "in_asn_parse_errs"),
+)
 SNMP_TRAP_OID_0: Final[Oid] = (1, 3, 6, 1, 6, 3, 1, 1, 4, 1, 0)
 
 _SECURITY_MODEL_USM: Final = 3
@@ -149,12 +158,19 @@ def to_pysnmp_value(value: Value) -> Any:
     return _CONVERTERS[value.type](value.value)
 
 
-def system_group(*, enterprise: int, uptime: Callable[[], int], name: str) -> OidTree:
+def system_group(
+    *,
+    enterprise: int,
+    uptime: Callable[[], int],
+    name: str,
+    counters: SnmpCounters | None = None,
+) -> OidTree:
     """SNMPv2-MIB's system group (RFC 3418), which every SNMP agent has and managers ask for
     first (discovery reads sysObjectID and sysDescr; Cacti's and others' availability check
     reads sysUpTime): the agent's own identity, sysUpTime computed when read (`uptime`, the
-    value the traps carry), sysObjectID our MIB module's OID. snmpd answers it on the AgentX
-    path."""
+    value the traps carry), sysObjectID our MIB module's OID; with `counters`, its snmp
+    group too (snmpInBadCommunityNames...), read when asked. snmpd answers both on the
+    AgentX path."""
     text = SnmpType.OCTET_STRING
     items: list[tuple[Oid, Value]] = [
         ((*SYSTEM, 1, 0), Value(text, f"pmta-snmp {__version__}: standalone SNMP agent "
@@ -167,8 +183,29 @@ def system_group(*, enterprise: int, uptime: Callable[[], int], name: str) -> Oi
         ((*SYSTEM, 7, 0), Value(SnmpType.INTEGER, SYS_SERVICES_APPLICATIONS)),
         ((*SYSTEM, 8, 0), Value(SnmpType.TIME_TICKS, 0)),  # sysORLastChange: no sysORTable
     ]
+    live: dict[Oid, Callable[[], Value | None]] = {
+        SYS_UPTIME_0: lambda: Value(SnmpType.TIME_TICKS, uptime()),
+    }
+    if counters is not None:
+        zero = Value(SnmpType.COUNTER32, 0)
+        for sub, field in _SNMP_COUNTERS:
+            items.append(((*SNMP_GROUP, sub, 0), zero))
+            live[(*SNMP_GROUP, sub, 0)] = _counter_reader(counters, field)
+        items += [
+            ((*SNMP_GROUP, 30, 0), Value(SnmpType.INTEGER, 2)),  # snmpEnableAuthenTraps: no
+            ((*SNMP_GROUP, 31, 0), zero),  # snmpSilentDrops: an answer never goes unsent
+            ((*SNMP_GROUP, 32, 0), zero),  # snmpProxyDrops: no proxy
+        ]
     tree = OidTree(items, [oid[:-1] for oid, _ in items])
-    return LiveTree.over(tree, {SYS_UPTIME_0: lambda: Value(SnmpType.TIME_TICKS, uptime())})
+    return LiveTree.over(tree, live)
+
+
+
+def _counter_reader(counters: SnmpCounters, field: str) -> Callable[[], Value | None]:
+    def read() -> Value:
+        return Value(SnmpType.COUNTER32, getattr(counters, field) % 2**32)
+
+    return read
 
 
 # --- addresses ---------------------------------------------------------------------------
@@ -312,6 +349,7 @@ class _AgentProtocol(asyncio.DatagramProtocol):
 
     def __init__(self, community: CommunityResponder, v3: Any) -> None:
         self._community = community
+        self._counters = community.counters
         self._v3 = v3  # pysnmp's UdpAsyncioTransport, itself an asyncio DatagramProtocol
         self.transport: asyncio.DatagramTransport | None = None
 
@@ -322,13 +360,18 @@ class _AgentProtocol(asyncio.DatagramProtocol):
     def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
         # An exception escaping here would make asyncio close the socket: none may.
         try:
+            self._counters.in_pkts += 1
             version = message_version(data)
             if version == SNMP_V3:
                 self._v3.datagram_received(data, addr)
-            elif version is not None and version <= SNMP_V2C:
+            elif version is not None and 0 <= version <= SNMP_V2C:
                 reply = self._community.answer(data)
                 if reply is not None and self.transport is not None:
                     self.transport.sendto(reply, addr)
+            elif version is None:
+                self._counters.in_asn_parse_errs += 1
+            else:
+                self._counters.in_bad_versions += 1
         except Exception:
             log.exception("standalone agent: a request from %s failed", addr[0])
 
@@ -546,11 +589,15 @@ class StandaloneAgent:
             targets.append(_TrapTarget(endpoint, trap_community))
         self._targets = tuple(targets)
         self._started_at = time.monotonic()
+        self.counters = SnmpCounters()
         self._system = system_group(
-            enterprise=enterprise, uptime=lambda: self.uptime_ticks, name=socket.gethostname()
+            enterprise=enterprise, uptime=lambda: self.uptime_ticks, name=socket.gethostname(),
+            counters=self.counters,
         )
         self.responder = TreeResponder(self._served_tree)
-        self._community_responder = CommunityResponder(self.responder, community.encode("utf-8"))
+        self._community_responder = CommunityResponder(
+            self.responder, community.encode("utf-8"), counters=self.counters
+        )
         self._engine: Any = None
         self._v3: _V3Responder | None = None
         self._sock: socket.socket | None = None

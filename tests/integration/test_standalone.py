@@ -556,7 +556,7 @@ def test_get_values_and_exceptions(serve: Callable[..., Served], tools: Tools) -
 
 def test_getnext_before_and_after_the_tree(serve: Callable[..., Served], tools: Tools) -> None:
     served = serve()
-    out = lines(tools.v2c("snmpgetnext", served, ".1.3.6.1.2.1.1.8.0",
+    out = lines(tools.v2c("snmpgetnext", served, ".1.3.6.1.2.1.11.32.0",
                           ".1.3.6.1.4.1.32473.99.1.12.0", ".1.4"))
     assert out == [
         WALK_LINES[0],
@@ -565,8 +565,10 @@ def test_getnext_before_and_after_the_tree(serve: Callable[..., Served], tools: 
     ]
 
 
-SYSTEM_LINES = [f".1.3.6.1.2.1.1.{n}.0" for n in range(1, 9)]
-"""sysDescr .. sysORLastChange: what a walk of the standalone agent finds before our tree."""
+SYSTEM_LINES = [f".1.3.6.1.2.1.1.{n}.0" for n in range(1, 9)] + [
+    f".1.3.6.1.2.1.11.{n}.0" for n in (1, 3, 4, 5, 6, 30, 31, 32)
+]
+"""sysDescr .. sysORLastChange and the snmp group: what a walk finds before our tree."""
 
 
 def test_the_system_group_is_served_before_the_tree(
@@ -577,7 +579,7 @@ def test_the_system_group_is_served_before_the_tree(
     counts from the agent's start as the traps' sysUpTime.0 does."""
     served = serve()
     out = lines(tools.v2c("snmpwalk", served, ".1.3.6.1.2.1.1"))
-    assert [line.split(" = ")[0] for line in out] == SYSTEM_LINES
+    assert [line.split(" = ")[0] for line in out] == SYSTEM_LINES[:8]
     values = dict(line.split(" = ", 1) for line in out)
     assert values[".1.3.6.1.2.1.1.1.0"].startswith('STRING: "pmta-snmp ')
     assert values[".1.3.6.1.2.1.1.2.0"] == "OID: .1.3.6.1.4.1.32473.25"
@@ -590,9 +592,37 @@ def test_the_system_group_is_served_before_the_tree(
     assert first <= later <= served.agent.uptime_ticks
     assert again[1] == ".1.3.6.1.2.1.1.2.0 = OID: .1.3.6.1.4.1.32473.25"
     # GetNext from the start of the MIB finds sysDescr; after the group, our tree follows
-    start = lines(tools.v2c("snmpgetnext", served, ".0", ".1.3.6.1.2.1.1.8.0"))
+    start = lines(tools.v2c("snmpgetnext", served, ".0", ".1.3.6.1.2.1.11.32.0"))
     assert start[0].startswith(".1.3.6.1.2.1.1.1.0 = ")
     assert start[1] == WALK_LINES[0]
+
+
+def test_the_snmp_group_counts_wrong_communities_and_bad_messages(
+    serve: Callable[..., Served], tools: Tools
+) -> None:
+    """SNMPv2-MIB's snmp group (RFC 3418): a poller with the wrong community gets no answer
+    (RFC 3584 §5.2.1), and shows in snmpInBadCommunityNames; a Set counts as a bad use of
+    the community, garbage as an ASN.1 parse error, a version we do not speak as such."""
+    served = serve()
+    for community in ("wrong", "public2"):
+        res = tools.v2c("snmpget", served, ".1.3.6.1.2.1.1.3.0", community=community, wait="0.2")
+        assert res.returncode != 0 and "Timeout" in res.stderr
+    tools.v2c("snmpset", served, dotted((*SCALARS, 6, 0)), "u", "1")
+    with contextlib.closing(socket.socket(socket.AF_INET, socket.SOCK_DGRAM)) as sock:
+        sock.sendto(b"\x30\x03\x02\x01", ("127.0.0.1", served.port))  # truncated
+        bad_pdu = b"\x30\x0e\x02\x01\x01\x04\x06public\xa0\x01\x00"  # a one-octet Get
+        sock.sendto(bad_pdu, ("127.0.0.1", served.port))
+        sock.sendto(bytes.fromhex("30080201020403616263"), ("127.0.0.1", served.port))  # v2
+    counters = [f".1.3.6.1.2.1.11.{n}.0" for n in (3, 4, 5, 6)]
+    # each wrong community twice: the tools try once more (-r 1)
+    expected = [f"{oid} = Counter32: {n}" for oid, n in zip(counters, (1, 4, 1, 2), strict=True)]
+    deadline = time.monotonic() + 10  # the datagrams above are not answered: wait for them
+    while (got := lines(tools.v2c("snmpget", served, *counters))) != expected:
+        assert time.monotonic() < deadline, got
+        time.sleep(0.05)
+    (pkts,) = lines(tools.v1("snmpget", served, ".1.3.6.1.2.1.11.1.0"))
+    assert pkts.startswith(".1.3.6.1.2.1.11.1.0 = Counter32: ")
+    assert int(pkts.rsplit(" ", 1)[1]) >= 4 + 1 + 3 + 1  # these, and the gets
 
 
 def test_tree_swap_is_seen_by_the_next_request(serve: Callable[..., Served], tools: Tools) -> None:
