@@ -301,10 +301,10 @@ class PollWatch:
     ) -> None:
         """A tree from the poller (before the notifications of the same poll)."""
         silence = self.live.silence()
-        if self._owns_lost and self.live.stalled():
-            self._outage_error = self.live.stall_text()  # the whole stall, now that it ends
+        if self._owns_lost and self.live.stalled():  # the whole stall, now that it ends
+            self._outage_error = self.live.stall_text(ended=True)
         self.tree = self.live.install(
-            tree, api_reachable=api_reachable, last_success=last_success
+            tree, api_reachable=api_reachable, last_success=last_success, last_error=last_error
         )
         if self._stall_logged:
             self._stall_logged = False

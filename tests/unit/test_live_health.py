@@ -86,6 +86,33 @@ def test_no_tree_for_longer_than_stale_after_reads_unreachable_and_says_why() ->
     assert get(tree, "pmtaAgentDataAge") == Value(SnmpType.GAUGE32, 11)
 
 
+def test_after_a_stall_the_last_error_is_the_stall_until_a_newer_error() -> None:
+    """pmtaAgentLastError is kept after recovery so that the cause of the last outage stays
+    visible (MIB): after a stall that is the stall, not the poller's error of an earlier
+    outage, which the trees it delivers still carry; a newer poller error replaces it."""
+    clocks = Clocks()
+    live = live_health(clocks, stale_after=5)
+    older = "cannot connect to PowerMTA (an hour ago)"
+
+    def arrive(*, reachable: bool, error: str) -> OidTree:
+        return live.install(built_tree(reachable=reachable, error=error),
+                            api_reachable=reachable, last_success=T0, last_error=error)
+
+    arrive(reachable=True, error=older)
+    clocks.advance(16)
+    tree = arrive(reachable=True, error=older)  # the stall ends, the API answers
+    assert get(tree, "pmtaAgentApiReachable") == TRUE
+    error = get(tree, "pmtaAgentLastError")
+    assert error is not None and isinstance(error.value, bytes)
+    assert error.value == b"no poll result for 16 s (more than 5 s): polling stalled"
+    clocks.advance(3)
+    assert get(arrive(reachable=True, error=older), "pmtaAgentLastError") == error
+    tree = arrive(reachable=False, error="HTTP 503")  # a newer outage: its own error
+    assert get(tree, "pmtaAgentLastError") == Value(SnmpType.OCTET_STRING, b"HTTP 503")
+    tree = arrive(reachable=True, error="HTTP 503")
+    assert get(tree, "pmtaAgentLastError") == Value(SnmpType.OCTET_STRING, b"HTTP 503")
+
+
 def test_no_age_instance_is_added_before_the_first_good_poll() -> None:
     clocks = Clocks()
     live = live_health(clocks)
