@@ -274,7 +274,7 @@ async def run_standalone(
         await agent.send_notification(trap_oid, varbinds)
 
     backend = Backend(cfg, send)
-    agent = StandaloneAgent(backend.current, cfg.snmp)
+    agent = StandaloneAgent(backend.current, cfg.snmp, enterprise=cfg.enterprise)
     await agent.start()
     backend.start()
     log.info(

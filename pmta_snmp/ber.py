@@ -53,7 +53,7 @@ class Tag:
 Tlv = tuple[int, int, int]
 """(tag, start of the content, end of the content) inside a buffer."""
 
-_MAX_LENGTH_OCTETS: Final = 3  # 16 MiB: far beyond any UDP datagram
+_RESERVED_LENGTH: Final = 0x7F  # X.690 §8.1.3.5 c): 0xFF never starts a length
 
 
 def encode_length(n: int) -> bytes:
@@ -82,7 +82,10 @@ def encode_integer(n: int) -> bytes:
 
 
 def read_tlv(buf: bytes, pos: int, end: int) -> Tlv:
-    """The TLV at `pos` (single-octet tags only, as SNMP uses); it must end by `end`."""
+    """The TLV at `pos` (single-octet tags only, as SNMP uses); it must end by `end`.
+
+    Long-form lengths may use more octets than needed (leading zeros), which RFC 3417 §8
+    allows senders; only the indefinite form is refused."""
     if pos + 2 > end:
         raise BerError("truncated")
     tag = buf[pos]
@@ -90,8 +93,8 @@ def read_tlv(buf: bytes, pos: int, end: int) -> Tlv:
     pos += 2
     if n & 0x80:
         count = n & 0x7F
-        if count == 0 or count > _MAX_LENGTH_OCTETS:
-            raise BerError("indefinite or oversized length")
+        if count in (0, _RESERVED_LENGTH):
+            raise BerError("indefinite or reserved length form")
         if pos + count > end:
             raise BerError("truncated length")
         n = int.from_bytes(buf[pos:pos + count], "big")

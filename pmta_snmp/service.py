@@ -300,6 +300,7 @@ class PollWatch:
         self._poller_raised = False  # the poller's rules hold the API condition raised
         self._consecutive = 0
         self._last_error = ""
+        self._outage_error = ""  # why the fault raised here lasted: its pmtaApiRestored says so
         self._stall_logged = False
 
     def current(self) -> OidTree:
@@ -318,8 +319,10 @@ class PollWatch:
     ) -> None:
         """A tree from the poller (before the notifications of the same poll)."""
         silence = self.live.silence()
+        if self._owns_lost and self.live.stalled():  # the whole stall, now that it ends
+            self._outage_error = self.live.stall_text(ended=True)
         self.tree = self.live.install(
-            tree, api_reachable=api_reachable, last_success=last_success
+            tree, api_reachable=api_reachable, last_success=last_success, last_error=last_error
         )
         if self._stall_logged:
             self._stall_logged = False
@@ -327,9 +330,11 @@ class PollWatch:
         self._poller_raised = api_raised
         self._consecutive = consecutive_failures
         self._last_error = last_error
+        if self._owns_lost and not api_reachable and last_error:
+            self._outage_error = last_error  # the stall ended, the API is still out of reach
         if self._owns_lost and api_reachable and not api_raised:
             self._owns_lost = False
-            self._notify(Notification.API_RESTORED, consecutive_failures, last_error)
+            self._notify(Notification.API_RESTORED, consecutive_failures, self._outage_error)
 
     def notification(self, trap_oid: Oid, varbinds: list[tuple[Oid, Value]]) -> None:
         """A notification from the poller's rules: sent on, unless it is the pmtaApiLost of a
@@ -348,7 +353,8 @@ class PollWatch:
             log.error("%s", self.live.stall_text())
         if not self._owns_lost and not self._poller_raised:
             self._owns_lost = True
-            self._notify(Notification.API_LOST, self._consecutive, self.live.stall_text())
+            self._outage_error = self.live.stall_text()
+            self._notify(Notification.API_LOST, self._consecutive, self._outage_error)
         return True
 
     def _notify(self, name: Notification, consecutive: int, error: str) -> None:

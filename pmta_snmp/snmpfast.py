@@ -19,7 +19,8 @@ import hmac
 import logging
 import struct
 from collections.abc import Callable, Sequence
-from typing import Final, NamedTuple
+from dataclasses import dataclass
+from typing import Final, NamedTuple, Protocol
 
 from pmta_snmp.ber import (
     BerError,
@@ -32,7 +33,7 @@ from pmta_snmp.ber import (
     read_integer,
     read_tlv,
 )
-from pmta_snmp.mib.snapshot import Oid, OidTree, oid_key
+from pmta_snmp.mib.snapshot import Oid, oid_key
 
 __all__ = [
     "DEFAULT_MAX_BULK_VARBINDS",
@@ -45,7 +46,10 @@ __all__ = [
     "Answer",
     "CommunityResponder",
     "ErrorStatus",
+    "JoinedTree",
     "RequestVarBind",
+    "ServedTree",
+    "SnmpCounters",
     "TreeResponder",
     "message_version",
     "name_tlv",
@@ -89,6 +93,74 @@ _V1_ERRORS: Final = {
 }
 
 
+class ServedTree(Protocol):
+    """What `TreeResponder` reads: an `OidTree`, or several joined (`JoinedTree`)."""
+
+    def __len__(self) -> int: ...
+    def key(self, i: int) -> bytes: ...
+    def raw(self, i: int) -> tuple[int, bytes, bytes]: ...
+    def lower_bound(self, key: bytes) -> int: ...
+    def index_of_key(self, key: bytes) -> int | None: ...
+    def next_index_of_key(
+        self, key: bytes, include: bool = False, end: bytes | None = None
+    ) -> int | None: ...
+    def has_object(self, oid: Oid) -> bool: ...
+
+
+class JoinedTree:
+    """`head` and `tail` answered as one tree, `head`'s entries first (indices 0..len(head)-1,
+    then `tail`'s): every OID of `head` must sort before every OID of `tail`, as the agent's
+    own objects (SNMPv2-MIB's system group) sort before the enterprise subtree. Nothing is
+    copied: a request joins the small head to whatever tree is current."""
+
+    __slots__ = ("_n", "head", "tail")
+
+    def __init__(self, head: ServedTree, tail: ServedTree) -> None:
+        self.head = head
+        self.tail = tail
+        self._n = len(head)
+
+    def __len__(self) -> int:
+        return self._n + len(self.tail)
+
+    def key(self, i: int) -> bytes:
+        """The key at index `i` (see `OidTree.key`)."""
+        n = self._n
+        return self.head.key(i) if i < n else self.tail.key(i - n)
+
+    def raw(self, i: int) -> tuple[int, bytes, bytes]:
+        """(type, key, data) at index `i` (see `OidTree.raw`)."""
+        n = self._n
+        return self.head.raw(i) if i < n else self.tail.raw(i - n)
+
+    def lower_bound(self, key: bytes) -> int:
+        """Index of the first key >= `key` (len(self) when none)."""
+        i = self.head.lower_bound(key)
+        return i if i < self._n else self._n + self.tail.lower_bound(key)
+
+    def index_of_key(self, key: bytes) -> int | None:
+        """Index of exactly `key`, or None."""
+        i = self.head.index_of_key(key)
+        if i is not None:
+            return i
+        j = self.tail.index_of_key(key)
+        return None if j is None else self._n + j
+
+    def next_index_of_key(
+        self, key: bytes, include: bool = False, end: bytes | None = None
+    ) -> int | None:
+        """Index of the first key after `key` (at it with `include`) and before `end`."""
+        i = self.head.next_index_of_key(key, include, end)
+        if i is not None:
+            return i
+        j = self.tail.next_index_of_key(key, include, end)
+        return None if j is None else self._n + j
+
+    def has_object(self, oid: Oid) -> bool:
+        """True under an object of either tree."""
+        return self.head.has_object(oid) or self.tail.has_object(oid)
+
+
 class RequestVarBind(NamedTuple):
     """A varbind of the request: the name as a tree key and as its OBJECT IDENTIFIER TLV."""
 
@@ -128,7 +200,7 @@ class TreeResponder:
 
     def __init__(
         self,
-        tree_getter: Callable[[], OidTree],
+        tree_getter: Callable[[], ServedTree],
         *,
         max_bulk_varbinds: int = DEFAULT_MAX_BULK_VARBINDS,
     ) -> None:
@@ -136,12 +208,12 @@ class TreeResponder:
         self.max_bulk_varbinds = max_bulk_varbinds
 
     @staticmethod
-    def read(tree: OidTree, i: int) -> tuple[int, bytes]:
+    def read(tree: ServedTree, i: int) -> tuple[int, bytes]:
         """(type, VarBind TLV) of the entry at index `i` of `tree`."""
         code, key, data = tree.raw(i)
         return code, encode_varbind(code, key, data)
 
-    def _tree(self) -> OidTree | None:
+    def _tree(self) -> ServedTree | None:
         try:
             return self._tree_getter()
         except Exception:
@@ -149,7 +221,7 @@ class TreeResponder:
             return None
 
     @staticmethod
-    def _first_after(tree: OidTree, key: bytes) -> int | None:
+    def _first_after(tree: ServedTree, key: bytes) -> int | None:
         """Index of the first entry after `key` inside the view."""
         if key < _VIEW_KEY:
             return tree.next_index_of_key(_VIEW_KEY, True, _VIEW_END_KEY)
@@ -348,6 +420,20 @@ def message_version(data: bytes) -> int | None:
 _RESPONSE_OVERHEAD: Final = 3 * 5 + 2 * 6
 
 
+@dataclass(slots=True)
+class SnmpCounters:
+    """SNMPv2-MIB's snmp group counters (RFC 3418) of the messages the agent itself decodes
+    (pysnmp keeps its own of SNMPv3's): a manager polling with the wrong community shows in
+    `in_bad_community_names`. `CommunityResponder` counts the v1/v2c ones, the socket's
+    protocol every message and the versions it cannot read."""
+
+    in_pkts: int = 0
+    in_bad_versions: int = 0
+    in_bad_community_names: int = 0
+    in_bad_community_uses: int = 0  # a Set: no community may write
+    in_asn_parse_errs: int = 0
+
+
 class CommunityResponder:
     """Answers SNMPv1 and SNMPv2c messages carrying the community `community`; anything else
     (another community, a malformed message, a PDU type an agent does not answer) gets no
@@ -359,16 +445,19 @@ class CommunityResponder:
         community: bytes,
         *,
         max_message_size: int = UDP_MAX_MESSAGE_SIZE,
+        counters: SnmpCounters | None = None,
     ) -> None:
         self.responder = responder
         self._community = community
         self.max_message_size = max_message_size
+        self.counters = counters if counters is not None else SnmpCounters()
 
     def answer(self, data: bytes) -> bytes | None:
         """The encoded Response to one v1/v2c request message, or None (no answer)."""
         try:
             return self._answer(data)
         except BerError as exc:
+            self.counters.in_asn_parse_errs += 1
             log.debug("standalone agent: dropped a malformed v1/v2c message: %s", exc)
             return None
 
@@ -384,6 +473,7 @@ class CommunityResponder:
         if community[0] != Tag.OCTET_STRING:
             raise BerError("no community")
         if not hmac.compare_digest(data[community[1]:community[2]], self._community):
+            self.counters.in_bad_community_names += 1
             return None
         pdu_type, pdu_start, pdu_end = read_tlv(data, community[2], end)
         if pdu_end != end:
@@ -391,6 +481,7 @@ class CommunityResponder:
         v1 = version == SNMP_V1
         if pdu_type not in _REQUESTS or (v1 and pdu_type == Tag.GET_BULK):
             return None  # a v1 GetBulk is malformed (RFC 3584 §4.1.2.1)
+        self.counters.in_bad_community_uses += pdu_type == Tag.SET
         request_id = read_tlv(data, pdu_start, pdu_end)
         read_integer(data, request_id)
         first = read_tlv(data, request_id[2], pdu_end)

@@ -12,6 +12,8 @@ The AgentX subagent is the main path; this agent answers the same immutable OID 
   and hands the decrypted PDU to `_V3Responder`, which answers from the tree the same way. The
   tree is fetched from `tree_getter` once per request, so a tree swap after a poll is seen by
   the next request; nothing is built or copied per request beyond the answer.
+- Before the tree, SNMPv2-MIB's system group (`system_group`: sysDescr, sysObjectID, sysUpTime
+  as the traps carry it, ...), which managers read to discover and to check an agent.
 - Only OIDs under 1.3.6.1 (`VIEW_ROOT`, the read view) are served. GetBulk answers are cut to
   the manager's maximum message size (v3 msgMaxSize; v1/v2c: a UDP datagram).
 - Notifications go out as SNMPv2c traps (sysUpTime.0, snmpTrapOID.0, then the objects) to every
@@ -39,9 +41,12 @@ from pysnmp.proto import error as pysnmp_error
 from pysnmp.proto import rfc1902, rfc1905
 from pysnmp.proto.api import v2c
 
+from pmta_snmp import __version__
 from pmta_snmp.ber import Tag, encode_tlv
 from pmta_snmp.config import ConfigError, SnmpSection, SnmpUser, read_secret
+from pmta_snmp.mib.layout import ENTERPRISE, base_oid
 from pmta_snmp.mib.snapshot import (
+    LiveTree,
     Oid,
     OidTree,
     OidTreeError,
@@ -59,7 +64,10 @@ from pmta_snmp.snmpfast import (
     Answer,
     CommunityResponder,
     ErrorStatus,
+    JoinedTree,
     RequestVarBind,
+    ServedTree,
+    SnmpCounters,
     TreeResponder,
     message_version,
     name_tlv,
@@ -82,7 +90,17 @@ _univ: Any = importlib.import_module("pyasn1.type.univ")
 
 DEFAULT_COMMUNITY: Final = "public"
 
-SYS_UPTIME_0: Final[Oid] = (1, 3, 6, 1, 2, 1, 1, 3, 0)
+SYSTEM: Final[Oid] = (1, 3, 6, 1, 2, 1, 1)  # SNMPv2-MIB system group (RFC 3418)
+SYS_UPTIME_0: Final[Oid] = (*SYSTEM, 3, 0)
+SYS_SERVICES_APPLICATIONS: Final = 72  # layers 4 and 7 (end-to-end, applications), as snmpd
+SNMP_GROUP: Final[Oid] = (1, 3, 6, 1, 2, 1, 11)  # SNMPv2-MIB snmp group (RFC 3418)
+_SNMP_COUNTERS: Final = (
+    (1, "in_pkts"),
+    (3, "in_bad_versions"),
+    (4, "in_bad_community_names"),
+    (5, "in_bad_community_uses"),
+    (6, "in_asn_parse_errs"),
+)
 SNMP_TRAP_OID_0: Final[Oid] = (1, 3, 6, 1, 6, 3, 1, 1, 4, 1, 0)
 
 _SECURITY_MODEL_USM: Final = 3
@@ -138,6 +156,56 @@ _CONVERTERS: Final[dict[SnmpType, Callable[[Any], Any]]] = {
 def to_pysnmp_value(value: Value) -> Any:
     """The pysnmp (rfc1902/rfc1905) object for one of our typed values."""
     return _CONVERTERS[value.type](value.value)
+
+
+def system_group(
+    *,
+    enterprise: int,
+    uptime: Callable[[], int],
+    name: str,
+    counters: SnmpCounters | None = None,
+) -> OidTree:
+    """SNMPv2-MIB's system group (RFC 3418), which every SNMP agent has and managers ask for
+    first (discovery reads sysObjectID and sysDescr; Cacti's and others' availability check
+    reads sysUpTime): the agent's own identity, sysUpTime computed when read (`uptime`, the
+    value the traps carry), sysObjectID our MIB module's OID; with `counters`, its snmp
+    group too (snmpInBadCommunityNames...), read when asked. snmpd answers both on the
+    AgentX path."""
+    text = SnmpType.OCTET_STRING
+    items: list[tuple[Oid, Value]] = [
+        ((*SYSTEM, 1, 0), Value(text, f"pmta-snmp {__version__}: standalone SNMP agent "
+                                      "for PowerMTA".encode())),
+        ((*SYSTEM, 2, 0), Value(SnmpType.OBJECT_IDENTIFIER, base_oid(enterprise))),
+        (SYS_UPTIME_0, Value(SnmpType.TIME_TICKS, 0)),
+        ((*SYSTEM, 4, 0), Value(text, b"")),  # sysContact: unknown
+        ((*SYSTEM, 5, 0), Value(text, name.encode("utf-8", "replace")[:255])),
+        ((*SYSTEM, 6, 0), Value(text, b"")),  # sysLocation: unknown
+        ((*SYSTEM, 7, 0), Value(SnmpType.INTEGER, SYS_SERVICES_APPLICATIONS)),
+        ((*SYSTEM, 8, 0), Value(SnmpType.TIME_TICKS, 0)),  # sysORLastChange: no sysORTable
+    ]
+    live: dict[Oid, Callable[[], Value | None]] = {
+        SYS_UPTIME_0: lambda: Value(SnmpType.TIME_TICKS, uptime()),
+    }
+    if counters is not None:
+        zero = Value(SnmpType.COUNTER32, 0)
+        for sub, field in _SNMP_COUNTERS:
+            items.append(((*SNMP_GROUP, sub, 0), zero))
+            live[(*SNMP_GROUP, sub, 0)] = _counter_reader(counters, field)
+        items += [
+            ((*SNMP_GROUP, 30, 0), Value(SnmpType.INTEGER, 2)),  # snmpEnableAuthenTraps: no
+            ((*SNMP_GROUP, 31, 0), zero),  # snmpSilentDrops: an answer never goes unsent
+            ((*SNMP_GROUP, 32, 0), zero),  # snmpProxyDrops: no proxy
+        ]
+    tree = OidTree(items, [oid[:-1] for oid, _ in items])
+    return LiveTree.over(tree, live)
+
+
+
+def _counter_reader(counters: SnmpCounters, field: str) -> Callable[[], Value | None]:
+    def read() -> Value:
+        return Value(SnmpType.COUNTER32, getattr(counters, field) % 2**32)
+
+    return read
 
 
 # --- addresses ---------------------------------------------------------------------------
@@ -281,6 +349,7 @@ class _AgentProtocol(asyncio.DatagramProtocol):
 
     def __init__(self, community: CommunityResponder, v3: Any) -> None:
         self._community = community
+        self._counters = community.counters
         self._v3 = v3  # pysnmp's UdpAsyncioTransport, itself an asyncio DatagramProtocol
         self.transport: asyncio.DatagramTransport | None = None
 
@@ -291,13 +360,18 @@ class _AgentProtocol(asyncio.DatagramProtocol):
     def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
         # An exception escaping here would make asyncio close the socket: none may.
         try:
+            self._counters.in_pkts += 1
             version = message_version(data)
             if version == SNMP_V3:
                 self._v3.datagram_received(data, addr)
-            elif version is not None and version <= SNMP_V2C:
+            elif version is not None and 0 <= version <= SNMP_V2C:
                 reply = self._community.answer(data)
                 if reply is not None and self.transport is not None:
                     self.transport.sendto(reply, addr)
+            elif version is None:
+                self._counters.in_asn_parse_errs += 1
+            else:
+                self._counters.in_bad_versions += 1
         except Exception:
             log.exception("standalone agent: a request from %s failed", addr[0])
 
@@ -474,6 +548,7 @@ class StandaloneAgent:
         snmp: SnmpSection,
         *,
         community: str | None = None,
+        enterprise: int = ENTERPRISE,
     ) -> None:
         self._tree_getter = tree_getter
         self._snmp = snmp
@@ -513,15 +588,31 @@ class StandaloneAgent:
             )
             targets.append(_TrapTarget(endpoint, trap_community))
         self._targets = tuple(targets)
-        self.responder = TreeResponder(tree_getter)
-        self._community_responder = CommunityResponder(self.responder, community.encode("utf-8"))
+        self._started_at = time.monotonic()
+        self.counters = SnmpCounters()
+        self._system = system_group(
+            enterprise=enterprise, uptime=lambda: self.uptime_ticks, name=socket.gethostname(),
+            counters=self.counters,
+        )
+        self.responder = TreeResponder(self._served_tree)
+        self._community_responder = CommunityResponder(
+            self.responder, community.encode("utf-8"), counters=self.counters
+        )
         self._engine: Any = None
         self._v3: _V3Responder | None = None
         self._sock: socket.socket | None = None
         self._bound: tuple[str, int] | None = None
-        self._started_at = time.monotonic()
         self._trap_endpoints: dict[socket.AddressFamily, asyncio.DatagramTransport] = {}
         self._trap_addresses: list[tuple[tuple[Any, ...], str]] = []
+
+    def _served_tree(self) -> ServedTree:
+        """The system group, then the current tree (alone if it holds OIDs before the end of
+        the system group, which ours never do)."""
+        tree = self._tree_getter()
+        system = self._system
+        if len(tree) and tree.key(0) <= system.key(len(system) - 1):
+            return tree
+        return JoinedTree(system, tree)
 
     # --- lifecycle ---------------------------------------------------------------------
 

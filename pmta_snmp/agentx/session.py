@@ -402,8 +402,13 @@ class AgentXSession:
         self._last_error: str | None = None
         self._since = time.time()
         self._parse_errors = 0
-        # notifications kept until they are sent (notify_later), oldest first
-        self._pending: collections.deque[tuple[VarBind, ...]] = collections.deque()
+        # notifications kept until they are sent (notify_later), oldest first: our uptime
+        # when raised (None: no sysUpTime.0) and snmpTrapOID.0 with the objects
+        self._pending: collections.deque[tuple[int | None, tuple[VarBind, ...]]] = (
+            collections.deque()
+        )
+        # (master's sysUpTime, ours) when its last Response came (RFC 2741 §6.2.16)
+        self._master_clock: tuple[int, int] | None = None
         self._max_pending = max(1, max_pending)
         self._pending_event = asyncio.Event()
         self._dropped = 0
@@ -693,13 +698,15 @@ class AgentXSession:
         conn.pending[pid] = fut
         try:
             conn.write(self._stamp(conn, pdu, pid).encode())
-            return await asyncio.wait_for(
+            resp = await asyncio.wait_for(
                 fut, self._request_timeout if timeout is None else timeout
             )
         except TimeoutError:
             raise AgentXTimeout(f"no answer to {pdu.TYPE.name} from master") from None
         finally:
             conn.pending.pop(pid, None)
+        self._master_clock = (resp.sys_uptime, self._uptime())
+        return resp
 
     # --- receiving --------------------------------------------------------
 
@@ -779,10 +786,12 @@ class AgentXSession:
         session's loop.
 
         Kept notifications go out in order, each at least once (one sent just as the
-        connection broke may arrive twice); sysUpTime.0 (with `sys_uptime`) is the time of
-        this call, not of the sending. At most `max_pending` are kept, the oldest dropped
-        first; one the master refuses is dropped (logged)."""
-        vbs = self._notification_varbinds(trap_oid, varbinds, sys_uptime)
+        connection broke may arrive twice); sysUpTime.0 (with `sys_uptime`) is the master's
+        at the time of this call, not of the sending (see `_master_uptime_at`). At most
+        `max_pending` are kept, the oldest dropped first; one the master refuses is dropped
+        (logged)."""
+        raised = self._uptime() if sys_uptime else None
+        vbs = self._notification_varbinds(trap_oid, varbinds)
         if len(self._pending) >= self._max_pending:
             self._pending.popleft()
             self._dropped += 1
@@ -790,7 +799,7 @@ class AgentXSession:
                 "AgentX: %d notifications waiting for the master; the oldest is dropped",
                 self._max_pending,
             )
-        self._pending.append(vbs)
+        self._pending.append((raised, vbs))
         if not self._connected:
             self._kept_away += 1
             log.info(
@@ -803,7 +812,9 @@ class AgentXSession:
         """Send the kept notifications in order; why the connection ended, if it did."""
         sent = 0
         while self._pending:
-            vbs = self._pending[0]
+            raised, vbs = self._pending[0]
+            if raised is not None:
+                vbs = (self._sys_uptime_varbind(raised), *vbs)
             try:
                 resp = await self._request(conn, Notify(vbs))
             except AgentXTimeout:
@@ -822,16 +833,26 @@ class AgentXSession:
             self._kept_away = 0
         return None
 
-    def _notification_varbinds(
-        self, trap_oid: Oid, varbinds: Sequence[VarBind], sys_uptime: bool
-    ) -> tuple[VarBind, ...]:
-        """[sysUpTime.0,] snmpTrapOID.0, then `varbinds`: the body of a Notify."""
-        vbs: list[VarBind] = []
-        if sys_uptime:
-            vbs.append(VarBind(SYS_UPTIME_0, Value(SnmpType.TIME_TICKS, self._uptime())))
-        vbs.append(VarBind(SNMP_TRAP_OID_0, Value(SnmpType.OBJECT_IDENTIFIER, tuple(trap_oid))))
-        vbs.extend(varbinds)
-        return tuple(vbs)
+    @staticmethod
+    def _notification_varbinds(trap_oid: Oid, varbinds: Sequence[VarBind]) -> tuple[VarBind, ...]:
+        """snmpTrapOID.0, then `varbinds`: the body of a Notify after its sysUpTime.0."""
+        trap = VarBind(SNMP_TRAP_OID_0, Value(SnmpType.OBJECT_IDENTIFIER, tuple(trap_oid)))
+        return (trap, *varbinds)
+
+    def _master_uptime_at(self, ours: int) -> int:
+        """The master's sysUpTime at the moment ours read `ours`: a notification's sysUpTime.0
+        is the agent's, snmpd's, whose sysUpTime.0 managers read and compare it with, not
+        ours. Every Response carries the master's (RFC 2741 §6.2.16); 0 for a moment before
+        the master started (a notification kept while it was away)."""
+        if self._master_clock is None:
+            return 0
+        master, ours_then = self._master_clock
+        now = self._uptime()
+        master_now = master + ((now - ours_then) & 0xFFFFFFFF)
+        return max(0, master_now - ((now - ours) & 0xFFFFFFFF)) & 0xFFFFFFFF
+
+    def _sys_uptime_varbind(self, ours: int) -> VarBind:
+        return VarBind(SYS_UPTIME_0, Value(SnmpType.TIME_TICKS, self._master_uptime_at(ours)))
 
     async def notify(
         self,
@@ -843,15 +864,18 @@ class AgentXSession:
     ) -> Response:
         """Send a notification and wait for the master's Response.
 
-        The Notify carries [sysUpTime.0 when `sys_uptime`,] snmpTrapOID.0 =
-        `trap_oid`, then `varbinds`; without sysUpTime.0 the master adds its own.
+        The Notify carries [sysUpTime.0 when `sys_uptime`: the master's, now,]
+        snmpTrapOID.0 = `trap_oid`, then `varbinds`; without sysUpTime.0 the master adds
+        its own.
         Raises AgentXNotConnected, AgentXTimeout, AgentXConnectionLost or
         AgentXResponseError.
         """
         conn = self._conn
         if conn is None or conn.closed or not self._connected:
             raise AgentXNotConnected("no registered AgentX session (notify_later keeps it)")
-        vbs = self._notification_varbinds(trap_oid, varbinds, sys_uptime)
+        vbs = self._notification_varbinds(trap_oid, varbinds)
+        if sys_uptime:
+            vbs = (self._sys_uptime_varbind(self._uptime()), *vbs)
         resp = await self._request(conn, Notify(vbs), timeout)
         if resp.error:
             raise AgentXResponseError("Notify refused", resp)

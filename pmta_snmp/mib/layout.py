@@ -18,6 +18,7 @@ given, also while PowerMTA's API is unreachable, and none without one (no accoun
 
 from __future__ import annotations
 
+import ipaddress
 import math
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -555,18 +556,32 @@ def _provider_rows(view: OutcomesView) -> list[_OutcomeRow]:
 
 
 def _source_ip_rows(view: OutcomesView) -> list[_OutcomeRow]:
-    """One row per address; every row that is no address (the cap's `(other)`, texts that
-    are no IP) summed into the one unknown(0) row, whose index they would share."""
-    rows: list[_OutcomeRow] = []
+    """One row per address, named in its canonical text: the texts of one address (spelled
+    `2001:db8::1`, `2001:0DB8::1`, ...) share its index and are summed into its row. Every
+    row that is no address (the cap's `(other)`, texts that are no IP) is summed into the
+    one unknown(0) row, whose index they would share."""
+    by_address: dict[tuple[int, bytes], list[SourceIpRow]] = {}
     unknown: list[SourceIpRow] = []
     for s in view.source_ips:
         if s.family not in (4, 6):
             unknown.append(s)
             continue
-        rows.append(_source_ip_row(s.source_ip, [s], s.family, s.address))
+        by_address.setdefault((s.family, s.address), []).append(s)
+    rows = [
+        _source_ip_row(_address_text(address), parts, family, address)
+        for (family, address), parts in by_address.items()
+    ]
     if unknown:
         rows.append(_source_ip_row(OTHER, unknown, 0, b""))
     return rows
+
+
+def _address_text(packed: bytes) -> str:
+    """The canonical text of a packed IPv4 or IPv6 address (RFC 5952, also §5: an
+    IPv4-mapped address ends in dotted decimal, `::ffff:192.0.2.9`)."""
+    ip = ipaddress.ip_address(packed)
+    mapped = getattr(ip, "ipv4_mapped", None)
+    return f"::ffff:{mapped}" if mapped is not None else str(ip)
 
 
 def _source_ip_row(name: str, parts: list[SourceIpRow], family: int, address: bytes

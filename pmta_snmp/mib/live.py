@@ -53,6 +53,9 @@ class LiveHealth:
         """When the last tree arrived (the start counts as one: nothing is due before)."""
         self.api_reachable = False
         self.last_success: datetime | None = None
+        self._stall_over: tuple[str, str | None] | None = None
+        """After a stall that ended with the API reachable: what pmtaAgentLastError says of
+        it, and the poller's last error then (a newer one replaces the stall)."""
         lay = layout(enterprise)
         providers: dict[str, LiveValue] = {
             "pmtaAgentApiReachable": self._reachable_value,
@@ -64,9 +67,24 @@ class LiveHealth:
         }
 
     def install(
-        self, tree: OidTree, *, api_reachable: bool, last_success: datetime | None
+        self,
+        tree: OidTree,
+        *,
+        api_reachable: bool,
+        last_success: datetime | None,
+        last_error: str | None = None,
     ) -> LiveTree:
-        """Take note of a new tree from the poller; the tree to serve in its place."""
+        """Take note of a new tree from the poller; the tree to serve in its place.
+
+        `last_error` is the poller's (pmtaAgentLastError in `tree`): when a stall ends with
+        the API reachable, the stall was the last outage, and pmtaAgentLastError keeps saying
+        so (MIB: kept after recovery) until the poller has a newer error."""
+        if self.stalled() and api_reachable:
+            self._stall_over = (self.stall_text(ended=True), last_error)
+        elif self._stall_over is not None and (
+            not api_reachable or last_error != self._stall_over[1]
+        ):
+            self._stall_over = None
         self.api_reachable = api_reachable
         self.last_success = last_success
         self._success.see(last_success)
@@ -91,12 +109,11 @@ class LiveHealth:
         """Seconds since the last good poll (None before the first)."""
         return self._success.age()
 
-    def stall_text(self) -> str:
-        """pmtaAgentLastError while stalled."""
-        return (
-            f"no poll result for {int(self.silence())} s (more than {self.stale_after:g} s): "
-            "polling has stalled, serving the last data"
-        )
+    def stall_text(self, *, ended: bool = False) -> str:
+        """pmtaAgentLastError while stalled (`ended`: as the stall ends, for after it)."""
+        how = "polling stalled" if ended else "polling has stalled, serving the last data"
+        silence = int(self.silence())
+        return f"no poll result for {silence} s (more than {self.stale_after:g} s): {how}"
 
     # -- the live values ------------------------------------------------------------------------
 
@@ -108,4 +125,6 @@ class LiveHealth:
         return None if age is None else gauge32(int(age))
 
     def _error_value(self) -> Value | None:
-        return utf8_text(self.stall_text()) if self.stalled() else None
+        if self.stalled():
+            return utf8_text(self.stall_text())
+        return None if self._stall_over is None else utf8_text(self._stall_over[0])

@@ -46,6 +46,7 @@ from pmta_snmp.netsnmp import (
     SnmpVarBind,
     TrapReceiver,
     free_tcp_port,
+    parse_varbinds,
     short_tempdir,
 )
 
@@ -273,6 +274,59 @@ def test_notify_reaches_snmptrapd(
         ]
         assert trap[2] == SnmpVarBind(f"{BS}.1.2.0", "STRING", "queue over limit")
         assert trap[3] == SnmpVarBind(f"{BS}.1.3.0", "Counter64", str(2**40))
+    finally:
+        loop_thread.call(session.stop())
+
+
+def test_a_v1_walk_through_snmpd_steps_over_counter64(
+    snmpd_master: SnmpdMaster, loop_thread: LoopThread
+) -> None:
+    """SNMPv1 cannot carry Counter64: snmpd (as master) steps over those objects in a v1
+    walk, as the standalone agent does (RFC 3584 §4.2.2.1), and the walk goes on to the
+    end of our subtree (what README says of v1 managers)."""
+    session = start_session(loop_thread, snmpd_master, static_tree())
+    try:
+        walked = parse_varbinds(snmpd_master.run_client("snmpwalk", "-v1", BS))
+    finally:
+        loop_thread.call(session.stop())
+    assert walked == [vb for vb in EXPECTED_WALK if vb.type != "Counter64"]
+
+
+def _ticks(text: str) -> int:
+    """The hundredths of a second of a Timeticks value as the tools print it: `(123) 0:00:01.23`."""
+    return int(text.split(")", maxsplit=1)[0].lstrip("("))
+
+
+def test_the_sysuptime_of_a_notification_is_the_masters(
+    snmpd_factory: Callable[..., SnmpdMaster],
+    trap_receiver: TrapReceiver,
+    loop_thread: LoopThread,
+) -> None:
+    """A trap's sysUpTime.0 is the agent's (RFC 3416 §4.2.6), which managers read as snmpd's
+    sysUpTime.0 and compare with: the subagent sends the master's, learned from its
+    Responses (RFC 2741 §6.2.16), not its own. Here the subagent has run for 11 days, snmpd
+    for seconds: the trap cannot say 11 days, for one sent now as for one kept while snmpd
+    was away."""
+    eleven_days = 11 * 24 * 3600 * 100
+    ours = [eleven_days]
+    master = snmpd_factory(trap_port=trap_receiver.port)
+    session = start_session(loop_thread, master, static_tree(), sys_uptime=lambda: ours[0])
+    def sent_ticks(trap_oid: Oid) -> int:
+        trap = trap_receiver.wait_for(
+            lambda t: any(vb.value == f".{dotted(trap_oid)}" for vb in t), timeout=5
+        )
+        assert trap[0].oid == "1.3.6.1.2.1.1.3.0"
+        return _ticks(trap[0].value)
+
+    try:
+        loop_thread.call(session.notify((*B, 0, 1), sys_uptime=True))
+        first = sent_ticks((*B, 0, 1))
+        (now,) = master.get("1.3.6.1.2.1.1.3.0")
+        assert first <= _ticks(now.value) < eleven_days
+        loop_thread.call_soon(lambda: session.notify_later((*B, 0, 2), sys_uptime=True))
+        second = sent_ticks((*B, 0, 2))
+        (now,) = master.get("1.3.6.1.2.1.1.3.0")
+        assert first <= second <= _ticks(now.value)
     finally:
         loop_thread.call(session.stop())
 
@@ -677,13 +731,13 @@ def test_notifications_given_while_not_registered_are_sent_in_order_once_registe
             session.notify_later((*B, 0, 1), [extra], sys_uptime=True)
             session.notify_later((*B, 0, 2))
             assert session.status.pending_notifications == 2
-            ticks[0] = 900  # registered later: the kept one still says when it was raised
-            await conn.handshake()
+            ticks[0] = 900  # registered later: the kept one still says when it was raised,
+            await conn.handshake()  # in the master's time: before it started (its uptime 0)
             first = await conn.recv()
             assert _trap_of(first) == (*B, 0, 1)
             assert isinstance(first, Notify) and first.session_id == 42
             assert first.varbinds[0] == VarBind(
-                (1, 3, 6, 1, 2, 1, 1, 3, 0), Value(SnmpType.TIME_TICKS, 100))
+                (1, 3, 6, 1, 2, 1, 1, 3, 0), Value(SnmpType.TIME_TICKS, 0))
             assert first.varbinds[-1] == extra
             conn.reply(first)
             second = await conn.recv()

@@ -371,7 +371,8 @@ def test_bulkwalk_matches_walk(
     out = lines(tools.v2c("snmpbulkwalk", served, f"-Cr{repetitions}", dotted(BASE)))
     assert out == [*WALK_LINES, f"{WALK_LINES[-1].split(' = ')[0]} = {END_OF_VIEW}"]
     whole = lines(tools.v2c("snmpbulkwalk", served, f"-Cr{repetitions}", ".1"))
-    assert whole == out
+    assert whole[len(SYSTEM_LINES):] == out  # the system group first
+    assert [line.split(" = ")[0] for line in whole[:len(SYSTEM_LINES)]] == SYSTEM_LINES
 
 
 def test_getbulk_non_repeaters_repeaters_and_end_of_view(
@@ -535,7 +536,7 @@ def test_get_values_and_exceptions(serve: Callable[..., Served], tools: Tools) -
             dotted(missing_cell),  # known column, row without this cell
             dotted((*SCALARS, 99, 0)),  # unknown object
             dotted((*SCALARS, 9)),  # the object itself, not an instance
-            ".1.3.6.1.2.1.1.3.0",  # outside our tree
+            ".1.3.6.1.2.1.2.1.0",  # outside our tree (ifNumber)
             ".1.2.3",  # outside the view
             dotted((*TABLE_ENTRY, 1, *str_index("example.com"))),
         )
@@ -547,7 +548,7 @@ def test_get_values_and_exceptions(serve: Callable[..., Served], tools: Tools) -
         f"{dotted(missing_cell)} = {NO_SUCH_INSTANCE}",
         f"{dotted((*SCALARS, 99, 0))} = {NO_SUCH_OBJECT}",
         f"{dotted((*SCALARS, 9))} = {NO_SUCH_INSTANCE}",
-        f".1.3.6.1.2.1.1.3.0 = {NO_SUCH_OBJECT}",
+        f".1.3.6.1.2.1.2.1.0 = {NO_SUCH_OBJECT}",
         f".1.2.3 = {NO_SUCH_OBJECT}",
         f'{dotted((*TABLE_ENTRY, 1, *str_index("example.com")))} = STRING: "example.com"',
     ]
@@ -555,12 +556,73 @@ def test_get_values_and_exceptions(serve: Callable[..., Served], tools: Tools) -
 
 def test_getnext_before_and_after_the_tree(serve: Callable[..., Served], tools: Tools) -> None:
     served = serve()
-    out = lines(tools.v2c("snmpgetnext", served, ".0", ".1.3.6.1.4.1.32473.99.1.12.0", ".1.4"))
+    out = lines(tools.v2c("snmpgetnext", served, ".1.3.6.1.2.1.11.32.0",
+                          ".1.3.6.1.4.1.32473.99.1.12.0", ".1.4"))
     assert out == [
         WALK_LINES[0],
         WALK_LINES[len(SCALAR_ROWS)],
         f".1.4 = {END_OF_VIEW}",
     ]
+
+
+SYSTEM_LINES = [f".1.3.6.1.2.1.1.{n}.0" for n in range(1, 9)] + [
+    f".1.3.6.1.2.1.11.{n}.0" for n in (1, 3, 4, 5, 6, 30, 31, 32)
+]
+"""sysDescr .. sysORLastChange and the snmp group: what a walk finds before our tree."""
+
+
+def test_the_system_group_is_served_before_the_tree(
+    serve: Callable[..., Served], tools: Tools
+) -> None:
+    """SNMPv2-MIB's system group (RFC 3418), which NMSs read to discover an agent and to
+    check that it is up (sysUpTime), over v1 and v2c: sysObjectID is our MIB module, sysUpTime
+    counts from the agent's start as the traps' sysUpTime.0 does."""
+    served = serve()
+    out = lines(tools.v2c("snmpwalk", served, ".1.3.6.1.2.1.1"))
+    assert [line.split(" = ")[0] for line in out] == SYSTEM_LINES[:8]
+    values = dict(line.split(" = ", 1) for line in out)
+    assert values[".1.3.6.1.2.1.1.1.0"].startswith('STRING: "pmta-snmp ')
+    assert values[".1.3.6.1.2.1.1.2.0"] == "OID: .1.3.6.1.4.1.32473.25"
+    assert values[".1.3.6.1.2.1.1.5.0"] == f'STRING: "{socket.gethostname()}"'
+    assert values[".1.3.6.1.2.1.1.7.0"] == "INTEGER: 72"
+    first = int(re.findall(r"Timeticks: \((\d+)\)", values[".1.3.6.1.2.1.1.3.0"])[0])
+    assert first <= served.agent.uptime_ticks
+    again = lines(tools.v1("snmpget", served, ".1.3.6.1.2.1.1.3.0", ".1.3.6.1.2.1.1.2.0"))
+    later = int(re.findall(r"Timeticks: \((\d+)\)", again[0])[0])
+    assert first <= later <= served.agent.uptime_ticks
+    assert again[1] == ".1.3.6.1.2.1.1.2.0 = OID: .1.3.6.1.4.1.32473.25"
+    # GetNext from the start of the MIB finds sysDescr; after the group, our tree follows
+    start = lines(tools.v2c("snmpgetnext", served, ".0", ".1.3.6.1.2.1.11.32.0"))
+    assert start[0].startswith(".1.3.6.1.2.1.1.1.0 = ")
+    assert start[1] == WALK_LINES[0]
+
+
+def test_the_snmp_group_counts_wrong_communities_and_bad_messages(
+    serve: Callable[..., Served], tools: Tools
+) -> None:
+    """SNMPv2-MIB's snmp group (RFC 3418): a poller with the wrong community gets no answer
+    (RFC 3584 §5.2.1), and shows in snmpInBadCommunityNames; a Set counts as a bad use of
+    the community, garbage as an ASN.1 parse error, a version we do not speak as such."""
+    served = serve()
+    for community in ("wrong", "public2"):
+        res = tools.v2c("snmpget", served, ".1.3.6.1.2.1.1.3.0", community=community, wait="0.2")
+        assert res.returncode != 0 and "Timeout" in res.stderr
+    tools.v2c("snmpset", served, dotted((*SCALARS, 6, 0)), "u", "1")
+    with contextlib.closing(socket.socket(socket.AF_INET, socket.SOCK_DGRAM)) as sock:
+        sock.sendto(b"\x30\x03\x02\x01", ("127.0.0.1", served.port))  # truncated
+        bad_pdu = b"\x30\x0e\x02\x01\x01\x04\x06public\xa0\x01\x00"  # a one-octet Get
+        sock.sendto(bad_pdu, ("127.0.0.1", served.port))
+        sock.sendto(bytes.fromhex("30080201020403616263"), ("127.0.0.1", served.port))  # v2
+    counters = [f".1.3.6.1.2.1.11.{n}.0" for n in (3, 4, 5, 6)]
+    # each wrong community twice: the tools try once more (-r 1)
+    expected = [f"{oid} = Counter32: {n}" for oid, n in zip(counters, (1, 4, 1, 2), strict=True)]
+    deadline = time.monotonic() + 10  # the datagrams above are not answered: wait for them
+    while (got := lines(tools.v2c("snmpget", served, *counters))) != expected:
+        assert time.monotonic() < deadline, got
+        time.sleep(0.05)
+    (pkts,) = lines(tools.v1("snmpget", served, ".1.3.6.1.2.1.11.1.0"))
+    assert pkts.startswith(".1.3.6.1.2.1.11.1.0 = Counter32: ")
+    assert int(pkts.rsplit(" ", 1)[1]) >= 4 + 1 + 3 + 1  # these, and the gets
 
 
 def test_tree_swap_is_seen_by_the_next_request(serve: Callable[..., Served], tools: Tools) -> None:

@@ -86,6 +86,33 @@ def test_no_tree_for_longer_than_stale_after_reads_unreachable_and_says_why() ->
     assert get(tree, "pmtaAgentDataAge") == Value(SnmpType.GAUGE32, 11)
 
 
+def test_after_a_stall_the_last_error_is_the_stall_until_a_newer_error() -> None:
+    """pmtaAgentLastError is kept after recovery so that the cause of the last outage stays
+    visible (MIB): after a stall that is the stall, not the poller's error of an earlier
+    outage, which the trees it delivers still carry; a newer poller error replaces it."""
+    clocks = Clocks()
+    live = live_health(clocks, stale_after=5)
+    older = "cannot connect to PowerMTA (an hour ago)"
+
+    def arrive(*, reachable: bool, error: str) -> OidTree:
+        return live.install(built_tree(reachable=reachable, error=error),
+                            api_reachable=reachable, last_success=T0, last_error=error)
+
+    arrive(reachable=True, error=older)
+    clocks.advance(16)
+    tree = arrive(reachable=True, error=older)  # the stall ends, the API answers
+    assert get(tree, "pmtaAgentApiReachable") == TRUE
+    error = get(tree, "pmtaAgentLastError")
+    assert error is not None and isinstance(error.value, bytes)
+    assert error.value == b"no poll result for 16 s (more than 5 s): polling stalled"
+    clocks.advance(3)
+    assert get(arrive(reachable=True, error=older), "pmtaAgentLastError") == error
+    tree = arrive(reachable=False, error="HTTP 503")  # a newer outage: its own error
+    assert get(tree, "pmtaAgentLastError") == Value(SnmpType.OCTET_STRING, b"HTTP 503")
+    tree = arrive(reachable=True, error="HTTP 503")
+    assert get(tree, "pmtaAgentLastError") == Value(SnmpType.OCTET_STRING, b"HTTP 503")
+
+
 def test_no_age_instance_is_added_before_the_first_good_poll() -> None:
     clocks = Clocks()
     live = live_health(clocks)
@@ -143,10 +170,19 @@ class Watch:
             live=live_health(self.clocks, 5),
         )
 
-    def tree(self, *, reachable: bool, raised: bool = False, failures: int = 0) -> None:
+    def tree(self, *, reachable: bool, raised: bool = False, failures: int = 0,
+             error: str | None = None) -> None:
+        if error is None:
+            error = "" if reachable else "down"
         self.watch.arrived(built_tree(reachable=reachable), api_reachable=reachable,
                            last_success=T0, consecutive_failures=failures,
-                           last_error="" if reachable else "down", api_raised=raised)
+                           last_error=error, api_raised=raised)
+
+    def error_sent(self, n: int) -> bytes:
+        """pmtaAgentLastError in the `n`th notification sent."""
+        error = dict(self.sent[n][1])[LAY.instance("pmtaAgentLastError")].value
+        assert isinstance(error, bytes)
+        return error
 
     def names(self) -> list[Oid]:
         return [oid for oid, _ in self.sent]
@@ -167,6 +203,32 @@ def test_a_stall_raises_api_lost_once_and_the_next_good_tree_clears_it() -> None
     w.tree(reachable=True)
     assert w.names() == [LOST, RESTORED]
     assert w.watch.check() is False
+
+
+def test_the_clear_of_a_stall_carries_the_stall_not_an_older_error() -> None:
+    """pmtaApiRestored carries the error of the outage just ended (MIB): after a stall, that
+    the poll results stopped and for how long; not the poller's last error, which is from an
+    earlier outage (the poller saw nothing fail during the stall)."""
+    w = Watch()
+    old = "cannot connect to PowerMTA (an outage an hour ago)"
+    w.tree(reachable=True, error=old)
+    w.clocks.advance(6)
+    w.watch.check()
+    w.clocks.advance(10)
+    w.tree(reachable=True, error=old)
+    assert w.names() == [LOST, RESTORED]
+    assert w.error_sent(1).startswith(b"no poll result for 16 s")
+
+
+def test_a_stall_then_a_failing_api_clears_with_the_apis_error() -> None:
+    w = Watch()
+    w.tree(reachable=True)
+    w.clocks.advance(6)
+    w.watch.check()
+    w.tree(reachable=False, failures=1, error="HTTP 503")
+    w.tree(reachable=True, error="HTTP 503")
+    assert w.names() == [LOST, RESTORED]
+    assert w.error_sent(1) == b"HTTP 503"
 
 
 def test_a_stall_then_the_pollers_own_lost_is_one_fault() -> None:

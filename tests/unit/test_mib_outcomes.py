@@ -175,6 +175,37 @@ def test_rows_that_are_no_address_sum_into_the_one_unknown_row() -> None:
     assert cell(out, "pmtaSourceIpTopBlocklist", (0, 0)) == Value(S, b"barracuda")
 
 
+def test_spellings_of_one_address_sum_into_its_one_row() -> None:
+    """The accounting files may write one address in several ways (zero-padded, upper-case
+    IPv6, an IPv4 with spaces around): they share one index, so they are one row holding
+    them all, named in the canonical text; not one spelling's row with the others lost."""
+    spellings = ("2001:db8::1", "2001:0DB8::1", "2001:db8:0:0:0:0:0:1")
+    rows = (
+        *(SourceIpRow(text, *address_family(text), total=ResultCounts(delivered=n, deferred=1),
+                      last_hour=ResultCounts(delivered=n), complaints=1,
+                      blocklist_rejections=n, blocklists=(("spamhaus", n),))
+          for n, text in enumerate(spellings, 1)),
+        SourceIpRow(" 192.0.2.1", *address_family(" 192.0.2.1"),
+                    total=ResultCounts(delivered=5)),
+        SourceIpRow("192.0.2.1", *address_family("192.0.2.1"), total=ResultCounts(delivered=6)),
+        SourceIpRow("::FFFF:192.0.2.9", *address_family("::FFFF:192.0.2.9")),
+    )
+    out = varbinds(OutcomesView.example().with_changes(source_ips=rows))
+    v6, v4 = ip_index("2001:db8::1"), ip_index("192.0.2.1")
+    mapped = ip_index("::ffff:192.0.2.9")
+    assert column_rows(out, "pmtaSourceIpName") == [v4, mapped, v6]
+    assert cell(out, "pmtaSourceIpName", mapped) == Value(S, b"::ffff:192.0.2.9")
+    assert cell(out, "pmtaSourceIpName", v6) == Value(S, b"2001:db8::1")
+    assert cell(out, "pmtaSourceIpDelivered", v6) == Value(C64, 1 + 2 + 3)
+    assert cell(out, "pmtaSourceIpDeferrals", v6) == Value(C64, 3)
+    assert cell(out, "pmtaSourceIpComplaints", v6) == Value(C64, 3)
+    assert cell(out, "pmtaSourceIpBlocklistRejections", v6) == Value(C64, 6)
+    assert cell(out, "pmtaSourceIpLastHourDelivered", v6) == Value(G, 6)
+    assert cell(out, "pmtaSourceIpName", v4) == Value(S, b"192.0.2.1")
+    assert cell(out, "pmtaSourceIpDelivered", v4) == Value(C64, 11)
+    assert out[inst("pmtaSourceIpCount")] == Value(G, 3)
+
+
 def test_addresses_beyond_the_cap_are_counted() -> None:
     view = OutcomesView.example().with_changes(other_items=(("source_ip", 41),))
     assert varbinds(view)[inst("pmtaSourceIpsOther")] == Value(G, 41)

@@ -33,7 +33,14 @@ from pmta_snmp.mib.snapshot import (
     encode_value,
     oid_key,
 )
-from pmta_snmp.snmpfast import CommunityResponder, RequestVarBind, TreeResponder, name_tlv
+from pmta_snmp.snmpfast import (
+    CommunityResponder,
+    JoinedTree,
+    RequestVarBind,
+    TreeResponder,
+    message_version,
+    name_tlv,
+)
 from pmta_snmp.standalone import (
     StandaloneAgent,
     UdpEndpoint,
@@ -283,6 +290,38 @@ def test_the_tree_is_fetched_per_request() -> None:
     assert manager.next(A) == (OK, 0, [(A, "EndOfMibView", None)])
 
 
+HEAD_A: Oid = (1, 3, 6, 1, 2, 1, 1, 1, 0)
+HEAD_B: Oid = (1, 3, 6, 1, 2, 1, 1, 3, 0)
+HEAD = OidTree([(HEAD_A, Value(SnmpType.OCTET_STRING, b"d")),
+                (HEAD_B, Value(SnmpType.TIME_TICKS, 5))], [HEAD_A[:-1], HEAD_B[:-1]])
+
+
+def test_a_joined_tree_answers_as_one_tree() -> None:
+    """The system group joined before the tree: lookups, successors and GetBulk runs cross
+    from one to the other as in one tree."""
+    v2 = Manager(lambda: JoinedTree(HEAD, TREE))
+    assert v2.get(HEAD_B, A, (*HEAD_B[:-1], 1), (1, 3, 6, 1, 2, 1, 1, 2, 0)) == (OK, 0, [
+        (HEAD_B, "TimeTicks", 5),
+        (A, "Integer", -1),
+        ((*HEAD_B[:-1], 1), "NoSuchInstance", None),
+        ((1, 3, 6, 1, 2, 1, 1, 2, 0), "NoSuchObject", None),
+    ])
+    assert v2.next((0, 0), HEAD_A, HEAD_B, D) == (OK, 0, [
+        (HEAD_A, "OctetString", b"d"),
+        (HEAD_B, "TimeTicks", 5),
+        (A, "Integer", -1),
+        (D, "EndOfMibView", None),
+    ])
+    assert v2.bulk(0, 4, HEAD_A, C) == (OK, 0, [
+        (HEAD_B, "TimeTicks", 5), (D, "Gauge32", 7),
+        (A, "Integer", -1), (D, "EndOfMibView", None),
+        (B, "OctetString", b"x" * 40), (D, "EndOfMibView", None),
+        (C, "Counter64", 2**64 - 1), (D, "EndOfMibView", None),
+    ])
+    v1 = Manager(lambda: JoinedTree(HEAD, TREE), version=0)
+    assert v1.next(HEAD_B, B) == (OK, 0, [(A, "Integer", -1), (D, "Gauge", 7)])  # v1 names
+
+
 def test_getbulk_interleaves_and_stops_after_the_first_all_end_row(v2: Manager) -> None:
     assert v2.bulk(1, 10, (1, 0), B, C) == (OK, 0, [
         (A, "Integer", -1),  # non-repeater
@@ -446,6 +485,45 @@ def test_malformed_messages_never_raise(v2: Manager) -> None:
                 mutated[rng.randrange(len(mutated))] = rng.randrange(256)
             answer = v2.agent.answer(bytes(mutated))
             assert answer is None or isinstance(answer, bytes)
+
+
+def with_long_lengths(data: bytes, octets: int = 4) -> bytes:
+    """`data` (minimal BER) with every length in the long form of `octets` octets, leading
+    zeros included, as RFC 3417 §8 allows a sender (e.g. `30 84 00 00 00 2d`)."""
+    out = bytearray()
+    pos = 0
+    while pos < len(data):
+        tag, n = data[pos], data[pos + 1]
+        pos += 2
+        if n & 0x80:
+            count = n & 0x7F
+            n = int.from_bytes(data[pos:pos + count], "big")
+            pos += count
+        content = data[pos:pos + n]
+        pos += n
+        if tag & 0x20:  # constructed: its parts too
+            content = with_long_lengths(content, octets)
+        out += bytes((tag, 0x80 | octets)) + len(content).to_bytes(octets, "big") + content
+    return bytes(out)
+
+
+def test_lengths_with_more_octets_than_needed_are_read(v2: Manager, v1: Manager) -> None:
+    """RFC 3417 §8: a definite long-form length may use more octets than the minimum; such a
+    request is answered as the minimal one is (snmpd does), not dropped as malformed."""
+    for manager in (v2, v1):
+        request = manager.request(manager.mod.GetRequestPDU(), [A, D])
+        expected = manager.send(request)
+        assert expected is not None
+        assert expected[0] == OK
+        for octets in (1, 4, 8):
+            assert manager.send(with_long_lengths(request, octets)) == expected
+    indefinite = bytes((0x30, 0x80)) + v2.request(pv2c.GetRequestPDU(), [A])[2:] + b"\0\0"
+    assert v2.agent.answer(indefinite) is None
+
+
+def test_message_version_reads_long_form_lengths() -> None:
+    v3 = bytes.fromhex("3010020103300b02020100020205dc040104")  # header of a v3 message
+    assert message_version(with_long_lengths(v3)) == 3
 
 
 # --- values --------------------------------------------------------------------------------
