@@ -15,7 +15,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 from urllib.parse import urlsplit
 
 from pmta_snmp.api import AsyncPmtaClient, ClientConfig, PmtaError, load_api_key
@@ -76,6 +76,18 @@ class PollResult:
         return max(0.0, (now - self.last_success).total_seconds())
 
 
+LICENSE_RETRY_S: Final = 300.0
+"""After a `show license` that gave no license (refused key, an error), ask again this much
+later (or after the license interval, if shorter), not a whole interval later."""
+
+
+def license_asked_at(now: float, interval: float, got: bool, retry: float = LICENSE_RETRY_S
+                     ) -> float:
+    """The time to count the next `show license` from: `now` when it answered; when it gave
+    nothing, a time such that the next one is due `retry` seconds from now."""
+    return now if got else now - interval + min(interval, retry)
+
+
 class Poller:
     """Polls every `interval` seconds (± jitter) until stopped.
 
@@ -99,6 +111,7 @@ class Poller:
         self.interval = interval
         self.jitter = jitter
         self.license_interval = license_interval
+        self.license_retry = LICENSE_RETRY_S
         self.on_result = on_result
         self.on_poll_start = on_poll_start
         self.result: PollResult | None = None
@@ -243,7 +256,8 @@ class Poller:
                               exc_info=exc)
         else:
             if want_license:
-                self._license_at = loop_time
+                self._license_at = license_asked_at(loop_time, self.license_interval,
+                                                    snap.license is not None, self.license_retry)
                 if snap.license is not None:
                     self._license = snap.license
             if snap.license is None and self._license is not None:

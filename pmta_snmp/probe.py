@@ -29,7 +29,7 @@ from urllib.parse import urlsplit
 from pmta_snmp.api import AsyncPmtaClient, PmtaError, load_api_key
 from pmta_snmp.config import TARGET_PATTERN, ConfigError, ProbeModule, ProbeSection
 from pmta_snmp.model import License, Snapshot
-from pmta_snmp.poller import client_config, describe_failure
+from pmta_snmp.poller import client_config, describe_failure, license_asked_at
 
 if TYPE_CHECKING:
     import httpx
@@ -328,7 +328,8 @@ class Prober:
             self.stats.in_flight -= 1
             self._slots.release()
         if want_license:
-            memory.license_at = now
+            memory.license_at = license_asked_at(now, s.license_interval,
+                                                 snap.license is not None)
             if snap.license is not None:
                 memory.license = snap.license
         if snap.license is None and memory.license is not None:

@@ -229,3 +229,40 @@ def test_the_agents_log_warnings_when_they_change(caplog: pytest.LogCaptureFixtu
         "not a count (left out)",
         "PowerMTA's answer has no warnings any more",
     ]
+
+
+def test_a_license_that_was_refused_is_asked_again_soon_not_an_hour_later() -> None:
+    """`show license` refused (a key PowerMTA did not take yet): pmtaLicense* had no instance
+    for a whole license interval (an hour) after the key was fixed. A fetch that gave nothing
+    is tried again after `license_retry`; one that answered waits the interval."""
+    from pmta_snmp.poller import license_asked_at
+
+    pages = Pages()
+    commands: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/command":
+            commands.append(request.content.decode())
+            if len(commands) == 1:
+                return httpx.Response(403, content=b"forbidden")
+            body = {"data": {"license": {"expires": "2030-01-02", "serial": "1"}},
+                    "status": "success", "message": ""}
+            return httpx.Response(200, json=body)
+        return pages.handler(request)
+
+    cfg = ClientConfig(url="http://pmta.test:8080", api_format="json", api_key="k",
+                       max_list_items=0)
+    poller = Poller(cfg, interval=60, license_interval=3600)
+    poller.license_retry = 0.0  # due at the next poll (the default is 300 s)
+
+    async def polls() -> list[object]:
+        async with AsyncPmtaClient(cfg, transport=httpx.MockTransport(handler)) as client:
+            return [(await poller.poll_once(client)).snapshot.license  # type: ignore[union-attr]
+                    for _ in range(3)]
+
+    licenses = asyncio.run(polls())
+    assert licenses[0] is None and licenses[1] is not None and licenses[2] == licenses[1]
+    assert len(commands) == 2  # refused, answered; the third poll waits the interval
+    assert license_asked_at(1000.0, 3600.0, got=True) == 1000.0
+    assert license_asked_at(1000.0, 3600.0, got=False) == 1000.0 - 3600 + 300  # due in 300 s
+    assert license_asked_at(1000.0, 60.0, got=False) == 1000.0  # a shorter interval wins
