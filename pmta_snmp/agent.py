@@ -27,7 +27,7 @@ from pmta_snmp.poller import (
     poller_from,
     stale_after,
 )
-from pmta_snmp.service import OutcomesFeed, PollWatch, SnmpView
+from pmta_snmp.service import OutcomesFeed, PollWatch, SnmpView, agent_state_dir
 from pmta_snmp.worker import Published, TreeWorker
 
 __all__ = [
@@ -274,7 +274,8 @@ async def run_standalone(
         await agent.send_notification(trap_oid, varbinds)
 
     backend = Backend(cfg, send)
-    agent = StandaloneAgent(backend.current, cfg.snmp, enterprise=cfg.enterprise)
+    agent = StandaloneAgent(backend.current, cfg.snmp, enterprise=cfg.enterprise,
+                            state_dir=agent_state_dir(cfg.acct))
     await agent.start()
     backend.start()
     log.info(

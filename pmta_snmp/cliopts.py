@@ -144,7 +144,8 @@ def add_acct_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--acct-file", metavar="GLOB",
                    help="accounting file (with its rotations) or glob of files to follow")
     g.add_argument("--state-dir", metavar="DIR",
-                   help="where the reading position and the counters are kept")
+                   help="where the reading position and the counters are kept (the "
+                   "agents: in DIR/agent, with the standalone agent's SNMPv3 engine ID)")
 
 
 def setup_logging(verbose: int) -> None:

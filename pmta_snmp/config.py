@@ -105,6 +105,9 @@ class SnmpSection:
     allow_public_community: bool = False
     users: tuple[SnmpUser, ...] = ()
     trap_targets: tuple[TrapTarget, ...] = ()
+    engine_id: str | None = None
+    """The SNMPv3 snmpEngineID in hex (RFC 3411, 5..32 octets); default: one generated once
+    and kept in the agent's state directory (`pmta_snmp.engineid`)."""
 
 
 @dataclass(frozen=True)
@@ -359,6 +362,13 @@ def validate(cfg: Config) -> Config:
         raise ConfigError("agentx.priority must be 0..255")
     if not 0 < cfg.enterprise < 2**32:
         raise ConfigError("enterprise must be a positive 32-bit number")
+    if cfg.snmp.engine_id is not None:
+        from pmta_snmp.engineid import parse_engine_id
+
+        try:
+            parse_engine_id(cfg.snmp.engine_id)
+        except ValueError as exc:
+            raise ConfigError(f"snmp.engine_id: {exc}") from None
     a = cfg.acct
     if a.backfill < 0:
         raise ConfigError("acct.backfill must be 0 or more seconds")

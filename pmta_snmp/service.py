@@ -97,7 +97,17 @@ def _log_warnings(warnings: tuple[str, ...]) -> None:
 
 
 AGENT_STATE_SUBDIR = "agent"
-"""Where in the state directory the agents keep their outcomes state (not the exporter's)."""
+"""Where in the state directory the agents keep their state (outcomes, the standalone agent's
+SNMP engine ID), apart from the exporter's."""
+
+
+def agent_state_dir(section: AcctSection) -> Path:
+    """The agents' state directory: `AGENT_STATE_SUBDIR` of `[acct] state_dir` (`--state-dir`),
+    else of the plugins' default state directory."""
+    from pmta_snmp.state import default_state_dir
+
+    base = Path(section.state_dir) if section.state_dir else default_state_dir()
+    return base / AGENT_STATE_SUBDIR
 
 
 class OutcomesFeed:
@@ -115,15 +125,13 @@ class OutcomesFeed:
 
     def __init__(self, section: AcctSection) -> None:
         from pmta_snmp.outcomes.engine import EngineSettings, OutcomesEngine
-        from pmta_snmp.state import default_state_dir
 
         self.files = section.files or ""
         self.engine: OutcomesEngine | None = None
         self._failed: OutcomesView | None = None
-        base = Path(section.state_dir) if section.state_dir else default_state_dir()
         try:
             self.engine = OutcomesEngine(EngineSettings.from_config(
-                section, state_dir=str(base / AGENT_STATE_SUBDIR)))
+                section, state_dir=str(agent_state_dir(section))))
         except (ValueError, OSError) as exc:
             log.error("deliverability outcomes from %s cannot be read: %s", self.files, exc)
             self._failed = OutcomesView.empty().with_changes(

@@ -20,6 +20,9 @@ The AgentX subagent is the main path; this agent answers the same immutable OID 
   configured trap target, from a separate UDP socket.
 - Safe by default: the community `public` on a non-loopback address is refused unless
   `snmp.allow_public_community` is set.
+- The SNMPv3 snmpEngineID stays the same across restarts and snmpEngineBoots grows by one at
+  each start (`pmta_snmp.engineid`, kept in the agent's state directory), never pysnmp's
+  per-process default nor its shared /tmp store.
 """
 
 from __future__ import annotations
@@ -28,10 +31,12 @@ import asyncio
 import importlib
 import ipaddress
 import logging
+import os
 import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Final, cast
 
 from pysnmp.carrier.asyncio.dgram import udp, udp6
@@ -44,6 +49,12 @@ from pysnmp.proto.api import v2c
 from pmta_snmp import __version__
 from pmta_snmp.ber import Tag, encode_tlv
 from pmta_snmp.config import ConfigError, SnmpSection, SnmpUser, read_secret
+from pmta_snmp.engineid import (
+    EngineIdentity,
+    format_engine_id,
+    load_engine_identity,
+    parse_engine_id,
+)
 from pmta_snmp.mib.layout import ENTERPRISE, base_oid
 from pmta_snmp.mib.snapshot import (
     LiveTree,
@@ -535,11 +546,24 @@ class _TrapTarget:
 # --- the agent ---------------------------------------------------------------------------
 
 
+def _set_engine_identity(engine: Any, identity: EngineIdentity) -> None:
+    """Make pysnmp's engine use our snmpEngineID and snmpEngineBoots: its USM and message
+    processing read them from these MIB symbols; call before any user or context is added
+    (those take `engine.snmpEngineID`)."""
+    engine_id, boots = engine.get_mib_builder().import_symbols(
+        "__SNMP-FRAMEWORK-MIB", "snmpEngineID", "snmpEngineBoots"
+    )
+    engine_id.syntax = engine_id.syntax.clone(identity.engine_id)
+    boots.syntax = boots.syntax.clone(identity.boots)
+    engine.snmpEngineID = engine_id.syntax
+
+
 class StandaloneAgent:
     """An SNMP agent serving `tree_getter()` on `snmp.listen` (v2c read-only community, v3 USM).
 
     Secrets are read and the configuration checked in the constructor (ConfigError); the
     sockets are opened by `start()` and closed by `stop()`, both run in the serving event loop.
+    The SNMPv3 engine ID and boots are kept in `state_dir` (without it: new at each start).
     """
 
     def __init__(
@@ -549,9 +573,18 @@ class StandaloneAgent:
         *,
         community: str | None = None,
         enterprise: int = ENTERPRISE,
+        state_dir: str | os.PathLike[str] | None = None,
     ) -> None:
         self._tree_getter = tree_getter
         self._snmp = snmp
+        self._enterprise = enterprise
+        self._state_dir = None if state_dir is None else Path(state_dir)
+        try:
+            self._engine_id = None if snmp.engine_id is None else parse_engine_id(snmp.engine_id)
+        except ValueError as exc:
+            raise ConfigError(f"snmp.engine_id: {exc}") from None
+        #: This run's SNMPv3 engine ID and boots, set by `start()`.
+        self.identity: EngineIdentity | None = None
         self._listen = parse_udp_endpoint(snmp.listen, what="snmp.listen", default_port=161)
         if not _is_ip_literal(self._listen.host):
             raise ConfigError(f"snmp.listen: give an IP address, not {self._listen.host!r}")
@@ -650,8 +683,18 @@ class StandaloneAgent:
         bound = sock.getsockname()
         self._bound = (str(bound[0]), int(bound[1]))
 
+        try:
+            identity = load_engine_identity(
+                self._state_dir, enterprise=self._enterprise, configured=self._engine_id
+            )
+        except BaseException:
+            sock.close()
+            self._bound = None
+            raise
+        # Without snmpEngineID: given one, pysnmp keeps the boots under a shared /tmp path.
         engine = SnmpEngine()
         try:
+            _set_engine_identity(engine, identity)
             v3_transport = self._configure(engine, loop)
             protocol = _AgentProtocol(self._community_responder, v3_transport)
             # Once this returns the agent answers, and stop() closes a real transport.
@@ -665,14 +708,17 @@ class StandaloneAgent:
             raise
         self._engine = engine
         self._sock = sock
+        self.identity = identity
         self._started_at = time.monotonic()
         log.info(
             "standalone SNMP agent listening on %s:%d (v1/v2c community, %d v3 user(s), "
-            "%d trap target(s))",
+            "%d trap target(s); engine ID %s, boots %d)",
             self._bound[0],
             self._bound[1],
             len(self._users),
             len(self._targets),
+            format_engine_id(identity.engine_id),
+            identity.boots,
         )
 
     def _configure(self, engine: Any, loop: asyncio.AbstractEventLoop) -> Any:

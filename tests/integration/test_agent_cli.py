@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from pmta_snmp.engineid import ENGINE_STATE_FILE
 from pmta_snmp.mib.layout import layout
 from pmta_snmp.netsnmp import (
     SnmpdMaster,
@@ -25,6 +26,7 @@ from pmta_snmp.netsnmp import (
     stop_process,
 )
 from pmta_snmp.sim import Simulator
+from tests.integration.test_standalone import discover
 
 pytestmark = pytest.mark.snmpd
 
@@ -228,3 +230,55 @@ def test_standalone_process_v2c_and_v3_match_agentx_view(sim: Simulator, tmp_pat
             assert proc.wait(10) == 0
         finally:
             stop_process(proc)
+
+
+def v3_agent_config(tmp_path: Path, sim: Simulator, port: int, extra: str = "") -> Path:
+    """An agent configuration with one SNMPv3 user (authPriv, SHA-256, AES)."""
+    (tmp_path / "auth").write_text("auth-secret-1\n")
+    (tmp_path / "priv").write_text("priv-secret-2\n")
+    cfg = tmp_path / "agent.toml"
+    cfg.write_text(
+        f'[pmta]\nurl = "{sim.url}"\n[poll]\ninterval = 1\n'
+        f'[snmp]\nlisten = "udp:127.0.0.1:{port}"\n{extra}'
+        f'[[snmp.users]]\nname = "mon"\nauth_protocol = "sha256"\n'
+        f'auth_key_file = "{tmp_path}/auth"\npriv_protocol = "aes128"\n'
+        f'priv_key_file = "{tmp_path}/priv"\n'
+    )
+    return cfg
+
+
+def test_standalone_process_keeps_its_engine_id_across_restarts(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    """RFC 3411 §3.1.1.1: the engine ID survives a restart (kept in the --state-dir) and
+    snmpEngineBoots grows by one; SNMPv3 requests work after the restart."""
+    port = free_udp_port()
+    cfg = v3_agent_config(tmp_path, sim, port)
+    agent = f"udp:127.0.0.1:{port}"
+    v3 = ("-v3", "-l", "authPriv", "-u", "mon", "-a", "SHA-256", "-A", "auth-secret-1",
+          "-x", "AES", "-X", "priv-secret-2", agent, inst("pmtaAgentApiReachable"))
+    seen: list[tuple[bytes, int]] = []
+    for _ in range(2):
+        proc = spawn(["agent", "--config", str(cfg), "--state-dir", str(tmp_path / "state")],
+                     tmp_path)
+        try:
+            wait_for(lambda: snmp("snmpget", *v3)[0].value == "1", 20, "a v3 answer")
+            seen.append(discover(port))
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(10) == 0
+        finally:
+            stop_process(proc)
+    (engine_id, boots), again = seen
+    assert again == (engine_id, boots + 1)
+    assert (tmp_path / "state" / "agent" / ENGINE_STATE_FILE).is_file()
+
+
+def test_bad_engine_id_is_a_one_line_config_error(sim: Simulator, tmp_path: Path) -> None:
+    cfg = v3_agent_config(tmp_path, sim, free_udp_port(), 'engine_id = "0x1234"\n')
+    out = subprocess.run([sys.executable, "-m", "pmta_snmp", "agent", "--config", str(cfg)],
+                         capture_output=True, text=True, timeout=60, check=False)
+    assert out.returncode == 2
+    assert out.stdout == ""
+    assert out.stderr.splitlines() == [
+        "pmta-snmp agent: snmp.engine_id: '0x1234' has 2 octets; an engine ID has 5..32"
+    ]

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
+import logging
 import os
 import re
 import shutil
@@ -24,7 +26,9 @@ from typing import Any, TypeVar
 
 import pytest
 
+from pmta_snmp.ber import Tag, encode_integer, encode_tlv
 from pmta_snmp.config import ConfigError, SnmpSection, SnmpUser, TrapTarget
+from pmta_snmp.engineid import ENGINE_STATE_FILE
 from pmta_snmp.mib.snapshot import Oid, OidTree, SnmpType, Value
 from pmta_snmp.netsnmp import LoopThread, SnmpdMaster, free_udp_port
 from pmta_snmp.standalone import StandaloneAgent
@@ -224,7 +228,7 @@ def serve(loop: asyncio.AbstractEventLoop) -> Iterator[Callable[..., Served]]:
     """Start agents on 127.0.0.1:0; every one started is stopped at teardown."""
     started: list[StandaloneAgent] = []
 
-    def start(snmp: SnmpSection | None = None, tree: OidTree = TREE, **kwargs: str) -> Served:
+    def start(snmp: SnmpSection | None = None, tree: OidTree = TREE, **kwargs: Any) -> Served:
         source = TreeSource(tree)
         agent = StandaloneAgent(source, snmp or SnmpSection(listen="udp:127.0.0.1:0"), **kwargs)
         asyncio.run_coroutine_threadsafe(agent.start(), loop).result(10)
@@ -686,6 +690,114 @@ def test_wrong_community_gets_no_answer(
             assert proc.returncode != 0
             assert proc.stdout == ""
             assert "Timeout: No Response" in proc.stderr
+
+
+# --- SNMPv3 engine ID and boots --------------------------------------------------------------
+
+
+def discovery_probe() -> bytes:
+    """An RFC 3414 §4 discovery request: noAuthNoPriv, reportable, empty engine ID and user."""
+
+    def octets(data: bytes) -> bytes:
+        return encode_tlv(Tag.OCTET_STRING, data)
+
+    zero = encode_integer(0)
+    usm = encode_tlv(Tag.SEQUENCE, octets(b"") + zero + zero + octets(b"") * 3)
+    header = encode_tlv(Tag.SEQUENCE, encode_integer(4242) + encode_integer(65507)
+                        + octets(b"\x04") + encode_integer(3))
+    pdu = encode_tlv(Tag.GET, encode_integer(1) + zero + zero + encode_tlv(Tag.SEQUENCE, b""))
+    scoped = encode_tlv(Tag.SEQUENCE, octets(b"") + octets(b"") + pdu)
+    return encode_tlv(Tag.SEQUENCE, encode_integer(3) + header + octets(usm) + scoped)
+
+
+def discover(port: int) -> tuple[bytes, int]:
+    """The msgAuthoritativeEngineID and msgAuthoritativeEngineBoots of the Report that
+    answers a discovery request (decoded by pysnmp's ASN.1 decoder)."""
+    from pysnmp.proto.mpmod.rfc3412 import SNMPv3Message
+    from pysnmp.proto.secmod.rfc3414.service import UsmSecurityParameters
+
+    decoder: Any = importlib.import_module("pyasn1.codec.ber.decoder")
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.settimeout(10)
+        sock.sendto(discovery_probe(), ("127.0.0.1", port))
+        data = sock.recv(65535)
+    msg, _ = decoder.decode(data, asn1Spec=SNMPv3Message())
+    assert msg["msgData"]["plaintext"]["data"].getName() == "report"
+    usm, _ = decoder.decode(bytes(msg["msgSecurityParameters"]),
+                            asn1Spec=UsmSecurityParameters())
+    return bytes(usm["msgAuthoritativeEngineId"]), int(usm["msgAuthoritativeEngineBoots"])
+
+
+def v3_users(secrets: dict[str, str]) -> tuple[SnmpUser, ...]:
+    return (SnmpUser("ops", "sha", secrets["auth"], "aes128", secrets["priv"]),)
+
+
+def test_engine_id_stays_and_boots_grow_across_restarts(
+    serve: Callable[..., Served], tools: Tools, secrets: dict[str, str], tmp_path: Path
+) -> None:
+    """RFC 3411 §3.1.1.1: managers cache the engine ID (USM keys are localized to it), so a
+    restart keeps it; snmpEngineBoots is one higher after each start."""
+    state = tmp_path / "state" / "agent"
+    snmp = SnmpSection(listen="udp:127.0.0.1:0", users=v3_users(secrets))
+    get = dotted((*SCALARS, 1, 0))
+    first = serve(snmp, state_dir=state)
+    assert lines(tools.v3("snmpget", first, "ops", get)) == [WALK_LINES[0]]
+    engine_id, boots = discover(first.port)
+    assert engine_id[:5] == bytes.fromhex("80007ed905")  # RFC 3411: enterprise 32473, octets
+    first.run(first.agent.stop)
+    assert (state / ENGINE_STATE_FILE).stat().st_mode & 0o777 == 0o600
+
+    second = serve(snmp, state_dir=state)
+    assert discover(second.port) == (engine_id, boots + 1)
+    # a manager that kept the engine ID (-e skips discovery) still gets answers
+    assert lines(tools.v3("snmpget", second, "ops", "-e0x" + engine_id.hex(), get)) == [
+        WALK_LINES[0]
+    ]
+    other = bytearray(engine_id)
+    other[-1] ^= 0xFF
+    wrong = tools.v3("snmpget", second, "ops", "-e0x" + other.hex(), get)
+    assert wrong.returncode != 0
+    assert "INTEGER" not in wrong.stdout
+    second.run(second.agent.stop)
+    assert discover(serve(snmp, state_dir=state).port) == (engine_id, boots + 2)
+
+
+def test_configured_engine_id_is_used(
+    serve: Callable[..., Served], tools: Tools, secrets: dict[str, str], tmp_path: Path
+) -> None:
+    configured = "0x80007ed9057069746d74612d736e6d70"
+    snmp = SnmpSection(listen="udp:127.0.0.1:0", users=v3_users(secrets), engine_id=configured)
+    served = serve(snmp, state_dir=tmp_path / "agent")
+    assert discover(served.port) == (bytes.fromhex(configured[2:]), 1)
+    get = dotted((*SCALARS, 1, 0))
+    assert lines(tools.v3("snmpget", served, "ops", "-e" + configured, get)) == [WALK_LINES[0]]
+    served.run(served.agent.stop)
+    assert discover(serve(snmp, state_dir=tmp_path / "agent").port)[1] == 2
+
+
+@pytest.mark.parametrize("engine_id", ["80007ed9", "0x80007ed900aabb", "zz0102030405",
+                                       "0000000000", "ffffffffff", "0x" + "80007ed905" * 7])
+def test_bad_engine_id_is_a_config_error(engine_id: str) -> None:
+    with pytest.raises(ConfigError, match=r"^snmp\.engine_id: ") as err:
+        StandaloneAgent(TreeSource(TREE), SnmpSection(engine_id=engine_id))
+    assert "\n" not in str(err.value)
+
+
+def test_unwritable_state_dir_still_starts_with_one_warning(
+    serve: Callable[..., Served], tools: Tools, secrets: dict[str, str], tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    blocked = tmp_path / "a-file"
+    blocked.write_text("not a directory\n")
+    snmp = SnmpSection(listen="udp:127.0.0.1:0", users=v3_users(secrets))
+    with caplog.at_level(logging.WARNING, logger="pmta_snmp"):
+        served = serve(snmp, state_dir=blocked / "agent")
+    warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 1, warnings
+    assert "engine ID" in warnings[0].getMessage()
+    engine_id, boots = discover(served.port)
+    assert engine_id[:5] == bytes.fromhex("80007ed905") and boots == 1
+    assert lines(tools.v3("snmpget", served, "ops", dotted((*SCALARS, 1, 0)))) == [WALK_LINES[0]]
 
 
 # --- SNMPv1 ---------------------------------------------------------------------------------

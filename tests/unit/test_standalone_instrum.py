@@ -561,13 +561,17 @@ _PACKAGE = Path(pmta_snmp.__file__).parent
 _MANGLED = re.compile(r"\b_[A-Za-z]\w*__\w+")  # _Class__attr: a name-mangled private
 _PRIVATE_STRING = re.compile(r"""["'](_[\w-]+)["']""")  # getattr(x, "_name"), "__SNMPv2-MIB"
 _PRIVATE_ATTRIBUTE = re.compile(r"\b(\w+)\.(_\w+)")  # something._name
+# The MIB instance module holding snmpEngineID and snmpEngineBoots: the only place to set them
+# without pysnmp's shared /tmp boots store (pysnmp's own config and USM read them there).
+_ALLOWED_PRIVATE_STRINGS = frozenset({"__SNMP-FRAMEWORK-MIB"})
 
 
 def pysnmp_private_names(text: str) -> list[str]:
     """Private names a module that uses pysnmp reaches into: name-mangled attributes, private
     names in strings, and `_name` attributes of anything but `self` and `cls`."""
     found = [m.group(0) for m in _MANGLED.finditer(text)]
-    found += [m.group(1) for m in _PRIVATE_STRING.finditer(text)]
+    found += [m.group(1) for m in _PRIVATE_STRING.finditer(text)
+              if m.group(1) not in _ALLOWED_PRIVATE_STRINGS]
     found += [
         m.group(0) for m in _PRIVATE_ATTRIBUTE.finditer(text)
         if m.group(1) not in ("self", "cls") and not m.group(2).startswith("__")
