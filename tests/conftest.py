@@ -316,3 +316,15 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
 
     return FileFixtureScheduling(config, log)
 # --- end of pytest-xdist ---
+
+
+# --- No test writes to the machine's default state directory -------------------------------
+
+
+@pytest.fixture(autouse=True)
+def _private_default_state_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Point the default state directory (`$PMTA_SNMP_STATE_DIR`) of this test and the
+    processes it starts at its own temporary directory: a plugin or agent run without
+    `--state-dir` would otherwise write to /var/lib/pmta-snmp (root) or ~/.local/state (the
+    standalone agent's SNMPv3 engine ID, for one). Tests of the default itself unset it."""
+    monkeypatch.setenv("PMTA_SNMP_STATE_DIR", str(tmp_path / "default-state"))

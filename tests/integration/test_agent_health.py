@@ -97,7 +97,8 @@ def sim() -> Iterator[Simulator]:
 
 
 def _env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PMTA_SNMP_", "PMTA_API"))}
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("PMTA_SNMP_", "PMTA_API")) or k == "PMTA_SNMP_STATE_DIR"}
     env.update(PMTA_SNMP_PMTA_TIMEOUT="1", PMTA_SNMP_POLL_JITTER="0",
                PMTA_SNMP_THRESHOLDS_API_FAILURES_RAISE="3")
     return env

@@ -277,7 +277,7 @@ def wait_for(pred: Callable[[], bool], timeout: float, what: str) -> None:
 
 def spawn(args: list[str], tmp_path: Path) -> subprocess.Popen[str]:
     env = {k: v for k, v in os.environ.items()
-           if k not in ("PMTA_API_KEY", "PMTA_SNMP_STATE_DIR")}
+           if k != "PMTA_API_KEY"}  # the state dir: the test's own (conftest)
     log = (tmp_path / "agent.log").open("a")
     return subprocess.Popen([sys.executable, "-m", "pmta_snmp", *args], stdout=log,
                             stderr=subprocess.STDOUT, text=True, env=env)

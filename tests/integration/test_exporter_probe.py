@@ -403,7 +403,8 @@ def test_probe_only_exporter_command_without_a_pmta_url(sim: Simulator, tmp_path
     config.write_text('[probe]\nmax_concurrent = 4\n[probe.modules.default]\ntimeout = 5\n',
                       encoding="utf-8")
     port = free_tcp_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PMTA_SNMP_")}
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("PMTA_SNMP_") or k == "PMTA_SNMP_STATE_DIR"}
     proc = subprocess.Popen(
         [sys.executable, "-m", "pmta_snmp", "exporter", "--config", str(config),
          "--listen", f"127.0.0.1:{port}"],

@@ -59,7 +59,8 @@ def hostile() -> Iterator[HostileApi]:
 
 
 def spawn(args: list[str], log_path: Path) -> subprocess.Popen[bytes]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PMTA_SNMP_", "PMTA_API"))}
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("PMTA_SNMP_", "PMTA_API")) or k == "PMTA_SNMP_STATE_DIR"}
     env["PMTA_SNMP_PMTA_TIMEOUT"] = "5"  # generous: a refused connection fails at once anyway
     with log_path.open("wb") as log:
         return subprocess.Popen([sys.executable, "-m", *args], stdout=log,

@@ -135,7 +135,8 @@ def engine_env(engine: str) -> dict[str, str]:
 
 def agent_env(**extra: str) -> dict[str, str]:
     """The environment for an agent child: ours minus PMTA_* settings, plus `extra`."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PMTA_SNMP_", "PMTA_API"))}
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("PMTA_SNMP_", "PMTA_API")) or k == "PMTA_SNMP_STATE_DIR"}
     env.update(extra)
     return env
 
