@@ -20,6 +20,8 @@ from typing import Any, ClassVar
 
 import nagiosplugin
 
+from pmta_snmp.outcomes.view import source_ip_text
+
 from .acctbase import AcctResource, Event, Fields, add_acct_args, add_outcome_args
 from .base import (
     Info,
@@ -122,7 +124,7 @@ class BlocklistResource(AcctResource):
 
     def events(self, kind: str, record: Mapping[str, str]) -> tuple[Event, ...]:
         """A delivery counts under its IP; a rejection naming a list under (IP, list)."""
-        ip = record["dlv_source_ip"].strip()
+        ip = source_ip_text(record["dlv_source_ip"])
         if kind == "d":
             return (((("ip", ip),), ("d",)),)
         if kind not in REJECTIONS:

@@ -543,14 +543,18 @@ def _provider_rows(view: OutcomesView) -> list[_OutcomeRow]:
 
 def _source_ip_rows(view: OutcomesView) -> list[_OutcomeRow]:
     """One row per address; every row that is no address (the cap's `(other)`, texts that
-    are no IP) summed into the one unknown(0) row, whose index they would share."""
+    are no IP) summed into the one unknown(0) row, whose index they would share, and texts
+    of one address (`fe80::1%eth0`, `fe80::1`) summed into its row (the first text names it)."""
     rows: list[_OutcomeRow] = []
     unknown: list[SourceIpRow] = []
+    by_address: dict[tuple[int, bytes], list[SourceIpRow]] = {}
     for s in view.source_ips:
         if s.family not in (4, 6):
             unknown.append(s)
             continue
-        rows.append(_source_ip_row(s.source_ip, [s], s.family, s.address))
+        by_address.setdefault((s.family, s.address), []).append(s)
+    for (family, address), parts in by_address.items():
+        rows.append(_source_ip_row(parts[0].source_ip, parts, family, address))
     if unknown:
         rows.append(_source_ip_row(OTHER, unknown, 0, b""))
     return rows

@@ -40,6 +40,7 @@ from pmta_snmp.acct.records import AcctRecord
 from pmta_snmp.outcomes.providers import OTHER as OTHER_PROVIDER
 from pmta_snmp.outcomes.providers import ProviderMap, default_providers, mx_host
 from pmta_snmp.outcomes.reasons import Reason, ReasonRules, default_rules
+from pmta_snmp.outcomes.view import source_ip_text
 
 __all__ = [
     "FINAL_TYPES",
@@ -191,14 +192,14 @@ class Classifier:
                                         extra.get("format", "")),
                 None,
                 sending_domain=sending_domain(record.orig, extra.get("reportedDomain", "")),
-                source_ip=extra.get("repSourceIp", "").strip(),
+                source_ip=source_ip_text(extra.get("repSourceIp", "")),
                 vmta=record.vmta,
                 complaint=is_complaint(extra.get("feedbackType", "")),
             )
         provider = self.provider(record.rcpt_domain, record.dsn_mta)
         common = {
             "sending_domain": sending_domain(record.orig),
-            "source_ip": record.dlv_source_ip.strip(),
+            "source_ip": source_ip_text(record.dlv_source_ip),
             "vmta": record.vmta,
         }
         if kind == "d":

@@ -53,6 +53,7 @@ from pmta_snmp.outcomes.view import (
     SourceIpOutcome,
     SourceIpRow,
     address_family,
+    source_ip_text,
 )
 
 __all__ = ["NONE", "TALLY_FIELDS", "EngineSettings", "OutcomesEngine"]
@@ -559,7 +560,7 @@ class OutcomesEngine:
             result, reason, blocklist = failure.result, failure.reason, failure.blocklist
             if kind == "b":
                 delay_piece = values[5]
-        ip = self.ip_cap(_label(ip_raw))
+        ip = self.ip_cap(_label(source_ip_text(ip_raw)))
         vmta = _label(vmta_raw)
         domain = self.domain_cap(_label(sender))
         series = self.series_cap("\0".join((ip, vmta, provider)))
@@ -590,7 +591,7 @@ class OutcomesEngine:
         c = self.counters
         provider = self.classifier.complaint_provider(rcpt_domain, reporting, fmt)
         sender = _label(sender or reported.strip().rstrip(".").lower())
-        ip = self.ip_cap(_label(rep_ip))
+        ip = self.ip_cap(_label(source_ip_text(rep_ip)))
         steps = [(c.complaints, (provider, self.complaint_cap(sender))),
                  (c.ip_complaints, (ip,))]
         keys = (("provider", provider), ("ip", ip), ("domain", self.domain_cap(sender)))

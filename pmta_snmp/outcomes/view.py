@@ -42,6 +42,7 @@ __all__ = [
     "address_family",
     "bucket_index",
     "hundredths_of_percent",
+    "source_ip_text",
 ]
 
 RESULTS: Final[tuple[str, ...]] = (
@@ -75,6 +76,17 @@ def address_family(text: str) -> tuple[int, bytes]:
     except ValueError:
         return 0, b""
     return ip.version, ip.packed
+
+
+def source_ip_text(text: str) -> str:
+    """An address's one text (``2001:db8::1`` for ``2001:DB8::1``, ``[2001:0db8::1]``): one
+    series, one SNMP row and one match for --source-ip however PowerMTA wrote it; a text
+    that is no IP is only stripped."""
+    text = text.strip()
+    try:
+        return str(ipaddress.ip_address(text.strip("[]")))
+    except ValueError:
+        return text
 
 
 @dataclass(frozen=True, slots=True)

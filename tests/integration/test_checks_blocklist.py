@@ -177,3 +177,20 @@ def test_errors_are_one_unknown_line(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert out.code == 3, out.out
     assert out.line.startswith("PMTA BLOCKLIST UNKNOWN - " + line.replace("{dir}", str(tmp_path)))
     assert len(out.out.splitlines()) == 1 and out.err == ""
+
+
+@pytest.mark.parametrize("written", ["2001:DB8::22", "2001:0db8:0:0::22", "[2001:db8::22]"])
+def test_an_ipv6_source_ip_written_otherwise_is_the_same_address(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], written: str) -> None:
+    """PowerMTA may write an IPv6 dlvSourceIp as configured (upper case, zeros, brackets):
+    --source-ip and the discovered IP (what a Zabbix item passes back) still find its
+    rejections, under the address's one canonical text."""
+    acct = write(tmp_path, [*mix({"d": 20}, ip=written),
+                            *rejected("b", 5, written, SPAMHAUS)])
+    for given in (written, "2001:db8::22"):
+        out = check(capsys, tmp_path, acct, "--source-ip", given)
+        assert out.code == 2, out.out
+        assert out.line.startswith("PMTA BLOCKLIST CRITICAL - source IP 2001:db8::22: 5 "
+                                   "rejections naming spamhaus"), out.line
+    out = check(capsys, tmp_path, acct, "--discover", "source-ips")
+    assert json.loads(out.out) == [{"{#SOURCEIP}": "2001:db8::22"}]

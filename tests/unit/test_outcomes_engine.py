@@ -304,3 +304,31 @@ def test_complaints_arf_and_jmrp_and_mx_only_providers(tmp_path: Path) -> None:
     assert view.source_ip("2001:db8::25").family == 6  # type: ignore[union-attr]
     assert all(r.source_ip != "" for r in view.source_ips)
     assert NONE not in {r.source_ip for r in view.source_ips}  # every record had an IP
+
+
+def test_one_address_written_two_ways_is_one_source_ip(tmp_path: Path) -> None:
+    """`2001:DB8::25` and `2001:db8::25` (or a bracketed or zero-padded form) are one source
+    IP: one row, one series, one SNMP index, with the sum of the records of both texts (two
+    rows under one SNMP index lost one row's counts)."""
+    from pmta_snmp.mib.health import AgentHealth
+    from pmta_snmp.mib.layout import build_varbinds, oid
+
+    w = Writer(tmp_path / "acct")
+    rows = []
+    for text, n in (("2001:DB8::25", 3), ("2001:db8::25", 4), ("[2001:0db8::25]", 5),
+                    ("198.51.100.20", 2), (" 198.51.100.20", 1)):
+        for row in w.rows(n, seed=0):
+            row.update(type="d", dlvSourceIp=text, dsnStatus="2.0.0 (success)",
+                       bounceCat="success", dsnDiag="smtp;250 ok")
+            rows.append(row)
+    w.write(rows)
+    engine = OutcomesEngine(settings(tmp_path, str(w.path)))
+    view = engine.read_all()
+    assert {s.source_ip: s.total.delivered for s in view.source_ips} == {
+        "2001:db8::25": 12, "198.51.100.20": 3}
+    assert sum(s.count for s in view.source_ip_outcomes if s.source_ip == "2001:db8::25") == 12
+    out = dict(build_varbinds(None, AgentHealth(started_at=NOW), outcomes=view))
+    column = oid("pmtaSourceIpDelivered")
+    cells = {o[len(column):]: v.value for o, v in out.items() if o[:len(column)] == column}
+    v6 = (2, 16, 0x20, 0x01, 0x0d, 0xb8, *([0] * 11), 0x25)
+    assert cells == {v6: 12, (1, 4, 198, 51, 100, 20): 3}
