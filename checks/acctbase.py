@@ -280,7 +280,9 @@ def read_window(run: Run, args: argparse.Namespace, *, fields: Fields,
                     events = tuple(event(kind, dict(zip(fields[kind], values, strict=True))))
                     if len(known) < _KNOWN:
                         known[(kind, values)] = events
-                when = now_bucket if minute is None else minute // width
+                # A record logged ahead of this host's clock counts as of now: dated a year
+                # ahead, it would otherwise stay in the window for that year.
+                when = now_bucket if minute is None else min(minute // width, now_bucket)
                 adds += [(when, keys, counters, n) for keys, counters in events]
             buckets.add_events(adds, now_minute=now_bucket)
         win.new_records = reader.records_read

@@ -532,7 +532,8 @@ class OutcomesEngine:
         for (kind, minute, values), n in counts.items():
             marks = plans[(kind, values)][1]
             if marks:
-                when = now_minute if minute is None else minute
+                # Logged ahead of our clock: as of now (not in the last hour until then).
+                when = now_minute if minute is None else min(minute, now_minute)
                 for mark in marks:
                     rk = (when, mark)
                     recent[rk] = recent.get(rk, 0) + n

@@ -194,3 +194,21 @@ def test_an_ipv6_source_ip_written_otherwise_is_the_same_address(
                                    "rejections naming spamhaus"), out.line
     out = check(capsys, tmp_path, acct, "--discover", "source-ips")
     assert json.loads(out.out) == [{"{#SOURCEIP}": "2001:db8::22"}]
+
+
+def test_a_record_dated_in_the_future_leaves_the_window_like_one_of_now(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rejections logged by a clock a year ahead count as of now, and leave the 24 h window a
+    day later: they do not keep the source IP CRITICAL for the year until their timestamp."""
+    import time
+
+    ahead = [dict(r, _minutes_ago=-365 * 24 * 60) for r in rejected("b", 4, LISTED, SPAMHAUS)]
+    acct = write(tmp_path, [*mix({"d": 20}, ip=LISTED), *ahead])
+    out = check(capsys, tmp_path, acct)
+    assert out.code == 2 and "4 rejections naming spamhaus in the last 24 h" in out.line, out.out
+    later = time.time() + 25 * 3600
+    monkeypatch.setattr(time, "time", lambda: later)
+    out = check(capsys, tmp_path, acct)
+    assert out.code == 0, out.out
+    assert out.line.startswith("PMTA BLOCKLIST OK - no rejections naming a blocklist"), out.line

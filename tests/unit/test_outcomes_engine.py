@@ -332,3 +332,26 @@ def test_one_address_written_two_ways_is_one_source_ip(tmp_path: Path) -> None:
     cells = {o[len(column):]: v.value for o, v in out.items() if o[:len(column)] == column}
     v6 = (2, 16, 0x20, 0x01, 0x0d, 0xb8, *([0] * 11), 0x25)
     assert cells == {v6: 12, (1, 4, 198, 51, 100, 20): 3}
+
+
+def test_records_dated_ahead_count_as_of_now_in_the_last_hour_and_day(tmp_path: Path) -> None:
+    """Records logged by a clock a year ahead are in the cumulative counters and in the last
+    hour as of now; two hours (and a day) later they have left the last hour (and day) instead
+    of staying there for the year until their timestamp."""
+    w = Writer(tmp_path / "acct")
+    rows = w.rows(30, start=NOW + timedelta(days=365))
+    w.write(rows)
+    expected = Counter(r["type"] for r in rows)
+    now = [NOW.timestamp()]
+    engine = OutcomesEngine(settings(tmp_path, str(w.path)), clock=lambda: now[0])
+    view = engine.read_all()
+    assert dict(view.records) == dict(expected)
+    assert view.last_hour.delivered == expected["d"] > 0
+    now[0] += 2 * 3600
+    view = engine.read_all()
+    assert view.last_hour.delivered == 0
+    assert view.last_day.delivered == expected["d"]
+    now[0] += 25 * 3600
+    view = engine.read_all()
+    assert (view.last_day.delivered, view.complaints_last_day) == (0, 0)
+    assert view.totals.delivered == expected["d"]
