@@ -212,3 +212,25 @@ def test_a_record_dated_in_the_future_leaves_the_window_like_one_of_now(
     out = check(capsys, tmp_path, acct)
     assert out.code == 0, out.out
     assert out.line.startswith("PMTA BLOCKLIST OK - no rejections naming a blocklist"), out.line
+
+
+@pytest.mark.parametrize("plugin", ["blocklist", "bounce", "deferral"])
+@pytest.mark.parametrize(("option", "name"), [("--reason-rules", "bad.toml"),
+                                              ("--provider-map", "bad.toml"),
+                                              ("--reason-rules", "missing.toml")])
+def test_a_rules_file_given_is_checked_before_any_rejection_needs_it(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], plugin: str, option: str,
+        name: str) -> None:
+    """A --reason-rules or --provider-map that cannot be used is UNKNOWN from the first run,
+    not OK while there is nothing to classify and UNKNOWN the day rejections come."""
+    import importlib
+
+    plugin_main = importlib.import_module(f"pmta_snmp.checks.{plugin}").main
+    acct = write(tmp_path, mix({"d": 200}, ip=CLEAN))
+    (tmp_path / "bad.toml").write_text("rule = [\n", encoding="utf-8")
+    path = str(tmp_path / name)
+    out = run_main(plugin_main, ["--acct-file", str(acct), "--state-dir",
+                                 str(tmp_path / "state"), option, path], capsys)
+    assert out.code == 3, out.out
+    assert out.line.startswith(f"PMTA {plugin.upper()} UNKNOWN - {path}: "), out.line
+    assert len(out.out.splitlines()) == 1 and out.err == ""
