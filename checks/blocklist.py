@@ -100,9 +100,10 @@ class Listing:
 def parse_ip(text: str) -> str:
     """--source-ip: an IPv4 or IPv6 address, as PowerMTA writes it."""
     try:
-        return str(ipaddress.ip_address(text.strip().strip("[]")))
+        ipaddress.ip_address(text.strip().strip("[]"))
     except ValueError:
         raise argparse.ArgumentTypeError(f"not an IP address: {text!r}") from None
+    return source_ip_text(text)
 
 
 class BlocklistResource(AcctResource):

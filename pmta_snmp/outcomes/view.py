@@ -84,9 +84,13 @@ def source_ip_text(text: str) -> str:
     that is no IP is only stripped."""
     text = text.strip()
     try:
-        return str(ipaddress.ip_address(text.strip("[]")))
+        ip = ipaddress.ip_address(text.strip("[]"))
     except ValueError:
         return text
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped and ip.scope_id is None:
+        # ::ffff:198.51.100.2 as written, on every Python (3.11 says ::ffff:c633:6402).
+        return f"::ffff:{ip.ipv4_mapped}"
+    return str(ip)
 
 
 @dataclass(frozen=True, slots=True)
