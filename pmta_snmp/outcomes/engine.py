@@ -264,20 +264,33 @@ class _Counters:
         out["read_errors"] = self.read_errors
         return out
 
+    #: Key values per row of each table.
+    ARITY: Final = {"outcomes": 2, "reasons": 2, "ips": 2, "ip_outcomes": 4, "sending": 2,
+                    "complaints": 2, "ip_complaints": 1, "blocklists": 3, "records": 1,
+                    "delay_sums": 1, "delay_counts": 2}
+
     @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> _Counters:
+    def from_json(cls, data: object) -> _Counters:
+        """The counters saved by :meth:`to_json`; ValueError naming the first malformed part
+        (a count that is no whole number >= 0, a key of the wrong length): counters taken
+        in part would have lost records, or gone back."""
+        if not isinstance(data, Mapping):
+            raise ValueError("counters: not an object")
         out = cls()
         for name in cls.TABLES:
             table: dict[tuple[str, ...], int] = getattr(out, name)
-            rows = data.get(name)
+            rows = data.get(name, [])
             if not isinstance(rows, list):
-                continue
+                raise ValueError(f"counters {name}: not a list")
             for row in rows:
-                if (isinstance(row, list) and row and all(isinstance(x, str) for x in row[:-1])
-                        and isinstance(row[-1], int | float) and not isinstance(row[-1], bool)):
-                    table[tuple(row[:-1])] = table.get(tuple(row[:-1]), 0) + int(row[-1])
-        errors = data.get("read_errors")
-        out.read_errors = errors if isinstance(errors, int) and _count(errors) else 0
+                if not (isinstance(row, list) and len(row) == cls.ARITY[name] + 1
+                        and all(isinstance(x, str) for x in row[:-1]) and _count(row[-1])):
+                    raise ValueError(f"counters {name}: malformed row {str(row)[:80]}")
+                table[tuple(row[:-1])] = table.get(tuple(row[:-1]), 0) + row[-1]
+        errors = data.get("read_errors", 0)
+        if not _count(errors):
+            raise ValueError("counters read_errors: not a count")
+        out.read_errors = errors
         return out
 
 
@@ -362,27 +375,49 @@ class OutcomesEngine:
         return self._state_file
 
     def _load(self) -> None:
-        """Continue from the state file (a missing, corrupt or other files' state: afresh)."""
+        """Continue from the state file (a missing or corrupt state: afresh; one this version
+        cannot use in full: afresh, said in the view's warnings and the log)."""
         state = self._file()
         doc = state.load()
         if state.warning is not None:
             self._warnings.append(str(state.warning))
             log.warning("%s", state.warning)
-        if doc.get("v") != _STATE_VERSION or doc.get("files") != self.settings.files:
+        if not doc:
             return
+        problem = self._restore(doc)
+        if problem is not None:
+            self._reset(self.counting_since)
+            message = f"state file {state.path}: {problem}; counting starts afresh"
+            self._warnings.append(message)
+            log.warning("%s", message)
+
+    def _restore(self, doc: Mapping[str, Any]) -> str | None:
+        """Take the saved position and counters; the problem, in words, when they cannot be
+        taken in full (nothing taken then)."""
+        if doc.get("v") != _STATE_VERSION:
+            return (f"version {str(doc.get('v'))[:20]} (this version of pmta-snmp keeps "
+                    f"version {_STATE_VERSION})")
+        if doc.get("files") != self.settings.files:
+            return f"kept for other files ({str(doc.get('files'))[:200]})"
         acct = AcctState.from_json(doc.get("acct"))
+        if acct is None:
+            return "no usable reading position"
         try:
             since = datetime.fromisoformat(str(doc.get("since")))
         except ValueError:
-            return
-        if acct is None or since.tzinfo is None:
-            return
+            since = None
+        if since is None or since.tzinfo is None:
+            return "no usable counting_since time"
+        try:
+            counters = _Counters.from_json(doc.get("counters", {}))
+        except ValueError as exc:
+            return str(exc)
         self.counting_since = since
         self.acct_state = acct
         minute = doc.get("since_minute")
         self.since_minute = minute if isinstance(minute, int) else None
         self.backfilling = bool(doc.get("backfilling", False))
-        self.counters = _Counters.from_json(doc.get("counters") or {})
+        self.counters = counters
         self.recent = _Recent.from_json(doc.get("recent"))
         admitted = doc.get("admitted") or {}
         for name, cap in (("ip", self.ip_cap), ("domain", self.domain_cap),
@@ -391,7 +426,10 @@ class OutcomesEngine:
             if isinstance(values, list):
                 cap.admitted = {v for v in values if isinstance(v, str)}
         newest = doc.get("newest")
-        self.newest = float(newest) if isinstance(newest, int | float) else None
+        # A time (NaN or out of range: the view's datetime would fail at every pass).
+        self.newest = float(newest) if isinstance(newest, int | float) and not isinstance(
+            newest, bool) and 0 <= newest < 1e11 else None
+        return None
 
     def save(self) -> None:
         """Write the reading position and the counters, together (atomic)."""

@@ -281,6 +281,57 @@ def test_corrupt_state_starts_afresh_with_a_warning(tmp_path: Path) -> None:
     assert view_counts(view) == file_counts(w.dir)
 
 
+@pytest.mark.parametrize(("change", "said"), [
+    ({"v": 99}, "version 99"),
+    ({"acct": {"tail": 5}}, "reading position"),
+    ({"since": "yesterday"}, "counting_since"),
+    ({"counters": {"outcomes": [["gmail", "delivered", -50]]}}, "counters"),
+    ({"counters": {"records": [["d", 1e300]]}}, "counters"),
+    ({"counters": {"outcomes": "nope"}}, "counters"),
+])
+def test_a_state_of_another_version_or_malformed_is_said_and_counted_afresh(
+        tmp_path: Path, change: dict[str, object], said: str) -> None:
+    """A state file this version cannot use in full (another version, a part malformed)
+    starts the counting afresh, once, from the files, and says so: not silently, and never
+    with counters from it that went back, are negative or are not whole numbers."""
+    import json
+
+    w = Writer(tmp_path / "acct")
+    w.write(w.rows(40))
+    s = settings(tmp_path, str(w.dir / "acct.csv"))
+    engine = OutcomesEngine(s)
+    engine.read_all()
+    engine.save()
+    doc = json.loads(engine.state_path.read_text())
+    doc.update(change)
+    engine.state_path.write_text(json.dumps(doc))
+    engine = OutcomesEngine(s)
+    view = engine.read_all()
+    assert any(said in x and "counting starts afresh" in x for x in view.warnings), \
+        view.warnings
+    assert view_counts(view) == file_counts(w.dir)
+
+
+@pytest.mark.parametrize("newest", [float("nan"), float("inf"), 1e300, -1e300])
+def test_a_newest_time_out_of_range_in_the_state_is_left_out(tmp_path: Path,
+                                                             newest: float) -> None:
+    """A state whose newest-record time is no time (NaN, out of range) starts and counts on:
+    the view's datetime of it made every start fail."""
+    import json
+
+    w = Writer(tmp_path / "acct")
+    w.write(w.rows(40))
+    s = settings(tmp_path, str(w.dir / "acct.csv"))
+    engine = OutcomesEngine(s)
+    engine.read_all()
+    engine.save()
+    doc = json.loads(engine.state_path.read_text())
+    engine.state_path.write_text(json.dumps({**doc, "newest": newest}))
+    w.write(w.rows(10))
+    view = OutcomesEngine(s).read_all()
+    assert view_counts(view) == file_counts(w.dir)
+
+
 def test_a_missing_file_is_no_error(tmp_path: Path) -> None:
     engine = OutcomesEngine(settings(tmp_path, str(tmp_path / "nowhere" / "acct*.csv")))
     view = engine.read_all()
