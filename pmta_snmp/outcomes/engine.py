@@ -326,6 +326,8 @@ class OutcomesEngine:
         self._state_file: Any = None
         self._last_save = 0.0
         self._warnings: list[str] = []
+        #: "no accounting file matches ..." while that is so (said in the view, not kept).
+        self._missing: str | None = None
         self._view = OutcomesView.empty()
         self._reset(datetime.fromtimestamp(self._clock(), UTC))
         if settings.persist:
@@ -521,6 +523,10 @@ class OutcomesEngine:
                 self._warnings = [*self._warnings[-4:], message]
             return True
         self.acct_state = new_state
+        missing = self._missing_files()
+        if missing is not None and missing != self._missing:
+            log.warning("%s", missing)
+        self._missing = missing
         self.counters.read_errors += reader.skipped_rows
         for warning in reader.warnings:
             if warning not in self._warnings:
@@ -533,6 +539,17 @@ class OutcomesEngine:
         self.updated = datetime.fromtimestamp(now, UTC)
         self.recent.prune(epoch_minute(now))
         return caught_up
+
+    def _missing_files(self) -> str | None:
+        """The words for files that are not there (None when some file is)."""
+        from pmta_snmp.logtail import expand_paths
+
+        spec = self.settings.files
+        if any(p.is_file() for p in expand_paths(spec)):
+            return None
+        if any(ch in spec for ch in "*?["):
+            return f"no accounting file matches {spec} (yet)"
+        return f"no accounting file {spec} (yet)"
 
     def _add(self, counts: TallyCounts, now_minute: int, step: int = 1) -> None:
         """Add one chunk of counts: keys differ by minute, so the cumulative counters are
@@ -741,7 +758,7 @@ class OutcomesEngine:
                 ("source_ip", self.ip_cap), ("sending_domain", self.domain_cap),
                 ("source_ip_series", self.series_cap),
                 ("complaint_sending_domain", self.complaint_cap))),
-            warnings=tuple(self._warnings),
+            warnings=(*self._warnings, *([self._missing] if self._missing else [])),
         )
 
     # -- running in a thread -------------------------------------------------------------

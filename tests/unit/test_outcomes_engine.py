@@ -406,3 +406,19 @@ def test_records_dated_ahead_count_as_of_now_in_the_last_hour_and_day(tmp_path: 
     view = engine.read_all()
     assert (view.last_day.delivered, view.complaints_last_day) == (0, 0)
     assert view.totals.delivered == expected["d"]
+
+
+@pytest.mark.parametrize("spec", ["acct.csv", "acct*.csv"])
+def test_files_that_do_not_exist_are_said_while_they_do_not(tmp_path: Path, spec: str) -> None:
+    """`poll --acct-file` with a mistyped path printed empty tables and nothing else: the view
+    says that no file matches (no error: the exporter waits for PowerMTA to write it), and
+    stops saying it once the file is there."""
+    w = Writer(tmp_path / "acct")
+    engine = OutcomesEngine(settings(tmp_path, str(w.dir / spec)))
+    view = engine.read_all()
+    assert view.records == ()
+    assert [x for x in view.warnings if str(w.dir / spec) in x and "no accounting file" in x]
+    w.write(w.rows(20))
+    view = engine.read_all()
+    assert view_counts(view) == file_counts(w.dir)
+    assert not [x for x in view.warnings if "no accounting file" in x]
