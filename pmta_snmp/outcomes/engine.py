@@ -81,6 +81,9 @@ _COMPLAINT = len(RESULTS)
 _BLOCKLIST = len(RESULTS) + 1
 _WIDTH = len(RESULTS) + 2
 _RESULT_INDEX: Final = {r: i for i, r in enumerate(RESULTS)}
+#: Classifications ("plans") of distinct records kept between chunks: about 1.6 KB each, so
+#: a high-cardinality catch-up does not leave hundreds of MB behind (200,000 kept 330 MB).
+_PLAN_CACHE: Final = 20_000
 #: Slot widths (minutes) and how many of them are kept: the last hour, the last day.
 _HOUR_SLOTS, _DAY_SLOT, _DAY_SLOTS = 60, 10, 144
 
@@ -570,7 +573,7 @@ class OutcomesEngine:
         for (kind, _, values), seconds in counts.sums.items():
             delays[(kind, values)] = delays.get((kind, values), 0.0) + seconds
         plans = self._plans
-        if len(plans) > 200_000:
+        if len(plans) + len(totals) > _PLAN_CACHE:
             plans.clear()
         for kv, n in totals.items():
             plan = plans.get(kv)
@@ -595,6 +598,8 @@ class OutcomesEngine:
         add = self.recent.add
         for (when, (keys, index)), n in recent.items():
             add(when, keys, index, n)
+        if len(plans) > _PLAN_CACHE:  # a chunk of many distinct records: not kept
+            plans.clear()
 
     def _plan(self, kind: str, values: tuple[str, ...]) -> _Plan:
         """Where the records of one (type, values) are counted."""
