@@ -234,3 +234,17 @@ def test_a_rules_file_given_is_checked_before_any_rejection_needs_it(
     assert out.code == 3, out.out
     assert out.line.startswith(f"PMTA {plugin.upper()} UNKNOWN - {path}: "), out.line
     assert len(out.out.splitlines()) == 1 and out.err == ""
+
+
+@pytest.mark.skipif(not os.path.isdir("/sys/kernel"), reason="needs a read-only directory")
+def test_a_read_only_state_directory_is_named_on_the_unknown_line(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A state directory where the lock file cannot be created (read-only, even for root) is
+    one UNKNOWN line naming the directory, not `cannot read <bare file name>`."""
+    acct = write(tmp_path, traffic())
+    out = run_main(main, ["--acct-file", str(acct), "--state-dir", "/sys/kernel"], capsys)
+    assert out.code == 3, out.out
+    assert out.line.startswith("PMTA BLOCKLIST UNKNOWN - cannot create the lock file "
+                               "/sys/kernel/check_pmta_blocklist-"), out.line
+    assert "is the state directory /sys/kernel writable?" in out.line
+    assert len(out.out.splitlines()) == 1 and out.err == ""
