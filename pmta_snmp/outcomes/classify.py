@@ -94,6 +94,13 @@ def is_complaint(feedback_type: str) -> bool:
     return feedback_type.strip().lower() not in NOT_COMPLAINTS
 
 
+def _reporting_host(reporting_mta: str) -> str:
+    """The host of an ARF ``Reporting-MTA`` value: ``dns; mail.yahoo.com`` (RFC 5965 and
+    RFC 3464's ``type; name``) gives ``mail.yahoo.com``; a bare host name is itself."""
+    kind, sep, rest = reporting_mta.partition(";")
+    return rest.strip() if sep and kind.strip().replace("-", "").isalnum() else reporting_mta
+
+
 def sending_domain(orig: str, reported_domain: str = "") -> str:
     """The envelope sender's domain (``orig``), else ``reportedDomain`` (``f`` records)."""
     return domain_of(orig) or reported_domain.strip().rstrip(".").lower()
@@ -167,7 +174,7 @@ class Classifier:
         found = self._complaint_providers.get(key)
         if found is None:
             found = self.providers.by_domain(rcpt_domain) if rcpt_domain else None
-            host = mx_host(reporting_mta)
+            host = mx_host(_reporting_host(reporting_mta))
             while found is None and host:
                 found = self.providers.by_domain(host) or self.providers.by_mx(host)
                 host = host.partition(".")[2]
