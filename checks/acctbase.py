@@ -20,7 +20,8 @@ Counters are kept per minute for windows up to two hours, per 5 minutes up to ei
 per quarter hour beyond (a day's window stays a hundred buckets, not 1,440), so a long window's
 edge moves in those steps. The reputation plugins classify what they count with the one
 classifier of the outcomes engine (:mod:`pmta_snmp.outcomes.classify`), built only when a run
-has records to classify (loading its rule files is most of such a run's start-up).
+has records to classify (loading its rule files is most of such a run's start-up) or is given
+--provider-map or --reason-rules (checked at every run).
 """
 
 from __future__ import annotations
@@ -280,7 +281,9 @@ def read_window(run: Run, args: argparse.Namespace, *, fields: Fields,
                     events = tuple(event(kind, dict(zip(fields[kind], values, strict=True))))
                     if len(known) < _KNOWN:
                         known[(kind, values)] = events
-                when = now_bucket if minute is None else minute // width
+                # A record logged ahead of this host's clock counts as of now: dated a year
+                # ahead, it would otherwise stay in the window for that year.
+                when = now_bucket if minute is None else min(minute // width, now_bucket)
                 adds += [(when, keys, counters, n) for keys, counters in events]
             buckets.add_events(adds, now_minute=now_bucket)
         win.new_records = reader.records_read
@@ -454,6 +457,10 @@ class AcctResource(PluginResource):
     def read(self) -> Window:
         """This run's new records, added to the stored window; UNKNOWN when the layout lacks
         a required column (a 4.0 layout, or record-fields without it)."""
+        if getattr(self.args, "provider_map", None) or getattr(self.args, "reason_rules", None):
+            # Files given are checked now, not first on the day a record needs them (OK
+            # while nothing is classified, UNKNOWN when the first rejection comes).
+            _ = self.classifier
         self.window = win = read_window(self.run, self.args, fields=self.counted_fields(),
                                         event=self.events, required=self.required,
                                         counting=self.counting())

@@ -20,6 +20,8 @@ from typing import Any, ClassVar
 
 import nagiosplugin
 
+from pmta_snmp.outcomes.view import source_ip_text
+
 from .acctbase import AcctResource, Event, Fields, add_acct_args, add_outcome_args
 from .base import (
     Info,
@@ -98,9 +100,10 @@ class Listing:
 def parse_ip(text: str) -> str:
     """--source-ip: an IPv4 or IPv6 address, as PowerMTA writes it."""
     try:
-        return str(ipaddress.ip_address(text.strip().strip("[]")))
+        ipaddress.ip_address(text.strip().strip("[]"))
     except ValueError:
         raise argparse.ArgumentTypeError(f"not an IP address: {text!r}") from None
+    return source_ip_text(text)
 
 
 class BlocklistResource(AcctResource):
@@ -122,7 +125,7 @@ class BlocklistResource(AcctResource):
 
     def events(self, kind: str, record: Mapping[str, str]) -> tuple[Event, ...]:
         """A delivery counts under its IP; a rejection naming a list under (IP, list)."""
-        ip = record["dlv_source_ip"].strip()
+        ip = source_ip_text(record["dlv_source_ip"])
         if kind == "d":
             return (((("ip", ip),), ("d",)),)
         if kind not in REJECTIONS:

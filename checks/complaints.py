@@ -112,6 +112,8 @@ class ComplaintResource(AcctResource):
         self.complaints = 0
         self.deliveries = 0
         self.unmeasured = 0  # deliveries to providers without per-message feedback
+        #: Complaints to providers with no delivery in the window: no rate to blend them into.
+        self.without_deliveries: dict[str, int] = {}
         self.worst: str | None = None  # the worst judged key, in words
 
     def counted_fields(self) -> Fields:
@@ -169,6 +171,10 @@ class ComplaintResource(AcctResource):
                 if provider in NO_FEEDBACK and not a.provider:
                     self.unmeasured += counters.get("d", 0)
                 continue
+            if not counters.get("d", 0):
+                if counters.get("complaint", 0):
+                    self.without_deliveries[provider] = counters["complaint"]
+                continue
             self.deliveries += counters.get("d", 0)
             self.complaints += counters.get("complaint", 0)
         if not win.total(("f",)) and self.deliveries:
@@ -180,6 +186,7 @@ class ComplaintResource(AcctResource):
             "complaints": self.complaints,
             "deliveries": self.deliveries,
             "not_measured": sorted(p for p in providers if p in NO_FEEDBACK),
+            "without_deliveries": dict(sorted(self.without_deliveries.items())),
         }
         metrics: list[nagiosplugin.Metric] = []
         for dimension in self.by:
@@ -200,12 +207,23 @@ class ComplaintResource(AcctResource):
                      uom="%", min=0, max=100, context="info")
         yield metric("complaints", self.complaints, context="info", min=0)
         yield metric("deliveries", self.deliveries, context="info", min=0)
+        yield metric("unrated_complaints", sum(self.without_deliveries.values()),
+                     context="info", min=0)
         yield from metrics
+        for provider, n in sorted(self.without_deliveries.items()):
+            run.long.append(f"{provider}: {self.no_rate_text(provider, n)} (complaints "
+                            "can arrive days after the mail they are about)")
         if self.unmeasured:
             run.long.append(f"gmail: {human(self.unmeasured)} deliveries {win.span}; "
                             f"{_NOT_MEASURED}")
         run.details = details
         run.primary = "worst_complaint_rate"
+
+    def no_rate_text(self, provider: str, complaints: int) -> str:
+        """`50 complaints and no deliveries in the last 24 h: no rate`."""
+        assert self.window is not None
+        return (f"{human(complaints)} complaint{'s' if complaints != 1 else ''} and no "
+                f"deliveries {self.window.span}: no rate")
 
     def ok_text(self, results: nagiosplugin.Results) -> str:
         win = self.window
@@ -220,6 +238,8 @@ class ComplaintResource(AcctResource):
                 text += f"; worst {self.worst}"
             elif not self.items.names:
                 text += f", below --min-volume {self.args.min_volume}: not judged"
+        for provider, n in sorted(self.without_deliveries.items(), key=lambda kv: -kv[1])[:2]:
+            text += f"; {provider}: {self.no_rate_text(provider, n)}"
         if self.unmeasured:
             text += "; gmail not measured (no per-message feedback)"
         return text

@@ -193,9 +193,16 @@ class StateFile:
             return
         dir_fd = self._open_dir()
         try:
-            fd = self._open_in_dir(
-                dir_fd, self.lock_path.name, os.O_RDWR | os.O_CREAT, "lock file", self.lock_path
-            )
+            try:
+                fd = self._open_in_dir(dir_fd, self.lock_path.name, os.O_RDWR | os.O_CREAT,
+                                       "lock file", self.lock_path)
+            except StateError:
+                raise
+            except OSError as exc:  # a read-only directory: say which one
+                raise StateError(
+                    f"cannot create the lock file {self.lock_path}: {exc.strerror} (is the "
+                    f"state directory {self.lock_path.parent} writable?)"
+                ) from exc
             try:
                 self._acquire(fd)
             except BaseException:

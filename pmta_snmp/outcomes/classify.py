@@ -40,6 +40,7 @@ from pmta_snmp.acct.records import AcctRecord
 from pmta_snmp.outcomes.providers import OTHER as OTHER_PROVIDER
 from pmta_snmp.outcomes.providers import ProviderMap, default_providers, mx_host
 from pmta_snmp.outcomes.reasons import Reason, ReasonRules, default_rules
+from pmta_snmp.outcomes.view import source_ip_text
 
 __all__ = [
     "FINAL_TYPES",
@@ -91,6 +92,13 @@ class Outcome:
 def is_complaint(feedback_type: str) -> bool:
     """An ``f`` record's ``feedbackType`` makes it a complaint (see the module docstring)."""
     return feedback_type.strip().lower() not in NOT_COMPLAINTS
+
+
+def _reporting_host(reporting_mta: str) -> str:
+    """The host of an ARF ``Reporting-MTA`` value: ``dns; mail.yahoo.com`` (RFC 5965 and
+    RFC 3464's ``type; name``) gives ``mail.yahoo.com``; a bare host name is itself."""
+    kind, sep, rest = reporting_mta.partition(";")
+    return rest.strip() if sep and kind.strip().replace("-", "").isalnum() else reporting_mta
 
 
 def sending_domain(orig: str, reported_domain: str = "") -> str:
@@ -166,7 +174,7 @@ class Classifier:
         found = self._complaint_providers.get(key)
         if found is None:
             found = self.providers.by_domain(rcpt_domain) if rcpt_domain else None
-            host = mx_host(reporting_mta)
+            host = mx_host(_reporting_host(reporting_mta))
             while found is None and host:
                 found = self.providers.by_domain(host) or self.providers.by_mx(host)
                 host = host.partition(".")[2]
@@ -191,14 +199,14 @@ class Classifier:
                                         extra.get("format", "")),
                 None,
                 sending_domain=sending_domain(record.orig, extra.get("reportedDomain", "")),
-                source_ip=extra.get("repSourceIp", "").strip(),
+                source_ip=source_ip_text(extra.get("repSourceIp", "")),
                 vmta=record.vmta,
                 complaint=is_complaint(extra.get("feedbackType", "")),
             )
         provider = self.provider(record.rcpt_domain, record.dsn_mta)
         common = {
             "sending_domain": sending_domain(record.orig),
-            "source_ip": record.dlv_source_ip.strip(),
+            "source_ip": source_ip_text(record.dlv_source_ip),
             "vmta": record.vmta,
         }
         if kind == "d":

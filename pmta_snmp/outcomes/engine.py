@@ -53,6 +53,7 @@ from pmta_snmp.outcomes.view import (
     SourceIpOutcome,
     SourceIpRow,
     address_family,
+    source_ip_text,
 )
 
 __all__ = ["NONE", "TALLY_FIELDS", "EngineSettings", "OutcomesEngine"]
@@ -80,6 +81,9 @@ _COMPLAINT = len(RESULTS)
 _BLOCKLIST = len(RESULTS) + 1
 _WIDTH = len(RESULTS) + 2
 _RESULT_INDEX: Final = {r: i for i, r in enumerate(RESULTS)}
+#: Classifications ("plans") of distinct records kept between chunks: about 1.6 KB each, so
+#: a high-cardinality catch-up does not leave hundreds of MB behind (200,000 kept 330 MB).
+_PLAN_CACHE: Final = 20_000
 #: Slot widths (minutes) and how many of them are kept: the last hour, the last day.
 _HOUR_SLOTS, _DAY_SLOT, _DAY_SLOTS = 60, 10, 144
 
@@ -263,20 +267,33 @@ class _Counters:
         out["read_errors"] = self.read_errors
         return out
 
+    #: Key values per row of each table.
+    ARITY: Final = {"outcomes": 2, "reasons": 2, "ips": 2, "ip_outcomes": 4, "sending": 2,
+                    "complaints": 2, "ip_complaints": 1, "blocklists": 3, "records": 1,
+                    "delay_sums": 1, "delay_counts": 2}
+
     @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> _Counters:
+    def from_json(cls, data: object) -> _Counters:
+        """The counters saved by :meth:`to_json`; ValueError naming the first malformed part
+        (a count that is no whole number >= 0, a key of the wrong length): counters taken
+        in part would have lost records, or gone back."""
+        if not isinstance(data, Mapping):
+            raise ValueError("counters: not an object")
         out = cls()
         for name in cls.TABLES:
             table: dict[tuple[str, ...], int] = getattr(out, name)
-            rows = data.get(name)
+            rows = data.get(name, [])
             if not isinstance(rows, list):
-                continue
+                raise ValueError(f"counters {name}: not a list")
             for row in rows:
-                if (isinstance(row, list) and row and all(isinstance(x, str) for x in row[:-1])
-                        and isinstance(row[-1], int | float) and not isinstance(row[-1], bool)):
-                    table[tuple(row[:-1])] = table.get(tuple(row[:-1]), 0) + int(row[-1])
-        errors = data.get("read_errors")
-        out.read_errors = errors if isinstance(errors, int) and _count(errors) else 0
+                if not (isinstance(row, list) and len(row) == cls.ARITY[name] + 1
+                        and all(isinstance(x, str) for x in row[:-1]) and _count(row[-1])):
+                    raise ValueError(f"counters {name}: malformed row {str(row)[:80]}")
+                table[tuple(row[:-1])] = table.get(tuple(row[:-1]), 0) + row[-1]
+        errors = data.get("read_errors", 0)
+        if not _count(errors):
+            raise ValueError("counters read_errors: not a count")
+        out.read_errors = errors
         return out
 
 
@@ -312,6 +329,8 @@ class OutcomesEngine:
         self._state_file: Any = None
         self._last_save = 0.0
         self._warnings: list[str] = []
+        #: "no accounting file matches ..." while that is so (said in the view, not kept).
+        self._missing: str | None = None
         self._view = OutcomesView.empty()
         self._reset(datetime.fromtimestamp(self._clock(), UTC))
         if settings.persist:
@@ -361,27 +380,49 @@ class OutcomesEngine:
         return self._state_file
 
     def _load(self) -> None:
-        """Continue from the state file (a missing, corrupt or other files' state: afresh)."""
+        """Continue from the state file (a missing or corrupt state: afresh; one this version
+        cannot use in full: afresh, said in the view's warnings and the log)."""
         state = self._file()
         doc = state.load()
         if state.warning is not None:
             self._warnings.append(str(state.warning))
             log.warning("%s", state.warning)
-        if doc.get("v") != _STATE_VERSION or doc.get("files") != self.settings.files:
+        if not doc:
             return
+        problem = self._restore(doc)
+        if problem is not None:
+            self._reset(self.counting_since)
+            message = f"state file {state.path}: {problem}; counting starts afresh"
+            self._warnings.append(message)
+            log.warning("%s", message)
+
+    def _restore(self, doc: Mapping[str, Any]) -> str | None:
+        """Take the saved position and counters; the problem, in words, when they cannot be
+        taken in full (nothing taken then)."""
+        if doc.get("v") != _STATE_VERSION:
+            return (f"version {str(doc.get('v'))[:20]} (this version of pmta-snmp keeps "
+                    f"version {_STATE_VERSION})")
+        if doc.get("files") != self.settings.files:
+            return f"kept for other files ({str(doc.get('files'))[:200]})"
         acct = AcctState.from_json(doc.get("acct"))
+        if acct is None:
+            return "no usable reading position"
         try:
             since = datetime.fromisoformat(str(doc.get("since")))
         except ValueError:
-            return
-        if acct is None or since.tzinfo is None:
-            return
+            since = None
+        if since is None or since.tzinfo is None:
+            return "no usable counting_since time"
+        try:
+            counters = _Counters.from_json(doc.get("counters", {}))
+        except ValueError as exc:
+            return str(exc)
         self.counting_since = since
         self.acct_state = acct
         minute = doc.get("since_minute")
         self.since_minute = minute if isinstance(minute, int) else None
         self.backfilling = bool(doc.get("backfilling", False))
-        self.counters = _Counters.from_json(doc.get("counters") or {})
+        self.counters = counters
         self.recent = _Recent.from_json(doc.get("recent"))
         admitted = doc.get("admitted") or {}
         for name, cap in (("ip", self.ip_cap), ("domain", self.domain_cap),
@@ -390,7 +431,10 @@ class OutcomesEngine:
             if isinstance(values, list):
                 cap.admitted = {v for v in values if isinstance(v, str)}
         newest = doc.get("newest")
-        self.newest = float(newest) if isinstance(newest, int | float) else None
+        # A time (NaN or out of range: the view's datetime would fail at every pass).
+        self.newest = float(newest) if isinstance(newest, int | float) and not isinstance(
+            newest, bool) and 0 <= newest < 1e11 else None
+        return None
 
     def save(self) -> None:
         """Write the reading position and the counters, together (atomic)."""
@@ -482,6 +526,10 @@ class OutcomesEngine:
                 self._warnings = [*self._warnings[-4:], message]
             return True
         self.acct_state = new_state
+        missing = self._missing_files()
+        if missing is not None and missing != self._missing:
+            log.warning("%s", missing)
+        self._missing = missing
         self.counters.read_errors += reader.skipped_rows
         for warning in reader.warnings:
             if warning not in self._warnings:
@@ -494,6 +542,17 @@ class OutcomesEngine:
         self.updated = datetime.fromtimestamp(now, UTC)
         self.recent.prune(epoch_minute(now))
         return caught_up
+
+    def _missing_files(self) -> str | None:
+        """The words for files that are not there (None when some file is)."""
+        from pmta_snmp.logtail import expand_paths
+
+        spec = self.settings.files
+        if any(p.is_file() for p in expand_paths(spec)):
+            return None
+        if any(ch in spec for ch in "*?["):
+            return f"no accounting file matches {spec} (yet)"
+        return f"no accounting file {spec} (yet)"
 
     def _add(self, counts: TallyCounts, now_minute: int, step: int = 1) -> None:
         """Add one chunk of counts: keys differ by minute, so the cumulative counters are
@@ -514,7 +573,7 @@ class OutcomesEngine:
         for (kind, _, values), seconds in counts.sums.items():
             delays[(kind, values)] = delays.get((kind, values), 0.0) + seconds
         plans = self._plans
-        if len(plans) > 200_000:
+        if len(plans) + len(totals) > _PLAN_CACHE:
             plans.clear()
         for kv, n in totals.items():
             plan = plans.get(kv)
@@ -531,13 +590,16 @@ class OutcomesEngine:
         for (kind, minute, values), n in counts.items():
             marks = plans[(kind, values)][1]
             if marks:
-                when = now_minute if minute is None else minute
+                # Logged ahead of our clock: as of now (not in the last hour until then).
+                when = now_minute if minute is None else min(minute, now_minute)
                 for mark in marks:
                     rk = (when, mark)
                     recent[rk] = recent.get(rk, 0) + n
         add = self.recent.add
         for (when, (keys, index)), n in recent.items():
             add(when, keys, index, n)
+        if len(plans) > _PLAN_CACHE:  # a chunk of many distinct records: not kept
+            plans.clear()
 
     def _plan(self, kind: str, values: tuple[str, ...]) -> _Plan:
         """Where the records of one (type, values) are counted."""
@@ -559,7 +621,7 @@ class OutcomesEngine:
             result, reason, blocklist = failure.result, failure.reason, failure.blocklist
             if kind == "b":
                 delay_piece = values[5]
-        ip = self.ip_cap(_label(ip_raw))
+        ip = self.ip_cap(_label(source_ip_text(ip_raw)))
         vmta = _label(vmta_raw)
         domain = self.domain_cap(_label(sender))
         series = self.series_cap("\0".join((ip, vmta, provider)))
@@ -590,7 +652,7 @@ class OutcomesEngine:
         c = self.counters
         provider = self.classifier.complaint_provider(rcpt_domain, reporting, fmt)
         sender = _label(sender or reported.strip().rstrip(".").lower())
-        ip = self.ip_cap(_label(rep_ip))
+        ip = self.ip_cap(_label(source_ip_text(rep_ip)))
         steps = [(c.complaints, (provider, self.complaint_cap(sender))),
                  (c.ip_complaints, (ip,))]
         keys = (("provider", provider), ("ip", ip), ("domain", self.domain_cap(sender)))
@@ -701,7 +763,7 @@ class OutcomesEngine:
                 ("source_ip", self.ip_cap), ("sending_domain", self.domain_cap),
                 ("source_ip_series", self.series_cap),
                 ("complaint_sending_domain", self.complaint_cap))),
-            warnings=tuple(self._warnings),
+            warnings=(*self._warnings, *([self._missing] if self._missing else [])),
         )
 
     # -- running in a thread -------------------------------------------------------------

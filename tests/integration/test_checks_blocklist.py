@@ -177,3 +177,74 @@ def test_errors_are_one_unknown_line(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert out.code == 3, out.out
     assert out.line.startswith("PMTA BLOCKLIST UNKNOWN - " + line.replace("{dir}", str(tmp_path)))
     assert len(out.out.splitlines()) == 1 and out.err == ""
+
+
+@pytest.mark.parametrize("written", ["2001:DB8::22", "2001:0db8:0:0::22", "[2001:db8::22]"])
+def test_an_ipv6_source_ip_written_otherwise_is_the_same_address(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], written: str) -> None:
+    """PowerMTA may write an IPv6 dlvSourceIp as configured (upper case, zeros, brackets):
+    --source-ip and the discovered IP (what a Zabbix item passes back) still find its
+    rejections, under the address's one canonical text."""
+    acct = write(tmp_path, [*mix({"d": 20}, ip=written),
+                            *rejected("b", 5, written, SPAMHAUS)])
+    for given in (written, "2001:db8::22"):
+        out = check(capsys, tmp_path, acct, "--source-ip", given)
+        assert out.code == 2, out.out
+        assert out.line.startswith("PMTA BLOCKLIST CRITICAL - source IP 2001:db8::22: 5 "
+                                   "rejections naming spamhaus"), out.line
+    out = check(capsys, tmp_path, acct, "--discover", "source-ips")
+    assert json.loads(out.out) == [{"{#SOURCEIP}": "2001:db8::22"}]
+
+
+def test_a_record_dated_in_the_future_leaves_the_window_like_one_of_now(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rejections logged by a clock a year ahead count as of now, and leave the 24 h window a
+    day later: they do not keep the source IP CRITICAL for the year until their timestamp."""
+    import time
+
+    ahead = [dict(r, _minutes_ago=-365 * 24 * 60) for r in rejected("b", 4, LISTED, SPAMHAUS)]
+    acct = write(tmp_path, [*mix({"d": 20}, ip=LISTED), *ahead])
+    out = check(capsys, tmp_path, acct)
+    assert out.code == 2 and "4 rejections naming spamhaus in the last 24 h" in out.line, out.out
+    later = time.time() + 25 * 3600
+    monkeypatch.setattr(time, "time", lambda: later)
+    out = check(capsys, tmp_path, acct)
+    assert out.code == 0, out.out
+    assert out.line.startswith("PMTA BLOCKLIST OK - no rejections naming a blocklist"), out.line
+
+
+@pytest.mark.parametrize("plugin", ["blocklist", "bounce", "deferral"])
+@pytest.mark.parametrize(("option", "name"), [("--reason-rules", "bad.toml"),
+                                              ("--provider-map", "bad.toml"),
+                                              ("--reason-rules", "missing.toml")])
+def test_a_rules_file_given_is_checked_before_any_rejection_needs_it(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], plugin: str, option: str,
+        name: str) -> None:
+    """A --reason-rules or --provider-map that cannot be used is UNKNOWN from the first run,
+    not OK while there is nothing to classify and UNKNOWN the day rejections come."""
+    import importlib
+
+    plugin_main = importlib.import_module(f"pmta_snmp.checks.{plugin}").main
+    acct = write(tmp_path, mix({"d": 200}, ip=CLEAN))
+    (tmp_path / "bad.toml").write_text("rule = [\n", encoding="utf-8")
+    path = str(tmp_path / name)
+    out = run_main(plugin_main, ["--acct-file", str(acct), "--state-dir",
+                                 str(tmp_path / "state"), option, path], capsys)
+    assert out.code == 3, out.out
+    assert out.line.startswith(f"PMTA {plugin.upper()} UNKNOWN - {path}: "), out.line
+    assert len(out.out.splitlines()) == 1 and out.err == ""
+
+
+@pytest.mark.skipif(not os.path.isdir("/sys/kernel"), reason="needs a read-only directory")
+def test_a_read_only_state_directory_is_named_on_the_unknown_line(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A state directory where the lock file cannot be created (read-only, even for root) is
+    one UNKNOWN line naming the directory, not `cannot read <bare file name>`."""
+    acct = write(tmp_path, traffic())
+    out = run_main(main, ["--acct-file", str(acct), "--state-dir", "/sys/kernel"], capsys)
+    assert out.code == 3, out.out
+    assert out.line.startswith("PMTA BLOCKLIST UNKNOWN - cannot create the lock file "
+                               "/sys/kernel/check_pmta_blocklist-"), out.line
+    assert "is the state directory /sys/kernel writable?" in out.line
+    assert len(out.out.splitlines()) == 1 and out.err == ""

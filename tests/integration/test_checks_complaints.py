@@ -247,3 +247,30 @@ def test_timeout_keeps_what_was_read(tmp_path: Path, capsys: pytest.CaptureFixtu
     monkeypatch.undo()
     out = check(capsys, tmp_path, acct, "-t", "3")
     assert out.code == 2 and out.value("deliveries") == "5500"
+
+
+def test_complaints_to_a_provider_without_deliveries_are_said_not_blended(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """50 Yahoo complaints and no Yahoo delivery in the window (reports about older mail) have
+    no rate: the line says so, naming Yahoo and the count, instead of an OK "complaints 2.50%
+    of 2,000 deliveries" made of Yahoo's complaints over Microsoft's deliveries."""
+    records = [*mix({"d": 2000}, domain="hotmail.com"),
+               *(feedback(f"u{i}@yahoo.com") for i in range(50))]
+    acct = write(tmp_path, records)
+    for i, argv in enumerate(((), ("--min-volume", "0"))):
+        out = check(capsys, tmp_path / f"run{i}", acct, *argv)
+        assert out.code == 0, out.out
+        assert out.line.startswith(
+            "PMTA COMPLAINTS OK - complaints 0.00% of 2,000 deliveries in the last 24 h; "
+            "yahoo: 50 complaints and no deliveries in the last 24 h: no rate"), out.line
+        assert (out.value("complaints"), out.value("deliveries")) == ("0", "2000")
+        assert out.value("complaint_rate") == "0%"
+        assert out.value("unrated_complaints") == "50"
+    doc = json.loads(check(capsys, tmp_path, acct, "--json").out)
+    assert doc["details"]["without_deliveries"] == {"yahoo": 50}
+    # Only complaints, nowhere a delivery.
+    acct = write(tmp_path, [feedback(f"u{i}@yahoo.com") for i in range(5)], name="f.csv")
+    out = check(capsys, tmp_path / "f", acct)
+    assert out.code == 0, out.out
+    assert out.line.startswith("PMTA COMPLAINTS OK - no deliveries in the last 24 h; yahoo: 5 "
+                               "complaints and no deliveries in the last 24 h: no rate")

@@ -323,3 +323,22 @@ def test_a_source_ip_notification_carries_the_row_columns_with_its_index() -> No
     # the row is found by the address, however the rules' key spells it
     spelled = source_ip_varbinds(Notification.SOURCE_IP_BLOCKLIST_CLEAR, view, "2001:DB8:0::25")
     assert spelled == v6
+
+
+def test_texts_of_one_address_sum_into_its_one_row() -> None:
+    """Two rows of the view that are one address (a zone suffix, which the index does not
+    carry) are one SNMP row with both rows' counts, not two rows under one index."""
+    rows = (
+        SourceIpRow("fe80::1%eth0", *address_family("fe80::1%eth0"),
+                    total=ResultCounts(delivered=2), blocklist_rejections=1,
+                    blocklists=(("spamhaus", 1),)),
+        SourceIpRow("fe80::1", *address_family("fe80::1"), total=ResultCounts(delivered=3)),
+        SourceIpRow("192.0.2.1", *address_family("192.0.2.1"), total=ResultCounts(delivered=1)),
+    )
+    out = varbinds(OutcomesView.example().with_changes(source_ips=rows))
+    v6 = ip_index("fe80::1")
+    assert column_rows(out, "pmtaSourceIpDelivered") == [ip_index("192.0.2.1"), v6]
+    assert cell(out, "pmtaSourceIpDelivered", v6) == Value(C64, 5)
+    assert cell(out, "pmtaSourceIpBlocklistRejections", v6) == Value(C64, 1)
+    assert cell(out, "pmtaSourceIpName", v6) == Value(S, b"fe80::1")  # canonical
+    assert out[inst("pmtaSourceIpCount")] == Value(G, 2)

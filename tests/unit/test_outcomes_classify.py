@@ -108,6 +108,13 @@ def test_delay_prefers_total_seconds_queued_and_never_goes_negative() -> None:
     # no envelope sender: the reported domain
     ({"rcpt": "", "orig": "", "reportingMta": "feedback.example.net", "format": "arf",
       "reportedDomain": "Promo.Example.ORG"}, "other", "promo.example.org"),
+    # the ARF Reporting-MTA field as the report writes it (RFC 5965: "dns; host")
+    ({"rcpt": "", "reportingMta": "dns; mail.yahoo.com", "format": "arf"}, "yahoo",
+     "news.example.com"),
+    ({"rcpt": "", "reportingMta": "DNS; FEEDBACK.AOL.COM", "format": "ARF"}, "yahoo",
+     "news.example.com"),
+    ({"rcpt": "", "reportingMta": "dns;fbl.comcast.net", "format": "arf"}, "comcast",
+     "news.example.com"),
 ])
 def test_complaints(clf: Classifier, values: dict[str, str], provider: str, domain: str) -> None:
     rec = one([*FIELDS_50, *FBL], type="f", timeQueued="", dlvSourceIp="",

@@ -18,6 +18,7 @@ from pmta_snmp.outcomes.view import (
     ResultCounts,
     address_family,
     hundredths_of_percent,
+    source_ip_text,
 )
 
 
@@ -92,3 +93,14 @@ def test_json_form() -> None:
     assert back["providers"][1]["provider"] == "microsoft"
     assert back["source_ips"][0]["blocklists"] == {"microsoft": 20, "spamhaus": 5}
     assert back["counting_since"].startswith("2025-01-14T00:00:00")
+
+
+def test_source_ip_text_is_one_text_per_address() -> None:
+    """Upper case, zero padding and brackets give the compressed lower-case text; an
+    IPv4-mapped address keeps its dotted quad on every Python; no IP is only stripped."""
+    assert source_ip_text("2001:DB8:0:0::25") == "2001:db8::25"
+    assert source_ip_text(" [2001:db8::25] ") == "2001:db8::25"
+    assert source_ip_text("::FFFF:198.51.100.2") == "::ffff:198.51.100.2"
+    assert source_ip_text("198.51.100.2 ") == "198.51.100.2"
+    assert source_ip_text(" not-an-ip ") == "not-an-ip"
+    assert source_ip_text("") == ""
