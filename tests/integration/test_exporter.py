@@ -17,6 +17,7 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families  # a dependency: no skip
@@ -230,6 +231,15 @@ def test_the_exporter_command_serves_and_stops_on_sigterm(sim: Simulator, tmp_pa
     assert f"serving http://127.0.0.1:{port}/metrics" in err
 
 
+def unlabelled(collector: Any, name: str) -> float | None:
+    """The value of a sample without labels of a collector's families (None: not there)."""
+    for family in collector.collect():
+        for s in family.samples:
+            if s.name == name and not s.labels:
+                return float(s.value)
+    return None
+
+
 def test_pmta_up_and_the_data_age_are_true_at_the_scrape_when_polling_stalls() -> None:
     """The families are built after each poll; what a scrape adds is true at the scrape: the
     age of the data, and `pmta_up` 0 once no poll result came for longer than `stale_after`
@@ -251,11 +261,7 @@ def test_pmta_up_and_the_data_age_are_true_at_the_scrape_when_polling_stalls() -
     assert collector.stale_after == 8.0  # two intervals and three API timeouts
 
     def sample(name: str) -> float | None:
-        for family in collector.collect():
-            for s in family.samples:
-                if s.name == name and not s.labels:
-                    return float(s.value)
-        return None
+        return unlabelled(collector, name)
 
     collector.update(PollResult(Snapshot(Status()), True, t0, t0, 1, 0, 0, None))
     clock[0] = t0 + timedelta(seconds=7.5)
@@ -336,11 +342,7 @@ def test_a_step_of_the_wall_clock_neither_fakes_nor_hides_a_stall() -> None:
     collector = PmtaCollector(clock=lambda: mono[0], wall=lambda: wall[0], stale_after=8.0)
 
     def sample(name: str) -> float | None:
-        for family in collector.collect():
-            for s in family.samples:
-                if s.name == name and not s.labels:
-                    return float(s.value)
-        return None
+        return unlabelled(collector, name)
 
     collector.update(PollResult(Snapshot(Status()), True, t0, t0, 1, 0, 0, None))
     mono[0], wall[0] = 30.0, t0 - timedelta(hours=1) + timedelta(seconds=30)  # stepped back
