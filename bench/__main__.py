@@ -68,7 +68,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
         if name not in names:
             names.append(name)
-    report = Report()
+    report = Report(quick=args.quick)
     started = time.monotonic()
     for name in names:
         module = importlib.import_module(BENCHMARKS[name])

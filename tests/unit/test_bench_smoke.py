@@ -46,6 +46,17 @@ def test_table_has_the_six_columns_and_a_verdict_per_row() -> None:
     assert "targets: 1 passed, 1 missed; 0 crashed" in text
 
 
+def test_a_quick_run_does_not_call_a_small_size_a_missed_target() -> None:
+    """--quick runs the benchmarks at sizes where start-up costs dominate: a new user saw
+    FAIL rows for targets that the full sizes meet."""
+    report = Report(section="demo", quick=True)
+    report.add(Row("walk rate", "9k values/s", "12k values/s", 0.75, ">= 0.70x", True))
+    report.add(Row("latency max", "9 ms", "", None, "< 5 ms", False))
+    text = render_table(report)
+    assert "FAIL" not in text and "small size" in text
+    assert "targets: 1 passed, 1 below target at these small sizes" in text
+
+
 def test_percentile_is_nearest_rank() -> None:
     values = [float(v) for v in range(1, 101)]
     assert percentile(values, 50) == 50
