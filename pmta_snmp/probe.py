@@ -77,7 +77,11 @@ def parse_target(target: str | None) -> str:
         raise ProbeRefused(400, "missing target (/probe?target=https://HOST:PORT)")
     if len(target) > MAX_TARGET_CHARS or not target.isascii() or not target.isprintable():
         raise ProbeRefused(400, "target is not a URL (too long or not printable ASCII)")
-    parts = urlsplit(target)
+    try:
+        parts = urlsplit(target)
+        host = (parts.hostname or "").lower()
+    except ValueError:  # an unbalanced or empty `[...]`: urlsplit refuses it
+        raise ProbeRefused(400, "target has a malformed host name") from None
     scheme = parts.scheme.lower()
     if scheme not in _DEFAULT_PORTS or not parts.netloc:
         raise ProbeRefused(400, "target must be an http:// or https:// URL")
@@ -86,9 +90,12 @@ def parse_target(target: str | None) -> str:
                                 "with an api_key_file")
     if parts.path not in ("", "/") or parts.query or parts.fragment or "?" in target:
         raise ProbeRefused(400, "target must be scheme://host[:port], without path or query")
-    host = (parts.hostname or "").lower()
     shown = f"[{host}]" if ":" in host else host
-    if not (_HOSTNAME.fullmatch(host) or _IPV6.fullmatch(shown)):
+    # urlsplit drops what follows `]` up to the port (`[::1]x:80` reads as [::1]:80): the
+    # netloc must be the host itself, then at most a port.
+    rest = parts.netloc.lower().removeprefix(shown)
+    if (not (_HOSTNAME.fullmatch(host) or _IPV6.fullmatch(shown))
+            or len(rest) == len(parts.netloc) or rest[:1] not in ("", ":")):
         raise ProbeRefused(400, "target has a malformed host name")
     try:
         port = parts.port

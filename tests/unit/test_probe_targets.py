@@ -21,6 +21,8 @@ from pmta_snmp.probe import Prober, ProbeRefused, parse_target, target_matcher
         ("https://pmta", "https://pmta:443"),
         ("HTTPS://10.0.0.7:8080", "https://10.0.0.7:8080"),
         ("https://[fd00::7]:8080", "https://[fd00::7]:8080"),
+        ("http://[::1]", "http://[::1]:80"),
+        ("https://[::1]:443", "https://[::1]:443"),
     ],
 )
 def test_a_target_is_reduced_to_its_origin(target: str, origin: str) -> None:
@@ -44,6 +46,10 @@ def test_a_target_is_reduced_to_its_origin(target: str, origin: str) -> None:
         ("https://pm_ta:8080", "malformed host"),
         ("https://pmta%2eevil:8080", "malformed host"),
         ("https://-pmta:8080", "malformed host"),
+        ("https://[::1:8080", "malformed host"),
+        ("https://[]:8080", "malformed host"),
+        ("https://[::1]]:8080", "malformed host"),
+        ("https://[::1]evil:8080", "malformed host"),
         ("https://pmta:0", "malformed port"),
         ("https://pmta:65536", "malformed port"),
         ("https://pmta:80a", "malformed port"),
