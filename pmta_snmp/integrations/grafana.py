@@ -80,9 +80,11 @@ def _increase(selector: str, window: str) -> str:
     """increase() over `window` that also counts a series born inside it with its whole value.
 
     A complaint, blocklist or reason series is born at 1 with its first event, which
-    increase() alone never sees (as the alert rules' recording rules do).
+    increase() alone never sees (as the alert rules' recording rules do). Young: absent for
+    the whole window before, not just at its start (a failed scrape then is no birth).
     """
-    return f"({selector} unless {selector} offset {window}) or increase({selector}[{window}])"
+    return (f"({selector} unless present_over_time({selector}[{window}] offset {window})) "
+            f"or increase({selector}[{window}])")
 
 
 def _ratio(num: str, den: str, by: str) -> str:

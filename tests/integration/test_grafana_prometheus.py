@@ -170,17 +170,25 @@ YOUNG_SERIES_TESTS = (
       ('pmta_outcomes_total{instance="mta1:9099", job="pmta", provider="yahoo", '
        'result="delivered"}', "0+100x150")],
      "round(({q}) * 14400)", 144, {"provider": "yahoo"}, 1),
+    # An old series (5 rejections long ago, none since) whose scrapes failed an hour ago:
+    # nothing in the last hour, not its whole total.
+    ("Blocklist rejections by source IP (1 h)", "1m",
+     [('pmta_blocklist_rejections_total{instance="mta1:9099", job="pmta", '
+       'source_ip="192.0.2.7", blocklist="spamhaus"}', "5x30 _x10 5x100")],
+     "round({q})", 100, {"source_ip": "192.0.2.7", "blocklist": "spamhaus"}, 0),
 )
 
 
 @pytest.mark.parametrize(("title", "interval", "series", "wrap", "step", "labels", "value"),
-                         YOUNG_SERIES_TESTS, ids=[t[0] for t in YOUNG_SERIES_TESTS])
+                         YOUNG_SERIES_TESTS,
+                         ids=[f"{i}-{t[0]}" for i, t in enumerate(YOUNG_SERIES_TESTS)])
 def test_panels_count_the_first_event_of_a_young_series(
     tmp_path: Path, title: str, interval: str, series: list[tuple[str, str]], wrap: str,
     step: int, labels: dict[str, str], value: float,
 ) -> None:
     """A complaint or blocklist series is born at 1 with its first event, which increase()
-    alone cannot see: the panel counts it, as the alert rules do (promtool evaluates)."""
+    alone cannot see: the panel counts it, as the alert rules do, and an old series missing
+    a window ago is no birth (promtool evaluates)."""
     minutes = step * (10 if interval == "10m" else 1)
     doc = {"rule_files": [], "evaluation_interval": "1m", "tests": [{
         "interval": interval,
