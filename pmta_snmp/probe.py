@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import dataclasses
+import ipaddress
 import logging
 import re
 import threading
@@ -97,6 +99,7 @@ def parse_target(target: str | None) -> str:
     if (not (_HOSTNAME.fullmatch(host) or _IPV6.fullmatch(shown))
             or len(rest) == len(parts.netloc) or rest[:1] not in ("", ":")):
         raise ProbeRefused(400, "target has a malformed host name")
+    shown = _canonical_host(shown)
     try:
         port = parts.port
     except ValueError:
@@ -123,13 +126,23 @@ def target_matcher(patterns: Iterable[str]) -> Callable[[str], bool]:
         scheme = m["scheme"].lower()
         port = m["port"] or str(_DEFAULT_PORTS[scheme])
         regexes.append(
-            re.escape(scheme) + "://" + _glob(m["host"].lower(), "[^.:\\[\\]]")
+            re.escape(scheme) + "://" + _glob(_canonical_host(m["host"]), "[^.:\\[\\]]")
             + ":" + _glob(port, "[0-9]")
         )
     if not regexes:
         return lambda origin: False
     joined = re.compile("|".join(f"(?:{r})" for r in regexes))
     return lambda origin: joined.fullmatch(origin) is not None
+
+
+def _canonical_host(host: str) -> str:
+    """`host` lower-cased, a bracketed IPv6 address in its compressed form (`[fd00::7]` for
+    `[FD00:0::0007]`), so a target and a pattern match however either writes it."""
+    host = host.lower()
+    if host.startswith("[") and "*" not in host and "?" not in host:
+        with contextlib.suppress(ValueError):
+            return f"[{ipaddress.IPv6Address(host[1:-1]).compressed}]"
+    return host
 
 
 def _glob(text: str, char: str) -> str:
