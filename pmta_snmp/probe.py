@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import dataclasses
+import ipaddress
 import logging
 import re
 import threading
@@ -77,7 +79,11 @@ def parse_target(target: str | None) -> str:
         raise ProbeRefused(400, "missing target (/probe?target=https://HOST:PORT)")
     if len(target) > MAX_TARGET_CHARS or not target.isascii() or not target.isprintable():
         raise ProbeRefused(400, "target is not a URL (too long or not printable ASCII)")
-    parts = urlsplit(target)
+    try:
+        parts = urlsplit(target)
+        host = (parts.hostname or "").lower()
+    except ValueError:  # an unbalanced or empty `[...]`: urlsplit refuses it
+        raise ProbeRefused(400, "target has a malformed host name") from None
     scheme = parts.scheme.lower()
     if scheme not in _DEFAULT_PORTS or not parts.netloc:
         raise ProbeRefused(400, "target must be an http:// or https:// URL")
@@ -86,10 +92,14 @@ def parse_target(target: str | None) -> str:
                                 "with an api_key_file")
     if parts.path not in ("", "/") or parts.query or parts.fragment or "?" in target:
         raise ProbeRefused(400, "target must be scheme://host[:port], without path or query")
-    host = (parts.hostname or "").lower()
     shown = f"[{host}]" if ":" in host else host
-    if not (_HOSTNAME.fullmatch(host) or _IPV6.fullmatch(shown)):
+    # urlsplit drops what follows `]` up to the port (`[::1]x:80` reads as [::1]:80): the
+    # netloc must be the host itself, then at most a port.
+    rest = parts.netloc.lower().removeprefix(shown)
+    if (not (_HOSTNAME.fullmatch(host) or _IPV6.fullmatch(shown))
+            or len(rest) == len(parts.netloc) or rest[:1] not in ("", ":")):
         raise ProbeRefused(400, "target has a malformed host name")
+    shown = _canonical_host(shown)
     try:
         port = parts.port
     except ValueError:
@@ -116,13 +126,23 @@ def target_matcher(patterns: Iterable[str]) -> Callable[[str], bool]:
         scheme = m["scheme"].lower()
         port = m["port"] or str(_DEFAULT_PORTS[scheme])
         regexes.append(
-            re.escape(scheme) + "://" + _glob(m["host"].lower(), "[^.:\\[\\]]")
+            re.escape(scheme) + "://" + _glob(_canonical_host(m["host"]), "[^.:\\[\\]]")
             + ":" + _glob(port, "[0-9]")
         )
     if not regexes:
         return lambda origin: False
     joined = re.compile("|".join(f"(?:{r})" for r in regexes))
     return lambda origin: joined.fullmatch(origin) is not None
+
+
+def _canonical_host(host: str) -> str:
+    """`host` lower-cased, a bracketed IPv6 address in its compressed form (`[fd00::7]` for
+    `[FD00:0::0007]`), so a target and a pattern match however either writes it."""
+    host = host.lower()
+    if host.startswith("[") and "*" not in host and "?" not in host:
+        with contextlib.suppress(ValueError):
+            return f"[{ipaddress.IPv6Address(host[1:-1]).compressed}]"
+    return host
 
 
 def _glob(text: str, char: str) -> str:

@@ -76,6 +76,17 @@ class Row:
     panels: tuple[Panel, ...] = field(default_factory=tuple)
 
 
+def _increase(selector: str, window: str) -> str:
+    """increase() over `window` that also counts a series born inside it with its whole value.
+
+    A complaint, blocklist or reason series is born at 1 with its first event, which
+    increase() alone never sees (as the alert rules' recording rules do). Young: absent for
+    the whole window before, not just at its start (a failed scrape then is no birth).
+    """
+    return (f"({selector} unless present_over_time({selector}[{window}] offset {window})) "
+            f"or increase({selector}[{window}])")
+
+
 def _ratio(num: str, den: str, by: str) -> str:
     return f"sum by ({by}) ({num})\n/\n(sum by ({by}) ({den}) > 0)"
 
@@ -143,13 +154,13 @@ ROWS: Final[tuple[Row, ...]] = (
                   "provider"), "{{provider}}"),),
               unit="percentunit", thresholds=((0, "green"), (0.05, "orange"), (0.15, "red"))),
         Panel("Complaint rate by provider (24 h)", "pmta_complaints_total",
-              (Query(_ratio(f"increase(pmta_complaints_total{{{_I}, {_P}}}[24h])",
+              (Query(_ratio(_increase(f"pmta_complaints_total{{{_I}, {_P}}}", "24h"),
                             f'increase(pmta_outcomes_total{{{_I}, {_P}, '
                             f'result="delivered"}}[24h])', "provider"), "{{provider}}"),),
               unit="percentunit", thresholds=((0, "green"), (0.001, "orange"), (0.003, "red"))),
         Panel("Top reasons for failed deliveries (1 h)", "pmta_outcome_reasons_total",
               (Query(f"topk(10, sum by (provider, reason) "
-                     f"(increase(pmta_outcome_reasons_total{{{_I}, {_P}}}[1h])))",
+                     f"({_increase(f'pmta_outcome_reasons_total{{{_I}, {_P}}}', '1h')}))",
                      "{{provider}} {{reason}}"),), kind="bargauge", width=24, instant=True),
     )),
     Row("Source IPs", (
@@ -166,7 +177,7 @@ ROWS: Final[tuple[Row, ...]] = (
               thresholds=((0, "green"), (0.05, "orange"), (0.15, "red"))),
         Panel("Blocklist rejections by source IP (1 h)", "pmta_blocklist_rejections_total",
               (Query(f"sum by (source_ip, blocklist) "
-                     f"(increase(pmta_blocklist_rejections_total{{{_I}, {_S}}}[1h]))",
+                     f"({_increase(f'pmta_blocklist_rejections_total{{{_I}, {_S}}}', '1h')})",
                      "{{source_ip}} {{blocklist}}"),), width=8,
               thresholds=((0, "green"), (1, "orange"), (3, "red"))),
     )),

@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import yaml
@@ -23,7 +25,7 @@ from pmta_snmp.config import AcctSection, Config, PmtaSection, PollSection
 from pmta_snmp.exporter import Exporter
 from pmta_snmp.integrations import grafana
 from pmta_snmp.sim import Simulator
-from tests.integration.kit_support import CONTRIB, wait_until
+from tests.integration.kit_support import CONTRIB, require_program, wait_until
 from tests.integration.prom_support import Prometheus
 
 API_KEY = "g" * 40
@@ -147,3 +149,58 @@ def test_every_alert_rule_evaluates_on_the_real_series(prometheus: Prometheus) -
     assert rules, prometheus.api("rules")
     bad = {name: r.get("lastError") for name, r in rules.items() if r["health"] != "ok"}
     assert not bad, bad
+
+
+def panel_query(title: str) -> str:
+    (expr,) = [expr for t, expr in QUERIES if t == title]
+    return substituted(expr)
+
+
+YOUNG_SERIES_TESTS = (
+    # A blocklist series born 30 min ago at 1 (its first rejection) and still 1: one rejection
+    # in the last hour, as PmtaBlocklistRejection says.
+    ("Blocklist rejections by source IP (1 h)", "1m",
+     [('pmta_blocklist_rejections_total{instance="mta1:9099", job="pmta", '
+       'source_ip="192.0.2.7", blocklist="spamhaus"}', "_x30 1x30")],
+     "round({q})", 45, {"source_ip": "192.0.2.7", "blocklist": "spamhaus"}, 1),
+    # One complaint (a series born 4 h ago at 1) in 24 h of 14,400 deliveries at yahoo.
+    ("Complaint rate by provider (24 h)", "10m",
+     [('pmta_complaints_total{instance="mta1:9099", job="pmta", provider="yahoo", '
+       'sending_domain="news.example"}', "_x120 1x30"),
+      ('pmta_outcomes_total{instance="mta1:9099", job="pmta", provider="yahoo", '
+       'result="delivered"}', "0+100x150")],
+     "round(({q}) * 14400)", 144, {"provider": "yahoo"}, 1),
+    # An old series (5 rejections long ago, none since) whose scrapes failed an hour ago:
+    # nothing in the last hour, not its whole total.
+    ("Blocklist rejections by source IP (1 h)", "1m",
+     [('pmta_blocklist_rejections_total{instance="mta1:9099", job="pmta", '
+       'source_ip="192.0.2.7", blocklist="spamhaus"}', "5x30 _x10 5x100")],
+     "round({q})", 100, {"source_ip": "192.0.2.7", "blocklist": "spamhaus"}, 0),
+)
+
+
+@pytest.mark.parametrize(("title", "interval", "series", "wrap", "step", "labels", "value"),
+                         YOUNG_SERIES_TESTS,
+                         ids=[f"{i}-{t[0]}" for i, t in enumerate(YOUNG_SERIES_TESTS)])
+def test_panels_count_the_first_event_of_a_young_series(
+    tmp_path: Path, title: str, interval: str, series: list[tuple[str, str]], wrap: str,
+    step: int, labels: dict[str, str], value: float,
+) -> None:
+    """A complaint or blocklist series is born at 1 with its first event, which increase()
+    alone cannot see: the panel counts it, as the alert rules do, and an old series missing
+    a window ago is no birth (promtool evaluates)."""
+    minutes = step * (10 if interval == "10m" else 1)
+    doc = {"rule_files": [], "evaluation_interval": "1m", "tests": [{
+        "interval": interval,
+        "input_series": [{"series": s, "values": v} for s, v in series],
+        "promql_expr_test": [{"expr": wrap.format(q=panel_query(title)),
+                              "eval_time": f"{minutes}m",
+                              "exp_samples": [{"labels": "{" + ", ".join(
+                                  f'{k}="{v}"' for k, v in labels.items()) + "}",
+                                  "value": value}]}],
+    }]}
+    (tmp_path / "panel.test.yml").write_text(yaml.safe_dump(doc))
+    out = subprocess.run([require_program("promtool", "prometheus"), "test", "rules",
+                          "panel.test.yml"], capture_output=True, text=True, check=False,
+                         cwd=tmp_path)
+    assert out.returncode == 0, out.stdout + out.stderr

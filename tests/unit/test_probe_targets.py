@@ -21,6 +21,10 @@ from pmta_snmp.probe import Prober, ProbeRefused, parse_target, target_matcher
         ("https://pmta", "https://pmta:443"),
         ("HTTPS://10.0.0.7:8080", "https://10.0.0.7:8080"),
         ("https://[fd00::7]:8080", "https://[fd00::7]:8080"),
+        ("http://[::1]", "http://[::1]:80"),
+        ("http://[0:0:0:0:0:0:0:1]:8080", "http://[::1]:8080"),
+        ("https://[FD00:0::0007]", "https://[fd00::7]:443"),
+        ("https://[::1]:443", "https://[::1]:443"),
     ],
 )
 def test_a_target_is_reduced_to_its_origin(target: str, origin: str) -> None:
@@ -44,6 +48,10 @@ def test_a_target_is_reduced_to_its_origin(target: str, origin: str) -> None:
         ("https://pm_ta:8080", "malformed host"),
         ("https://pmta%2eevil:8080", "malformed host"),
         ("https://-pmta:8080", "malformed host"),
+        ("https://[::1:8080", "malformed host"),
+        ("https://[]:8080", "malformed host"),
+        ("https://[::1]]:8080", "malformed host"),
+        ("https://[::1]evil:8080", "malformed host"),
         ("https://pmta:0", "malformed port"),
         ("https://pmta:65536", "malformed port"),
         ("https://pmta:80a", "malformed port"),
@@ -78,6 +86,14 @@ def test_a_star_stays_within_one_label_and_the_port_and_scheme_must_match() -> N
     assert allowed(parse_target("https://mx.example.org:443"))
     assert not allowed(parse_target("https://mx.example.org:8443"))
     assert not target_matcher([])(parse_target("https://mx.example.org"))
+
+
+def test_an_ipv6_target_matches_its_pattern_however_either_is_written() -> None:
+    allowed = target_matcher(["https://[FD00:0:0::7]:8080", "http://[::1]"])
+    assert allowed(parse_target("https://[fd00::7]:8080"))
+    assert allowed(parse_target("https://[fd00:0000::0007]:8080"))
+    assert allowed(parse_target("http://[0:0:0:0:0:0:0:1]:80"))
+    assert not allowed(parse_target("https://[fd00::8]:8080"))
 
 
 def write(tmp_path: Path, text: str) -> Path:
