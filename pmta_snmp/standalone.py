@@ -211,7 +211,6 @@ def system_group(
     return LiveTree.over(tree, live)
 
 
-
 def _counter_reader(counters: SnmpCounters, field: str) -> Callable[[], Value | None]:
     def read() -> Value:
         return Value(SnmpType.COUNTER32, getattr(counters, field) % 2**32)
@@ -627,6 +626,7 @@ class StandaloneAgent:
             enterprise=enterprise, uptime=lambda: self.uptime_ticks, name=socket.gethostname(),
             counters=self.counters,
         )
+        self._joined: JoinedTree | None = None
         self.responder = TreeResponder(self._served_tree)
         self._community_responder = CommunityResponder(
             self.responder, community.encode("utf-8"), counters=self.counters
@@ -640,12 +640,17 @@ class StandaloneAgent:
 
     def _served_tree(self) -> ServedTree:
         """The system group, then the current tree (alone if it holds OIDs before the end of
-        the system group, which ours never do)."""
+        the system group, which ours never do). The join is made once per tree, not per
+        request: the tree changes once per poll."""
         tree = self._tree_getter()
+        joined = self._joined
+        if joined is not None and joined.tail is tree:
+            return joined
         system = self._system
         if len(tree) and tree.key(0) <= system.key(len(system) - 1):
             return tree
-        return JoinedTree(system, tree)
+        self._joined = joined = JoinedTree(system, tree)
+        return joined
 
     # --- lifecycle ---------------------------------------------------------------------
 
