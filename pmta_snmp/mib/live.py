@@ -52,7 +52,6 @@ class LiveHealth:
         self.received = clock()
         """When the last tree arrived (the start counts as one: nothing is due before)."""
         self.api_reachable = False
-        self.last_success: datetime | None = None
         self._stall_over: tuple[str, str | None] | None = None
         """After a stall that ended with the API reachable: what pmtaAgentLastError says of
         it, and the poller's last error then (a newer one replaces the stall)."""
@@ -86,7 +85,6 @@ class LiveHealth:
         ):
             self._stall_over = None
         self.api_reachable = api_reachable
-        self.last_success = last_success
         self._success.see(last_success)
         self.received = self._clock()
         return LiveTree.over(tree, self._values)
