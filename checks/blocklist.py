@@ -20,7 +20,7 @@ from typing import Any, ClassVar
 
 import nagiosplugin
 
-from pmta_snmp.outcomes.view import source_ip_text
+from pmta_snmp.addresses import source_ip_text
 
 from .acctbase import AcctResource, Event, Fields, add_acct_args, add_outcome_args
 from .base import (

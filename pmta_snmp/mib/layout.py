@@ -28,6 +28,7 @@ from functools import lru_cache
 from operator import attrgetter, itemgetter
 from typing import Any, Final, Generic, TypeVar
 
+from pmta_snmp.addresses import source_ip_text
 from pmta_snmp.mib.health import AgentHealth, Thresholds
 from pmta_snmp.mib.snapshot import Oid, SnmpType, Value
 from pmta_snmp.model import (
@@ -578,10 +579,8 @@ def _source_ip_rows(view: OutcomesView) -> list[_OutcomeRow]:
 
 def _address_text(packed: bytes) -> str:
     """The canonical text of a packed IPv4 or IPv6 address (RFC 5952, also §5: an
-    IPv4-mapped address ends in dotted decimal, `::ffff:192.0.2.9`)."""
-    ip = ipaddress.ip_address(packed)
-    mapped = getattr(ip, "ipv4_mapped", None)
-    return f"::ffff:{mapped}" if mapped is not None else str(ip)
+    IPv4-mapped address ends in dotted decimal, `::ffff:192.0.2.9`), as the engine names it."""
+    return source_ip_text(str(ipaddress.ip_address(packed)))
 
 
 def _source_ip_row(name: str, parts: list[SourceIpRow], family: int, address: bytes

@@ -24,6 +24,8 @@ from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, datetime
 from typing import Final
 
+from pmta_snmp.addresses import source_ip_text
+
 __all__ = [
     "DELAY_BOUNDS",
     "FINAL_RESULTS",
@@ -76,21 +78,6 @@ def address_family(text: str) -> tuple[int, bytes]:
     except ValueError:
         return 0, b""
     return ip.version, ip.packed
-
-
-def source_ip_text(text: str) -> str:
-    """An address's one text (``2001:db8::1`` for ``2001:DB8::1``, ``[2001:0db8::1]``): one
-    series, one SNMP row and one match for --source-ip however PowerMTA wrote it; a text
-    that is no IP is only stripped."""
-    text = text.strip()
-    try:
-        ip = ipaddress.ip_address(text.strip("[]"))
-    except ValueError:
-        return text
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped and ip.scope_id is None:
-        # ::ffff:198.51.100.2 as written, on every Python (3.11 says ::ffff:c633:6402).
-        return f"::ffff:{ip.ipv4_mapped}"
-    return str(ip)
 
 
 @dataclass(frozen=True, slots=True)
