@@ -28,6 +28,7 @@ from typing import Generic, TypeVar
 import pytest
 
 from pmta_snmp import logtail
+from pmta_snmp.acct import AcctReader
 from pmta_snmp.logtail import TailReader, TailState
 from tests.reliability._files import (
     ACCT_HEADER,
@@ -470,6 +471,18 @@ def acct_numbers(reader: object) -> list[int]:
     return [int(r.rcpt[1:].split("@")[0]) for r in reader.records()]
 
 
+def read_fifty_then_append_ten(tmp_path: Path) -> tuple[Path, AcctReader]:
+    """acct.csv with rows 1-50 read by a first run (its reader returned), then rows 51-60
+    appended that no run has read yet: the opening of the rotation-race tests below."""
+    acct = tmp_path / "acct.csv"
+    acct.write_text(ACCT_HEADER + acct_rows(1, 50), newline="")
+    first = AcctReader(str(acct), None, from_start=True)
+    assert acct_numbers(first) == list(range(1, 51))
+    with acct.open("a", newline="") as fh:
+        fh.write(acct_rows(51, 60))
+    return acct, first
+
+
 def rotate_keeping_all(live: Path, new_text: str) -> None:
     """A rename rotation that keeps every older file (name.N -> name.N+1 for all N)."""
     top = 1
@@ -485,15 +498,8 @@ def test_rotations_shifting_past_every_relisting_lose_no_record(tmp_path: Path) 
     """A run that gives up before the live file because rotations keep shifting the names it
     listed (log.1 -> log.2 at every look) leaves the rotations it did not reach to the next
     run: they must not be remembered as read (they were, silently, skipped for good)."""
-    from pmta_snmp.acct import AcctReader
-
-    acct = tmp_path / "acct.csv"
-    acct.write_text(ACCT_HEADER + acct_rows(1, 50), newline="")
-    first = AcctReader(str(acct), None, from_start=True)
-    assert acct_numbers(first) == list(range(1, 51))
+    acct, first = read_fifty_then_append_ten(tmp_path)
     state = first.state
-    with acct.open("a", newline="") as fh:
-        fh.write(acct_rows(51, 60))
     rotate_keeping_all(acct, ACCT_HEADER + acct_rows(61, 70))  # the rest (..60) is acct.csv.1
     rest = os.stat(acct.with_name("acct.csv.1")).st_ino
     rotate_keeping_all(acct, ACCT_HEADER + acct_rows(71, 80))  # rest .2, then .1 (61..70), live
@@ -589,14 +595,7 @@ def test_inode_of_a_file_removed_during_a_run_reused_by_a_new_file_loses_no_reco
     is rotated to acct.csv.1 itself. The run's record of rotated files read must not take the
     new file for the one it read: the next run read the new file only past the old one's
     size, and its records were skipped silently."""
-    from pmta_snmp.acct import AcctReader
-
-    acct = tmp_path / "acct.csv"
-    acct.write_text(ACCT_HEADER + acct_rows(1, 50), newline="")
-    first = AcctReader(str(acct), None, from_start=True)
-    assert acct_numbers(first) == list(range(1, 51))
-    with acct.open("a", newline="") as fh:
-        fh.write(acct_rows(51, 60))
+    acct, first = read_fifty_then_append_ten(tmp_path)
     shift_all(acct, ACCT_HEADER + acct_rows(61, 70))  # the rest (..60) is acct.csv.1
     one = acct.with_name("acct.csv.1")
     rest = os.stat(one).st_ino
@@ -645,14 +644,7 @@ def test_rest_removed_by_the_keep_count_while_a_run_reads_loses_no_newer_rotatio
     run's new listing cannot start after the rest any more: it goes on from the oldest file it
     had listed and not read (before, it read the live file next and the two rotations between
     were skipped for good, with no warning)."""
-    from pmta_snmp.acct import AcctReader
-
-    acct = tmp_path / "acct.csv"
-    acct.write_text(ACCT_HEADER + acct_rows(1, 50), newline="")
-    first = AcctReader(str(acct), None, from_start=True)
-    assert acct_numbers(first) == list(range(1, 51))
-    with acct.open("a", newline="") as fh:
-        fh.write(acct_rows(51, 60))
+    acct, first = read_fifty_then_append_ten(tmp_path)
     for a in (61, 71, 81):  # the rest (..60) is acct.csv.3, then .2, .1 and the live file
         rotate_keeping_all(acct, ACCT_HEADER + acct_rows(a, a + 9))
     three = acct.with_name("acct.csv.3")
@@ -686,14 +678,7 @@ def test_short_live_file_rotated_after_it_was_opened_is_read_once(
     copy was read as a newer rotation, the live file's record again, and the next run read the
     copy once more from where the live file's read stopped; the copytruncate case was already
     caught by the live read noticing the truncation, and is kept as a guard)."""
-    from pmta_snmp.acct import AcctReader
-
-    acct = tmp_path / "acct.csv"
-    acct.write_text(ACCT_HEADER + acct_rows(1, 50), newline="")
-    first = AcctReader(str(acct), None, from_start=True)
-    assert acct_numbers(first) == list(range(1, 51))
-    with acct.open("a", newline="") as fh:
-        fh.write(acct_rows(51, 60))
+    acct, first = read_fifty_then_append_ten(tmp_path)
     rotate_keeping_all(acct, ACCT_HEADER + acct_rows(61, 61))  # the rest (..60) is acct.csv.1
     assert acct.stat().st_size < logtail.HEAD_LEN
 
