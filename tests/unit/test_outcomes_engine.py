@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import os
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -281,6 +283,21 @@ def test_corrupt_state_starts_afresh_with_a_warning(tmp_path: Path) -> None:
     assert view_counts(view) == file_counts(w.dir)
 
 
+def saved_state(tmp_path: Path, edit: Callable[[dict[str, Any]], dict[str, Any]]
+                ) -> tuple[Writer, EngineSettings]:
+    """Accounting files an engine has read and saved its state for, that state then
+    rewritten by `edit` (the JSON document in, the one to write out)."""
+    w = Writer(tmp_path / "acct")
+    w.write(w.rows(40))
+    s = settings(tmp_path, str(w.dir / "acct.csv"))
+    engine = OutcomesEngine(s)
+    engine.read_all()
+    engine.save()
+    doc = json.loads(engine.state_path.read_text())
+    engine.state_path.write_text(json.dumps(edit(doc)))
+    return w, s
+
+
 @pytest.mark.parametrize(("change", "said"), [
     ({"v": 99}, "version 99"),
     ({"acct": {"tail": 5}}, "reading position"),
@@ -294,17 +311,7 @@ def test_a_state_of_another_version_or_malformed_is_said_and_counted_afresh(
     """A state file this version cannot use in full (another version, a part malformed)
     starts the counting afresh, once, from the files, and says so: not silently, and never
     with counters from it that went back, are negative or are not whole numbers."""
-    import json
-
-    w = Writer(tmp_path / "acct")
-    w.write(w.rows(40))
-    s = settings(tmp_path, str(w.dir / "acct.csv"))
-    engine = OutcomesEngine(s)
-    engine.read_all()
-    engine.save()
-    doc = json.loads(engine.state_path.read_text())
-    doc.update(change)
-    engine.state_path.write_text(json.dumps(doc))
+    w, s = saved_state(tmp_path, lambda doc: {**doc, **change})
     engine = OutcomesEngine(s)
     view = engine.read_all()
     assert any(said in x and "counting starts afresh" in x for x in view.warnings), \
@@ -317,16 +324,7 @@ def test_a_newest_time_out_of_range_in_the_state_is_left_out(tmp_path: Path,
                                                              newest: float) -> None:
     """A state whose newest-record time is no time (NaN, out of range) starts and counts on:
     the view's datetime of it made every start fail."""
-    import json
-
-    w = Writer(tmp_path / "acct")
-    w.write(w.rows(40))
-    s = settings(tmp_path, str(w.dir / "acct.csv"))
-    engine = OutcomesEngine(s)
-    engine.read_all()
-    engine.save()
-    doc = json.loads(engine.state_path.read_text())
-    engine.state_path.write_text(json.dumps({**doc, "newest": newest}))
+    w, s = saved_state(tmp_path, lambda doc: {**doc, "newest": newest})
     w.write(w.rows(10))
     view = OutcomesEngine(s).read_all()
     assert view_counts(view) == file_counts(w.dir)
