@@ -987,27 +987,37 @@ class TailReader(_ReaderBase):
             yield from self._read(f, 0, final=True, continues=False)
         return False
 
-    def _relist_newer(self, rest: _File, unread: Collection[int] = ()
-                      ) -> list[tuple[Path, int]] | None:
-        """The rotations newer than `rest` in a fresh listing, found by its inode (a rename
-        keeps it). When the rest is gone (removed by the keep count of a rotation), those from
-        the oldest file of `unread` (inodes listed as newer than it, not read yet) on; None
-        when none of those is among the rotated siblings any more either."""
-        siblings = rotated_siblings(self.path)
-        inodes: list[int] = []
-        for i, path in enumerate(siblings):
-            try:
-                st = os.stat(path)
-            except OSError:
-                inodes.append(-1)
-                continue
-            if st.st_ino == rest.inode and st.st_dev == rest.device:
-                return self._newer(siblings, i)
-            inodes.append(st.st_ino if st.st_dev == rest.device else -1)
-        for i in range(len(siblings) - 1, -1, -1):  # oldest first
-            if inodes[i] in unread:
-                return [(siblings[i], inodes[i]), *self._newer(siblings, i)]
-        return None if unread else []
+    def _relist_newer(self, rest: _File, unread: Collection[int] = (),
+                      found_at: Path | None = None) -> list[tuple[Path, int]] | None:
+        """The rotations newer than `rest` in a fresh snapshot, found by its inode (a rename
+        keeps it) or, compressed since it was opened, by its first bytes. When the rest is gone
+        (removed by the keep count of a rotation), those from the oldest file of `unread`
+        (inodes listed as newer than it, not read yet) on; else, with `found_at` (the name
+        the rest was found under), those newer than that name's rank; None when none of
+        these places it."""
+        snap = self._snapshot()
+        for i, (_, device, inode) in enumerate(snap):
+            if inode == rest.inode and device == rest.device:
+                return self._newer(snap, i)
+        if rest.head and not rest.compressed:
+            for i, (path, _, inode) in enumerate(snap):
+                if inode >= 0 and _compression(path.name):
+                    f = _open(os.fspath(path), sibling=True)
+                    if f is not None:
+                        same = f.head == rest.head and f.inode == inode
+                        f.close()
+                        if same:
+                            return self._newer(snap, i)
+        for i in range(len(snap) - 1, -1, -1):  # oldest first
+            path, device, inode = snap[i]
+            if inode in unread and device == rest.device:
+                return [(path, inode), *self._newer(snap, i)]
+        if unread:
+            return None
+        if found_at is not None:
+            return self._newer(snap, None, _rotation_rank(os.path.basename(self.path),
+                                                          found_at.name))
+        return []
 
     def _find_rest(self, st: TailState, live: _File | None, opened: list[_File],
                    checked: set[tuple[int, int, int, int]]
@@ -1042,17 +1052,17 @@ class TailReader(_ReaderBase):
             return None
 
         # The file with the old inode first (a rename keeps it), then copies by content.
-        for i, path in enumerate(siblings):
+        for path in siblings:
             if not _compression(path.name) and self._inode_of(path) == st.inode:
                 f = check(path, by_content=False)
                 if f is not None:
-                    return f, self._newer(siblings, i)
+                    return f, self._relist_newer(f, found_at=path) or []
         for _ in range(_RELISTS):
             size = len(checked)
-            for i, path in enumerate(siblings):
+            for path in siblings:
                 f = check(path, by_content=True)
                 if f is not None:
-                    return f, self._newer(siblings, i)
+                    return f, self._relist_newer(f, found_at=path) or []
             if len(checked) == size:
                 break  # every file listed was checked before: nothing new to look at
             # Opened new files (slowly, or rotations shifted the names meanwhile): those not
@@ -1070,7 +1080,7 @@ class TailReader(_ReaderBase):
                 if f is not None:
                     # Found outside the first listing (renamed meanwhile, or an unusual name):
                     # the rotations after it come from a fresh listing.
-                    return f, self._relist_newer(f) or []
+                    return f, self._relist_newer(f, found_at=Path(f.path)) or []
         return None
 
     @staticmethod
@@ -1080,19 +1090,54 @@ class TailReader(_ReaderBase):
         except OSError:
             return -1
 
-    def _newer(self, siblings: list[Path], index: int) -> list[tuple[Path, int]]:
-        """Rotations newer than ``siblings[index]``, oldest first, one per rank (plain wins),
-        each with its inode now (-1 when gone already)."""
+    def _snapshot(self) -> list[tuple[Path, int, int]]:
+        """The rotated siblings, newest first, each with the device and inode its name holds
+        (-1, -1 when gone), as they stood at one instant.
+
+        Listing the names and stat-ing them one by one is not atomic: a rotation in between
+        shifts the files under the names (log.2 holds what log.1 held), so the order of the
+        names and the files they hold would come from different moments, and a file moved past
+        the rest would be skipped. Two looks in a row that agree, names and inodes, saw no
+        rotation between them: at the moment between the two, each name held what both saw.
+        """
+        last: list[tuple[Path, int, int]] | None = None
+        for _ in range(_RELISTS * 4):
+            now = []
+            for path in rotated_siblings(self.path):
+                try:
+                    st = os.stat(path)
+                except OSError:
+                    now.append((path, -1, -1))
+                else:
+                    now.append((path, st.st_dev, st.st_ino))
+            if now == last:
+                break
+            last = now
+        assert last is not None
+        return last
+
+    def _newer(self, snap: list[tuple[Path, int, int]], index: int | None,
+               rank: tuple[int, tuple[int, ...]] | None = None) -> list[tuple[Path, int]]:
+        """Rotations newer than ``snap[index]`` (or than `rank`), oldest first, one per rank
+        (plain wins), each with the inode its name held in the snapshot (-1 when gone)."""
         live_name = os.path.basename(self.path)
-        found_rank = _rotation_rank(live_name, siblings[index].name)
+        if index is not None:
+            rank = _rotation_rank(live_name, snap[index][0].name)
+            candidates = snap[:index]
+        else:
+            if rank is None:
+                return []
+            candidates = [e for e in snap
+                          if (r := _rotation_rank(live_name, e[0].name)) is not None
+                          and _neg(r) < _neg(rank)]
         seen: set[tuple[int, tuple[int, ...]]] = set()
         newer: list[tuple[Path, int]] = []
-        for path in siblings[:index]:
-            rank = _rotation_rank(live_name, path.name)
-            if rank is None or rank == found_rank or rank in seen:
+        for path, _, inode in candidates:
+            r = _rotation_rank(live_name, path.name)
+            if r is None or r == rank or r in seen:
                 continue
-            seen.add(rank)
-            newer.append((path, self._inode_of(path)))
+            seen.add(r)
+            newer.append((path, inode))
         newer.reverse()
         return newer
 

@@ -422,6 +422,27 @@ def test_rotations_shifted_between_listing_and_opening_skip_nothing(
     assert_each_read_once(first, second, 101, 300)
 
 
+def test_rotation_right_after_the_rest_was_found_skips_no_newer_file(
+    log_file: Path, tail_state: TailState
+) -> None:
+    """A rename rotation right after the run opened its rest (log.2): the names then hold
+    the next files (log.2 what log.1 held), so the rotations newer than the rest must come
+    from a look made after it, not from the names listed before. The file that moved from
+    log.1 to log.2 (lines 151..200) was skipped silently before (CI lost 120 lines this way
+    in test_log_rotations_during_runs)."""
+    rename_rotation(log_file, numbered_lines(151, 200))
+    rename_rotation(log_file, numbered_lines(201, 250))  # rest log.2, then log.1, live
+
+    def next_rotation() -> None:  # rest log.3, then log.2, log.1 (the live file opened), live
+        rename_rotation(log_file, numbered_lines(251, 300))
+
+    with on_open(lambda p, sibling: sibling and p.endswith("/log.2"), next_rotation) as hook:
+        first, state = tail_once(log_file, tail_state)
+    assert hook.fired
+    second, _ = tail_once(log_file, state)
+    assert_each_read_once(first, second, 101, 300)
+
+
 def test_rotations_shifted_twice_while_a_run_reads_the_newer_files(
     log_file: Path, tail_state: TailState
 ) -> None:
