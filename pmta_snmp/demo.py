@@ -21,6 +21,7 @@ import sys
 import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future
+from pathlib import Path
 
 from pmta_snmp.agent import run_agentx
 from pmta_snmp.api import ClientConfig, PmtaClient, PmtaError
@@ -81,19 +82,27 @@ def say(text: str = "") -> None:
     print(text, flush=True)
 
 
-def show_api(url: str) -> None:
-    """What `pmta-snmp poll` sees."""
+def show_api(url: str, key_file: str) -> None:
+    """What `pmta-snmp poll` sees, with the API key the agent uses (complete lists)."""
     try:
-        with PmtaClient(ClientConfig(url=url, timeout=5)) as client:
+        key = Path(key_file).read_text().strip()
+        with PmtaClient(ClientConfig(url=url, timeout=5, api_key=key)) as client:
             snap = client.snapshot()
-    except PmtaError as exc:
+    except (PmtaError, OSError) as exc:
         say(f"  API: {exc}")
         return
     st = snap.status
     worst = sorted(snap.queues, key=lambda q: q.rcp, reverse=True)[:3]
+    said = snap.lists.queues
+    listed = f"{len(snap.queues)} queues"
+    if said is not None and not said.complete:
+        # Never print a top-N page as if it were every queue.
+        known = "unknown" if said.known is None else f"{'' if said.exact else 'at least '}" \
+            f"{said.known}"
+        listed = f"{len(snap.queues)} listed queues (of {known})"
     say(
         f"  API  PowerMTA {st.runtime.version}: {st.queued_recipients} recipients queued in "
-        f"{len(snap.queues)} queues, {st.traffic.messages_per_second:.1f} msg/s out, "
+        f"{listed}, {st.traffic.messages_per_second:.1f} msg/s out, "
         f"{st.conn.smtp_out.cur} SMTP connections out"
     )
     for q in worst:
@@ -310,7 +319,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             while True:
                 n += 1
                 say(f"\n=== round {n} ({time.strftime('%H:%M:%S')}) ===")
-                show_api(fill["url"])
+                show_api(fill["url"], fill["key"])
                 show_snmp(master)
                 show_providers(master)
                 shown = show_notifications(traps, shown)

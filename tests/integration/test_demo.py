@@ -35,6 +35,10 @@ def test_the_demo_shows_snmp_outcomes_and_every_plugin_and_stops_all_it_started(
     queued = re.search(r"SNMP pmtaSmtpQueueRcpt += Gauge32: (\d+)", last)
     assert queued and int(queued.group(1)) > 0, out
     assert re.search(r"SNMP pmtaAgentApiReachable += INTEGER: 1\b", last), out
+    # the API line counts every queue (the key gives complete lists), not PowerMTA's top-10
+    # page presented as all queues
+    api = re.search(r"API  PowerMTA \S+: \d+ recipients queued in (\d+) queues", last)
+    assert api and int(api.group(1)) > 10, out
     # the deliverability table from the accounting files, through snmpd
     rows = re.findall(r"^ {27}(\w[\w-]*) +(\d+) ", last, re.M)
     assert rows and sum(int(n) for _, n in rows) > 0, out
