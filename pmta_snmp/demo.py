@@ -173,7 +173,7 @@ def show_notifications(traps: TrapReceiver, shown: int) -> int:
         kind = name_of(sent) or generic.get(sent, sent or "?")
         values = [f"{n}={vb.value.strip(chr(34))}" for vb in trap
                   if (n := name_of(vb.oid)) is not None]
-        say(f"  TRAP {kind}: {', '.join(values)}")
+        say(f"  TRAP {kind}" + (f": {', '.join(values)}" if values else ""))
     return len(seen)
 
 

@@ -48,7 +48,7 @@ def test_the_demo_shows_snmp_outcomes_and_every_plugin_and_stops_all_it_started(
         line = re.search(rf"check_pmta_{label} +exit (\d) \((\w+)\): PMTA ", last)
         assert line and line.group(1) in "012", (label, out)
     # the notifications snmptrapd received, named (snmpd's own coldStart at least)
-    assert "  TRAP coldStart (snmpd started)" in out, out
+    assert "  TRAP coldStart (snmpd started)\n" in out, out
     assert "TRAP ?" not in out, out
     assert "Traceback" not in out
     assert "stopping subagent, snmpd, snmptrapd and simulator" in out
