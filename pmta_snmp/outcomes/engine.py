@@ -359,7 +359,8 @@ class OutcomesEngine:
         self.complaint_cap = _Capped(s.max_complaint_domains)
         self.newest: float | None = None
         self._plans: dict[tuple[str, tuple[str, ...]], _Plan] = {}
-        self.lag = 0.0
+        #: Unknown (None) until a pass has read the files: not 0, which says "caught up".
+        self.lag: float | None = None
         self.updated: datetime | None = None
 
     @property

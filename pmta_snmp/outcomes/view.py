@@ -308,8 +308,9 @@ class OutcomesView:
     """(record type, records read), every type met (``d b t tq f r`` ...)."""
     read_errors: int = 0
     """Accounting lines that could not be read (malformed rows)."""
-    lag_seconds: float = 0.0
-    """How far the newest record read is behind the files' end (0 when caught up)."""
+    lag_seconds: float | None = None
+    """How far the newest record read is behind the files' end (0 when caught up); None
+    (unknown) until a read of the files has completed."""
     newest_record: datetime | None = None
     """timeLogged of the newest record read."""
     backfilling: bool = False
