@@ -8,6 +8,7 @@ import csv
 import io
 import json
 import os
+import socket
 from collections import Counter
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
@@ -519,3 +520,33 @@ def test_a_state_with_complaint_domains_admitted_frees_their_slots(tmp_path: Pat
     view = engine.read_all()
     assert {r.sending_domain: r.total.delivered for r in view.sending_domains} == {
         "news.example.com": 1, "shop.example.com": 1}
+
+
+def test_a_zoned_source_ip_keeps_its_zone_in_the_label_and_the_index(tmp_path: Path) -> None:
+    """A link-local source address with its zone (`fe80::1%lo`) is named with the zone in
+    the view (the source_ip label of /metrics) and indexed ipv6z(4) with the zone's index in
+    pmtaSourceIpTable; the same address without a zone is another source IP."""
+    from pmta_snmp.exporter_outcomes import outcome_families
+    from pmta_snmp.mib.health import AgentHealth
+    from pmta_snmp.mib.layout import build_varbinds, oid
+
+    w = Writer(tmp_path / "acct")
+    rows = []
+    for text, n in (("fe80::1%lo", 3), ("FE80::1%lo", 2), ("fe80::1", 4)):
+        for row in w.rows(n, seed=0):
+            row.update(type="d", dlvSourceIp=text, dsnStatus="2.0.0 (success)",
+                       bounceCat="success", dsnDiag="smtp;250 ok")
+            rows.append(row)
+    w.write(rows)
+    view = OutcomesEngine(settings(tmp_path, str(w.path))).read_all()
+    assert {s.source_ip: s.total.delivered for s in view.source_ips} == {
+        "fe80::1%lo": 5, "fe80::1": 4}
+    labels = {s.labels["source_ip"] for f in outcome_families(view) for s in f.samples
+              if "source_ip" in s.labels}
+    assert labels == {"fe80::1%lo", "fe80::1"}
+    out = dict(build_varbinds(None, AgentHealth(started_at=NOW), outcomes=view))
+    column = oid("pmtaSourceIpDelivered")
+    cells = {o[len(column):]: v.value for o, v in out.items() if o[:len(column)] == column}
+    link = (0xfe, 0x80, *([0] * 13), 1)
+    zone = tuple(socket.if_nametoindex("lo").to_bytes(4, "big"))
+    assert cells == {(4, 20, *link, *zone): 5, (2, 16, *link): 4}
