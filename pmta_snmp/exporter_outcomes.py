@@ -68,7 +68,10 @@ def outcome_families(view: OutcomesView) -> Iterator[Metric]:
     yield _counter("pmta_acct_records_total", (([kind], n) for kind, n in view.records))
 
     m = _CATALOGUE["pmta_acct_lag_seconds"]
-    yield GaugeMetricFamily(m.name, m.help, value=view.lag_seconds)
+    lag = GaugeMetricFamily(m.name, m.help)
+    if view.lag_seconds is not None:  # absent (unknown) until the first read completed
+        lag.add_metric([], view.lag_seconds)
+    yield lag
     m = _CATALOGUE["pmta_acct_read_errors_total"]
     yield CounterMetricFamily(m.family, m.help, value=view.read_errors)
 

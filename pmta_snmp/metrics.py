@@ -127,7 +127,7 @@ CATALOGUE: Final[tuple[MetricDef, ...]] = (
               "outcome (delivered or bounced) per provider.", ("provider",)),
     _c("pmta_acct_records_total", "Accounting records read, per record type.", "type"),
     _g("pmta_acct_lag_seconds", "How far the newest accounting record read is behind the "
-       "files' end (seconds)."),
+       "files' end (seconds); absent until a read of the files has completed (unknown)."),
     _c("pmta_acct_read_errors_total", "Accounting lines that could not be read."),
 )
 

@@ -108,7 +108,9 @@ MAX_BLOCKLIST_OCTETS: Final = 32
 SOURCE_IP_DIMENSION: Final = "source_ip"
 """The capped dimension of `OutcomesView.other_items` counted by pmtaSourceIpsOther."""
 INET_ADDRESS_TYPES: Final[Mapping[int, int]] = {0: 0, 4: 1, 6: 2}
-"""IP version (0: none) -> InetAddressType (RFC 4001): unknown(0), ipv4(1), ipv6(2)."""
+"""IP version (0: none) -> InetAddressType (RFC 4001): unknown(0), ipv4(1), ipv6(2); an IPv6
+address with a zone (20 octets) is ipv6z(4)."""
+_INET_IPV6Z: Final = 4
 
 LICENSE_NEVER_DAYS: Final = 2**31 - 1
 """`pmtaLicenseDaysLeft` for a license that never expires."""
@@ -309,9 +311,12 @@ def decode_string_index(sub_ids: Oid, *, implied: bool = False) -> tuple[str, Oi
 def inet_address_index(family: int, address: bytes) -> Oid | None:
     """The index of an `InetAddressType, InetAddress` pair (RFC 4001, RFC 2578 §7.7): the
     type, the address length, one sub-id per octet. `family` is 4, 6 or 0 (unknown(0), with
-    a zero-length address); None when the address does not fit its family."""
+    a zero-length address); 6 with 20 octets (the address, then its zone index) is ipv6z(4).
+    None when the address does not fit its family."""
     kind = INET_ADDRESS_TYPES.get(family)
-    if kind is None or len(address) != {0: 0, 4: 4, 6: 16}[family]:
+    if family == 6 and len(address) == 20:
+        kind = _INET_IPV6Z
+    elif kind is None or len(address) != {0: 0, 4: 4, 6: 16}[family]:
         return None
     return (kind, len(address), *address)
 
@@ -569,7 +574,7 @@ def _source_ip_rows(view: OutcomesView) -> list[_OutcomeRow]:
             continue
         by_address.setdefault((s.family, s.address), []).append(s)
     rows = [
-        _source_ip_row(_address_text(address), parts, family, address)
+        _source_ip_row(_address_text(address, parts), parts, family, address)
         for (family, address), parts in by_address.items()
     ]
     if unknown:
@@ -577,9 +582,13 @@ def _source_ip_rows(view: OutcomesView) -> list[_OutcomeRow]:
     return rows
 
 
-def _address_text(packed: bytes) -> str:
+def _address_text(packed: bytes, parts: list[SourceIpRow]) -> str:
     """The canonical text of a packed IPv4 or IPv6 address (RFC 5952, also §5: an
-    IPv4-mapped address ends in dotted decimal, `::ffff:192.0.2.9`), as the engine names it."""
+    IPv4-mapped address ends in dotted decimal, `::ffff:192.0.2.9`), as the engine names it.
+    A zoned address keeps its zone as the view's rows write it (`fe80::1%eth0`; of two
+    spellings of one zone, `%eth0` and `%2`, the first in order)."""
+    if len(packed) == 20:
+        return min(source_ip_text(s.source_ip) for s in parts)
     return source_ip_text(str(ipaddress.ip_address(packed)))
 
 
@@ -895,7 +904,8 @@ _ACCT_SCALARS: Final[tuple[tuple[MibObject, _Getter], ...]] = (
     _s("pmtaAcctLastRead", (1, 13, 3), "DateAndTime", _acct(lambda v: _opt_time(v.updated))),
     _s("pmtaAcctNewestRecord", (1, 13, 4), "DateAndTime",
        _acct(lambda v: _opt_time(v.newest_record))),
-    _s("pmtaAcctLag", (1, 13, 5), "Gauge32", _acct(lambda v: _seconds(v.lag_seconds))),
+    _s("pmtaAcctLag", (1, 13, 5), "Gauge32",
+       _acct(lambda v: None if v.lag_seconds is None else _seconds(v.lag_seconds))),
     _s("pmtaAcctRecordsRead", (1, 13, 6), "Counter64",
        _acct(lambda v: counter64(sum(n for _kind, n in v.records)))),
     _s("pmtaAcctReadErrors", (1, 13, 7), "Counter64", _acct(lambda v: counter64(v.read_errors))),

@@ -15,7 +15,9 @@ for these files) the engine reads back ``backfill`` seconds of existing records,
 
 Dimensions that grow with the traffic (source IPs, sending domains, source IP x VirtualMTA x
 provider, complaints' sending domains) are capped: the first values met are kept (cap - 1 of
-them), later ones are counted under ``(other)``, so every counter only grows.
+them), later ones are counted under ``(other)``, so every counter only grows. Sending domains
+are admitted by deliveries, bounces and deferrals only; the sending domains of complaints
+have their own cap.
 
 After each pass :attr:`OutcomesEngine.view` is a new :class:`OutcomesView`. The engine knows
 nothing of SNMP or Prometheus; it runs in a thread of the exporter (:meth:`start`) or is
@@ -359,7 +361,8 @@ class OutcomesEngine:
         self.complaint_cap = _Capped(s.max_complaint_domains)
         self.newest: float | None = None
         self._plans: dict[tuple[str, tuple[str, ...]], _Plan] = {}
-        self.lag = 0.0
+        #: Unknown (None) until a pass has read the files: not 0, which says "caught up".
+        self.lag: float | None = None
         self.updated: datetime | None = None
 
     @property
@@ -430,6 +433,9 @@ class OutcomesEngine:
             values = admitted.get(name) if isinstance(admitted, Mapping) else None
             if isinstance(values, list):
                 cap.admitted = {v for v in values if isinstance(v, str)}
+        # Earlier versions admitted the sending domains of complaints too: free their slots
+        # (a sending domain admitted by a d, b or t record has a count in `sending`).
+        self.domain_cap.admitted &= {k[0] for k in counters.sending}
         newest = doc.get("newest")
         # A time (NaN or out of range: the view's datetime would fail at every pass).
         self.newest = float(newest) if isinstance(newest, int | float) and not isinstance(
@@ -655,7 +661,12 @@ class OutcomesEngine:
         ip = self.ip_cap(_label(source_ip_text(rep_ip)))
         steps = [(c.complaints, (provider, self.complaint_cap(sender))),
                  (c.ip_complaints, (ip,))]
-        keys = (("provider", provider), ("ip", ip), ("domain", self.domain_cap(sender)))
+        # The complaint's sending domain is counted under its own cap (max_complaint_domains),
+        # never admitted to the sending domains': reports arrive days after the mail (for
+        # mail sent before the counting began, or naming any domain in reportedDomain), and a
+        # domain with complaints only would take a slot of max_sending_domains with no row,
+        # folding real sending domains into (other).
+        keys = (("provider", provider), ("ip", ip))
         return steps, tuple(((k,), _COMPLAINT) for k in keys), None
 
     # -- the view ------------------------------------------------------------------------

@@ -17,14 +17,13 @@ attempt). ``tq`` records are only counted in ``records``.
 
 from __future__ import annotations
 
-import ipaddress
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, datetime
 from typing import Final
 
-from pmta_snmp.addresses import source_ip_text
+from pmta_snmp.addresses import packed_address, source_ip_text
 
 __all__ = [
     "DELAY_BOUNDS",
@@ -69,15 +68,14 @@ def hundredths_of_percent(numerator: int, denominator: int) -> int:
 
 
 def address_family(text: str) -> tuple[int, bytes]:
-    """(4 or 6, packed address) of an IP text; (0, b"") when it is no IP (``(other)``, "").
+    """(4 or 6, packed address) of an IP text; (0, b"") when it is no IP (``(other)``, "")
+    or a zoned IPv6 address whose zone this host cannot number. A zoned IPv6 address packs
+    to 20 octets, the address and its zone index
+    (:func:`~pmta_snmp.addresses.packed_address`).
 
-    The MIB's InetAddressType values are ipv4(1)/ipv6(2): callers map 4 -> 1, 6 -> 2, 0 ->
-    unknown(0)."""
-    try:
-        ip = ipaddress.ip_address(text.strip().strip("[]"))
-    except ValueError:
-        return 0, b""
-    return ip.version, ip.packed
+    The MIB's InetAddressType values are ipv4(1)/ipv6(2)/ipv6z(4): callers map 4 -> 1, 6 ->
+    2 (4 with 20 octets), 0 -> unknown(0)."""
+    return packed_address(text)
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,8 +219,9 @@ class ProviderRow:
 class SourceIpRow:
     """One source IP (``dlvSourceIp``; ``repSourceIp`` for complaints), all VirtualMTAs.
 
-    ``family`` is 4 or 6 with ``address`` the packed bytes, or 0 with b"" for the ``(other)``
-    row and texts that are no IP."""
+    ``family`` is 4 or 6 with ``address`` the packed bytes (20 for a zoned IPv6 address: the
+    address, then the zone index), or 0 with b"" for the ``(other)`` row and texts that are
+    no IP."""
 
     source_ip: str
     family: int = 0
@@ -308,8 +307,9 @@ class OutcomesView:
     """(record type, records read), every type met (``d b t tq f r`` ...)."""
     read_errors: int = 0
     """Accounting lines that could not be read (malformed rows)."""
-    lag_seconds: float = 0.0
-    """How far the newest record read is behind the files' end (0 when caught up)."""
+    lag_seconds: float | None = None
+    """How far the newest record read is behind the files' end (0 when caught up); None
+    (unknown) until a read of the files has completed."""
     newest_record: datetime | None = None
     """timeLogged of the newest record read."""
     backfilling: bool = False

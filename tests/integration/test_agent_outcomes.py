@@ -11,6 +11,7 @@ import ipaddress
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -414,9 +415,11 @@ def test_standalone_agent_serves_the_tables_with_the_cap_and_no_powermta(
 def test_ipv6_source_ips_walk_in_index_order(tmp_path: Path) -> None:
     """snmpwalk (GetNext, strict OID order) through the standalone agent: IPv4 rows before
     IPv6 rows (by InetAddressType), each address 4 or 16 octets after its type and length, an
-    IPv4-mapped IPv6 address an IPv6 row."""
+    IPv4-mapped IPv6 address an IPv6 row, a link-local address with a zone an ipv6z(4) row
+    (20 octets: the zone index last) after them."""
     files = AcctFiles(tmp_path / "acct")
-    files.write(files.rows(["2001:db8::1", "192.0.2.1", "::ffff:192.0.2.9"], 5))
+    files.write(files.rows(["2001:db8::1", "192.0.2.1", "::ffff:192.0.2.9", "fe80::1%lo"], 5))
+    lo = ".".join(map(str, socket.if_nametoindex("lo").to_bytes(4, "big")))
     port = free_udp_port()
     (tmp_path / "community").write_text("c6\n")
     cfg = config(tmp_path, (
@@ -433,12 +436,13 @@ def test_ipv6_source_ips_walk_in_index_order(tmp_path: Path) -> None:
         return parse_varbinds(res.stdout)
 
     try:
-        wait_for(lambda: len(names()) == 3, 60, "three source IP rows")
+        wait_for(lambda: len(names()) == 4, 60, "four source IP rows")
         got = [(vb.oid[len(name_column) + 1:], vb.value) for vb in names()]
         assert got == [
             ("1.4.192.0.2.1", "192.0.2.1"),
             ("2.16.0.0.0.0.0.0.0.0.0.0.255.255.192.0.2.9", "::ffff:192.0.2.9"),
             ("2.16.32.1.13.184.0.0.0.0.0.0.0.0.0.0.0.1", "2001:db8::1"),
+            (f"4.20.254.128.0.0.0.0.0.0.0.0.0.0.0.0.0.1.{lo}", "fe80::1%lo"),
         ]
     finally:
         proc.send_signal(signal.SIGTERM)

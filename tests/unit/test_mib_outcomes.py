@@ -4,6 +4,7 @@ OutcomesView (indices, counters, last-hour rates, the unknown(0) row, caps, no v
 from __future__ import annotations
 
 import ipaddress
+import socket
 from datetime import UTC, datetime
 from fractions import Fraction
 from itertools import pairwise
@@ -275,13 +276,15 @@ def test_outcome_varbinds_make_a_valid_tree_with_short_instances() -> None:
     tree = OidTree(out, object_prefixes())
     assert len(tree) == len(out)
     assert max(len(o) for o, _ in out) <= MAX_OID_LEN
-    # the longest source IP instance: base (8) + 1.15.3.1.col (5) + type, len, 16 octets
-    assert len((*oid("pmtaSourceIpDelivered"), *ip_index("2001:db8::25"))) == 31
+    # the longest source IP instance: base (8) + 1.15.3.1.col (5) + type, len, 20 octets
+    assert len((*oid("pmtaSourceIpDelivered"), *zoned_index("fe80::1", 1))) == 35
 
 
 def test_inet_address_index_refuses_an_address_of_the_wrong_length() -> None:
     assert inet_address_index(4, bytes(4)) == (1, 4, 0, 0, 0, 0)
     assert inet_address_index(6, bytes(4)) is None
+    assert inet_address_index(6, bytes(20)) == (4, 20, *bytes(20))  # ipv6z
+    assert inet_address_index(4, bytes(20)) is None
     assert inet_address_index(0, b"") == (0, 0)
     assert inet_address_index(5, b"") is None
 
@@ -325,20 +328,49 @@ def test_a_source_ip_notification_carries_the_row_columns_with_its_index() -> No
     assert spelled == v6
 
 
-def test_texts_of_one_address_sum_into_its_one_row() -> None:
-    """Two rows of the view that are one address (a zone suffix, which the index does not
-    carry) are one SNMP row with both rows' counts, not two rows under one index."""
+LO = socket.if_nametoindex("lo")
+
+
+def zoned_index(address: str, zone: int) -> Oid:
+    packed = ipaddress.IPv6Address(address).packed + zone.to_bytes(4, "big")
+    return (4, 20, *packed)
+
+
+def test_a_zoned_ipv6_address_is_an_ipv6z_row_of_its_own() -> None:
+    """RFC 4001: an IPv6 address with a zone is ipv6z(4), 16 octets and the 4-octet zone
+    index; the same address on another link, or without a zone, is another address. The
+    zone is numbered as this host numbers it (the index of interface `lo`), and its
+    spellings (`%lo`, `%1` when lo is interface 1) are one row; a zone this host cannot
+    number has no truthful index: its counts go to the unknown(0) row (the source_ip label in
+    /metrics keeps the text)."""
     rows = (
-        SourceIpRow("fe80::1%eth0", *address_family("fe80::1%eth0"),
+        SourceIpRow("fe80::1%lo", *address_family("fe80::1%lo"),
                     total=ResultCounts(delivered=2), blocklist_rejections=1,
                     blocklists=(("spamhaus", 1),)),
+        SourceIpRow(f"fe80::1%{LO}", *address_family(f"fe80::1%{LO}"),
+                    total=ResultCounts(delivered=4)),
+        SourceIpRow("fe80::1%4000000000", *address_family("fe80::1%4000000000"),
+                    total=ResultCounts(delivered=7)),
         SourceIpRow("fe80::1", *address_family("fe80::1"), total=ResultCounts(delivered=3)),
+        SourceIpRow("fe80::1%no-such-if9", *address_family("fe80::1%no-such-if9"),
+                    total=ResultCounts(delivered=5)),
         SourceIpRow("192.0.2.1", *address_family("192.0.2.1"), total=ResultCounts(delivered=1)),
     )
     out = varbinds(OutcomesView.example().with_changes(source_ips=rows))
-    v6 = ip_index("fe80::1")
-    assert column_rows(out, "pmtaSourceIpDelivered") == [ip_index("192.0.2.1"), v6]
-    assert cell(out, "pmtaSourceIpDelivered", v6) == Value(C64, 5)
-    assert cell(out, "pmtaSourceIpBlocklistRejections", v6) == Value(C64, 1)
-    assert cell(out, "pmtaSourceIpName", v6) == Value(S, b"fe80::1")  # canonical
-    assert out[inst("pmtaSourceIpCount")] == Value(G, 2)
+    lo, big = zoned_index("fe80::1", LO), zoned_index("fe80::1", 4_000_000_000)
+    assert column_rows(out, "pmtaSourceIpDelivered") == [
+        (0, 0), ip_index("192.0.2.1"), ip_index("fe80::1"), lo, big]
+    assert cell(out, "pmtaSourceIpDelivered", lo) == Value(C64, 6)
+    assert cell(out, "pmtaSourceIpBlocklistRejections", lo) == Value(C64, 1)
+    assert cell(out, "pmtaSourceIpName", lo) == Value(S, f"fe80::1%{LO}".encode())  # first
+    assert cell(out, "pmtaSourceIpName", big) == Value(S, b"fe80::1%4000000000")
+    assert cell(out, "pmtaSourceIpDelivered", big) == Value(C64, 7)
+    assert cell(out, "pmtaSourceIpName", ip_index("fe80::1")) == Value(S, b"fe80::1")
+    assert cell(out, "pmtaSourceIpDelivered", ip_index("fe80::1")) == Value(C64, 3)
+    assert cell(out, "pmtaSourceIpDelivered", (0, 0)) == Value(C64, 5)
+    assert out[inst("pmtaSourceIpCount")] == Value(G, 5)
+    # the notification of a zoned address carries its ipv6z index, however it is spelled
+    listed = source_ip_varbinds(Notification.SOURCE_IP_BLOCKLISTED,
+                                OutcomesView.empty().with_changes(source_ips=rows), "FE80::1%lo")
+    assert listed is not None and listed[1] == ((*oid("pmtaSourceIpName"), *lo),
+                                                Value(S, f"fe80::1%{LO}".encode()))

@@ -8,6 +8,7 @@ import csv
 import io
 import json
 import os
+import socket
 from collections import Counter
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
@@ -451,3 +452,101 @@ def test_memory_kept_after_reading_many_distinct_records_stays_small(tmp_path: P
     del counted["complaints"], expected["complaints"]  # their sending domains are capped
     assert counted == expected
     assert kept < 30 << 20, f"{kept / 2**20:.0f} MiB kept"
+
+
+def complaint_rows(w: Writer, domains: Iterable[str]) -> list[dict[str, str]]:
+    """One ARF abuse report from Yahoo per domain (orig in that domain)."""
+    out = []
+    for domain in domains:
+        (row,) = w.rows(1)
+        row.update(type="f", timeQueued="", dlvSourceIp="", repSourceIp="198.51.100.21",
+                   feedbackType="abuse", format="arf", reportingMta="arf.mail.yahoo.com",
+                   reportedDomain=domain, orig=f"bounces@{domain}", rcpt="u@yahoo.com",
+                   dsnStatus="", dsnDiag="", bounceCat="")
+        out.append(row)
+    return out
+
+
+def delivery_rows(w: Writer, domains: Iterable[str]) -> list[dict[str, str]]:
+    out = []
+    for domain in domains:
+        (row,) = w.rows(1)
+        row.update(type="d", orig=f"bounces@{domain}", dsnStatus="2.0.0 (success)",
+                   bounceCat="success", dsnDiag="smtp;250 ok")
+        out.append(row)
+    return out
+
+
+def test_complaints_alone_take_no_sending_domain_slot(tmp_path: Path) -> None:
+    """Domains with complaints only (reports for mail sent before the counting began, or any
+    domain a report names) are counted in the complaints, under their own cap, and leave the
+    slots of max_sending_domains to the domains mail is sent for: before, ten reports filled
+    the cap with domains that had no row, and every real sending domain was (other)."""
+    w = Writer(tmp_path / "acct")
+    reported = [f"old{i}.example.net" for i in range(10)]
+    w.write(complaint_rows(w, reported))
+    w.write(delivery_rows(w, ["news.example.com", "shop.example.com", "news.example.com"]))
+    s = settings(tmp_path, str(w.path), max_sending_domains=3, max_complaint_domains=0)
+    engine = OutcomesEngine(s)
+    view = engine.read_all()
+    assert {r.sending_domain: r.total.delivered for r in view.sending_domains} == {
+        "news.example.com": 2, "shop.example.com": 1}
+    assert {c.sending_domain: c.count for c in view.complaints_by} == dict.fromkeys(reported, 1)
+    assert view.complaints == 10
+    # the cap still holds: a third sending domain is (other)
+    w.write(delivery_rows(w, ["third.example.com"]))
+    view = engine.read_all()
+    assert {r.sending_domain for r in view.sending_domains} == {
+        "news.example.com", "shop.example.com", OTHER}
+    assert dict(view.other_items)["sending_domain"] == 1
+
+
+def test_a_state_with_complaint_domains_admitted_frees_their_slots(tmp_path: Path) -> None:
+    """A state file of the version that admitted complaints' domains as sending domains: on
+    restart those slots are free again, the counters are kept as they are."""
+    w = Writer(tmp_path / "acct")
+    w.write(delivery_rows(w, ["news.example.com"]))
+    s = settings(tmp_path, str(w.path), max_sending_domains=3)
+    engine = OutcomesEngine(s)
+    engine.read_all()
+    engine.save()
+    doc = json.loads(engine.state_path.read_text())
+    doc["admitted"]["domain"] = ["news.example.com", "old1.example.net", "old2.example.net"]
+    engine.state_path.write_text(json.dumps(doc))
+    since = engine.counting_since
+    engine = OutcomesEngine(s)
+    assert engine.counting_since == since and not engine.view.warnings  # the state was taken
+    w.write(delivery_rows(w, ["shop.example.com"]))
+    view = engine.read_all()
+    assert {r.sending_domain: r.total.delivered for r in view.sending_domains} == {
+        "news.example.com": 1, "shop.example.com": 1}
+
+
+def test_a_zoned_source_ip_keeps_its_zone_in_the_label_and_the_index(tmp_path: Path) -> None:
+    """A link-local source address with its zone (`fe80::1%lo`) is named with the zone in
+    the view (the source_ip label of /metrics) and indexed ipv6z(4) with the zone's index in
+    pmtaSourceIpTable; the same address without a zone is another source IP."""
+    from pmta_snmp.exporter_outcomes import outcome_families
+    from pmta_snmp.mib.health import AgentHealth
+    from pmta_snmp.mib.layout import build_varbinds, oid
+
+    w = Writer(tmp_path / "acct")
+    rows = []
+    for text, n in (("fe80::1%lo", 3), ("FE80::1%lo", 2), ("fe80::1", 4)):
+        for row in w.rows(n, seed=0):
+            row.update(type="d", dlvSourceIp=text, dsnStatus="2.0.0 (success)",
+                       bounceCat="success", dsnDiag="smtp;250 ok")
+            rows.append(row)
+    w.write(rows)
+    view = OutcomesEngine(settings(tmp_path, str(w.path))).read_all()
+    assert {s.source_ip: s.total.delivered for s in view.source_ips} == {
+        "fe80::1%lo": 5, "fe80::1": 4}
+    labels = {s.labels["source_ip"] for f in outcome_families(view) for s in f.samples
+              if "source_ip" in s.labels}
+    assert labels == {"fe80::1%lo", "fe80::1"}
+    out = dict(build_varbinds(None, AgentHealth(started_at=NOW), outcomes=view))
+    column = oid("pmtaSourceIpDelivered")
+    cells = {o[len(column):]: v.value for o, v in out.items() if o[:len(column)] == column}
+    link = (0xfe, 0x80, *([0] * 13), 1)
+    zone = tuple(socket.if_nametoindex("lo").to_bytes(4, "big"))
+    assert cells == {(4, 20, *link, *zone): 5, (2, 16, *link): 4}

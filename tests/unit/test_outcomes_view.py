@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import socket
 from dataclasses import FrozenInstanceError
 
 import pytest
@@ -55,6 +56,21 @@ def test_source_ip_families() -> None:
     assert address_family("") == (0, b"")
     rows = {r.source_ip: r for r in OutcomesView.example().source_ips}
     assert rows["2001:db8::25"].family == 6 and rows[OTHER].family == 0
+
+
+def test_a_zoned_ipv6_address_packs_with_its_zone_index() -> None:
+    """RFC 4001's InetAddressIPv6z: the 16 octets, then the zone index in 4 octets, big
+    endian: the interface's index on this host, else the zone written as a number; a zone
+    this host cannot number is no address it can index."""
+    lo = socket.if_nametoindex("lo")
+    link = bytes.fromhex("fe80000000000000" "0000000000000001")
+    assert address_family("fe80::1%lo") == (6, link + lo.to_bytes(4, "big"))
+    assert address_family("[FE80::1%lo]") == address_family(f"fe80::1%{lo}")
+    assert address_family("fe80::1%4294967295") == (6, link + b"\xff\xff\xff\xff")
+    assert address_family("fe80::1%4294967296") == (0, b"")
+    assert address_family("fe80::1%no-such-if9") == (0, b"")
+    assert address_family("fe80::1") == (6, link)
+    assert source_ip_text(" FE80::0001%lo ") == "fe80::1%lo"  # the label keeps its zone
 
 
 @pytest.mark.parametrize(("num", "den", "want"), [
