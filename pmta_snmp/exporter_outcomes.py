@@ -74,6 +74,11 @@ def outcome_families(view: OutcomesView) -> Iterator[Metric]:
     yield lag
     m = _CATALOGUE["pmta_acct_read_errors_total"]
     yield CounterMetricFamily(m.family, m.help, value=view.read_errors)
+    m = _CATALOGUE["pmta_acct_last_read_timestamp_seconds"]
+    last_read = GaugeMetricFamily(m.name, m.help)
+    if view.updated is not None:
+        last_read.add_metric([], view.updated.timestamp())
+    yield last_read
 
 
 def _bound(bound: float) -> str:

@@ -129,6 +129,9 @@ CATALOGUE: Final[tuple[MetricDef, ...]] = (
     _g("pmta_acct_lag_seconds", "How far the newest accounting record read is behind the "
        "files' end (seconds); absent until a read of the files has completed (unknown)."),
     _c("pmta_acct_read_errors_total", "Accounting lines that could not be read."),
+    _g("pmta_acct_last_read_timestamp_seconds", "When the last read of the accounting files "
+       "completed (Unix time); absent until the first. A reader that stops (files gone "
+       "unreadable, a hung mount) leaves it behind while the lag keeps its last value."),
 )
 
 

@@ -3,6 +3,7 @@ files: what is published before the engine's first read, and after it."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry
@@ -72,3 +73,28 @@ def test_a_first_read_that_fails_leaves_the_lag_unknown(tmp_path: Path) -> None:
     assert [x for x in engine.view.warnings if x.startswith(f"reading {tmp_path}")]
     assert "pmta_acct_lag_seconds" not in scrape(engine)
     assert lag_instance(engine.view) is None
+
+
+def test_the_last_read_time_shows_a_reader_that_stopped(tmp_path: Path) -> None:
+    """The lag keeps its last value when reads stop completing (it is measured by reads), so
+    the time of the last completed read is published beside it: absent before the first read,
+    then the read's time, and left behind by reads that fail."""
+    w = Writer(tmp_path / "acct")
+    w.write(w.rows(10))
+    clock = [NOW.timestamp()]
+    engine = OutcomesEngine(settings(tmp_path, str(w.path)), clock=lambda: clock[0])
+    assert "pmta_acct_last_read_timestamp_seconds" not in scrape(engine)
+    engine.read_all()
+    engine.save()
+    first = scrape(engine)
+    assert first["pmta_acct_last_read_timestamp_seconds"] == [NOW.timestamp()]
+    assert first["pmta_acct_lag_seconds"] == [0.0]
+
+    shutil.rmtree(w.dir)  # the files' directory is gone (a lost mount): reads fail from now on
+    w.dir.write_text("not a directory")
+    clock[0] += 600
+    engine.read_all()
+    engine.save()
+    later = scrape(engine)
+    assert later["pmta_acct_last_read_timestamp_seconds"] == [NOW.timestamp()]  # left behind
+    assert later["pmta_acct_lag_seconds"] == [0.0]  # what the lag alone would have said
