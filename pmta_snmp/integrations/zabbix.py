@@ -101,6 +101,8 @@ MACROS: Final[tuple[tuple[str, str, str], ...]] = (
     ("{$PMTA.LLD.SOURCEIP.NOT_MATCHES}", "CHANGE_IF_NEEDED", "Skip source IPs matching."),
     ("{$PMTA.ACCT.LAG.MAX}", "900",
      "Seconds the accounting records read may be behind the files before it is a problem."),
+    ("{$PMTA.ACCT.READ.AGE.MAX}", "600",
+     "Seconds without a completed read of the accounting files before it is a problem."),
     (
         "{$PMTA.PROVIDER.MIN_RECIPIENTS}",
         "100",
@@ -378,6 +380,14 @@ SCALAR_ITEMS: Final[tuple[Item, ...]] = (
                            "The agent reads the accounting files more slowly than PowerMTA "
                            "writes them (or is still reading back its first day): the "
                            "deliverability figures are behind."),)),
+    Item("pmtaAcctReadAge", "pmta.acct.read_age", "pmta-snmp: age of the last accounting "
+         "read", "UNSIGNED", units="s", component="deliverability",
+         triggers=(Trigger("pmta-snmp: no accounting read completed for {$PMTA.ACCT.READ.AGE.MAX}s",
+                           "min({item},5m)>{$PMTA.ACCT.READ.AGE.MAX}", "WARNING",
+                           "The agent's accounting reader stopped (files made unreadable, a lost "
+                           "mount, a stuck worker): the deliverability figures are frozen while "
+                           "the lag keeps the value of the last read. pmtaAcctWarnings and the "
+                           "agent's log say why."),)),
     Item("pmtaAcctReadErrors", "pmta.acct.read_errors", "pmta-snmp: accounting lines not "
          "readable", "UNSIGNED", preprocessing=(("SIMPLE_CHANGE", ""),),
          component="deliverability",

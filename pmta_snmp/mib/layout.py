@@ -286,6 +286,18 @@ def date_and_time(moment: datetime) -> bytes:
     return head if moment.tzinfo is None else head + b"+\x00\x00"
 
 
+def utc_from_date_and_time(octets: bytes) -> datetime | None:
+    """The moment of an 11-octet UTC DateAndTime (`date_and_time` of an aware time); None for
+    any other form or an impossible date."""
+    if len(octets) != 11 or octets[8:] != b"+\x00\x00":
+        return None
+    try:
+        return datetime((octets[0] << 8) | octets[1], octets[2], octets[3], octets[4],
+                        octets[5], octets[6], octets[7] * 100_000, tzinfo=UTC)
+    except ValueError:
+        return None
+
+
 def encode_string_index(text: str, max_octets: int, *, implied: bool = False) -> Oid | None:
     """RFC 2578 §7.7 index of a string: its length then one sub-id per UTF-8 octet.
 
@@ -893,6 +905,10 @@ def _seconds(value: float) -> Value:
     return gauge32(int(value)) if math.isfinite(value) else gauge32(0)
 
 
+def _age(moment: datetime) -> float:
+    return max(0.0, (datetime.now(UTC) - moment).total_seconds())
+
+
 def _others(dimension: str) -> Callable[[OutcomesView], Value]:
     return lambda v: gauge32(dict(v.other_items).get(dimension, 0))
 
@@ -911,6 +927,9 @@ _ACCT_SCALARS: Final[tuple[tuple[MibObject, _Getter], ...]] = (
     _s("pmtaAcctReadErrors", (1, 13, 7), "Counter64", _acct(lambda v: counter64(v.read_errors))),
     _s("pmtaAcctBackfilling", (1, 13, 8), "TruthValue", _acct(lambda v: _truth(v.backfilling))),
     _s("pmtaAcctWarnings", (1, 13, 9), _U, _acct(lambda v: utf8_text("; ".join(v.warnings)))),
+    # Computed when read (mib/live.py, from pmtaAcctLastRead); the tree holds the age at build.
+    _s("pmtaAcctReadAge", (1, 13, 10), "Gauge32", _acct(lambda v: None if v.updated is None
+                                                        else _seconds(_age(v.updated)))),
     _s("pmtaProviderCount", (1, 14, 1), "Gauge32", _table_count(_PROVIDER_TABLE, omitted=False)),
     _s("pmtaProvidersOmitted", (1, 14, 2), "Gauge32",
        _table_count(_PROVIDER_TABLE, omitted=True)),

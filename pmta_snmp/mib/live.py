@@ -5,8 +5,9 @@ that stopped delivering trees would leave "reachable, 0 seconds old" in place fo
 front end (the AgentX subagent, the standalone agent) therefore serves the tree that
 `LiveHealth.install` returns: the same packed tree with `pmtaAgentDataAge` (now minus the last
 good poll), `pmtaAgentApiReachable` (false as well once no poll result came for `stale_after`
-seconds) and `pmtaAgentLastError` (then saying so) computed on each read. One mechanism, so the
-front ends cannot disagree.
+seconds), `pmtaAgentLastError` (then saying so) and `pmtaAcctReadAge` (now minus the tree's
+pmtaAcctLastRead: it grows when the accounting reader, or the worker that carries it, stops)
+computed on each read. One mechanism, so the front ends cannot disagree.
 """
 
 from __future__ import annotations
@@ -17,12 +18,19 @@ from datetime import datetime
 from typing import Final
 
 from pmta_snmp.clock import Since, utc_now
-from pmta_snmp.mib.layout import ENTERPRISE, gauge32, layout, utf8_text
+from pmta_snmp.mib.layout import (
+    ENTERPRISE,
+    gauge32,
+    layout,
+    utc_from_date_and_time,
+    utf8_text,
+)
 from pmta_snmp.mib.snapshot import LiveTree, LiveValue, Oid, OidTree, SnmpType, Value
 
 __all__ = ["LIVE_OBJECTS", "LiveHealth"]
 
-LIVE_OBJECTS: Final = ("pmtaAgentApiReachable", "pmtaAgentDataAge", "pmtaAgentLastError")
+LIVE_OBJECTS: Final = ("pmtaAgentApiReachable", "pmtaAgentDataAge", "pmtaAgentLastError",
+                       "pmtaAcctReadAge")
 """The scalars whose value is computed when read."""
 
 _TRUE: Final = Value(SnmpType.INTEGER, 1)  # TruthValue
@@ -49,6 +57,7 @@ class LiveHealth:
         self.stale_after = stale_after
         self._clock = clock
         self._success = Since(clock=clock, wall=wall)
+        self._acct_read = Since(clock=clock, wall=wall)
         self.received = clock()
         """When the last tree arrived (the start counts as one: nothing is due before)."""
         self.api_reachable = False
@@ -60,7 +69,9 @@ class LiveHealth:
             "pmtaAgentApiReachable": self._reachable_value,
             "pmtaAgentDataAge": self._age_value,
             "pmtaAgentLastError": self._error_value,
+            "pmtaAcctReadAge": self._acct_read_value,
         }
+        self._acct_last_read = lay.instance("pmtaAcctLastRead")
         self._values: dict[Oid, LiveValue] = {
             lay.instance(name): providers[name] for name in LIVE_OBJECTS
         }
@@ -86,8 +97,16 @@ class LiveHealth:
             self._stall_over = None
         self.api_reachable = api_reachable
         self._success.see(last_success)
+        self._acct_read.see(self._when_acct_read(tree))
         self.received = self._clock()
+        # No accounting files, or none read yet: no pmtaAcctReadAge in the tree, none served.
         return LiveTree.over(tree, self._values)
+
+    def _when_acct_read(self, tree: OidTree) -> datetime | None:
+        value = tree.get(self._acct_last_read)
+        if value is None or not isinstance(value.value, bytes):
+            return None
+        return utc_from_date_and_time(value.value)
 
     # -- what is true now ---------------------------------------------------------------------
 
@@ -120,6 +139,10 @@ class LiveHealth:
 
     def _age_value(self) -> Value | None:
         age = self.data_age()
+        return None if age is None else gauge32(int(age))
+
+    def _acct_read_value(self) -> Value | None:
+        age = self._acct_read.age()
         return None if age is None else gauge32(int(age))
 
     def _error_value(self) -> Value | None:

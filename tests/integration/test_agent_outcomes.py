@@ -328,6 +328,7 @@ def test_agentx_tables_equal_the_files_across_a_worker_restart(
         acct = {vb.oid.rsplit(".", 2)[-2]: vb for vb in master.bulkwalk(ACCT_ARC)}
         assert acct["6"].type == "Counter64" and int(acct["6"].value) == truth.records
         assert acct["8"].value == "2"  # backfilling: false, caught up
+        assert acct["10"].type == "Gauge32"  # pmtaAcctReadAge, computed when read (unit-tested)
 
         before = counters(walk())
         went_back: list[dict[tuple[str, str, str], tuple[int, int | None]]] = []
@@ -402,6 +403,8 @@ def test_standalone_agent_serves_the_tables_with_the_cap_and_no_powermta(
         assert other == {"2": str(len(ips) - 3)}  # pmtaSourceIpsOther
         reachable = snmp("snmpget", ".".join(map(str, LAY.instance("pmtaAgentApiReachable"))))
         assert reachable[0].value == "2"  # no PowerMTA: the outcomes are served regardless
+        read_age = snmp("snmpget", ".".join(map(str, LAY.instance("pmtaAcctReadAge"))))
+        assert read_age[0].type == "Gauge32", read_age
     finally:
         proc.send_signal(signal.SIGTERM)
         try:

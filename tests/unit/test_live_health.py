@@ -283,3 +283,46 @@ def test_a_step_of_the_wall_clock_does_not_move_the_age_of_the_data() -> None:
     clocks.advance(5)
     tree = live.install(built_tree(), api_reachable=False, last_success=T0)
     assert get(tree, "pmtaAgentDataAge") == Value(SnmpType.GAUGE32, 25)
+
+
+def acct_tree(last_read: datetime | None) -> OidTree:
+    """A built tree with the accounting reader's objects, its last read at `last_read`."""
+    from pmta_snmp.outcomes.view import OutcomesView
+
+    health = AgentHealth(api_reachable=True, last_success=T0, data_age_seconds=0.0,
+                         poll_successes=1, started_at=T0)
+    view = OutcomesView.example().with_changes(updated=last_read)
+    items = iter_varbinds(Snapshot(Status(), taken_at=T0), health, outcomes=view)
+    return OidTree.from_sorted(items, object_prefixes())
+
+
+def test_the_accounting_read_age_grows_when_reads_stop_and_ignores_wall_clock_steps() -> None:
+    """pmtaAcctReadAge is now minus pmtaAcctLastRead when a manager asks: trees that keep
+    arriving with the same last read (the reader stopped, the poller did not) or no tree at
+    all (the worker stopped) both let it grow; a newer read brings it back; a step of the
+    wall clock after the read does not move it."""
+    clocks = Clocks()
+    live = live_health(clocks, stale_after=1000)
+    tree = live.install(acct_tree(T0), api_reachable=True, last_success=T0)
+    assert get(tree, "pmtaAcctReadAge") == Value(SnmpType.GAUGE32, 0)
+    clocks.advance(30)
+    tree = live.install(acct_tree(T0), api_reachable=True, last_success=clocks.wall)
+    clocks.advance(30)
+    assert get(tree, "pmtaAcctReadAge") == Value(SnmpType.GAUGE32, 60)
+    assert get(tree, "pmtaAgentDataAge") == Value(SnmpType.GAUGE32, 30)
+    clocks.wall -= timedelta(hours=1)  # the wall clock steps back: the age does not
+    assert get(tree, "pmtaAcctReadAge") == Value(SnmpType.GAUGE32, 60)
+    tree = live.install(acct_tree(clocks.wall - timedelta(seconds=5)), api_reachable=True,
+                        last_success=clocks.wall)
+    assert get(tree, "pmtaAcctReadAge") == Value(SnmpType.GAUGE32, 5)
+
+
+def test_no_accounting_read_age_without_a_read() -> None:
+    clocks = Clocks()
+    live = live_health(clocks)
+    for tree in (built_tree(), acct_tree(None)):
+        served = live.install(tree, api_reachable=True, last_success=T0)
+        assert get(served, "pmtaAcctReadAge") is None
+        assert LAY.instance("pmtaAcctReadAge") not in served
+    served = live.install(acct_tree(T0), api_reachable=True, last_success=T0)
+    assert get(served, "pmtaAcctReadAge") == Value(SnmpType.GAUGE32, 0)
