@@ -1146,40 +1146,67 @@ class MultiTailReader(_ReaderBase):
     """Follow a set of files (a glob of accounting files) by identity, each from its own
     offset: a file renamed within the set continues, a new file is read from its start
     (at its end on the very first run), a shrunk or rewritten one from its start.
+
+    ``relist`` lists the set again (the glob expanded anew): a rotation between the listing
+    and the opening of the files renames one from under its name, and only a new listing
+    finds it under its new one.
     """
 
     def __init__(self, paths: Sequence[str | os.PathLike[str]],
                  states: Mapping[str, TailState] | None, *, from_start: bool = False,
-                 deadline: float | None = None, chunk_size: int = CHUNK_SIZE) -> None:
+                 deadline: float | None = None, chunk_size: int = CHUNK_SIZE,
+                 relist: Callable[[], Iterable[str | os.PathLike[str]]] | None = None) -> None:
         super().__init__(deadline=deadline, chunk_size=chunk_size)
         self.paths = [os.fspath(p) for p in paths]
         self.initial_states = dict(states) if states is not None else None
         self.from_start = from_start
         self.first_run = states is None
         self.truncated: list[str] = []
+        self._relist = relist
+        self._carried: dict[str, TailState] = {}
 
     @property
     def states(self) -> dict[str, TailState]:
         """Per-file states keyed by ``"device:inode"``; files no longer present are dropped."""
-        return {key: cur.state(cur.path) for key, cur in self._cursors.items()}
+        states = dict(self._carried)
+        states.update((key, cur.state(cur.path)) for key, cur in self._cursors.items())
+        return states
 
     def blocks(self) -> Iterator[Block]:
-        """Blocks appended to each file since the stored states, files in the given order."""
+        """Blocks appended to each file since the stored states, files in the given order
+        (then any found by a new listing)."""
         if self._started:
             raise RuntimeError("MultiTailReader.blocks() can be iterated only once")
         self._started = True
         seen: set[str] = set()
-        for path in self.paths:
-            f = _open(path, sibling=True)
-            if f is None:
-                continue
-            try:
-                if f.key in seen:
+        paths = self.paths
+        for _ in range(_RELISTS):
+            for path in paths:
+                f = _open(path, sibling=True)
+                if f is None:
                     continue
-                seen.add(f.key)
-                yield from self._follow(f)
-            finally:
-                f.close()
+                try:
+                    if f.key in seen:
+                        continue
+                    seen.add(f.key)
+                    yield from self._follow(f)
+                finally:
+                    f.close()
+            if self._relist is None:
+                return
+            # The race this closes: acct.csv renamed to acct-...-0001.csv (and a new acct.csv
+            # made) after the listing, before acct.csv was opened. The renamed file is under
+            # no name listed; its state was dropped and the next run read it again from its
+            # start. A new listing finds it; one with no file left unopened ends the run.
+            present = {key: os.fspath(p) for p in self._relist()
+                       if (key := _key_of(p)) is not None}
+            paths = [p for key, p in present.items() if key not in seen]
+            if not paths:
+                return
+        # Still new names after every listing: the files not reached keep their states.
+        for key in present.keys() - seen:
+            if self.initial_states is not None and key in self.initial_states:
+                self._carried[key] = self.initial_states[key]
 
     def _follow(self, f: _File) -> Iterator[Block]:
         prior = (self.initial_states or {}).get(f.key)
@@ -1194,6 +1221,15 @@ class MultiTailReader(_ReaderBase):
         else:
             start, continues = 0, False
         yield from self._read(f, start, final=False, continues=continues)
+
+
+def _key_of(path: str | os.PathLike[str]) -> str | None:
+    """``"device:inode"`` of the file ``path`` names now (None when gone)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return f"{st.st_dev}:{st.st_ino}"
 
 
 def state_at(path: str | os.PathLike[str], offset: int, *,

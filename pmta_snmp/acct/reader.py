@@ -236,7 +236,8 @@ class AcctReader:
                 self._saved_headers = {}
             self._tail = MultiTailReader(expand_paths(self.spec), states,
                                          from_start=from_start, deadline=deadline,
-                                         chunk_size=chunk_size)
+                                         chunk_size=chunk_size,
+                                         relist=lambda: expand_paths(self.spec))
         else:
             tail_state = state.tail if state is not None else None
             self._saved_headers = {}

@@ -726,3 +726,34 @@ def test_short_live_file_rotated_after_it_was_opened_is_read_once(
     got += acct_numbers(again)
     assert reader.warnings == [] and again.warnings == [], (reader.warnings, again.warnings)
     assert sorted(got) == list(range(51, 81)) and len(got) == len(set(got)), got
+
+
+# --- a glob of accounting files: a rotation between the listing and the opens -------------
+
+
+def test_glob_file_renamed_between_listing_and_open_is_followed_not_read_again(
+    tmp_path: Path,
+) -> None:
+    """`acct*.csv`: PowerMTA renames acct.csv to acct-YYYY-MM-DD-NNNN.csv (and starts a new
+    acct.csv) after a run listed the glob, before it opened acct.csv. The renamed file is
+    under no name listed: its state was dropped, and the next run read it again from its
+    start (rows 1-50 counted twice)."""
+    acct = tmp_path / "acct.csv"
+    spec = str(tmp_path / "acct*.csv")
+    acct.write_text(ACCT_HEADER + acct_rows(1, 50), newline="")
+    first = AcctReader(spec, None, from_start=True)
+    assert acct_numbers(first) == list(range(1, 51))
+    with acct.open("a", newline="") as fh:
+        fh.write(acct_rows(51, 60))
+
+    def dated_rotation() -> None:  # right before the run opens the acct.csv it listed
+        os.rename(acct, tmp_path / "acct-2025-01-14-0001.csv")
+        acct.write_text(ACCT_HEADER + acct_rows(61, 70), newline="")
+
+    with on_open(lambda p, sibling: p == str(acct), dated_rotation, before=True) as hook:
+        reader = AcctReader(spec, first.state)
+        got = acct_numbers(reader)
+    assert hook.fired
+    again = AcctReader(spec, reader.state)
+    got += acct_numbers(again)
+    assert sorted(got) == list(range(51, 71)) and len(got) == len(set(got)), got
