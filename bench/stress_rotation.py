@@ -64,6 +64,7 @@ class Run:
     frontier: int  # the highest number read by the runs before this one
     written: int  # numbers written when this run ended
     malformed: int = 0  # accounting rows the run skipped as malformed
+    warnings: list[str] = field(default_factory=list)  # what the accounting reader said
 
 
 @dataclass
@@ -130,8 +131,8 @@ def jitter(rng: random.Random, seconds: float) -> Iterator[None]:
 
 
 def tail_run(path: Path, state: object, first: bool, deadline: float | None
-             ) -> tuple[list[int], bool, object, bool, int]:
-    """One TailReader run: (numbers read, lost, state to store, stopped early, 0)."""
+             ) -> tuple[list[int], bool, object, bool, int, list[str]]:
+    """One TailReader run: (numbers read, lost, state to store, stopped early, 0, [])."""
     reader = TailReader(path, TailState.from_json(state), from_start=first, deadline=deadline)
     numbers = []
     for block in reader.blocks():
@@ -141,13 +142,13 @@ def tail_run(path: Path, state: object, first: bool, deadline: float | None
                 raise AssertionError(f"unnumbered line {line!r} in {block.source}")
             numbers.append(int(m.group(1)))
     return (numbers, reader.lost, reader.state.to_json(), reader.timed_out or reader.shifting,
-            0)
+            0, [])
 
 
 def acct_run(spec: str, state: object, first: bool, deadline: float | None, by_tally: bool
-             ) -> tuple[list[int], bool, object, bool, int]:
-    """One AcctReader run, by records or by the tally (counted per rcpt); the last item is
-    the rows skipped as malformed (a record cut in two: a bug)."""
+             ) -> tuple[list[int], bool, object, bool, int, list[str]]:
+    """One AcctReader run, by records or by the tally (counted per rcpt); then the rows
+    skipped as malformed (a record cut in two: a bug) and the reader's warnings."""
     reader = AcctReader(spec, AcctState.from_json(state), from_start=first, deadline=deadline)
     numbers: list[int] = []
     if by_tally:
@@ -160,7 +161,8 @@ def acct_run(spec: str, state: object, first: bool, deadline: float | None, by_t
     lost = any(LOST_NOTE in w for w in reader.warnings)
     tail = reader.tail
     stopped = tail.timed_out or (isinstance(tail, TailReader) and tail.shifting)
-    return numbers, lost, reader.state.to_json(), stopped, reader.skipped_rows
+    return (numbers, lost, reader.state.to_json(), stopped, reader.skipped_rows,
+            reader.warnings)
 
 
 def rcpt_number(rcpt: str) -> int:
@@ -191,13 +193,12 @@ def stress(reader: str, kinds: list[str], seed: int, args: argparse.Namespace) -
             frontier = max((max(r.numbers, default=0) for r in out.runs), default=0)
             with jitter(rng, args.jitter):
                 if reader == "tail":
-                    numbers, lost, new, stopped, bad = tail_run(f.path, state, first,
-                                                                deadline)
+                    got = tail_run(f.path, state, first, deadline)
                 else:
-                    numbers, lost, new, stopped, bad = acct_run(spec, state, first, deadline,
-                                                                rng.random() < 0.5)
+                    got = acct_run(spec, state, first, deadline, rng.random() < 0.5)
+            numbers, lost, new, stopped, bad, warnings = got
             state = json.loads(json.dumps(new))  # as a plugin's state file keeps it
-            out.runs.append(Run(numbers, lost, frontier, truth.n, bad))
+            out.runs.append(Run(numbers, lost, frontier, truth.n, bad, warnings))
             return stopped
 
         run(first=True)
@@ -298,7 +299,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     for i, r in enumerate(out.runs):
                         print(f"  run {i}: {_ranges(sorted(r.numbers)) if r.numbers else '-'}"
                               f"{' LOST' if r.lost else ''}"
-                              f"{f' MALFORMED {r.malformed}' if r.malformed else ''}")
+                              f"{f' MALFORMED {r.malformed}' if r.malformed else ''}"
+                              + "".join(f"\n    {w}" for w in r.warnings))
     print(f"{silent_seeds} seed(s) with a silent loss, a repeat or a record cut in two")
     return 1 if silent_seeds else 0
 

@@ -761,6 +761,23 @@ class _ReaderBase:
         f = cur.file
         return f.size, f.mtime_ns, _fp(f.head), len(f.head)
 
+    def first_line(self, key: str) -> bytes | None:
+        """The first line (no line end) of the file ``key`` as this run opened it: from the
+        bytes read at open, else from the descriptor while it is held. None when not opened,
+        or no whole line is to be had. Unlike a read by path, never another file's (one a
+        rotation has put under that name since)."""
+        cur = self._cursors.get(key)
+        if cur is None:
+            return None
+        f = cur.file
+        data = f.head
+        if b"\n" not in data and not f.raw.closed:
+            data = f.bytes_at(0, 1 << 16)
+        if b"\n" not in data:
+            return None
+        line = data.split(b"\n", 1)[0]
+        return line[:-1] if line.endswith(b"\r") else line
+
     def rewind(self, block: Block, offset: int) -> None:
         """Give back the bytes of ``block.source`` from ``offset`` on (e.g. an accounting record
         still being written): the next run reads them again. Only within this run's reads."""

@@ -757,3 +757,33 @@ def test_glob_file_renamed_between_listing_and_open_is_followed_not_read_again(
     again = AcctReader(spec, reader.state)
     got += acct_numbers(again)
     assert sorted(got) == list(range(51, 71)) and len(got) == len(set(got)), got
+
+
+# --- accounting: the header of a file rotated away from under its name ---------------------
+
+
+def test_header_of_the_rest_comes_from_the_file_opened_not_its_name(tmp_path: Path) -> None:
+    """The file we were reading was compressed (found again under another identity); a run
+    stops at its deadline before reading any of it, and a rotation shifts it to the next name
+    before the run saves its state: the header saved was read by the old name (gone), so none
+    was saved. The next run, with the file shifted again right after it opened it, read its
+    rows without a header: skipped as malformed, lost."""
+    acct, first = read_fifty_then_append_ten(tmp_path)
+    rename_rotation(acct, ACCT_HEADER + acct_rows(61, 70), compress=True)  # rest: .1.gz
+    stopped = AcctReader(str(acct), first.state, deadline=time.monotonic() - 1)
+    assert acct_numbers(stopped) == [] and stopped.timed_out
+    shift_all(acct, ACCT_HEADER + acct_rows(71, 80))  # .1.gz -> .2.gz, before the state
+    state = stopped.state
+    assert state.header is not None
+
+    two_gz = acct.with_name("acct.csv.2.gz")
+
+    def shift_away() -> None:  # right after the next run opened it
+        os.rename(two_gz, acct.with_name("acct.csv.3.gz"))
+
+    with on_open(lambda p, sibling: p == str(two_gz), shift_away) as hook:
+        reader = AcctReader(str(acct), state)
+        got = acct_numbers(reader)
+    assert hook.fired
+    assert reader.warnings == [] and reader.skipped_rows == 0, reader.warnings
+    assert sorted(got) == list(range(51, 81)) and len(got) == len(set(got)), got

@@ -523,6 +523,28 @@ def test_multi_tail_keeps_the_state_of_a_file_no_listing_reached(tmp_path: Path)
     assert list(logtail.iter_lines(again.blocks())) == ["b"]
 
 
+def test_first_line_comes_from_the_file_opened(tmp_path: Path) -> None:
+    """A reader gives the first line of a file it opened even once the name holds another
+    file; a first line longer than the bytes kept at open is read from the descriptor."""
+    log = tmp_path / "log"
+    long_header = "h" * (logtail.HEAD_LEN + 10)
+    write(log, long_header, "a", end="\r\n")
+    reader = TailReader(log, None, from_start=True)
+    blocks = reader.blocks()
+    block = next(blocks)
+    log.rename(tmp_path / "log.1")
+    write(log, "other")
+    assert reader.first_line(block.key) == long_header.encode()
+    assert list(blocks) == []
+    assert reader.first_line("0:0") is None
+    short = tmp_path / "short"
+    write(short, "type,rcpt", "d,x")
+    reader = TailReader(short, None, from_start=True)
+    (key,) = {b.key for b in reader.blocks()}  # read to the end: the file is closed
+    short.unlink()
+    assert reader.first_line(key) == b"type,rcpt"  # from the bytes kept at open
+
+
 # --- ground truth across random rotations ----------------------------------------------------
 
 
