@@ -21,6 +21,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from pmta_snmp.acct.columns import (
@@ -237,7 +238,8 @@ class AcctReader:
             self._tail = MultiTailReader(expand_paths(self.spec), states,
                                          from_start=from_start, deadline=deadline,
                                          chunk_size=chunk_size,
-                                         relist=lambda: expand_paths(self.spec))
+                                         relist=lambda: expand_paths(self.spec),
+                                         copies=self._compressed_copies)
         else:
             tail_state = state.tail if state is not None else None
             self._saved_headers = {}
@@ -249,6 +251,11 @@ class AcctReader:
             self._tail = TailReader(self.spec, tail_state, from_start=from_start,
                                     deadline=deadline, chunk_size=chunk_size)
         self._started = False
+
+    def _compressed_copies(self) -> list[Path]:
+        """Compressed files whose names without the suffix the glob matches (``acct*.csv``:
+        ``acct-2026-11-25-0001.csv.gz``): where a file of the glob goes when gzipped."""
+        return [p for ext in (".gz", ".bz2", ".xz") for p in expand_paths(self.spec + ext)]
 
     # Flags from the tail, for the plugin's output.
     @property

@@ -15,6 +15,7 @@ fix in pmta_snmp/logtail.py.
 
 from __future__ import annotations
 
+import gzip
 import os
 import re
 import shutil
@@ -804,3 +805,53 @@ def test_header_of_the_rest_comes_from_the_file_opened_not_its_name(tmp_path: Pa
     assert hook.fired
     assert reader.warnings == [] and reader.skipped_rows == 0, reader.warnings
     assert sorted(got) == list(range(51, 81)) and len(got) == len(set(got)), got
+
+
+@pytest.mark.parametrize("pattern", ["acct*.csv", "acct*.csv*"])
+def test_glob_file_compressed_between_runs_goes_on_from_its_offset(
+    tmp_path: Path, pattern: str
+) -> None:
+    """PowerMTA's dated rotation and then gzip before the next run: acct.csv (read up to row
+    50, rows 51-60 since) is acct-2025-01-14-0001.csv.gz. Out of `acct*.csv`, rows 51-60
+    were lost silently; in `acct*.csv*` it was a new file, read again whole (rows 1-50
+    twice). It is the followed file compressed: the run goes on from its offset."""
+    acct = tmp_path / "acct.csv"
+    spec = str(tmp_path / pattern)
+    acct.write_text(ACCT_HEADER + acct_rows(1, 50), newline="")
+    first = AcctReader(spec, None, from_start=True)
+    assert acct_numbers(first) == list(range(1, 51))
+    with acct.open("a", newline="") as fh:
+        fh.write(acct_rows(51, 60))
+    dated = tmp_path / "acct-2025-01-14-0001.csv"
+    os.rename(acct, dated)
+    gzip_away(dated)
+    acct.write_text(ACCT_HEADER + acct_rows(61, 70), newline="")
+    reader = AcctReader(spec, first.state)
+    got = acct_numbers(reader)
+    again = AcctReader(spec, reader.state)
+    got += acct_numbers(again)
+    assert reader.warnings == [] and reader.skipped_rows == 0, reader.warnings
+    assert sorted(got) == list(range(51, 71)) and len(got) == len(set(got)), got
+
+
+def test_glob_taking_in_compressed_files_reads_a_file_and_its_copy_once(tmp_path: Path) -> None:
+    """`acct*.csv*` listed while a rotated file is being gzipped: the file and its copy are
+    both there (gzip removes the original last). The copy was a new file, read whole again."""
+    acct = tmp_path / "acct.csv"
+    spec = str(tmp_path / "acct*.csv*")
+    acct.write_text(ACCT_HEADER + acct_rows(1, 50), newline="")
+    first = AcctReader(spec, None, from_start=True)
+    assert acct_numbers(first) == list(range(1, 51))
+    with acct.open("a", newline="") as fh:
+        fh.write(acct_rows(51, 60))
+    dated = tmp_path / "acct-2025-01-14-0001.csv"
+    os.rename(acct, dated)
+    acct.write_text(ACCT_HEADER + acct_rows(61, 70), newline="")
+    with dated.open("rb") as src, gzip.open(str(dated) + ".gz", "wb") as dst:
+        shutil.copyfileobj(src, dst)  # the original not removed yet
+    reader = AcctReader(spec, first.state)
+    got = acct_numbers(reader)
+    dated.unlink()
+    again = AcctReader(spec, reader.state)
+    got += acct_numbers(again)
+    assert sorted(got) == list(range(51, 71)) and len(got) == len(set(got)), got
