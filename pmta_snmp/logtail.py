@@ -761,6 +761,23 @@ class _ReaderBase:
         f = cur.file
         return f.size, f.mtime_ns, _fp(f.head), len(f.head)
 
+    def first_line(self, key: str) -> bytes | None:
+        """The first line (no line end) of the file ``key`` as this run opened it: from the
+        bytes read at open, else from the descriptor while it is held. None when not opened,
+        or no whole line is to be had. Unlike a read by path, never another file's (one a
+        rotation has put under that name since)."""
+        cur = self._cursors.get(key)
+        if cur is None:
+            return None
+        f = cur.file
+        data = f.head
+        if b"\n" not in data and not f.raw.closed:
+            data = f.bytes_at(0, 1 << 16)
+        if b"\n" not in data:
+            return None
+        line = data.split(b"\n", 1)[0]
+        return line[:-1] if line.endswith(b"\r") else line
+
     def rewind(self, block: Block, offset: int) -> None:
         """Give back the bytes of ``block.source`` from ``offset`` on (e.g. an accounting record
         still being written): the next run reads them again. Only within this run's reads."""
@@ -1146,54 +1163,148 @@ class MultiTailReader(_ReaderBase):
     """Follow a set of files (a glob of accounting files) by identity, each from its own
     offset: a file renamed within the set continues, a new file is read from its start
     (at its end on the very first run), a shrunk or rewritten one from its start.
+
+    ``relist`` lists the set again (the glob expanded anew): a rotation between the listing
+    and the opening of the files renames one from under its name, and only a new listing
+    finds it under its new one. ``copies`` lists compressed files outside the set that may be
+    its files compressed (``acct*.csv.gz`` beside ``acct*.csv``). A followed file gone from
+    the set is looked for, by its content, among the compressed files of the set and those:
+    it goes on from its offset there (a compressed file is otherwise new, read whole).
     """
 
     def __init__(self, paths: Sequence[str | os.PathLike[str]],
                  states: Mapping[str, TailState] | None, *, from_start: bool = False,
-                 deadline: float | None = None, chunk_size: int = CHUNK_SIZE) -> None:
+                 deadline: float | None = None, chunk_size: int = CHUNK_SIZE,
+                 relist: Callable[[], Iterable[str | os.PathLike[str]]] | None = None,
+                 copies: Callable[[], Iterable[str | os.PathLike[str]]] | None = None) -> None:
         super().__init__(deadline=deadline, chunk_size=chunk_size)
         self.paths = [os.fspath(p) for p in paths]
         self.initial_states = dict(states) if states is not None else None
         self.from_start = from_start
         self.first_run = states is None
         self.truncated: list[str] = []
+        self._relist = relist
+        self._copies = copies
+        self._carried: dict[str, TailState] = {}
+        #: States whose inode now holds other content (rewritten, or the number reused).
+        self._unmatched: list[TailState] = []
 
     @property
     def states(self) -> dict[str, TailState]:
         """Per-file states keyed by ``"device:inode"``; files no longer present are dropped."""
-        return {key: cur.state(cur.path) for key, cur in self._cursors.items()}
+        states = dict(self._carried)
+        states.update((key, cur.state(cur.path)) for key, cur in self._cursors.items())
+        return states
 
     def blocks(self) -> Iterator[Block]:
-        """Blocks appended to each file since the stored states, files in the given order."""
+        """Blocks appended to each file since the stored states, files in the given order
+        (then any found by a new listing, then compressed copies of files followed)."""
         if self._started:
             raise RuntimeError("MultiTailReader.blocks() can be iterated only once")
         self._started = True
         seen: set[str] = set()
-        for path in self.paths:
-            f = _open(path, sibling=True)
-            if f is None:
-                continue
-            try:
+        # Compressed files with no state (a followed file's copy?), and whether in the set.
+        held: list[tuple[_File, bool]] = []
+        try:
+            yield from self._listed(seen, held)
+            yield from self._compressed(seen, held)
+        finally:
+            for f, _ in held:
+                f.close()
+
+    def _listed(self, seen: set[str], held: list[tuple[_File, bool]]) -> Iterator[Block]:
+        priors = self.initial_states or {}
+        paths = self.paths
+        present: dict[str, str] = {}
+        for _ in range(_RELISTS):
+            for path in paths:
+                f = _open(path, sibling=True)
+                if f is None:
+                    continue
                 if f.key in seen:
+                    f.close()
                     continue
                 seen.add(f.key)
-                yield from self._follow(f)
+                if f.compressed and f.key not in priors and priors:
+                    held.append((f, True))  # placed once every file of the set is known
+                    continue
+                try:
+                    yield from self._follow(f, priors.get(f.key))
+                finally:
+                    f.close()
+            if self._relist is None:
+                return
+            # The race this closes: acct.csv renamed to acct-...-0001.csv (and a new acct.csv
+            # made) after the listing, before acct.csv was opened. The renamed file is under
+            # no name listed; its state was dropped and the next run read it again from its
+            # start. A new listing finds it; one with no file left unopened ends the run.
+            present = {key: os.fspath(p) for p in self._relist()
+                       if (key := _key_of(p)) is not None}
+            paths = [p for key, p in present.items() if key not in seen]
+            if not paths:
+                return
+        # Still new names after every listing: the files not reached keep their states.
+        for key in present.keys() - seen:
+            if key in priors:
+                self._carried[key] = priors[key]
+
+    def _compressed(self, seen: set[str], held: list[tuple[_File, bool]]) -> Iterator[Block]:
+        """The compressed files held back, and those of `copies` that hold a followed file
+        gone from the set (compressed since the last run, perhaps out of the glob: the lines
+        it got after the last run were lost, or with the glob taking in compressed files,
+        the whole file read again)."""
+        priors = self.initial_states or {}
+        gone = [st for key, st in priors.items()
+                if key not in seen and key not in self._carried and st.head_len > 0]
+        gone += [st for st in self._unmatched if st.head_len > 0]
+        # And files read this run: caught between the gzip and the removal of the original,
+        # the copy is in the glob too (`acct*.csv*`), and was read again whole.
+        gone += [cur.state(cur.path) for cur in list(self._cursors.values())
+                 if not cur.file.compressed and cur.file.head]
+        if gone and self._copies is not None:
+            for path in self._copies():
+                f = _open(os.fspath(path), sibling=True)
+                if f is None:
+                    continue
+                if f.key in seen or not any(f.matches(st) for st in gone):
+                    f.close()
+                    continue
+                seen.add(f.key)
+                held.append((f, False))
+        while held:
+            f, in_set = held.pop(0)
+            try:
+                prior = next((st for st in gone if f.matches(st)), None)
+                if prior is not None:
+                    gone.remove(prior)
+                    yield from self._read(f, prior.offset, final=False, continues=True)
+                elif in_set:
+                    yield from self._follow(f, None)
             finally:
                 f.close()
 
-    def _follow(self, f: _File) -> Iterator[Block]:
-        prior = (self.initial_states or {}).get(f.key)
+    def _follow(self, f: _File, prior: TailState | None) -> Iterator[Block]:
         if prior is not None:
             if f.matches(prior):
                 start, continues = prior.offset, True
             else:
                 self.truncated.append(f.path)
+                self._unmatched.append(prior)  # its content may be in a compressed copy
                 start, continues = 0, False
         elif self.initial_states is None and not self.from_start:
             start, continues = self._first_run_start(f), False
         else:
             start, continues = 0, False
         yield from self._read(f, start, final=False, continues=continues)
+
+
+def _key_of(path: str | os.PathLike[str]) -> str | None:
+    """``"device:inode"`` of the file ``path`` names now (None when gone)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return f"{st.st_dev}:{st.st_ino}"
 
 
 def state_at(path: str | os.PathLike[str], offset: int, *,

@@ -21,6 +21,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from pmta_snmp.acct.columns import (
@@ -236,7 +237,9 @@ class AcctReader:
                 self._saved_headers = {}
             self._tail = MultiTailReader(expand_paths(self.spec), states,
                                          from_start=from_start, deadline=deadline,
-                                         chunk_size=chunk_size)
+                                         chunk_size=chunk_size,
+                                         relist=lambda: expand_paths(self.spec),
+                                         copies=self._compressed_copies)
         else:
             tail_state = state.tail if state is not None else None
             self._saved_headers = {}
@@ -248,6 +251,11 @@ class AcctReader:
             self._tail = TailReader(self.spec, tail_state, from_start=from_start,
                                     deadline=deadline, chunk_size=chunk_size)
         self._started = False
+
+    def _compressed_copies(self) -> list[Path]:
+        """Compressed files whose names without the suffix the glob matches (``acct*.csv``:
+        ``acct-2026-11-25-0001.csv.gz``): where a file of the glob goes when gzipped."""
+        return [p for ext in (".gz", ".bz2", ".xz") for p in expand_paths(self.spec + ext)]
 
     # Flags from the tail, for the plugin's output.
     @property
@@ -480,16 +488,24 @@ class AcctReader:
             # (compressed or copied by a rotation): the header saved with the state is its
             # header. Reading it again by path could hit a file rotated meanwhile.
             saved = next(iter(self._saved_headers.values()))
-        return saved or self._header_of(block.source)
+        return saved or self._header_of(block.source, block.key)
 
-    def _header_of(self, path: str) -> list[str] | None:
-        try:
-            header = parse_header_line(read_first_line(path))
-        except OSError:
-            header = None
+    def _header_of(self, path: str, key: str) -> list[str] | None:
+        """The header of the file ``key``, opened at ``path``: from the file the tail opened
+        (a read by path could meet a file rotated under that name since, or none)."""
+        header = self._opened_header(key)
+        if header is None:
+            try:
+                header = parse_header_line(read_first_line(path))
+            except OSError:
+                header = None
         if header is None:
             self.warnings.append(f"{path}: no header line; rows cannot be mapped")
         return header
+
+    def _opened_header(self, key: str) -> list[str] | None:
+        line = self._tail.first_line(key)
+        return parse_header_line(line) if line is not None else None
 
     def _close_file(self, parser: RecordParser, finished: bool) -> None:
         """Account for one file's parse and hand unparsed bytes back to the tail."""
@@ -528,12 +544,18 @@ class AcctReader:
             return self._saved_headers[key]
         if tail_state.offset == 0 or is_json_path(tail_state.source or tail_state.path):
             return None
-        # Positioned inside a file we have not parsed (first run at the end): remember its
-        # header now, the file may be rotated away before the next run.
-        try:
-            header = parse_header_line(read_first_line(tail_state.source or tail_state.path))
-        except OSError:
-            header = None
+        # Positioned inside a file we have not parsed (first run at the end, or a deadline
+        # before the first block of the file we were reading, found again compressed):
+        # remember its header now, the file may be rotated away before the next run. From the
+        # file opened: by path, a rotation since this run opened it loses it (the next run
+        # then read the rest of the file without a header, its rows skipped).
+        header = self._opened_header(key)
+        if header is None:
+            try:
+                header = parse_header_line(
+                    read_first_line(tail_state.source or tail_state.path))
+            except OSError:
+                header = None
         self._headers[key] = header
         return header
 

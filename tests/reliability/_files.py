@@ -234,7 +234,13 @@ class Churn(threading.Thread):
             self.error = exc
 
     def stop(self) -> None:
+        """Stop writing; raises what ended the writer early. A writer still running after a
+        generous bound (a stalled machine) is an error: closing the file under it would make
+        its next writes fail (or land in another file given the descriptor) while the truth
+        counts them."""
         self.stop_event.set()
-        self.join(10)
+        self.join(120)
+        if self.is_alive():
+            raise RuntimeError("the writer did not stop within 120 s")
         if self.error is not None:
             raise self.error

@@ -495,6 +495,56 @@ def test_multi_tail_follows_files_by_identity(tmp_path: Path) -> None:
     assert list(logtail.iter_lines(reader.blocks())) == ["b", "c"]
 
 
+def test_multi_tail_keeps_the_state_of_a_file_no_listing_reached(tmp_path: Path) -> None:
+    """Names keep appearing at every new listing (rotations faster than the run): a followed
+    file first listed by the last look is not read this run, and keeps its state (dropped,
+    it was read again from its start next run)."""
+    old = tmp_path / "acct-2025-01-14-0001.csv"
+    write(old, "a")
+    reader = MultiTailReader([old], None, from_start=True)
+    assert list(logtail.iter_lines(reader.blocks())) == ["a"]
+    states = reader.states
+    append(old, "b")
+    live = tmp_path / "acct.csv"
+    write(live, "x")
+    looks = itertools.count(1)
+
+    def relist() -> list[Path]:  # a new file at every look; `old` only in the last one
+        n = next(looks)
+        new = tmp_path / f"acct-2025-01-15-{n:04d}.csv"
+        write(new, f"n{n}")
+        return [new, *([old] if n == logtail._RELISTS else [])]
+
+    reader = MultiTailReader([live], states, relist=relist)
+    assert "a" not in list(logtail.iter_lines(reader.blocks()))
+    key = f"{old.stat().st_dev}:{old.stat().st_ino}"
+    assert reader.states[key] == states[key]
+    again = MultiTailReader([old], reader.states)
+    assert list(logtail.iter_lines(again.blocks())) == ["b"]
+
+
+def test_first_line_comes_from_the_file_opened(tmp_path: Path) -> None:
+    """A reader gives the first line of a file it opened even once the name holds another
+    file; a first line longer than the bytes kept at open is read from the descriptor."""
+    log = tmp_path / "log"
+    long_header = "h" * (logtail.HEAD_LEN + 10)
+    write(log, long_header, "a", end="\r\n")
+    reader = TailReader(log, None, from_start=True)
+    blocks = reader.blocks()
+    block = next(blocks)
+    log.rename(tmp_path / "log.1")
+    write(log, "other")
+    assert reader.first_line(block.key) == long_header.encode()
+    assert list(blocks) == []
+    assert reader.first_line("0:0") is None
+    short = tmp_path / "short"
+    write(short, "type,rcpt", "d,x")
+    reader = TailReader(short, None, from_start=True)
+    (key,) = {b.key for b in reader.blocks()}  # read to the end: the file is closed
+    short.unlink()
+    assert reader.first_line(key) == b"type,rcpt"  # from the bytes kept at open
+
+
 # --- ground truth across random rotations ----------------------------------------------------
 
 
