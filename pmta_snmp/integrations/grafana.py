@@ -103,8 +103,11 @@ ROWS: Final[tuple[Row, ...]] = (
               (Query(f"rate(pmta_poll_errors_total{{{_I}}}[{_RI}])", "{{instance}} errors/s"),
                Query(f"pmta_poll_consecutive_errors{{{_I}}}", "{{instance}} in a row")),
               width=6),
+        # The lag keeps its last value when reads stop: the time since the last read shows it.
         Panel("Accounting reader lag", "pmta_acct_lag_seconds",
-              (Query(f"pmta_acct_lag_seconds{{{_I}}}", "{{instance}}"),), unit="s", width=6,
+              (Query(f"pmta_acct_lag_seconds{{{_I}}}", "{{instance}} lag"),
+               Query(f"time() - pmta_acct_last_read_timestamp_seconds{{{_I}}}",
+                     "{{instance}} since the last read")), unit="s", width=6,
               thresholds=((0, "green"), (300, "red"))),
     )),
     Row("Queue", (
