@@ -447,7 +447,7 @@ def test_healthy_simulator_log_stays_ok(tmp_path: Path,
     from pmta_snmp.sim import Simulator
 
     sim = Simulator("healthy", speed=0, seed=3, log_path=tmp_path / "pmta" / "log",
-                    start_time=datetime.now().astimezone() - timedelta(hours=2))
+                    start_time=two_hours_within_one_day())
     sim.start()
     try:
         sim.advance(7200)
@@ -469,7 +469,7 @@ def test_simulator_local_failures_are_critical(tmp_path: Path,
     from pmta_snmp.sim import Simulator
 
     sim = Simulator(scenario, speed=0, seed=3, log_path=tmp_path / "pmta" / "log",
-                    start_time=datetime.now().astimezone() - timedelta(hours=2))
+                    start_time=two_hours_within_one_day())
     sim.start()
     try:
         sim.advance(7200)
@@ -480,6 +480,17 @@ def test_simulator_local_failures_are_critical(tmp_path: Path,
     assert out.code == 2, out.line
     assert ("License expired" if scenario == "license-expired" else "are now disabled") \
         in out.line
+
+
+def two_hours_within_one_day() -> datetime:
+    """A simulated start two hours before now, or at 21:00 yesterday when that two hours would
+    cross midnight: the simulated PowerMTA rotates its log at midnight (as the real one does),
+    and the live log then held only the lines after it (a run between 00:00 and 02:00 failed)."""
+    now = datetime.now().astimezone()
+    start = now - timedelta(hours=2)
+    if start.date() != now.date():
+        start = now.replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(hours=3)
+    return start
 
 
 def log_counts(out: Outcome) -> tuple[str, str]:

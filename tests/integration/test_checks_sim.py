@@ -167,7 +167,9 @@ def test_paused_queue_in_the_simulator(sim_factory: Factory, tmp_path: Path,
 def test_license_scenarios(sim_factory: Factory, tmp_path: Path,
                            capsys: pytest.CaptureFixture[str], scenario: str, code: int,
                            text: str) -> None:
-    sim = sim_factory(scenario)
+    # The simulated license expires 5 days after the simulated start's date: a start an hour
+    # back is yesterday during the first hour after midnight (4 days left then).
+    sim = sim_factory(scenario, hours_back=0)
     out = plugin(capsys, license.main, tmp_path, "--url", sim.url, "--api-key-file",
                  str(_key(tmp_path)))
     assert out.code == code and text in out.line
