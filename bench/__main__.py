@@ -23,6 +23,7 @@ BENCHMARKS: dict[str, str] = {
     "checks": "bench.checks",
     "acct": "bench.acct",
     "outcomes": "bench.outcomes",
+    "catchup": "bench.catchup",
     "micro": "bench.micro",
     "timeouts": "bench.timeouts",
     "fuzz": "bench.fuzz_agentx",

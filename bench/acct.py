@@ -23,6 +23,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -53,8 +54,12 @@ def _csv_field(name: str, value: str) -> str:
     return value
 
 
-def make_acct(path: Path, rows: int, seed: int = 5, minutes: int = 50) -> dict[str, int]:
-    """A 5.0-layout acct.csv with `rows` records timed over the last `minutes` (type counts)."""
+def make_acct(path: Path, rows: int, seed: int = 5, minutes: int = 50, *,
+              senders: int = 0) -> dict[str, int]:
+    """A 5.0-layout acct.csv with `rows` records timed over the last `minutes` (type counts).
+
+    The records come from seven sending domains, or from `senders` distinct ones taken in
+    turn (a high-cardinality catch-up: each row's `orig` is then bounces@s<n>.example.com)."""
     from pmta_snmp.sim.files import ACCT_LAYOUTS
 
     rng = random.Random(seed)
@@ -79,7 +84,8 @@ def make_acct(path: Path, rows: int, seed: int = 5, minutes: int = 50) -> dict[s
         v = f"vmta-{rng.choice('abcdefgh')}"
         src, dst = f"198.51.100.{rng.randrange(1, 64)}", f"192.0.2.{rng.randrange(1, 255)}"
         base = {
-            "orig": f"bounces@s{rng.randrange(7)}.example.com", "orcpt": "",
+            "orig": ("bounces@{s}" if senders else
+                     f"bounces@s{rng.randrange(7)}.example.com"), "orcpt": "",
             "dsnMta": f"mx.{d} ({dst})", "srcType": "smtp",
             "srcMta": "app1.example.net (192.0.2.10)", "dlvType": "smtp",
             "dlvSourceIp": src, "dlvDestinationIp": dst,
@@ -117,7 +123,10 @@ def make_acct(path: Path, rows: int, seed: int = 5, minutes: int = 50) -> dict[s
             sec = i * span // rows
             domain, tmpl = by_kind[kind][rng.randrange(len(by_kind[kind]))]
             row = tmpl.replace("{t}", stamps[sec]).replace("{q}", stamps[max(0, sec - 30)])
-            chunk.append(row.replace("{r}", f"{names[i % 10]}{i}@{domain}"))
+            row = row.replace("{r}", f"{names[i % 10]}{i}@{domain}")
+            if senders:
+                row = row.replace("{s}", f"s{i % senders}.example.com", 1)
+            chunk.append(row)
             if len(chunk) >= 20_000:
                 fh.write("\r\n".join(chunk) + "\r\n")
                 chunk = []
@@ -146,28 +155,46 @@ def cpu_run(name: str, args: Sequence[str], env: Mapping[str, str] | None = None
 
 #: The outcomes engine's catch-up in its own process, as a plugin runs: start, read the whole
 #: file (the window read back covers it), save the state.
+#: file, state directory, then `name=value` settings (caps); it prints the records counted
+#: and its own peak RSS in KiB.
 ENGINE_RUN = (
-    "import sys\n"
+    "import resource, sys\n"
     "from pmta_snmp.outcomes.engine import EngineSettings, OutcomesEngine\n"
+    "caps = {k: int(v) for k, v in (a.split('=') for a in sys.argv[3:])}\n"
     "engine = OutcomesEngine(EngineSettings(files=sys.argv[1], state_dir=sys.argv[2],"
-    " backfill=864000.0, pass_seconds=60.0))\n"
+    " backfill=864000.0, pass_seconds=60.0, **caps))\n"
     "engine.read_all()\n"
     "engine.save()\n"
-    "print(sum(n for _, n in engine.view.records))\n"
+    "print(sum(n for _, n in engine.view.records),"
+    " resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
 )
 
 
-def engine_run(path: Path, state_dir: Path) -> tuple[float, float, int]:
-    """(wall, CPU seconds, records counted) of the outcomes engine reading the whole file
-    once in its own process."""
+@dataclass(frozen=True)
+class EngineRun:
+    """One catch-up of the outcomes engine in its own process."""
+
+    wall: float
+    cpu: float
+    records: int
+    peak_rss_kib: int
+
+
+def engine_run(path: Path, state_dir: Path, *, caps: Mapping[str, int] | None = None,
+               env: Mapping[str, str] | None = None) -> EngineRun:
+    """The outcomes engine reading the whole file once in its own process (`caps`: settings
+    such as max_sending_domains)."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
-    res = subprocess.run([sys.executable, "-c", ENGINE_RUN, str(path), str(state_dir)],
-                         check=True, capture_output=True, text=True)
+    args = [f"{k}={v}" for k, v in (caps or {}).items()]
+    res = subprocess.run([sys.executable, "-c", ENGINE_RUN, str(path), str(state_dir), *args],
+                         check=True, capture_output=True, text=True,
+                         env=None if env is None else dict(env))
     elapsed = time.perf_counter() - t0
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    return elapsed, cpu, int(res.stdout.strip())
+    records, rss = res.stdout.split()
+    return EngineRun(elapsed, cpu, int(records), int(rss))
 
 
 def awk_run(awk: str, program: str, path: Path) -> tuple[float, str, float]:
@@ -225,11 +252,12 @@ def catch_up(report: Report, wd: Path, rows: int, *, runs: int) -> None:
             if what == "c" and not c_built:
                 continue
             if what == "engine":  # the outcomes engine's catch-up: poll --no-api --acct-file
-                wall, cpu, counted = engine_run(path, wd / f"state-engine-{i}")
-                if counted != rows:
-                    report.note(f"the outcomes engine counted {counted} records of {rows}")
-                times.setdefault(what, []).append(wall)
-                times.setdefault(f"{what}-cpu", []).append(cpu)
+                done = engine_run(path, wd / f"state-engine-{i}")
+                if done.records != rows:
+                    report.note(f"the outcomes engine counted {done.records} records of {rows}")
+                times.setdefault(what, []).append(done.wall)
+                times.setdefault(f"{what}-cpu", []).append(done.cpu)
+                times.setdefault(f"{what}-rss", []).append(done.peak_rss_kib / 1024)
                 continue
             where = wd / f"state-{what}-{i}"
             if what == "c" and i == runs - 1:
@@ -247,7 +275,7 @@ def catch_up(report: Report, wd: Path, rows: int, *, runs: int) -> None:
         r = ratio(rows / wall, ref)
         report.add(Row(
             f"outcomes engine catch-up (its own process, state saved), {rows} acct rows "
-            f"({secs(wall)}, CPU {secs(cpu)})",
+            f"({secs(wall)}, CPU {secs(cpu)}, peak RSS {max(times['engine-rss']):.0f} MiB)",
             rate(rows / wall, "rows/s"), f"{rate(ref, 'rows/s')} ({awk_name} filter+count)", r,
             f">= {ACCT_TARGET_RATIO:.2f}x", r is not None and r >= ACCT_TARGET_RATIO,
         ))

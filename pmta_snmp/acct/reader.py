@@ -33,7 +33,7 @@ from pmta_snmp.acct.columns import (
     parse_header_line,
 )
 from pmta_snmp.acct.records import AcctRecord, RecordParser
-from pmta_snmp.acct.tally import FileTally, TallyCounts, TallySpec, count_record
+from pmta_snmp.acct.tally import CHUNK_KEYS, FileTally, TallyCounts, TallySpec, count_record
 from pmta_snmp.logtail import (
     CHUNK_SIZE,
     Block,
@@ -346,7 +346,7 @@ class AcctReader:
         for block in blocks:
             last = block
             tally.feed(block.data, block.start, final=block.final)
-            if len(tally.counts) >= 100_000:
+            if tally.size >= CHUNK_KEYS:
                 yield tally.take()
         counts = tally.take()
         self.skipped_rows += tally.skipped_rows

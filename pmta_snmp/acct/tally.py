@@ -19,7 +19,7 @@ from __future__ import annotations
 import csv
 import os
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from operator import itemgetter
 from typing import Any
@@ -42,6 +42,7 @@ from pmta_snmp.acct.columns import (
 from pmta_snmp.acct.records import AcctRecord, CsvRows
 
 __all__ = [
+    "CHUNK_KEYS",
     "FIELDS",
     "PURE_PYTHON_ENV",
     "FileTally",
@@ -56,8 +57,10 @@ __all__ = [
 #: (record type, epoch minute of timeLogged or None when empty or unparsable, wanted values).
 TallyKey = tuple[str, int | None, tuple[str, ...]]
 
-#: Distinct C-scanner keys held before they are decoded into TallyKeys (bounds memory).
-_RAW_LIMIT = 200_000
+#: Distinct keys a tally holds (the C scanner's and the decoded ones) before the reader hands
+#: them on as a chunk: bounds a high-cardinality catch-up's memory (about 1 KB a key here, and
+#: as much again where the consumer classifies them).
+CHUNK_KEYS = 20_000
 #: Distinct minute / domain texts remembered while decoding.
 _CACHE_LIMIT = 65_536
 #: Key column modes of the C scanner (pmta_snmp/_csvtally.c).
@@ -132,6 +135,10 @@ class TallySpec:
     #: 10: times are counted in ten-minute slots (the minute of a key is the slot's first
     #: minute, by the record's own clock: 09:17+0545 counts as 09:10+0545); 1: minutes.
     minute_step: int = 1
+    #: Per type, per field: a function of each counted value (domains already extracted)
+    #: giving the value the key holds: a consumer's cap folding the values it will not keep
+    #: into one before they make a key each. Called in the order the keys are counted.
+    fold: Mapping[str, Mapping[str, Callable[[str], str]]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.minute_step not in (1, 10):
@@ -143,15 +150,27 @@ class TallySpec:
             for name in (*names, *self.required.get(kind, ())):
                 if not is_field(name):
                     raise ValueError(f"unknown accounting field {name!r}")
+        for kind, folds in self.fold.items():
+            for name in folds:
+                if name not in self.fields.get(kind, ()) or name == "delay":
+                    raise ValueError(f"cannot fold {name!r}: not a value of {kind!r} keys")
 
     @classmethod
     def of(cls, fields: Mapping[str, Sequence[str]], since_minute: int | None = None, *,
            required: Mapping[str, Sequence[str]] | None = None,
-           delay_bounds: Sequence[float] = (), minute_step: int = 1) -> TallySpec:
+           delay_bounds: Sequence[float] = (), minute_step: int = 1,
+           fold: Mapping[str, Mapping[str, Callable[[str], str]]] | None = None) -> TallySpec:
         """Build from any sequences of field names."""
         return cls({k: tuple(v) for k, v in fields.items()}, since_minute,
                    {k: tuple(v) for k, v in (required or {}).items()},
-                   tuple(float(b) for b in delay_bounds), minute_step)
+                   tuple(float(b) for b in delay_bounds), minute_step,
+                   {k: dict(v) for k, v in (fold or {}).items()})
+
+    def fold_slots(self) -> dict[str, tuple[tuple[int, Callable[[str], str]], ...]]:
+        """Per type: (index in the key's values, fold) of each folded field."""
+        return {kind: tuple((names.index(name), fn)
+                            for name, fn in self.fold.get(kind, {}).items())
+                for kind, names in self.fields.items()}
 
     def missing(self, layout: Layout) -> dict[str, list[str]]:
         """Per type, the required fields ``layout`` has no column for (types lacking none are
@@ -285,6 +304,15 @@ def _values(modes: tuple[tuple[int, int], ...], raw: Sequence[str], bounds: Sequ
     return tuple(out), delay
 
 
+def _folded(values: tuple[str, ...], folds: Sequence[tuple[int, Callable[[str], str]]]
+            ) -> tuple[str, ...]:
+    """``values`` with the folded fields folded."""
+    out = list(values)
+    for i, fold in folds:
+        out[i] = fold(out[i])
+    return tuple(out)
+
+
 class FileTally:
     """Counts the wanted records of one CSV file, fed block by block in file order.
 
@@ -307,6 +335,7 @@ class FileTally:
                               for kind, names in spec.fields.items()}
         self._delay_slot = {kind: names.index("delay") for kind, names in spec.fields.items()
                             if "delay" in names}
+        self._fold_slots = spec.fold_slots()
         self.decoder = _Decoder(spec.minute_step)
         self.counts = TallyCounts()
         self.records_read = 0
@@ -393,8 +422,12 @@ class FileTally:
             row, pos = self.csv.one(data, pos, hi, start + pos, final=final)
             if row is not None:
                 self._count_row(row)
-        if len(keys) >= _RAW_LIMIT:
-            self._flush_keys()
+
+    @property
+    def size(self) -> int:
+        """Distinct keys held (not yet decoded ones too): the reader hands them on as a chunk
+        (:meth:`take`) when they reach :data:`CHUNK_KEYS`."""
+        return len(self._keys) + len(self.counts)
 
     def _count_row(self, row: list[str]) -> None:
         """Count one row csv read (a data row of the layout in force)."""
@@ -414,6 +447,9 @@ class FileTally:
         if since is not None and minute is not None and minute < since:
             return
         values, delay = _values(plan.modes[kind], raw, self.spec.delay_bounds)
+        folds = self._fold_slots[kind]
+        if folds:
+            values = _folded(values, folds)
         key = (kind, minute, values)
         self.counts[key] += 1
         if delay:
@@ -428,6 +464,7 @@ class FileTally:
         since = self.spec.since_minute
         bounds = self.spec.delay_bounds
         domain_slots = self._domain_slots
+        fold_slots = self._fold_slots
         layout: Layout | None = None
         getters: dict[str, Any] = {}
         modes: dict[str, tuple[tuple[int, int], ...]] = {}
@@ -457,9 +494,13 @@ class FileTally:
             if simple[kind]:
                 for i in domain_slots[kind]:
                     values[i] = domain_of(values[i])  # cached by the text after "@"
+                for i, fold in fold_slots[kind]:
+                    values[i] = fold(values[i])
                 counts[(kind, minute, tuple(values))] += 1
                 continue
             key_values, delay = _values(modes[kind], values, bounds)
+            if fold_slots[kind]:
+                key_values = _folded(key_values, fold_slots[kind])
             key = (kind, minute, key_values)
             counts[key] += 1
             if delay:
@@ -479,6 +520,7 @@ class FileTally:
         get = counts.get
         delay_slots = self._delay_slot
         domain_slots = self._domain_slots
+        fold_slots = self._fold_slots
         minutes: dict[str, int | None] = {}
         records = 0
         for raw, n in self._keys.items():
@@ -499,6 +541,8 @@ class FileTally:
                 continue
             for i in domain_slots[kind]:
                 values[i] = domain(values[i])
+            for i, fold in fold_slots[kind]:
+                values[i] = fold(values[i])
             slot = delay_slots.get(kind)
             delay: float | None = None
             if slot is not None:
@@ -577,6 +621,10 @@ def _record_key(record: AcctRecord, spec: TallySpec, minutes: dict[Any, int | No
             values.append(mta_host(record.dsn_mta))
         else:
             values.append(getattr(record, name))
+    folds = spec.fold.get(record.type)
+    if folds:
+        values = [folds[name](v) if name in folds else v for name, v in zip(names, values,
+                                                                            strict=True)]
     return (record.type, minute, tuple(values)), delay
 
 

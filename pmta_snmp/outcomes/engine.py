@@ -26,11 +26,12 @@ driven pass by pass (:meth:`read`, ``poll --json``, the agents' worker).
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -39,6 +40,7 @@ from typing import Any, Final
 from pmta_snmp.acct.buckets import epoch_minute
 from pmta_snmp.acct.reader import AcctReader, AcctState
 from pmta_snmp.acct.tally import TallyCounts, TallySpec
+from pmta_snmp.addresses import source_ip_text
 from pmta_snmp.outcomes.classify import Classifier, is_complaint
 from pmta_snmp.outcomes.view import (
     DELAY_BOUNDS,
@@ -55,7 +57,6 @@ from pmta_snmp.outcomes.view import (
     SourceIpOutcome,
     SourceIpRow,
     address_family,
-    source_ip_text,
 )
 
 __all__ = ["NONE", "TALLY_FIELDS", "EngineSettings", "OutcomesEngine"]
@@ -162,6 +163,12 @@ class _Capped:
 def _label(value: str) -> str:
     value = value.strip()
     return value if value else NONE
+
+
+@functools.lru_cache(maxsize=4096)
+def _ip_label(text: str) -> str:
+    """A source IP's label (its one text), cached: few addresses, met in every record."""
+    return _label(source_ip_text(text))
 
 
 class _Recent:
@@ -516,7 +523,7 @@ class OutcomesEngine:
         # start are therefore ten minutes wide.
         spec = TallySpec.of(TALLY_FIELDS, since_minute=self.since_minute,
                             delay_bounds=DELAY_BOUNDS,
-                            minute_step=10 if self.backfilling else 1)
+                            minute_step=10 if self.backfilling else 1, fold=self._folds())
         deadline = time.monotonic() + budget if budget > 0 else None
         try:
             reader = AcctReader(self.settings.files, state, deadline=deadline,
@@ -548,6 +555,27 @@ class OutcomesEngine:
         self.updated = datetime.fromtimestamp(now, UTC)
         self.recent.prune(epoch_minute(now))
         return caught_up
+
+    def _folds(self) -> dict[str, dict[str, Callable[[str], str]]]:
+        """The caps the tally applies as it counts (TallySpec.fold): once a cap is full, a
+        new sending domain or source IP is (other) before it makes a key, so a catch-up of
+        many distinct values hands over few keys (not one per value, each classified)."""
+        # Only where every record of the type passes the cap (a feedback report that is no
+        # complaint takes no source IP slot: its type's values are not folded).
+        folds: dict[str, dict[str, Callable[[str], str]]] = {}
+        for kind in ("d", "b", "t"):
+            fold = folds[kind] = {}
+            if self.ip_cap.cap > 0:
+                fold["dlv_source_ip"] = self._fold_ip
+            if self.domain_cap.cap > 0:
+                fold["sender_domain"] = self._fold_domain
+        return folds
+
+    def _fold_ip(self, text: str) -> str:
+        return OTHER if self.ip_cap(_ip_label(text)) == OTHER else text
+
+    def _fold_domain(self, domain: str) -> str:
+        return OTHER if self.domain_cap(_label(domain)) == OTHER else domain
 
     def _missing_files(self) -> str | None:
         """The words for files that are not there (None when some file is)."""
@@ -627,9 +655,10 @@ class OutcomesEngine:
             result, reason, blocklist = failure.result, failure.reason, failure.blocklist
             if kind == "b":
                 delay_piece = values[5]
-        ip = self.ip_cap(_label(source_ip_text(ip_raw)))
+        # (other): folded by the cap as the tally counted it (_folds).
+        ip = OTHER if ip_raw == OTHER else self.ip_cap(_ip_label(ip_raw))
         vmta = _label(vmta_raw)
-        domain = self.domain_cap(_label(sender))
+        domain = OTHER if sender == OTHER else self.domain_cap(_label(sender))
         series = self.series_cap("\0".join((ip, vmta, provider)))
         steps: list[tuple[dict[tuple[str, ...], int], tuple[str, ...]]] = [
             (c.outcomes, (provider, result)), (c.ips, (ip, result)),
@@ -658,7 +687,7 @@ class OutcomesEngine:
         c = self.counters
         provider = self.classifier.complaint_provider(rcpt_domain, reporting, fmt)
         sender = _label(sender or reported.strip().rstrip(".").lower())
-        ip = self.ip_cap(_label(source_ip_text(rep_ip)))
+        ip = self.ip_cap(_ip_label(rep_ip))
         steps = [(c.complaints, (provider, self.complaint_cap(sender))),
                  (c.ip_complaints, (ip,))]
         # The complaint's sending domain is counted under its own cap (max_complaint_domains),

@@ -12,6 +12,7 @@ import csv
 import json
 import random
 from collections import Counter
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -360,11 +361,71 @@ def test_record_open_at_the_end_is_carried() -> None:
     assert sum(tally.take().values()) == 2
 
 
+class KeepFirst:
+    """A cap as a consumer folds with: the first ``keep`` values met, the rest (other); it
+    notes every value it is given."""
+
+    def __init__(self, keep: int) -> None:
+        self.keep = keep
+        self.kept: list[str] = []
+        self.given: list[str] = []
+
+    def __call__(self, value: str) -> str:
+        self.given.append(value)
+        if value in self.kept:
+            return value
+        if len(self.kept) < self.keep:
+            self.kept.append(value)
+            return value
+        return "(other)"
+
+
+def test_fold_maps_counted_values_before_they_make_keys() -> None:
+    """A spec's fold sees each counted value (the domain, not the address) before it makes a
+    key: values folded together are one key, with all their counts and delay sums, as the
+    record path with the same fold counts them; old records never reach it."""
+    rows = [row(orig=f"bounces@S{i % 40}.Example.org", dlvSourceIp=f"198.51.100.{i % 7}",
+                totalSecondsQueued=str(i % 3)) for i in range(400)]
+    rows.append(row(orig="old@early.example.org", timeLogged="2025-01-14 08:00:00+0100"))
+    data = csv_bytes(FIELDS_55, rows)
+    since = epoch_minute(datetime.fromisoformat("2025-01-14T09:00:00+01:00"))
+    senders, ips = KeepFirst(3), KeepFirst(2)
+    spec = TallySpec.of(OUTCOMES, since_minute=since, delay_bounds=BOUNDS,
+                        fold={"d": {"sender_domain": senders, "dlv_source_ip": ips}})
+    got = tally_bytes(data, spec).take()
+    assert {k[2][4] for k in got} == {"s0.example.org", "s1.example.org", "s2.example.org",
+                                      "(other)"}
+    assert {k[2][2] for k in got} == {"198.51.100.0", "198.51.100.1", "(other)"}
+    assert len(got) <= 3 * 4 * 3 * 3  # senders x IPs x delay buckets x minutes at most
+    assert "early.example.org" not in senders.given
+    assert sum(got.values()) == 400
+    want, _, _ = expected(data, TallySpec.of(OUTCOMES, since_minute=since, delay_bounds=BOUNDS,
+                                             fold={"d": {"sender_domain": KeepFirst(3),
+                                                         "dlv_source_ip": KeepFirst(2)}}))
+    assert got == want and got.sums == want.sums
+
+
+def test_reader_hands_on_a_bounded_number_of_keys_at_a_time(tmp_path: Path) -> None:
+    """A file of many distinct keys (a sending domain each) comes out of the reader in chunks
+    of at most about CHUNK_KEYS keys, not all at once, and counts the same."""
+    path = tmp_path / "acct.csv"
+    rows = tally_module.CHUNK_KEYS * 3 // 2
+    path.write_bytes(csv_bytes(FIELDS_50, [row(orig=f"b@s{i}.example.org")
+                                           for i in range(rows)]))
+    spec = TallySpec.of(BOUNCE)
+    reader = AcctReader(path, None, from_start=True, chunk_size=64 << 10)
+    sizes = [len(chunk) for chunk in reader.tally(spec)]
+    assert sum(sizes) == rows and len(sizes) >= 2
+    assert max(sizes) <= tally_module.CHUNK_KEYS + 1000  # one block's rows over the bound
+
+
 def test_spec_validation() -> None:
     with pytest.raises(ValueError, match="unknown"):
         TallySpec.of({"d": ("nope",)})
     with pytest.raises(ValueError, match="cannot be counted"):
         TallySpec.of({"type": ("vmta",)})
+    with pytest.raises(ValueError, match="cannot fold"):
+        TallySpec.of({"d": ("vmta",)}, fold={"d": {"rcpt_domain": str.lower}})
 
 
 # Pieces of fields: every character that matters to csv, times, addresses, non-ASCII. Most

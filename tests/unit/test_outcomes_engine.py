@@ -454,6 +454,46 @@ def test_memory_kept_after_reading_many_distinct_records_stays_small(tmp_path: P
     assert kept < 30 << 20, f"{kept / 2**20:.0f} MiB kept"
 
 
+def test_full_caps_fold_values_before_the_keys_of_a_chunk_pile_up(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Once a cap is full, the tally counts a new sending domain or source IP as (other)
+    before it makes a key, so a catch-up of many distinct domains hands the engine few
+    keys: before, every domain was a key of its own until the engine classified it (a
+    100k-domain catch-up peaked at 550 MiB), and the counts are the same."""
+    w = Writer(tmp_path / "acct")
+    rows = w.rows(3000)
+    for i, row in enumerate(rows):
+        row["orig"] = f"bounces@s{i}.example.com"
+        if row["dlvSourceIp"]:
+            row["dlvSourceIp"] = f"198.51.{i // 250}.{i % 250}"
+    w.write(rows)
+    engine = OutcomesEngine(settings(tmp_path, str(w.path), persist=False,
+                                     max_sending_domains=4, max_source_ips=3))
+    handed: set[tuple[str, tuple[str, ...]]] = set()
+    add = engine._add
+
+    def spy(counts: Any, *args: Any) -> None:
+        handed.update((kind, values) for kind, _, values in counts)
+        add(counts, *args)
+
+    monkeypatch.setattr(engine, "_add", spy)
+    view = engine.read_all()
+    senders = {values[4] for kind, values in handed if kind in ("d", "b", "t")}
+    ips = {values[2] for kind, values in handed if kind in ("d", "b", "t")}
+    assert len(senders) == 4 and OTHER in senders  # three admitted, the rest folded
+    assert len(ips) == 3 and OTHER in ips
+    counted, expected = view_counts(view), file_counts(w.dir)
+    del counted["complaints"], expected["complaints"]  # their sending domains are capped
+    del counted["listed"], expected["listed"]  # per source IP: capped
+    assert counted == expected
+    assert {r.sending_domain for r in view.sending_domains} == senders
+    sent = [r for r in rows if r["type"] in ("d", "b", "t")]
+    assert sum(r.total.attempts for r in view.sending_domains) == len(sent)
+    assert dict(view.other_items)["sending_domain"] == len({r["orig"] for r in sent}) - 3
+    listed = sum(n for k, n in file_counts(w.dir)["listed"].items())
+    assert sum(b.count for b in view.blocklist_rejections) == listed
+
+
 def complaint_rows(w: Writer, domains: Iterable[str]) -> list[dict[str, str]]:
     """One ARF abuse report from Yahoo per domain (orig in that domain)."""
     out = []
