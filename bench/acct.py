@@ -197,6 +197,17 @@ def engine_run(path: Path, state_dir: Path, *, caps: Mapping[str, int] | None = 
     return EngineRun(elapsed, cpu, int(records), int(rss))
 
 
+def reference_awk(report: Report) -> tuple[str, str]:
+    """(path, name) of the awk the accounting rows are measured against: mawk, else awk."""
+    awk = shutil.which("mawk")
+    if awk is not None:
+        return awk, "mawk"
+    report.note("mawk not installed: the reference is awk")
+    awk = shutil.which("awk")
+    assert awk is not None
+    return awk, "awk"
+
+
 def awk_run(awk: str, program: str, path: Path) -> tuple[float, str, float]:
     """(wall seconds, stdout, CPU seconds) of one awk run over the file."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -222,12 +233,7 @@ def catch_up(report: Report, wd: Path, rows: int, *, runs: int) -> None:
     counts = make_acct(path, rows)
     log(f"acct: wrote {rows} rows ({path.stat().st_size / 1e6:.0f} MB) in "
         f"{time.perf_counter() - t0:.1f}s")
-    awk = shutil.which("mawk")
-    awk_name = "mawk"
-    if awk is None:
-        awk, awk_name = shutil.which("awk"), "awk"
-        report.note("mawk not installed: the reference is awk")
-    assert awk is not None
+    awk, awk_name = reference_awk(report)
     _, out, _ = awk_run(awk, '$1=="b"{n++} END{print n+0}', path)  # also warms the cache
     if int(out.strip()) != counts["b"]:
         report.note(f"{awk_name} counted {out.strip()} b rows, written {counts['b']}")

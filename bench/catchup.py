@@ -11,11 +11,17 @@ once without the C scanner (csv reads every row).
 from __future__ import annotations
 
 import os
-import shutil
 import sys
 import time
 
-from bench.acct import ACCT_TARGET_RATIO, EngineRun, awk_run, engine_run, make_acct
+from bench.acct import (
+    ACCT_TARGET_RATIO,
+    EngineRun,
+    awk_run,
+    engine_run,
+    make_acct,
+    reference_awk,
+)
 from bench.common import Report, Row, log, median, rate, ratio, secs, workdir
 
 NAME = "catchup"
@@ -40,12 +46,7 @@ def run(report: Report, *, quick: bool = False) -> None:
         make_acct(path, rows, senders=senders)
         log(f"catchup: wrote {rows} rows from {senders} sending domains "
             f"({path.stat().st_size / 1e6:.0f} MB) in {time.perf_counter() - t0:.1f}s")
-        awk = shutil.which("mawk")
-        awk_name = "mawk"
-        if awk is None:
-            awk, awk_name = shutil.which("awk"), "awk"
-            report.note("mawk not installed: the reference is awk")
-        assert awk is not None
+        awk, awk_name = reference_awk(report)
         program = '$1=="b"{n++} END{print n+0}'
         awk_run(awk, program, path)  # warms the page cache
         if speedups() is None:

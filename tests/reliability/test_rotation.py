@@ -510,12 +510,14 @@ def acct_numbers(reader: object) -> list[int]:
     return [int(r.rcpt[1:].split("@")[0]) for r in reader.records()]
 
 
-def read_fifty_then_append_ten(tmp_path: Path) -> tuple[Path, AcctReader]:
-    """acct.csv with rows 1-50 read by a first run (its reader returned), then rows 51-60
-    appended that no run has read yet: the opening of the rotation-race tests below."""
+def read_fifty_then_append_ten(tmp_path: Path, pattern: str = "acct.csv"
+                               ) -> tuple[Path, AcctReader]:
+    """acct.csv with rows 1-50 read by a first run (its reader returned) of `pattern` (the file
+    itself, or a glob), then rows 51-60 appended that no run has read yet: the opening of the
+    rotation-race tests below."""
     acct = tmp_path / "acct.csv"
     acct.write_text(ACCT_HEADER + acct_rows(1, 50), newline="")
-    first = AcctReader(str(acct), None, from_start=True)
+    first = AcctReader(str(tmp_path / pattern), None, from_start=True)
     assert acct_numbers(first) == list(range(1, 51))
     with acct.open("a", newline="") as fh:
         fh.write(acct_rows(51, 60))
@@ -756,13 +758,8 @@ def test_glob_file_renamed_between_listing_and_open_is_followed_not_read_again(
     acct.csv) after a run listed the glob, before it opened acct.csv. The renamed file is
     under no name listed: its state was dropped, and the next run read it again from its
     start (rows 1-50 counted twice)."""
-    acct = tmp_path / "acct.csv"
     spec = str(tmp_path / "acct*.csv")
-    acct.write_text(ACCT_HEADER + acct_rows(1, 50), newline="")
-    first = AcctReader(spec, None, from_start=True)
-    assert acct_numbers(first) == list(range(1, 51))
-    with acct.open("a", newline="") as fh:
-        fh.write(acct_rows(51, 60))
+    acct, first = read_fifty_then_append_ten(tmp_path, "acct*.csv")
 
     def dated_rotation() -> None:  # right before the run opens the acct.csv it listed
         os.rename(acct, tmp_path / "acct-2025-01-14-0001.csv")
@@ -815,13 +812,8 @@ def test_glob_file_compressed_between_runs_goes_on_from_its_offset(
     50, rows 51-60 since) is acct-2025-01-14-0001.csv.gz. Out of `acct*.csv`, rows 51-60
     were lost silently; in `acct*.csv*` it was a new file, read again whole (rows 1-50
     twice). It is the followed file compressed: the run goes on from its offset."""
-    acct = tmp_path / "acct.csv"
     spec = str(tmp_path / pattern)
-    acct.write_text(ACCT_HEADER + acct_rows(1, 50), newline="")
-    first = AcctReader(spec, None, from_start=True)
-    assert acct_numbers(first) == list(range(1, 51))
-    with acct.open("a", newline="") as fh:
-        fh.write(acct_rows(51, 60))
+    acct, first = read_fifty_then_append_ten(tmp_path, pattern)
     dated = tmp_path / "acct-2025-01-14-0001.csv"
     os.rename(acct, dated)
     gzip_away(dated)
@@ -837,13 +829,8 @@ def test_glob_file_compressed_between_runs_goes_on_from_its_offset(
 def test_glob_taking_in_compressed_files_reads_a_file_and_its_copy_once(tmp_path: Path) -> None:
     """`acct*.csv*` listed while a rotated file is being gzipped: the file and its copy are
     both there (gzip removes the original last). The copy was a new file, read whole again."""
-    acct = tmp_path / "acct.csv"
     spec = str(tmp_path / "acct*.csv*")
-    acct.write_text(ACCT_HEADER + acct_rows(1, 50), newline="")
-    first = AcctReader(spec, None, from_start=True)
-    assert acct_numbers(first) == list(range(1, 51))
-    with acct.open("a", newline="") as fh:
-        fh.write(acct_rows(51, 60))
+    acct, first = read_fifty_then_append_ten(tmp_path, "acct*.csv*")
     dated = tmp_path / "acct-2025-01-14-0001.csv"
     os.rename(acct, dated)
     acct.write_text(ACCT_HEADER + acct_rows(61, 70), newline="")
