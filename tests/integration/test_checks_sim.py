@@ -57,6 +57,17 @@ def log_of(sim: Simulator) -> str:
     return str(writer.path)
 
 
+def every_log_of(sim: Simulator) -> list[str]:
+    """`-l` options for the simulated log and its rotations, oldest first: like PowerMTA, the
+    simulator rotates its log at midnight, and a test whose simulated hours cross it (the
+    simulated start is an hour back) finds the earlier lines in log.1 (a run between 00:20 and
+    01:00 failed reading the live log alone)."""
+    live = Path(log_of(sim))
+    rotated = sorted(live.parent.glob(live.name + ".[0-9]*"), key=lambda p: -int(p.suffix[1:]))
+    files = [*rotated, live]
+    return [arg for f in files for arg in ("-l", str(f))]
+
+
 def test_healthy_everything_ok(sim_factory: Factory, tmp_path: Path,
                                capsys: pytest.CaptureFixture[str]) -> None:
     sim = sim_factory("healthy", hours_back=0.5)
@@ -147,7 +158,7 @@ def test_stuck_and_backlog_queues(sim_factory: Factory, tmp_path: Path,
     assert out.code == 1
     assert "deferred (backoff) recipients growing for 31 min (from " in out.line
     # The stuck queue's log says so too.
-    out = plugin(capsys, log.main, tmp_path, "-l", log_of(stuck), "--from-start")
+    out = plugin(capsys, log.main, tmp_path, *every_log_of(stuck), "--from-start")
     assert out.code == 2 and "are now disabled" in out.line
 
 
