@@ -525,18 +525,22 @@ class OutcomesEngine:
                             delay_bounds=DELAY_BOUNDS,
                             minute_step=10 if self.backfilling else 1, fold=self._folds())
         deadline = time.monotonic() + budget if budget > 0 else None
+        added = 0
         try:
             reader = AcctReader(self.settings.files, state, deadline=deadline,
                                 types=set(TALLY_FIELDS))
             now_minute = epoch_minute(now)
             for counts in reader.tally(spec):
                 self._add(counts, now_minute, spec.minute_step)
+                added += 1
             new_state = reader.state
         except Exception as exc:  # an unreadable file or directory: keep what we have
             message = f"reading {self.settings.files}: {exc}"
             if message not in self._warnings:
                 log.warning("%s", message)
                 self._warnings = [*self._warnings[-4:], message]
+            if added and self.settings.persist:
+                self._back_to_saved()
             return True
         self.acct_state = new_state
         missing = self._missing_files()
@@ -555,6 +559,17 @@ class OutcomesEngine:
         self.updated = datetime.fromtimestamp(now, UTC)
         self.recent.prune(epoch_minute(now))
         return caught_up
+
+    def _back_to_saved(self) -> None:
+        """The position and counters as last saved (saved together, atomically). A pass that
+        failed partway had added chunks without moving the position past them: the next pass
+        read them again and counted them twice. The saved view (what SNMP and /metrics show)
+        is that save, so no published counter goes back."""
+        lag, updated, warnings = self.lag, self.updated, self._warnings
+        self._reset(self.counting_since)
+        self._load()
+        self.lag, self.updated = lag, updated
+        self._warnings = [*warnings, *(w for w in self._warnings if w not in warnings)][-5:]
 
     def _folds(self) -> dict[str, dict[str, Callable[[str], str]]]:
         """The caps the tally applies as it counts (TallySpec.fold): once a cap is full, a

@@ -10,7 +10,7 @@ import json
 import os
 import socket
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -590,3 +590,31 @@ def test_a_zoned_source_ip_keeps_its_zone_in_the_label_and_the_index(tmp_path: P
     link = (0xfe, 0x80, *([0] * 13), 1)
     zone = tuple(socket.if_nametoindex("lo").to_bytes(4, "big"))
     assert cells == {(4, 20, *link, *zone): 5, (2, 16, *link): 4}
+
+
+def test_a_pass_that_fails_partway_counts_nothing_twice(tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A read that fails after chunks were added (an I/O error on the files) left them counted
+    while the position stayed before them: the next pass counted them again. The engine goes
+    back to its last save (position and counters together) and reads them once."""
+    from pmta_snmp.acct.reader import AcctReader
+
+    w = Writer(tmp_path / "acct")
+    w.write(w.rows(300))
+    engine = OutcomesEngine(settings(tmp_path, str(w.path)))
+    engine.read_all()
+    engine.save()
+    w.write(w.rows(200))
+    real = AcctReader.tally
+
+    def fails_after_one_chunk(self: AcctReader, spec: Any) -> Iterator[Any]:
+        chunks = real(self, spec)
+        yield next(chunks)
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(AcctReader, "tally", fails_after_one_chunk)
+    engine.read()
+    assert any("Input/output error" in x for x in engine.view.warnings)
+    monkeypatch.undo()
+    engine.read_all()
+    assert view_counts(engine.view) == file_counts(w.dir)
