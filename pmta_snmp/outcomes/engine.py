@@ -723,6 +723,14 @@ class OutcomesEngine:
         def results(table: Mapping[tuple[str, ...], int], first: str) -> ResultCounts:
             return ResultCounts.of({k[1]: v for k, v in table.items() if k[0] == first})
 
+        def by_first(table: Mapping[tuple[str, ...], int]) -> dict[str, dict[str, int]]:
+            # One pass over a table for all its rows: a scan per row made the view's build
+            # grow with the square of the rows (100k sending domains without a cap: no end).
+            out: dict[str, dict[str, int]] = {}
+            for k, v in table.items():
+                out.setdefault(k[0], {})[k[1]] = v
+            return out
+
         def recent(dim: str, key: str, sums: Mapping[tuple[str, str], list[int]]
                    ) -> tuple[ResultCounts, int, int]:
             row = sums.get((dim, key))
@@ -755,29 +763,35 @@ class OutcomesEngine:
                 delay=DelayHistogram(bounds, tuple(buckets), total_delay)))
         ips = sorted({k[0] for k in c.ips} | {k[0] for k in c.ip_complaints},
                      key=lambda ip: (ip == OTHER, ip))
+        ip_results = by_first(c.ips)
+        lists_by_ip: dict[str, dict[str, int]] = {}
+        for (lip, name, _p), n in c.blocklists.items():
+            lists = lists_by_ip.setdefault(lip, {})
+            lists[name] = lists.get(name, 0) + n
         ip_rows = []
         for ip in ips:
             h, h_complaints, h_block = recent("ip", ip, hour)
             d, _, _ = recent("ip", ip, day)
-            lists: dict[str, int] = {}
-            for (lip, name, _p), n in c.blocklists.items():
-                if lip == ip:
-                    lists[name] = lists.get(name, 0) + n
+            lists = lists_by_ip.get(ip, {})
             family, packed = address_family(ip)
             ip_rows.append(SourceIpRow(
-                ip, family, packed, results(c.ips, ip), h, d,
+                ip, family, packed, ResultCounts.of(ip_results.get(ip, {})), h, d,
                 complaints=c.ip_complaints.get((ip,), 0), complaints_last_hour=h_complaints,
                 blocklist_rejections=sum(lists.values()),
                 blocklist_rejections_last_hour=h_block,
                 blocklists=tuple(sorted(lists.items(), key=lambda kv: (-kv[1], kv[0])))))
         domains = sorted({k[0] for k in c.sending}, key=lambda d: (d == OTHER, d))
+        domain_results = by_first(c.sending)
+        domain_complaints: dict[str, int] = {}
+        for k, v in c.complaints.items():
+            domain_complaints[k[1]] = domain_complaints.get(k[1], 0) + v
         domain_rows = []
         for dom in domains:
             h, _, _ = recent("domain", dom, hour)
             d, _, _ = recent("domain", dom, day)
             domain_rows.append(SendingDomainRow(
-                dom, results(c.sending, dom), h, d,
-                complaints=sum(v for k, v in c.complaints.items() if k[1] == dom)))
+                dom, ResultCounts.of(domain_results.get(dom, {})), h, d,
+                complaints=domain_complaints.get(dom, 0)))
         blocklists: dict[tuple[str, str], int] = {}
         for (ip, name, _p), n in c.blocklists.items():
             blocklists[(ip, name)] = blocklists.get((ip, name), 0) + n
