@@ -40,7 +40,9 @@ def zone_index(zone: str) -> int | None:
 
 
 def packed_address(text: str) -> tuple[int, bytes]:
-    """(4 or 6, the address in network byte order) of an IP text; (0, b"") when it is no IP.
+    """(4 or 6, the address in network byte order) of an IP text; (0, b"") when it is no IP
+    (``(other)``, ""). The MIB maps 4 -> ipv4(1), 6 -> ipv6(2) or, with 20 octets, ipv6z(4),
+    0 -> unknown(0).
 
     A zoned IPv6 address (``fe80::1%eth0``) packs as RFC 4001's InetAddressIPv6z: the 16
     octets, then the zone index in 4 octets (20 in all), so that one address on two links

@@ -28,7 +28,7 @@ from functools import lru_cache
 from operator import attrgetter, itemgetter
 from typing import Any, Final, Generic, TypeVar
 
-from pmta_snmp.addresses import source_ip_text
+from pmta_snmp.addresses import packed_address, source_ip_text
 from pmta_snmp.mib.health import AgentHealth, Thresholds
 from pmta_snmp.mib.snapshot import Oid, SnmpType, Value
 from pmta_snmp.model import (
@@ -46,7 +46,6 @@ from pmta_snmp.outcomes.view import (
     OutcomesView,
     ResultCounts,
     SourceIpRow,
-    address_family,
     hundredths_of_percent,
 )
 
@@ -1234,7 +1233,7 @@ def source_ip_varbinds(
     pmtaSourceIpTable columns with that address's row index (what a Get of the row returns)
     and the scalars with `.0`. None when the address has no row of its own in `outcomes`."""
     spec = _notification(notification)
-    family, address = address_family(source_ip)  # however the address was written
+    family, address = packed_address(source_ip)  # however the address was written
     row = next((r for r in _source_ip_rows(outcomes)
                 if family in (4, 6) and (r.family, r.address) == (family, address)), None)
     index = None if row is None else _source_ip_index(row)

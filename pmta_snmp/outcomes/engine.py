@@ -40,7 +40,7 @@ from typing import Any, Final
 from pmta_snmp.acct.buckets import epoch_minute
 from pmta_snmp.acct.reader import AcctReader, AcctState
 from pmta_snmp.acct.tally import TallyCounts, TallySpec
-from pmta_snmp.addresses import source_ip_text
+from pmta_snmp.addresses import packed_address, source_ip_text
 from pmta_snmp.outcomes.classify import Classifier, is_complaint
 from pmta_snmp.outcomes.view import (
     DELAY_BOUNDS,
@@ -56,7 +56,6 @@ from pmta_snmp.outcomes.view import (
     SendingDomainRow,
     SourceIpOutcome,
     SourceIpRow,
-    address_family,
 )
 
 __all__ = ["NONE", "TALLY_FIELDS", "EngineSettings", "OutcomesEngine"]
@@ -773,7 +772,7 @@ class OutcomesEngine:
             h, h_complaints, h_block = recent("ip", ip, hour)
             d, _, _ = recent("ip", ip, day)
             lists = lists_by_ip.get(ip, {})
-            family, packed = address_family(ip)
+            family, packed = packed_address(ip)
             ip_rows.append(SourceIpRow(
                 ip, family, packed, ResultCounts.of(ip_results.get(ip, {})), h, d,
                 complaints=c.ip_complaints.get((ip,), 0), complaints_last_hour=h_complaints,

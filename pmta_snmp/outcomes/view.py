@@ -40,7 +40,6 @@ __all__ = [
     "SendingDomainRow",
     "SourceIpOutcome",
     "SourceIpRow",
-    "address_family",
     "bucket_index",
     "hundredths_of_percent",
     "source_ip_text",
@@ -65,17 +64,6 @@ def hundredths_of_percent(numerator: int, denominator: int) -> int:
     if denominator <= 0:
         return 0
     return (numerator * 10000 * 2 + denominator) // (denominator * 2)
-
-
-def address_family(text: str) -> tuple[int, bytes]:
-    """(4 or 6, packed address) of an IP text; (0, b"") when it is no IP (``(other)``, "")
-    or a zoned IPv6 address whose zone this host cannot number. A zoned IPv6 address packs
-    to 20 octets, the address and its zone index
-    (:func:`~pmta_snmp.addresses.packed_address`).
-
-    The MIB's InetAddressType values are ipv4(1)/ipv6(2)/ipv6z(4): callers map 4 -> 1, 6 ->
-    2 (4 with 20 octets), 0 -> unknown(0)."""
-    return packed_address(text)
 
 
 @dataclass(frozen=True, slots=True)
@@ -376,13 +364,13 @@ class OutcomesView:
                            deferred=20)
         ipo = ResultCounts(delivered=50, hard_bounce=1, deferred=2)  # the rest of the totals
         source_ips = (
-            SourceIpRow(v4, *address_family(v4), total=ip4,
+            SourceIpRow(v4, *packed_address(v4), total=ip4,
                         last_hour=ResultCounts(delivered=70, hard_bounce=2, block_bounce=4,
                                                deferred=3),
                         last_day=ip4, complaints=3, complaints_last_hour=1,
                         blocklist_rejections=25, blocklist_rejections_last_hour=3,
                         blocklists=(("microsoft", 20), ("spamhaus", 5))),
-            SourceIpRow(v6, *address_family(v6), total=ip6,
+            SourceIpRow(v6, *packed_address(v6), total=ip6,
                         last_hour=ResultCounts(delivered=60, hard_bounce=1, deferred=2),
                         last_day=ip6),
             SourceIpRow(OTHER, total=ipo, last_hour=ResultCounts(delivered=5), last_day=ipo),

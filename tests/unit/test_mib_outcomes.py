@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from fractions import Fraction
 from itertools import pairwise
 
+from pmta_snmp.addresses import packed_address
 from pmta_snmp.config import Thresholds
 from pmta_snmp.mib.health import AgentHealth
 from pmta_snmp.mib.layout import (
@@ -29,7 +30,6 @@ from pmta_snmp.outcomes.view import (
     ProviderRow,
     ResultCounts,
     SourceIpRow,
-    address_family,
 )
 
 C64 = SnmpType.COUNTER64
@@ -165,7 +165,7 @@ def test_rows_that_are_no_address_sum_into_the_one_unknown_row() -> None:
                     blocklist_rejections=2, blocklists=(("spamhaus", 2),)),
         SourceIpRow("not-an-ip", total=ResultCounts(delivered=3), blocklist_rejections=4,
                     blocklists=(("barracuda", 4),)),
-        SourceIpRow("192.0.2.1", *address_family("192.0.2.1"), total=ResultCounts(delivered=1)),
+        SourceIpRow("192.0.2.1", *packed_address("192.0.2.1"), total=ResultCounts(delivered=1)),
     )
     out = varbinds(OutcomesView.example().with_changes(source_ips=rows))
     assert column_rows(out, "pmtaSourceIpDelivered") == [(0, 0), ip_index("192.0.2.1")]
@@ -182,14 +182,14 @@ def test_spellings_of_one_address_sum_into_its_one_row() -> None:
     them all, named in the canonical text; not one spelling's row with the others lost."""
     spellings = ("2001:db8::1", "2001:0DB8::1", "2001:db8:0:0:0:0:0:1")
     rows = (
-        *(SourceIpRow(text, *address_family(text), total=ResultCounts(delivered=n, deferred=1),
+        *(SourceIpRow(text, *packed_address(text), total=ResultCounts(delivered=n, deferred=1),
                       last_hour=ResultCounts(delivered=n), complaints=1,
                       blocklist_rejections=n, blocklists=(("spamhaus", n),))
           for n, text in enumerate(spellings, 1)),
-        SourceIpRow(" 192.0.2.1", *address_family(" 192.0.2.1"),
+        SourceIpRow(" 192.0.2.1", *packed_address(" 192.0.2.1"),
                     total=ResultCounts(delivered=5)),
-        SourceIpRow("192.0.2.1", *address_family("192.0.2.1"), total=ResultCounts(delivered=6)),
-        SourceIpRow("::FFFF:192.0.2.9", *address_family("::FFFF:192.0.2.9")),
+        SourceIpRow("192.0.2.1", *packed_address("192.0.2.1"), total=ResultCounts(delivered=6)),
+        SourceIpRow("::FFFF:192.0.2.9", *packed_address("::FFFF:192.0.2.9")),
     )
     out = varbinds(OutcomesView.example().with_changes(source_ips=rows))
     v6, v4 = ip_index("2001:db8::1"), ip_index("192.0.2.1")
@@ -303,10 +303,10 @@ def test_a_source_ip_notification_carries_the_row_columns_with_its_index() -> No
     """pmtaSourceIpBlocklisted: the row's name, last-hour rejections and top list with the
     row's InetAddress index (what a Get of that row returns), then the threshold `.0`."""
     view = OutcomesView.empty().with_changes(source_ips=(
-        SourceIpRow("198.51.100.22", *address_family("198.51.100.22"),
+        SourceIpRow("198.51.100.22", *packed_address("198.51.100.22"),
                     blocklist_rejections=9, blocklist_rejections_last_hour=4,
                     blocklists=(("spamhaus", 7), ("barracuda", 2))),
-        SourceIpRow("2001:db8::25", *address_family("2001:db8::25")),
+        SourceIpRow("2001:db8::25", *packed_address("2001:db8::25")),
     ))
     out = source_ip_varbinds(Notification.SOURCE_IP_BLOCKLISTED, view, "198.51.100.22",
                              thresholds=Thresholds(blocklist_raise=2))
@@ -344,17 +344,17 @@ def test_a_zoned_ipv6_address_is_an_ipv6z_row_of_its_own() -> None:
     number has no truthful index: its counts go to the unknown(0) row (the source_ip label in
     /metrics keeps the text)."""
     rows = (
-        SourceIpRow("fe80::1%lo", *address_family("fe80::1%lo"),
+        SourceIpRow("fe80::1%lo", *packed_address("fe80::1%lo"),
                     total=ResultCounts(delivered=2), blocklist_rejections=1,
                     blocklists=(("spamhaus", 1),)),
-        SourceIpRow(f"fe80::1%{LO}", *address_family(f"fe80::1%{LO}"),
+        SourceIpRow(f"fe80::1%{LO}", *packed_address(f"fe80::1%{LO}"),
                     total=ResultCounts(delivered=4)),
-        SourceIpRow("fe80::1%4000000000", *address_family("fe80::1%4000000000"),
+        SourceIpRow("fe80::1%4000000000", *packed_address("fe80::1%4000000000"),
                     total=ResultCounts(delivered=7)),
-        SourceIpRow("fe80::1", *address_family("fe80::1"), total=ResultCounts(delivered=3)),
-        SourceIpRow("fe80::1%no-such-if9", *address_family("fe80::1%no-such-if9"),
+        SourceIpRow("fe80::1", *packed_address("fe80::1"), total=ResultCounts(delivered=3)),
+        SourceIpRow("fe80::1%no-such-if9", *packed_address("fe80::1%no-such-if9"),
                     total=ResultCounts(delivered=5)),
-        SourceIpRow("192.0.2.1", *address_family("192.0.2.1"), total=ResultCounts(delivered=1)),
+        SourceIpRow("192.0.2.1", *packed_address("192.0.2.1"), total=ResultCounts(delivered=1)),
     )
     out = varbinds(OutcomesView.example().with_changes(source_ips=rows))
     lo, big = zoned_index("fe80::1", LO), zoned_index("fe80::1", 4_000_000_000)

@@ -7,10 +7,11 @@ from pathlib import Path
 
 import pytest
 
+from pmta_snmp.addresses import packed_address
 from pmta_snmp.config import ConfigError, Thresholds, load_config, read_secret, with_overrides
 from pmta_snmp.model import License, QueueTypeCounts, Snapshot, Status
 from pmta_snmp.notify import Condition, Rules
-from pmta_snmp.outcomes.view import OutcomesView, SourceIpRow, address_family
+from pmta_snmp.outcomes.view import OutcomesView, SourceIpRow
 
 
 def snap(depth: int, lic: License | None = None) -> Snapshot:
@@ -24,7 +25,7 @@ TODAY = date(2026, 11, 25)
 def ips(hour: dict[str, int], *, backfilling: bool = False) -> OutcomesView:
     """A view whose source IPs had `hour[ip]` rejections naming a blocklist in the last hour,
     and one row that is no address (the cap's `(other)`, well above any threshold)."""
-    rows = [SourceIpRow(ip, *address_family(ip), blocklist_rejections_last_hour=n,
+    rows = [SourceIpRow(ip, *packed_address(ip), blocklist_rejections_last_hour=n,
                         blocklists=(("spamhaus", n + 5),))
             for ip, n in hour.items()]
     rows.append(SourceIpRow("(other)", blocklist_rejections_last_hour=50))

@@ -10,6 +10,7 @@ from dataclasses import FrozenInstanceError
 
 import pytest
 
+from pmta_snmp.addresses import packed_address
 from pmta_snmp.outcomes.view import (
     DELAY_BOUNDS,
     OTHER,
@@ -17,7 +18,6 @@ from pmta_snmp.outcomes.view import (
     DelayHistogram,
     OutcomesView,
     ResultCounts,
-    address_family,
     hundredths_of_percent,
     source_ip_text,
 )
@@ -49,11 +49,11 @@ def test_example_tables_agree_with_the_totals() -> None:
 
 
 def test_source_ip_families() -> None:
-    assert address_family("198.51.100.20") == (4, bytes([198, 51, 100, 20]))
-    family, packed = address_family("2001:db8::25")
+    assert packed_address("198.51.100.20") == (4, bytes([198, 51, 100, 20]))
+    family, packed = packed_address("2001:db8::25")
     assert family == 6 and len(packed) == 16
-    assert address_family(OTHER) == (0, b"")
-    assert address_family("") == (0, b"")
+    assert packed_address(OTHER) == (0, b"")
+    assert packed_address("") == (0, b"")
     rows = {r.source_ip: r for r in OutcomesView.example().source_ips}
     assert rows["2001:db8::25"].family == 6 and rows[OTHER].family == 0
 
@@ -64,12 +64,12 @@ def test_a_zoned_ipv6_address_packs_with_its_zone_index() -> None:
     this host cannot number is no address it can index."""
     lo = socket.if_nametoindex("lo")
     link = bytes.fromhex("fe80000000000000" "0000000000000001")
-    assert address_family("fe80::1%lo") == (6, link + lo.to_bytes(4, "big"))
-    assert address_family("[FE80::1%lo]") == address_family(f"fe80::1%{lo}")
-    assert address_family("fe80::1%4294967295") == (6, link + b"\xff\xff\xff\xff")
-    assert address_family("fe80::1%4294967296") == (0, b"")
-    assert address_family("fe80::1%no-such-if9") == (0, b"")
-    assert address_family("fe80::1") == (6, link)
+    assert packed_address("fe80::1%lo") == (6, link + lo.to_bytes(4, "big"))
+    assert packed_address("[FE80::1%lo]") == packed_address(f"fe80::1%{lo}")
+    assert packed_address("fe80::1%4294967295") == (6, link + b"\xff\xff\xff\xff")
+    assert packed_address("fe80::1%4294967296") == (0, b"")
+    assert packed_address("fe80::1%no-such-if9") == (0, b"")
+    assert packed_address("fe80::1") == (6, link)
     assert source_ip_text(" FE80::0001%lo ") == "fe80::1%lo"  # the label keeps its zone
 
 
