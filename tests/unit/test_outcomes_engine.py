@@ -271,23 +271,16 @@ def test_malformed_lines_are_counted_never_fatal(tmp_path: Path) -> None:
 
 
 def test_corrupt_state_starts_afresh_with_a_warning(tmp_path: Path) -> None:
-    w = Writer(tmp_path / "acct")
-    w.write(w.rows(40))
-    s = settings(tmp_path, str(w.dir / "acct.csv"))
-    engine = OutcomesEngine(s)
-    engine.read_all()
-    engine.save()
-    engine.state_path.write_text("{not json")
-    engine = OutcomesEngine(s)
-    view = engine.read_all()
+    w, s = saved_state(tmp_path, lambda doc: "{not json")
+    view = OutcomesEngine(s).read_all()
     assert any("not valid JSON" in x for x in view.warnings)
     assert view_counts(view) == file_counts(w.dir)
 
 
-def saved_state(tmp_path: Path, edit: Callable[[dict[str, Any]], dict[str, Any]]
+def saved_state(tmp_path: Path, edit: Callable[[dict[str, Any]], dict[str, Any] | str]
                 ) -> tuple[Writer, EngineSettings]:
     """Accounting files an engine has read and saved its state for, that state then
-    rewritten by `edit` (the JSON document in, the one to write out)."""
+    rewritten by `edit` (the JSON document in; the one to write out, or a text as it is)."""
     w = Writer(tmp_path / "acct")
     w.write(w.rows(40))
     s = settings(tmp_path, str(w.dir / "acct.csv"))
@@ -295,7 +288,8 @@ def saved_state(tmp_path: Path, edit: Callable[[dict[str, Any]], dict[str, Any]]
     engine.read_all()
     engine.save()
     doc = json.loads(engine.state_path.read_text())
-    engine.state_path.write_text(json.dumps(edit(doc)))
+    out = edit(doc)
+    engine.state_path.write_text(out if isinstance(out, str) else json.dumps(out))
     return w, s
 
 
